@@ -1,0 +1,221 @@
+//! `GET /api/v1/logs/search` and `GET /api/v1/logs/tail` (Server-Sent Events).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use vantage_proto::ErrorCode;
+use vantage_storage::logs::{LogQuery, LogQueryError, LogSearchResult, MAX_LIMIT, SortOrder};
+
+use super::timeparse::{format_time, parse_time};
+use super::{ApiError, ApiState, render};
+use crate::config::parse_duration;
+use crate::ingest::{DEFAULT_TENANT, now_ns};
+use crate::telemetry::EndpointLabels;
+
+/// Hits returned when the request names no limit.
+const DEFAULT_LIMIT: usize = 100;
+/// Time range searched when the request names no start: the last hour, like Grafana.
+const DEFAULT_RANGE_NS: i64 = 3_600 * 1_000_000_000;
+/// How often a live tail looks for new records; with 1 s commits, a record shows up in
+/// the tail at most ~1.5 s after its acknowledgement.
+const TAIL_POLL: Duration = Duration::from_millis(500);
+/// Most records one tail poll sends.
+const TAIL_BATCH: usize = 1_000;
+
+/// Query-string parameters of a search.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SearchParams {
+    #[serde(default)]
+    query: String,
+    start: Option<String>,
+    end: Option<String>,
+    limit: Option<usize>,
+    order: Option<String>,
+    histogram: Option<String>,
+}
+
+/// Query-string parameters of a tail.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TailParams {
+    #[serde(default)]
+    query: String,
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::InvalidArgument, message)
+}
+
+fn query_error(e: LogQueryError) -> ApiError {
+    match e {
+        LogQueryError::Internal(inner) => {
+            tracing::error!(error = %inner, "log search failed");
+            ApiError::new(
+                ErrorCode::Internal,
+                "log search failed; see the collector log",
+            )
+        }
+        other => bad(other.to_string()),
+    }
+}
+
+fn build_query(p: SearchParams) -> Result<LogQuery, ApiError> {
+    let now = i64::try_from(now_ns()).unwrap_or(i64::MAX);
+    let end = match &p.end {
+        Some(t) => parse_time(t, now).map_err(|e| bad(format!("end: {e}")))?,
+        None => now,
+    };
+    let start = match &p.start {
+        Some(t) => parse_time(t, now).map_err(|e| bad(format!("start: {e}")))?,
+        None => end.saturating_sub(DEFAULT_RANGE_NS),
+    };
+    let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit > MAX_LIMIT {
+        return Err(bad(format!(
+            "limit {limit} is over the maximum of {MAX_LIMIT}"
+        )));
+    }
+    let order = match p.order.as_deref() {
+        None | Some("desc") => SortOrder::TimeDesc,
+        Some("asc") => SortOrder::TimeAsc,
+        Some(other) => return Err(bad(format!("order {other:?} is not asc or desc"))),
+    };
+    let histogram_interval_ns = match &p.histogram {
+        Some(h) => Some(
+            parse_duration(h)
+                .map_err(|e| bad(format!("histogram: {e}")))
+                .and_then(|d| {
+                    i64::try_from(d.as_nanos()).map_err(|_| bad("histogram: interval too long"))
+                })?,
+        ),
+        None => None,
+    };
+    Ok(LogQuery {
+        tenant: DEFAULT_TENANT.to_string(),
+        query: p.query,
+        start_ns: start,
+        end_ns: end,
+        limit,
+        order,
+        histogram_interval_ns,
+        after_lsn: None,
+    })
+}
+
+fn render_result(result: &LogSearchResult, took: Duration) -> Value {
+    let mut body = json!({
+        "total": result.total,
+        "took_ms": took.as_secs_f64() * 1e3,
+        "hits": result.hits.iter().map(render::hit).collect::<Vec<_>>(),
+    });
+    if let Some(h) = &result.histogram {
+        body["histogram"] = h
+            .iter()
+            .map(|b| json!({"start": format_time(b.start_ns), "start_unix_nano": b.start_ns.to_string(), "count": b.count}))
+            .collect();
+    }
+    body
+}
+
+pub(super) async fn search(
+    State(state): State<Arc<ApiState>>,
+    params: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let Query(params) = params.map_err(|e| bad(e.body_text()))?;
+    let query = build_query(params)?;
+    let store = state.logs.clone();
+    let result = tokio::task::spawn_blocking(move || store.search(&query))
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::Internal, "search task failed"))?
+        .map_err(query_error)?;
+    let took = started.elapsed();
+    state
+        .telemetry
+        .query_seconds
+        .get_or_create(&EndpointLabels {
+            endpoint: "logs_search",
+        })
+        .observe(took.as_secs_f64());
+    Ok(Json(render_result(&result, took)).into_response())
+}
+
+pub(super) async fn tail(
+    State(state): State<Arc<ApiState>>,
+    params: Result<Query<TailParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let Query(params) = params.map_err(|e| bad(e.body_text()))?;
+    // Reject a bad query now, with a 400, rather than inside the stream.
+    state.logs.parse_query(&params.query).map_err(query_error)?;
+    let mut cursor = state.ingest.wals().logs.last_lsn();
+    let store = state.logs.clone();
+    let text = params.query;
+    let stream = async_stream(move |tx| async move {
+        let mut interval = tokio::time::interval(TAIL_POLL);
+        loop {
+            interval.tick().await;
+            let query = LogQuery {
+                tenant: DEFAULT_TENANT.to_string(),
+                query: text.clone(),
+                start_ns: i64::MIN,
+                end_ns: i64::MAX,
+                limit: TAIL_BATCH,
+                order: SortOrder::ArrivalAsc,
+                histogram_interval_ns: None,
+                after_lsn: Some(cursor),
+            };
+            let store = store.clone();
+            let result = match tokio::task::spawn_blocking(move || store.search(&query)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "live tail search failed");
+                    continue;
+                }
+                Err(_) => return,
+            };
+            // LSNs are per batch: when a poll fills up in the middle of a batch, hold
+            // that batch back for the next poll (unless it alone fills the poll, in which
+            // case the rest of it is skipped: a live view, not an export).
+            let hits = &result.hits;
+            let mut upto = hits.len();
+            if hits.len() == TAIL_BATCH && hits[0].lsn != hits[hits.len() - 1].lsn {
+                let last = hits[hits.len() - 1].lsn;
+                upto = hits
+                    .iter()
+                    .position(|h| h.lsn == last)
+                    .unwrap_or(hits.len());
+            }
+            for hit in &hits[..upto] {
+                cursor = cursor.max(hit.lsn);
+                let event = Event::default()
+                    .event("log")
+                    .data(render::hit(hit).to_string());
+                if tx.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// A stream fed by a task through a small bounded channel; the task stops when the
+/// client goes away (the receiver is dropped and `send` fails).
+fn async_stream<F, Fut>(f: F) -> impl Stream<Item = Result<Event, Infallible>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<Event, Infallible>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(f(tx));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}

@@ -1,0 +1,110 @@
+//! The query API on `listen.api`: log search and live tail, self-telemetry and probes.
+
+mod logs;
+pub mod render;
+pub mod timeparse;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use vantage_proto::ErrorCode;
+use vantage_storage::logs::LogStore;
+
+use crate::ingest::Ingest;
+use crate::telemetry::{SignalLabels, Telemetry};
+
+/// What every API handler can reach.
+pub struct ApiState {
+    /// Log search.
+    pub logs: LogStore,
+    /// The ingest path (for WAL positions and sizes).
+    pub ingest: Arc<Ingest>,
+    /// Own metrics.
+    pub telemetry: Arc<Telemetry>,
+    /// Set once WAL replay has finished.
+    pub ready: AtomicBool,
+}
+
+/// An API error: a code and a message, rendered as
+/// `{"status":"error","errorType":"...","error":"..."}` like Prometheus's API.
+#[derive(Debug)]
+pub struct ApiError {
+    code: ErrorCode,
+    message: String,
+}
+
+impl ApiError {
+    /// An error with a message for the client.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body =
+            json!({"status": "error", "errorType": self.code.as_str(), "error": self.message});
+        (
+            self.code.http_status(),
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
+    }
+}
+
+/// All API routes.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/logs/search", get(logs::search))
+        .route("/api/v1/logs/tail", get(logs::tail))
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
+    if state.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "replaying the write-ahead log\n",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+    let t = &state.telemetry;
+    let wals = state.ingest.wals();
+    for (signal, wal) in [
+        ("logs", &wals.logs),
+        ("metrics", &wals.metrics),
+        ("traces", &wals.traces),
+    ] {
+        t.wal_bytes
+            .get_or_create(&SignalLabels { signal })
+            .set(wal.stats().disk_bytes as i64);
+    }
+    t.ready.set(i64::from(state.ready.load(Ordering::SeqCst)));
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        t.encode(),
+    )
+        .into_response()
+}

@@ -1,0 +1,474 @@
+//! Collector configuration: a YAML file, then `VANTAGE_*` environment variables, then
+//! command-line flags, each overriding the one before, validated into [`Config`].
+//!
+//! Environment variables map to keys by path: `VANTAGE_DATA_DIR` sets `data_dir`,
+//! `VANTAGE_LISTEN__OTLP_GRPC` sets `listen.otlp_grpc` (a double underscore steps into a
+//! section). The process environment is read by `main` and passed in as a map, so tests
+//! never touch it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_yaml_ng::{Mapping, Value};
+
+/// Where data lives by default: beside the working directory, so a first run needs no setup.
+pub const DEFAULT_DATA_DIR: &str = "vantage-data";
+/// OTLP/gRPC's registered port.
+pub const DEFAULT_OTLP_GRPC: &str = "0.0.0.0:4317";
+/// OTLP/HTTP's registered port.
+pub const DEFAULT_OTLP_HTTP: &str = "0.0.0.0:4318";
+/// The query API.
+pub const DEFAULT_API: &str = "0.0.0.0:7070";
+/// OTLP exporters send batches well under this; the OTel Collector's default is similar.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+/// Requests being made durable at once, in bytes: the memory ceiling of the ingest path.
+pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 128 * 1024 * 1024;
+/// More attributes than this on one record is a bug upstream, not data (OTel SDKs cap at 128).
+pub const DEFAULT_MAX_ATTRIBUTES: usize = 1024;
+/// How far ahead of our clock a record may be stamped; Loki's grace period is the same.
+pub const DEFAULT_MAX_FUTURE_SKEW: &str = "10m";
+/// What clients are told to wait when ingest is behind.
+pub const DEFAULT_RETRY_AFTER: &str = "1s";
+/// Commit cadence of the log index: the freshness promise is 2 s, commits every 1 s.
+pub const DEFAULT_COMMIT_INTERVAL_MS: u64 = 1000;
+/// Logs are kept a week by default.
+pub const DEFAULT_RETENTION_LOGS: &str = "7d";
+/// WAL segment size: big enough to make rotation rare, small enough to free disk promptly.
+pub const DEFAULT_WAL_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Top-level keys an environment variable may set; other `VANTAGE_*` variables (the CLI's
+/// `VANTAGE_URL`, say) are not the collector's and are ignored.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "data_dir",
+    "log_format",
+    "listen",
+    "ingest",
+    "wal",
+    "logs",
+    "retention",
+];
+
+/// The configuration file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    log_format: Option<String>,
+    listen: ListenFile,
+    ingest: IngestFile,
+    wal: WalFile,
+    logs: LogsFile,
+    retention: RetentionFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ListenFile {
+    otlp_grpc: Option<String>,
+    otlp_http: Option<String>,
+    api: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct IngestFile {
+    max_request_bytes: Option<usize>,
+    max_inflight_bytes: Option<usize>,
+    max_attributes_per_record: Option<usize>,
+    max_future_skew: Option<String>,
+    retry_after: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct WalFile {
+    segment_max_bytes: Option<u64>,
+    fsync: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct LogsFile {
+    commit_interval_ms: Option<u64>,
+    writer_heap_bytes: Option<usize>,
+    indexing_threads: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RetentionFile {
+    logs: Option<String>,
+    metrics: Option<String>,
+    traces: Option<String>,
+}
+
+/// How the collector writes its own log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers (and the tests).
+    Json,
+}
+
+/// The validated configuration the collector runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Root of all on-disk state.
+    pub data_dir: PathBuf,
+    /// Own log format.
+    pub log_format: LogFormat,
+    /// OTLP/gRPC listen address.
+    pub otlp_grpc: SocketAddr,
+    /// OTLP/HTTP listen address.
+    pub otlp_http: SocketAddr,
+    /// Query API listen address.
+    pub api: SocketAddr,
+    /// Largest request body accepted (compressed and decompressed).
+    pub max_request_bytes: usize,
+    /// Memory budget for requests waiting for their fsync.
+    pub max_inflight_bytes: usize,
+    /// Attributes allowed on one record.
+    pub max_attributes_per_record: usize,
+    /// How far in the future a record's time may be.
+    pub max_future_skew: Duration,
+    /// Delay suggested to clients that are throttled.
+    pub retry_after: Duration,
+    /// WAL segment size.
+    pub wal_segment_max_bytes: u64,
+    /// Whether the WAL fsyncs (off only for benchmarks of other parts).
+    pub wal_fsync: bool,
+    /// Log index commit cadence.
+    pub commit_interval: Duration,
+    /// Tantivy writer heap per open partition.
+    pub writer_heap_bytes: usize,
+    /// Tantivy indexing threads.
+    pub indexing_threads: usize,
+    /// How long logs are kept.
+    pub retention_logs: Duration,
+}
+
+/// Values given on the command line; `None` leaves the file/environment value.
+#[derive(Clone, Debug, Default)]
+pub struct FlagOverrides {
+    /// `--data-dir`
+    pub data_dir: Option<PathBuf>,
+    /// `--otlp-grpc`
+    pub otlp_grpc: Option<String>,
+    /// `--otlp-http`
+    pub otlp_http: Option<String>,
+    /// `--api`
+    pub api: Option<String>,
+    /// `--log-format`
+    pub log_format: Option<String>,
+}
+
+/// Every problem found in the configuration, reported together.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+pub struct ConfigError(pub Vec<String>);
+
+impl Config {
+    /// Builds the configuration from an optional file, the `VANTAGE_*` variables and flags.
+    pub fn load(
+        file: Option<&Path>,
+        env: &BTreeMap<String, String>,
+        flags: &FlagOverrides,
+    ) -> Result<Config, ConfigError> {
+        let mut root = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError(vec![format!("cannot read {}: {e}", path.display())])
+                })?;
+                // Deserialize the text itself first: its errors carry line and column.
+                serde_yaml_ng::from_str::<FileConfig>(&text)
+                    .map_err(|e| ConfigError(vec![format!("{}: {e}", path.display())]))?;
+                match serde_yaml_ng::from_str::<Value>(&text) {
+                    Ok(Value::Null) => Value::Mapping(Mapping::new()),
+                    Ok(v) => v,
+                    Err(e) => return Err(ConfigError(vec![format!("{}: {e}", path.display())])),
+                }
+            }
+            None => Value::Mapping(Mapping::new()),
+        };
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("VANTAGE_") else {
+                continue;
+            };
+            let path: Vec<String> = rest
+                .to_ascii_lowercase()
+                .split("__")
+                .map(str::to_string)
+                .collect();
+            if !TOP_LEVEL_KEYS.contains(&path[0].as_str()) {
+                continue;
+            }
+            set_path(&mut root, &path, scalar(value));
+        }
+        let flag = |root: &mut Value, path: &[&str], v: &Option<String>| {
+            if let Some(v) = v {
+                let path: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+                set_path(root, &path, Value::String(v.clone()));
+            }
+        };
+        flag(
+            &mut root,
+            &["data_dir"],
+            &flags.data_dir.as_ref().map(|p| p.display().to_string()),
+        );
+        flag(&mut root, &["listen", "otlp_grpc"], &flags.otlp_grpc);
+        flag(&mut root, &["listen", "otlp_http"], &flags.otlp_http);
+        flag(&mut root, &["listen", "api"], &flags.api);
+        flag(&mut root, &["log_format"], &flags.log_format);
+        let parsed: FileConfig = serde_yaml_ng::from_value(root)
+            .map_err(|e| ConfigError(vec![format!("after VANTAGE_* variables and flags: {e}")]))?;
+        validate(parsed)
+    }
+}
+
+/// An environment value read as YAML (so `false` and `42` keep their types), else a string.
+fn scalar(text: &str) -> Value {
+    match serde_yaml_ng::from_str::<Value>(text) {
+        Ok(v @ (Value::Bool(_) | Value::Number(_))) => v,
+        _ => Value::String(text.to_string()),
+    }
+}
+
+fn set_path(root: &mut Value, path: &[String], value: Value) {
+    let mut node = root;
+    for (i, key) in path.iter().enumerate() {
+        if !matches!(node, Value::Mapping(_)) {
+            *node = Value::Mapping(Mapping::new());
+        }
+        let Value::Mapping(map) = node else {
+            unreachable!("made a mapping above")
+        };
+        let key = Value::String(key.clone());
+        if i == path.len() - 1 {
+            map.insert(key, value);
+            return;
+        }
+        node = map.entry(key).or_insert(Value::Mapping(Mapping::new()));
+    }
+}
+
+fn validate(f: FileConfig) -> Result<Config, ConfigError> {
+    let mut errors = Vec::new();
+    let mut addr = |key: &str, value: Option<String>, default: &str| -> SocketAddr {
+        let text = value.unwrap_or_else(|| default.to_string());
+        text.parse().unwrap_or_else(|e| {
+            errors.push(format!(
+                "{key}: {text:?} is not a socket address (host:port): {e}"
+            ));
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        })
+    };
+    let otlp_grpc = addr("listen.otlp_grpc", f.listen.otlp_grpc, DEFAULT_OTLP_GRPC);
+    let otlp_http = addr("listen.otlp_http", f.listen.otlp_http, DEFAULT_OTLP_HTTP);
+    let api = addr("listen.api", f.listen.api, DEFAULT_API);
+    let mut duration = |key: &str, value: Option<String>, default: &str| -> Duration {
+        let text = value.unwrap_or_else(|| default.to_string());
+        parse_duration(&text).unwrap_or_else(|e| {
+            errors.push(format!("{key}: {e}"));
+            Duration::ZERO
+        })
+    };
+    let max_future_skew = duration(
+        "ingest.max_future_skew",
+        f.ingest.max_future_skew,
+        DEFAULT_MAX_FUTURE_SKEW,
+    );
+    let retry_after = duration(
+        "ingest.retry_after",
+        f.ingest.retry_after,
+        DEFAULT_RETRY_AFTER,
+    );
+    let retention_logs = duration("retention.logs", f.retention.logs, DEFAULT_RETENTION_LOGS);
+    // Parsed so a typo fails now, although their stores come later.
+    let _ = duration("retention.metrics", f.retention.metrics, "15d");
+    let _ = duration("retention.traces", f.retention.traces, "7d");
+    let log_format = match f.log_format.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            errors.push(format!("log_format: {other:?} is not one of text, json"));
+            LogFormat::Text
+        }
+    };
+    let max_request_bytes = f
+        .ingest
+        .max_request_bytes
+        .unwrap_or(DEFAULT_MAX_REQUEST_BYTES);
+    if max_request_bytes < 1024 {
+        errors.push("ingest.max_request_bytes: must be at least 1024".to_string());
+    }
+    let max_inflight_bytes = f
+        .ingest
+        .max_inflight_bytes
+        .unwrap_or(DEFAULT_MAX_INFLIGHT_BYTES);
+    if max_inflight_bytes < max_request_bytes {
+        errors.push(format!(
+            "ingest.max_inflight_bytes: {max_inflight_bytes} is below ingest.max_request_bytes ({max_request_bytes}); one request must fit"
+        ));
+    }
+    let writer_heap_bytes = f
+        .logs
+        .writer_heap_bytes
+        .unwrap_or(vantage_storage::logs::DEFAULT_WRITER_HEAP_BYTES);
+    let indexing_threads = f.logs.indexing_threads.unwrap_or(1);
+    if indexing_threads == 0 || writer_heap_bytes / indexing_threads.max(1) < 15_000_000 {
+        errors.push("logs.writer_heap_bytes: Tantivy needs at least 15 MB per indexing thread, and at least one thread".to_string());
+    }
+    let commit_interval_ms = f
+        .logs
+        .commit_interval_ms
+        .unwrap_or(DEFAULT_COMMIT_INTERVAL_MS);
+    if commit_interval_ms == 0 || commit_interval_ms > 60_000 {
+        errors.push("logs.commit_interval_ms: must be between 1 and 60000".to_string());
+    }
+    if retention_logs < Duration::from_secs(86_400) {
+        errors.push(
+            "retention.logs: partitions are a day long, so retention must be at least 1d"
+                .to_string(),
+        );
+    }
+    if !errors.is_empty() {
+        return Err(ConfigError(errors));
+    }
+    Ok(Config {
+        data_dir: f
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+        log_format,
+        otlp_grpc,
+        otlp_http,
+        api,
+        max_request_bytes,
+        max_inflight_bytes,
+        max_attributes_per_record: f
+            .ingest
+            .max_attributes_per_record
+            .unwrap_or(DEFAULT_MAX_ATTRIBUTES),
+        max_future_skew,
+        retry_after,
+        wal_segment_max_bytes: f.wal.segment_max_bytes.unwrap_or(DEFAULT_WAL_SEGMENT_BYTES),
+        wal_fsync: f.wal.fsync.unwrap_or(true),
+        commit_interval: Duration::from_millis(commit_interval_ms),
+        writer_heap_bytes,
+        indexing_threads,
+        retention_logs,
+    })
+}
+
+/// Parses `500ms`, `30s`, `10m`, `2h`, `7d`, `1w` (one number, one unit).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} has no unit (use ms, s, m, h, d or w)"))?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a whole number"))?;
+    let secs = |mult: u64| n.checked_mul(mult).map(Duration::from_secs);
+    let d = match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3_600),
+        "d" => secs(86_400),
+        "w" => secs(7 * 86_400),
+        _ => {
+            return Err(format!(
+                "{text:?} has unknown unit {unit:?} (use ms, s, m, h, d or w)"
+            ));
+        }
+    };
+    d.ok_or_else(|| format!("{text:?} is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_without_any_input() {
+        let c = Config::load(None, &BTreeMap::new(), &FlagOverrides::default()).unwrap();
+        assert_eq!(c.otlp_grpc.port(), 4317);
+        assert_eq!(c.otlp_http.port(), 4318);
+        assert_eq!(c.api.port(), 7070);
+        assert_eq!(c.max_request_bytes, 16 * 1024 * 1024);
+        assert_eq!(c.retention_logs, Duration::from_secs(7 * 86_400));
+        assert!(c.wal_fsync);
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(
+            &path,
+            "data_dir: /from/file\nlisten:\n  otlp_grpc: 127.0.0.1:1\n  api: 127.0.0.1:2\nwal:\n  fsync: true\n",
+        )
+        .unwrap();
+        let e = env(&[
+            ("VANTAGE_LISTEN__API", "127.0.0.1:3"),
+            ("VANTAGE_WAL__FSYNC", "false"),
+            ("VANTAGE_URL", "http://not-the-collectors"),
+        ]);
+        let flags = FlagOverrides {
+            otlp_grpc: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        };
+        let c = Config::load(Some(&path), &e, &flags).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(c.otlp_grpc.port(), 0, "flag beats file");
+        assert_eq!(c.api.port(), 3, "env beats file");
+        assert!(!c.wal_fsync, "env values keep their YAML type");
+    }
+
+    #[test]
+    fn unknown_keys_name_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "listen:\n  api: 127.0.0.1:2\n  otlp_grcp: x\n").unwrap();
+        let err =
+            Config::load(Some(&path), &BTreeMap::new(), &FlagOverrides::default()).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("otlp_grcp") && msg.contains("line 3"), "{msg}");
+    }
+
+    #[test]
+    fn all_errors_at_once() {
+        let e = env(&[
+            ("VANTAGE_LISTEN__API", "nope"),
+            ("VANTAGE_RETENTION__LOGS", "7 days"),
+            ("VANTAGE_LOG_FORMAT", "xml"),
+        ]);
+        let err = Config::load(None, &e, &FlagOverrides::default()).unwrap_err();
+        assert_eq!(err.0.len(), 3, "{err}");
+        assert!(err.to_string().contains("listen.api"));
+        assert!(err.to_string().contains("retention.logs"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(604_800));
+        assert_eq!(parse_duration("1w").unwrap(), Duration::from_secs(604_800));
+        assert!(parse_duration("7").is_err());
+        assert!(parse_duration("d").is_err());
+        assert!(parse_duration("5y").is_err());
+        assert!(parse_duration("99999999999999999999s").is_err());
+    }
+}

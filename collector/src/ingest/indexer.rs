@@ -1,0 +1,114 @@
+//! The log indexing thread: durable batches in WAL order -> Tantivy, a commit every
+//! `logs.commit_interval_ms`, then the WAL is truncated through the new checkpoint.
+//!
+//! It runs on its own OS thread because Tantivy indexing and commits block.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
+use vantage_storage::logs::{LogIndexer, LogStoreError};
+use vantage_storage::wal::{Durable, Wal};
+
+use super::payload;
+use crate::telemetry::Telemetry;
+
+/// How often partitions past retention are looked for.
+const RETENTION_CHECK: Duration = Duration::from_secs(600);
+
+/// Indexes one durable batch; a batch that cannot be decoded is logged, counted and
+/// skipped (it passed validation before it was written, so this means disk corruption
+/// that the WAL checksum missed, or a bug).
+fn index_one(indexer: &mut LogIndexer, durable: &Durable, telemetry: &Telemetry) {
+    let result = payload::decode(&durable.payload)
+        .map_err(|e| e.to_string())
+        .and_then(|(tenant, body)| {
+            let request = ExportLogsServiceRequest::decode(body).map_err(|e| e.to_string())?;
+            indexer
+                .add_batch(tenant, durable.lsn, &request)
+                .map_err(|e| e.to_string())
+        });
+    if let Err(error) = result {
+        telemetry.log_index_errors.inc();
+        tracing::error!(lsn = durable.lsn, %error, "log batch could not be indexed");
+    }
+}
+
+/// Commits, then lets the WAL drop what the index now holds.
+fn commit(indexer: &mut LogIndexer, wal: &Wal, telemetry: &Telemetry) -> Result<(), LogStoreError> {
+    let started = Instant::now();
+    let checkpoint = indexer.commit()?;
+    telemetry
+        .log_index_commit_seconds
+        .observe(started.elapsed().as_secs_f64());
+    telemetry
+        .log_index_docs
+        .set(indexer.store().num_docs() as i64);
+    if let Err(e) = wal.truncate_through(checkpoint) {
+        tracing::warn!(error = %e, "wal truncation failed, will retry at the next commit");
+    }
+    Ok(())
+}
+
+/// Replays every WAL record after the index checkpoint, then commits. Returns how many
+/// batches were replayed.
+pub fn replay(indexer: &mut LogIndexer, wal: &Wal, telemetry: &Telemetry) -> anyhow::Result<u64> {
+    let from = indexer.checkpoint_lsn() + 1;
+    let mut batches = 0u64;
+    for durable in wal.read_from(from)? {
+        let durable = durable?;
+        index_one(indexer, &durable, telemetry);
+        batches += 1;
+    }
+    commit(indexer, wal, telemetry)?;
+    Ok(batches)
+}
+
+/// Runs the indexing loop until the WAL's sink closes (shutdown), then commits and closes.
+pub fn spawn(
+    mut indexer: LogIndexer,
+    wal: Wal,
+    rx: Receiver<Durable>,
+    commit_interval: Duration,
+    telemetry: Arc<Telemetry>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("log-indexer".into())
+        .spawn(move || {
+            let mut last_commit = Instant::now();
+            let mut last_retention: Option<Instant> = None;
+            loop {
+                let wait = commit_interval.saturating_sub(last_commit.elapsed());
+                match rx.recv_timeout(wait) {
+                    Ok(durable) => index_one(&mut indexer, &durable, &telemetry),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+                if last_commit.elapsed() >= commit_interval {
+                    if indexer.has_uncommitted() {
+                        if let Err(e) = commit(&mut indexer, &wal, &telemetry) {
+                            telemetry.log_index_errors.inc();
+                            tracing::error!(error = %e, "log index commit failed, data stays in the wal");
+                        }
+                    }
+                    last_commit = Instant::now();
+                }
+                if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_CHECK) {
+                    let now = i64::try_from(super::now_ns()).unwrap_or(i64::MAX);
+                    if let Err(e) = indexer.apply_retention(now) {
+                        tracing::error!(error = %e, "log retention failed");
+                    }
+                    last_retention = Some(Instant::now());
+                }
+            }
+            match indexer.close() {
+                Ok(lsn) => {
+                    let _ = wal.truncate_through(lsn);
+                    tracing::info!(checkpoint = lsn, "log index closed");
+                }
+                Err(e) => tracing::error!(error = %e, "log index close failed; the wal will be replayed at start"),
+            }
+        })
+}

@@ -1,0 +1,299 @@
+//! The ingest path every receiver calls: admission (a byte budget for requests in
+//! flight, so memory stays flat under overload), validation, the WAL append whose fsync
+//! gates the acknowledgement, and counting.
+//!
+//! ```text
+//! receiver --(admit: in-flight bytes <= ingest.max_inflight_bytes, else RESOURCE_EXHAUSTED/429)
+//!   --> validate --> WAL append queue (1024 requests) --> group fsync --> ack
+//!                                                          \--> indexer channel (64 batches) --> Tantivy
+//! ```
+
+pub mod indexer;
+pub mod payload;
+pub mod validate;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use vantage_proto::ErrorCode;
+use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
+use vantage_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
+use vantage_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use vantage_storage::wal::Wal;
+
+use crate::telemetry::{RejectLabels, SignalLabels, Telemetry};
+use validate::Limits;
+
+/// The only tenant until authentication assigns tenants from credentials.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// The three OTLP signals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// Log records.
+    Logs,
+    /// Metric data points.
+    Metrics,
+    /// Spans.
+    Traces,
+}
+
+impl Signal {
+    /// Lower-case name, for labels and paths.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::Logs => "logs",
+            Signal::Metrics => "metrics",
+            Signal::Traces => "traces",
+        }
+    }
+}
+
+/// A refused export, ready to be mapped to gRPC or HTTP.
+#[derive(Debug, Clone)]
+pub struct IngestError {
+    /// What kind of failure.
+    pub code: ErrorCode,
+    /// What to tell the client.
+    pub message: String,
+    /// When to retry, for retryable failures.
+    pub retry_after: Option<Duration>,
+}
+
+impl IngestError {
+    /// A non-retryable failure.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        IngestError {
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+/// An export that was made durable, possibly without some of its records.
+#[derive(Debug, Default, Clone)]
+pub struct Accepted {
+    /// Records left out (OTLP `partial_success.rejected_*`).
+    pub rejected: u64,
+    /// Why, when `rejected > 0`.
+    pub message: String,
+}
+
+/// One WAL per signal: logs are truncated once indexed; metrics and traces stay until
+/// their stores exist and replay them.
+pub struct Wals {
+    /// Logs WAL (consumed by the log indexer).
+    pub logs: Wal,
+    /// Metrics WAL.
+    pub metrics: Wal,
+    /// Traces WAL.
+    pub traces: Wal,
+}
+
+/// The shared ingest path.
+pub struct Ingest {
+    wals: Wals,
+    inflight: Arc<Semaphore>,
+    inflight_limit: u32,
+    limits: Limits,
+    retry_after: Duration,
+    telemetry: Arc<Telemetry>,
+    open: AtomicBool,
+}
+
+/// Nanoseconds since the epoch, now.
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+impl Ingest {
+    /// Builds the ingest path over the given WALs; closed until [`Ingest::open`].
+    pub fn new(
+        wals: Wals,
+        max_inflight_bytes: usize,
+        limits: Limits,
+        retry_after: Duration,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
+        let inflight_limit = u32::try_from(max_inflight_bytes).unwrap_or(u32::MAX);
+        Ingest {
+            wals,
+            inflight: Arc::new(Semaphore::new(inflight_limit as usize)),
+            inflight_limit,
+            limits,
+            retry_after,
+            telemetry,
+            open: AtomicBool::new(false),
+        }
+    }
+
+    /// Starts accepting exports (after WAL replay).
+    pub fn open(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops accepting exports (shutdown); later exports get UNAVAILABLE.
+    pub fn close(&self) {
+        self.open.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether exports are accepted.
+    pub fn is_open(&self) -> bool {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// The WALs, for statistics.
+    pub fn wals(&self) -> &Wals {
+        &self.wals
+    }
+
+    /// Stops the WAL writers after they flush what is queued.
+    pub fn shutdown(self) {
+        for (signal, wal) in [
+            ("logs", self.wals.logs),
+            ("metrics", self.wals.metrics),
+            ("traces", self.wals.traces),
+        ] {
+            if let Err(e) = wal.shutdown() {
+                tracing::warn!(signal, error = %e, "wal shutdown failed");
+            }
+        }
+    }
+
+    /// How long a throttled client is told to wait.
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+
+    fn admit(&self, bytes: usize) -> Result<OwnedSemaphorePermit, IngestError> {
+        if !self.is_open() {
+            return Err(IngestError {
+                code: ErrorCode::Unavailable,
+                message: "collector is starting or stopping".into(),
+                retry_after: Some(self.retry_after),
+            });
+        }
+        let want = u32::try_from(bytes.max(1))
+            .unwrap_or(u32::MAX)
+            .min(self.inflight_limit);
+        self.inflight
+            .clone()
+            .try_acquire_many_owned(want)
+            .map_err(|_| IngestError {
+                code: ErrorCode::ResourceExhausted,
+                message: "ingest is behind: too many bytes waiting for durable storage".into(),
+                retry_after: Some(self.retry_after),
+            })
+    }
+
+    async fn append(
+        &self,
+        signal: Signal,
+        wal: &Wal,
+        payload: bytes::Bytes,
+    ) -> Result<(), IngestError> {
+        wal.append(payload).await.map(|_| ()).map_err(|e| {
+            tracing::error!(signal = signal.as_str(), error = %e, "wal append failed");
+            IngestError {
+                code: ErrorCode::Unavailable,
+                message: "could not make the batch durable".into(),
+                retry_after: Some(self.retry_after),
+            }
+        })
+    }
+
+    fn count(&self, signal: Signal, records: u64, bytes: usize) {
+        let labels = SignalLabels {
+            signal: signal.as_str(),
+        };
+        self.telemetry
+            .ingest_records
+            .get_or_create(&labels)
+            .inc_by(records);
+        self.telemetry
+            .ingest_bytes
+            .get_or_create(&labels)
+            .inc_by(bytes as u64);
+    }
+
+    /// Makes a logs export durable. `size` is its decoded size in bytes.
+    pub async fn export_logs(
+        &self,
+        tenant: &str,
+        mut request: ExportLogsServiceRequest,
+        size: usize,
+    ) -> Result<Accepted, IngestError> {
+        let _permit = self.admit(size)?;
+        let verdict = validate::logs(&mut request, &self.limits, now_ns());
+        for (reason, n) in &verdict.rejected {
+            self.telemetry
+                .rejected_records
+                .get_or_create(&RejectLabels {
+                    signal: "logs",
+                    reason: reason.label(),
+                })
+                .inc_by(*n);
+        }
+        if verdict.accepted > 0 {
+            self.append(
+                Signal::Logs,
+                &self.wals.logs,
+                payload::encode(tenant, &request),
+            )
+            .await?;
+            self.count(Signal::Logs, verdict.accepted, size);
+        }
+        Ok(Accepted {
+            rejected: verdict.rejected_total(),
+            message: verdict.message(),
+        })
+    }
+
+    /// Makes a metrics export durable; it is replayed into the metrics store once one exists.
+    pub async fn export_metrics(
+        &self,
+        tenant: &str,
+        request: ExportMetricsServiceRequest,
+        size: usize,
+    ) -> Result<Accepted, IngestError> {
+        let _permit = self.admit(size)?;
+        let points = vantage_proto::metrics::data_point_count(&request);
+        if points > 0 || !request.resource_metrics.is_empty() {
+            self.append(
+                Signal::Metrics,
+                &self.wals.metrics,
+                payload::encode(tenant, &request),
+            )
+            .await?;
+        }
+        self.count(Signal::Metrics, points, size);
+        Ok(Accepted::default())
+    }
+
+    /// Makes a traces export durable; it is replayed into the trace store once one exists.
+    pub async fn export_traces(
+        &self,
+        tenant: &str,
+        request: ExportTraceServiceRequest,
+        size: usize,
+    ) -> Result<Accepted, IngestError> {
+        let _permit = self.admit(size)?;
+        let spans = vantage_proto::traces::span_count(&request);
+        if spans > 0 {
+            self.append(
+                Signal::Traces,
+                &self.wals.traces,
+                payload::encode(tenant, &request),
+            )
+            .await?;
+        }
+        self.count(Signal::Traces, spans, size);
+        Ok(Accepted::default())
+    }
+}

@@ -1,0 +1,226 @@
+//! What the collector refuses inside an otherwise well-formed batch, record by record,
+//! so one bad record never costs the good ones (OTLP partial success).
+
+use std::time::Duration;
+
+use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
+
+/// Limits applied to every record.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Most attributes on one record.
+    pub max_attributes: usize,
+    /// How far ahead of now a timestamp may be.
+    pub max_future_skew: Duration,
+    /// How old a record may be (the retention period: older data would be deleted at once).
+    pub max_age: Duration,
+}
+
+/// Why a record was rejected; the string is the metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reject {
+    /// Too many attributes.
+    TooManyAttributes,
+    /// Timestamp beyond the allowed future skew.
+    TooFarInFuture,
+    /// Timestamp older than retention.
+    TooOld,
+}
+
+impl Reject {
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Reject::TooManyAttributes => "too_many_attributes",
+            Reject::TooFarInFuture => "timestamp_in_future",
+            Reject::TooOld => "timestamp_too_old",
+        }
+    }
+}
+
+/// Outcome of validating a batch.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    /// Records kept.
+    pub accepted: u64,
+    /// Rejections by reason, in first-seen order.
+    pub rejected: Vec<(Reject, u64)>,
+    /// First rejection, described for the partial-success message.
+    pub first_problem: Option<String>,
+}
+
+impl Verdict {
+    /// Total records rejected.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().map(|(_, n)| n).sum()
+    }
+
+    fn reject(&mut self, reason: Reject, describe: impl FnOnce() -> String) {
+        if self.first_problem.is_none() {
+            self.first_problem = Some(describe());
+        }
+        match self.rejected.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, n)) => *n += 1,
+            None => self.rejected.push((reason, 1)),
+        }
+    }
+
+    /// The OTLP partial-success message: counts by reason and the first example.
+    pub fn message(&self) -> String {
+        if self.rejected.is_empty() {
+            return String::new();
+        }
+        let counts: Vec<String> = self
+            .rejected
+            .iter()
+            .map(|(r, n)| format!("{n} {}", r.label()))
+            .collect();
+        format!(
+            "rejected {} ({}); first: {}",
+            self.rejected_total(),
+            counts.join(", "),
+            self.first_problem.as_deref().unwrap_or("")
+        )
+    }
+}
+
+/// Validates the log records of a request in place: rejected records are removed, and
+/// records with no time at all get `observed_time_unix_nano = now` (the OTLP data model:
+/// the observed time is when the collector first saw it).
+pub fn logs(request: &mut ExportLogsServiceRequest, limits: &Limits, now_ns: u64) -> Verdict {
+    let mut verdict = Verdict::default();
+    let future = now_ns.saturating_add(limits.max_future_skew.as_nanos() as u64);
+    let oldest = now_ns.saturating_sub(limits.max_age.as_nanos() as u64);
+    for rl in &mut request.resource_logs {
+        for sl in &mut rl.scope_logs {
+            sl.log_records.retain_mut(|r| {
+                if r.observed_time_unix_nano == 0 {
+                    r.observed_time_unix_nano = now_ns;
+                }
+                let t = if r.time_unix_nano != 0 {
+                    r.time_unix_nano
+                } else {
+                    r.observed_time_unix_nano
+                };
+                let problem = if r.attributes.len() > limits.max_attributes {
+                    Some((
+                        Reject::TooManyAttributes,
+                        format!(
+                            "a record has {} attributes, over the limit of {}",
+                            r.attributes.len(),
+                            limits.max_attributes
+                        ),
+                    ))
+                } else if t > future {
+                    Some((
+                        Reject::TooFarInFuture,
+                        format!(
+                            "timestamp {t} ns is more than {:?} in the future",
+                            limits.max_future_skew
+                        ),
+                    ))
+                } else if t < oldest {
+                    Some((
+                        Reject::TooOld,
+                        format!(
+                            "timestamp {t} ns is older than the retention period of {:?}",
+                            limits.max_age
+                        ),
+                    ))
+                } else {
+                    None
+                };
+                match problem {
+                    Some((reason, text)) => {
+                        verdict.reject(reason, || text);
+                        false
+                    }
+                    None => {
+                        verdict.accepted += 1;
+                        true
+                    }
+                }
+            });
+        }
+        rl.scope_logs.retain(|sl| !sl.log_records.is_empty());
+    }
+    request.resource_logs.retain(|rl| !rl.scope_logs.is_empty());
+    verdict
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vantage_proto::otlp::common::v1::KeyValue;
+    use vantage_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+
+    const NOW: u64 = 1_800_000_000_000_000_000;
+
+    fn limits() -> Limits {
+        Limits {
+            max_attributes: 3,
+            max_future_skew: Duration::from_secs(600),
+            max_age: Duration::from_secs(7 * 86_400),
+        }
+    }
+
+    fn req(records: Vec<LogRecord>) -> ExportLogsServiceRequest {
+        ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: records,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn keeps_good_records_and_names_the_bad() {
+        let ok = LogRecord {
+            time_unix_nano: NOW,
+            ..Default::default()
+        };
+        let no_time = LogRecord::default();
+        let future = LogRecord {
+            time_unix_nano: u64::MAX,
+            ..Default::default()
+        };
+        let old = LogRecord {
+            time_unix_nano: 1,
+            ..Default::default()
+        };
+        let attrs = LogRecord {
+            time_unix_nano: NOW,
+            attributes: vec![KeyValue::default(); 4],
+            ..Default::default()
+        };
+        let mut r = req(vec![ok, no_time, future, old, attrs]);
+        let v = logs(&mut r, &limits(), NOW);
+        assert_eq!(v.accepted, 2);
+        assert_eq!(v.rejected_total(), 3);
+        let kept = &r.resource_logs[0].scope_logs[0].log_records;
+        assert_eq!(kept.len(), 2);
+        assert_eq!(
+            kept[1].observed_time_unix_nano, NOW,
+            "a record without time gets one"
+        );
+        let msg = v.message();
+        assert!(
+            msg.contains("1 timestamp_in_future") && msg.contains("1 too_many_attributes"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn empty_containers_are_dropped() {
+        let mut r = req(vec![LogRecord {
+            time_unix_nano: 1,
+            ..Default::default()
+        }]);
+        let v = logs(&mut r, &limits(), NOW);
+        assert_eq!(v.accepted, 0);
+        assert!(r.resource_logs.is_empty());
+    }
+}

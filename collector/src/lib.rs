@@ -1,0 +1,11 @@
+//! The Vantage collector: OTLP receivers, the durable ingest path, the log index and
+//! the query API. The binaries are `vantage-collector` (the server) and `vantage` (the
+//! command-line client).
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod ingest;
+pub mod receivers;
+pub mod server;
+pub mod telemetry;

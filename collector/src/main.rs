@@ -1,0 +1,102 @@
+//! `vantage-collector`: receives OTLP, stores it durably, indexes logs, answers queries.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use vantage_collector::config::{Config, FlagOverrides, LogFormat};
+
+/// The Vantage collector.
+///
+/// Receives OpenTelemetry logs, metrics and traces over OTLP (gRPC on 4317, HTTP on
+/// 4318), makes every accepted batch durable in a write-ahead log before answering,
+/// indexes logs for search, and serves the query API on 7070.
+///
+/// Settings come from the YAML file given with --config, then from VANTAGE_*
+/// environment variables (VANTAGE_DATA_DIR, VANTAGE_LISTEN__API, ...: a double
+/// underscore steps into a section), then from these flags.
+#[derive(Debug, Parser)]
+#[command(name = "vantage-collector", version)]
+struct Args {
+    /// YAML configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory for the write-ahead log and indexes [default: ./vantage-data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// OTLP/gRPC listen address; port 0 picks a free port [default: 0.0.0.0:4317].
+    #[arg(long, value_name = "ADDR")]
+    otlp_grpc: Option<String>,
+    /// OTLP/HTTP listen address [default: 0.0.0.0:4318].
+    #[arg(long, value_name = "ADDR")]
+    otlp_http: Option<String>,
+    /// Query API listen address [default: 0.0.0.0:7070].
+    #[arg(long, value_name = "ADDR")]
+    api: Option<String>,
+    /// Format of the collector's own log: text or json [default: text].
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VANTAGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    token.cancel();
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("VANTAGE_"))
+        .collect();
+    let flags = FlagOverrides {
+        data_dir: args.data_dir,
+        otlp_grpc: args.otlp_grpc,
+        otlp_http: args.otlp_http,
+        api: args.api,
+        log_format: args.log_format,
+    };
+    let config = match Config::load(args.config.as_deref(), &env, &flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vantage-collector: {e}");
+            std::process::exit(2);
+        }
+    };
+    init_logging(config.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let token = CancellationToken::new();
+        tokio::spawn(shutdown_signal(token.clone()));
+        vantage_collector::server::run(config, token, |_| {}).await
+    })
+}

@@ -1,0 +1,221 @@
+//! Start-up and shutdown of the collector, in the order the durability contract needs:
+//! API first (so `/readyz` can say "not yet"), then WAL replay into the log index, then
+//! the OTLP listeners, then ready. Shutdown runs it backwards under one grace deadline.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use vantage_storage::logs::LogStoreOptions;
+use vantage_storage::wal::{Wal, WalOptions};
+
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::ingest::validate::Limits;
+use crate::ingest::{Ingest, Wals, indexer};
+use crate::receivers;
+use crate::telemetry::Telemetry;
+
+/// Durable batches waiting for the log indexer; when full, the WAL writer waits, acks
+/// slow down, and admission starts answering RESOURCE_EXHAUSTED.
+const INDEXER_QUEUE_BATCHES: usize = 64;
+/// How long in-flight work may take to finish at shutdown before it is abandoned.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// The addresses the collector actually bound (useful with port 0).
+#[derive(Clone, Copy, Debug)]
+pub struct Bound {
+    /// OTLP/gRPC.
+    pub otlp_grpc: SocketAddr,
+    /// OTLP/HTTP.
+    pub otlp_http: SocketAddr,
+    /// Query API.
+    pub api: SocketAddr,
+}
+
+async fn bind(addr: SocketAddr, protocol: &'static str) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for {protocol}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(protocol, addr = %local, "listening");
+    Ok(listener)
+}
+
+fn open_wal(
+    config: &Config,
+    signal: &str,
+    sink: Option<std::sync::mpsc::SyncSender<vantage_storage::wal::Durable>>,
+    telemetry: &Arc<Telemetry>,
+) -> anyhow::Result<Wal> {
+    let mut opts = WalOptions::new(config.data_dir.join("wal").join(signal));
+    opts.segment_max_bytes = config.wal_segment_max_bytes;
+    opts.fsync = config.wal_fsync;
+    let t = telemetry.clone();
+    let observer: vantage_storage::wal::SyncObserver = Arc::new(move |took, _records, _bytes| {
+        t.wal_fsync_seconds.observe(took.as_secs_f64());
+    });
+    Wal::open(opts, sink, Some(observer))
+        .with_context(|| format!("cannot open the {signal} write-ahead log"))
+}
+
+/// Runs the collector until `shutdown` is cancelled. `on_bound` is told the real
+/// addresses once every listener is up.
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    on_bound: impl FnOnce(Bound),
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    tracing::info!(data_dir = %config.data_dir.display(), "starting vantage collector");
+    let telemetry = Arc::new(Telemetry::new());
+
+    let mut log_opts = LogStoreOptions::new(config.data_dir.join("logs"));
+    log_opts.writer_heap_bytes = config.writer_heap_bytes;
+    log_opts.indexing_threads = config.indexing_threads;
+    log_opts.retention_ns = i64::try_from(config.retention_logs.as_nanos()).unwrap_or(i64::MAX);
+    let (log_store, mut log_indexer) =
+        vantage_storage::logs::open(log_opts).context("cannot open the log index")?;
+
+    let (durable_tx, durable_rx) = std::sync::mpsc::sync_channel(INDEXER_QUEUE_BATCHES);
+    let wals = Wals {
+        logs: open_wal(&config, "logs", Some(durable_tx), &telemetry)?,
+        metrics: open_wal(&config, "metrics", None, &telemetry)?,
+        traces: open_wal(&config, "traces", None, &telemetry)?,
+    };
+    let logs_wal = wals.logs.clone();
+    let limits = Limits {
+        max_attributes: config.max_attributes_per_record,
+        max_future_skew: config.max_future_skew,
+        max_age: config.retention_logs,
+    };
+    let ingest = Arc::new(Ingest::new(
+        wals,
+        config.max_inflight_bytes,
+        limits,
+        config.retry_after,
+        telemetry.clone(),
+    ));
+
+    let api_state = Arc::new(ApiState {
+        logs: log_store.clone(),
+        ingest: ingest.clone(),
+        telemetry: telemetry.clone(),
+        ready: Default::default(),
+    });
+    let api_listener = bind(config.api, "api").await?;
+    let api_addr = api_listener.local_addr()?;
+    let api_task = tokio::spawn({
+        let shutdown = shutdown.clone();
+        let router = api::router(api_state.clone());
+        async move {
+            axum::serve(api_listener, router)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }
+    });
+
+    let replay_wal = logs_wal.clone();
+    let replay_telemetry = telemetry.clone();
+    let (log_indexer, replayed) = tokio::task::spawn_blocking(move || {
+        let n = indexer::replay(&mut log_indexer, &replay_wal, &replay_telemetry);
+        (log_indexer, n)
+    })
+    .await?;
+    let replayed = replayed.context("wal replay failed")?;
+    tracing::info!(
+        batches = replayed,
+        docs = log_store.num_docs(),
+        "wal replayed into the log index"
+    );
+    let indexer_thread = indexer::spawn(
+        log_indexer,
+        logs_wal,
+        durable_rx,
+        config.commit_interval,
+        telemetry.clone(),
+    )?;
+
+    let grpc_listener = bind(config.otlp_grpc, "otlp-grpc").await?;
+    let http_listener = bind(config.otlp_http, "otlp-http").await?;
+    let bound = Bound {
+        otlp_grpc: grpc_listener.local_addr()?,
+        otlp_http: http_listener.local_addr()?,
+        api: api_addr,
+    };
+    let grpc_task = tokio::spawn({
+        let routes = receivers::grpc::OtlpGrpc::new(ingest.clone(), telemetry.clone())
+            .routes(config.max_request_bytes);
+        let shutdown = shutdown.clone();
+        async move {
+            tonic::transport::Server::builder()
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                    shutdown.cancelled_owned(),
+                )
+                .await
+        }
+    });
+    let http_task = tokio::spawn({
+        let router =
+            receivers::http::router(ingest.clone(), telemetry.clone(), config.max_request_bytes);
+        let shutdown = shutdown.clone();
+        async move {
+            axum::serve(http_listener, router)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }
+    });
+
+    ingest.open();
+    api_state.ready.store(true, Ordering::SeqCst);
+    tracing::info!(otlp_grpc = %bound.otlp_grpc, otlp_http = %bound.otlp_http, api = %bound.api, "ready");
+    on_bound(bound);
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down");
+    api_state.ready.store(false, Ordering::SeqCst);
+    ingest.close();
+    let servers = async {
+        let (g, h, a) = tokio::join!(grpc_task, http_task, api_task);
+        if let Ok(Err(e)) = g {
+            tracing::warn!(error = %e, "otlp grpc server stopped with an error");
+        }
+        if let Ok(Err(e)) = h {
+            tracing::warn!(error = %e, "otlp http server stopped with an error");
+        }
+        if let Ok(Err(e)) = a {
+            tracing::warn!(error = %e, "api server stopped with an error");
+        }
+    };
+    if tokio::time::timeout(SHUTDOWN_GRACE, servers).await.is_err() {
+        tracing::warn!(
+            grace_s = SHUTDOWN_GRACE.as_secs(),
+            "servers did not stop in time; closing anyway"
+        );
+    }
+    // Dropping the last WAL handles stops the writers; the logs writer's sink then closes
+    // and the indexer commits what it has and exits.
+    drop(api_state);
+    match Arc::try_unwrap(ingest) {
+        Ok(ingest) => ingest.shutdown(),
+        Err(_) => {
+            tracing::warn!("ingest still referenced at shutdown; the wal will be replayed at start")
+        }
+    }
+    let joined = tokio::task::spawn_blocking(move || indexer_thread.join());
+    match tokio::time::timeout(SHUTDOWN_GRACE, joined).await {
+        Ok(Ok(Ok(()))) => {}
+        _ => {
+            tracing::warn!("log indexer did not finish in time; the wal will be replayed at start")
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

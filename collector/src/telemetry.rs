@@ -1,0 +1,204 @@
+//! Self-telemetry: every metric the collector exports, named in one place so the
+//! README's list can be checked against the code, rendered at `GET /metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Metric names (without the `_total` suffix the encoder adds to counters).
+pub mod names {
+    /// Records accepted and made durable, by signal.
+    pub const INGEST_RECORDS: &str = "vantage_ingest_records";
+    /// Request bytes (as received, decompressed) accepted, by signal.
+    pub const INGEST_BYTES: &str = "vantage_ingest_bytes";
+    /// Records rejected inside otherwise accepted requests, by signal and reason.
+    pub const INGEST_REJECTED_RECORDS: &str = "vantage_ingest_rejected_records";
+    /// Export requests by signal, protocol and outcome.
+    pub const INGEST_REQUESTS: &str = "vantage_ingest_requests";
+    /// Bytes of WAL segments on disk, by signal.
+    pub const WAL_BYTES: &str = "vantage_wal_bytes";
+    /// Duration of each WAL fsync (one per commit group).
+    pub const WAL_FSYNC_SECONDS: &str = "vantage_wal_fsync_duration_seconds";
+    /// Searchable log documents.
+    pub const LOG_INDEX_DOCS: &str = "vantage_log_index_docs";
+    /// Duration of each log index commit.
+    pub const LOG_INDEX_COMMIT_SECONDS: &str = "vantage_log_index_commit_duration_seconds";
+    /// Failures of the indexing thread (a batch that could not be indexed).
+    pub const LOG_INDEX_ERRORS: &str = "vantage_log_index_errors";
+    /// Query API request duration, by endpoint.
+    pub const QUERY_SECONDS: &str = "vantage_query_duration_seconds";
+    /// Whether WAL replay has finished and ingest is open (1) or not (0).
+    pub const READY: &str = "vantage_ready";
+}
+
+/// Labels of per-signal metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SignalLabels {
+    /// `logs`, `metrics` or `traces`.
+    pub signal: &'static str,
+}
+
+/// Labels of rejected-record counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    /// `logs`, `metrics` or `traces`.
+    pub signal: &'static str,
+    /// Short machine-readable reason.
+    pub reason: &'static str,
+}
+
+/// Labels of export request counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `logs`, `metrics` or `traces`.
+    pub signal: &'static str,
+    /// `grpc` or `http`.
+    pub protocol: &'static str,
+    /// `ok`, or the error code name.
+    pub outcome: &'static str,
+}
+
+/// Labels of query latency.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    /// The API route.
+    pub endpoint: &'static str,
+}
+
+/// All of the collector's own metrics.
+pub struct Telemetry {
+    registry: Registry,
+    /// See [`names::INGEST_RECORDS`].
+    pub ingest_records: Family<SignalLabels, Counter>,
+    /// See [`names::INGEST_BYTES`].
+    pub ingest_bytes: Family<SignalLabels, Counter>,
+    /// See [`names::INGEST_REJECTED_RECORDS`].
+    pub rejected_records: Family<RejectLabels, Counter>,
+    /// See [`names::INGEST_REQUESTS`].
+    pub requests: Family<RequestLabels, Counter>,
+    /// See [`names::WAL_BYTES`].
+    pub wal_bytes: Family<SignalLabels, Gauge>,
+    /// See [`names::WAL_FSYNC_SECONDS`].
+    pub wal_fsync_seconds: Histogram,
+    /// See [`names::LOG_INDEX_DOCS`].
+    pub log_index_docs: Gauge,
+    /// See [`names::LOG_INDEX_COMMIT_SECONDS`].
+    pub log_index_commit_seconds: Histogram,
+    /// See [`names::LOG_INDEX_ERRORS`].
+    pub log_index_errors: Counter,
+    /// See [`names::QUERY_SECONDS`].
+    pub query_seconds: Family<EndpointLabels, Histogram>,
+    /// See [`names::READY`].
+    pub ready: Gauge,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to ~3.3 s, doubling.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+impl Telemetry {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let ingest_records = Family::<SignalLabels, Counter>::default();
+        let ingest_bytes = Family::<SignalLabels, Counter>::default();
+        let rejected_records = Family::<RejectLabels, Counter>::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let wal_bytes = Family::<SignalLabels, Gauge>::default();
+        let wal_fsync_seconds = latency_histogram();
+        let log_index_docs = Gauge::default();
+        let log_index_commit_seconds = latency_histogram();
+        let log_index_errors = Counter::default();
+        let query_seconds = Family::<EndpointLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let ready = Gauge::default();
+        registry.register(
+            names::INGEST_RECORDS,
+            "Records accepted and made durable",
+            ingest_records.clone(),
+        );
+        registry.register(
+            names::INGEST_BYTES,
+            "Request bytes accepted (decompressed)",
+            ingest_bytes.clone(),
+        );
+        registry.register(
+            names::INGEST_REJECTED_RECORDS,
+            "Records rejected inside accepted requests",
+            rejected_records.clone(),
+        );
+        registry.register(
+            names::INGEST_REQUESTS,
+            "Export requests by outcome",
+            requests.clone(),
+        );
+        registry.register(
+            names::WAL_BYTES,
+            "Bytes of WAL segments on disk",
+            wal_bytes.clone(),
+        );
+        registry.register(
+            names::WAL_FSYNC_SECONDS,
+            "Duration of WAL fsyncs",
+            wal_fsync_seconds.clone(),
+        );
+        registry.register(
+            names::LOG_INDEX_DOCS,
+            "Searchable log documents",
+            log_index_docs.clone(),
+        );
+        registry.register(
+            names::LOG_INDEX_COMMIT_SECONDS,
+            "Duration of log index commits",
+            log_index_commit_seconds.clone(),
+        );
+        registry.register(
+            names::LOG_INDEX_ERRORS,
+            "Batches the log indexer failed on",
+            log_index_errors.clone(),
+        );
+        registry.register(
+            names::QUERY_SECONDS,
+            "Query API request duration",
+            query_seconds.clone(),
+        );
+        registry.register(
+            names::READY,
+            "1 once WAL replay is done and ingest is open",
+            ready.clone(),
+        );
+        Telemetry {
+            registry,
+            ingest_records,
+            ingest_bytes,
+            rejected_records,
+            requests,
+            wal_bytes,
+            wal_fsync_seconds,
+            log_index_docs,
+            log_index_commit_seconds,
+            log_index_errors,
+            query_seconds,
+            ready,
+        }
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,16 @@
+//! The wire layer of Vantage: OTLP types and services (re-exported from the
+//! `opentelemetry-proto` crate, never vendored), the error-code enum every network
+//! error maps through, and conversions between OTLP and storage records.
+//!
+//! This crate holds no runtime and does no I/O.
+
+pub mod error;
+pub mod json;
+pub mod logs;
+pub mod metrics;
+pub mod traces;
+
+/// OTLP messages and tonic services, exactly as `opentelemetry-proto` generates them.
+pub use opentelemetry_proto::tonic as otlp;
+
+pub use error::ErrorCode;

@@ -1,0 +1,379 @@
+//! Log search: query parsing with positions in errors, time-range filtering across
+//! partitions, sorted hits, total counts and a count histogram.
+
+use std::ops::Bound;
+
+use tantivy::collector::{Collector, Count, SegmentCollector, TopDocs};
+use tantivy::columnar::Column;
+use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery};
+use tantivy::query_grammar::{Occur as GrammarOccur, UserInputAst, UserInputLeaf};
+use tantivy::schema::Value as _;
+use tantivy::{DocAddress, DocId, Order, Score, SegmentReader, TantivyDocument, Term};
+use vantage_proto::logs::decode_envelope;
+use vantage_proto::otlp::logs::v1::ResourceLogs;
+
+use super::LogStore;
+use super::schema::names;
+
+/// Most hits one search may return; deeper paging narrows the time range instead.
+pub const MAX_LIMIT: usize = 10_000;
+/// Most histogram buckets one search may ask for.
+pub const MAX_BUCKETS: i64 = 10_000;
+
+/// Order of the returned hits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SortOrder {
+    /// Oldest first.
+    TimeAsc,
+    /// Newest first (the default for search).
+    TimeDesc,
+    /// Arrival order (live tail).
+    ArrivalAsc,
+}
+
+/// One log search.
+#[derive(Clone, Debug)]
+pub struct LogQuery {
+    /// Tenant whose partitions are searched; nothing else is ever opened.
+    pub tenant: String,
+    /// Query in the Tantivy query language; empty matches everything.
+    pub query: String,
+    /// Inclusive start, ns since the epoch.
+    pub start_ns: i64,
+    /// Exclusive end, ns since the epoch.
+    pub end_ns: i64,
+    /// Hits to return (1..=MAX_LIMIT).
+    pub limit: usize,
+    /// Hit order.
+    pub order: SortOrder,
+    /// Bucket width of the count histogram, if one is wanted.
+    pub histogram_interval_ns: Option<i64>,
+    /// Only records that arrived in a WAL batch after this LSN (live tail).
+    pub after_lsn: Option<u64>,
+}
+
+/// One matching record.
+#[derive(Clone, Debug)]
+pub struct LogHit {
+    /// WAL LSN of the batch it arrived in.
+    pub lsn: u64,
+    /// Effective event time, ns.
+    pub time_ns: i64,
+    /// The exact record with its resource and scope.
+    pub envelope: ResourceLogs,
+}
+
+/// Count of matches in `[start_ns, start_ns + interval)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistogramBucket {
+    /// Bucket start, ns.
+    pub start_ns: i64,
+    /// Matching records in the bucket.
+    pub count: u64,
+}
+
+/// Result of a search.
+#[derive(Clone, Debug, Default)]
+pub struct LogSearchResult {
+    /// All matches in the time range, not just those returned.
+    pub total: u64,
+    /// Up to `limit` hits in the requested order.
+    pub hits: Vec<LogHit>,
+    /// Count per bucket over `[start, end)`, when asked for.
+    pub histogram: Option<Vec<HistogramBucket>>,
+}
+
+/// Why a search failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogQueryError {
+    /// The query text does not parse; `position` is a character offset into it.
+    #[error("query does not parse at position {position}: {message}")]
+    Parse {
+        /// Character offset of the problem.
+        position: usize,
+        /// What the parser says.
+        message: String,
+    },
+    /// The query parses but names something invalid (unknown field, bad value).
+    #[error("invalid query: {0}")]
+    Invalid(String),
+    /// A parameter is out of range.
+    #[error("{0}")]
+    BadParameter(String),
+    /// The index failed; details go to the log, not to the client.
+    #[error("log index failure: {0}")]
+    Internal(tantivy::TantivyError),
+}
+
+impl LogStore {
+    /// Parses a query the way [`LogStore::search`] does, to validate it early.
+    pub fn parse_query(&self, text: &str) -> Result<Box<dyn Query>, LogQueryError> {
+        if text.trim().is_empty() || text.trim() == "*" {
+            return Ok(Box::new(AllQuery));
+        }
+        let fields = &self.shared.fields;
+        let mut parser = QueryParser::new(
+            fields.schema.clone(),
+            vec![fields.body],
+            self.shared.tokenizers.clone(),
+        );
+        // `error timeout` means both, as in Quickwit and most log tools.
+        parser.set_conjunction_by_default();
+        let ast = tantivy::query_grammar::parse_query(text).map_err(|_| {
+            let (_, errors) = tantivy::query_grammar::parse_query_lenient(text);
+            let (position, message) = errors
+                .first()
+                .map(|e| (e.pos, e.message.clone()))
+                .unwrap_or((0, "syntax error".to_string()));
+            LogQueryError::Parse { position, message }
+        })?;
+        parser
+            .build_query_from_user_input_ast(hoist_negations(ast))
+            .map_err(|e| LogQueryError::Invalid(e.to_string()))
+    }
+
+    /// Runs a search over the tenant's partitions that overlap the time range.
+    pub fn search(&self, q: &LogQuery) -> Result<LogSearchResult, LogQueryError> {
+        if q.limit > MAX_LIMIT {
+            return Err(LogQueryError::BadParameter(format!(
+                "limit {} is over the maximum of {MAX_LIMIT}",
+                q.limit
+            )));
+        }
+        if q.end_ns <= q.start_ns {
+            return Err(LogQueryError::BadParameter(
+                "end must be after start".to_string(),
+            ));
+        }
+        let histogram = match q.histogram_interval_ns {
+            Some(interval) if interval <= 0 => {
+                return Err(LogQueryError::BadParameter(
+                    "histogram interval must be positive".to_string(),
+                ));
+            }
+            Some(interval) => {
+                let buckets = (q.end_ns - q.start_ns).div_euclid(interval) + 1;
+                if buckets > MAX_BUCKETS {
+                    return Err(LogQueryError::BadParameter(format!(
+                        "histogram would have {buckets} buckets, over the maximum of {MAX_BUCKETS}: widen the interval"
+                    )));
+                }
+                Some(HistogramCollector {
+                    origin: q.start_ns.div_euclid(interval) * interval,
+                    interval,
+                    buckets: usize::try_from(buckets).unwrap_or(0),
+                })
+            }
+            None => None,
+        };
+        let query = self.filtered_query(q)?;
+        let mut total = 0u64;
+        let mut counts = histogram.as_ref().map(|h| vec![0u64; h.buckets]);
+        // (sort key, partition, doc) for every partition's top candidates.
+        let mut candidates: Vec<(i128, usize, DocAddress)> = Vec::new();
+        let readers = self.readers_for(&q.tenant, q.start_ns, q.end_ns);
+        let searchers: Vec<_> = readers.iter().map(|r| r.reader.searcher()).collect();
+        for (pi, searcher) in searchers.iter().enumerate() {
+            if q.limit > 0 {
+                let top = match q.order {
+                    SortOrder::TimeAsc | SortOrder::TimeDesc => {
+                        let order = if q.order == SortOrder::TimeAsc {
+                            Order::Asc
+                        } else {
+                            Order::Desc
+                        };
+                        let collector = TopDocs::with_limit(q.limit)
+                            .order_by_fast_field::<i64>(names::TIMESTAMP, order);
+                        let (count, docs) = searcher.search(&query, &(Count, collector))?;
+                        total += count as u64;
+                        docs.into_iter()
+                            .map(|(k, d)| (i128::from(k.unwrap_or(0)), d))
+                            .collect::<Vec<_>>()
+                    }
+                    SortOrder::ArrivalAsc => {
+                        let collector = TopDocs::with_limit(q.limit)
+                            .order_by_fast_field::<u64>(names::LSN, Order::Asc);
+                        let (count, docs) = searcher.search(&query, &(Count, collector))?;
+                        total += count as u64;
+                        docs.into_iter()
+                            .map(|(k, d)| (i128::from(k.unwrap_or(0)), d))
+                            .collect::<Vec<_>>()
+                    }
+                };
+                candidates.extend(top.into_iter().map(|(k, d)| (k, pi, d)));
+            } else {
+                total += searcher.search(&query, &Count)? as u64;
+            }
+            if let (Some(h), Some(counts)) = (&histogram, counts.as_mut()) {
+                for (c, n) in counts.iter_mut().zip(searcher.search(&query, h)?) {
+                    *c += n;
+                }
+            }
+        }
+        match q.order {
+            SortOrder::TimeDesc => candidates.sort_by(|a, b| b.0.cmp(&a.0)),
+            _ => candidates.sort_by(|a, b| a.0.cmp(&b.0)),
+        }
+        candidates.truncate(q.limit);
+        let fields = &self.shared.fields;
+        let mut hits = Vec::with_capacity(candidates.len());
+        for (_, pi, address) in candidates {
+            let searcher = &searchers[pi];
+            let doc: TantivyDocument = searcher.doc(address)?;
+            let segment = searcher.segment_reader(address.segment_ord);
+            let ff = segment.fast_fields();
+            let time_ns = ff.i64(names::TIMESTAMP)?.first(address.doc_id).unwrap_or(0);
+            let lsn = ff.u64(names::LSN)?.first(address.doc_id).unwrap_or(0);
+            let bytes = doc
+                .get_first(fields.record)
+                .and_then(|v| v.as_bytes())
+                .unwrap_or_default();
+            let envelope = decode_envelope(bytes).map_err(|e| {
+                tantivy::TantivyError::InternalError(format!("stored record does not decode: {e}"))
+            })?;
+            hits.push(LogHit {
+                lsn,
+                time_ns,
+                envelope,
+            });
+        }
+        let histogram = histogram.zip(counts).map(|(h, counts)| {
+            counts
+                .into_iter()
+                .enumerate()
+                .map(|(i, count)| HistogramBucket {
+                    start_ns: h.origin + i as i64 * h.interval,
+                    count,
+                })
+                .collect()
+        });
+        Ok(LogSearchResult {
+            total,
+            hits,
+            histogram,
+        })
+    }
+
+    fn filtered_query(&self, q: &LogQuery) -> Result<Box<dyn Query>, LogQueryError> {
+        let fields = &self.shared.fields;
+        let parsed = self.parse_query(&q.query)?;
+        let time = RangeQuery::new(
+            Bound::Included(Term::from_field_i64(fields.timestamp, q.start_ns)),
+            Bound::Excluded(Term::from_field_i64(fields.timestamp, q.end_ns)),
+        );
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> =
+            vec![(Occur::Must, parsed), (Occur::Must, Box::new(time))];
+        if let Some(after) = q.after_lsn {
+            clauses.push((
+                Occur::Must,
+                Box::new(RangeQuery::new(
+                    Bound::Excluded(Term::from_field_u64(fields.lsn, after)),
+                    Bound::Unbounded,
+                )),
+            ));
+        }
+        Ok(Box::new(BooleanQuery::new(clauses)))
+    }
+}
+
+/// Makes negations mean what people mean by them. Tantivy reads `a AND NOT b` as
+/// `+a +(-b)`, where the inner clause has nothing to subtract from and matches nothing;
+/// lifting `-b` one level gives `+a -b`. A query of negations only gets an implicit
+/// "everything" to subtract from.
+fn hoist_negations(ast: UserInputAst) -> UserInputAst {
+    match ast {
+        UserInputAst::Clause(clauses) => {
+            let mut out: Vec<(Option<GrammarOccur>, UserInputAst)> = clauses
+                .into_iter()
+                .map(|(occur, sub)| match (occur, hoist_negations(sub)) {
+                    (None | Some(GrammarOccur::Must), UserInputAst::Clause(mut inner))
+                        if inner.len() == 1 && inner[0].0 == Some(GrammarOccur::MustNot) =>
+                    {
+                        inner.pop().expect("one clause")
+                    }
+                    (occur, sub) => (occur, sub),
+                })
+                .collect();
+            if !out.is_empty() && out.iter().all(|(o, _)| *o == Some(GrammarOccur::MustNot)) {
+                out.push((
+                    Some(GrammarOccur::Must),
+                    UserInputAst::Leaf(Box::new(UserInputLeaf::All)),
+                ));
+            }
+            UserInputAst::Clause(out)
+        }
+        UserInputAst::Boost(inner, boost) => {
+            UserInputAst::Boost(Box::new(hoist_negations(*inner)), boost)
+        }
+        leaf => leaf,
+    }
+}
+
+impl From<tantivy::TantivyError> for LogQueryError {
+    fn from(e: tantivy::TantivyError) -> Self {
+        match e {
+            // Raised while executing a query that is well-formed but not supported.
+            tantivy::TantivyError::InvalidArgument(msg) => LogQueryError::Invalid(msg),
+            other => LogQueryError::Internal(other),
+        }
+    }
+}
+
+/// Counts matches per fixed-width time bucket, reading the timestamp fast field.
+struct HistogramCollector {
+    origin: i64,
+    interval: i64,
+    buckets: usize,
+}
+
+struct HistogramSegment {
+    column: Column<i64>,
+    origin: i64,
+    interval: i64,
+    counts: Vec<u64>,
+}
+
+impl Collector for HistogramCollector {
+    type Fruit = Vec<u64>;
+    type Child = HistogramSegment;
+
+    fn for_segment(&self, _ord: u32, segment: &SegmentReader) -> tantivy::Result<HistogramSegment> {
+        Ok(HistogramSegment {
+            column: segment.fast_fields().i64(names::TIMESTAMP)?,
+            origin: self.origin,
+            interval: self.interval,
+            counts: vec![0; self.buckets],
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, fruits: Vec<Vec<u64>>) -> tantivy::Result<Vec<u64>> {
+        let mut total = vec![0u64; self.buckets];
+        for fruit in fruits {
+            for (t, n) in total.iter_mut().zip(fruit) {
+                *t += n;
+            }
+        }
+        Ok(total)
+    }
+}
+
+impl SegmentCollector for HistogramSegment {
+    type Fruit = Vec<u64>;
+
+    fn collect(&mut self, doc: DocId, _score: Score) {
+        if let Some(ts) = self.column.first(doc) {
+            let i = (ts - self.origin).div_euclid(self.interval);
+            if let Some(c) = usize::try_from(i).ok().and_then(|i| self.counts.get_mut(i)) {
+                *c += 1;
+            }
+        }
+    }
+
+    fn harvest(self) -> Vec<u64> {
+        self.counts
+    }
+}

@@ -1,0 +1,339 @@
+//! Behaviour of the log store through its public interface.
+
+use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
+use vantage_proto::otlp::common::v1::{AnyValue, KeyValue, KeyValueList, any_value};
+use vantage_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use vantage_proto::otlp::resource::v1::Resource;
+
+use super::*;
+
+const DAY: i64 = 86_400 * 1_000_000_000;
+const T0: i64 = 20_000 * DAY + 3_600 * 1_000_000_000;
+
+fn kv(key: &str, v: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
+}
+
+fn s(v: &str) -> any_value::Value {
+    any_value::Value::StringValue(v.into())
+}
+
+fn record(t: i64, severity: &str, body: &str, status: i64) -> LogRecord {
+    LogRecord {
+        time_unix_nano: t as u64,
+        observed_time_unix_nano: t as u64 + 1,
+        severity_text: severity.into(),
+        severity_number: if severity == "ERROR" { 17 } else { 9 },
+        body: Some(AnyValue {
+            value: Some(s(body)),
+        }),
+        attributes: vec![
+            kv("http.status_code", any_value::Value::IntValue(status)),
+            kv("http.method", s("GET")),
+            kv("ratio", any_value::Value::DoubleValue(5.0)),
+            kv(
+                "nested",
+                any_value::Value::KvlistValue(KeyValueList {
+                    values: vec![kv("inner", s("deep"))],
+                }),
+            ),
+        ],
+        trace_id: vec![0xab; 16],
+        span_id: vec![0xcd; 8],
+        ..Default::default()
+    }
+}
+
+fn request(service: &str, records: Vec<LogRecord>) -> ExportLogsServiceRequest {
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", s(service)), kv("host.name", s("web-1"))],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                scope: None,
+                log_records: records,
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
+fn query(text: &str) -> LogQuery {
+    LogQuery {
+        tenant: "default".into(),
+        query: text.into(),
+        start_ns: T0 - DAY,
+        end_ns: T0 + 2 * DAY,
+        limit: 100,
+        order: SortOrder::TimeAsc,
+        histogram_interval_ns: None,
+        after_lsn: None,
+    }
+}
+
+fn small(dir: &Path) -> LogStoreOptions {
+    LogStoreOptions {
+        writer_heap_bytes: 15_000_000,
+        ..LogStoreOptions::new(dir)
+    }
+}
+
+fn seeded(dir: &Path) -> (LogStore, LogIndexer) {
+    let (store, mut indexer) = open(small(dir)).unwrap();
+    let batch = request(
+        "checkout",
+        vec![
+            record(T0, "INFO", "user logged in from berlin", 200),
+            record(
+                T0 + 1_000,
+                "ERROR",
+                "payment gateway timeout after 30s",
+                500,
+            ),
+            record(T0 + 2_000, "error", "database connection refused", 503),
+        ],
+    );
+    indexer.add_batch("default", 1, &batch).unwrap();
+    let other = request(
+        "cart",
+        vec![record(T0 + DAY, "INFO", "cart emptied by user", 200)],
+    );
+    indexer.add_batch("default", 2, &other).unwrap();
+    assert_eq!(indexer.commit().unwrap(), 2);
+    (store, indexer)
+}
+
+fn bodies(r: &LogSearchResult) -> Vec<String> {
+    r.hits
+        .iter()
+        .map(|h| {
+            let rec = &h.envelope.scope_logs[0].log_records[0];
+            match rec.body.as_ref().unwrap().value.as_ref().unwrap() {
+                any_value::Value::StringValue(s) => s.clone(),
+                other => format!("{other:?}"),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn terms_phrases_fields_and_booleans() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _ix) = seeded(dir.path());
+    let n = |q: &str| store.search(&query(q)).unwrap().total;
+    assert_eq!(n(""), 4);
+    assert_eq!(n("timeout"), 1);
+    assert_eq!(n("\"gateway timeout\""), 1);
+    assert_eq!(n("\"timeout gateway\""), 0);
+    assert_eq!(n("user"), 2);
+    assert_eq!(n("user berlin"), 1, "terms are ANDed by default");
+    assert_eq!(n("berlin OR refused"), 2);
+    assert_eq!(n("user -berlin"), 1);
+    assert_eq!(n("user NOT berlin"), 1);
+    assert_eq!(n("user AND NOT berlin"), 1);
+    assert_eq!(n("NOT user"), 2);
+    assert_eq!(n("-user"), 2);
+    assert_eq!(n("(timeout OR refused) AND NOT gateway"), 1);
+    assert_eq!(
+        n("severity_text:error"),
+        2,
+        "severity text is case-insensitive"
+    );
+    assert_eq!(n("severity_text:ERROR"), 2);
+    assert_eq!(n("severity_number:[17 TO 24]"), 1);
+    assert_eq!(n("service.name:checkout"), 3);
+    assert_eq!(n("service.name:cart"), 1);
+    assert_eq!(n("resource.host.name:web-1"), 4);
+    assert_eq!(n("attributes.http.method:GET"), 4);
+    assert_eq!(n("attributes.http.status_code:500"), 1);
+    assert_eq!(n("attributes.http.status_code:[500 TO 599]"), 2);
+    assert_eq!(n("attributes.nested.inner:deep"), 4);
+    assert_eq!(n(&format!("trace_id:{}", "ab".repeat(16))), 4);
+    assert_eq!(n("service.name:checkout AND severity_text:error"), 2);
+}
+
+#[test]
+fn values_come_back_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _ix) = seeded(dir.path());
+    let r = store.search(&query("timeout")).unwrap();
+    let hit = &r.hits[0];
+    assert_eq!(hit.time_ns, T0 + 1_000);
+    assert_eq!(hit.lsn, 1);
+    let rec = &hit.envelope.scope_logs[0].log_records[0];
+    assert_eq!(
+        rec,
+        &record(
+            T0 + 1_000,
+            "ERROR",
+            "payment gateway timeout after 30s",
+            500
+        )
+    );
+    let service = vantage_proto::logs::string_attribute(
+        &hit.envelope.resource.as_ref().unwrap().attributes,
+        "service.name",
+    );
+    assert_eq!(service, Some("checkout"));
+}
+
+#[test]
+fn order_limit_and_time_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _ix) = seeded(dir.path());
+    let mut q = query("");
+    q.order = SortOrder::TimeDesc;
+    q.limit = 2;
+    let r = store.search(&q).unwrap();
+    assert_eq!(r.total, 4);
+    assert_eq!(
+        bodies(&r),
+        vec!["cart emptied by user", "database connection refused"]
+    );
+    q.order = SortOrder::TimeAsc;
+    assert_eq!(
+        bodies(&store.search(&q).unwrap())[0],
+        "user logged in from berlin"
+    );
+    q.start_ns = T0 + 1_000;
+    q.end_ns = T0 + 2_000;
+    q.limit = 10;
+    let r = store.search(&q).unwrap();
+    assert_eq!(
+        bodies(&r),
+        vec!["payment gateway timeout after 30s"],
+        "start inclusive, end exclusive"
+    );
+    q.limit = MAX_LIMIT + 1;
+    assert!(matches!(
+        store.search(&q),
+        Err(LogQueryError::BadParameter(_))
+    ));
+}
+
+#[test]
+fn histogram_counts_per_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _ix) = seeded(dir.path());
+    let mut q = query("");
+    q.start_ns = T0;
+    q.end_ns = T0 + DAY + 1;
+    q.histogram_interval_ns = Some(DAY / 2);
+    let h = store.search(&q).unwrap().histogram.unwrap();
+    assert_eq!(h.len(), 3);
+    assert_eq!(h[0].start_ns, T0.div_euclid(DAY / 2) * (DAY / 2));
+    assert_eq!(h.iter().map(|b| b.count).sum::<u64>(), 4);
+    assert_eq!(h[0].count, 3);
+    q.histogram_interval_ns = Some(1);
+    assert!(matches!(
+        store.search(&q),
+        Err(LogQueryError::BadParameter(_))
+    ));
+}
+
+#[test]
+fn parse_errors_name_a_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _ix) = seeded(dir.path());
+    match store.search(&query("body:(unclosed AND")) {
+        Err(LogQueryError::Parse { position, message }) => {
+            assert!(
+                position <= "body:(unclosed AND".len(),
+                "{position} {message}"
+            );
+        }
+        other => panic!("expected a parse error, got {other:?}"),
+    }
+    assert!(store.search(&query("nosuchfield:x")).is_err());
+}
+
+#[test]
+fn tenants_are_separate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut ix) = seeded(dir.path());
+    ix.add_batch(
+        "team-b",
+        3,
+        &request("b", vec![record(T0, "INFO", "secret of b", 200)]),
+    )
+    .unwrap();
+    ix.commit().unwrap();
+    assert_eq!(store.search(&query("secret")).unwrap().total, 0);
+    let mut q = query("secret");
+    q.tenant = "team-b".into();
+    assert_eq!(store.search(&q).unwrap().total, 1);
+    assert!(ix.add_batch("../x", 4, &request("b", vec![])).is_err());
+}
+
+#[test]
+fn replay_after_reopen_adds_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (_s, ix) = seeded(dir.path());
+        ix.close().unwrap();
+    }
+    let (store, mut ix) = open(small(dir.path())).unwrap();
+    assert_eq!(ix.checkpoint_lsn(), 2);
+    // The WAL replays batch 2 (e.g. the checkpoint file was lost): skipped.
+    let again = request(
+        "cart",
+        vec![record(T0 + DAY, "INFO", "cart emptied by user", 200)],
+    );
+    let out = ix.add_batch("default", 2, &again).unwrap();
+    assert_eq!(
+        out,
+        AddOutcome {
+            added: 0,
+            already_indexed: 1
+        }
+    );
+    ix.add_batch(
+        "default",
+        3,
+        &request("cart", vec![record(T0 + DAY, "INFO", "new", 1)]),
+    )
+    .unwrap();
+    ix.commit().unwrap();
+    assert_eq!(store.search(&query("")).unwrap().total, 5);
+}
+
+#[test]
+fn uncommitted_documents_are_invisible_and_tail_follows_lsn() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut ix) = seeded(dir.path());
+    ix.add_batch(
+        "default",
+        3,
+        &request("cart", vec![record(T0, "INFO", "late arrival", 1)]),
+    )
+    .unwrap();
+    assert_eq!(store.search(&query("late")).unwrap().total, 0);
+    ix.commit().unwrap();
+    let mut q = query("");
+    q.order = SortOrder::ArrivalAsc;
+    q.after_lsn = Some(1);
+    let r = store.search(&q).unwrap();
+    assert_eq!(r.hits.iter().map(|h| h.lsn).collect::<Vec<_>>(), vec![2, 3]);
+}
+
+#[test]
+fn retention_drops_whole_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut ix) = seeded(dir.path());
+    assert_eq!(store.num_partitions(), 2);
+    // Now is far enough that only the first day is past a week.
+    let now = T0 + 8 * DAY;
+    assert_eq!(ix.apply_retention(now).unwrap(), 1);
+    assert_eq!(store.num_partitions(), 1);
+    assert_eq!(store.search(&query("")).unwrap().total, 1);
+    drop(ix);
+    let (store, _ix) = open(small(dir.path())).unwrap();
+    assert_eq!(store.num_partitions(), 1);
+}
