@@ -87,11 +87,11 @@ pub fn spawn(
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
                 if last_commit.elapsed() >= commit_interval {
-                    if indexer.has_uncommitted() {
-                        if let Err(e) = commit(&mut indexer, &wal, &telemetry) {
-                            telemetry.log_index_errors.inc();
-                            tracing::error!(error = %e, "log index commit failed, data stays in the wal");
-                        }
+                    if indexer.has_uncommitted()
+                        && let Err(e) = commit(&mut indexer, &wal, &telemetry)
+                    {
+                        telemetry.log_index_errors.inc();
+                        tracing::error!(error = %e, "log index commit failed, data stays in the wal");
                     }
                     last_commit = Instant::now();
                 }

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use vantage_proto::ErrorCode;
-use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
+use vantage_proto::otlp::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceRequest};
 use vantage_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
 use vantage_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use vantage_storage::wal::Wal;
@@ -80,6 +80,16 @@ pub struct Accepted {
     pub rejected: u64,
     /// Why, when `rejected > 0`.
     pub message: String,
+}
+
+impl Accepted {
+    /// The OTLP logs partial-success field: present only when something was rejected.
+    pub fn logs_partial_success(self) -> Option<ExportLogsPartialSuccess> {
+        (self.rejected > 0).then_some(ExportLogsPartialSuccess {
+            rejected_log_records: i64::try_from(self.rejected).unwrap_or(i64::MAX),
+            error_message: self.message,
+        })
+    }
 }
 
 /// One WAL per signal: logs are truncated once indexed; metrics and traces stay until

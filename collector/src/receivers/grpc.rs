@@ -11,7 +11,7 @@ use vantage_proto::otlp::collector::logs::v1::logs_service_server::{
     LogsService, LogsServiceServer,
 };
 use vantage_proto::otlp::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
 use vantage_proto::otlp::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
@@ -99,10 +99,7 @@ impl LogsService for OtlpGrpc {
         self.record(Signal::Logs, &result);
         let accepted = result.map_err(to_status)?;
         Ok(Response::new(ExportLogsServiceResponse {
-            partial_success: (accepted.rejected > 0).then(|| ExportLogsPartialSuccess {
-                rejected_log_records: accepted.rejected as i64,
-                error_message: accepted.message,
-            }),
+            partial_success: accepted.logs_partial_success(),
         }))
     }
 }

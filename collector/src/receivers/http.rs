@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use vantage_proto::ErrorCode;
 use vantage_proto::otlp::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
 use vantage_proto::otlp::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
@@ -209,8 +209,14 @@ fn respond<T: Message + Serialize>(encoding: Encoding, message: &T) -> Response 
         Encoding::Protobuf => {
             ([(header::CONTENT_TYPE, PROTOBUF)], message.encode_to_vec()).into_response()
         }
-        Encoding::Json => match serde_json::to_vec(message) {
-            Ok(body) => ([(header::CONTENT_TYPE, JSON)], body).into_response(),
+        Encoding::Json => match serde_json::to_value(message) {
+            Ok(mut value) => {
+                // An absent partial success is `{}`, not `{"partialSuccess": null}`.
+                if let Some(map) = value.as_object_mut() {
+                    map.retain(|_, v| !v.is_null());
+                }
+                ([(header::CONTENT_TYPE, JSON)], value.to_string()).into_response()
+            }
             Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         },
     }
@@ -263,10 +269,7 @@ async fn logs(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body) ->
     let result = r.ingest.export_logs(DEFAULT_TENANT, request, size).await;
     r.finish(Signal::Logs, encoding, result, |a| {
         ExportLogsServiceResponse {
-            partial_success: (a.rejected > 0).then(|| ExportLogsPartialSuccess {
-                rejected_log_records: a.rejected as i64,
-                error_message: a.message,
-            }),
+            partial_success: a.logs_partial_success(),
         }
     })
 }

@@ -211,8 +211,8 @@ impl LogStore {
             }
         }
         match q.order {
-            SortOrder::TimeDesc => candidates.sort_by(|a, b| b.0.cmp(&a.0)),
-            _ => candidates.sort_by(|a, b| a.0.cmp(&b.0)),
+            SortOrder::TimeDesc => candidates.sort_by_key(|c| std::cmp::Reverse(c.0)),
+            _ => candidates.sort_by_key(|c| c.0),
         }
         candidates.truncate(q.limit);
         let fields = &self.shared.fields;

@@ -1,0 +1,27 @@
+# The two commands of the README: `make run` and `make test`.
+.PHONY: run test test-deps lint bench
+
+PYTHON ?= python3
+PY_REQUIREMENTS := collector/tests/python/requirements.txt
+
+run:
+	cargo run --release -p vantage-collector
+
+# Installs what the tests need, only when it is missing (idempotent).
+test-deps:
+	@if ! $(PYTHON) -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http' 2>/dev/null; then \
+		echo "installing the Python OpenTelemetry SDK for the tests"; \
+		$(PYTHON) -m pip install --quiet --disable-pip-version-check -r $(PY_REQUIREMENTS); \
+	fi
+
+test: test-deps
+	cargo test --workspace --all-targets --locked
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# End-to-end benchmark of the release binaries; writes figures to stdout for benches/RESULTS.md.
+bench:
+	cargo build --release -p vantage-collector -p vantage-benches
+	bash benches/e2e/run.sh
