@@ -333,9 +333,15 @@ fn log_record(
         }),
         attributes: vec![
             string_kv("http.method", request.method),
-            kv("http.status_code", any_value::Value::IntValue(request.status)),
+            kv(
+                "http.status_code",
+                any_value::Value::IntValue(request.status),
+            ),
             kv("user.id", any_value::Value::StringValue(user_id)),
-            kv("duration_ms", any_value::Value::DoubleValue(request.duration_ms)),
+            kv(
+                "duration_ms",
+                any_value::Value::DoubleValue(request.duration_ms),
+            ),
         ],
         dropped_attributes_count: 0,
         flags,
@@ -701,9 +707,9 @@ const BASE_WORDS: &[&str] = &[
 /// without `x`, `y`, `p` or `h`, so [`QueryTerms::absent`] ("xylophone") can never be
 /// generated.
 const SYLLABLES: [&str; 40] = [
-    "ba", "be", "bi", "bo", "da", "de", "di", "do", "ka", "ke", "ko", "la", "le", "li", "lo",
-    "ma", "me", "mi", "mo", "na", "ne", "ni", "no", "ra", "re", "ri", "ro", "sa", "se", "si",
-    "so", "ta", "te", "ti", "to", "va", "ve", "vi", "tor", "len",
+    "ba", "be", "bi", "bo", "da", "de", "di", "do", "ka", "ke", "ko", "la", "le", "li", "lo", "ma",
+    "me", "mi", "mo", "na", "ne", "ni", "no", "ra", "re", "ri", "ro", "sa", "se", "si", "so", "ta",
+    "te", "ti", "to", "va", "ve", "vi", "tor", "len",
 ];
 const ENDINGS: [&str; 6] = ["", "n", "r", "s", "l", "t"];
 
@@ -723,7 +729,10 @@ fn build_vocabulary() -> Vec<Box<str>> {
         for _ in 0..syllables {
             word.push_str(SYLLABLES[rng.below(SYLLABLES.len() as u64) as usize]);
         }
-        word.push_str(ENDINGS[rng.below(ENDINGS.len() as u64) as usize]);
+        let ending = ENDINGS[rng.below(ENDINGS.len() as u64) as usize];
+        if word.ends_with(['a', 'e', 'i', 'o']) {
+            word.push_str(ending);
+        }
         if !seen.contains(word.as_str()) && synthetic.insert(word.clone()) {
             words.push(word.into());
         }
@@ -791,7 +800,10 @@ mod tests {
         let req = log_batch(3, 0, 2_000, 200, NOW_NS);
         let records = records(&req);
         let with_ids = records.iter().filter(|r| !r.trace_id.is_empty()).count();
-        assert!((800..1_200).contains(&with_ids), "{with_ids} records with ids");
+        assert!(
+            (800..1_200).contains(&with_ids),
+            "{with_ids} records with ids"
+        );
         for r in records {
             assert!(r.trace_id.is_empty() || r.trace_id.len() == 16);
             assert_eq!(r.trace_id.is_empty(), r.span_id.is_empty());
@@ -823,7 +835,11 @@ mod tests {
         let words = vocabulary();
         assert_eq!(words.len(), VOCABULARY_SIZE);
         let distinct: HashSet<&str> = words.iter().map(|w| &**w).collect();
-        assert_eq!(distinct.len(), VOCABULARY_SIZE, "duplicate vocabulary words");
+        assert_eq!(
+            distinct.len(),
+            VOCABULARY_SIZE,
+            "duplicate vocabulary words"
+        );
         let base: HashSet<&str> = BASE_WORDS.iter().copied().collect();
         assert_eq!(base.len(), BASE_WORDS.len(), "duplicate BASE_WORDS");
         assert!(!base.contains(query_terms().absent));
@@ -846,7 +862,11 @@ mod tests {
             }
         }
         let pct = |n: usize| n as f64 * 100.0 / total as f64;
-        assert!((25.0..55.0).contains(&pct(common)), "common {}%", pct(common));
+        assert!(
+            (25.0..55.0).contains(&pct(common)),
+            "common {}%",
+            pct(common)
+        );
         assert!(rare > 0 && pct(rare) < 0.5, "rare {}%", pct(rare));
         assert!((0.5..5.0).contains(&pct(phrase)), "phrase {}%", pct(phrase));
         assert_eq!(absent, 0);

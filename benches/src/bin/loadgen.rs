@@ -184,11 +184,7 @@ impl Args {
     fn validate(self) -> anyhow::Result<Config> {
         let mut errors = Vec::new();
         let endpoint = match Endpoint::from_shared(self.endpoint.clone()) {
-            Ok(endpoint) => Some(
-                endpoint
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .tcp_nodelay(true),
-            ),
+            Ok(endpoint) => Some(endpoint.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true)),
             Err(e) => {
                 errors.push(format!("--endpoint {:?}: {e}", self.endpoint));
                 None
@@ -466,9 +462,12 @@ impl Source {
             }
         };
         match *deadline {
+            // Biased: once the deadline has passed, no further batch is taken even if
+            // one is ready.
             Some(deadline) => tokio::select! {
-                batch = next => batch,
+                biased;
                 () = tokio::time::sleep_until(deadline) => None,
+                batch = next => batch,
             },
             None => next.await,
         }
@@ -598,7 +597,9 @@ impl Worker {
                     return;
                 }
                 Ok(Err(status)) => status,
-                Err(_) => Status::deadline_exceeded("no response within --timeout-ms (client side)"),
+                Err(_) => {
+                    Status::deadline_exceeded("no response within --timeout-ms (client side)")
+                }
             };
             Counters::add(&counters.requests_failed, 1);
             self.stats.record_failure(&status);
@@ -959,7 +960,18 @@ mod tests {
 
     #[test]
     fn histogram_buckets_bound_their_values() {
-        for us in [0, 1, 127, 128, 129, 1_000, 65_535, 1_000_000, u64::MAX / 2, u64::MAX] {
+        for us in [
+            0,
+            1,
+            127,
+            128,
+            129,
+            1_000,
+            65_535,
+            1_000_000,
+            u64::MAX / 2,
+            u64::MAX,
+        ] {
             let index = Histogram::index(us);
             assert!(index < BUCKETS, "{us}");
             let upper = Histogram::upper_bound(index);
@@ -1002,8 +1014,14 @@ mod tests {
             "slow down",
             details.encode_to_vec().into(),
         );
-        assert_eq!(server_retry_delay(&status), Some(Duration::from_millis(2_500)));
-        assert_eq!(server_retry_delay(&Status::resource_exhausted("full")), None);
+        assert_eq!(
+            server_retry_delay(&status),
+            Some(Duration::from_millis(2_500))
+        );
+        assert_eq!(
+            server_retry_delay(&Status::resource_exhausted("full")),
+            None
+        );
     }
 
     #[test]
@@ -1013,7 +1031,10 @@ mod tests {
         let records = &copy.resource_logs[0].scope_logs[0].log_records;
         let original = &request.resource_logs[0].scope_logs[0].log_records;
         assert_eq!(records.len(), 4);
-        assert_eq!(records[0].time_unix_nano, original[0].time_unix_nano + 5_000);
+        assert_eq!(
+            records[0].time_unix_nano,
+            original[0].time_unix_nano + 5_000
+        );
         assert_eq!(records[0].body, original[0].body);
     }
 }

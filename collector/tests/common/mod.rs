@@ -1,0 +1,593 @@
+//! The harness of the end-to-end tests: starts the real `vantage-collector` binary on
+//! ephemeral 127.0.0.1 ports, talks to it over real sockets (hyper for HTTP, tonic for
+//! gRPC), builds OTLP payloads, and waits for conditions with deadlines instead of
+//! sleeping.
+//!
+//! Every test binary includes this module and uses a different part of it.
+#![allow(dead_code)]
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::{Method, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use tonic::transport::Channel;
+use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
+use vantage_proto::otlp::collector::logs::v1::logs_service_client::LogsServiceClient;
+use vantage_proto::otlp::common::v1::{
+    AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value,
+};
+use vantage_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use vantage_proto::otlp::resource::v1::Resource;
+
+/// How long the collector may take from spawn to its `ready` line (WAL replay included).
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an acknowledged record may take to become searchable before a test fails.
+/// The promise is ~1-2 s; the margin absorbs a loaded 2-core machine.
+pub(crate) const SEARCHABLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a stopped collector may take to exit.
+pub(crate) const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Nanoseconds since the Unix epoch, now.
+pub(crate) fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos() as u64
+}
+
+/// The path of a binary of this package, built by cargo for the integration tests.
+pub(crate) fn collector_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_vantage-collector")
+}
+
+/// The `vantage` CLI.
+pub(crate) fn cli_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_vantage")
+}
+
+/// The addresses a running collector reported in its `ready` line.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Addrs {
+    pub(crate) grpc: SocketAddr,
+    pub(crate) http: SocketAddr,
+    pub(crate) api: SocketAddr,
+}
+
+/// A response, fully read.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: hyper::HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+impl Reply {
+    /// The body as text (lossy), for messages.
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON; panics with the body when it is not.
+    pub(crate) fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("response is not JSON ({e}): {}", self.text()))
+    }
+
+    /// A header as text.
+    pub(crate) fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+}
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// Starts collectors with settings; `VANTAGE_*` environment variables are the config.
+#[derive(Debug, Default)]
+pub(crate) struct CollectorBuilder {
+    env: Vec<(String, String)>,
+}
+
+impl CollectorBuilder {
+    /// Sets one configuration key through its environment variable, e.g.
+    /// `("VANTAGE_INGEST__MAX_REQUEST_BYTES", "1024")`.
+    pub(crate) fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Starts a collector on `data_dir` and waits for its `ready` line.
+    pub(crate) fn start(&self, data_dir: &Path) -> Collector {
+        let mut command = Command::new(collector_bin());
+        command
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--otlp-grpc", "127.0.0.1:0"])
+            .args(["--otlp-http", "127.0.0.1:0"])
+            .args(["--api", "127.0.0.1:0"])
+            .args(["--log-format", "json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // The outer environment must not change what is being tested.
+        for (key, _) in std::env::vars() {
+            if key.starts_with("VANTAGE_") {
+                command.env_remove(key);
+            }
+        }
+        command.env("VANTAGE_LOG", "info");
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", collector_bin()));
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        {
+            let log = log.clone();
+            // Drains stderr for the whole life of the process so the pipe never fills.
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(addrs) = parse_ready(&line) {
+                        let _ = ready_tx.send(addrs);
+                    }
+                    log.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                }
+            });
+        }
+        let addrs = match ready_rx.recv_timeout(START_TIMEOUT) {
+            Ok(addrs) => addrs,
+            Err(e) => {
+                let _ = child.kill();
+                let status = child.wait();
+                let lines = log.lock().unwrap_or_else(|e| e.into_inner()).join("\n");
+                panic!(
+                    "collector did not report ready ({e}); exit: {status:?}; its log:\n{lines}"
+                );
+            }
+        };
+        Collector {
+            child,
+            addrs,
+            log,
+            data_dir: data_dir.to_path_buf(),
+            http: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+}
+
+fn parse_ready(line: &str) -> Option<Addrs> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    if v["message"] != "ready" {
+        return None;
+    }
+    let addr = |key: &str| v[key].as_str()?.parse::<SocketAddr>().ok();
+    Some(Addrs {
+        grpc: addr("otlp_grpc")?,
+        http: addr("otlp_http")?,
+        api: addr("api")?,
+    })
+}
+
+/// A running `vantage-collector` process; killed when dropped.
+pub(crate) struct Collector {
+    child: Child,
+    pub(crate) addrs: Addrs,
+    log: Arc<Mutex<Vec<String>>>,
+    data_dir: PathBuf,
+    http: HttpClient,
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Collector {
+    /// Starts a collector with default settings on `data_dir`.
+    pub(crate) fn start(data_dir: &Path) -> Collector {
+        CollectorBuilder::default().start(data_dir)
+    }
+
+    /// Settings for the next start.
+    pub(crate) fn builder() -> CollectorBuilder {
+        CollectorBuilder::default()
+    }
+
+    /// The collector's own log so far, one JSON object per line.
+    pub(crate) fn log(&self) -> String {
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .join("\n")
+    }
+
+    /// The collector's own log lines whose `message` is `message`, parsed.
+    pub(crate) fn log_events(&self, message: &str) -> Vec<Value> {
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["message"] == message)
+            .collect()
+    }
+
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The data directory it runs on.
+    pub(crate) fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// `kill -9`: no shutdown code runs. Returns once the process is gone.
+    pub(crate) fn kill_9(mut self) {
+        self.child.kill().expect("SIGKILL the collector");
+        let status = self.child.wait().expect("reap the collector");
+        assert!(!status.success(), "a SIGKILLed process cannot exit 0");
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns its status and log.
+    pub(crate) async fn terminate(mut self) -> (ExitStatus, String) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill -TERM");
+        assert!(sent.success(), "kill -TERM failed");
+        let deadline = tokio::time::Instant::now() + EXIT_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll the collector") {
+                // Let the stderr thread take the last lines.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return (status, self.log());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "collector did not exit within {EXIT_TIMEOUT:?} of SIGTERM; its log:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A gRPC logs client on a fresh connection.
+    pub(crate) async fn logs_client(&self) -> LogsServiceClient<Channel> {
+        LogsServiceClient::connect(format!("http://{}", self.addrs.grpc))
+            .await
+            .expect("connect to the OTLP/gRPC port")
+    }
+
+    /// A gRPC channel, for the metrics and trace clients.
+    pub(crate) async fn grpc_channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addrs.grpc))
+            .expect("valid uri")
+            .connect()
+            .await
+            .expect("connect to the OTLP/gRPC port")
+    }
+
+    /// Exports logs over gRPC and asserts that every record was accepted.
+    pub(crate) async fn export_ok(&self, request: ExportLogsServiceRequest) {
+        let response = self
+            .logs_client()
+            .await
+            .export(request)
+            .await
+            .unwrap_or_else(|s| panic!("export failed: {s:?}; log:\n{}", self.log()))
+            .into_inner();
+        assert!(
+            response.partial_success.is_none_or(|p| p.rejected_log_records == 0),
+            "no record may be rejected"
+        );
+    }
+
+    /// One HTTP request.
+    pub(crate) async fn request(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        let mut builder = hyper::Request::builder().method(method).uri(url);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let request = builder
+            .body(Full::new(body.into()))
+            .expect("valid request");
+        let response = tokio::time::timeout(Duration::from_secs(60), self.http.request(request))
+            .await
+            .unwrap_or_else(|_| panic!("no answer to {url} within 60 s"))
+            .unwrap_or_else(|e| panic!("request to {url} failed: {e:?}; log:\n{}", self.log()));
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("read the response body")
+            .to_bytes();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Opens a live tail (`GET /api/v1/logs/tail`) and returns its streaming body once
+    /// the response headers have arrived.
+    pub(crate) async fn open_tail(&self, query: &str) -> hyper::body::Incoming {
+        let query = serde_urlencoded::to_string([("query", query)]).expect("encodable");
+        let url = format!("http://{}/api/v1/logs/tail?{query}", self.addrs.api);
+        let request = hyper::Request::get(&url)
+            .body(Full::new(Bytes::new()))
+            .expect("valid request");
+        let response = tokio::time::timeout(Duration::from_secs(30), self.http.request(request))
+            .await
+            .expect("tail answers within 30 s")
+            .expect("tail request");
+        assert_eq!(response.status(), StatusCode::OK, "tail status");
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        assert!(
+            content_type.starts_with("text/event-stream"),
+            "tail is server-sent events, got {content_type:?}"
+        );
+        response.into_body()
+    }
+
+    /// `POST` to the OTLP/HTTP port.
+    pub(crate) async fn post_otlp(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        let url = format!("http://{}{path}", self.addrs.http);
+        self.request(Method::POST, &url, headers, body).await
+    }
+
+    /// `GET` on the query API; `path_and_query` starts with `/`.
+    pub(crate) async fn api_get(&self, path_and_query: &str) -> Reply {
+        let url = format!("http://{}{path_and_query}", self.addrs.api);
+        self.request(Method::GET, &url, &[], Bytes::new()).await
+    }
+
+    /// A log search with raw parameters.
+    pub(crate) async fn search_raw(&self, params: &[(&str, &str)]) -> Reply {
+        let query = serde_urlencoded::to_string(params).expect("encodable parameters");
+        self.api_get(&format!("/api/v1/logs/search?{query}")).await
+    }
+
+    /// A log search that must succeed; returns the JSON answer.
+    pub(crate) async fn search(&self, params: &[(&str, &str)]) -> Value {
+        let reply = self.search_raw(params).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "search {params:?} failed: {}",
+            reply.text()
+        );
+        reply.json()
+    }
+
+    /// Polls a search until its `total` equals `expected`; returns that answer. Fails
+    /// with the last answer and the collector's log at the deadline.
+    pub(crate) async fn wait_for_total(&self, params: &[(&str, &str)], expected: u64) -> Value {
+        let deadline = tokio::time::Instant::now() + SEARCHABLE_TIMEOUT;
+        loop {
+            let result = self.search(params).await;
+            if result["total"].as_u64() == Some(expected) {
+                return result;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "search {params:?} did not reach total {expected} within {SEARCHABLE_TIMEOUT:?}; last total {}; collector log:\n{}",
+                    result["total"],
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until `query` (searched over the default last hour) has `expected` hits.
+    pub(crate) async fn wait_for_query(&self, query: &str, expected: u64) -> Value {
+        self.wait_for_total(&[("query", query)], expected).await
+    }
+
+    /// The `/metrics` text.
+    pub(crate) async fn metrics_text(&self) -> String {
+        let reply = self.api_get("/metrics").await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        reply.text()
+    }
+
+    /// Proves the collector still works: a fresh record is acknowledged over gRPC and
+    /// becomes searchable.
+    pub(crate) async fn assert_still_serves(&self, tag: &str) {
+        let marker = format!("canary-{tag}");
+        self.export_ok(logs_request(
+            "canary",
+            vec![log_record("still serving", vec![kv_str("canary", &marker)])],
+        ))
+        .await;
+        self.wait_for_query(&format!("attributes.canary:{marker}"), 1)
+            .await;
+    }
+}
+
+/// A value from the `/metrics` text: the sample named `name` whose labels include all of
+/// `labels`; `None` if there is no such sample.
+pub(crate) fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, series_labels) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if series_name != name {
+                return None;
+            }
+            let pairs: Vec<(&str, &str)> = series_labels
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .filter_map(|p| {
+                    let (k, v) = p.split_once('=')?;
+                    Some((k, v.trim_matches('"')))
+                })
+                .collect();
+            labels
+                .iter()
+                .all(|want| pairs.contains(want))
+                .then(|| value.parse().ok())
+                .flatten()
+        })
+}
+
+/// A string value.
+pub(crate) fn any_str(s: &str) -> AnyValue {
+    AnyValue {
+        value: Some(any_value::Value::StringValue(s.to_string())),
+    }
+}
+
+/// An int value.
+pub(crate) fn any_int(i: i64) -> AnyValue {
+    AnyValue {
+        value: Some(any_value::Value::IntValue(i)),
+    }
+}
+
+/// A double value.
+pub(crate) fn any_double(d: f64) -> AnyValue {
+    AnyValue {
+        value: Some(any_value::Value::DoubleValue(d)),
+    }
+}
+
+/// A bool value.
+pub(crate) fn any_bool(b: bool) -> AnyValue {
+    AnyValue {
+        value: Some(any_value::Value::BoolValue(b)),
+    }
+}
+
+/// A bytes value.
+pub(crate) fn any_bytes(b: &[u8]) -> AnyValue {
+    AnyValue {
+        value: Some(any_value::Value::BytesValue(b.to_vec())),
+    }
+}
+
+/// An array value.
+pub(crate) fn any_array(values: Vec<AnyValue>) -> AnyValue {
+    AnyValue {
+        value: Some(any_value::Value::ArrayValue(ArrayValue { values })),
+    }
+}
+
+/// A map value.
+pub(crate) fn any_map(values: Vec<KeyValue>) -> AnyValue {
+    AnyValue {
+        value: Some(any_value::Value::KvlistValue(KeyValueList { values })),
+    }
+}
+
+/// An attribute.
+pub(crate) fn kv(key: &str, value: AnyValue) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(value),
+        ..Default::default()
+    }
+}
+
+/// A string attribute.
+pub(crate) fn kv_str(key: &str, value: &str) -> KeyValue {
+    kv(key, any_str(value))
+}
+
+/// An int attribute.
+pub(crate) fn kv_int(key: &str, value: i64) -> KeyValue {
+    kv(key, any_int(value))
+}
+
+/// An INFO record stamped one second ago with a string body.
+pub(crate) fn log_record(body: &str, attributes: Vec<KeyValue>) -> LogRecord {
+    let t = now_ns() - 1_000_000_000;
+    LogRecord {
+        time_unix_nano: t,
+        observed_time_unix_nano: t,
+        severity_number: 9,
+        severity_text: "INFO".to_string(),
+        body: Some(any_str(body)),
+        attributes,
+        ..Default::default()
+    }
+}
+
+/// A request with one resource (`service.name` = `service`) and one scope ("e2e").
+pub(crate) fn logs_request(service: &str, records: Vec<LogRecord>) -> ExportLogsServiceRequest {
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![kv_str("service.name", service)],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                scope: Some(InstrumentationScope {
+                    name: "e2e".to_string(),
+                    version: "1.0.0".to_string(),
+                    ..Default::default()
+                }),
+                log_records: records,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// Gzips bytes.
+pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(data).expect("gzip into memory");
+    encoder.finish().expect("gzip into memory")
+}
+
+/// Hits of a search answer.
+pub(crate) fn hits(result: &Value) -> &Vec<Value> {
+    result["hits"].as_array().expect("hits is an array")
+}
