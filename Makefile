@@ -7,12 +7,9 @@ PY_REQUIREMENTS := collector/tests/python/requirements.txt
 run:
 	cargo run --release -p vantage-collector
 
-# Installs what the tests need, only when it is missing (idempotent).
+# Installs what the tests need; pip leaves already-satisfied pins alone (idempotent).
 test-deps:
-	@if ! $(PYTHON) -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http' 2>/dev/null; then \
-		echo "installing the Python OpenTelemetry SDK for the tests"; \
-		$(PYTHON) -m pip install --quiet --disable-pip-version-check -r $(PY_REQUIREMENTS); \
-	fi
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r $(PY_REQUIREMENTS)
 
 test: test-deps
 	cargo test --workspace --all-targets --locked

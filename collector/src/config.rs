@@ -329,7 +329,8 @@ fn validate(f: FileConfig) -> Result<Config, ConfigError> {
     if commit_interval_ms == 0 || commit_interval_ms > 60_000 {
         errors.push("logs.commit_interval_ms: must be between 1 and 60000".to_string());
     }
-    if retention_logs < Duration::from_secs(86_400) {
+    // A value that did not parse was reported above as ZERO; do not report it twice.
+    if retention_logs != Duration::ZERO && retention_logs < Duration::from_secs(86_400) {
         errors.push(
             "retention.logs: partitions are a day long, so retention must be at least 1d"
                 .to_string(),

@@ -154,6 +154,9 @@ pub async fn run(
         let shutdown = shutdown.clone();
         async move {
             tonic::transport::Server::builder()
+                .layer(tower::util::MapResponseLayer::new(
+                    receivers::grpc::oversize_is_invalid,
+                ))
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),

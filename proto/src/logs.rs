@@ -22,13 +22,15 @@ pub struct LogView<'a> {
     pub record: &'a LogRecord,
 }
 
-static EMPTY_RESOURCE: Resource = Resource {
+/// Stands in for a missing resource.
+pub static EMPTY_RESOURCE: Resource = Resource {
     attributes: Vec::new(),
     dropped_attributes_count: 0,
     entity_refs: Vec::new(),
 };
 
-static EMPTY_SCOPE: InstrumentationScope = InstrumentationScope {
+/// Stands in for a missing scope.
+pub static EMPTY_SCOPE: InstrumentationScope = InstrumentationScope {
     name: String::new(),
     version: String::new(),
     attributes: Vec::new(),

@@ -18,7 +18,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use vantage_proto::ErrorCode;
-use vantage_proto::otlp::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceRequest};
+use vantage_proto::otlp::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest,
+};
 use vantage_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
 use vantage_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use vantage_storage::wal::Wal;

@@ -29,6 +29,31 @@ use vantage_proto::otlp::collector::trace::v1::{
 use crate::ingest::{DEFAULT_TENANT, Ingest, IngestError, Signal};
 use crate::telemetry::{RequestLabels, Telemetry};
 
+/// Tonic refuses an oversized message before any handler runs, with OUT_OF_RANGE (over
+/// the limit) or RESOURCE_EXHAUSTED without retry details (over it once decompressed).
+/// OTLP exporters retry both codes, but such a request can never succeed: answer
+/// INVALID_ARGUMENT, like HTTP's 413. Our own RESOURCE_EXHAUSTED always carries RetryInfo
+/// (`grpc-status-details-bin`), which is how the two are told apart.
+pub fn oversize_is_invalid(
+    mut response: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    const OUT_OF_RANGE: &str = "11";
+    const RESOURCE_EXHAUSTED: &str = "8";
+    let headers = response.headers_mut();
+    let remap = match headers.get("grpc-status").and_then(|v| v.to_str().ok()) {
+        Some(OUT_OF_RANGE) => true,
+        Some(RESOURCE_EXHAUSTED) => !headers.contains_key("grpc-status-details-bin"),
+        _ => false,
+    };
+    if remap {
+        headers.insert(
+            "grpc-status",
+            http::HeaderValue::from(tonic::Code::InvalidArgument as i32),
+        );
+    }
+    response
+}
+
 /// The three OTLP services over one ingest path.
 #[derive(Clone)]
 pub struct OtlpGrpc {

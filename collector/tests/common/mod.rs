@@ -156,9 +156,7 @@ impl CollectorBuilder {
                 let _ = child.kill();
                 let status = child.wait();
                 let lines = log.lock().unwrap_or_else(|e| e.into_inner()).join("\n");
-                panic!(
-                    "collector did not report ready ({e}); exit: {status:?}; its log:\n{lines}"
-                );
+                panic!("collector did not report ready ({e}); exit: {status:?}; its log:\n{lines}");
             }
         };
         Collector {
@@ -299,7 +297,9 @@ impl Collector {
             .unwrap_or_else(|s| panic!("export failed: {s:?}; log:\n{}", self.log()))
             .into_inner();
         assert!(
-            response.partial_success.is_none_or(|p| p.rejected_log_records == 0),
+            response
+                .partial_success
+                .is_none_or(|p| p.rejected_log_records == 0),
             "no record may be rejected"
         );
     }
@@ -316,9 +316,7 @@ impl Collector {
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        let request = builder
-            .body(Full::new(body.into()))
-            .expect("valid request");
+        let request = builder.body(Full::new(body.into())).expect("valid request");
         let response = tokio::time::timeout(Duration::from_secs(60), self.http.request(request))
             .await
             .unwrap_or_else(|_| panic!("no answer to {url} within 60 s"))

@@ -21,14 +21,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tantivy::IndexWriter;
+use tantivy::indexer::UserOperation;
 use tantivy::tokenizer::TokenizerManager;
-use vantage_proto::logs::records;
+use vantage_proto::logs::{EMPTY_RESOURCE, EMPTY_SCOPE, LogView};
 use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 
 pub use partition::valid_tenant;
 use partition::{PartitionKey, PartitionReader};
-use schema::LogFields;
 pub use schema::names as field_names;
+use schema::{EnvelopeEncoder, LogFields};
 pub use search::{
     HistogramBucket, LogHit, LogQuery, LogQueryError, LogSearchResult, MAX_BUCKETS, MAX_LIMIT,
     SortOrder,
@@ -301,24 +302,55 @@ impl LogIndexer {
             return Err(LogStoreError::InvalidTenant(tenant.to_string()));
         }
         let mut outcome = AddOutcome::default();
-        for view in records(request) {
-            let time_ns = schema::clamp_ns(view.effective_time_unix_nano());
-            let key = PartitionKey::for_time(tenant, time_ns);
-            if self.committed.get(&key).is_some_and(|&c| c >= lsn) {
-                outcome.already_indexed += 1;
-                continue;
+        // One batch of operations per partition: Tantivy takes a whole batch through its
+        // channel at once instead of waking its indexing thread per document.
+        let mut per_partition: Vec<(PartitionKey, Vec<UserOperation>)> = Vec::new();
+        let mut envelopes = EnvelopeEncoder::default();
+        for rl in &request.resource_logs {
+            let resource = rl.resource.as_ref().unwrap_or(&EMPTY_RESOURCE);
+            envelopes.set_resource(resource);
+            for sl in &rl.scope_logs {
+                let scope = sl.scope.as_ref().unwrap_or(&EMPTY_SCOPE);
+                envelopes.set_scope(scope);
+                for record in &sl.log_records {
+                    let view = LogView {
+                        resource,
+                        scope,
+                        record,
+                    };
+                    let time_ns = schema::clamp_ns(view.effective_time_unix_nano());
+                    let key = PartitionKey::for_time(tenant, time_ns);
+                    if self.committed.get(&key).is_some_and(|&c| c >= lsn) {
+                        outcome.already_indexed += 1;
+                        continue;
+                    }
+                    let envelope = envelopes.encode(record);
+                    let doc = self
+                        .store
+                        .shared
+                        .fields
+                        .document(&view, lsn, time_ns, envelope);
+                    match per_partition.iter_mut().find(|(k, _)| *k == key) {
+                        Some((_, ops)) => ops.push(UserOperation::Add(doc)),
+                        None => per_partition.push((key, vec![UserOperation::Add(doc)])),
+                    }
+                    outcome.added += 1;
+                }
             }
-            let doc = self.store.shared.fields.document(&view, lsn, time_ns);
-            let writer = self.writer_for(&key)?;
+        }
+        let keys: Vec<PartitionKey> = per_partition.iter().map(|(k, _)| k.clone()).collect();
+        for (i, (key, ops)) in per_partition.into_iter().enumerate() {
+            // Partitions whose documents of this batch are not added yet: if one has to
+            // be closed to make room, its commit must not claim this batch.
+            let writer = self.writer_for(&key, lsn, &keys[i + 1..])?;
             writer.dirty = true;
             writer
                 .writer
-                .add_document(doc)
+                .run(ops)
                 .map_err(|source| LogStoreError::Index {
                     path: key.dir(&self.store.shared.root),
                     source,
                 })?;
-            outcome.added += 1;
         }
         self.last_added_lsn = self.last_added_lsn.max(lsn);
         self.store
@@ -343,7 +375,7 @@ impl LogIndexer {
             .map(|(k, _)| k.clone())
             .collect();
         for key in dirty {
-            self.commit_partition(&key)?;
+            self.commit_partition(&key, self.last_added_lsn)?;
         }
         if self.last_added_lsn != self.checkpoint_lsn {
             let path = self.store.shared.root.join(CHECKPOINT_FILE);
@@ -354,8 +386,9 @@ impl LogIndexer {
         Ok(self.checkpoint_lsn)
     }
 
-    fn commit_partition(&mut self, key: &PartitionKey) -> Result<(), LogStoreError> {
-        let lsn = self.last_added_lsn;
+    /// Commits one partition, recording that it holds every one of its records with an
+    /// LSN up to `lsn`.
+    fn commit_partition(&mut self, key: &PartitionKey, lsn: u64) -> Result<(), LogStoreError> {
         let path = key.dir(&self.store.shared.root);
         let Some(w) = self.writers.get_mut(key) else {
             return Ok(());
@@ -381,12 +414,20 @@ impl LogIndexer {
         Ok(())
     }
 
-    fn writer_for(&mut self, key: &PartitionKey) -> Result<&mut OpenWriter, LogStoreError> {
+    /// The open writer of `key`, opening it (and closing the least recently used one if
+    /// all slots are taken) while batch `lsn` is being added; `pending` are the
+    /// partitions still waiting for their documents of that batch.
+    fn writer_for(
+        &mut self,
+        key: &PartitionKey,
+        lsn: u64,
+        pending: &[PartitionKey],
+    ) -> Result<&mut OpenWriter, LogStoreError> {
         self.use_counter += 1;
         let now = self.use_counter;
         if !self.writers.contains_key(key) {
             if self.writers.len() >= self.opts.max_open_writers.max(1) {
-                self.close_least_recent()?;
+                self.close_least_recent(lsn, pending)?;
             }
             let reader = self.partition_reader(key)?;
             let writer = reader
@@ -436,7 +477,11 @@ impl LogIndexer {
         Ok(reader)
     }
 
-    fn close_least_recent(&mut self) -> Result<(), LogStoreError> {
+    fn close_least_recent(
+        &mut self,
+        lsn: u64,
+        pending: &[PartitionKey],
+    ) -> Result<(), LogStoreError> {
         let Some(key) = self
             .writers
             .iter()
@@ -445,7 +490,9 @@ impl LogIndexer {
         else {
             return Ok(());
         };
-        self.commit_partition(&key)?;
+        // Every earlier batch is complete in it; this one only if its documents are in.
+        let complete_through = if pending.contains(&key) { lsn - 1 } else { lsn };
+        self.commit_partition(&key, complete_through)?;
         if let Some(w) = self.writers.remove(&key) {
             w.writer
                 .wait_merging_threads()

@@ -3,14 +3,16 @@
 use std::collections::BTreeMap;
 
 use tantivy::schema::{
-    FAST, Field, INDEXED, IndexRecordOption, JsonObjectOptions, STORED, STRING, Schema,
-    TextFieldIndexing, TextOptions,
+    FAST, Field, INDEXED, IndexRecordOption, JsonObjectOptions, STORED, Schema, TextFieldIndexing,
+    TextOptions,
 };
 use tantivy::tokenizer::{LowerCaser, RawTokenizer, TextAnalyzer, TokenizerManager};
 use tantivy::{TantivyDocument, schema::OwnedValue};
 use vantage_proto::json::any_value_to_json;
 use vantage_proto::logs::{LogView, hex_id};
-use vantage_proto::otlp::common::v1::{AnyValue, KeyValue, any_value};
+use vantage_proto::otlp::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use vantage_proto::otlp::logs::v1::LogRecord;
+use vantage_proto::otlp::resource::v1::Resource;
 
 /// Tokenizer for exact, case-insensitive keywords (severity text).
 pub(crate) const LOWERCASE_KEYWORD: &str = "keyword_lowercase";
@@ -29,18 +31,23 @@ pub mod names {
     pub const SEVERITY_TEXT: &str = "severity_text";
     /// Full-text body; the default field of a query.
     pub const BODY: &str = "body";
-    /// `service.name` lives under this JSON field so that `service.name:x` parses as is.
-    pub const SERVICE: &str = "service";
+    /// The resource's `service.name`, as a keyword (a field name with a dot parses as is).
+    pub const SERVICE_NAME: &str = "service.name";
     /// Trace id as lower-case hex.
     pub const TRACE_ID: &str = "trace_id";
     /// Span id as lower-case hex.
     pub const SPAN_ID: &str = "span_id";
     /// Log record attributes, searchable as `attributes.<key>`.
     pub const ATTRIBUTES: &str = "attributes";
+    /// The numeric and boolean attributes again, as columns: what range and exists
+    /// queries on `attributes.<key>` are rewritten to (see `search::rewrite`).
+    pub const ATTRIBUTES_NUMERIC: &str = "_attributes_numeric";
     /// Resource attributes, searchable as `resource.<key>`.
     pub const RESOURCE: &str = "resource";
-    /// Instrumentation scope: `scope.name`, `scope.version`.
-    pub const SCOPE: &str = "scope";
+    /// Instrumentation scope name.
+    pub const SCOPE_NAME: &str = "scope.name";
+    /// Instrumentation scope version.
+    pub const SCOPE_VERSION: &str = "scope.version";
     /// OTLP event name.
     pub const EVENT_NAME: &str = "event_name";
     /// The exact record (protobuf envelope); the only stored field.
@@ -57,12 +64,14 @@ pub(crate) struct LogFields {
     pub(crate) severity_number: Field,
     pub(crate) severity_text: Field,
     pub(crate) body: Field,
-    pub(crate) service: Field,
+    pub(crate) service_name: Field,
     pub(crate) trace_id: Field,
     pub(crate) span_id: Field,
     pub(crate) attributes: Field,
+    pub(crate) attributes_numeric: Field,
     pub(crate) resource: Field,
-    pub(crate) scope: Field,
+    pub(crate) scope_name: Field,
+    pub(crate) scope_version: Field,
     pub(crate) event_name: Field,
     pub(crate) record: Field,
 }
@@ -70,45 +79,58 @@ pub(crate) struct LogFields {
 impl LogFields {
     pub(crate) fn new() -> Self {
         let mut b = Schema::builder();
+        // Keywords match whole values and are never scored, so they need no field norms
+        // (a byte per document and field saved).
+        let keyword = |tokenizer: &str| {
+            TextFieldIndexing::default()
+                .set_tokenizer(tokenizer)
+                .set_fieldnorms(false)
+                .set_index_option(IndexRecordOption::Basic)
+        };
+        let keyword_text =
+            |tokenizer: &str| TextOptions::default().set_indexing_options(keyword(tokenizer));
+        // Raw tokens: attribute values match exactly, as an SRE filtering on
+        // `attributes.http.method:GET` expects; dots in keys are paths.
         let keyword_json = || {
-            // Raw tokens: attribute values match exactly, as an SRE filtering on
-            // `attributes.http.method:GET` expects; dots in keys are paths.
             JsonObjectOptions::default()
-                .set_indexing_options(
-                    TextFieldIndexing::default()
-                        .set_tokenizer("raw")
-                        .set_index_option(IndexRecordOption::Basic),
-                )
+                .set_indexing_options(keyword("raw"))
                 .set_expand_dots_enabled()
         };
-        let timestamp = b.add_i64_field(names::TIMESTAMP, INDEXED | FAST);
-        let observed_timestamp = b.add_i64_field(names::OBSERVED_TIMESTAMP, INDEXED | FAST);
-        let lsn = b.add_u64_field(names::LSN, INDEXED | FAST);
+        // Near-unique per record: an inverted index of them would be a term per document.
+        // Columnar only; range filters and sorting read the column.
+        let timestamp = b.add_i64_field(names::TIMESTAMP, FAST);
+        let observed_timestamp = b.add_i64_field(names::OBSERVED_TIMESTAMP, FAST);
+        let lsn = b.add_u64_field(names::LSN, FAST);
         let severity_number = b.add_i64_field(names::SEVERITY_NUMBER, INDEXED | FAST);
-        let severity_text = b.add_text_field(
-            names::SEVERITY_TEXT,
-            TextOptions::default().set_indexing_options(
-                TextFieldIndexing::default()
-                    .set_tokenizer(LOWERCASE_KEYWORD)
-                    .set_index_option(IndexRecordOption::Basic),
-            ),
-        );
+        let severity_text = b.add_text_field(names::SEVERITY_TEXT, keyword_text(LOWERCASE_KEYWORD));
         let body = b.add_text_field(
             names::BODY,
             TextOptions::default().set_indexing_options(
+                // Positions for phrases; no norms, since hits are ordered by time, never
+                // by relevance score.
                 TextFieldIndexing::default()
                     .set_tokenizer("default")
+                    .set_fieldnorms(false)
                     .set_index_option(IndexRecordOption::WithFreqsAndPositions),
             ),
         );
-        let service = b.add_json_field(names::SERVICE, keyword_json());
-        let trace_id = b.add_text_field(names::TRACE_ID, STRING);
-        let span_id = b.add_text_field(names::SPAN_ID, STRING);
-        // Fast too, so numeric ranges (`attributes.http.status_code:[500 TO 599]`) work.
-        let attributes = b.add_json_field(names::ATTRIBUTES, keyword_json().set_fast("raw"));
+        let service_name = b.add_text_field(names::SERVICE_NAME, keyword_text("raw"));
+        let trace_id = b.add_text_field(names::TRACE_ID, keyword_text("raw"));
+        let span_id = b.add_text_field(names::SPAN_ID, keyword_text("raw"));
+        let attributes = b.add_json_field(names::ATTRIBUTES, keyword_json());
+        // Columns of the numeric attributes only, for ranges. Making `attributes` itself
+        // fast would also build a column of every string value: measured, 12 % more
+        // indexing CPU and 5 % more disk for nothing a query uses.
+        let attributes_numeric = b.add_json_field(
+            names::ATTRIBUTES_NUMERIC,
+            JsonObjectOptions::default()
+                .set_fast("raw")
+                .set_expand_dots_enabled(),
+        );
         let resource = b.add_json_field(names::RESOURCE, keyword_json());
-        let scope = b.add_json_field(names::SCOPE, keyword_json());
-        let event_name = b.add_text_field(names::EVENT_NAME, STRING);
+        let scope_name = b.add_text_field(names::SCOPE_NAME, keyword_text("raw"));
+        let scope_version = b.add_text_field(names::SCOPE_VERSION, keyword_text("raw"));
+        let event_name = b.add_text_field(names::EVENT_NAME, keyword_text("raw"));
         let record = b.add_bytes_field(names::RECORD, STORED);
         LogFields {
             schema: b.build(),
@@ -118,19 +140,28 @@ impl LogFields {
             severity_number,
             severity_text,
             body,
-            service,
+            service_name,
             trace_id,
             span_id,
             attributes,
+            attributes_numeric,
             resource,
-            scope,
+            scope_name,
+            scope_version,
             event_name,
             record,
         }
     }
 
-    /// Builds the document for one record. `time_ns` is the effective event time.
-    pub(crate) fn document(&self, view: &LogView<'_>, lsn: u64, time_ns: i64) -> TantivyDocument {
+    /// Builds the document for one record. `time_ns` is the effective event time;
+    /// `envelope` encodes the record with its resource and scope ([`EnvelopeEncoder`]).
+    pub(crate) fn document(
+        &self,
+        view: &LogView<'_>,
+        lsn: u64,
+        time_ns: i64,
+        envelope: &[u8],
+    ) -> TantivyDocument {
         let r = view.record;
         let mut doc = TantivyDocument::new();
         doc.add_i64(self.timestamp, time_ns);
@@ -148,9 +179,7 @@ impl LogFields {
             }
         }
         if let Some(service) = view.service_name() {
-            let mut obj = BTreeMap::new();
-            obj.insert("name".to_string(), OwnedValue::Str(service.to_string()));
-            doc.add_object(self.service, obj);
+            doc.add_text(self.service_name, service);
         }
         if !r.trace_id.is_empty() {
             doc.add_text(self.trace_id, hex_id(&r.trace_id));
@@ -159,25 +188,69 @@ impl LogFields {
             doc.add_text(self.span_id, hex_id(&r.span_id));
         }
         if !r.attributes.is_empty() {
-            doc.add_object(self.attributes, attributes_object(&r.attributes));
+            let object = attributes_object(&r.attributes);
+            let numeric = numeric_only(&object);
+            if !numeric.is_empty() {
+                doc.add_object(self.attributes_numeric, numeric);
+            }
+            doc.add_object(self.attributes, object);
         }
         if !view.resource.attributes.is_empty() {
             doc.add_object(self.resource, attributes_object(&view.resource.attributes));
         }
-        if !view.scope.name.is_empty() || !view.scope.version.is_empty() {
-            let mut obj = BTreeMap::new();
-            obj.insert("name".to_string(), OwnedValue::Str(view.scope.name.clone()));
-            obj.insert(
-                "version".to_string(),
-                OwnedValue::Str(view.scope.version.clone()),
-            );
-            doc.add_object(self.scope, obj);
+        if !view.scope.name.is_empty() {
+            doc.add_text(self.scope_name, &view.scope.name);
+        }
+        if !view.scope.version.is_empty() {
+            doc.add_text(self.scope_version, &view.scope.version);
         }
         if !r.event_name.is_empty() {
             doc.add_text(self.event_name, &r.event_name);
         }
-        doc.add_bytes(self.record, &view.to_envelope());
+        doc.add_bytes(self.record, envelope);
         doc
+    }
+}
+
+/// Encodes stored envelopes (a `ResourceLogs` holding one record, the same bytes as
+/// [`LogView::to_envelope`]) without re-encoding the shared resource and scope for every
+/// record: protobuf messages concatenate, so their encoded fields are kept and reused.
+#[derive(Default)]
+pub(crate) struct EnvelopeEncoder {
+    /// `ResourceLogs.resource` as encoded field bytes.
+    resource_field: Vec<u8>,
+    /// `ScopeLogs.scope` as encoded field bytes.
+    scope_field: Vec<u8>,
+    record: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl EnvelopeEncoder {
+    /// Sets the resource of the records that follow.
+    pub(crate) fn set_resource(&mut self, resource: &Resource) {
+        self.resource_field.clear();
+        prost::encoding::message::encode(1, resource, &mut self.resource_field);
+    }
+
+    /// Sets the scope of the records that follow.
+    pub(crate) fn set_scope(&mut self, scope: &InstrumentationScope) {
+        self.scope_field.clear();
+        prost::encoding::message::encode(1, scope, &mut self.scope_field);
+    }
+
+    /// The envelope of one record under the current resource and scope.
+    pub(crate) fn encode(&mut self, record: &LogRecord) -> &[u8] {
+        use prost::encoding::{WireType, encode_key, encode_varint};
+        self.record.clear();
+        prost::encoding::message::encode(2, record, &mut self.record);
+        let scope_logs_len = self.scope_field.len() + self.record.len();
+        self.out.clear();
+        self.out.extend_from_slice(&self.resource_field);
+        encode_key(2, WireType::LengthDelimited, &mut self.out);
+        encode_varint(scope_logs_len as u64, &mut self.out);
+        self.out.extend_from_slice(&self.scope_field);
+        self.out.extend_from_slice(&self.record);
+        &self.out
     }
 }
 
@@ -210,6 +283,27 @@ fn attributes_object(attributes: &[KeyValue]) -> BTreeMap<String, OwnedValue> {
         .collect()
 }
 
+/// The numeric and boolean leaves of an attribute object, nested maps kept.
+fn numeric_only(object: &BTreeMap<String, OwnedValue>) -> BTreeMap<String, OwnedValue> {
+    fn keep(value: &OwnedValue) -> Option<OwnedValue> {
+        match value {
+            OwnedValue::I64(_) | OwnedValue::F64(_) | OwnedValue::Bool(_) => Some(value.clone()),
+            OwnedValue::Object(entries) => {
+                let kept: Vec<(String, OwnedValue)> = entries
+                    .iter()
+                    .filter_map(|(k, v)| keep(v).map(|v| (k.clone(), v)))
+                    .collect();
+                (!kept.is_empty()).then_some(OwnedValue::Object(kept))
+            }
+            _ => None,
+        }
+    }
+    object
+        .iter()
+        .filter_map(|(k, v)| keep(v).map(|v| (k.clone(), v)))
+        .collect()
+}
+
 fn owned_value(value: &AnyValue) -> OwnedValue {
     match &value.value {
         None => OwnedValue::Null,
@@ -236,5 +330,73 @@ fn owned_value(value: &AnyValue) -> OwnedValue {
         // Bytes are indexed by their hex form so they can be matched at all.
         Some(any_value::Value::BytesValue(b)) => OwnedValue::Str(hex::encode(b)),
         Some(any_value::Value::StringValueStrindex(_)) => OwnedValue::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vantage_proto::logs::records;
+    use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
+    use vantage_proto::otlp::logs::v1::{ResourceLogs, ScopeLogs};
+
+    #[test]
+    fn envelopes_match_the_reference_encoding() {
+        let kv = |k: &str| KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(k.repeat(3))),
+            }),
+            ..Default::default()
+        };
+        let request = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name")],
+                    ..Default::default()
+                }),
+                scope_logs: vec![
+                    ScopeLogs {
+                        scope: Some(InstrumentationScope {
+                            name: "s".into(),
+                            ..Default::default()
+                        }),
+                        log_records: vec![
+                            LogRecord {
+                                time_unix_nano: 1,
+                                attributes: vec![kv("a")],
+                                ..Default::default()
+                            },
+                            LogRecord::default(),
+                        ],
+                        schema_url: String::new(),
+                    },
+                    ScopeLogs {
+                        scope: None,
+                        log_records: vec![LogRecord::default()],
+                        schema_url: String::new(),
+                    },
+                ],
+                schema_url: String::new(),
+            }],
+        };
+        let mut enc = EnvelopeEncoder::default();
+        let mut n = 0;
+        for rl in &request.resource_logs {
+            enc.set_resource(rl.resource.as_ref().unwrap());
+            for sl in &rl.scope_logs {
+                enc.set_scope(
+                    sl.scope
+                        .as_ref()
+                        .unwrap_or(&InstrumentationScope::default()),
+                );
+                for r in &sl.log_records {
+                    let view = records(&request).nth(n).unwrap();
+                    assert_eq!(enc.encode(r), view.to_envelope().as_slice());
+                    n += 1;
+                }
+            }
+        }
+        assert_eq!(n, 3);
     }
 }

@@ -6,7 +6,7 @@ use std::ops::Bound;
 use tantivy::collector::{Collector, Count, SegmentCollector, TopDocs};
 use tantivy::columnar::Column;
 use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery};
-use tantivy::query_grammar::{Occur as GrammarOccur, UserInputAst, UserInputLeaf};
+use tantivy::query_grammar::{Occur as GrammarOccur, UserInputAst, UserInputBound, UserInputLeaf};
 use tantivy::schema::Value as _;
 use tantivy::{DocAddress, DocId, Order, Score, SegmentReader, TantivyDocument, Term};
 use vantage_proto::logs::decode_envelope;
@@ -128,7 +128,7 @@ impl LogStore {
             LogQueryError::Parse { position, message }
         })?;
         parser
-            .build_query_from_user_input_ast(hoist_negations(ast))
+            .build_query_from_user_input_ast(rewrite_attribute_ranges(hoist_negations(ast))?)
             .map_err(|e| LogQueryError::Invalid(e.to_string()))
     }
 
@@ -274,6 +274,60 @@ impl LogStore {
         }
         Ok(Box::new(BooleanQuery::new(clauses)))
     }
+}
+
+/// Points range and exists queries on `attributes.<key>` at the numeric attribute
+/// columns, the only attribute values kept as columns.
+fn rewrite_attribute_ranges(ast: UserInputAst) -> Result<UserInputAst, LogQueryError> {
+    let numeric_path = |field: &Option<String>| -> Option<String> {
+        let rest = field
+            .as_deref()?
+            .strip_prefix(names::ATTRIBUTES)?
+            .strip_prefix('.')?;
+        Some(format!("{}.{rest}", names::ATTRIBUTES_NUMERIC))
+    };
+    Ok(match ast {
+        UserInputAst::Clause(clauses) => UserInputAst::Clause(
+            clauses
+                .into_iter()
+                .map(|(o, sub)| rewrite_attribute_ranges(sub).map(|sub| (o, sub)))
+                .collect::<Result<_, _>>()?,
+        ),
+        UserInputAst::Boost(inner, boost) => {
+            UserInputAst::Boost(Box::new(rewrite_attribute_ranges(*inner)?), boost)
+        }
+        UserInputAst::Leaf(leaf) => match *leaf {
+            UserInputLeaf::Range {
+                field,
+                lower,
+                upper,
+            } if numeric_path(&field).is_some() => {
+                let numeric = |b: &UserInputBound| match b {
+                    UserInputBound::Inclusive(v) | UserInputBound::Exclusive(v) => {
+                        v.parse::<f64>().is_ok() || v == "true" || v == "false"
+                    }
+                    UserInputBound::Unbounded => true,
+                };
+                if !numeric(&lower) || !numeric(&upper) {
+                    return Err(LogQueryError::Invalid(format!(
+                        "range on {}: attribute ranges compare numbers only",
+                        field.unwrap_or_default()
+                    )));
+                }
+                UserInputAst::Leaf(Box::new(UserInputLeaf::Range {
+                    field: numeric_path(&field),
+                    lower,
+                    upper,
+                }))
+            }
+            UserInputLeaf::Exists { field } if numeric_path(&Some(field.clone())).is_some() => {
+                UserInputAst::Leaf(Box::new(UserInputLeaf::Exists {
+                    field: numeric_path(&Some(field)).unwrap_or_default(),
+                }))
+            }
+            other => UserInputAst::Leaf(Box::new(other)),
+        },
+    })
 }
 
 /// Makes negations mean what people mean by them. Tantivy reads `a AND NOT b` as

@@ -1,7 +1,9 @@
 //! Behaviour of the log store through its public interface.
 
 use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
-use vantage_proto::otlp::common::v1::{AnyValue, KeyValue, KeyValueList, any_value};
+use vantage_proto::otlp::common::v1::{
+    AnyValue, InstrumentationScope, KeyValue, KeyValueList, any_value,
+};
 use vantage_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use vantage_proto::otlp::resource::v1::Resource;
 
@@ -56,7 +58,11 @@ fn request(service: &str, records: Vec<LogRecord>) -> ExportLogsServiceRequest {
                 ..Default::default()
             }),
             scope_logs: vec![ScopeLogs {
-                scope: None,
+                scope: (service == "checkout").then(|| InstrumentationScope {
+                    name: "checkout-lib".into(),
+                    version: "1.2".into(),
+                    ..Default::default()
+                }),
                 log_records: records,
                 schema_url: String::new(),
             }],
@@ -154,7 +160,17 @@ fn terms_phrases_fields_and_booleans() {
     assert_eq!(n("attributes.http.method:GET"), 4);
     assert_eq!(n("attributes.http.status_code:500"), 1);
     assert_eq!(n("attributes.http.status_code:[500 TO 599]"), 2);
+    assert_eq!(n("attributes.http.status_code:{500 TO *}"), 1);
+    assert_eq!(n("attributes.ratio:[4.5 TO 5.5]"), 4);
+    assert_eq!(n("attributes.http.status_code:* AND timeout"), 1);
+    assert!(
+        store
+            .search(&query("attributes.http.method:[A TO Z]"))
+            .is_err()
+    );
     assert_eq!(n("attributes.nested.inner:deep"), 4);
+    assert_eq!(n("scope.name:checkout-lib"), 3);
+    assert_eq!(n("scope.version:1.2"), 3);
     assert_eq!(n(&format!("trace_id:{}", "ab".repeat(16))), 4);
     assert_eq!(n("service.name:checkout AND severity_text:error"), 2);
 }
@@ -336,4 +352,37 @@ fn retention_drops_whole_partitions() {
     drop(ix);
     let (store, _ix) = open(small(dir.path())).unwrap();
     assert_eq!(store.num_partitions(), 1);
+}
+
+#[test]
+fn a_batch_over_more_days_than_open_writers_replays_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let batch = |lsn: i64| {
+        request(
+            "cart",
+            (0..4)
+                .map(|d| record(T0 + d * DAY, "INFO", &format!("b{lsn} d{d}"), 200))
+                .collect(),
+        )
+    };
+    {
+        let (_s, mut ix) = open(small(dir.path())).unwrap();
+        ix.add_batch("default", 1, &batch(1)).unwrap();
+        ix.commit().unwrap();
+        // Four days, two writer slots: partitions are closed (committed) mid-batch.
+        ix.add_batch("default", 2, &batch(2)).unwrap();
+        // Crash: nothing else committed.
+    }
+    let (store, mut ix) = open(small(dir.path())).unwrap();
+    assert_eq!(ix.checkpoint_lsn(), 1);
+    ix.add_batch("default", 2, &batch(2)).unwrap();
+    ix.commit().unwrap();
+    let mut q = query("");
+    q.end_ns = T0 + 5 * DAY;
+    let r2 = store.search(&q).unwrap();
+    assert_eq!(r2.total, 8, "{:?}", bodies(&r2));
+    let mut seen = bodies(&r2);
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 8);
 }

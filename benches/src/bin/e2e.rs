@@ -1,0 +1,619 @@
+//! `vantage-e2e`: the end-to-end log ingest benchmark of the real binaries, with raw
+//! Tantivy on the same records as the reference ceiling, all in one run so the figures
+//! compare on the same machine state.
+//!
+//! Phases: (1) raw Tantivy indexes M generated records in-process: docs per CPU-second;
+//! (2) the release collector starts on a fresh data dir, `vantage-loadgen` sends N
+//! records, we wait until all N are searchable, and read the collector's CPU time and
+//! peak RSS from /proc; (3) term and phrase search latency over the N records;
+//! (4) index bytes on disk against the zstd-compressed raw text of the same records;
+//! (5) sustained overload: RSS sampled while far more load is offered than the
+//! collector can take.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use serde_json::{Value, json};
+use tantivy::schema::{FAST, STORED, STRING, Schema, TEXT};
+use tantivy::{Index, IndexSettings, TantivyDocument};
+use vantage_benches::{log_batch, query_terms, raw_text_len};
+use vantage_proto::json::{any_value_to_json, attributes_to_json};
+use vantage_proto::logs::records;
+
+/// End-to-end ingest benchmark of the release collector.
+#[derive(Debug, Parser)]
+struct Args {
+    /// The collector binary (a release build).
+    #[arg(long, default_value = "target/release/vantage-collector")]
+    collector: PathBuf,
+    /// The load generator binary (a release build).
+    #[arg(long, default_value = "target/release/vantage-loadgen")]
+    loadgen: PathBuf,
+    /// Records sent in the throughput phase (and searched in the latency phase).
+    #[arg(long, default_value_t = 10_000_000)]
+    records: u64,
+    /// Records indexed by raw Tantivy for the ceiling.
+    #[arg(long, default_value_t = 1_000_000)]
+    ceiling_records: u64,
+    /// Records sent (freshly generated, no pool) for the disk-size phase.
+    #[arg(long, default_value_t = 1_000_000)]
+    size_records: u64,
+    /// Records per export.
+    #[arg(long, default_value_t = 1000)]
+    batch_size: usize,
+    /// Exports in flight.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Body size in bytes.
+    #[arg(long, default_value_t = 200)]
+    body_bytes: usize,
+    /// Distinct batches the load generator cycles in the throughput phase (keeps its CPU
+    /// use low on a shared 2-core machine); 0 generates every batch fresh.
+    #[arg(long, default_value_t = 256)]
+    pool_batches: usize,
+    /// Searches per query kind.
+    #[arg(long, default_value_t = 200)]
+    queries: usize,
+    /// Seconds of the overload phase (0 skips it).
+    #[arg(long, default_value_t = 60)]
+    overload_s: u64,
+    /// Exports in flight during overload.
+    #[arg(long, default_value_t = 256)]
+    overload_concurrency: usize,
+    /// Collector indexing threads.
+    #[arg(long, default_value_t = 1)]
+    indexing_threads: usize,
+    /// Where data directories go (deleted after each phase).
+    #[arg(long, default_value = "target/e2e")]
+    work_dir: PathBuf,
+}
+
+const SEED: u64 = 1;
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').context("bad /proc stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = fields[11].parse()?;
+    let stime: f64 = fields[12].parse()?;
+    Ok((utime + stime) / clock_ticks())
+}
+
+/// A `VmRSS:`/`VmHWM:` line of /proc/<pid>/status, in bytes.
+fn status_bytes(pid: &str, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn dir_bytes(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// A running collector with its addresses.
+struct Collector {
+    child: Child,
+    pid: String,
+    grpc: String,
+    api: String,
+    data_dir: PathBuf,
+}
+
+impl Collector {
+    fn start(binary: &Path, data_dir: &Path, indexing_threads: usize) -> anyhow::Result<Collector> {
+        let _ = std::fs::remove_dir_all(data_dir);
+        let mut child = Command::new(binary)
+            .args(["--data-dir", &data_dir.display().to_string()])
+            .args([
+                "--otlp-grpc",
+                "127.0.0.1:0",
+                "--otlp-http",
+                "127.0.0.1:0",
+                "--api",
+                "127.0.0.1:0",
+            ])
+            .args(["--log-format", "json"])
+            .env(
+                "VANTAGE_LOGS__INDEXING_THREADS",
+                indexing_threads.to_string(),
+            )
+            .env(
+                "VANTAGE_LOGS__WRITER_HEAP_BYTES",
+                (indexing_threads.max(1) * 96 * 1024 * 1024).to_string(),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        let mut lines = BufReader::new(stderr).lines();
+        let ready = loop {
+            let line = lines
+                .next()
+                .context("collector exited before it was ready")??;
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && v["message"] == "ready"
+            {
+                break v;
+            }
+        };
+        // Keep draining the log so the pipe never fills.
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Collector {
+            pid: child.id().to_string(),
+            child,
+            grpc: format!(
+                "http://{}",
+                ready["otlp_grpc"].as_str().context("no grpc addr")?
+            ),
+            api: ready["api"].as_str().context("no api addr")?.to_string(),
+            data_dir: data_dir.to_path_buf(),
+        })
+    }
+
+    /// SIGTERM and wait: a graceful stop commits and finishes merges.
+    fn stop(mut self) -> anyhow::Result<()> {
+        Command::new("kill").args(["-TERM", &self.pid]).status()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+/// A minimal HTTP/1.1 GET; the API is on loopback and this keeps the tool dependency-free.
+fn http_get(addr: &str, path_and_query: &str) -> anyhow::Result<(u16, Value)> {
+    let mut stream = TcpStream::connect(addr)?;
+    write!(
+        stream,
+        "GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").context("no http header end")?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .context("no status")?
+        .parse()?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok((status, serde_json::from_str(&body).unwrap_or(Value::Null)))
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+fn encode_query(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn search_total(api: &str, query: &str) -> anyhow::Result<u64> {
+    let (status, body) = http_get(
+        api,
+        &format!(
+            "/api/v1/logs/search?query={}&start=now-1d&limit=0",
+            encode_query(query)
+        ),
+    )?;
+    if status != 200 {
+        bail!("search answered {status}: {body}");
+    }
+    body["total"].as_u64().context("no total")
+}
+
+fn run_loadgen(
+    args: &Args,
+    endpoint: &str,
+    records: u64,
+    pool: usize,
+    extra: &[&str],
+) -> anyhow::Result<Value> {
+    let out = Command::new(&args.loadgen)
+        .args([
+            "--endpoint",
+            endpoint,
+            "--json",
+            "--seed",
+            &SEED.to_string(),
+        ])
+        .args(["--records", &records.to_string()])
+        .args(["--batch-size", &args.batch_size.to_string()])
+        .args(["--body-bytes", &args.body_bytes.to_string()])
+        .args(["--pool-batches", &pool.to_string()])
+        .args(extra)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {}", args.loadgen.display()))?;
+    serde_json::from_slice(&out.stdout).context("loadgen printed no JSON summary")
+}
+
+/// Phase 1: raw Tantivy on the same records, 1 indexing thread, positions and a doc store.
+fn ceiling(args: &Args) -> anyhow::Result<Value> {
+    let mut b = Schema::builder();
+    let ts = b.add_i64_field("timestamp", FAST);
+    let severity = b.add_text_field("severity_text", STRING);
+    let service = b.add_text_field("service", STRING);
+    let body = b.add_text_field("body", TEXT | STORED);
+    let schema = b.build();
+    let dir = args.work_dir.join("ceiling");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let index = Index::builder()
+        .schema(schema)
+        .settings(IndexSettings::default())
+        .create_in_dir(&dir)?;
+    let mut writer = index.writer_with_num_threads(
+        args.indexing_threads,
+        args.indexing_threads * 96 * 1024 * 1024,
+    )?;
+    let batches: Vec<_> = (0..args.ceiling_records.div_ceil(args.batch_size as u64))
+        .map(|i| {
+            log_batch(
+                SEED,
+                i * args.batch_size as u64,
+                args.batch_size,
+                args.body_bytes,
+                1_800_000_000_000_000_000,
+            )
+        })
+        .collect();
+    let raw: usize = batches.iter().map(raw_text_len).sum();
+    let me = std::process::id().to_string();
+    let cpu0 = cpu_seconds(&me)?;
+    let t0 = Instant::now();
+    let mut docs = 0u64;
+    for batch in &batches {
+        for view in records(batch) {
+            let mut doc = TantivyDocument::new();
+            doc.add_i64(ts, view.effective_time_unix_nano() as i64);
+            doc.add_text(severity, &view.record.severity_text);
+            doc.add_text(service, view.service_name().unwrap_or(""));
+            if let Some(b) = &view.record.body {
+                doc.add_text(body, any_value_to_json(b).as_str().unwrap_or(""));
+            }
+            writer.add_document(doc)?;
+            docs += 1;
+        }
+    }
+    writer.commit()?;
+    writer.wait_merging_threads()?;
+    let cpu = cpu_seconds(&me)? - cpu0;
+    let wall = t0.elapsed().as_secs_f64();
+    let bytes = dir_bytes(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(json!({
+        "docs": docs, "cpu_s": cpu, "wall_s": wall,
+        "docs_per_cpu_s": docs as f64 / cpu, "raw_mb_per_cpu_s": raw as f64 / 1e6 / cpu,
+        "index_bytes": bytes, "raw_text_bytes": raw,
+    }))
+}
+
+/// Samples a process's RSS until told to stop; returns (samples in bytes).
+fn sample_rss(
+    pid: String,
+    stop: Arc<AtomicBool>,
+    every: Duration,
+) -> std::thread::JoinHandle<Vec<u64>> {
+    std::thread::spawn(move || {
+        let mut samples = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            if let Some(rss) = status_bytes(&pid, "VmRSS:") {
+                samples.push(rss);
+            }
+            std::thread::sleep(every);
+        }
+        samples
+    })
+}
+
+/// Phase 2 and 3: sustained ingest until searchable, then search latency.
+fn throughput(args: &Args) -> anyhow::Result<(Value, Value)> {
+    let c = Collector::start(
+        &args.collector,
+        &args.work_dir.join("throughput"),
+        args.indexing_threads,
+    )?;
+    let cpu0 = cpu_seconds(&c.pid)?;
+    let t0 = Instant::now();
+    let load = run_loadgen(
+        args,
+        &c.grpc,
+        args.records,
+        args.pool_batches,
+        &["--concurrency", &args.concurrency.to_string()],
+    )?;
+    let acked_at = t0.elapsed().as_secs_f64();
+    let acked = load["records_acked"].as_u64().unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let searchable = loop {
+        let total = search_total(&c.api, "")?;
+        if total >= acked {
+            break total;
+        }
+        if Instant::now() > deadline {
+            bail!("only {total} of {acked} acknowledged records searchable after 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let searchable_at = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(&c.pid)? - cpu0;
+    let peak_rss = status_bytes(&c.pid, "VmHWM:").unwrap_or(0);
+    let raw_bytes = load["acked_raw_bytes"].as_u64().unwrap_or(0) as f64;
+    let ingest = json!({
+        "records_acked": acked, "records_searchable": searchable,
+        "acked_after_s": acked_at, "searchable_after_s": searchable_at,
+        "searchable_records_per_s": searchable as f64 / searchable_at,
+        "searchable_raw_mb_per_s": raw_bytes / 1e6 / searchable_at,
+        "collector_cpu_s": cpu, "records_per_cpu_s": searchable as f64 / cpu,
+        "collector_peak_rss_bytes": peak_rss,
+        "loadgen": load,
+    });
+
+    let terms = query_terms();
+    let mut latency = serde_json::Map::new();
+    for (name, query) in [
+        ("term_rare", terms.rare.to_string()),
+        ("term_common", terms.common.to_string()),
+        ("phrase", format!("\"{}\"", terms.phrase)),
+        (
+            "field_and_term",
+            format!("service.name:checkout AND {}", terms.rare),
+        ),
+    ] {
+        let mut wall_ms = Vec::with_capacity(args.queries);
+        let mut took_ms = Vec::with_capacity(args.queries);
+        let mut total = 0;
+        let path = format!(
+            "/api/v1/logs/search?query={}&start=now-1d&limit=100",
+            encode_query(&query)
+        );
+        for _ in 0..args.queries {
+            let t = Instant::now();
+            let (status, body) = http_get(&c.api, &path)?;
+            wall_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            if status != 200 {
+                bail!("search {query:?} answered {status}: {body}");
+            }
+            took_ms.push(body["took_ms"].as_f64().unwrap_or(f64::NAN));
+            total = body["total"].as_u64().unwrap_or(0);
+        }
+        wall_ms.sort_by(f64::total_cmp);
+        took_ms.sort_by(f64::total_cmp);
+        latency.insert(
+            name.to_string(),
+            json!({
+                "query": query, "matches": total, "runs": args.queries,
+                "wall_ms_p50": percentile(&wall_ms, 0.5), "wall_ms_p99": percentile(&wall_ms, 0.99),
+                "server_ms_p50": percentile(&took_ms, 0.5), "server_ms_p99": percentile(&took_ms, 0.99),
+            }),
+        );
+    }
+    let data_dir = c.data_dir.clone();
+    c.stop()?;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    Ok((ingest, Value::Object(latency)))
+}
+
+/// Phase 4: index bytes for freshly generated records against zstd of their raw text.
+fn disk(args: &Args) -> anyhow::Result<Value> {
+    let c = Collector::start(
+        &args.collector,
+        &args.work_dir.join("size"),
+        args.indexing_threads,
+    )?;
+    let load = run_loadgen(
+        args,
+        &c.grpc,
+        args.size_records,
+        0,
+        &["--concurrency", &args.concurrency.to_string()],
+    )?;
+    let acked = load["records_acked"].as_u64().unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while search_total(&c.api, "")? < acked {
+        if Instant::now() > deadline {
+            bail!("size phase: records not searchable after 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let data_dir = c.data_dir.clone();
+    c.stop()?;
+    let index_bytes = dir_bytes(&data_dir.join("logs"));
+    let wal_bytes = dir_bytes(&data_dir.join("wal"));
+    let _ = std::fs::remove_dir_all(&data_dir);
+
+    // The same records as JSON lines (what a log file of them would hold), zstd level 3.
+    let mut encoder = zstd::stream::write::Encoder::new(CountingSink::default(), 3)?;
+    let mut raw_json = 0u64;
+    let mut raw_text = 0u64;
+    for i in 0..args.size_records.div_ceil(args.batch_size as u64) {
+        let batch = log_batch(
+            SEED,
+            i * args.batch_size as u64,
+            args.batch_size,
+            args.body_bytes,
+            1_800_000_000_000_000_000,
+        );
+        raw_text += raw_text_len(&batch) as u64;
+        for view in records(&batch) {
+            let r = view.record;
+            let line = json!({
+                "time_unix_nano": r.time_unix_nano.to_string(),
+                "severity": r.severity_text,
+                "body": r.body.as_ref().map(any_value_to_json),
+                "attributes": attributes_to_json(&r.attributes),
+                "resource": attributes_to_json(&view.resource.attributes),
+                "trace_id": hex::encode(&r.trace_id),
+                "span_id": hex::encode(&r.span_id),
+            })
+            .to_string();
+            raw_json += line.len() as u64 + 1;
+            encoder.write_all(line.as_bytes())?;
+            encoder.write_all(b"\n")?;
+        }
+    }
+    let zstd_bytes = encoder.finish()?.0;
+    Ok(json!({
+        "records": acked, "index_bytes": index_bytes, "wal_bytes_after_stop": wal_bytes,
+        "raw_json_bytes": raw_json, "raw_text_bytes": raw_text, "raw_json_zstd3_bytes": zstd_bytes,
+        "index_over_zstd": index_bytes as f64 / zstd_bytes as f64,
+        "index_bytes_per_raw_json_byte": index_bytes as f64 / raw_json as f64,
+    }))
+}
+
+#[derive(Default)]
+struct CountingSink(u64);
+
+impl std::io::Write for CountingSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Phase 5: offer far more than the collector can take; RSS must stay flat.
+fn overload(args: &Args) -> anyhow::Result<Value> {
+    let c = Collector::start(
+        &args.collector,
+        &args.work_dir.join("overload"),
+        args.indexing_threads,
+    )?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = sample_rss(c.pid.clone(), stop.clone(), Duration::from_millis(500));
+    let load = run_loadgen(
+        args,
+        &c.grpc,
+        u64::MAX / 2,
+        args.pool_batches,
+        &[
+            "--concurrency",
+            &args.overload_concurrency.to_string(),
+            "--duration-s",
+            &args.overload_s.to_string(),
+        ],
+    )?;
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler
+        .join()
+        .map_err(|_| anyhow::anyhow!("sampler panicked"))?;
+    let half = &samples[samples.len() / 2..];
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let first_half_max = samples[..samples.len() / 2]
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(0);
+    let data_dir = c.data_dir.clone();
+    c.stop()?;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    Ok(json!({
+        "seconds": args.overload_s, "concurrency": args.overload_concurrency,
+        "rss_mib_first_half_max": mib(first_half_max),
+        "rss_mib_second_half_min": mib(half.iter().copied().min().unwrap_or(0)),
+        "rss_mib_second_half_max": mib(half.iter().copied().max().unwrap_or(0)),
+        "samples": samples.len(),
+        "loadgen": load,
+    }))
+}
+
+static PHASE: AtomicU64 = AtomicU64::new(0);
+
+fn phase(name: &str) {
+    let n = PHASE.fetch_add(1, Ordering::Relaxed) + 1;
+    eprintln!("== phase {n}: {name}");
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.work_dir)?;
+    phase("raw tantivy ceiling");
+    let ceiling = ceiling(&args)?;
+    eprintln!("{ceiling}");
+    phase("throughput and search latency");
+    let (ingest, search) = throughput(&args)?;
+    eprintln!("{ingest}\n{search}");
+    phase("disk bytes");
+    let disk = disk(&args)?;
+    eprintln!("{disk}");
+    let overload = if args.overload_s > 0 {
+        phase("overload");
+        overload(&args)?
+    } else {
+        Value::Null
+    };
+    let ratio = ingest["records_per_cpu_s"].as_f64().unwrap_or(0.0)
+        / ceiling["docs_per_cpu_s"].as_f64().unwrap_or(f64::NAN);
+    let report = json!({
+        "machine": {"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
+        "settings": {"records": args.records, "batch_size": args.batch_size, "concurrency": args.concurrency,
+                      "body_bytes": args.body_bytes, "pool_batches": args.pool_batches, "indexing_threads": args.indexing_threads},
+        "ceiling": ceiling, "ingest": ingest, "search": search, "disk": disk, "overload": overload,
+        "collector_vs_raw_tantivy_docs_per_cpu_s": ratio,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}

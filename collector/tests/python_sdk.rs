@@ -1,0 +1,215 @@
+//! End to end with the real OpenTelemetry Python SDK: `collector/tests/python/send_logs.py` logs
+//! through Python's `logging` bridge, a LoggerProvider with a BatchLogRecordProcessor and
+//! the OTLP log exporter (gRPC or HTTP/protobuf, plain or gzip); the records must be
+//! searchable with their attributes, resource, scope and trace context intact.
+//!
+//! Needs `python3` with the packages of `collector/tests/python/requirements.txt`; without them
+//! the tests fail with the command that installs them (they never skip).
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use common::*;
+
+const INSTALL_HINT: &str = "run the README's test command, `make test`, which installs them \
+     (or by hand, from the workspace root: `python3 -m pip install -r collector/tests/python/requirements.txt`)";
+
+fn python_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python")
+}
+
+/// A `python3` command with no OTEL_* settings from the outer environment.
+fn python() -> tokio::process::Command {
+    let mut command = tokio::process::Command::new("python3");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("OTEL_") {
+            command.env_remove(key);
+        }
+    }
+    command.kill_on_drop(true);
+    command
+}
+
+/// Fails with the install command if python3 or the SDK packages are missing.
+async fn require_python_sdk() {
+    let output = python()
+        .args([
+            "-c",
+            "import opentelemetry.sdk._logs, opentelemetry.sdk.trace, \
+             opentelemetry.exporter.otlp.proto.grpc._log_exporter, \
+             opentelemetry.exporter.otlp.proto.http._log_exporter",
+        ])
+        .output()
+        .await
+        .unwrap_or_else(|e| {
+            panic!("python3 cannot be run ({e}); it and the OpenTelemetry packages are needed: {INSTALL_HINT}")
+        });
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the OpenTelemetry Python SDK is not installed ({}); {INSTALL_HINT}",
+        stderr.trim().lines().last().unwrap_or("")
+    );
+}
+
+/// Runs `send_logs.py` and returns what it reports having sent.
+async fn send_logs(protocol: &str, endpoint: &str, run_id: &str, compression: &str) -> Value {
+    require_python_sdk().await;
+    let script = python_dir().join("send_logs.py");
+    let output = tokio::time::timeout(
+        Duration::from_secs(120),
+        python()
+            .arg(&script)
+            .args(["--protocol", protocol, "--endpoint", endpoint])
+            .args(["--run-id", run_id, "--compression", compression])
+            .output(),
+    )
+    .await
+    .expect("send_logs.py finishes within 120 s")
+    .expect("run send_logs.py");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(
+        output.status.code(),
+        Some(3),
+        "send_logs.py is missing packages: {stderr}; {INSTALL_HINT}"
+    );
+    assert!(
+        output.status.success(),
+        "send_logs.py failed ({:?}):\nstdout: {stdout}\nstderr: {stderr}",
+        output.status
+    );
+    let report: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("send_logs.py prints one JSON object ({e}): {stdout}"));
+    assert_eq!(report["exported"], json!(3), "{report}");
+    report
+}
+
+fn hit_of_step<'a>(result: &'a Value, step: &str) -> &'a Value {
+    hits(result)
+        .iter()
+        .find(|h| h["attributes"]["step"] == step)
+        .unwrap_or_else(|| panic!("no record with step {step}: {result}"))
+}
+
+async fn python_sdk_logs_are_searchable(protocol: &str, compression: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::start(dir.path());
+    let endpoint = match protocol {
+        "grpc" => format!("http://{}", c.addrs.grpc),
+        _ => format!("http://{}/v1/logs", c.addrs.http),
+    };
+    let run_id = format!("run{protocol}{compression}{}", std::process::id());
+    let report = send_logs(protocol, &endpoint, &run_id, compression).await;
+    let service = format!("py-e2e-{protocol}");
+    assert_eq!(report["service_name"], json!(service));
+
+    let result = c
+        .wait_for_query(&format!("attributes.run_id:{run_id}"), 3)
+        .await;
+    let now = now_ns();
+    for hit in hits(&result) {
+        assert_eq!(hit["service_name"], json!(service), "{hit}");
+        assert_eq!(hit["resource"]["service.name"], json!(service));
+        assert_eq!(hit["resource"]["run.id"], json!(run_id));
+        assert_eq!(hit["resource"]["telemetry.sdk.language"], json!("python"));
+        assert_eq!(
+            hit["scope"]["name"], report["logger_name"],
+            "scope = logger"
+        );
+        let t: u64 = hit["time_unix_nano"].as_str().unwrap().parse().unwrap();
+        assert!(
+            t.abs_diff(now) < 300 * 1_000_000_000,
+            "the SDK's timestamp is kept: {t} vs now {now}"
+        );
+        assert_eq!(hit["attributes"]["code.function.name"], json!("main"));
+        assert!(hit["attributes"]["code.line.number"].is_i64(), "{hit}");
+    }
+
+    let hello = hit_of_step(&result, "hello");
+    assert_eq!(hello["body"], json!(format!("python sdk hello {run_id}")));
+    assert_eq!(hello["severity_number"], json!(9));
+    assert_eq!(hello["severity_text"], json!("INFO"));
+    assert_eq!(hello["attributes"]["user.id"], json!(42), "int stays int");
+    assert_eq!(hello["attributes"]["ratio"], json!(0.5));
+    assert_eq!(hello["attributes"]["flag"], json!(true));
+    assert_eq!(hello["trace_id"], json!(""), "logged outside any span");
+
+    let in_span = hit_of_step(&result, "span");
+    assert_eq!(
+        in_span["body"],
+        json!(format!("python sdk inside span {run_id}"))
+    );
+    assert_eq!(in_span["severity_number"], json!(17));
+    assert_eq!(in_span["severity_text"], json!("ERROR"));
+    assert_eq!(in_span["attributes"]["order.id"], json!(1001));
+    assert_eq!(
+        in_span["trace_id"], report["trace_id"],
+        "the span's trace id"
+    );
+    assert_eq!(in_span["span_id"], report["span_id"], "the span's span id");
+    assert_eq!(
+        in_span["flags"].as_u64().unwrap() & 1,
+        1,
+        "sampled flag: {in_span}"
+    );
+
+    let failure = hit_of_step(&result, "exception");
+    assert_eq!(failure["severity_text"], json!("ERROR"));
+    assert_eq!(failure["attributes"]["exception.type"], json!("ValueError"));
+    assert_eq!(
+        failure["attributes"]["exception.message"],
+        json!("card declined")
+    );
+    assert!(
+        failure["attributes"]["exception.stacktrace"]
+            .as_str()
+            .unwrap()
+            .contains("ValueError: card declined")
+    );
+
+    // The SDK's ids and resource are searchable too.
+    let trace_id = report["trace_id"].as_str().unwrap();
+    let by_trace = c
+        .search(&[("query", &format!("trace_id:{trace_id}"))])
+        .await;
+    assert_eq!(by_trace["total"], json!(1));
+    let by_service = c
+        .search(&[(
+            "query",
+            &format!("service.name:{service} AND resource.run.id:{run_id}"),
+        )])
+        .await;
+    assert_eq!(by_service["total"], json!(3));
+    let errors = c
+        .search(&[(
+            "query",
+            &format!("attributes.run_id:{run_id} AND severity_text:error"),
+        )])
+        .await;
+    assert_eq!(errors["total"], json!(2));
+}
+
+#[tokio::test]
+async fn python_sdk_logs_over_grpc_are_searchable() {
+    python_sdk_logs_are_searchable("grpc", "none").await;
+}
+
+#[tokio::test]
+async fn python_sdk_logs_over_grpc_gzip_are_searchable() {
+    python_sdk_logs_are_searchable("grpc", "gzip").await;
+}
+
+#[tokio::test]
+async fn python_sdk_logs_over_http_protobuf_are_searchable() {
+    python_sdk_logs_are_searchable("http", "none").await;
+}
+
+#[tokio::test]
+async fn python_sdk_logs_over_http_protobuf_gzip_are_searchable() {
+    python_sdk_logs_are_searchable("http", "gzip").await;
+}
