@@ -2,7 +2,8 @@
 //! Tantivy on the same records as the reference ceiling, all in one run so the figures
 //! compare on the same machine state.
 //!
-//! Phases: (1) raw Tantivy indexes M generated records in-process: docs per CPU-second;
+//! Phases: (1) raw Tantivy indexes M generated records in-process: docs per CPU-second,
+//! then Vantage's log indexer does the same with its full schema;
 //! (2) the release collector starts on a fresh data dir, `vantage-loadgen` sends N
 //! records, we wait until all N are searchable, and read the collector's CPU time and
 //! peak RSS from /proc; (3) term and phrase search latency over the N records;
@@ -349,6 +350,48 @@ fn ceiling(args: &Args) -> anyhow::Result<Value> {
     }))
 }
 
+/// Phase 1b: Vantage's own log indexer in-process on the same records (same schema and
+/// documents, one commit at the end): what the service path around it costs is the gap
+/// between this and the collector.
+fn indexer_ceiling(args: &Args) -> anyhow::Result<Value> {
+    let dir = args.work_dir.join("indexer-ceiling");
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut opts = vantage_storage::logs::LogStoreOptions::new(&dir);
+    opts.indexing_threads = args.indexing_threads;
+    opts.writer_heap_bytes = args.indexing_threads * 96 * 1024 * 1024;
+    opts.retention_ns = i64::MAX;
+    let (store, mut indexer) = vantage_storage::logs::open(opts)?;
+    let now = 1_800_000_000_000_000_000;
+    let batches: Vec<_> = (0..args.ceiling_records.div_ceil(args.batch_size as u64))
+        .map(|i| {
+            log_batch(
+                SEED,
+                i * args.batch_size as u64,
+                args.batch_size,
+                args.body_bytes,
+                now,
+            )
+        })
+        .collect();
+    let me = std::process::id().to_string();
+    let cpu0 = cpu_seconds(&me)?;
+    let t0 = Instant::now();
+    for (i, batch) in batches.iter().enumerate() {
+        indexer.add_batch("default", i as u64 + 1, batch)?;
+    }
+    indexer.close()?;
+    let cpu = cpu_seconds(&me)? - cpu0;
+    let wall = t0.elapsed().as_secs_f64();
+    let docs = store.num_docs();
+    drop(store);
+    let bytes = dir_bytes(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(json!({
+        "docs": docs, "cpu_s": cpu, "wall_s": wall,
+        "docs_per_cpu_s": docs as f64 / cpu, "index_bytes": bytes,
+    }))
+}
+
 /// Samples a process's RSS until told to stop; returns (samples in bytes).
 fn sample_rss(
     pid: String,
@@ -593,6 +636,9 @@ fn main() -> anyhow::Result<()> {
     phase("raw tantivy ceiling");
     let ceiling = ceiling(&args)?;
     eprintln!("{ceiling}");
+    phase("vantage log indexer in-process");
+    let indexer = indexer_ceiling(&args)?;
+    eprintln!("{indexer}");
     phase("throughput and search latency");
     let (ingest, search) = throughput(&args)?;
     eprintln!("{ingest}\n{search}");
@@ -605,14 +651,16 @@ fn main() -> anyhow::Result<()> {
     } else {
         Value::Null
     };
-    let ratio = ingest["records_per_cpu_s"].as_f64().unwrap_or(0.0)
-        / ceiling["docs_per_cpu_s"].as_f64().unwrap_or(f64::NAN);
+    let per_cpu = ingest["records_per_cpu_s"].as_f64().unwrap_or(0.0);
+    let ratio = per_cpu / ceiling["docs_per_cpu_s"].as_f64().unwrap_or(f64::NAN);
+    let ratio_same_schema = per_cpu / indexer["docs_per_cpu_s"].as_f64().unwrap_or(f64::NAN);
     let report = json!({
         "machine": {"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
         "settings": {"records": args.records, "batch_size": args.batch_size, "concurrency": args.concurrency,
                       "body_bytes": args.body_bytes, "pool_batches": args.pool_batches, "indexing_threads": args.indexing_threads},
-        "ceiling": ceiling, "ingest": ingest, "search": search, "disk": disk, "overload": overload,
+        "ceiling": ceiling, "indexer_in_process": indexer, "ingest": ingest, "search": search, "disk": disk, "overload": overload,
         "collector_vs_raw_tantivy_docs_per_cpu_s": ratio,
+        "collector_vs_in_process_indexer_docs_per_cpu_s": ratio_same_schema,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())

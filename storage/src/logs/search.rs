@@ -6,14 +6,16 @@ use std::ops::Bound;
 use tantivy::collector::{Collector, Count, SegmentCollector, TopDocs};
 use tantivy::columnar::Column;
 use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery};
-use tantivy::query_grammar::{Occur as GrammarOccur, UserInputAst, UserInputBound, UserInputLeaf};
+use tantivy::query_grammar::{
+    Delimiter, Occur as GrammarOccur, UserInputAst, UserInputBound, UserInputLeaf, UserInputLiteral,
+};
 use tantivy::schema::Value as _;
 use tantivy::{DocAddress, DocId, Order, Score, SegmentReader, TantivyDocument, Term};
 use vantage_proto::logs::decode_envelope;
 use vantage_proto::otlp::logs::v1::ResourceLogs;
 
 use super::LogStore;
-use super::schema::names;
+use super::schema::{id_parts, names};
 
 /// Most hits one search may return; deeper paging narrows the time range instead.
 pub const MAX_LIMIT: usize = 10_000;
@@ -128,7 +130,7 @@ impl LogStore {
             LogQueryError::Parse { position, message }
         })?;
         parser
-            .build_query_from_user_input_ast(rewrite_attribute_ranges(hoist_negations(ast))?)
+            .build_query_from_user_input_ast(rewrite(hoist_negations(ast))?)
             .map_err(|e| LogQueryError::Invalid(e.to_string()))
     }
 
@@ -276,35 +278,115 @@ impl LogStore {
     }
 }
 
-/// Points range and exists queries on `attributes.<key>` at the numeric attribute
-/// columns, the only attribute values kept as columns.
-fn rewrite_attribute_ranges(ast: UserInputAst) -> Result<UserInputAst, LogQueryError> {
-    let numeric_path = |field: &Option<String>| -> Option<String> {
-        let rest = field
-            .as_deref()?
-            .strip_prefix(names::ATTRIBUTES)?
-            .strip_prefix('.')?;
+fn leaf(leaf: UserInputLeaf) -> UserInputAst {
+    UserInputAst::Leaf(Box::new(leaf))
+}
+
+fn must_all(parts: Vec<UserInputAst>) -> UserInputAst {
+    UserInputAst::Clause(
+        parts
+            .into_iter()
+            .map(|p| (Some(GrammarOccur::Must), p))
+            .collect(),
+    )
+}
+
+fn exact_u64(field: &str, value: u64) -> UserInputAst {
+    leaf(UserInputLeaf::Range {
+        field: Some(field.to_string()),
+        lower: UserInputBound::Inclusive(value.to_string()),
+        upper: UserInputBound::Inclusive(value.to_string()),
+    })
+}
+
+fn keyword(field: &str, value: String) -> UserInputAst {
+    leaf(UserInputLeaf::Literal(UserInputLiteral {
+        field_name: Some(field.to_string()),
+        phrase: value,
+        delimiter: Delimiter::None,
+        slop: 0,
+        prefix: false,
+    }))
+}
+
+/// `trace_id:<hex>` / `span_id:<hex>` as the bucket term and the exact id columns.
+fn id_lookup(field: &str, text: &str) -> Result<UserInputAst, LogQueryError> {
+    let max = if field == names::TRACE_ID { 16 } else { 8 };
+    let bytes = hex::decode(text.trim())
+        .ok()
+        .filter(|b| !b.is_empty() && b.len() <= max)
+        .ok_or_else(|| {
+            LogQueryError::Invalid(format!(
+                "{field}:{text}: an id is up to {} hex digits",
+                2 * max
+            ))
+        })?;
+    let (bucket, hi, lo) = id_parts(&bytes);
+    Ok(if field == names::TRACE_ID {
+        must_all(vec![
+            keyword(names::TRACE_BUCKET, bucket),
+            exact_u64(names::TRACE_HI, hi),
+            exact_u64(names::TRACE_LO, lo),
+        ])
+    } else {
+        must_all(vec![
+            keyword(names::SPAN_BUCKET, bucket),
+            exact_u64(names::SPAN, hi),
+        ])
+    })
+}
+
+/// Maps the fields people write onto how they are stored: ids to their bucket term and
+/// columns, and numbers on `attributes.<key>` (exact values, ranges, existence) to the
+/// numeric attribute columns. A numeric-looking literal still matches string values too.
+fn rewrite(ast: UserInputAst) -> Result<UserInputAst, LogQueryError> {
+    let numeric_path = |field: Option<&str>| -> Option<String> {
+        let rest = field?.strip_prefix(names::ATTRIBUTES)?.strip_prefix('.')?;
         Some(format!("{}.{rest}", names::ATTRIBUTES_NUMERIC))
     };
     Ok(match ast {
         UserInputAst::Clause(clauses) => UserInputAst::Clause(
             clauses
                 .into_iter()
-                .map(|(o, sub)| rewrite_attribute_ranges(sub).map(|sub| (o, sub)))
+                .map(|(o, sub)| rewrite(sub).map(|sub| (o, sub)))
                 .collect::<Result<_, _>>()?,
         ),
-        UserInputAst::Boost(inner, boost) => {
-            UserInputAst::Boost(Box::new(rewrite_attribute_ranges(*inner)?), boost)
-        }
-        UserInputAst::Leaf(leaf) => match *leaf {
+        UserInputAst::Boost(inner, boost) => UserInputAst::Boost(Box::new(rewrite(*inner)?), boost),
+        UserInputAst::Leaf(l) => match *l {
+            UserInputLeaf::Literal(lit)
+                if matches!(
+                    lit.field_name.as_deref(),
+                    Some(names::TRACE_ID | names::SPAN_ID)
+                ) =>
+            {
+                id_lookup(lit.field_name.as_deref().unwrap_or_default(), &lit.phrase)?
+            }
+            UserInputLeaf::Literal(lit)
+                if numeric_path(lit.field_name.as_deref()).is_some()
+                    && lit.phrase.trim().parse::<f64>().is_ok() =>
+            {
+                let value = lit.phrase.trim().to_string();
+                let column = leaf(UserInputLeaf::Range {
+                    field: numeric_path(lit.field_name.as_deref()),
+                    lower: UserInputBound::Inclusive(value.clone()),
+                    upper: UserInputBound::Inclusive(value),
+                });
+                UserInputAst::Clause(vec![
+                    (
+                        Some(GrammarOccur::Should),
+                        leaf(UserInputLeaf::Literal(lit)),
+                    ),
+                    (Some(GrammarOccur::Should), column),
+                ])
+            }
             UserInputLeaf::Range {
                 field,
                 lower,
                 upper,
-            } if numeric_path(&field).is_some() => {
+            } if numeric_path(field.as_deref()).is_some() => {
                 let numeric = |b: &UserInputBound| match b {
                     UserInputBound::Inclusive(v) | UserInputBound::Exclusive(v) => {
-                        v.parse::<f64>().is_ok() || v == "true" || v == "false"
+                        v.parse::<f64>().is_ok()
                     }
                     UserInputBound::Unbounded => true,
                 };
@@ -314,18 +396,18 @@ fn rewrite_attribute_ranges(ast: UserInputAst) -> Result<UserInputAst, LogQueryE
                         field.unwrap_or_default()
                     )));
                 }
-                UserInputAst::Leaf(Box::new(UserInputLeaf::Range {
-                    field: numeric_path(&field),
+                leaf(UserInputLeaf::Range {
+                    field: numeric_path(field.as_deref()),
                     lower,
                     upper,
-                }))
+                })
             }
-            UserInputLeaf::Exists { field } if numeric_path(&Some(field.clone())).is_some() => {
-                UserInputAst::Leaf(Box::new(UserInputLeaf::Exists {
-                    field: numeric_path(&Some(field)).unwrap_or_default(),
-                }))
+            UserInputLeaf::Exists { field } if numeric_path(Some(&field)).is_some() => {
+                leaf(UserInputLeaf::Exists {
+                    field: numeric_path(Some(&field)).unwrap_or_default(),
+                })
             }
-            other => UserInputAst::Leaf(Box::new(other)),
+            other => leaf(other),
         },
     })
 }

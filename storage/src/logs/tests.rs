@@ -163,6 +163,26 @@ fn terms_phrases_fields_and_booleans() {
     assert_eq!(n("attributes.http.status_code:{500 TO *}"), 1);
     assert_eq!(n("attributes.ratio:[4.5 TO 5.5]"), 4);
     assert_eq!(n("attributes.http.status_code:* AND timeout"), 1);
+    assert_eq!(n("attributes.ratio:5.0"), 4);
+    assert_eq!(n("attributes.ratio:5"), 4);
+    assert_eq!(
+        n("attributes.http.status_code:500 OR attributes.http.status_code:503"),
+        2
+    );
+    assert_eq!(
+        n("attributes.http.status_code:500 AND attributes.http.method:GET"),
+        1
+    );
+    assert_eq!(n("NOT attributes.http.status_code:200"), 2);
+    assert_eq!(n(&format!("span_id:{}", "cd".repeat(8))), 4);
+    assert_eq!(n(&format!("trace_id:{}", "ab".repeat(15) + "ac")), 0);
+    assert_eq!(n(&format!("trace_id:{} AND timeout", "ab".repeat(16))), 1);
+    assert!(store.search(&query("trace_id:xyz")).is_err());
+    assert!(
+        store
+            .search(&query(&format!("trace_id:{}", "ab".repeat(17))))
+            .is_err()
+    );
     assert!(
         store
             .search(&query("attributes.http.method:[A TO Z]"))
