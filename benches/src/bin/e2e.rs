@@ -392,22 +392,29 @@ fn indexer_ceiling(args: &Args) -> anyhow::Result<Value> {
     }))
 }
 
-/// Samples a process's RSS until told to stop; returns (samples in bytes).
+/// Samples a process's resident memory until told to stop: (VmRSS, RssAnon) in bytes.
+/// RssAnon leaves out mapped index files, which the kernel may drop at will.
 fn sample_rss(
     pid: String,
     stop: Arc<AtomicBool>,
     every: Duration,
-) -> std::thread::JoinHandle<Vec<u64>> {
+) -> std::thread::JoinHandle<Vec<(u64, u64)>> {
     std::thread::spawn(move || {
         let mut samples = Vec::new();
         while !stop.load(Ordering::Relaxed) {
-            if let Some(rss) = status_bytes(&pid, "VmRSS:") {
-                samples.push(rss);
+            if let (Some(rss), Some(anon)) =
+                (status_bytes(&pid, "VmRSS:"), status_bytes(&pid, "RssAnon:"))
+            {
+                samples.push((rss, anon));
             }
             std::thread::sleep(every);
         }
         samples
     })
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
 }
 
 /// Phase 2 and 3: sustained ingest until searchable, then search latency.
@@ -418,6 +425,8 @@ fn throughput(args: &Args) -> anyhow::Result<(Value, Value)> {
         args.indexing_threads,
     )?;
     let cpu0 = cpu_seconds(&c.pid)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = sample_rss(c.pid.clone(), stop.clone(), Duration::from_millis(500));
     let t0 = Instant::now();
     let load = run_loadgen(
         args,
@@ -442,6 +451,11 @@ fn throughput(args: &Args) -> anyhow::Result<(Value, Value)> {
     let searchable_at = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds(&c.pid)? - cpu0;
     let peak_rss = status_bytes(&c.pid, "VmHWM:").unwrap_or(0);
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler
+        .join()
+        .map_err(|_| anyhow::anyhow!("sampler panicked"))?;
+    let peak_anon = samples.iter().map(|s| s.1).max().unwrap_or(0);
     let raw_bytes = load["acked_raw_bytes"].as_u64().unwrap_or(0) as f64;
     let ingest = json!({
         "records_acked": acked, "records_searchable": searchable,
@@ -450,6 +464,7 @@ fn throughput(args: &Args) -> anyhow::Result<(Value, Value)> {
         "searchable_raw_mb_per_s": raw_bytes / 1e6 / searchable_at,
         "collector_cpu_s": cpu, "records_per_cpu_s": searchable as f64 / cpu,
         "collector_peak_rss_bytes": peak_rss,
+        "collector_peak_anon_mib_sampled": mib(peak_anon),
         "loadgen": load,
     });
 
@@ -603,21 +618,20 @@ fn overload(args: &Args) -> anyhow::Result<Value> {
     let samples = sampler
         .join()
         .map_err(|_| anyhow::anyhow!("sampler panicked"))?;
-    let half = &samples[samples.len() / 2..];
-    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    let first_half_max = samples[..samples.len() / 2]
-        .iter()
-        .copied()
-        .max()
-        .unwrap_or(0);
+    let (first, second) = samples.split_at(samples.len() / 2);
+    let max = |xs: &[(u64, u64)], f: fn(&(u64, u64)) -> u64| xs.iter().map(f).max().unwrap_or(0);
+    let min = |xs: &[(u64, u64)], f: fn(&(u64, u64)) -> u64| xs.iter().map(f).min().unwrap_or(0);
     let data_dir = c.data_dir.clone();
     c.stop()?;
     let _ = std::fs::remove_dir_all(&data_dir);
     Ok(json!({
         "seconds": args.overload_s, "concurrency": args.overload_concurrency,
-        "rss_mib_first_half_max": mib(first_half_max),
-        "rss_mib_second_half_min": mib(half.iter().copied().min().unwrap_or(0)),
-        "rss_mib_second_half_max": mib(half.iter().copied().max().unwrap_or(0)),
+        "rss_mib_first_half_max": mib(max(first, |s| s.0)),
+        "rss_mib_second_half_min": mib(min(second, |s| s.0)),
+        "rss_mib_second_half_max": mib(max(second, |s| s.0)),
+        "anon_mib_first_half_max": mib(max(first, |s| s.1)),
+        "anon_mib_second_half_min": mib(min(second, |s| s.1)),
+        "anon_mib_second_half_max": mib(max(second, |s| s.1)),
         "samples": samples.len(),
         "loadgen": load,
     }))

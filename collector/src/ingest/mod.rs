@@ -204,12 +204,22 @@ impl Ingest {
             })
     }
 
-    async fn append(
+    /// Frames a request and appends it to its signal's WAL; returns once it is fsynced.
+    /// The decoded request is dropped before the wait: under overload that wait is where
+    /// requests pile up, and decoded OTLP takes a few times the memory of its encoding.
+    async fn make_durable(
         &self,
         signal: Signal,
-        wal: &Wal,
-        payload: bytes::Bytes,
+        tenant: &str,
+        request: impl prost::Message,
     ) -> Result<(), IngestError> {
+        let payload = payload::encode(tenant, &request);
+        drop(request);
+        let wal = match signal {
+            Signal::Logs => &self.wals.logs,
+            Signal::Metrics => &self.wals.metrics,
+            Signal::Traces => &self.wals.traces,
+        };
         wal.append(payload).await.map(|_| ()).map_err(|e| {
             tracing::error!(signal = signal.as_str(), error = %e, "wal append failed");
             IngestError {
@@ -253,12 +263,7 @@ impl Ingest {
                 .inc_by(*n);
         }
         if verdict.accepted > 0 {
-            self.append(
-                Signal::Logs,
-                &self.wals.logs,
-                payload::encode(tenant, &request),
-            )
-            .await?;
+            self.make_durable(Signal::Logs, tenant, request).await?;
             self.count(Signal::Logs, verdict.accepted, size);
         }
         Ok(Accepted {
@@ -276,13 +281,8 @@ impl Ingest {
     ) -> Result<Accepted, IngestError> {
         let _permit = self.admit(size)?;
         let points = vantage_proto::metrics::data_point_count(&request);
-        if points > 0 || !request.resource_metrics.is_empty() {
-            self.append(
-                Signal::Metrics,
-                &self.wals.metrics,
-                payload::encode(tenant, &request),
-            )
-            .await?;
+        if points > 0 {
+            self.make_durable(Signal::Metrics, tenant, request).await?;
         }
         self.count(Signal::Metrics, points, size);
         Ok(Accepted::default())
@@ -298,12 +298,7 @@ impl Ingest {
         let _permit = self.admit(size)?;
         let spans = vantage_proto::traces::span_count(&request);
         if spans > 0 {
-            self.append(
-                Signal::Traces,
-                &self.wals.traces,
-                payload::encode(tenant, &request),
-            )
-            .await?;
+            self.make_durable(Signal::Traces, tenant, request).await?;
         }
         self.count(Signal::Traces, spans, size);
         Ok(Accepted::default())
