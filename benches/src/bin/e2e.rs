@@ -65,6 +65,12 @@ struct Args {
     /// Seconds of the overload phase (0 skips it).
     #[arg(long, default_value_t = 60)]
     overload_s: u64,
+    /// Records per second offered in the steady-load latency phase (0 skips it).
+    #[arg(long, default_value_t = 50_000)]
+    steady_rate: u64,
+    /// Seconds of the steady-load latency phase.
+    #[arg(long, default_value_t = 30)]
+    steady_s: u64,
     /// Exports in flight during overload.
     #[arg(long, default_value_t = 256)]
     overload_concurrency: usize,
@@ -593,7 +599,41 @@ impl std::io::Write for CountingSink {
     }
 }
 
-/// Phase 5: offer far more than the collector can take; RSS must stay flat.
+/// Export latency below saturation: a fixed offered rate, as a fleet of agents sends.
+fn steady(args: &Args) -> anyhow::Result<Value> {
+    let c = Collector::start(
+        &args.collector,
+        &args.work_dir.join("steady"),
+        args.indexing_threads,
+    )?;
+    let cpu0 = cpu_seconds(&c.pid)?;
+    let load = run_loadgen(
+        args,
+        &c.grpc,
+        u64::MAX / 2,
+        args.pool_batches,
+        &[
+            "--concurrency",
+            &args.concurrency.to_string(),
+            "--rate",
+            &args.steady_rate.to_string(),
+            "--duration-s",
+            &args.steady_s.to_string(),
+        ],
+    )?;
+    let cpu = cpu_seconds(&c.pid)? - cpu0;
+    let data_dir = c.data_dir.clone();
+    c.stop()?;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    Ok(json!({
+        "offered_records_per_s": args.steady_rate, "seconds": args.steady_s,
+        "collector_cpu_cores": cpu / args.steady_s as f64,
+        "latency_ms": load["latency_ms"], "acked_records_per_s": load["acked_records_per_s"],
+        "records_failed": load["records_failed"],
+    }))
+}
+
+/// Phase 6: offer far more than the collector can take; RSS must stay flat.
 fn overload(args: &Args) -> anyhow::Result<Value> {
     let c = Collector::start(
         &args.collector,
@@ -659,6 +699,13 @@ fn main() -> anyhow::Result<()> {
     phase("disk bytes");
     let disk = disk(&args)?;
     eprintln!("{disk}");
+    let steady = if args.steady_rate > 0 {
+        phase("steady load latency");
+        steady(&args)?
+    } else {
+        Value::Null
+    };
+    eprintln!("{steady}");
     let overload = if args.overload_s > 0 {
         phase("overload");
         overload(&args)?
@@ -672,7 +719,7 @@ fn main() -> anyhow::Result<()> {
         "machine": {"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
         "settings": {"records": args.records, "batch_size": args.batch_size, "concurrency": args.concurrency,
                       "body_bytes": args.body_bytes, "pool_batches": args.pool_batches, "indexing_threads": args.indexing_threads},
-        "ceiling": ceiling, "indexer_in_process": indexer, "ingest": ingest, "search": search, "disk": disk, "overload": overload,
+        "ceiling": ceiling, "indexer_in_process": indexer, "ingest": ingest, "search": search, "disk": disk, "steady": steady, "overload": overload,
         "collector_vs_raw_tantivy_docs_per_cpu_s": ratio,
         "collector_vs_in_process_indexer_docs_per_cpu_s": ratio_same_schema,
     });
