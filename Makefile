@@ -18,7 +18,8 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-# End-to-end benchmark of the release binaries; writes figures to stdout for benches/RESULTS.md.
+# End-to-end benchmark of the release binaries (about 10 minutes, ~4 GB of disk in
+# target/e2e); prints one JSON report, the source of benches/RESULTS.md.
 bench:
-	cargo build --release -p vantage-collector -p vantage-benches
-	bash benches/e2e/run.sh
+	cargo build --release --locked -p vantage-collector -p vantage-benches
+	target/release/vantage-e2e
