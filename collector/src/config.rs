@@ -49,6 +49,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "wal",
     "logs",
     "retention",
+    "auth",
 ];
 
 /// The configuration file as written.
@@ -62,6 +63,13 @@ struct FileConfig {
     wal: WalFile,
     logs: LogsFile,
     retention: RetentionFile,
+    auth: AuthFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct AuthFile {
+    enabled: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -149,6 +157,8 @@ pub struct Config {
     pub indexing_threads: usize,
     /// How long logs are kept.
     pub retention_logs: Duration,
+    /// Whether requests must carry a credential (off only with `--insecure-no-auth`).
+    pub auth_enabled: bool,
 }
 
 /// Values given on the command line; `None` leaves the file/environment value.
@@ -164,6 +174,8 @@ pub struct FlagOverrides {
     pub api: Option<String>,
     /// `--log-format`
     pub log_format: Option<String>,
+    /// `--insecure-no-auth`
+    pub insecure_no_auth: bool,
 }
 
 /// Every problem found in the configuration, reported together.
@@ -223,6 +235,10 @@ impl Config {
         flag(&mut root, &["listen", "otlp_http"], &flags.otlp_http);
         flag(&mut root, &["listen", "api"], &flags.api);
         flag(&mut root, &["log_format"], &flags.log_format);
+        if flags.insecure_no_auth {
+            let path = vec!["auth".to_string(), "enabled".to_string()];
+            set_path(&mut root, &path, Value::Bool(false));
+        }
         let parsed: FileConfig = serde_yaml_ng::from_value(root)
             .map_err(|e| ConfigError(vec![format!("after VANTAGE_* variables and flags: {e}")]))?;
         validate(parsed)
@@ -361,6 +377,7 @@ fn validate(f: FileConfig) -> Result<Config, ConfigError> {
         writer_heap_bytes,
         indexing_threads,
         retention_logs,
+        auth_enabled: f.auth.enabled.unwrap_or(true),
     })
 }
 
@@ -411,6 +428,26 @@ mod tests {
         assert_eq!(c.max_request_bytes, 16 * 1024 * 1024);
         assert_eq!(c.retention_logs, Duration::from_secs(7 * 86_400));
         assert!(c.wal_fsync);
+        assert!(c.auth_enabled, "secure by default");
+    }
+
+    #[test]
+    fn auth_is_switched_off_only_on_request() {
+        let flags = FlagOverrides {
+            insecure_no_auth: true,
+            ..Default::default()
+        };
+        assert!(
+            !Config::load(None, &BTreeMap::new(), &flags)
+                .unwrap()
+                .auth_enabled
+        );
+        let e = env(&[("VANTAGE_AUTH__ENABLED", "false")]);
+        assert!(
+            !Config::load(None, &e, &FlagOverrides::default())
+                .unwrap()
+                .auth_enabled
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! command-line client).
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod ingest;

@@ -37,6 +37,10 @@ struct Args {
     /// Format of the collector's own log: text or json [default: text].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
+    /// Accept every request without a credential, all into tenant `default`. For local
+    /// experiments only: anyone who can reach the ports can read and write everything.
+    #[arg(long)]
+    insecure_no_auth: bool,
 }
 
 fn init_logging(format: LogFormat) {
@@ -82,6 +86,7 @@ fn main() -> anyhow::Result<()> {
         otlp_http: args.otlp_http,
         api: args.api,
         log_format: args.log_format,
+        insecure_no_auth: args.insecure_no_auth,
     };
     let config = match Config::load(args.config.as_deref(), &env, &flags) {
         Ok(c) => c,
@@ -94,9 +99,13 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let token = CancellationToken::new();
         tokio::spawn(shutdown_signal(token.clone()));
         vantage_collector::server::run(config, token, |_| {}).await
-    })
+    });
+    // Whatever is still running after the grace period (it was logged) must not keep the
+    // process alive.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
 }

@@ -14,6 +14,7 @@ use vantage_storage::logs::LogStoreOptions;
 use vantage_storage::wal::{Wal, WalOptions};
 
 use crate::api::{self, ApiState};
+use crate::auth::{self, Auth};
 use crate::config::Config;
 use crate::ingest::validate::Limits;
 use crate::ingest::{Ingest, Wals, indexer};
@@ -74,6 +75,16 @@ pub async fn run(
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     tracing::info!(data_dir = %config.data_dir.display(), "starting vantage collector");
     let telemetry = Arc::new(Telemetry::new());
+    let auth = if config.auth_enabled {
+        Arc::new(Auth::with_store(auth::open_and_bootstrap(
+            &config.data_dir,
+        )?))
+    } else {
+        tracing::warn!(
+            "AUTHENTICATION IS OFF (--insecure-no-auth): anyone who reaches these ports can read and write all data; for local experiments only"
+        );
+        Arc::new(Auth::disabled())
+    };
 
     let mut log_opts = LogStoreOptions::new(config.data_dir.join("logs"));
     log_opts.writer_heap_bytes = config.writer_heap_bytes;
@@ -105,8 +116,10 @@ pub async fn run(
     let api_state = Arc::new(ApiState {
         logs: log_store.clone(),
         ingest: ingest.clone(),
+        auth: auth.clone(),
         telemetry: telemetry.clone(),
         ready: Default::default(),
+        shutdown: shutdown.clone(),
     });
     let api_listener = bind(config.api, "api").await?;
     let api_addr = api_listener.local_addr()?;
@@ -151,12 +164,14 @@ pub async fn run(
     let grpc_task = tokio::spawn({
         let routes = receivers::grpc::OtlpGrpc::new(ingest.clone(), telemetry.clone())
             .routes(config.max_request_bytes);
+        let auth_layer = receivers::grpc::AuthLayer::new(auth.clone(), telemetry.clone());
         let shutdown = shutdown.clone();
         async move {
             tonic::transport::Server::builder()
                 .layer(tower::util::MapResponseLayer::new(
                     receivers::grpc::oversize_is_invalid,
                 ))
+                .layer(auth_layer)
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
@@ -166,8 +181,12 @@ pub async fn run(
         }
     });
     let http_task = tokio::spawn({
-        let router =
-            receivers::http::router(ingest.clone(), telemetry.clone(), config.max_request_bytes);
+        let router = receivers::http::router(
+            ingest.clone(),
+            auth.clone(),
+            telemetry.clone(),
+            config.max_request_bytes,
+        );
         let shutdown = shutdown.clone();
         async move {
             axum::serve(http_listener, router)
@@ -206,11 +225,9 @@ pub async fn run(
     // Dropping the last WAL handles stops the writers; the logs writer's sink then closes
     // and the indexer commits what it has and exits.
     drop(api_state);
-    match Arc::try_unwrap(ingest) {
-        Ok(ingest) => ingest.shutdown(),
-        Err(_) => {
-            tracing::warn!("ingest still referenced at shutdown; the wal will be replayed at start")
-        }
+    let closing = ingest.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || closing.shutdown()).await {
+        tracing::warn!(error = %e, "wal shutdown task failed; the wal will be replayed at start");
     }
     let joined = tokio::task::spawn_blocking(move || indexer_thread.join());
     match tokio::time::timeout(SHUTDOWN_GRACE, joined).await {

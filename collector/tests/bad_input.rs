@@ -6,11 +6,7 @@ mod common;
 
 use std::io::Write as _;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
 use hyper::StatusCode;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use prost::Message as _;
 use serde_json::{Value, json};
 use tonic::Code;
@@ -536,40 +532,9 @@ async fn oversized_grpc_requests_are_not_retryable() {
     );
 }
 
-/// Sends one raw gRPC frame (flag 0, big-endian length, `message`) to the logs Export
-/// method over HTTP/2 and returns the grpc-status (from headers or trailers).
+/// Sends one raw gRPC message to the logs Export method with the harness's token.
 async fn raw_grpc_export(c: &Collector, message: &[u8]) -> (i32, String) {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http();
-    let mut frame = vec![0u8];
-    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    frame.extend_from_slice(message);
-    let request = hyper::Request::post(format!(
-        "http://{}/opentelemetry.proto.collector.logs.v1.LogsService/Export",
-        c.addrs.grpc
-    ))
-    .header("content-type", "application/grpc")
-    .header("te", "trailers")
-    .body(Full::new(Bytes::from(frame)))
-    .unwrap();
-    let response = client.request(request).await.expect("an HTTP/2 answer");
-    assert_eq!(response.status(), StatusCode::OK, "gRPC answers in-band");
-    let headers = response.headers().clone();
-    let collected = response.into_body().collect().await.expect("read the body");
-    let trailers = collected.trailers().cloned().unwrap_or_default();
-    let get = |name: &str| {
-        trailers
-            .get(name)
-            .or_else(|| headers.get(name))
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    let code = get("grpc-status")
-        .expect("a grpc-status")
-        .parse()
-        .expect("a numeric grpc-status");
-    (code, get("grpc-message").unwrap_or_default())
+    c.raw_grpc_export(Some(&bearer(c.token())), message).await
 }
 
 #[tokio::test]

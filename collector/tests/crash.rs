@@ -223,3 +223,29 @@ async fn kill_9_after_a_batch_spanning_three_days_duplicates_nothing() {
         "each of the 3 records once; uids found: {uids:?}"
     );
 }
+
+/// A connected `vantage logs tail` must not turn a SIGTERM into a hang or an unclean stop.
+#[tokio::test]
+async fn sigterm_with_an_open_tail_still_stops_promptly_and_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::start(dir.path());
+    send_batches(&c, 1, 0..2).await;
+    let tail = c.open_tail("").await;
+    let asked = tokio::time::Instant::now();
+    let (status, log) = c.terminate().await;
+    let took = asked.elapsed();
+    drop(tail);
+    assert!(status.success(), "SIGTERM exits 0, got {status:?}:\n{log}");
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "a tail client must not hold up shutdown: {took:?}:\n{log}"
+    );
+    assert!(!log.contains("servers did not stop in time"), "{log}");
+    let c = Collector::start(dir.path());
+    assert_eq!(
+        replayed_batches(&c),
+        0,
+        "a graceful stop leaves nothing to replay"
+    );
+    uids_of_round(&c, 1, 2 * RECORDS_PER_BATCH).await;
+}

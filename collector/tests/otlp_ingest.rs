@@ -5,7 +5,6 @@ mod common;
 
 use std::time::Duration;
 
-use http_body_util::BodyExt as _;
 use hyper::StatusCode;
 use prost::Message as _;
 use serde_json::{Value, json};
@@ -817,47 +816,6 @@ async fn search_merges_day_partitions_in_time_order() {
     assert_eq!(days(&two_days), [1, 2]);
 }
 
-/// Reads server-sent events until one carries `marker`, or fails at the deadline.
-/// Returns every `data:` payload seen.
-async fn read_tail_until(body: &mut hyper::body::Incoming, marker: &str) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + SEARCHABLE_TIMEOUT;
-    let mut pending = String::new();
-    let mut events = Vec::new();
-    loop {
-        let frame = tokio::time::timeout_at(deadline, body.frame())
-            .await
-            .unwrap_or_else(|_| panic!("no tail event with {marker} in time; got {events:?}"))
-            .expect("the tail stream stays open")
-            .expect("a tail frame");
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        pending.push_str(&String::from_utf8_lossy(&data));
-        while let Some(end) = pending.find("\n\n") {
-            let event: String = pending.drain(..end + 2).collect();
-            let mut name = "";
-            let mut payload = String::new();
-            for line in event.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    name = v.trim();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    payload.push_str(v.trim_start());
-                }
-            }
-            if payload.is_empty() {
-                continue; // keep-alive comment
-            }
-            assert_eq!(name, "log", "tail events are named log: {event}");
-            let hit: Value = serde_json::from_str(&payload).expect("tail data is a JSON hit");
-            let found = hit.to_string().contains(marker);
-            events.push(hit);
-            if found {
-                return events;
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn tail_streams_records_acknowledged_after_it_opened() {
     let dir = tempfile::tempdir().unwrap();
@@ -906,6 +864,7 @@ async fn cli_search_prints_a_table_and_json() {
     c.export_ok(logs_request("checkout", vec![record])).await;
     c.wait_for_query("attributes.case:cli", 1).await;
     let url = format!("http://{}", c.addrs.api);
+    let token = c.token();
 
     let run = |args: Vec<String>| async move {
         let output = tokio::time::timeout(
@@ -913,6 +872,7 @@ async fn cli_search_prints_a_table_and_json() {
             tokio::process::Command::new(cli_bin())
                 .args(&args)
                 .env_remove("VANTAGE_URL")
+                .env_remove("VANTAGE_TOKEN")
                 .output(),
         )
         .await
@@ -927,10 +887,18 @@ async fn cli_search_prints_a_table_and_json() {
         stdout
     };
     let base = |json: bool| {
-        let mut args: Vec<String> = ["--url", &url, "logs", "search", "attributes.case:cli"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut args: Vec<String> = [
+            "--url",
+            &url,
+            "--token",
+            token,
+            "logs",
+            "search",
+            "attributes.case:cli",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         args.extend(["--since".to_string(), "1h".to_string()]);
         if json {
             args.push("--json".to_string());
@@ -960,7 +928,8 @@ async fn cli_search_prints_a_table_and_json() {
 
     // A query error is reported with the API's message and a failing exit code.
     let output = tokio::process::Command::new(cli_bin())
-        .args(["--url", &url, "logs", "search", "body:("])
+        .args(["--url", &url, "--token", token, "logs", "search", "body:("])
+        .env_remove("VANTAGE_TOKEN")
         .output()
         .await
         .expect("run the CLI");
@@ -978,11 +947,15 @@ async fn cli_tail_streams_new_records() {
         .args([
             "--url",
             &url,
+            "--token",
+            c.token(),
             "logs",
             "tail",
             "attributes.case:clitail",
             "--json",
         ])
+        .env_remove("VANTAGE_URL")
+        .env_remove("VANTAGE_TOKEN")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)

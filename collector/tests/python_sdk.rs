@@ -1,7 +1,8 @@
 //! End to end with the real OpenTelemetry Python SDK: `collector/tests/python/send_logs.py` logs
 //! through Python's `logging` bridge, a LoggerProvider with a BatchLogRecordProcessor and
 //! the OTLP log exporter (gRPC or HTTP/protobuf, plain or gzip); the records must be
-//! searchable with their attributes, resource, scope and trace context intact.
+//! searchable with their attributes, resource, scope and trace context intact. The script
+//! authenticates the way an SDK user would: the API key in the exporter's headers.
 //!
 //! Needs `python3` with the packages of `collector/tests/python/requirements.txt`; without them
 //! the tests fail with the command that installs them (they never skip).
@@ -56,8 +57,15 @@ async fn require_python_sdk() {
     );
 }
 
-/// Runs `send_logs.py` and returns what it reports having sent.
-async fn send_logs(protocol: &str, endpoint: &str, run_id: &str, compression: &str) -> Value {
+/// Runs `send_logs.py` with `token` as the exporter's bearer token and returns what it
+/// reports having sent.
+async fn send_logs(
+    protocol: &str,
+    endpoint: &str,
+    run_id: &str,
+    compression: &str,
+    token: &str,
+) -> Value {
     require_python_sdk().await;
     let script = python_dir().join("send_logs.py");
     let output = tokio::time::timeout(
@@ -66,6 +74,7 @@ async fn send_logs(protocol: &str, endpoint: &str, run_id: &str, compression: &s
             .arg(&script)
             .args(["--protocol", protocol, "--endpoint", endpoint])
             .args(["--run-id", run_id, "--compression", compression])
+            .args(["--token", token])
             .output(),
     )
     .await
@@ -104,7 +113,7 @@ async fn python_sdk_logs_are_searchable(protocol: &str, compression: &str) {
         _ => format!("http://{}/v1/logs", c.addrs.http),
     };
     let run_id = format!("run{protocol}{compression}{}", std::process::id());
-    let report = send_logs(protocol, &endpoint, &run_id, compression).await;
+    let report = send_logs(protocol, &endpoint, &run_id, compression, c.token()).await;
     let service = format!("py-e2e-{protocol}");
     assert_eq!(report["service_name"], json!(service));
 

@@ -17,6 +17,8 @@ pub enum ErrorCode {
     Unavailable,
     /// The thing asked for does not exist.
     NotFound,
+    /// The thing to create exists already.
+    AlreadyExists,
     /// No valid credential came with the request.
     Unauthenticated,
     /// The credential is valid but lacks the permission.
@@ -37,6 +39,7 @@ impl ErrorCode {
             ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
             ErrorCode::Unavailable => tonic::Code::Unavailable,
             ErrorCode::NotFound => tonic::Code::NotFound,
+            ErrorCode::AlreadyExists => tonic::Code::AlreadyExists,
             ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
             ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
             ErrorCode::Internal => tonic::Code::Internal,
@@ -52,6 +55,7 @@ impl ErrorCode {
             ErrorCode::ResourceExhausted => http::StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Unavailable => http::StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::NotFound => http::StatusCode::NOT_FOUND,
+            ErrorCode::AlreadyExists => http::StatusCode::CONFLICT,
             ErrorCode::Unauthenticated => http::StatusCode::UNAUTHORIZED,
             ErrorCode::PermissionDenied => http::StatusCode::FORBIDDEN,
             ErrorCode::Internal => http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -72,6 +76,7 @@ impl ErrorCode {
             ErrorCode::ResourceExhausted => "resource_exhausted",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::AlreadyExists => "already_exists",
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::PermissionDenied => "permission_denied",
             ErrorCode::Internal => "internal",

@@ -1,4 +1,6 @@
 //! Vantage's embedded storage engines, each behind a small interface the collector
-//! calls: the write-ahead log that makes ingest durable, and the Tantivy log index.
+//! calls: the write-ahead log that makes ingest durable, the Tantivy log index, and the
+//! SQLite metadata store (tenants, API keys).
 pub mod logs;
+pub mod meta;
 pub mod wal;

@@ -140,6 +140,8 @@ struct Collector {
     pid: String,
     grpc: String,
     api: String,
+    /// The admin key the first start wrote to `initial-admin.txt`.
+    token: String,
     data_dir: PathBuf,
 }
 
@@ -183,7 +185,14 @@ impl Collector {
         };
         // Keep draining the log so the pipe never fills.
         std::thread::spawn(move || for _ in lines {});
+        let admin = std::fs::read_to_string(data_dir.join("initial-admin.txt"))?;
+        let token = admin
+            .lines()
+            .find_map(|l| l.strip_prefix("api_key: "))
+            .context("no api_key in initial-admin.txt")?
+            .to_string();
         Ok(Collector {
+            token,
             pid: child.id().to_string(),
             child,
             grpc: format!(
@@ -204,11 +213,13 @@ impl Collector {
 }
 
 /// A minimal HTTP/1.1 GET; the API is on loopback and this keeps the tool dependency-free.
-fn http_get(addr: &str, path_and_query: &str) -> anyhow::Result<(u16, Value)> {
+fn http_get(c: &Collector, path_and_query: &str) -> anyhow::Result<(u16, Value)> {
+    let addr = &c.api;
     let mut stream = TcpStream::connect(addr)?;
     write!(
         stream,
-        "GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        c.token
     )?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
@@ -255,9 +266,9 @@ fn encode_query(q: &str) -> String {
         .collect()
 }
 
-fn search_total(api: &str, query: &str) -> anyhow::Result<u64> {
+fn search_total(c: &Collector, query: &str) -> anyhow::Result<u64> {
     let (status, body) = http_get(
-        api,
+        c,
         &format!(
             "/api/v1/logs/search?query={}&start=now-1d&limit=0",
             encode_query(query)
@@ -271,7 +282,7 @@ fn search_total(api: &str, query: &str) -> anyhow::Result<u64> {
 
 fn run_loadgen(
     args: &Args,
-    endpoint: &str,
+    c: &Collector,
     records: u64,
     pool: usize,
     extra: &[&str],
@@ -279,7 +290,9 @@ fn run_loadgen(
     let out = Command::new(&args.loadgen)
         .args([
             "--endpoint",
-            endpoint,
+            &c.grpc,
+            "--token",
+            &c.token,
             "--json",
             "--seed",
             &SEED.to_string(),
@@ -436,7 +449,7 @@ fn throughput(args: &Args) -> anyhow::Result<(Value, Value)> {
     let t0 = Instant::now();
     let load = run_loadgen(
         args,
-        &c.grpc,
+        &c,
         args.records,
         args.pool_batches,
         &["--concurrency", &args.concurrency.to_string()],
@@ -445,7 +458,7 @@ fn throughput(args: &Args) -> anyhow::Result<(Value, Value)> {
     let acked = load["records_acked"].as_u64().unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(120);
     let searchable = loop {
-        let total = search_total(&c.api, "")?;
+        let total = search_total(&c, "")?;
         if total >= acked {
             break total;
         }
@@ -494,7 +507,7 @@ fn throughput(args: &Args) -> anyhow::Result<(Value, Value)> {
         );
         for _ in 0..args.queries {
             let t = Instant::now();
-            let (status, body) = http_get(&c.api, &path)?;
+            let (status, body) = http_get(&c, &path)?;
             wall_ms.push(t.elapsed().as_secs_f64() * 1e3);
             if status != 200 {
                 bail!("search {query:?} answered {status}: {body}");
@@ -528,14 +541,14 @@ fn disk(args: &Args) -> anyhow::Result<Value> {
     )?;
     let load = run_loadgen(
         args,
-        &c.grpc,
+        &c,
         args.size_records,
         0,
         &["--concurrency", &args.concurrency.to_string()],
     )?;
     let acked = load["records_acked"].as_u64().unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while search_total(&c.api, "")? < acked {
+    while search_total(&c, "")? < acked {
         if Instant::now() > deadline {
             bail!("size phase: records not searchable after 60 s");
         }
@@ -609,7 +622,7 @@ fn steady(args: &Args) -> anyhow::Result<Value> {
     let cpu0 = cpu_seconds(&c.pid)?;
     let load = run_loadgen(
         args,
-        &c.grpc,
+        &c,
         u64::MAX / 2,
         args.pool_batches,
         &[
@@ -644,7 +657,7 @@ fn overload(args: &Args) -> anyhow::Result<Value> {
     let sampler = sample_rss(c.pid.clone(), stop.clone(), Duration::from_millis(500));
     let load = run_loadgen(
         args,
-        &c.grpc,
+        &c,
         u64::MAX / 2,
         args.pool_batches,
         &[

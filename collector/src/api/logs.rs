@@ -17,7 +17,9 @@ use vantage_storage::logs::{LogQuery, LogQueryError, LogSearchResult, MAX_LIMIT,
 use super::timeparse::{format_time, parse_time};
 use super::{ApiError, ApiState, render};
 use crate::config::parse_duration;
-use crate::ingest::{DEFAULT_TENANT, now_ns};
+use vantage_storage::meta::Scope;
+
+use crate::ingest::now_ns;
 use crate::telemetry::EndpointLabels;
 
 /// Hits returned when the request names no limit.
@@ -68,7 +70,7 @@ fn query_error(e: LogQueryError) -> ApiError {
     }
 }
 
-fn build_query(p: SearchParams) -> Result<LogQuery, ApiError> {
+fn build_query(tenant: String, p: SearchParams) -> Result<LogQuery, ApiError> {
     let now = i64::try_from(now_ns()).unwrap_or(i64::MAX);
     let end = match &p.end {
         Some(t) => parse_time(t, now).map_err(|e| bad(format!("end: {e}")))?,
@@ -100,7 +102,7 @@ fn build_query(p: SearchParams) -> Result<LogQuery, ApiError> {
         None => None,
     };
     Ok(LogQuery {
-        tenant: DEFAULT_TENANT.to_string(),
+        tenant,
         query: p.query,
         start_ns: start,
         end_ns: end,
@@ -128,11 +130,13 @@ fn render_result(result: &LogSearchResult, took: Duration) -> Value {
 
 pub(super) async fn search(
     State(state): State<Arc<ApiState>>,
+    headers: axum::http::HeaderMap,
     params: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
+    let principal = super::authenticate(&state, &headers, Scope::Query)?;
     let Query(params) = params.map_err(|e| bad(e.body_text()))?;
-    let query = build_query(params)?;
+    let query = build_query(principal.tenant, params)?;
     let store = state.logs.clone();
     let result = tokio::task::spawn_blocking(move || store.search(&query))
         .await
@@ -151,20 +155,27 @@ pub(super) async fn search(
 
 pub(super) async fn tail(
     State(state): State<Arc<ApiState>>,
+    headers: axum::http::HeaderMap,
     params: Result<Query<TailParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let principal = super::authenticate(&state, &headers, Scope::Query)?;
+    let tenant = principal.tenant;
     let Query(params) = params.map_err(|e| bad(e.body_text()))?;
     // Reject a bad query now, with a 400, rather than inside the stream.
     state.logs.parse_query(&params.query).map_err(query_error)?;
     let mut cursor = state.ingest.wals().logs.last_lsn();
     let store = state.logs.clone();
+    let shutdown = state.shutdown.clone();
     let text = params.query;
     let stream = async_stream(move |tx| async move {
         let mut interval = tokio::time::interval(TAIL_POLL);
         loop {
-            interval.tick().await;
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
             let query = LogQuery {
-                tenant: DEFAULT_TENANT.to_string(),
+                tenant: tenant.clone(),
                 query: text.clone(),
                 start_ns: i64::MIN,
                 end_ns: i64::MAX,

@@ -1,5 +1,6 @@
 //! The query API on `listen.api`: log search and live tail, self-telemetry and probes.
 
+mod admin;
 mod logs;
 pub mod render;
 pub mod timeparse;
@@ -16,6 +17,7 @@ use serde_json::json;
 use vantage_proto::ErrorCode;
 use vantage_storage::logs::LogStore;
 
+use crate::auth::{Auth, Principal};
 use crate::ingest::Ingest;
 use crate::telemetry::{SignalLabels, Telemetry};
 
@@ -25,10 +27,14 @@ pub struct ApiState {
     pub logs: LogStore,
     /// The ingest path (for WAL positions and sizes).
     pub ingest: Arc<Ingest>,
+    /// Credentials.
+    pub auth: Arc<Auth>,
     /// Own metrics.
     pub telemetry: Arc<Telemetry>,
     /// Set once WAL replay has finished.
     pub ready: AtomicBool,
+    /// Cancelled at shutdown: long-lived responses (live tails) end so the server can stop.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// An API error: a code and a message, rendered as
@@ -53,13 +59,35 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body =
             json!({"status": "error", "errorType": self.code.as_str(), "error": self.message});
-        (
+        let mut response = (
             self.code.http_status(),
             [(header::CONTENT_TYPE, "application/json")],
             body.to_string(),
         )
-            .into_response()
+            .into_response();
+        if self.code == ErrorCode::Unauthenticated {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
+}
+
+/// The caller of an API request, who must hold `scope`.
+pub(crate) fn authenticate(
+    state: &ApiState,
+    headers: &axum::http::HeaderMap,
+    scope: vantage_storage::meta::Scope,
+) -> Result<Principal, ApiError> {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    state
+        .auth
+        .check(header, scope)
+        .map_err(|e| ApiError::new(e.code(), e.to_string()))
 }
 
 /// All API routes.
@@ -70,6 +98,18 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/logs/search", get(logs::search))
         .route("/api/v1/logs/tail", get(logs::tail))
+        .route(
+            "/api/v1/keys",
+            get(admin::list_keys).post(admin::create_key),
+        )
+        .route(
+            "/api/v1/keys/{key_id}",
+            axum::routing::delete(admin::revoke_key),
+        )
+        .route(
+            "/api/v1/tenants",
+            get(admin::list_tenants).post(admin::create_tenant),
+        )
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
         .with_state(state)
 }

@@ -4,7 +4,7 @@
 use std::io::Write as _;
 
 use clap::{Parser, Subcommand};
-use http_body_util::{BodyExt as _, Empty};
+use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
@@ -21,6 +21,10 @@ struct Cli {
         default_value = "http://127.0.0.1:7070"
     )]
     url: String,
+    /// API key sent as `Authorization: Bearer` (the first start writes an admin key to
+    /// <data-dir>/initial-admin.txt).
+    #[arg(long, global = true, env = "VANTAGE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -32,6 +36,56 @@ enum Command {
         #[command(subcommand)]
         command: LogsCommand,
     },
+    /// Manage API keys (admin scope).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Manage tenants (admins of the default tenant).
+    Tenants {
+        #[command(subcommand)]
+        command: TenantsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key; its secret is printed once.
+    Create {
+        /// A name saying what the key is for.
+        name: String,
+        /// ingest, query or admin (repeat for several).
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// Tenant of the key [default: the caller's].
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Lifetime, e.g. 90d [default: no expiry].
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// Tenant whose keys to list [default: the caller's].
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revoke a key: it is refused from its next request on.
+    Revoke {
+        /// The key id (the part after `vtg_`, before the second `_`).
+        key_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantsCommand {
+    /// Create a tenant.
+    Create {
+        /// Letters, digits, `-` and `_`, at most 64.
+        name: String,
+    },
+    /// List tenants.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,24 +147,60 @@ pub fn main() -> i32 {
     }
 }
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<bytes::Bytes>>;
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<bytes::Bytes>>;
 
 fn url(base: &str, path: &str, params: &[(&str, String)]) -> anyhow::Result<hyper::Uri> {
     let query = serde_urlencoded::to_string(params)?;
-    let text = format!("{}{path}?{query}", base.trim_end_matches('/'));
+    let sep = if query.is_empty() { "" } else { "?" };
+    let text = format!("{}{path}{sep}{query}", base.trim_end_matches('/'));
     text.parse()
         .map_err(|e| anyhow::anyhow!("bad --url {base:?}: {e}"))
 }
 
-async fn get(
+/// One API call; the token, if any, goes in the Authorization header.
+async fn call(
     client: &HttpClient,
+    method: hyper::Method,
     uri: hyper::Uri,
+    token: Option<&str>,
+    body: Option<Value>,
 ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
     let shown = uri.to_string();
+    let mut request = hyper::Request::builder().method(method).uri(uri);
+    if let Some(token) = token {
+        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let body = match body {
+        Some(json) => {
+            request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+            Full::new(bytes::Bytes::from(json.to_string()))
+        }
+        None => Full::new(bytes::Bytes::new()),
+    };
     client
-        .get(uri)
+        .request(request.body(body)?)
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach {shown}: {e}"))
+}
+
+/// Calls the API and returns its JSON answer, or the API's error message.
+async fn call_json(
+    client: &HttpClient,
+    method: hyper::Method,
+    uri: hyper::Uri,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
+    let response = call(client, method, uri, token, body).await?;
+    let status = response.status();
+    let bytes = response.into_body().collect().await?.to_bytes();
+    if !status.is_success() {
+        return Err(api_error(status, &bytes));
+    }
+    if bytes.is_empty() {
+        return Ok(Value::Null);
+    }
+    Ok(serde_json::from_slice(&bytes)?)
 }
 
 fn api_error(status: hyper::StatusCode, body: &[u8]) -> anyhow::Error {
@@ -146,7 +236,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(end) = end {
                 params.push(("end", end));
             }
-            let response = get(&client, url(&cli.url, "/api/v1/logs/search", &params)?).await?;
+            let uri = url(&cli.url, "/api/v1/logs/search", &params)?;
+            let response =
+                call(&client, hyper::Method::GET, uri, cli.token.as_deref(), None).await?;
             let status = response.status();
             let body = response.into_body().collect().await?.to_bytes();
             if !status.is_success() {
@@ -178,11 +270,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs {
             command: LogsCommand::Tail { query, json },
         } => {
-            let response = get(
-                &client,
-                url(&cli.url, "/api/v1/logs/tail", &[("query", query)])?,
-            )
-            .await?;
+            let uri = url(&cli.url, "/api/v1/logs/tail", &[("query", query)])?;
+            let response =
+                call(&client, hyper::Method::GET, uri, cli.token.as_deref(), None).await?;
             let status = response.status();
             let mut body = response.into_body();
             if !status.is_success() {
@@ -209,6 +299,89 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         writeln!(out, "{}", line(&hit))?;
                     }
                     out.flush()?;
+                }
+            }
+            Ok(())
+        }
+        Command::Keys { command } => {
+            let token = cli.token.as_deref();
+            let mut out = std::io::stdout().lock();
+            match command {
+                KeysCommand::Create {
+                    name,
+                    scopes,
+                    tenant,
+                    expires_in,
+                } => {
+                    let body = serde_json::json!({
+                        "name": name, "scopes": scopes, "tenant": tenant, "expires_in": expires_in,
+                    });
+                    let uri = url(&cli.url, "/api/v1/keys", &[])?;
+                    let key =
+                        call_json(&client, hyper::Method::POST, uri, token, Some(body)).await?;
+                    writeln!(out, "key_id:  {}", key["key_id"].as_str().unwrap_or(""))?;
+                    writeln!(out, "tenant:  {}", key["tenant"].as_str().unwrap_or(""))?;
+                    writeln!(out, "scopes:  {}", key["scopes"])?;
+                    writeln!(out, "key:     {}", key["key"].as_str().unwrap_or(""))?;
+                    writeln!(
+                        out,
+                        "-- the key is shown only now; store it in a secret manager"
+                    )?;
+                }
+                KeysCommand::List { tenant } => {
+                    let params: Vec<(&str, String)> =
+                        tenant.map(|t| ("tenant", t)).into_iter().collect();
+                    let uri = url(&cli.url, "/api/v1/keys", &params)?;
+                    let list = call_json(&client, hyper::Method::GET, uri, token, None).await?;
+                    writeln!(
+                        out,
+                        "{:<14} {:<12} {:<24} {:<22} STATE",
+                        "KEY_ID", "TENANT", "NAME", "SCOPES"
+                    )?;
+                    for k in list["keys"].as_array().cloned().unwrap_or_default() {
+                        let scopes: Vec<&str> = k["scopes"]
+                            .as_array()
+                            .map(|a| a.iter().filter_map(Value::as_str).collect())
+                            .unwrap_or_default();
+                        let state = if !k["revoked_at"].is_null() {
+                            "revoked"
+                        } else {
+                            "active"
+                        };
+                        writeln!(
+                            out,
+                            "{:<14} {:<12} {:<24} {:<22} {}",
+                            k["key_id"].as_str().unwrap_or(""),
+                            k["tenant"].as_str().unwrap_or(""),
+                            k["name"].as_str().unwrap_or(""),
+                            scopes.join(","),
+                            state
+                        )?;
+                    }
+                }
+                KeysCommand::Revoke { key_id } => {
+                    let uri = url(&cli.url, &format!("/api/v1/keys/{key_id}"), &[])?;
+                    call_json(&client, hyper::Method::DELETE, uri, token, None).await?;
+                    writeln!(out, "revoked {key_id}")?;
+                }
+            }
+            Ok(())
+        }
+        Command::Tenants { command } => {
+            let token = cli.token.as_deref();
+            let mut out = std::io::stdout().lock();
+            let uri = url(&cli.url, "/api/v1/tenants", &[])?;
+            match command {
+                TenantsCommand::Create { name } => {
+                    let body = serde_json::json!({ "name": name });
+                    let t = call_json(&client, hyper::Method::POST, uri, token, Some(body)).await?;
+                    writeln!(out, "created tenant {}", t["name"].as_str().unwrap_or(""))?;
+                }
+                TenantsCommand::List => {
+                    let list = call_json(&client, hyper::Method::GET, uri, token, None).await?;
+                    for t in list["tenants"].as_array().cloned().unwrap_or_default() {
+                        writeln!(out, "{}", t["name"].as_str().unwrap_or(""))?;
+                    }
                 }
             }
             Ok(())

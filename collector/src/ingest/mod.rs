@@ -166,11 +166,13 @@ impl Ingest {
     }
 
     /// Stops the WAL writers after they flush what is queued.
-    pub fn shutdown(self) {
+    /// Handles still held elsewhere (a request in flight past the grace deadline) see the
+    /// logs closed; a WAL closes for every handle at once.
+    pub fn shutdown(&self) {
         for (signal, wal) in [
-            ("logs", self.wals.logs),
-            ("metrics", self.wals.metrics),
-            ("traces", self.wals.traces),
+            ("logs", self.wals.logs.clone()),
+            ("metrics", self.wals.metrics.clone()),
+            ("traces", self.wals.traces.clone()),
         ] {
             if let Err(e) = wal.shutdown() {
                 tracing::warn!(signal, error = %e, "wal shutdown failed");

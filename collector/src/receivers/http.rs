@@ -27,7 +27,10 @@ use vantage_proto::otlp::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 
-use crate::ingest::{Accepted, DEFAULT_TENANT, Ingest, IngestError, Signal};
+use vantage_storage::meta::Scope;
+
+use crate::auth::{Auth, Principal};
+use crate::ingest::{Accepted, Ingest, IngestError, Signal};
 use crate::telemetry::{RequestLabels, Telemetry};
 
 const PROTOBUF: &str = "application/x-protobuf";
@@ -35,6 +38,7 @@ const JSON: &str = "application/json";
 
 struct Receiver {
     ingest: Arc<Ingest>,
+    auth: Arc<Auth>,
     telemetry: Arc<Telemetry>,
     max_request_bytes: usize,
 }
@@ -85,9 +89,15 @@ impl IntoResponse for Failure {
 }
 
 /// Routes for the OTLP/HTTP listener.
-pub fn router(ingest: Arc<Ingest>, telemetry: Arc<Telemetry>, max_request_bytes: usize) -> Router {
+pub fn router(
+    ingest: Arc<Ingest>,
+    auth: Arc<Auth>,
+    telemetry: Arc<Telemetry>,
+    max_request_bytes: usize,
+) -> Router {
     let state = Arc::new(Receiver {
         ingest,
+        auth,
         telemetry,
         max_request_bytes,
     });
@@ -223,6 +233,39 @@ fn respond<T: Message + Serialize>(encoding: Encoding, message: &T) -> Response 
 }
 
 impl Receiver {
+    /// The caller, who must hold the ingest scope; checked before the body is read.
+    fn authenticate(
+        &self,
+        signal: Signal,
+        headers: &HeaderMap,
+    ) -> Result<Principal, Box<Response>> {
+        let header = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        self.auth.check(header, Scope::Ingest).map_err(|e| {
+            self.count(signal, e.code().as_str());
+            let is_protobuf = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.to_ascii_lowercase().starts_with(PROTOBUF));
+            let mut response = Failure {
+                error: IngestError::new(e.code(), e.to_string()),
+                encoding: if is_protobuf {
+                    Encoding::Protobuf
+                } else {
+                    Encoding::Json
+                },
+            }
+            .into_response();
+            if e.code() == ErrorCode::Unauthenticated {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Box::new(response)
+        })
+    }
+
     fn count(&self, signal: Signal, outcome: &'static str) {
         self.telemetry
             .requests
@@ -258,6 +301,10 @@ impl Receiver {
 }
 
 async fn logs(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body) -> Response {
+    let principal = match r.authenticate(Signal::Logs, &headers) {
+        Ok(p) => p,
+        Err(response) => return *response,
+    };
     let (request, size, encoding) =
         match decode::<ExportLogsServiceRequest>(&headers, body, r.max_request_bytes).await {
             Ok(decoded) => decoded,
@@ -266,7 +313,7 @@ async fn logs(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body) ->
                 return failure.into_response();
             }
         };
-    let result = r.ingest.export_logs(DEFAULT_TENANT, request, size).await;
+    let result = r.ingest.export_logs(&principal.tenant, request, size).await;
     r.finish(Signal::Logs, encoding, result, |a| {
         ExportLogsServiceResponse {
             partial_success: a.logs_partial_success(),
@@ -275,6 +322,10 @@ async fn logs(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body) ->
 }
 
 async fn metrics(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body) -> Response {
+    let principal = match r.authenticate(Signal::Metrics, &headers) {
+        Ok(p) => p,
+        Err(response) => return *response,
+    };
     let (request, size, encoding) =
         match decode::<ExportMetricsServiceRequest>(&headers, body, r.max_request_bytes).await {
             Ok(decoded) => decoded,
@@ -283,7 +334,10 @@ async fn metrics(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body)
                 return failure.into_response();
             }
         };
-    let result = r.ingest.export_metrics(DEFAULT_TENANT, request, size).await;
+    let result = r
+        .ingest
+        .export_metrics(&principal.tenant, request, size)
+        .await;
     r.finish(Signal::Metrics, encoding, result, |_| {
         ExportMetricsServiceResponse {
             partial_success: None,
@@ -292,6 +346,10 @@ async fn metrics(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body)
 }
 
 async fn traces(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body) -> Response {
+    let principal = match r.authenticate(Signal::Traces, &headers) {
+        Ok(p) => p,
+        Err(response) => return *response,
+    };
     let (request, size, encoding) =
         match decode::<ExportTraceServiceRequest>(&headers, body, r.max_request_bytes).await {
             Ok(decoded) => decoded,
@@ -300,7 +358,10 @@ async fn traces(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body) 
                 return failure.into_response();
             }
         };
-    let result = r.ingest.export_traces(DEFAULT_TENANT, request, size).await;
+    let result = r
+        .ingest
+        .export_traces(&principal.tenant, request, size)
+        .await;
     r.finish(Signal::Traces, encoding, result, |_| {
         ExportTraceServiceResponse {
             partial_success: None,

@@ -3,6 +3,11 @@
 //! gRPC), builds OTLP payloads, and waits for conditions with deadlines instead of
 //! sleeping.
 //!
+//! Authentication is on, as it is by default: after the `ready` line the harness reads the
+//! admin key the first start wrote to `<data-dir>/initial-admin.txt`, and every HTTP
+//! request, tail and gRPC client it makes carries `authorization: Bearer <that key>`
+//! unless the caller says otherwise.
+//!
 //! Every test binary includes this module and uses a different part of it.
 #![allow(dead_code)]
 
@@ -20,6 +25,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use vantage_proto::otlp::collector::logs::v1::logs_service_client::LogsServiceClient;
@@ -36,6 +44,8 @@ pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) const SEARCHABLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a stopped collector may take to exit.
 pub(crate) const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The file in the data directory where the first start writes the admin key.
+pub(crate) const INITIAL_ADMIN_FILE: &str = "initial-admin.txt";
 
 /// Nanoseconds since the Unix epoch, now.
 pub(crate) fn now_ns() -> u64 {
@@ -94,10 +104,39 @@ impl Reply {
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
+/// The value of an `Authorization` header carrying `token`.
+pub(crate) fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// Puts one fixed `authorization` value on every gRPC request, or nothing.
+#[derive(Clone, Debug)]
+pub(crate) struct Authorization(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Authorization {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A gRPC channel whose requests carry an `authorization` value (see [`Authorization`]).
+pub(crate) type GrpcChannel = InterceptedService<Channel, Authorization>;
+/// The OTLP logs client the tests use.
+pub(crate) type LogsClient = LogsServiceClient<GrpcChannel>;
+
 /// Starts collectors with settings; `VANTAGE_*` environment variables are the config.
 #[derive(Debug, Default)]
 pub(crate) struct CollectorBuilder {
     env: Vec<(String, String)>,
+    insecure_no_auth: bool,
 }
 
 impl CollectorBuilder {
@@ -108,8 +147,20 @@ impl CollectorBuilder {
         self
     }
 
+    /// Starts with `--insecure-no-auth`: no credential is needed and none is sent.
+    pub(crate) fn insecure_no_auth(mut self) -> Self {
+        self.insecure_no_auth = true;
+        self
+    }
+
     /// Starts a collector on `data_dir` and waits for its `ready` line.
     pub(crate) fn start(&self, data_dir: &Path) -> Collector {
+        self.try_start(data_dir).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`CollectorBuilder::start`], returning the exit status and log instead of
+    /// panicking when the collector does not get to `ready`.
+    pub(crate) fn try_start(&self, data_dir: &Path) -> Result<Collector, String> {
         let mut command = Command::new(collector_bin());
         command
             .arg("--data-dir")
@@ -121,6 +172,9 @@ impl CollectorBuilder {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        if self.insecure_no_auth {
+            command.arg("--insecure-no-auth");
+        }
         // The outer environment must not change what is being tested.
         for (key, _) in std::env::vars() {
             if key.starts_with("VANTAGE_") {
@@ -156,17 +210,31 @@ impl CollectorBuilder {
                 let _ = child.kill();
                 let status = child.wait();
                 let lines = log.lock().unwrap_or_else(|e| e.into_inner()).join("\n");
-                panic!("collector did not report ready ({e}); exit: {status:?}; its log:\n{lines}");
+                return Err(format!(
+                    "collector did not report ready ({e}); exit: {status:?}; its log:\n{lines}"
+                ));
             }
         };
-        Collector {
+        let mut collector = Collector {
             child,
             addrs,
             log,
             data_dir: data_dir.to_path_buf(),
+            token: None,
             http: Client::builder(TokioExecutor::new()).build_http(),
+        };
+        if !self.insecure_no_auth {
+            collector.token = Some(collector.read_admin_key());
         }
+        Ok(collector)
     }
+}
+
+/// The `api_key: ` line of an `initial-admin.txt`.
+pub(crate) fn admin_key_of(text: &str) -> Option<&str> {
+    text.lines()
+        .find_map(|line| line.strip_prefix("api_key: "))
+        .map(str::trim)
 }
 
 fn parse_ready(line: &str) -> Option<Addrs> {
@@ -188,6 +256,8 @@ pub(crate) struct Collector {
     pub(crate) addrs: Addrs,
     log: Arc<Mutex<Vec<String>>>,
     data_dir: PathBuf,
+    /// The admin key of tenant `default`; `None` with `--insecure-no-auth`.
+    token: Option<String>,
     http: HttpClient,
 }
 
@@ -240,6 +310,34 @@ impl Collector {
         &self.data_dir
     }
 
+    /// The admin key of tenant `default` (from `initial-admin.txt`), which the harness
+    /// sends unless told otherwise. Panics for a collector started with
+    /// `--insecure-no-auth`, which has none.
+    pub(crate) fn token(&self) -> &str {
+        self.token
+            .as_deref()
+            .expect("a collector started with --insecure-no-auth has no token")
+    }
+
+    fn read_admin_key(&self) -> String {
+        let path = self.data_dir.join(INITIAL_ADMIN_FILE);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "cannot read {} after ready ({e}); collector log:\n{}",
+                path.display(),
+                self.log()
+            )
+        });
+        admin_key_of(&text)
+            .unwrap_or_else(|| panic!("no api_key line in {}:\n{text}", path.display()))
+            .to_string()
+    }
+
+    /// The `authorization` value the harness sends by default, if any.
+    fn own_authorization(&self) -> Option<String> {
+        self.token.as_deref().map(bearer)
+    }
+
     /// `kill -9`: no shutdown code runs. Returns once the process is gone.
     pub(crate) fn kill_9(mut self) {
         self.child.kill().expect("SIGKILL the collector");
@@ -271,20 +369,88 @@ impl Collector {
         }
     }
 
-    /// A gRPC logs client on a fresh connection.
-    pub(crate) async fn logs_client(&self) -> LogsServiceClient<Channel> {
-        LogsServiceClient::connect(format!("http://{}", self.addrs.grpc))
-            .await
-            .expect("connect to the OTLP/gRPC port")
+    /// A gRPC logs client on a fresh connection, sending the harness's token.
+    pub(crate) async fn logs_client(&self) -> LogsClient {
+        LogsServiceClient::new(self.grpc_channel().await)
     }
 
-    /// A gRPC channel, for the metrics and trace clients.
-    pub(crate) async fn grpc_channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addrs.grpc))
+    /// A gRPC logs client on a fresh connection whose requests carry `authorization`
+    /// verbatim as metadata (`None`: no credential at all).
+    pub(crate) async fn logs_client_with(&self, authorization: Option<&str>) -> LogsClient {
+        LogsServiceClient::new(self.grpc_channel_with(authorization).await)
+    }
+
+    /// A gRPC channel sending the harness's token, for the metrics and trace clients.
+    pub(crate) async fn grpc_channel(&self) -> GrpcChannel {
+        let authorization = self.own_authorization();
+        self.grpc_channel_with(authorization.as_deref()).await
+    }
+
+    /// A gRPC channel whose requests carry `authorization` verbatim (`None`: nothing).
+    pub(crate) async fn grpc_channel_with(&self, authorization: Option<&str>) -> GrpcChannel {
+        let channel = Channel::from_shared(format!("http://{}", self.addrs.grpc))
             .expect("valid uri")
             .connect()
             .await
-            .expect("connect to the OTLP/gRPC port")
+            .expect("connect to the OTLP/gRPC port");
+        let value = authorization.map(|a| {
+            a.parse()
+                .unwrap_or_else(|e| panic!("{a:?} is not ASCII metadata: {e}"))
+        });
+        InterceptedService::new(channel, Authorization(value))
+    }
+
+    /// Sends one raw gRPC frame (flag 0, big-endian length, `message`, which need not be
+    /// valid) to the logs Export method over HTTP/2, with `authorization` verbatim
+    /// (`None`: no credential), and returns the grpc-status (from headers or trailers)
+    /// and grpc-message.
+    pub(crate) async fn raw_grpc_export(
+        &self,
+        authorization: Option<&str>,
+        message: &[u8],
+    ) -> (i32, String) {
+        let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+        let mut frame = vec![0u8];
+        frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        frame.extend_from_slice(message);
+        let mut request = hyper::Request::post(format!(
+            "http://{}/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+            self.addrs.grpc
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let request = request
+            .body(Full::new(Bytes::from(frame)))
+            .expect("valid request");
+        let response = tokio::time::timeout(Duration::from_secs(60), client.request(request))
+            .await
+            .expect("a gRPC answer within 60 s")
+            .expect("an HTTP/2 answer");
+        assert_eq!(response.status(), StatusCode::OK, "gRPC answers in-band");
+        let headers = response.headers().clone();
+        let collected =
+            tokio::time::timeout(Duration::from_secs(60), response.into_body().collect())
+                .await
+                .expect("the gRPC body ends within 60 s")
+                .expect("read the body");
+        let trailers = collected.trailers().cloned().unwrap_or_default();
+        let get = |name: &str| {
+            trailers
+                .get(name)
+                .or_else(|| headers.get(name))
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let code = get("grpc-status")
+            .expect("a grpc-status")
+            .parse()
+            .expect("a numeric grpc-status");
+        (code, get("grpc-message").unwrap_or_default())
     }
 
     /// Exports logs over gRPC and asserts that every record was accepted.
@@ -304,8 +470,22 @@ impl Collector {
         );
     }
 
-    /// One HTTP request.
+    /// One HTTP request carrying the harness's token, unless `headers` has an
+    /// `authorization` of its own.
     pub(crate) async fn request(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        let own = self.own_authorization();
+        let headers = with_authorization(headers, own.as_deref());
+        self.request_anonymous(method, url, &headers, body).await
+    }
+
+    /// One HTTP request with exactly `headers`: no credential unless one is among them.
+    pub(crate) async fn request_anonymous(
         &self,
         method: Method,
         url: &str,
@@ -323,10 +503,11 @@ impl Collector {
             .unwrap_or_else(|e| panic!("request to {url} failed: {e:?}; log:\n{}", self.log()));
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
+        // Bounded too: an endpoint that should have refused but streams (a tail) would
+        // otherwise hang the test.
+        let body = tokio::time::timeout(Duration::from_secs(60), response.into_body().collect())
             .await
+            .unwrap_or_else(|_| panic!("the body of {url} ({status}) did not end within 60 s"))
             .expect("read the response body")
             .to_bytes();
         Reply {
@@ -336,12 +517,26 @@ impl Collector {
         }
     }
 
-    /// Opens a live tail (`GET /api/v1/logs/tail`) and returns its streaming body once
-    /// the response headers have arrived.
+    /// Opens a live tail (`GET /api/v1/logs/tail`) with the harness's token and returns
+    /// its streaming body once the response headers have arrived.
     pub(crate) async fn open_tail(&self, query: &str) -> hyper::body::Incoming {
+        let own = self.own_authorization();
+        self.open_tail_as(own.as_deref(), query).await
+    }
+
+    /// [`Collector::open_tail`] with `authorization` verbatim (`None`: no credential).
+    pub(crate) async fn open_tail_as(
+        &self,
+        authorization: Option<&str>,
+        query: &str,
+    ) -> hyper::body::Incoming {
         let query = serde_urlencoded::to_string([("query", query)]).expect("encodable");
         let url = format!("http://{}/api/v1/logs/tail?{query}", self.addrs.api);
-        let request = hyper::Request::get(&url)
+        let mut request = hyper::Request::get(&url);
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let request = request
             .body(Full::new(Bytes::new()))
             .expect("valid request");
         let response = tokio::time::timeout(Duration::from_secs(30), self.http.request(request))
@@ -375,19 +570,75 @@ impl Collector {
 
     /// `GET` on the query API; `path_and_query` starts with `/`.
     pub(crate) async fn api_get(&self, path_and_query: &str) -> Reply {
+        self.api_request(Method::GET, path_and_query, &[], Bytes::new())
+            .await
+    }
+
+    /// A request to the query API carrying the harness's token unless `headers` has an
+    /// `authorization`; `path_and_query` starts with `/`.
+    pub(crate) async fn api_request(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Reply {
         let url = format!("http://{}{path_and_query}", self.addrs.api);
-        self.request(Method::GET, &url, &[], Bytes::new()).await
+        self.request(method, &url, headers, body).await
+    }
+
+    /// Runs the `vantage` CLI against this collector's API (`--url` is added; the
+    /// outer `VANTAGE_*` environment is not passed on) and returns its output.
+    pub(crate) async fn cli(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+        let mut command = tokio::process::Command::new(cli_bin());
+        command
+            .arg("--url")
+            .arg(format!("http://{}", self.addrs.api))
+            .args(args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        for (key, _) in std::env::vars() {
+            if key.starts_with("VANTAGE_") {
+                command.env_remove(key);
+            }
+        }
+        command.envs(env.iter().copied());
+        tokio::time::timeout(Duration::from_secs(30), command.output())
+            .await
+            .unwrap_or_else(|_| panic!("vantage {args:?} did not finish within 30 s"))
+            .expect("run the vantage CLI")
     }
 
     /// A log search with raw parameters.
     pub(crate) async fn search_raw(&self, params: &[(&str, &str)]) -> Reply {
+        self.search_raw_with(params, &[]).await
+    }
+
+    /// A log search with raw parameters and extra headers (an `authorization` among them
+    /// replaces the harness's token).
+    pub(crate) async fn search_raw_with(
+        &self,
+        params: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let query = serde_urlencoded::to_string(params).expect("encodable parameters");
-        self.api_get(&format!("/api/v1/logs/search?{query}")).await
+        let url = format!("http://{}/api/v1/logs/search?{query}", self.addrs.api);
+        self.request(Method::GET, &url, headers, Bytes::new()).await
     }
 
     /// A log search that must succeed; returns the JSON answer.
     pub(crate) async fn search(&self, params: &[(&str, &str)]) -> Value {
-        let reply = self.search_raw(params).await;
+        self.search_with(params, &[]).await
+    }
+
+    /// A log search with `token` instead of the harness's; must succeed.
+    pub(crate) async fn search_as(&self, token: &str, params: &[(&str, &str)]) -> Value {
+        self.search_with(params, &[("authorization", &bearer(token))])
+            .await
+    }
+
+    async fn search_with(&self, params: &[(&str, &str)], headers: &[(&str, &str)]) -> Value {
+        let reply = self.search_raw_with(params, headers).await;
         assert_eq!(
             reply.status,
             StatusCode::OK,
@@ -400,9 +651,29 @@ impl Collector {
     /// Polls a search until its `total` equals `expected`; returns that answer. Fails
     /// with the last answer and the collector's log at the deadline.
     pub(crate) async fn wait_for_total(&self, params: &[(&str, &str)], expected: u64) -> Value {
+        self.wait_for_total_with(params, &[], expected).await
+    }
+
+    /// [`Collector::wait_for_total`] searching with `token`.
+    pub(crate) async fn wait_for_total_as(
+        &self,
+        token: &str,
+        params: &[(&str, &str)],
+        expected: u64,
+    ) -> Value {
+        self.wait_for_total_with(params, &[("authorization", &bearer(token))], expected)
+            .await
+    }
+
+    async fn wait_for_total_with(
+        &self,
+        params: &[(&str, &str)],
+        headers: &[(&str, &str)],
+        expected: u64,
+    ) -> Value {
         let deadline = tokio::time::Instant::now() + SEARCHABLE_TIMEOUT;
         loop {
-            let result = self.search(params).await;
+            let result = self.search_with(params, headers).await;
             if result["total"].as_u64() == Some(expected) {
                 return result;
             }
@@ -440,6 +711,63 @@ impl Collector {
         .await;
         self.wait_for_query(&format!("attributes.canary:{marker}"), 1)
             .await;
+    }
+}
+
+/// `headers` plus `authorization: <default>` when `headers` has no authorization and
+/// there is a default.
+fn with_authorization<'a>(
+    headers: &[(&'a str, &'a str)],
+    default: Option<&'a str>,
+) -> Vec<(&'a str, &'a str)> {
+    let mut all = headers.to_vec();
+    let has_own = headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("authorization"));
+    if let Some(value) = default.filter(|_| !has_own) {
+        all.push(("authorization", value));
+    }
+    all
+}
+
+/// Reads server-sent events from a tail until one carries `marker`, or fails at the
+/// deadline. Returns every `data:` payload seen.
+pub(crate) async fn read_tail_until(body: &mut hyper::body::Incoming, marker: &str) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + SEARCHABLE_TIMEOUT;
+    let mut pending = String::new();
+    let mut events = Vec::new();
+    loop {
+        let frame = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .unwrap_or_else(|_| panic!("no tail event with {marker} in time; got {events:?}"))
+            .expect("the tail stream stays open")
+            .expect("a tail frame");
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        pending.push_str(&String::from_utf8_lossy(&data));
+        while let Some(end) = pending.find("\n\n") {
+            let event: String = pending.drain(..end + 2).collect();
+            let mut name = "";
+            let mut payload = String::new();
+            for line in event.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    name = v.trim();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    payload.push_str(v.trim_start());
+                }
+            }
+            if payload.is_empty() {
+                continue; // keep-alive comment
+            }
+            assert_eq!(name, "log", "tail events are named log: {event}");
+            let hit: Value = serde_json::from_str(&payload).expect("tail data is a JSON hit");
+            let found = hit.to_string().contains(marker);
+            events.push(hit);
+            if found {
+                return events;
+            }
+        }
     }
 }
 

@@ -4,7 +4,8 @@
 Used by collector/tests/python_sdk.rs: the standard `logging` module, bridged by the
 SDK's LoggingHandler into a LoggerProvider with a BatchLogRecordProcessor and the OTLP
 log exporter (gRPC or HTTP/protobuf). One record is logged inside an active span so it
-carries a trace id and span id.
+carries a trace id and span id. `--token` is sent as `authorization: Bearer TOKEN` on
+every export, as the collector requires by default.
 
 Prints one JSON object on stdout describing what was sent (run id, service name, trace
 and span ids, record count). Exits 1 if any export failed, and 3 if the OpenTelemetry
@@ -31,10 +32,17 @@ def parse_args():
     parser.add_argument("--protocol", choices=["grpc", "http"], required=True)
     parser.add_argument("--run-id", required=True, help="tag put on every record")
     parser.add_argument("--compression", choices=["none", "gzip"], default="none")
+    parser.add_argument(
+        "--token",
+        help="API key with the ingest scope, sent as `authorization: Bearer TOKEN` "
+        "(omit for a collector started with --insecure-no-auth)",
+    )
     return parser.parse_args()
 
 
-def make_exporter(protocol, endpoint, compression):
+def make_exporter(protocol, endpoint, compression, token):
+    # gRPC metadata keys must be lowercase; HTTP header names are case-insensitive.
+    headers = {"authorization": f"Bearer {token}"} if token else None
     if protocol == "grpc":
         import grpc
         from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
@@ -42,6 +50,7 @@ def make_exporter(protocol, endpoint, compression):
         return OTLPLogExporter(
             endpoint=endpoint,
             insecure=True,
+            headers=headers,
             timeout=10,
             compression=grpc.Compression.Gzip
             if compression == "gzip"
@@ -52,6 +61,7 @@ def make_exporter(protocol, endpoint, compression):
 
     return OTLPLogExporter(
         endpoint=endpoint,
+        headers=headers,
         timeout=10,
         compression=Compression.Gzip if compression == "gzip" else Compression.NoCompression,
     )
@@ -69,7 +79,7 @@ def main():
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
 
-        exporter = make_exporter(args.protocol, args.endpoint, args.compression)
+        exporter = make_exporter(args.protocol, args.endpoint, args.compression, args.token)
     except ImportError as e:
         print(
             f"send_logs.py: the OpenTelemetry Python SDK is missing ({e}); install it with "

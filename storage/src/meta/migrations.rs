@@ -1,0 +1,174 @@
+//! Versioned schema migrations for the metadata database.
+//!
+//! The schema grows by appending to [`MIGRATIONS`]; users, agents, rules, configs and
+//! the audit log will arrive the same way. The rules that keep every database on one
+//! path from empty to current:
+//!
+//! - Versions are 1, 2, 3, … with no gaps, in order (a unit test checks this).
+//! - A released migration is never edited or removed: databases in the field already
+//!   ran it. Fix mistakes with a new migration.
+//! - Each migration runs in its own `IMMEDIATE` transaction together with the insert of
+//!   its row in `schema_migrations`, so a crash leaves either both or neither, and a
+//!   second process opening the same file waits instead of applying it twice.
+//! - `PRAGMA foreign_keys` cannot change inside a transaction, so a migration that
+//!   rebuilds a table uses SQLite's documented create-copy-drop-rename procedure; the
+//!   runner checks `PRAGMA foreign_key_check` before it commits.
+//! - A database whose newest applied version is unknown to this build was written by a
+//!   newer Vantage and is refused rather than used with a schema we do not understand.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
+use tracing::info;
+
+use super::{MetaError, to_nanos};
+
+/// One step of the schema, applied at most once per database.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Migration {
+    /// Position in the sequence, starting at 1.
+    pub(crate) version: u32,
+    /// Short name, recorded next to the version so an operator can read the history.
+    pub(crate) name: &'static str,
+    /// The statements, run with `execute_batch` inside the migration's transaction.
+    pub(crate) sql: &'static str,
+}
+
+/// Every migration this build knows, oldest first. Append only.
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "tenants_and_api_keys",
+    sql: "
+        CREATE TABLE tenants (
+            name TEXT NOT NULL PRIMARY KEY,
+            created_at INTEGER NOT NULL
+        ) STRICT;
+        -- Tenant names become directory names; refuse two that differ only in case so
+        -- they cannot collide on a case-insensitive file system.
+        CREATE UNIQUE INDEX tenants_name_nocase ON tenants (name COLLATE NOCASE);
+
+        CREATE TABLE api_keys (
+            key_id TEXT NOT NULL PRIMARY KEY,
+            tenant TEXT NOT NULL REFERENCES tenants (name) ON DELETE RESTRICT,
+            name TEXT NOT NULL,
+            -- Comma-separated scope names, e.g. 'ingest,query'.
+            scopes TEXT NOT NULL,
+            -- SHA-256 of the 32 secret bytes; the secret itself is never stored.
+            secret_sha256 BLOB NOT NULL CHECK (length(secret_sha256) = 32),
+            created_at INTEGER NOT NULL,
+            expires_at INTEGER,
+            revoked_at INTEGER,
+            last_used_at INTEGER
+        ) STRICT;
+        CREATE INDEX api_keys_tenant ON api_keys (tenant);
+    ",
+}];
+
+/// The schema version a fully migrated database has with this build.
+pub(crate) const fn latest_version(migrations: &[Migration]) -> u32 {
+    match migrations {
+        [.., last] => last.version,
+        [] => 0,
+    }
+}
+
+/// The newest version recorded in `schema_migrations`, 0 for a fresh database.
+pub(crate) fn current_version(conn: &Connection) -> rusqlite::Result<u32> {
+    conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |row| row.get(0),
+    )
+}
+
+/// Brings the database at `path` up to the last of `migrations`, one transaction per
+/// migration, and returns the resulting version.
+pub(crate) fn run(
+    conn: &mut Connection,
+    path: &Path,
+    migrations: &[Migration],
+) -> Result<u32, MetaError> {
+    let sqlite = |source| MetaError::sqlite(path, source);
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER NOT NULL PRIMARY KEY,
+            name TEXT NOT NULL,
+            applied_at INTEGER NOT NULL
+        ) STRICT;",
+    )
+    .map_err(sqlite)?;
+
+    let supported = latest_version(migrations);
+    for migration in migrations {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sqlite)?;
+        // Read inside the write transaction: another process may have migrated the
+        // file between our open and this point.
+        let found = current_version(&tx).map_err(sqlite)?;
+        if found > supported {
+            return Err(MetaError::NewerSchema {
+                path: path.to_path_buf(),
+                found,
+                supported,
+            });
+        }
+        let applied: Option<u32> = tx
+            .query_row(
+                "SELECT version FROM schema_migrations WHERE version = ?1",
+                [migration.version],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(sqlite)?;
+        if applied.is_some() {
+            continue;
+        }
+        let failed = |reason: String| MetaError::Migration {
+            path: path.to_path_buf(),
+            version: migration.version,
+            name: migration.name,
+            reason,
+        };
+        tx.execute_batch(migration.sql)
+            .map_err(|e| failed(e.to_string()))?;
+        let dangling: Option<String> = tx
+            .query_row("PRAGMA foreign_key_check", [], |row| row.get(0))
+            .optional()
+            .map_err(|e| failed(e.to_string()))?;
+        if let Some(table) = dangling {
+            return Err(failed(format!(
+                "rows in table {table} violate a foreign key"
+            )));
+        }
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            params![
+                migration.version,
+                migration.name,
+                to_nanos(SystemTime::now(), "applied_at")?
+            ],
+        )
+        .map_err(sqlite)?;
+        tx.commit().map_err(sqlite)?;
+        info!(
+            path = %path.display(),
+            version = migration.version,
+            name = migration.name,
+            "applied metadata schema migration"
+        );
+    }
+
+    // Also covers a database already at the newest version we know, where the loop
+    // above skipped everything, and a build with no migrations at all.
+    let found = current_version(conn).map_err(sqlite)?;
+    if found > supported {
+        return Err(MetaError::NewerSchema {
+            path: path.to_path_buf(),
+            found,
+            supported,
+        });
+    }
+    Ok(found)
+}
