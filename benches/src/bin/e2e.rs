@@ -71,6 +71,12 @@ struct Args {
     /// Seconds of the steady-load latency phase.
     #[arg(long, default_value_t = 30)]
     steady_s: u64,
+    /// Run only the auth-on/auth-off comparison.
+    #[arg(long)]
+    only_auth: bool,
+    /// Rounds of the auth-on/auth-off comparison (0 skips it).
+    #[arg(long, default_value_t = 2)]
+    auth_rounds: usize,
     /// Exports in flight during overload.
     #[arg(long, default_value_t = 256)]
     overload_concurrency: usize,
@@ -147,8 +153,22 @@ struct Collector {
 
 impl Collector {
     fn start(binary: &Path, data_dir: &Path, indexing_threads: usize) -> anyhow::Result<Collector> {
+        Self::start_with(binary, data_dir, indexing_threads, true)
+    }
+
+    /// `auth: false` runs it with `--insecure-no-auth` (for the auth-overhead A/B).
+    fn start_with(
+        binary: &Path,
+        data_dir: &Path,
+        indexing_threads: usize,
+        auth: bool,
+    ) -> anyhow::Result<Collector> {
         let _ = std::fs::remove_dir_all(data_dir);
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        if !auth {
+            command.arg("--insecure-no-auth");
+        }
+        let mut child = command
             .args(["--data-dir", &data_dir.display().to_string()])
             .args([
                 "--otlp-grpc",
@@ -185,12 +205,16 @@ impl Collector {
         };
         // Keep draining the log so the pipe never fills.
         std::thread::spawn(move || for _ in lines {});
-        let admin = std::fs::read_to_string(data_dir.join("initial-admin.txt"))?;
-        let token = admin
-            .lines()
-            .find_map(|l| l.strip_prefix("api_key: "))
-            .context("no api_key in initial-admin.txt")?
-            .to_string();
+        let token = if auth {
+            let admin = std::fs::read_to_string(data_dir.join("initial-admin.txt"))?;
+            admin
+                .lines()
+                .find_map(|l| l.strip_prefix("api_key: "))
+                .context("no api_key in initial-admin.txt")?
+                .to_string()
+        } else {
+            String::new()
+        };
         Ok(Collector {
             token,
             pid: child.id().to_string(),
@@ -288,15 +312,12 @@ fn run_loadgen(
     extra: &[&str],
 ) -> anyhow::Result<Value> {
     let out = Command::new(&args.loadgen)
-        .args([
-            "--endpoint",
-            &c.grpc,
-            "--token",
-            &c.token,
-            "--json",
-            "--seed",
-            &SEED.to_string(),
-        ])
+        .args(if c.token.is_empty() {
+            vec![]
+        } else {
+            vec!["--token", c.token.as_str()]
+        })
+        .args(["--endpoint", &c.grpc, "--json", "--seed", &SEED.to_string()])
         .args(["--records", &records.to_string()])
         .args(["--batch-size", &args.batch_size.to_string()])
         .args(["--body-bytes", &args.body_bytes.to_string()])
@@ -612,17 +633,13 @@ impl std::io::Write for CountingSink {
     }
 }
 
-/// Export latency below saturation: a fixed offered rate, as a fleet of agents sends.
-fn steady(args: &Args) -> anyhow::Result<Value> {
-    let c = Collector::start(
-        &args.collector,
-        &args.work_dir.join("steady"),
-        args.indexing_threads,
-    )?;
+/// Offers `steady_rate` records/s for `steady_s` seconds; returns the load generator's
+/// summary and the collector's CPU seconds over the run.
+fn offer_steady(args: &Args, c: &Collector) -> anyhow::Result<(Value, f64)> {
     let cpu0 = cpu_seconds(&c.pid)?;
     let load = run_loadgen(
         args,
-        &c,
+        c,
         u64::MAX / 2,
         args.pool_batches,
         &[
@@ -634,7 +651,17 @@ fn steady(args: &Args) -> anyhow::Result<Value> {
             &args.steady_s.to_string(),
         ],
     )?;
-    let cpu = cpu_seconds(&c.pid)? - cpu0;
+    Ok((load, cpu_seconds(&c.pid)? - cpu0))
+}
+
+/// Export latency below saturation: a fixed offered rate, as a fleet of agents sends.
+fn steady(args: &Args) -> anyhow::Result<Value> {
+    let c = Collector::start(
+        &args.collector,
+        &args.work_dir.join("steady"),
+        args.indexing_threads,
+    )?;
+    let (load, cpu) = offer_steady(args, &c)?;
     let data_dir = c.data_dir.clone();
     c.stop()?;
     let _ = std::fs::remove_dir_all(&data_dir);
@@ -643,6 +670,35 @@ fn steady(args: &Args) -> anyhow::Result<Value> {
         "collector_cpu_cores": cpu / args.steady_s as f64,
         "latency_ms": load["latency_ms"], "acked_records_per_s": load["acked_records_per_s"],
         "records_failed": load["records_failed"],
+    }))
+}
+
+/// Authentication's cost: collector CPU per record at the steady rate, with keys checked
+/// and with `--insecure-no-auth`, alternated `rounds` times so drift hits both alike.
+fn auth_overhead(args: &Args, rounds: usize) -> anyhow::Result<Value> {
+    let mut per_record = [Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        for (i, auth) in [true, false].into_iter().enumerate() {
+            let c = Collector::start_with(
+                &args.collector,
+                &args.work_dir.join(format!("auth-{round}-{i}")),
+                args.indexing_threads,
+                auth,
+            )?;
+            let (load, cpu) = offer_steady(args, &c)?;
+            let acked = load["records_acked"].as_u64().unwrap_or(0).max(1) as f64;
+            per_record[i].push(cpu / acked * 1e6);
+            let data_dir = c.data_dir.clone();
+            c.stop()?;
+            let _ = std::fs::remove_dir_all(&data_dir);
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let (on, off) = (mean(&per_record[0]), mean(&per_record[1]));
+    Ok(json!({
+        "rounds": rounds, "offered_records_per_s": args.steady_rate, "seconds_each": args.steady_s,
+        "cpu_us_per_record_auth": per_record[0], "cpu_us_per_record_no_auth": per_record[1],
+        "mean_auth": on, "mean_no_auth": off, "auth_over_no_auth": on / off,
     }))
 }
 
@@ -700,6 +756,11 @@ fn phase(name: &str) {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(&args.work_dir)?;
+    if args.only_auth {
+        let auth = auth_overhead(&args, args.auth_rounds.max(1))?;
+        println!("{}", serde_json::to_string_pretty(&auth)?);
+        return Ok(());
+    }
     phase("raw tantivy ceiling");
     let ceiling = ceiling(&args)?;
     eprintln!("{ceiling}");
@@ -719,6 +780,13 @@ fn main() -> anyhow::Result<()> {
         Value::Null
     };
     eprintln!("{steady}");
+    let auth = if args.auth_rounds > 0 && args.steady_rate > 0 {
+        phase("auth overhead");
+        auth_overhead(&args, args.auth_rounds)?
+    } else {
+        Value::Null
+    };
+    eprintln!("{auth}");
     let overload = if args.overload_s > 0 {
         phase("overload");
         overload(&args)?
@@ -732,7 +800,7 @@ fn main() -> anyhow::Result<()> {
         "machine": {"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
         "settings": {"records": args.records, "batch_size": args.batch_size, "concurrency": args.concurrency,
                       "body_bytes": args.body_bytes, "pool_batches": args.pool_batches, "indexing_threads": args.indexing_threads},
-        "ceiling": ceiling, "indexer_in_process": indexer, "ingest": ingest, "search": search, "disk": disk, "steady": steady, "overload": overload,
+        "ceiling": ceiling, "indexer_in_process": indexer, "ingest": ingest, "search": search, "disk": disk, "steady": steady, "auth_overhead": auth, "overload": overload,
         "collector_vs_raw_tantivy_docs_per_cpu_s": ratio,
         "collector_vs_in_process_indexer_docs_per_cpu_s": ratio_same_schema,
     });
