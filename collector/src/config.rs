@@ -70,6 +70,7 @@ struct FileConfig {
 #[serde(deny_unknown_fields, default)]
 struct AuthFile {
     enabled: Option<bool>,
+    protect_metrics: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -159,6 +160,9 @@ pub struct Config {
     pub retention_logs: Duration,
     /// Whether requests must carry a credential (off only with `--insecure-no-auth`).
     pub auth_enabled: bool,
+    /// Whether `/metrics` needs a key with the query scope (open by default, as
+    /// Prometheus exporters are).
+    pub protect_metrics: bool,
 }
 
 /// Values given on the command line; `None` leaves the file/environment value.
@@ -378,6 +382,7 @@ fn validate(f: FileConfig) -> Result<Config, ConfigError> {
         indexing_threads,
         retention_logs,
         auth_enabled: f.auth.enabled.unwrap_or(true),
+        protect_metrics: f.auth.protect_metrics.unwrap_or(false),
     })
 }
 

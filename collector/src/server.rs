@@ -119,6 +119,7 @@ pub async fn run(
         auth: auth.clone(),
         telemetry: telemetry.clone(),
         ready: Default::default(),
+        protect_metrics: config.protect_metrics,
         shutdown: shutdown.clone(),
     });
     let api_listener = bind(config.api, "api").await?;

@@ -1633,3 +1633,28 @@ async fn insecure_no_auth_accepts_anonymous_requests_into_tenant_default_and_war
         .await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text());
 }
+
+#[tokio::test]
+async fn metrics_can_be_put_behind_a_query_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::builder()
+        .env("VANTAGE_AUTH__PROTECT_METRICS", "true")
+        .start(dir.path());
+    let url = format!("http://{}/metrics", c.addrs.api);
+    let anonymous = c.request_anonymous(Method::GET, &url, &[], "").await;
+    assert_eq!(
+        anonymous.status,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        anonymous.text()
+    );
+    let with_key = c.request(Method::GET, &url, &[], "").await;
+    assert_eq!(with_key.status, StatusCode::OK);
+    assert!(with_key.text().contains("vantage_ready"));
+    // Probes stay open whatever the setting.
+    for probe in ["healthz", "readyz"] {
+        let url = format!("http://{}/{probe}", c.addrs.api);
+        let reply = c.request_anonymous(Method::GET, &url, &[], "").await;
+        assert_eq!(reply.status, StatusCode::OK, "{probe}");
+    }
+}

@@ -33,6 +33,8 @@ pub struct ApiState {
     pub telemetry: Arc<Telemetry>,
     /// Set once WAL replay has finished.
     pub ready: AtomicBool,
+    /// Whether `/metrics` needs a query key.
+    pub protect_metrics: bool,
     /// Cancelled at shutdown: long-lived responses (live tails) end so the server can stop.
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -126,7 +128,12 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+async fn metrics(State(state): State<Arc<ApiState>>, headers: axum::http::HeaderMap) -> Response {
+    if state.protect_metrics
+        && let Err(e) = authenticate(&state, &headers, vantage_storage::meta::Scope::Query)
+    {
+        return e.into_response();
+    }
     let t = &state.telemetry;
     let wals = state.ingest.wals();
     for (signal, wal) in [
