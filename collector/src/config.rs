@@ -50,6 +50,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "logs",
     "retention",
     "auth",
+    "limits",
 ];
 
 /// The configuration file as written.
@@ -64,6 +65,16 @@ struct FileConfig {
     logs: LogsFile,
     retention: RetentionFile,
     auth: AuthFile,
+    limits: LimitsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct LimitsFile {
+    ingest_bytes_per_second: Option<u64>,
+    ingest_bytes_per_second_per_key: Option<u64>,
+    query_requests_per_second: Option<u64>,
+    query_requests_per_second_per_key: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -163,6 +174,8 @@ pub struct Config {
     /// Whether `/metrics` needs a key with the query scope (open by default, as
     /// Prometheus exporters are).
     pub protect_metrics: bool,
+    /// Rate limits per tenant and per key (0 = unlimited).
+    pub rates: crate::ratelimit::Rates,
 }
 
 /// Values given on the command line; `None` leaves the file/environment value.
@@ -383,6 +396,13 @@ fn validate(f: FileConfig) -> Result<Config, ConfigError> {
         retention_logs,
         auth_enabled: f.auth.enabled.unwrap_or(true),
         protect_metrics: f.auth.protect_metrics.unwrap_or(false),
+        // Unlimited unless configured: one team's collector needs no quota by default.
+        rates: crate::ratelimit::Rates {
+            ingest_bytes_per_tenant: f.limits.ingest_bytes_per_second.unwrap_or(0),
+            ingest_bytes_per_key: f.limits.ingest_bytes_per_second_per_key.unwrap_or(0),
+            queries_per_tenant: f.limits.query_requests_per_second.unwrap_or(0),
+            queries_per_key: f.limits.query_requests_per_second_per_key.unwrap_or(0),
+        },
     })
 }
 

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod ingest;
+pub mod ratelimit;
 pub mod receivers;
 pub mod server;
 pub mod telemetry;

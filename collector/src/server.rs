@@ -18,6 +18,7 @@ use crate::auth::{self, Auth};
 use crate::config::Config;
 use crate::ingest::validate::Limits;
 use crate::ingest::{Ingest, Wals, indexer};
+use crate::ratelimit::RateLimiter;
 use crate::receivers;
 use crate::telemetry::Telemetry;
 
@@ -105,10 +106,12 @@ pub async fn run(
         max_future_skew: config.max_future_skew,
         max_age: config.retention_logs,
     };
+    let limiter = Arc::new(RateLimiter::new(config.rates));
     let ingest = Arc::new(Ingest::new(
         wals,
         config.max_inflight_bytes,
         limits,
+        limiter.clone(),
         config.retry_after,
         telemetry.clone(),
     ));
@@ -120,6 +123,7 @@ pub async fn run(
         telemetry: telemetry.clone(),
         ready: Default::default(),
         protect_metrics: config.protect_metrics,
+        limiter,
         shutdown: shutdown.clone(),
     });
     let api_listener = bind(config.api, "api").await?;

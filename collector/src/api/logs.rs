@@ -135,6 +135,7 @@ pub(super) async fn search(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let principal = super::authenticate(&state, &headers, Scope::Query)?;
+    super::charge_query(&state, &principal)?;
     let Query(params) = params.map_err(|e| bad(e.body_text()))?;
     let query = build_query(principal.tenant, params)?;
     let store = state.logs.clone();
@@ -159,6 +160,7 @@ pub(super) async fn tail(
     params: Result<Query<TailParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let principal = super::authenticate(&state, &headers, Scope::Query)?;
+    super::charge_query(&state, &principal)?;
     let tenant = principal.tenant;
     let Query(params) = params.map_err(|e| bad(e.body_text()))?;
     // Reject a bad query now, with a 400, rather than inside the stream.

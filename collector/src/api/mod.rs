@@ -35,6 +35,8 @@ pub struct ApiState {
     pub ready: AtomicBool,
     /// Whether `/metrics` needs a query key.
     pub protect_metrics: bool,
+    /// Query rate limits.
+    pub limiter: Arc<crate::ratelimit::RateLimiter>,
     /// Cancelled at shutdown: long-lived responses (live tails) end so the server can stop.
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -45,6 +47,7 @@ pub struct ApiState {
 pub struct ApiError {
     code: ErrorCode,
     message: String,
+    retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -53,6 +56,7 @@ impl ApiError {
         ApiError {
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 }
@@ -67,6 +71,12 @@ impl IntoResponse for ApiError {
             body.to_string(),
         )
             .into_response();
+        if let Some(wait) = self.retry_after
+            && let Ok(v) =
+                axum::http::HeaderValue::from_str(&wait.as_secs_f64().ceil().max(1.0).to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
         if self.code == ErrorCode::Unauthenticated {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -75,6 +85,15 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// Charges one query to the caller's rate limits.
+pub(crate) fn charge_query(state: &ApiState, principal: &Principal) -> Result<(), ApiError> {
+    state.limiter.query(principal).map_err(|wait| ApiError {
+        code: ErrorCode::ResourceExhausted,
+        message: "query rate limit of this tenant or key exceeded".into(),
+        retry_after: Some(wait),
+    })
 }
 
 /// The caller of an API request, who must hold `scope`.

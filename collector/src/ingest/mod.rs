@@ -25,6 +25,8 @@ use vantage_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
 use vantage_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use vantage_storage::wal::Wal;
 
+use crate::auth::Principal;
+use crate::ratelimit::RateLimiter;
 use crate::telemetry::{RejectLabels, SignalLabels, Telemetry};
 use validate::Limits;
 
@@ -111,6 +113,7 @@ pub struct Ingest {
     inflight: Arc<Semaphore>,
     inflight_limit: u32,
     limits: Limits,
+    limiter: Arc<RateLimiter>,
     retry_after: Duration,
     telemetry: Arc<Telemetry>,
     open: AtomicBool,
@@ -130,6 +133,7 @@ impl Ingest {
         wals: Wals,
         max_inflight_bytes: usize,
         limits: Limits,
+        limiter: Arc<RateLimiter>,
         retry_after: Duration,
         telemetry: Arc<Telemetry>,
     ) -> Self {
@@ -139,6 +143,7 @@ impl Ingest {
             inflight: Arc::new(Semaphore::new(inflight_limit as usize)),
             inflight_limit,
             limits,
+            limiter,
             retry_after,
             telemetry,
             open: AtomicBool::new(false),
@@ -185,12 +190,23 @@ impl Ingest {
         self.retry_after
     }
 
-    fn admit(&self, bytes: usize) -> Result<OwnedSemaphorePermit, IngestError> {
+    fn admit(
+        &self,
+        principal: &Principal,
+        bytes: usize,
+    ) -> Result<OwnedSemaphorePermit, IngestError> {
         if !self.is_open() {
             return Err(IngestError {
                 code: ErrorCode::Unavailable,
                 message: "collector is starting or stopping".into(),
                 retry_after: Some(self.retry_after),
+            });
+        }
+        if let Err(wait) = self.limiter.ingest(principal, bytes as u64) {
+            return Err(IngestError {
+                code: ErrorCode::ResourceExhausted,
+                message: "ingest rate limit of this tenant or key exceeded".into(),
+                retry_after: Some(wait),
             });
         }
         let want = u32::try_from(bytes.max(1))
@@ -249,11 +265,11 @@ impl Ingest {
     /// Makes a logs export durable. `size` is its decoded size in bytes.
     pub async fn export_logs(
         &self,
-        tenant: &str,
+        principal: &Principal,
         mut request: ExportLogsServiceRequest,
         size: usize,
     ) -> Result<Accepted, IngestError> {
-        let _permit = self.admit(size)?;
+        let _permit = self.admit(principal, size)?;
         let verdict = validate::logs(&mut request, &self.limits, now_ns());
         for (reason, n) in &verdict.rejected {
             self.telemetry
@@ -265,7 +281,8 @@ impl Ingest {
                 .inc_by(*n);
         }
         if verdict.accepted > 0 {
-            self.make_durable(Signal::Logs, tenant, request).await?;
+            self.make_durable(Signal::Logs, &principal.tenant, request)
+                .await?;
             self.count(Signal::Logs, verdict.accepted, size);
         }
         Ok(Accepted {
@@ -277,14 +294,15 @@ impl Ingest {
     /// Makes a metrics export durable; it is replayed into the metrics store once one exists.
     pub async fn export_metrics(
         &self,
-        tenant: &str,
+        principal: &Principal,
         request: ExportMetricsServiceRequest,
         size: usize,
     ) -> Result<Accepted, IngestError> {
-        let _permit = self.admit(size)?;
+        let _permit = self.admit(principal, size)?;
         let points = vantage_proto::metrics::data_point_count(&request);
         if points > 0 {
-            self.make_durable(Signal::Metrics, tenant, request).await?;
+            self.make_durable(Signal::Metrics, &principal.tenant, request)
+                .await?;
         }
         self.count(Signal::Metrics, points, size);
         Ok(Accepted::default())
@@ -293,14 +311,15 @@ impl Ingest {
     /// Makes a traces export durable; it is replayed into the trace store once one exists.
     pub async fn export_traces(
         &self,
-        tenant: &str,
+        principal: &Principal,
         request: ExportTraceServiceRequest,
         size: usize,
     ) -> Result<Accepted, IngestError> {
-        let _permit = self.admit(size)?;
+        let _permit = self.admit(principal, size)?;
         let spans = vantage_proto::traces::span_count(&request);
         if spans > 0 {
-            self.make_durable(Signal::Traces, tenant, request).await?;
+            self.make_durable(Signal::Traces, &principal.tenant, request)
+                .await?;
         }
         self.count(Signal::Traces, spans, size);
         Ok(Accepted::default())

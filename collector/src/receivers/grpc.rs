@@ -228,10 +228,7 @@ impl LogsService for OtlpGrpc {
         let principal = principal(&request)?;
         let request = request.into_inner();
         let size = request.encoded_len();
-        let result = self
-            .ingest
-            .export_logs(&principal.tenant, request, size)
-            .await;
+        let result = self.ingest.export_logs(&principal, request, size).await;
         self.record(Signal::Logs, &result);
         let accepted = result.map_err(to_status)?;
         Ok(Response::new(ExportLogsServiceResponse {
@@ -249,10 +246,7 @@ impl MetricsService for OtlpGrpc {
         let principal = principal(&request)?;
         let request = request.into_inner();
         let size = request.encoded_len();
-        let result = self
-            .ingest
-            .export_metrics(&principal.tenant, request, size)
-            .await;
+        let result = self.ingest.export_metrics(&principal, request, size).await;
         self.record(Signal::Metrics, &result);
         result.map_err(to_status)?;
         Ok(Response::new(ExportMetricsServiceResponse {
@@ -270,10 +264,7 @@ impl TraceService for OtlpGrpc {
         let principal = principal(&request)?;
         let request = request.into_inner();
         let size = request.encoded_len();
-        let result = self
-            .ingest
-            .export_traces(&principal.tenant, request, size)
-            .await;
+        let result = self.ingest.export_traces(&principal, request, size).await;
         self.record(Signal::Traces, &result);
         result.map_err(to_status)?;
         Ok(Response::new(ExportTraceServiceResponse {

@@ -79,7 +79,7 @@ impl IntoResponse for Failure {
                 .into_response(),
         };
         if let Some(delay) = self.error.retry_after {
-            let secs = delay.as_secs().max(1);
+            let secs = delay.as_secs_f64().ceil().max(1.0) as u64;
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, v);
             }
@@ -313,7 +313,7 @@ async fn logs(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body) ->
                 return failure.into_response();
             }
         };
-    let result = r.ingest.export_logs(&principal.tenant, request, size).await;
+    let result = r.ingest.export_logs(&principal, request, size).await;
     r.finish(Signal::Logs, encoding, result, |a| {
         ExportLogsServiceResponse {
             partial_success: a.logs_partial_success(),
@@ -334,10 +334,7 @@ async fn metrics(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body)
                 return failure.into_response();
             }
         };
-    let result = r
-        .ingest
-        .export_metrics(&principal.tenant, request, size)
-        .await;
+    let result = r.ingest.export_metrics(&principal, request, size).await;
     r.finish(Signal::Metrics, encoding, result, |_| {
         ExportMetricsServiceResponse {
             partial_success: None,
@@ -358,10 +355,7 @@ async fn traces(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body) 
                 return failure.into_response();
             }
         };
-    let result = r
-        .ingest
-        .export_traces(&principal.tenant, request, size)
-        .await;
+    let result = r.ingest.export_traces(&principal, request, size).await;
     r.finish(Signal::Traces, encoding, result, |_| {
         ExportTraceServiceResponse {
             partial_success: None,
