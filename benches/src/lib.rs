@@ -181,14 +181,8 @@ pub fn raw_text_len(req: &ExportLogsServiceRequest) -> usize {
     total
 }
 
-/// Number of log records in a request.
-pub fn record_count(req: &ExportLogsServiceRequest) -> usize {
-    req.resource_logs
-        .iter()
-        .flat_map(|r| &r.scope_logs)
-        .map(|s| s.log_records.len())
-        .sum()
-}
+/// Number of log records in a request (the one definition, in `vantage-proto`).
+pub use vantage_proto::logs::record_count;
 
 fn attributes_len(attributes: &[KeyValue]) -> usize {
     attributes

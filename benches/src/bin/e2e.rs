@@ -27,6 +27,7 @@ use tantivy::{Index, IndexSettings, TantivyDocument};
 use vantage_benches::{log_batch, query_terms, raw_text_len};
 use vantage_proto::json::{any_value_to_json, attributes_to_json};
 use vantage_proto::logs::records;
+use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 
 /// End-to-end ingest benchmark of the release collector.
 #[derive(Debug, Parser)]
@@ -329,6 +330,22 @@ fn run_loadgen(
     serde_json::from_slice(&out.stdout).context("loadgen printed no JSON summary")
 }
 
+/// The records both ceilings index: the same generator and seed as the load generator.
+fn ceiling_batches(args: &Args) -> Vec<ExportLogsServiceRequest> {
+    (0..args.ceiling_records.div_ceil(args.batch_size as u64))
+        .map(|i| {
+            let start = i * args.batch_size as u64;
+            log_batch(
+                SEED,
+                start,
+                args.batch_size,
+                args.body_bytes,
+                1_800_000_000_000_000_000,
+            )
+        })
+        .collect()
+}
+
 /// Phase 1: raw Tantivy on the same records, 1 indexing thread, positions and a doc store.
 fn ceiling(args: &Args) -> anyhow::Result<Value> {
     let mut b = Schema::builder();
@@ -348,17 +365,7 @@ fn ceiling(args: &Args) -> anyhow::Result<Value> {
         args.indexing_threads,
         args.indexing_threads * 96 * 1024 * 1024,
     )?;
-    let batches: Vec<_> = (0..args.ceiling_records.div_ceil(args.batch_size as u64))
-        .map(|i| {
-            log_batch(
-                SEED,
-                i * args.batch_size as u64,
-                args.batch_size,
-                args.body_bytes,
-                1_800_000_000_000_000_000,
-            )
-        })
-        .collect();
+    let batches = ceiling_batches(args);
     let raw: usize = batches.iter().map(raw_text_len).sum();
     let me = std::process::id().to_string();
     let cpu0 = cpu_seconds(&me)?;
@@ -401,18 +408,7 @@ fn indexer_ceiling(args: &Args) -> anyhow::Result<Value> {
     opts.writer_heap_bytes = args.indexing_threads * 96 * 1024 * 1024;
     opts.retention_ns = i64::MAX;
     let (store, mut indexer) = vantage_storage::logs::open(opts)?;
-    let now = 1_800_000_000_000_000_000;
-    let batches: Vec<_> = (0..args.ceiling_records.div_ceil(args.batch_size as u64))
-        .map(|i| {
-            log_batch(
-                SEED,
-                i * args.batch_size as u64,
-                args.batch_size,
-                args.body_bytes,
-                now,
-            )
-        })
-        .collect();
+    let batches = ceiling_batches(args);
     let me = std::process::id().to_string();
     let cpu0 = cpu_seconds(&me)?;
     let t0 = Instant::now();

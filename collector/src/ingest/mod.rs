@@ -185,11 +185,6 @@ impl Ingest {
         }
     }
 
-    /// How long a throttled client is told to wait.
-    pub fn retry_after(&self) -> Duration {
-        self.retry_after
-    }
-
     fn admit(
         &self,
         principal: &Principal,

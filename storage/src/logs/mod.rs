@@ -17,7 +17,6 @@ mod search;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tantivy::IndexWriter;
@@ -103,7 +102,6 @@ struct Shared {
     fields: LogFields,
     tokenizers: TokenizerManager,
     partitions: RwLock<BTreeMap<PartitionKey, PartitionReader>>,
-    docs_added: AtomicU64,
 }
 
 /// Read side of the log store: search and statistics. Cheap to clone.
@@ -162,7 +160,6 @@ pub fn open(opts: LogStoreOptions) -> Result<(LogStore, LogIndexer), LogStoreErr
             fields,
             tokenizers,
             partitions: RwLock::new(partitions),
-            docs_added: AtomicU64::new(0),
         }),
     };
     let indexer = LogIndexer {
@@ -236,11 +233,6 @@ fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 }
 
 impl LogStore {
-    /// Documents added since the process started (self-telemetry).
-    pub fn docs_added(&self) -> u64 {
-        self.shared.docs_added.load(Ordering::Relaxed)
-    }
-
     /// Searchable documents across all partitions and tenants.
     pub fn num_docs(&self) -> u64 {
         let partitions = self
@@ -353,10 +345,6 @@ impl LogIndexer {
                 })?;
         }
         self.last_added_lsn = self.last_added_lsn.max(lsn);
-        self.store
-            .shared
-            .docs_added
-            .fetch_add(outcome.added, Ordering::Relaxed);
         Ok(outcome)
     }
 
