@@ -8,6 +8,7 @@ pub mod error;
 pub mod json;
 pub mod logs;
 pub mod metrics;
+pub mod prom;
 pub mod traces;
 
 /// OTLP messages and tonic services, exactly as `opentelemetry-proto` generates them.

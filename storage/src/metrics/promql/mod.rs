@@ -1,0 +1,1 @@
+//! The PromQL evaluator. (Being built: see issue 3.)

@@ -1,0 +1,1 @@
+//! The time-series store. (Being built: see issue 3.)
