@@ -131,16 +131,16 @@ pub fn prometheus_unit(unit: &str, kind: OtlpKind) -> String {
 pub fn normalize_metric_name(name: &str, unit: &str, kind: OtlpKind) -> String {
     let mut toks: Vec<String> = tokens(name).map(str::to_owned).collect();
     let (main, per) = unit_words(unit);
-    if let Some(m) = main {
-        if !toks.contains(&m) {
-            toks.push(m);
-        }
+    if let Some(m) = main
+        && !toks.contains(&m)
+    {
+        toks.push(m);
     }
-    if let Some(p) = per {
-        if !toks.contains(&p) {
-            toks.push("per".to_owned());
-            toks.push(p);
-        }
+    if let Some(p) = per
+        && !toks.contains(&p)
+    {
+        toks.push("per".to_owned());
+        toks.push(p);
     }
     if kind == (OtlpKind::Sum { monotonic: true }) {
         toks.retain(|t| t != "total");

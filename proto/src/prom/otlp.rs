@@ -715,3 +715,613 @@ fn check_buckets(h: &BucketCounts) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otlp::metrics::v1::exponential_histogram_data_point::Buckets;
+    use crate::otlp::metrics::v1::summary_data_point::ValueAtQuantile;
+    use crate::otlp::metrics::v1::{
+        ExponentialHistogram, Gauge, Histogram, ResourceMetrics, ScopeMetrics, Sum, Summary,
+    };
+    use crate::prom::is_stale as is_stale_marker;
+
+    const T: u64 = 1_700_000_000_123_456_789;
+    const T_MS: i64 = 1_700_000_000_123;
+
+    fn kv(k: &str, v: &str) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(v.into())),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn req_with(
+        resource: Vec<KeyValue>,
+        scope: InstrumentationScope,
+        metrics: Vec<Metric>,
+    ) -> ExportMetricsServiceRequest {
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: resource,
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(scope),
+                    metrics,
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            }],
+        }
+    }
+
+    fn req(metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
+        req_with(
+            vec![kv(SERVICE_NAME, "api")],
+            InstrumentationScope::default(),
+            metrics,
+        )
+    }
+
+    fn metric(name: &str, unit: &str, data: Data) -> Metric {
+        Metric {
+            name: name.into(),
+            unit: unit.into(),
+            description: format!("{name} help"),
+            data: Some(data),
+            ..Default::default()
+        }
+    }
+
+    fn num(t: u64, v: f64, attrs: Vec<KeyValue>) -> NumberDataPoint {
+        NumberDataPoint {
+            attributes: attrs,
+            time_unix_nano: t,
+            value: Some(number_data_point::Value::AsDouble(v)),
+            ..Default::default()
+        }
+    }
+
+    fn sum(points: Vec<NumberDataPoint>, monotonic: bool, temp: AggregationTemporality) -> Data {
+        Data::Sum(Sum {
+            data_points: points,
+            aggregation_temporality: temp as i32,
+            is_monotonic: monotonic,
+        })
+    }
+
+    fn run(r: &ExportMetricsServiceRequest) -> OtlpMapping {
+        map_export(r, &mut DeltaToCumulative::default())
+    }
+
+    /// `name{labels}` -> samples, for compact assertions.
+    fn series(m: &OtlpMapping) -> BTreeMap<String, Vec<(i64, f64)>> {
+        m.batch
+            .series
+            .iter()
+            .map(|s| {
+                (
+                    s.labels.to_string(),
+                    s.samples.iter().map(|x| (x.t, x.v)).collect(),
+                )
+            })
+            .collect()
+    }
+
+    fn values(m: &OtlpMapping) -> BTreeMap<String, f64> {
+        series(m)
+            .into_iter()
+            .map(|(k, v)| (k, v.last().map(|x| x.1).unwrap_or(f64::NAN)))
+            .collect()
+    }
+
+    #[test]
+    fn gauge_maps_with_job_scope_and_ms_time() {
+        let r = req_with(
+            vec![
+                kv(SERVICE_NAME, "api"),
+                kv(SERVICE_NAMESPACE, "shop"),
+                kv(SERVICE_INSTANCE_ID, "i-1"),
+            ],
+            InstrumentationScope {
+                name: "io.lib".into(),
+                version: "1.2".into(),
+                ..Default::default()
+            },
+            vec![metric(
+                "system.memory.usage",
+                "By",
+                Data::Gauge(Gauge {
+                    data_points: vec![num(T, 42.0, vec![kv("state", "used")])],
+                }),
+            )],
+        );
+        let m = run(&r);
+        assert_eq!(m.rejected_points, 0);
+        assert_eq!(
+            series(&m),
+            BTreeMap::from([(
+                r#"system_memory_usage_bytes{instance="i-1", job="shop/api", otel_scope_name="io.lib", otel_scope_version="1.2", state="used"}"#.to_owned(),
+                vec![(T_MS, 42.0)]
+            )])
+        );
+        assert_eq!(
+            m.batch.metadata,
+            vec![MetricMetadata {
+                metric: "system_memory_usage_bytes".into(),
+                kind: MetricType::Gauge,
+                help: "system.memory.usage help".into(),
+                unit: "bytes".into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn target_info_carries_other_resource_attributes() {
+        let r = req_with(
+            vec![
+                kv(SERVICE_NAME, "api"),
+                kv(SERVICE_INSTANCE_ID, "i-1"),
+                kv("host.name", "h1"),
+                kv("k8s.pod.name", "p"),
+            ],
+            InstrumentationScope::default(),
+            vec![metric(
+                "up",
+                "",
+                Data::Gauge(Gauge {
+                    data_points: vec![num(T, 1.0, vec![]), num(T + 2_000_000, 1.0, vec![])],
+                }),
+            )],
+        );
+        let m = run(&r);
+        let s = series(&m);
+        assert_eq!(
+            s.get(r#"target_info{host_name="h1", instance="i-1", job="api", k8s_pod_name="p"}"#),
+            Some(&vec![(T_MS + 2, 1.0)])
+        );
+        // Resource attributes other than job/instance are not on the data series.
+        assert!(s.contains_key(r#"up{instance="i-1", job="api"}"#));
+        assert!(m.batch.metadata.iter().any(|md| md.metric == TARGET_INFO));
+        // A resource with only service attributes gets no target_info.
+        let m = run(&req(vec![metric(
+            "up",
+            "",
+            Data::Gauge(Gauge {
+                data_points: vec![num(T, 1.0, vec![])],
+            }),
+        )]));
+        assert!(!series(&m).keys().any(|k| k.starts_with("target_info")));
+    }
+
+    #[test]
+    fn attribute_collisions_join_values_in_key_order() {
+        let attrs = vec![kv("a.b", "2"), kv("a_b", "3"), kv("a-b", "1")];
+        let l = attribute_labels(&attrs);
+        // Sorted original keys: "a-b" < "a.b" < "a_b".
+        assert_eq!(l.get("a_b").map(String::as_str), Some("1;2;3"));
+        let attrs = vec![kv("0x", "a"), kv("_y", "b"), kv("", "dropped")];
+        let l = attribute_labels(&attrs);
+        assert_eq!(l.get("key_0x").map(String::as_str), Some("a"));
+        assert_eq!(l.get("key_y").map(String::as_str), Some("b"));
+        assert_eq!(l.len(), 2);
+    }
+
+    #[test]
+    fn job_and_name_win_over_attributes() {
+        let r = req(vec![metric(
+            "m",
+            "",
+            Data::Gauge(Gauge {
+                data_points: vec![num(T, 1.0, vec![kv("job", "attr"), kv("__name__", "evil")])],
+            }),
+        )]);
+        let m = run(&r);
+        assert_eq!(
+            series(&m).keys().cloned().collect::<Vec<_>>(),
+            vec![r#"m{job="api"}"#.to_owned()]
+        );
+    }
+
+    #[test]
+    fn non_string_attribute_values() {
+        let v = |x: any_value::Value| attribute_value_string(Some(&AnyValue { value: Some(x) }));
+        assert_eq!(v(any_value::Value::IntValue(-3)), "-3");
+        assert_eq!(v(any_value::Value::BoolValue(true)), "true");
+        assert_eq!(v(any_value::Value::DoubleValue(0.5)), "0.5");
+        assert_eq!(v(any_value::Value::BytesValue(vec![1, 2])), "AQI=");
+        assert_eq!(attribute_value_string(None), "");
+    }
+
+    #[test]
+    fn cumulative_monotonic_sum_is_counter_total() {
+        let r = req(vec![metric(
+            "http.requests",
+            "{requests}",
+            sum(
+                vec![num(T, 5.0, vec![])],
+                true,
+                AggregationTemporality::Cumulative,
+            ),
+        )]);
+        let m = run(&r);
+        assert_eq!(
+            values(&m).get(r#"http_requests_total{job="api"}"#),
+            Some(&5.0)
+        );
+        assert_eq!(m.batch.metadata[0].kind, MetricType::Counter);
+        assert_eq!(m.batch.metadata[0].unit, "");
+    }
+
+    #[test]
+    fn non_monotonic_sum_is_gauge() {
+        let r = req(vec![metric(
+            "queue.size",
+            "1",
+            sum(
+                vec![num(T, 3.0, vec![])],
+                false,
+                AggregationTemporality::Cumulative,
+            ),
+        )]);
+        let m = run(&r);
+        assert_eq!(values(&m).get(r#"queue_size{job="api"}"#), Some(&3.0));
+        assert_eq!(m.batch.metadata[0].kind, MetricType::Gauge);
+    }
+
+    #[test]
+    fn delta_sums_accumulate_across_exports_and_reset_on_gap() {
+        let mut d = DeltaToCumulative::default();
+        let mk = |start: u64, t: u64, v: f64| {
+            let mut p = num(t, v, vec![]);
+            p.start_time_unix_nano = start;
+            req(vec![metric(
+                "jobs.done",
+                "",
+                sum(vec![p], true, AggregationTemporality::Delta),
+            )])
+        };
+        let key = r#"jobs_done_total{job="api"}"#;
+        let s = 1_000_000_000;
+        let v1 = values(&map_export(&mk(T, T + s, 2.0), &mut d))[key];
+        let v2 = values(&map_export(&mk(T + s, T + 2 * s, 3.0), &mut d))[key];
+        let v3 = values(&map_export(&mk(T + 2 * s, T + 3 * s, 0.0), &mut d))[key];
+        assert_eq!((v1, v2, v3), (2.0, 5.0, 5.0));
+        // A gap (start != previous time) starts a new total: a counter reset.
+        let v4 = values(&map_export(&mk(T + 5 * s, T + 6 * s, 1.0), &mut d))[key];
+        assert_eq!(v4, 1.0);
+        // A replayed point is rejected, not double counted.
+        let m = map_export(&mk(T + 5 * s, T + 6 * s, 1.0), &mut d);
+        assert_eq!(m.rejected_points, 1);
+        assert!(m.batch.series.is_empty());
+        assert!(m.first_error.as_deref().unwrap().contains("jobs.done"));
+    }
+
+    #[test]
+    fn delta_up_down_counter_is_running_sum_gauge() {
+        let mut d = DeltaToCumulative::default();
+        let mk = |t: u64, v: f64| {
+            req(vec![metric(
+                "conns",
+                "",
+                sum(
+                    vec![num(t, v, vec![])],
+                    false,
+                    AggregationTemporality::Delta,
+                ),
+            )])
+        };
+        map_export(&mk(T, 5.0), &mut d);
+        let m = map_export(&mk(T + 1, -2.0), &mut d);
+        assert_eq!(values(&m)[r#"conns{job="api"}"#], 3.0);
+        assert_eq!(m.batch.metadata[0].kind, MetricType::Gauge);
+    }
+
+    #[test]
+    fn unspecified_temporality_is_rejected_rest_maps() {
+        let r = req(vec![
+            metric(
+                "bad",
+                "",
+                sum(
+                    vec![num(T, 1.0, vec![]), num(T, 2.0, vec![])],
+                    true,
+                    AggregationTemporality::Unspecified,
+                ),
+            ),
+            metric(
+                "good",
+                "",
+                Data::Gauge(Gauge {
+                    data_points: vec![num(T, 1.0, vec![])],
+                }),
+            ),
+        ]);
+        let m = run(&r);
+        assert_eq!(m.rejected_points, 2);
+        assert!(m.first_error.as_deref().unwrap().contains("\"bad\""));
+        assert_eq!(series(&m).len(), 1);
+    }
+
+    #[test]
+    fn invalid_points_and_metrics_are_counted() {
+        let mut no_value = num(T, 1.0, vec![]);
+        no_value.value = None;
+        let r = req(vec![
+            metric(
+                "",
+                "",
+                Data::Gauge(Gauge {
+                    data_points: vec![num(T, 1.0, vec![])],
+                }),
+            ),
+            metric(
+                "no.time",
+                "",
+                Data::Gauge(Gauge {
+                    data_points: vec![num(0, 1.0, vec![]), num(T, 1.0, vec![])],
+                }),
+            ),
+            metric(
+                "no.value",
+                "",
+                Data::Gauge(Gauge {
+                    data_points: vec![no_value],
+                }),
+            ),
+            metric(
+                "%%%",
+                "",
+                Data::Gauge(Gauge {
+                    data_points: vec![num(T, 1.0, vec![])],
+                }),
+            ),
+            Metric {
+                name: "nodata".into(),
+                ..Default::default()
+            },
+        ]);
+        let m = run(&r);
+        assert_eq!(m.rejected_points, 4);
+        assert_eq!(m.first_error.as_deref(), Some("metric without a name"));
+        assert_eq!(
+            series(&m).keys().cloned().collect::<Vec<_>>(),
+            vec![r#"no_time{job="api"}"#.to_owned()]
+        );
+    }
+
+    #[test]
+    fn no_recorded_value_is_a_staleness_marker() {
+        let mut p = num(T, 1.0, vec![]);
+        p.flags = 1;
+        p.value = None;
+        let m = run(&req(vec![metric(
+            "g",
+            "",
+            Data::Gauge(Gauge {
+                data_points: vec![p],
+            }),
+        )]));
+        let s = &m.batch.series[0].samples[0];
+        assert!(is_stale_marker(s.v));
+        assert_eq!(m.rejected_points, 0);
+    }
+
+    fn hist_point(t: u64, bounds: Vec<f64>, counts: Vec<u64>, sum: f64) -> HistogramDataPoint {
+        HistogramDataPoint {
+            time_unix_nano: t,
+            count: counts.iter().sum(),
+            sum: Some(sum),
+            bucket_counts: counts,
+            explicit_bounds: bounds,
+            ..Default::default()
+        }
+    }
+
+    fn hist(points: Vec<HistogramDataPoint>, temp: AggregationTemporality) -> Data {
+        Data::Histogram(Histogram {
+            data_points: points,
+            aggregation_temporality: temp as i32,
+        })
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_with_inf() {
+        let p = hist_point(T, vec![0.1, 0.5, 1.0], vec![1, 2, 3, 4], 7.5);
+        let m = run(&req(vec![metric(
+            "http.server.duration",
+            "s",
+            hist(vec![p], AggregationTemporality::Cumulative),
+        )]));
+        let v = values(&m);
+        let b = |le: &str| {
+            v[&format!(r#"http_server_duration_seconds_bucket{{job="api", le="{le}"}}"#)]
+        };
+        assert_eq!(
+            (b("0.1"), b("0.5"), b("1"), b("+Inf")),
+            (1.0, 3.0, 6.0, 10.0)
+        );
+        assert_eq!(v[r#"http_server_duration_seconds_count{job="api"}"#], 10.0);
+        assert_eq!(v[r#"http_server_duration_seconds_sum{job="api"}"#], 7.5);
+        assert_eq!(m.batch.metadata[0].metric, "http_server_duration_seconds");
+        assert_eq!(m.batch.metadata[0].kind, MetricType::Histogram);
+    }
+
+    #[test]
+    fn inconsistent_histograms_are_rejected() {
+        let mut wrong_count = hist_point(T, vec![1.0], vec![1, 1], 1.0);
+        wrong_count.count = 9;
+        let r = req(vec![metric(
+            "h",
+            "",
+            hist(
+                vec![
+                    hist_point(T, vec![1.0, 2.0], vec![1, 1], 1.0),
+                    hist_point(T, vec![2.0, 1.0], vec![1, 1, 1], 1.0),
+                    wrong_count,
+                    hist_point(T, vec![], vec![], 0.0),
+                ],
+                AggregationTemporality::Cumulative,
+            ),
+        )]);
+        let m = run(&r);
+        assert_eq!(m.rejected_points, 3);
+        // The point without buckets still gives +Inf, _count and _sum.
+        assert_eq!(m.batch.series.len(), 3);
+    }
+
+    #[test]
+    fn delta_histograms_accumulate() {
+        let mut d = DeltaToCumulative::default();
+        let mk = |start: u64, t: u64, counts: Vec<u64>| {
+            let mut p = hist_point(t, vec![1.0], counts, 1.0);
+            p.start_time_unix_nano = start;
+            req(vec![metric(
+                "lat",
+                "ms",
+                hist(vec![p], AggregationTemporality::Delta),
+            )])
+        };
+        map_export(&mk(T, T + 10, vec![1, 2]), &mut d);
+        let m = map_export(&mk(T + 10, T + 20, vec![3, 0]), &mut d);
+        let v = values(&m);
+        assert_eq!(v[r#"lat_milliseconds_bucket{job="api", le="1"}"#], 4.0);
+        assert_eq!(v[r#"lat_milliseconds_bucket{job="api", le="+Inf"}"#], 6.0);
+        assert_eq!(v[r#"lat_milliseconds_sum{job="api"}"#], 2.0);
+    }
+
+    #[test]
+    fn stale_histogram_marks_every_series() {
+        let mut p = hist_point(T, vec![1.0], vec![0, 0], 0.0);
+        p.flags = 1;
+        let m = run(&req(vec![metric(
+            "h",
+            "",
+            hist(vec![p], AggregationTemporality::Cumulative),
+        )]));
+        assert_eq!(m.batch.series.len(), 4);
+        assert!(
+            m.batch
+                .series
+                .iter()
+                .all(|s| is_stale_marker(s.samples[0].v))
+        );
+    }
+
+    #[test]
+    fn exponential_histogram_becomes_classic_buckets() {
+        let p = ExponentialHistogramDataPoint {
+            time_unix_nano: T,
+            scale: 0,
+            count: 7,
+            sum: Some(20.0),
+            zero_count: 1,
+            positive: Some(Buckets {
+                offset: 0,
+                bucket_counts: vec![2, 4],
+            }),
+            ..Default::default()
+        };
+        let m = run(&req(vec![metric(
+            "rpc.duration",
+            "s",
+            Data::ExponentialHistogram(ExponentialHistogram {
+                data_points: vec![p],
+                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+            }),
+        )]));
+        let v = values(&m);
+        let b = |le: &str| v[&format!(r#"rpc_duration_seconds_bucket{{job="api", le="{le}"}}"#)];
+        assert_eq!((b("0"), b("2"), b("4"), b("+Inf")), (1.0, 3.0, 7.0, 7.0));
+        assert_eq!(v[r#"rpc_duration_seconds_count{job="api"}"#], 7.0);
+        assert_eq!(v[r#"rpc_duration_seconds_sum{job="api"}"#], 20.0);
+        assert_eq!(m.batch.metadata[0].kind, MetricType::Histogram);
+    }
+
+    #[test]
+    fn summary_quantiles_sum_count() {
+        let p = SummaryDataPoint {
+            time_unix_nano: T,
+            count: 10,
+            sum: 3.5,
+            quantile_values: vec![
+                ValueAtQuantile {
+                    quantile: 0.5,
+                    value: 0.2,
+                },
+                ValueAtQuantile {
+                    quantile: 0.99,
+                    value: 0.9,
+                },
+            ],
+            ..Default::default()
+        };
+        let bad = SummaryDataPoint {
+            time_unix_nano: T,
+            quantile_values: vec![ValueAtQuantile {
+                quantile: 1.5,
+                value: 0.2,
+            }],
+            ..Default::default()
+        };
+        let m = run(&req(vec![metric(
+            "gc.pause",
+            "s",
+            Data::Summary(Summary {
+                data_points: vec![p, bad],
+            }),
+        )]));
+        let v = values(&m);
+        assert_eq!(v[r#"gc_pause_seconds{job="api", quantile="0.5"}"#], 0.2);
+        assert_eq!(v[r#"gc_pause_seconds{job="api", quantile="0.99"}"#], 0.9);
+        assert_eq!(v[r#"gc_pause_seconds_sum{job="api"}"#], 3.5);
+        assert_eq!(v[r#"gc_pause_seconds_count{job="api"}"#], 10.0);
+        assert_eq!(m.rejected_points, 1);
+        assert_eq!(m.batch.metadata[0].kind, MetricType::Summary);
+    }
+
+    #[test]
+    fn points_of_one_series_share_a_series_and_help_falls_back_to_name() {
+        let mut mt = metric(
+            "cpu.temp",
+            "Cel",
+            Data::Gauge(Gauge {
+                data_points: vec![num(T, 1.0, vec![]), num(T + 1_000_000, 2.0, vec![])],
+            }),
+        );
+        mt.description.clear();
+        let m = run(&req(vec![mt]));
+        assert_eq!(m.batch.series.len(), 1);
+        assert_eq!(
+            m.batch.series[0].samples,
+            vec![
+                Sample { t: T_MS, v: 1.0 },
+                Sample {
+                    t: T_MS + 1,
+                    v: 2.0
+                }
+            ]
+        );
+        assert_eq!(m.batch.metadata[0].help, "cpu.temp");
+        assert_eq!(m.batch.metadata[0].unit, "celsius");
+    }
+
+    #[test]
+    fn int_values_convert() {
+        let mut p = num(T, 0.0, vec![]);
+        p.value = Some(number_data_point::Value::AsInt(-7));
+        let m = run(&req(vec![metric(
+            "i",
+            "",
+            Data::Gauge(Gauge {
+                data_points: vec![p],
+            }),
+        )]));
+        assert_eq!(m.batch.series[0].samples[0].v, -7.0);
+    }
+}
