@@ -149,7 +149,10 @@ impl ExpHist {
             h.downscale((h.scale - MAX_SCALE) as u32);
         }
         for _ in 0..64 {
-            if h.span() <= MAX_BUCKETS || h.scale <= MIN_VALID_SCALE {
+            // No floor at scale -10 here: merged deltas can span the whole index
+            // range, and only halving further keeps the output bounded (bounds that
+            // overflow are folded into +Inf below).
+            if h.span() <= MAX_BUCKETS {
                 break;
             }
             h.downscale(1);
@@ -285,6 +288,15 @@ mod tests {
         let mut p = point(0, 0, &[1], 0);
         p.zero_threshold = f64::NAN;
         assert!(ExpHist::from_point(&p).is_err());
+    }
+
+    #[test]
+    fn merged_far_apart_deltas_stay_bounded() {
+        let mut a = ExpHist::from_point(&point(2, i32::MIN, &[1], 0)).unwrap();
+        a.merge(&ExpHist::from_point(&point(2, i32::MAX, &[1], 0)).unwrap());
+        let c = a.to_classic();
+        assert!(c.len() <= MAX_BUCKETS);
+        assert!(c.iter().all(|&(_, n)| n <= 2));
     }
 
     #[test]
