@@ -38,6 +38,18 @@ pub const DEFAULT_COMMIT_INTERVAL_MS: u64 = 1000;
 pub const DEFAULT_RETENTION_LOGS: &str = "7d";
 /// WAL segment size: big enough to make rotation rare, small enough to free disk promptly.
 pub const DEFAULT_WAL_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Metrics are kept 15 days by default, as Prometheus keeps them.
+pub const DEFAULT_RETENTION_METRICS: &str = "15d";
+/// Series one tenant may have in the head: generous for a team, but a label explosion
+/// (a request id as a label) stops here instead of eating the machine.
+pub const DEFAULT_MAX_SERIES_PER_TENANT: usize = 2_000_000;
+/// Samples older than a series' newest by up to this much are still accepted: enough for
+/// an agent's retries and batching, small enough to keep the head's out-of-order buffer small.
+pub const DEFAULT_OUT_OF_ORDER_WINDOW: &str = "10m";
+/// Prometheus's default `--query.timeout`.
+pub const DEFAULT_QUERY_TIMEOUT: &str = "2m";
+/// Queries evaluated at once; more wait. Evaluation is CPU-bound, so a few per core.
+pub const DEFAULT_MAX_CONCURRENT_QUERIES: usize = 8;
 
 /// Top-level keys an environment variable may set; other `VANTAGE_*` variables (the CLI's
 /// `VANTAGE_URL`, say) are not the collector's and are ignored.
@@ -51,6 +63,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "retention",
     "auth",
     "limits",
+    "metrics",
 ];
 
 /// The configuration file as written.
@@ -66,6 +79,17 @@ struct FileConfig {
     retention: RetentionFile,
     auth: AuthFile,
     limits: LimitsFile,
+    metrics: MetricsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct MetricsFile {
+    max_series_per_tenant: Option<usize>,
+    out_of_order_window: Option<String>,
+    query_timeout: Option<String>,
+    max_samples_per_query: Option<usize>,
+    max_concurrent_queries: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -176,6 +200,18 @@ pub struct Config {
     pub protect_metrics: bool,
     /// Rate limits per tenant and per key (0 = unlimited).
     pub rates: crate::ratelimit::Rates,
+    /// How long metric samples are kept.
+    pub retention_metrics: Duration,
+    /// Series limit per tenant.
+    pub max_series_per_tenant: usize,
+    /// How far behind a series' newest sample a sample may arrive.
+    pub out_of_order_window: Duration,
+    /// Longest a PromQL query may run (a request's `timeout` can only shorten it).
+    pub query_timeout: Duration,
+    /// Samples one PromQL query may load (`None`: the engine's default).
+    pub max_samples_per_query: Option<usize>,
+    /// PromQL queries evaluated at once.
+    pub max_concurrent_queries: usize,
 }
 
 /// Values given on the command line; `None` leaves the file/environment value.
@@ -320,8 +356,22 @@ fn validate(f: FileConfig) -> Result<Config, ConfigError> {
         DEFAULT_RETRY_AFTER,
     );
     let retention_logs = duration("retention.logs", f.retention.logs, DEFAULT_RETENTION_LOGS);
-    // Parsed so a typo fails now, although their stores come later.
-    let _ = duration("retention.metrics", f.retention.metrics, "15d");
+    let retention_metrics = duration(
+        "retention.metrics",
+        f.retention.metrics,
+        DEFAULT_RETENTION_METRICS,
+    );
+    let out_of_order_window = duration(
+        "metrics.out_of_order_window",
+        f.metrics.out_of_order_window,
+        DEFAULT_OUT_OF_ORDER_WINDOW,
+    );
+    let query_timeout = duration(
+        "metrics.query_timeout",
+        f.metrics.query_timeout,
+        DEFAULT_QUERY_TIMEOUT,
+    );
+    // Parsed so a typo fails now, although its store comes later.
     let _ = duration("retention.traces", f.retention.traces, "7d");
     let log_format = match f.log_format.as_deref() {
         None | Some("text") => LogFormat::Text,
@@ -369,6 +419,16 @@ fn validate(f: FileConfig) -> Result<Config, ConfigError> {
                 .to_string(),
         );
     }
+    if retention_metrics != Duration::ZERO && retention_metrics < Duration::from_secs(3_600) {
+        errors.push("retention.metrics: must be at least 1h".to_string());
+    }
+    let max_concurrent_queries = f
+        .metrics
+        .max_concurrent_queries
+        .unwrap_or(DEFAULT_MAX_CONCURRENT_QUERIES);
+    if max_concurrent_queries == 0 {
+        errors.push("metrics.max_concurrent_queries: must be at least 1".to_string());
+    }
     if !errors.is_empty() {
         return Err(ConfigError(errors));
     }
@@ -403,6 +463,15 @@ fn validate(f: FileConfig) -> Result<Config, ConfigError> {
             queries_per_tenant: f.limits.query_requests_per_second.unwrap_or(0),
             queries_per_key: f.limits.query_requests_per_second_per_key.unwrap_or(0),
         },
+        retention_metrics,
+        max_series_per_tenant: f
+            .metrics
+            .max_series_per_tenant
+            .unwrap_or(DEFAULT_MAX_SERIES_PER_TENANT),
+        out_of_order_window,
+        query_timeout,
+        max_samples_per_query: f.metrics.max_samples_per_query,
+        max_concurrent_queries,
     })
 }
 

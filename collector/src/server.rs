@@ -11,13 +11,15 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use vantage_storage::logs::LogStoreOptions;
+use vantage_storage::metrics::promql::{Engine, EngineOptions};
+use vantage_storage::metrics::tsdb::{Tsdb, TsdbOptions};
 use vantage_storage::wal::{Wal, WalOptions};
 
 use crate::api::{self, ApiState};
 use crate::auth::{self, Auth};
 use crate::config::Config;
 use crate::ingest::validate::Limits;
-use crate::ingest::{Ingest, Wals, indexer};
+use crate::ingest::{Ingest, Wals, indexer, metrics};
 use crate::ratelimit::RateLimiter;
 use crate::receivers;
 use crate::telemetry::Telemetry;
@@ -27,6 +29,17 @@ use crate::telemetry::Telemetry;
 const INDEXER_QUEUE_BATCHES: usize = 64;
 /// How long in-flight work may take to finish at shutdown before it is abandoned.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// Durable metric records waiting for the applier: a few fsync groups' worth; when full,
+/// the WAL writer waits, and so do the receivers.
+const METRICS_QUEUE_RECORDS: usize = 64;
+
+fn engine_options(config: &Config) -> EngineOptions {
+    let mut opts = EngineOptions::default();
+    if let Some(max) = config.max_samples_per_query {
+        opts.max_samples = max;
+    }
+    opts
+}
 
 /// The addresses the collector actually bound (useful with port 0).
 #[derive(Clone, Copy, Debug)]
@@ -94,13 +107,24 @@ pub async fn run(
     let (log_store, mut log_indexer) =
         vantage_storage::logs::open(log_opts).context("cannot open the log index")?;
 
+    let mut tsdb_opts = TsdbOptions::new(config.data_dir.join("metrics"));
+    tsdb_opts.retention_ms = i64::try_from(config.retention_metrics.as_millis()).unwrap_or(i64::MAX);
+    tsdb_opts.ooo_window_ms =
+        i64::try_from(config.out_of_order_window.as_millis()).unwrap_or(i64::MAX);
+    tsdb_opts.max_series_per_tenant = config.max_series_per_tenant;
+    let tsdb = tokio::task::spawn_blocking(move || Tsdb::open(tsdb_opts))
+        .await?
+        .context("cannot open the metrics store")?;
+
     let (durable_tx, durable_rx) = std::sync::mpsc::sync_channel(INDEXER_QUEUE_BATCHES);
+    let (metrics_tx, metrics_rx) = std::sync::mpsc::sync_channel(METRICS_QUEUE_RECORDS);
     let wals = Wals {
         logs: open_wal(&config, "logs", Some(durable_tx), &telemetry)?,
-        metrics: open_wal(&config, "metrics", None, &telemetry)?,
+        metrics: open_wal(&config, "metrics", Some(metrics_tx), &telemetry)?,
         traces: open_wal(&config, "traces", None, &telemetry)?,
     };
     let logs_wal = wals.logs.clone();
+    let metrics_wal = wals.metrics.clone();
     let limits = Limits {
         max_attributes: config.max_attributes_per_record,
         max_future_skew: config.max_future_skew,
@@ -109,6 +133,8 @@ pub async fn run(
     let limiter = Arc::new(RateLimiter::new(config.rates));
     let ingest = Arc::new(Ingest::new(
         wals,
+        tsdb.clone(),
+        config.max_request_bytes,
         config.max_inflight_bytes,
         limits,
         limiter.clone(),
@@ -125,6 +151,11 @@ pub async fn run(
         protect_metrics: config.protect_metrics,
         limiter,
         shutdown: shutdown.clone(),
+        tsdb: tsdb.clone(),
+        engine: Arc::new(Engine::new(engine_options(&config))),
+        query_slots: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_queries)),
+        query_timeout: config.query_timeout,
+        max_request_bytes: config.max_request_bytes,
     });
     let api_listener = bind(config.api, "api").await?;
     let api_addr = api_listener.local_addr()?;
@@ -150,6 +181,25 @@ pub async fn run(
         batches = replayed,
         docs = log_store.num_docs(),
         "wal replayed into the log index"
+    );
+    let (replay_tsdb, replay_wal, replay_telemetry) =
+        (tsdb.clone(), metrics_wal.clone(), telemetry.clone());
+    let replayed = tokio::task::spawn_blocking(move || {
+        metrics::replay(&replay_tsdb, &replay_wal, &replay_telemetry)
+    })
+    .await?
+    .context("metrics wal replay failed")?;
+    tracing::info!(
+        records = replayed,
+        series = tsdb.stats().series,
+        "wal replayed into the metrics store"
+    );
+    let applier_thread = metrics::spawn_applier(tsdb.clone(), metrics_rx, telemetry.clone())?;
+    let maintenance_task = metrics::spawn_maintenance(
+        tsdb.clone(),
+        metrics_wal.clone(),
+        telemetry.clone(),
+        shutdown.clone(),
     );
     let indexer_thread = indexer::spawn(
         log_indexer,
@@ -240,6 +290,15 @@ pub async fn run(
         _ => {
             tracing::warn!("log indexer did not finish in time; the wal will be replayed at start")
         }
+    }
+    let _ = maintenance_task.await;
+    let flushed = tokio::task::spawn_blocking(move || {
+        if applier_thread.join().is_ok() {
+            metrics::flush_at_shutdown(&tsdb, &metrics_wal);
+        }
+    });
+    if tokio::time::timeout(SHUTDOWN_GRACE, flushed).await.is_err() {
+        tracing::warn!("metrics flush did not finish in time; the wal will be replayed at start");
     }
     tracing::info!("stopped");
     Ok(())

@@ -32,6 +32,27 @@ pub mod names {
     pub const QUERY_SECONDS: &str = "vantage_query_duration_seconds";
     /// Whether WAL replay has finished and ingest is open (1) or not (0).
     pub const READY: &str = "vantage_ready";
+    /// Series in the metrics store's in-memory head.
+    pub const METRICS_HEAD_SERIES: &str = "vantage_metrics_head_series";
+    /// Samples in the metrics store's in-memory head.
+    pub const METRICS_HEAD_SAMPLES: &str = "vantage_metrics_head_samples";
+    /// Blocks of the metrics store on disk.
+    pub const METRICS_BLOCKS: &str = "vantage_metrics_blocks";
+    /// Bytes of the metrics store's blocks on disk.
+    pub const METRICS_DISK_BYTES: &str = "vantage_metrics_disk_bytes";
+    /// Metric WAL records the store could not read back (corruption or a bug).
+    pub const METRICS_APPLY_ERRORS: &str = "vantage_metrics_apply_errors";
+    /// Duration of each metrics maintenance pass (head cut, compaction, retention).
+    pub const METRICS_MAINTENANCE_SECONDS: &str = "vantage_metrics_maintenance_duration_seconds";
+    /// PromQL queries by outcome (`ok` or the Prometheus error type).
+    pub const PROMQL_QUERIES: &str = "vantage_promql_queries";
+}
+
+/// Labels of PromQL query counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `ok`, or the Prometheus error type (`bad_data`, `timeout`, ...).
+    pub outcome: &'static str,
 }
 
 /// Labels of per-signal metrics.
@@ -91,6 +112,20 @@ pub struct Telemetry {
     pub log_index_errors: Counter,
     /// See [`names::QUERY_SECONDS`].
     pub query_seconds: Family<EndpointLabels, Histogram>,
+    /// See [`names::METRICS_HEAD_SERIES`].
+    pub metrics_head_series: Gauge,
+    /// See [`names::METRICS_HEAD_SAMPLES`].
+    pub metrics_head_samples: Gauge,
+    /// See [`names::METRICS_BLOCKS`].
+    pub metrics_blocks: Gauge,
+    /// See [`names::METRICS_DISK_BYTES`].
+    pub metrics_disk_bytes: Gauge,
+    /// See [`names::METRICS_APPLY_ERRORS`].
+    pub metrics_apply_errors: Counter,
+    /// See [`names::METRICS_MAINTENANCE_SECONDS`].
+    pub metrics_maintenance_seconds: Histogram,
+    /// See [`names::PROMQL_QUERIES`].
+    pub promql_queries: Family<OutcomeLabels, Counter>,
     /// See [`names::READY`].
     pub ready: Gauge,
 }
@@ -117,6 +152,48 @@ impl Telemetry {
             latency_histogram as fn() -> Histogram,
         );
         let ready = Gauge::default();
+        let metrics_head_series = Gauge::default();
+        let metrics_head_samples = Gauge::default();
+        let metrics_blocks = Gauge::default();
+        let metrics_disk_bytes = Gauge::default();
+        let metrics_apply_errors = Counter::default();
+        let metrics_maintenance_seconds = latency_histogram();
+        let promql_queries = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            names::METRICS_HEAD_SERIES,
+            "Series in the metrics head",
+            metrics_head_series.clone(),
+        );
+        registry.register(
+            names::METRICS_HEAD_SAMPLES,
+            "Samples in the metrics head",
+            metrics_head_samples.clone(),
+        );
+        registry.register(
+            names::METRICS_BLOCKS,
+            "Metrics blocks on disk",
+            metrics_blocks.clone(),
+        );
+        registry.register(
+            names::METRICS_DISK_BYTES,
+            "Bytes of metrics blocks on disk",
+            metrics_disk_bytes.clone(),
+        );
+        registry.register(
+            names::METRICS_APPLY_ERRORS,
+            "Metric WAL records that could not be applied",
+            metrics_apply_errors.clone(),
+        );
+        registry.register(
+            names::METRICS_MAINTENANCE_SECONDS,
+            "Duration of metrics maintenance passes",
+            metrics_maintenance_seconds.clone(),
+        );
+        registry.register(
+            names::PROMQL_QUERIES,
+            "PromQL queries by outcome",
+            promql_queries.clone(),
+        );
         registry.register(
             names::INGEST_RECORDS,
             "Records accepted and made durable",
@@ -185,6 +262,13 @@ impl Telemetry {
             log_index_errors,
             query_seconds,
             ready,
+            metrics_head_series,
+            metrics_head_samples,
+            metrics_blocks,
+            metrics_disk_bytes,
+            metrics_apply_errors,
+            metrics_maintenance_seconds,
+            promql_queries,
         }
     }
 

@@ -1,7 +1,9 @@
-//! The query API on `listen.api`: log search and live tail, self-telemetry and probes.
+//! The query API on `listen.api`: log search and live tail, the Prometheus HTTP API and
+//! remote write, administration, self-telemetry and probes.
 
 mod admin;
 mod logs;
+pub mod prom;
 pub mod render;
 pub mod timeparse;
 
@@ -39,6 +41,16 @@ pub struct ApiState {
     pub limiter: Arc<crate::ratelimit::RateLimiter>,
     /// Cancelled at shutdown: long-lived responses (live tails) end so the server can stop.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// The metrics store.
+    pub tsdb: vantage_storage::metrics::tsdb::Tsdb,
+    /// PromQL evaluation.
+    pub engine: Arc<vantage_storage::metrics::promql::Engine>,
+    /// Bounds PromQL queries evaluated at once.
+    pub query_slots: Arc<tokio::sync::Semaphore>,
+    /// Longest a PromQL query may run.
+    pub query_timeout: std::time::Duration,
+    /// Largest remote-write body, compressed and decompressed.
+    pub max_request_bytes: usize,
 }
 
 /// An API error: a code and a message, rendered as
@@ -131,6 +143,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/api/v1/tenants",
             get(admin::list_tenants).post(admin::create_tenant),
         )
+        .merge(prom::routes())
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
         .with_state(state)
 }
@@ -165,6 +178,11 @@ async fn metrics(State(state): State<Arc<ApiState>>, headers: axum::http::Header
             .set(wal.stats().disk_bytes as i64);
     }
     t.ready.set(i64::from(state.ready.load(Ordering::SeqCst)));
+    let stats = state.tsdb.stats();
+    t.metrics_head_series.set(stats.series as i64);
+    t.metrics_head_samples.set(stats.head_samples as i64);
+    t.metrics_blocks.set(stats.blocks as i64);
+    t.metrics_disk_bytes.set(stats.disk_bytes as i64);
     (
         [(
             header::CONTENT_TYPE,

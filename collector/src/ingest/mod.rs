@@ -7,13 +7,18 @@
 //!   --> validate --> WAL append queue (1024 requests) --> group fsync --> ack
 //!                                                          \--> indexer channel (64 batches) --> Tantivy
 //! ```
+//! Metrics take a different middle: they are mapped to the Prometheus model and checked
+//! by the TSDB (out-of-order, series limit) before the WAL, so what is written is what
+//! is stored; see [`metrics`].
 
 pub mod indexer;
+pub mod metrics;
 pub mod payload;
 pub mod validate;
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -21,7 +26,12 @@ use vantage_proto::ErrorCode;
 use vantage_proto::otlp::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest,
 };
-use vantage_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
+use vantage_proto::otlp::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest,
+};
+use vantage_proto::prom::MetricBatch;
+use vantage_proto::prom::otlp::DeltaToCumulative;
+use vantage_storage::metrics::tsdb::{self, Tsdb};
 use vantage_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use vantage_storage::wal::Wal;
 
@@ -94,10 +104,18 @@ impl Accepted {
             error_message: self.message,
         })
     }
+
+    /// The OTLP metrics partial-success field: present only when something was rejected.
+    pub fn metrics_partial_success(self) -> Option<ExportMetricsPartialSuccess> {
+        (self.rejected > 0).then_some(ExportMetricsPartialSuccess {
+            rejected_data_points: i64::try_from(self.rejected).unwrap_or(i64::MAX),
+            error_message: self.message,
+        })
+    }
 }
 
-/// One WAL per signal: logs are truncated once indexed; metrics and traces stay until
-/// their stores exist and replay them.
+/// One WAL per signal: logs are truncated once indexed, metrics once their samples are
+/// in TSDB blocks; traces stay until their store exists and replays them.
 pub struct Wals {
     /// Logs WAL (consumed by the log indexer).
     pub logs: Wal,
@@ -117,7 +135,22 @@ pub struct Ingest {
     retry_after: Duration,
     telemetry: Arc<Telemetry>,
     open: AtomicBool,
+    tsdb: Tsdb,
+    /// Delta-to-cumulative state of each tenant's OTLP metrics. Kept in memory only: after
+    /// a restart a delta series starts a new cumulative count, which PromQL's `rate`
+    /// treats as a counter reset.
+    deltas: Mutex<HashMap<String, DeltaToCumulative>>,
+    max_request_bytes: usize,
 }
+
+/// Labels for the reasons the TSDB refuses samples.
+const SAMPLE_REJECT_REASONS: [&str; 5] = [
+    "out_of_order",
+    "too_old",
+    "duplicate",
+    "series_limit",
+    "invalid",
+];
 
 /// Nanoseconds since the epoch, now.
 pub fn now_ns() -> u64 {
@@ -129,8 +162,11 @@ pub fn now_ns() -> u64 {
 
 impl Ingest {
     /// Builds the ingest path over the given WALs; closed until [`Ingest::open`].
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         wals: Wals,
+        tsdb: Tsdb,
+        max_request_bytes: usize,
         max_inflight_bytes: usize,
         limits: Limits,
         limiter: Arc<RateLimiter>,
@@ -147,6 +183,9 @@ impl Ingest {
             retry_after,
             telemetry,
             open: AtomicBool::new(false),
+            tsdb,
+            deltas: Mutex::new(HashMap::new()),
+            max_request_bytes,
         }
     }
 
@@ -286,7 +325,9 @@ impl Ingest {
         })
     }
 
-    /// Makes a metrics export durable; it is replayed into the metrics store once one exists.
+    /// Maps a metrics export to the Prometheus model and makes what the store admits
+    /// durable; data points that cannot be mapped and samples the store refuses are
+    /// reported as a partial success.
     pub async fn export_metrics(
         &self,
         principal: &Principal,
@@ -294,13 +335,97 @@ impl Ingest {
         size: usize,
     ) -> Result<Accepted, IngestError> {
         let _permit = self.admit(principal, size)?;
-        let points = vantage_proto::metrics::data_point_count(&request);
-        if points > 0 {
-            self.make_durable(Signal::Metrics, &principal.tenant, request)
-                .await?;
+        let mapped = {
+            let mut deltas = self.deltas.lock().unwrap_or_else(PoisonError::into_inner);
+            let state = deltas.entry(principal.tenant.clone()).or_default();
+            state.evict_idle(now_ns());
+            vantage_proto::prom::otlp::map_export(&request, state)
+        };
+        drop(request);
+        self.count_rejected("unmappable", mapped.rejected_points);
+        self.write_metrics(
+            principal,
+            mapped.batch,
+            mapped.rejected_points,
+            mapped.first_error,
+            size,
+        )
+        .await
+    }
+
+    /// Decodes a Prometheus remote-write 1.0 body (snappy protobuf) and makes what the
+    /// store admits durable.
+    pub async fn remote_write(
+        &self,
+        principal: &Principal,
+        body: &[u8],
+    ) -> Result<Accepted, IngestError> {
+        let _permit = self.admit(principal, body.len())?;
+        let decoded =
+            vantage_proto::prom::remote::decode_write_request(body, self.max_request_bytes)
+                .map_err(|e| IngestError::new(ErrorCode::InvalidArgument, e.to_string()))?;
+        self.count_rejected("invalid", decoded.rejected_samples);
+        self.write_metrics(
+            principal,
+            decoded.batch,
+            decoded.rejected_samples,
+            decoded.first_error,
+            body.len(),
+        )
+        .await
+    }
+
+    fn count_rejected(&self, reason: &'static str, n: u64) {
+        if n > 0 {
+            self.telemetry
+                .rejected_records
+                .get_or_create(&RejectLabels {
+                    signal: "metrics",
+                    reason,
+                })
+                .inc_by(n);
         }
-        self.count(Signal::Metrics, points, size);
-        Ok(Accepted::default())
+    }
+
+    /// Admits a mapped batch into the TSDB and appends what was admitted to the WAL.
+    async fn write_metrics(
+        &self,
+        principal: &Principal,
+        batch: MetricBatch,
+        rejected_before: u64,
+        first_error: Option<String>,
+        size: usize,
+    ) -> Result<Accepted, IngestError> {
+        let admission = self
+            .tsdb
+            .admit(&principal.tenant, batch, metrics::now_ms());
+        let counts = [
+            admission.out_of_order,
+            admission.too_old,
+            admission.duplicate,
+            admission.series_limit,
+            admission.invalid,
+        ];
+        for (reason, n) in SAMPLE_REJECT_REASONS.into_iter().zip(counts) {
+            self.count_rejected(reason, n);
+        }
+        let samples = admission.accepted.sample_count() as u64;
+        if samples > 0 || !admission.accepted.metadata.is_empty() {
+            let payload =
+                bytes::Bytes::from(tsdb::encode_record(&principal.tenant, &admission.accepted));
+            self.wals.metrics.append(payload).await.map_err(|e| {
+                tracing::error!(signal = "metrics", error = %e, "wal append failed");
+                IngestError {
+                    code: ErrorCode::Unavailable,
+                    message: "could not make the batch durable".into(),
+                    retry_after: Some(self.retry_after),
+                }
+            })?;
+        }
+        self.count(Signal::Metrics, samples, size);
+        let rejected = rejected_before + admission.rejected();
+        let message = first_error.or(admission.first_error).unwrap_or_default();
+        Ok(Accepted { rejected, message })
     }
 
     /// Makes a traces export durable; it is replayed into the trace store once one exists.

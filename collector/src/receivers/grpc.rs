@@ -248,9 +248,9 @@ impl MetricsService for OtlpGrpc {
         let size = request.encoded_len();
         let result = self.ingest.export_metrics(&principal, request, size).await;
         self.record(Signal::Metrics, &result);
-        result.map_err(to_status)?;
+        let accepted = result.map_err(to_status)?;
         Ok(Response::new(ExportMetricsServiceResponse {
-            partial_success: None,
+            partial_success: accepted.metrics_partial_success(),
         }))
     }
 }

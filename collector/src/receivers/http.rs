@@ -335,9 +335,9 @@ async fn metrics(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body)
             }
         };
     let result = r.ingest.export_metrics(&principal, request, size).await;
-    r.finish(Signal::Metrics, encoding, result, |_| {
+    r.finish(Signal::Metrics, encoding, result, |a| {
         ExportMetricsServiceResponse {
-            partial_success: None,
+            partial_success: a.metrics_partial_success(),
         }
     })
 }

@@ -1,0 +1,231 @@
+//! `series`, `labels`, `label/<name>/values` and `metadata`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use vantage_storage::metrics::{MatchOp, Matcher, METRIC_NAME, Querier};
+
+use super::params::{MAX_TIME_MS, MIN_TIME_MS};
+use super::{Params, PromError, json, query_caller, success};
+use crate::api::ApiState;
+
+/// Parses a `match[]` series selector (`up{job="api"}`, `{__name__=~"x.*"}`) into
+/// matchers, with Prometheus's rule that at least one must not match the empty string.
+pub(crate) fn parse_selector(text: &str) -> Result<Vec<Matcher>, PromError> {
+    let bad = |reason: String| PromError::bad_data(format!("invalid parameter \"match[]\": {reason}"));
+    let expr = promql_parser::parser::parse(text).map_err(bad)?;
+    let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
+        return Err(bad(format!("{text:?} is not a series selector")));
+    };
+    if vs.offset.is_some() || vs.at.is_some() || !vs.matchers.or_matchers.is_empty() {
+        return Err(bad(format!("{text:?} is not a plain series selector")));
+    }
+    let mut matchers = Vec::with_capacity(vs.matchers.matchers.len() + 1);
+    if let Some(name) = vs.name {
+        matchers.push(Matcher::equal(METRIC_NAME, name));
+    }
+    for m in vs.matchers.matchers {
+        let op = match m.op {
+            promql_parser::label::MatchOp::Equal => MatchOp::Equal,
+            promql_parser::label::MatchOp::NotEqual => MatchOp::NotEqual,
+            promql_parser::label::MatchOp::Re(_) => MatchOp::RegexMatch,
+            promql_parser::label::MatchOp::NotRe(_) => MatchOp::RegexNoMatch,
+        };
+        matchers.push(Matcher::new(m.name, op, m.value).map_err(|e| bad(e.to_string()))?);
+    }
+    if matchers.iter().all(Matcher::matches_empty) {
+        return Err(bad(format!(
+            "{text:?}: vector selector must contain at least one non-empty matcher"
+        )));
+    }
+    Ok(matchers)
+}
+
+/// The `match[]` selectors of a request (none means "all series").
+fn selectors(params: &Params) -> Result<Vec<Vec<Matcher>>, PromError> {
+    params.all("match[]").into_iter().map(parse_selector).collect()
+}
+
+/// Whether `name` is a valid Prometheus label name.
+fn valid_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn range(params: &Params) -> Result<(i64, i64), PromError> {
+    Ok((
+        params.time_or("start", MIN_TIME_MS)?,
+        params.time_or("end", MAX_TIME_MS)?,
+    ))
+}
+
+fn strings(values: impl IntoIterator<Item = String>) -> String {
+    let mut out = String::from("[");
+    for (i, v) in values.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        json::string(&mut out, &v);
+    }
+    out.push(']');
+    out
+}
+
+/// Runs a blocking store read off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, vantage_storage::metrics::MetricsError> + Send + 'static,
+) -> Result<T, PromError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| PromError::internal("metadata read panicked", &e))?
+        .map_err(|e| PromError::internal("metadata read failed", &e))
+}
+
+/// `GET|POST /api/v1/series`
+pub(crate) async fn series(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    params: Params,
+) -> Result<Response, PromError> {
+    let principal = query_caller(&state, &headers)?;
+    let sets = selectors(&params)?;
+    if sets.is_empty() {
+        return Err(PromError::bad_data("no match[] parameter provided"));
+    }
+    let (start, end) = range(&params)?;
+    let querier = state.tsdb.querier(&principal.tenant);
+    let found = blocking(move || {
+        let mut all = BTreeSet::new();
+        for matchers in &sets {
+            for s in querier.series(matchers, start, end)? {
+                all.insert(s.labels);
+            }
+        }
+        Ok(all)
+    })
+    .await?;
+    let mut out = String::from("[");
+    for (i, l) in found.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        json::labels(&mut out, l);
+    }
+    out.push(']');
+    Ok(success(out))
+}
+
+/// `GET|POST /api/v1/labels`
+pub(crate) async fn labels(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    params: Params,
+) -> Result<Response, PromError> {
+    let principal = query_caller(&state, &headers)?;
+    let sets = selectors(&params)?;
+    let (start, end) = range(&params)?;
+    let tsdb = state.tsdb.clone();
+    let names = blocking(move || {
+        if sets.is_empty() {
+            return tsdb.label_names(&principal.tenant, &[], start, end);
+        }
+        let mut all = BTreeSet::new();
+        for matchers in &sets {
+            all.extend(tsdb.label_names(&principal.tenant, matchers, start, end)?);
+        }
+        Ok(all.into_iter().collect())
+    })
+    .await?;
+    Ok(success(strings(names)))
+}
+
+/// `GET /api/v1/label/<name>/values`
+pub(crate) async fn label_values(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    params: Params,
+) -> Result<Response, PromError> {
+    let principal = query_caller(&state, &headers)?;
+    if !valid_label_name(&name) {
+        return Err(PromError::bad_data(format!("invalid label name: {name:?}")));
+    }
+    let sets = selectors(&params)?;
+    let (start, end) = range(&params)?;
+    let tsdb = state.tsdb.clone();
+    let values = blocking(move || {
+        if sets.is_empty() {
+            return tsdb.label_values(&principal.tenant, &name, &[], start, end);
+        }
+        let mut all = BTreeSet::new();
+        for matchers in &sets {
+            all.extend(tsdb.label_values(&principal.tenant, &name, matchers, start, end)?);
+        }
+        Ok(all.into_iter().collect())
+    })
+    .await?;
+    Ok(success(strings(values)))
+}
+
+/// `GET /api/v1/metadata`
+pub(crate) async fn metadata(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    params: Params,
+) -> Result<Response, PromError> {
+    let principal = query_caller(&state, &headers)?;
+    let limit = match params.get("limit") {
+        None => None,
+        Some(text) => Some(
+            text.parse::<i64>()
+                .map_err(|_| PromError::bad_data("limit must be a number"))?,
+        )
+        .filter(|l| *l >= 0)
+        .map(|l| l as usize),
+    };
+    let metric = params.get("metric").map(str::to_owned);
+    let mut families: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+    for m in state.tsdb.metadata(&principal.tenant, metric.as_deref()) {
+        families.entry(m.metric).or_default().push(serde_json::json!({
+            "type": m.kind.as_str(),
+            "help": m.help,
+            "unit": m.unit,
+        }));
+    }
+    if let Some(limit) = limit {
+        families = families.into_iter().take(limit).collect();
+    }
+    Ok(success(serde_json::to_string(&families).unwrap_or_else(|_| "{}".into())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_parse_like_prometheus() {
+        let m = parse_selector(r#"up{job=~"api|web",env!="dev"}"#).unwrap();
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[0].name, METRIC_NAME);
+        assert!(m[1].matches("api") && !m[1].matches("apix"));
+        assert!(parse_selector(r#"{job=""}"#).is_err());
+        assert!(parse_selector("rate(up[5m])").is_err());
+        assert!(parse_selector("up offset 5m").is_err());
+        assert!(parse_selector("{").is_err());
+    }
+
+    #[test]
+    fn label_names_are_checked() {
+        assert!(valid_label_name("job"));
+        assert!(valid_label_name("__name__"));
+        assert!(!valid_label_name("1job"));
+        assert!(!valid_label_name("a-b"));
+        assert!(!valid_label_name(""));
+    }
+}
