@@ -97,6 +97,13 @@ impl Dataset {
     }
 }
 
+/// A progress line on the process's stderr, shown even when the test passes (libtest
+/// captures `eprintln!`).
+fn say(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 fn labels(pairs: &[(&str, &str)]) -> Labels {
     Labels::from_pairs(pairs.iter().copied())
 }
@@ -1001,8 +1008,10 @@ fn show_set(set: &[&LabelSet]) -> String {
 }
 
 /// The first difference between Prometheus's answer and the other's, if any.
-/// `ordered`: the query's outer function sorts (`sort`, `sort_desc`), so the order of
-/// the values matters (series with equal values may come in any order).
+/// `ordered`: PromQL defines the order of this answer — a range query's matrix (sorted
+/// by label set) or an instant query whose outer function is `sort`/`sort_desc` (the
+/// order of the values matters; series with equal values may come in any order).
+/// Otherwise vectors and matrices compare as sets of series.
 fn compare(expected: &Outcome, got: &Outcome, ordered: bool) -> Option<String> {
     match (expected, got) {
         (Outcome::Error { error_type: e, .. }, Outcome::Error { error_type: g, .. }) => {
@@ -1123,15 +1132,20 @@ fn compare_data(expected: &Data, got: &Data, ordered: bool) -> Option<String> {
             ) {
                 return Some(d);
             }
-            // Prometheus sorts matrices by label set; the same order is required.
-            if let Some(i) = e.iter().zip(g).position(|((el, _), (gl, _))| el != gl) {
+            // Prometheus sorts range-query matrices by label set; the same order is
+            // required there.
+            if ordered && let Some(i) = e.iter().zip(g).position(|((el, _), (gl, _))| el != gl) {
                 return Some(format!(
                     "series order: position {i} expected {}, got {}",
                     show_labels(&e[i].0),
                     show_labels(&g[i].0)
                 ));
             }
-            e.iter().zip(g).find_map(|((l, ep), (_, gp))| {
+            let mut e: Vec<_> = e.iter().collect();
+            let mut g: Vec<_> = g.iter().collect();
+            e.sort_by(|a, b| a.0.cmp(&b.0));
+            g.sort_by(|a, b| a.0.cmp(&b.0));
+            e.iter().zip(&g).find_map(|((l, ep), (_, gp))| {
                 compare_points(ep, gp).map(|d| format!("series {}: {d}", show_labels(l)))
             })
         }
@@ -1201,7 +1215,9 @@ async fn promql_answers_match_prometheus() {
     let (collector, receiver);
     let target = match std::env::var("PROMQL_COMPLIANCE_TARGET").as_deref() {
         Ok("prometheus") => {
-            eprintln!("PROMQL_COMPLIANCE_TARGET=prometheus: comparing with a second Prometheus");
+            say(&format!(
+                "PROMQL_COMPLIANCE_TARGET=prometheus: comparing with a second Prometheus"
+            ));
             receiver = Prometheus::start_remote_write_receiver().await;
             Server::new("prometheus (remote write)", receiver.url(), None)
         }
@@ -1302,7 +1318,7 @@ async fn promql_answers_match_prometheus() {
         }
         if std::env::var_os("PROMQL_COMPLIANCE_DUMP").is_some() {
             let shown: Vec<String> = expected.iter().map(|o| short(o)).collect();
-            eprintln!("{where_}: {}", shown.join(" | "));
+            say(&format!("{where_}: {}", shown.join(" | ")));
         }
         nonempty_evals += expected
             .iter()
@@ -1311,7 +1327,11 @@ async fn promql_answers_match_prometheus() {
 
         let mut failures = Vec::new();
         for (eval, (expected, got)) in evals.iter().zip(&answers) {
-            if let Some(diff) = compare(expected, got, is_ordered(&query.expr)) {
+            let ordered = match eval {
+                Eval::Range { .. } => true,
+                Eval::Instant { .. } => is_ordered(&query.expr),
+            };
+            if let Some(diff) = compare(expected, got, ordered) {
                 failures.push(format!("    at {}: {diff}", eval.describe()));
             }
         }
@@ -1322,13 +1342,13 @@ async fn promql_answers_match_prometheus() {
         }
     }
     let total_evals = queries.len() * evals.len();
-    eprintln!(
+    say(&format!(
         "promql compliance vs {}: {} queries x {} evaluations; {} queries passed, {failed_queries} failed ({failed_evals} of {total_evals} evaluations); {nonempty_evals} evaluations non-empty on Prometheus",
         target.name,
         queries.len(),
         evals.len(),
         queries.len() - failed_queries,
-    );
+    ));
     assert!(
         corpus_problems.is_empty(),
         "the corpus is wrong about Prometheus ({} problems):\n{}",
@@ -1541,10 +1561,10 @@ async fn compare_metadata_endpoints(
             )),
         }
     }
-    eprintln!(
+    say(&format!(
         "metadata endpoints: {checked} compared, {} differ",
         problems.len()
-    );
+    ));
     problems
 }
 
@@ -1628,6 +1648,7 @@ async fn compare_promtool(reference: &str, target: &str, data: &Dataset) -> Vec<
         ],
     ];
     let mut problems = Vec::new();
+    let checked = cases.len();
     for case in cases {
         let with = |server: &str| -> Vec<String> {
             case.iter()
@@ -1657,7 +1678,10 @@ async fn compare_promtool(reference: &str, target: &str, data: &Dataset) -> Vec<
             ));
         }
     }
-    eprintln!("promtool: compared, {} differ", problems.len());
+    say(&format!(
+        "promtool: {checked} commands compared, {} differ",
+        problems.len()
+    ));
     problems
 }
 
@@ -1725,13 +1749,15 @@ fn matrices_compare_in_order_and_errors_by_type() {
     let x = r#"{"metric":{"a":"1"},"values":[[1,"NaN"],[2,"+Inf"]]}"#;
     let y = r#"{"metric":{"a":"2"},"values":[[1,"3"]]}"#;
     let y2 = r#"{"metric":{"a":"2"},"values":[[1,"3"],[2,"4"]]}"#;
-    assert!(compare(&m(&format!("{x},{y}")), &m(&format!("{x},{y}")), false).is_none());
+    assert!(compare(&m(&format!("{x},{y}")), &m(&format!("{x},{y}")), true).is_none());
     assert!(
-        compare(&m(&format!("{x},{y}")), &m(&format!("{y},{x}")), false)
+        compare(&m(&format!("{x},{y}")), &m(&format!("{y},{x}")), true)
             .is_some_and(|d| d.contains("series order"))
     );
+    // An instant query's matrix has no defined order.
+    assert!(compare(&m(&format!("{x},{y}")), &m(&format!("{y},{x}")), false).is_none());
     assert!(
-        compare(&m(&format!("{x},{y}")), &m(&format!("{x},{y2}")), false)
+        compare(&m(&format!("{x},{y}")), &m(&format!("{x},{y2}")), true)
             .is_some_and(|d| d.contains("points expected"))
     );
     let err = |t: &str| {

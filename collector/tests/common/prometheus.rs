@@ -14,7 +14,7 @@
 //! `query range` (no `--http.config.file` yet) and Vantage wants a bearer token.
 #![allow(dead_code)]
 
-use std::io::{BufRead as _, BufReader};
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -69,7 +69,10 @@ pub(crate) fn require_prometheus(test: &str) -> bool {
              `make test-deps` installs them (Debian package `prometheus`)"
         );
     }
-    eprintln!(
+    // Straight to the process's stderr: libtest captures `eprintln!` of passing tests,
+    // and a skip nobody sees is not loud.
+    let _ = writeln!(
+        std::io::stderr(),
         "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
          !! SKIPPED {test}: `prometheus`/`promtool` are not installed.\n\
          !! Run `make test-deps` (apt-get install prometheus) to run it.\n\
