@@ -1215,9 +1215,7 @@ async fn promql_answers_match_prometheus() {
     let (collector, receiver);
     let target = match std::env::var("PROMQL_COMPLIANCE_TARGET").as_deref() {
         Ok("prometheus") => {
-            say(&format!(
-                "PROMQL_COMPLIANCE_TARGET=prometheus: comparing with a second Prometheus"
-            ));
+            say("PROMQL_COMPLIANCE_TARGET=prometheus: comparing with a second Prometheus");
             receiver = Prometheus::start_remote_write_receiver().await;
             Server::new("prometheus (remote write)", receiver.url(), None)
         }
