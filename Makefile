@@ -7,9 +7,18 @@ PY_REQUIREMENTS := collector/tests/python/requirements.txt
 run:
 	cargo run --release -p vantage-collector
 
-# Installs what the tests need; pip leaves already-satisfied pins alone (idempotent).
+# Installs what the tests need, idempotently: pip leaves already-satisfied pins alone;
+# the PromQL compliance test needs a real Prometheus (Debian's 2.42) and its promtool,
+# installed only when missing, refreshing the package lists only if the install fails.
 test-deps:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r $(PY_REQUIREMENTS)
+	@if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then \
+		echo "prometheus and promtool already installed"; \
+	else \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y --no-install-recommends prometheus \
+		|| { apt-get update && apt-get install -y --no-install-recommends prometheus; }; \
+	fi
 
 test: test-deps
 	cargo test --workspace --all-targets --locked

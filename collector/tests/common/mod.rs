@@ -11,6 +11,8 @@
 //! Every test binary includes this module and uses a different part of it.
 #![allow(dead_code)]
 
+pub(crate) mod prometheus;
+
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
