@@ -108,7 +108,8 @@ pub async fn run(
         vantage_storage::logs::open(log_opts).context("cannot open the log index")?;
 
     let mut tsdb_opts = TsdbOptions::new(config.data_dir.join("metrics"));
-    tsdb_opts.retention_ms = i64::try_from(config.retention_metrics.as_millis()).unwrap_or(i64::MAX);
+    tsdb_opts.retention_ms =
+        i64::try_from(config.retention_metrics.as_millis()).unwrap_or(i64::MAX);
     tsdb_opts.ooo_window_ms =
         i64::try_from(config.out_of_order_window.as_millis()).unwrap_or(i64::MAX);
     tsdb_opts.max_series_per_tenant = config.max_series_per_tenant;

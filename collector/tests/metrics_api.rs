@@ -137,7 +137,14 @@ async fn remote_write_then_the_prometheus_api_answers() {
 
     // Instant query: both counters at `end`, values as strings, time as seconds.
     let t = format!("{}", end / 1000);
-    let d = data(&prom_get(&c, "/api/v1/query", &[("query", "demo_requests_total"), ("time", &t)]).await);
+    let d = data(
+        &prom_get(
+            &c,
+            "/api/v1/query",
+            &[("query", "demo_requests_total"), ("time", &t)],
+        )
+        .await,
+    );
     assert_eq!(d["resultType"], "vector");
     let result = d["result"].as_array().unwrap();
     assert_eq!(result.len(), 2, "{d}");
@@ -152,11 +159,18 @@ async fn remote_write_then_the_prometheus_api_answers() {
         &prom_post(
             &c,
             "/api/v1/query",
-            &[("query", "sum by (job) (rate(demo_requests_total[5m]))"), ("time", &t)],
+            &[
+                ("query", "sum by (job) (rate(demo_requests_total[5m]))"),
+                ("time", &t),
+            ],
         )
         .await,
     );
-    let v: f64 = d["result"][0]["value"][1].as_str().unwrap().parse().unwrap();
+    let v: f64 = d["result"][0]["value"][1]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((v - 2.0 * 10.0 / 15.0).abs() < 1e-9, "{d}");
     assert_eq!(d["result"][0]["metric"], json!({"job": "api"}));
 
@@ -192,7 +206,10 @@ async fn remote_write_then_the_prometheus_api_answers() {
         &prom_get(
             &c,
             "/api/v1/series",
-            &[("match[]", "demo_requests_total"), ("match[]", r#"{instance="b:9100"}"#)],
+            &[
+                ("match[]", "demo_requests_total"),
+                ("match[]", r#"{instance="b:9100"}"#),
+            ],
         )
         .await,
     );
@@ -200,7 +217,10 @@ async fn remote_write_then_the_prometheus_api_answers() {
     let d = data(&prom_get(&c, "/api/v1/labels", &[]).await);
     assert_eq!(d, json!(["__name__", "instance", "job"]));
     let d = data(&prom_get(&c, "/api/v1/label/__name__/values", &[]).await);
-    assert_eq!(d, json!(["demo_requests_total", "demo_temperature_celsius"]));
+    assert_eq!(
+        d,
+        json!(["demo_requests_total", "demo_temperature_celsius"])
+    );
     let d = data(
         &prom_get(
             &c,
@@ -303,23 +323,90 @@ async fn otlp_metrics_are_queryable_with_prometheus_names() {
     let c = Collector::start(dir.path());
     let t_ns = now_ns() - 30_000_000_000;
     let mut client = MetricsServiceClient::new(c.grpc_channel().await);
-    let response = client.export(otlp_request(t_ns)).await.unwrap().into_inner();
+    let response = client
+        .export(otlp_request(t_ns))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(response.partial_success, None);
 
     let t = format!("{}", t_ns / 1_000_000_000 + 1);
-    let value_of = |d: &Value| -> f64 { d["result"][0]["value"][1].as_str().unwrap().parse().unwrap() };
-    let d = data(&prom_get(&c, "/api/v1/query", &[("query", r#"http_server_requests_total{job="checkout",instance="pod-1"}"#), ("time", &t)]).await);
+    let value_of = |d: &Value| -> f64 {
+        d["result"][0]["value"][1]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let d = data(
+        &prom_get(
+            &c,
+            "/api/v1/query",
+            &[
+                (
+                    "query",
+                    r#"http_server_requests_total{job="checkout",instance="pod-1"}"#,
+                ),
+                ("time", &t),
+            ],
+        )
+        .await,
+    );
     assert_eq!(value_of(&d), 42.0, "{d}");
     assert_eq!(d["result"][0]["metric"]["http_method"], "GET");
-    let d = data(&prom_get(&c, "/api/v1/query", &[("query", "http_server_active_requests"), ("time", &t)]).await);
+    let d = data(
+        &prom_get(
+            &c,
+            "/api/v1/query",
+            &[("query", "http_server_active_requests"), ("time", &t)],
+        )
+        .await,
+    );
     assert_eq!(value_of(&d), 3.0, "{d}");
-    let d = data(&prom_get(&c, "/api/v1/query", &[("query", r#"http_server_duration_seconds_bucket{le="+Inf"}"#), ("time", &t)]).await);
+    let d = data(
+        &prom_get(
+            &c,
+            "/api/v1/query",
+            &[
+                ("query", r#"http_server_duration_seconds_bucket{le="+Inf"}"#),
+                ("time", &t),
+            ],
+        )
+        .await,
+    );
     assert_eq!(value_of(&d), 6.0, "{d}");
-    let d = data(&prom_get(&c, "/api/v1/query", &[("query", r#"http_server_duration_seconds_bucket{le="0.5"}"#), ("time", &t)]).await);
+    let d = data(
+        &prom_get(
+            &c,
+            "/api/v1/query",
+            &[
+                ("query", r#"http_server_duration_seconds_bucket{le="0.5"}"#),
+                ("time", &t),
+            ],
+        )
+        .await,
+    );
     assert_eq!(value_of(&d), 3.0, "{d}");
-    let d = data(&prom_get(&c, "/api/v1/query", &[("query", "target_info"), ("time", &t)]).await);
-    assert_eq!(d["result"][0]["metric"]["deployment_environment"], "prod", "{d}");
-    let d = data(&prom_get(&c, "/api/v1/metadata", &[("metric", "http_server_requests_total")]).await);
+    let d = data(
+        &prom_get(
+            &c,
+            "/api/v1/query",
+            &[("query", "target_info"), ("time", &t)],
+        )
+        .await,
+    );
+    assert_eq!(
+        d["result"][0]["metric"]["deployment_environment"], "prod",
+        "{d}"
+    );
+    let d = data(
+        &prom_get(
+            &c,
+            "/api/v1/metadata",
+            &[("metric", "http_server_requests_total")],
+        )
+        .await,
+    );
     assert_eq!(d["http_server_requests_total"][0]["type"], "counter", "{d}");
 }
 
@@ -333,9 +420,18 @@ async fn api_errors_have_prometheus_types() {
         "bad_data",
     );
     assert!(!e.is_empty());
-    assert_error(&prom_get(&c, "/api/v1/query", &[]).await, StatusCode::BAD_REQUEST, "bad_data");
     assert_error(
-        &prom_get(&c, "/api/v1/query", &[("query", "up"), ("time", "yesterday")]).await,
+        &prom_get(&c, "/api/v1/query", &[]).await,
+        StatusCode::BAD_REQUEST,
+        "bad_data",
+    );
+    assert_error(
+        &prom_get(
+            &c,
+            "/api/v1/query",
+            &[("query", "up"), ("time", "yesterday")],
+        )
+        .await,
         StatusCode::BAD_REQUEST,
         "bad_data",
     );
@@ -343,7 +439,12 @@ async fn api_errors_have_prometheus_types() {
         &prom_get(
             &c,
             "/api/v1/query_range",
-            &[("query", "up"), ("start", "0"), ("end", "100000"), ("step", "1")],
+            &[
+                ("query", "up"),
+                ("start", "0"),
+                ("end", "100000"),
+                ("step", "1"),
+            ],
         )
         .await,
         StatusCode::BAD_REQUEST,
@@ -354,7 +455,12 @@ async fn api_errors_have_prometheus_types() {
         &prom_get(
             &c,
             "/api/v1/query_range",
-            &[("query", "up"), ("start", "100"), ("end", "50"), ("step", "1")],
+            &[
+                ("query", "up"),
+                ("start", "100"),
+                ("end", "50"),
+                ("step", "1"),
+            ],
         )
         .await,
         StatusCode::BAD_REQUEST,
@@ -365,13 +471,22 @@ async fn api_errors_have_prometheus_types() {
         &prom_get(
             &c,
             "/api/v1/query_range",
-            &[("query", "up"), ("start", "0"), ("end", "50"), ("step", "0")],
+            &[
+                ("query", "up"),
+                ("start", "0"),
+                ("end", "50"),
+                ("step", "0"),
+            ],
         )
         .await,
         StatusCode::BAD_REQUEST,
         "bad_data",
     );
-    let e = assert_error(&prom_get(&c, "/api/v1/series", &[]).await, StatusCode::BAD_REQUEST, "bad_data");
+    let e = assert_error(
+        &prom_get(&c, "/api/v1/series", &[]).await,
+        StatusCode::BAD_REQUEST,
+        "bad_data",
+    );
     assert!(e.contains("match[]"), "{e}");
     assert_error(
         &prom_get(&c, "/api/v1/series", &[("match[]", r#"{job=""}"#)]).await,
@@ -405,13 +520,24 @@ async fn bad_remote_write_bodies_are_refused_clearly() {
         .start(dir.path());
     let post = |headers: Vec<(&'static str, &'static str)>, body: Bytes| {
         let c = &c;
-        async move { c.api_request(Method::POST, "/api/v1/write", &headers, body).await }
+        async move {
+            c.api_request(Method::POST, "/api/v1/write", &headers, body)
+                .await
+        }
     };
     let snappy = vec![("content-encoding", "snappy")];
-    let r = post(snappy.clone(), Bytes::from_static(b"\xff\xff\xff\xff\x0fnot snappy")).await;
+    let r = post(
+        snappy.clone(),
+        Bytes::from_static(b"\xff\xff\xff\xff\x0fnot snappy"),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
     // A snappy header claiming far more than the limit is refused before allocating.
-    let r = post(snappy.clone(), Bytes::from_static(b"\x80\x80\x80\x80\x0f\x00")).await;
+    let r = post(
+        snappy.clone(),
+        Bytes::from_static(b"\x80\x80\x80\x80\x0f\x00"),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
     let r = post(snappy.clone(), Bytes::from(vec![0u8; 100_000])).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text());
@@ -422,8 +548,14 @@ async fn bad_remote_write_bodies_are_refused_clearly() {
     let now = now_ms();
     let batch = MetricBatch {
         series: vec![
-            series(&[("__name__", "ok_metric")], vec![Sample { t: now, v: 1.0 }]),
-            series(&[("__name__", "bad_metric"), ("bad-label", "x")], vec![Sample { t: now, v: 1.0 }]),
+            series(
+                &[("__name__", "ok_metric")],
+                vec![Sample { t: now, v: 1.0 }],
+            ),
+            series(
+                &[("__name__", "bad_metric"), ("bad-label", "x")],
+                vec![Sample { t: now, v: 1.0 }],
+            ),
         ],
         metadata: vec![],
     };
@@ -436,13 +568,34 @@ async fn bad_remote_write_bodies_are_refused_clearly() {
     // NaN and ±Inf are values like any other.
     let batch = MetricBatch {
         series: vec![
-            series(&[("__name__", "odd"), ("v", "nan")], vec![Sample { t: now, v: f64::NAN }]),
-            series(&[("__name__", "odd"), ("v", "inf")], vec![Sample { t: now, v: f64::INFINITY }]),
-            series(&[("__name__", "odd"), ("v", "-inf")], vec![Sample { t: now, v: f64::NEG_INFINITY }]),
+            series(
+                &[("__name__", "odd"), ("v", "nan")],
+                vec![Sample {
+                    t: now,
+                    v: f64::NAN,
+                }],
+            ),
+            series(
+                &[("__name__", "odd"), ("v", "inf")],
+                vec![Sample {
+                    t: now,
+                    v: f64::INFINITY,
+                }],
+            ),
+            series(
+                &[("__name__", "odd"), ("v", "-inf")],
+                vec![Sample {
+                    t: now,
+                    v: f64::NEG_INFINITY,
+                }],
+            ),
         ],
         metadata: vec![],
     };
-    assert_eq!(remote_write(&c, &batch, None).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        remote_write(&c, &batch, None).await.status,
+        StatusCode::NO_CONTENT
+    );
     let d = data(&prom_get(&c, "/api/v1/query", &[("query", "sort(odd)")]).await);
     let mut values: Vec<String> = d["result"]
         .as_array()
@@ -462,38 +615,71 @@ async fn out_of_order_duplicates_and_the_series_limit() {
         .start(dir.path());
     let now = now_ms();
     let one = |t: i64, v: f64| MetricBatch {
-        series: vec![series(&[("__name__", "ooo"), ("job", "x")], vec![Sample { t, v }])],
+        series: vec![series(
+            &[("__name__", "ooo"), ("job", "x")],
+            vec![Sample { t, v }],
+        )],
         metadata: vec![],
     };
-    assert_eq!(remote_write(&c, &one(now, 1.0), None).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        remote_write(&c, &one(now, 1.0), None).await.status,
+        StatusCode::NO_CONTENT
+    );
     // Within the 10 m window: accepted.
-    assert_eq!(remote_write(&c, &one(now - 60_000, 0.5), None).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        remote_write(&c, &one(now - 60_000, 0.5), None).await.status,
+        StatusCode::NO_CONTENT
+    );
     // An identical retry is accepted silently.
-    assert_eq!(remote_write(&c, &one(now, 1.0), None).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        remote_write(&c, &one(now, 1.0), None).await.status,
+        StatusCode::NO_CONTENT
+    );
     // Too far behind, or the same time with another value: refused with a reason.
     let r = remote_write(&c, &one(now - 3_600_000, 2.0), None).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
     let r = remote_write(&c, &one(now, 9.0), None).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
     let t = format!("{}", now / 1000);
-    let d = data(&prom_get(&c, "/api/v1/query", &[("query", "count_over_time(ooo[5m])"), ("time", &t)]).await);
+    let d = data(
+        &prom_get(
+            &c,
+            "/api/v1/query",
+            &[("query", "count_over_time(ooo[5m])"), ("time", &t)],
+        )
+        .await,
+    );
     assert_eq!(d["result"][0]["value"][1], "2", "{d}");
 
     // 150 new series past a limit of 100 (1 exists): 51 refused, the others stored.
     let batch = MetricBatch {
         series: (0..150)
-            .map(|i| series(&[("__name__", "burst"), ("i", &i.to_string())], vec![Sample { t: now, v: 1.0 }]))
+            .map(|i| {
+                series(
+                    &[("__name__", "burst"), ("i", &i.to_string())],
+                    vec![Sample { t: now, v: 1.0 }],
+                )
+            })
             .collect(),
         metadata: vec![],
     };
     let r = remote_write(&c, &batch, None).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.text().starts_with("51 samples rejected"), "{}", r.text());
-    let d = data(&prom_get(&c, "/api/v1/query", &[("query", "count(burst)"), ("time", &t)]).await);
+    let d = data(
+        &prom_get(
+            &c,
+            "/api/v1/query",
+            &[("query", "count(burst)"), ("time", &t)],
+        )
+        .await,
+    );
     assert_eq!(d["result"][0]["value"][1], "99", "{d}");
     let metrics = c.api_get("/metrics").await.text();
     assert!(
-        metrics.contains(r#"vantage_ingest_rejected_records_total{signal="metrics",reason="series_limit"} 51"#),
+        metrics.contains(
+            r#"vantage_ingest_rejected_records_total{signal="metrics",reason="series_limit"} 51"#
+        ),
         "{metrics}"
     );
 }
@@ -528,7 +714,12 @@ async fn credentials_scopes_and_tenants() {
         let c = &c;
         async move {
             let r = c
-                .api_request(Method::POST, "/api/v1/keys", &[("content-type", "application/json")], body)
+                .api_request(
+                    Method::POST,
+                    "/api/v1/keys",
+                    &[("content-type", "application/json")],
+                    body,
+                )
                 .await;
             assert!(r.status.is_success(), "{}", r.text());
             bearer(r.json()["key"].as_str().unwrap())
@@ -538,21 +729,40 @@ async fn credentials_scopes_and_tenants() {
     let blue_query = key("blue", &["query"]).await;
 
     let batch = MetricBatch {
-        series: vec![series(&[("__name__", "blue_only")], vec![Sample { t: now, v: 7.0 }])],
+        series: vec![series(
+            &[("__name__", "blue_only")],
+            vec![Sample { t: now, v: 7.0 }],
+        )],
         metadata: vec![],
     };
     // A query key cannot write; an ingest key can.
-    assert_eq!(remote_write(&c, &batch, Some(&blue_query)).await.status, StatusCode::FORBIDDEN);
-    assert_eq!(remote_write(&c, &batch, Some(&blue_ingest)).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        remote_write(&c, &batch, Some(&blue_query)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        remote_write(&c, &batch, Some(&blue_ingest)).await.status,
+        StatusCode::NO_CONTENT
+    );
     // An ingest key cannot query.
     let q = serde_urlencoded::to_string([("query", "blue_only")]).unwrap();
     let r = c
-        .api_request(Method::GET, &format!("/api/v1/query?{q}"), &[("authorization", &blue_ingest)], Bytes::new())
+        .api_request(
+            Method::GET,
+            &format!("/api/v1/query?{q}"),
+            &[("authorization", &blue_ingest)],
+            Bytes::new(),
+        )
         .await;
     assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
     // Blue sees its series; default does not, in queries or in metadata endpoints.
     let r = c
-        .api_request(Method::GET, &format!("/api/v1/query?{q}"), &[("authorization", &blue_query)], Bytes::new())
+        .api_request(
+            Method::GET,
+            &format!("/api/v1/query?{q}"),
+            &[("authorization", &blue_query)],
+            Bytes::new(),
+        )
         .await;
     assert_eq!(data(&r)["result"][0]["value"][1], "7");
     let d = data(&prom_get(&c, "/api/v1/query", &[("query", "blue_only")]).await);
@@ -566,10 +776,16 @@ async fn acknowledged_samples_survive_kill_and_restart() {
     let dir = tempfile::tempdir().unwrap();
     let end = now_ms() - 60_000;
     let t = format!("{}", end / 1000);
-    let count_query = [("query", "count_over_time(demo_requests_total[15m])"), ("time", t.as_str())];
+    let count_query = [
+        ("query", "count_over_time(demo_requests_total[15m])"),
+        ("time", t.as_str()),
+    ];
     {
         let c = Collector::start(dir.path());
-        assert_eq!(remote_write(&c, &demo_batch(end), None).await.status, StatusCode::NO_CONTENT);
+        assert_eq!(
+            remote_write(&c, &demo_batch(end), None).await.status,
+            StatusCode::NO_CONTENT
+        );
         c.kill_9();
     }
     {

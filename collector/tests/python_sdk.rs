@@ -222,3 +222,107 @@ async fn python_sdk_logs_over_http_protobuf_are_searchable() {
 async fn python_sdk_logs_over_http_protobuf_gzip_are_searchable() {
     python_sdk_logs_are_searchable("http", "gzip").await;
 }
+
+/// One value of an instant PromQL query that must return exactly one series.
+async fn promql_one(c: &Collector, query: &str) -> (Value, f64) {
+    let q = serde_urlencoded::to_string([("query", query)]).expect("encodable");
+    let reply = c.api_get(&format!("/api/v1/query?{q}")).await;
+    let body = reply.json();
+    assert_eq!(body["status"], "success", "{query}: {body}");
+    let result = body["data"]["result"].as_array().expect("a vector");
+    assert_eq!(result.len(), 1, "{query}: one series expected: {body}");
+    let value = result[0]["value"][1].as_str().unwrap().parse().unwrap();
+    (result[0]["metric"].clone(), value)
+}
+
+/// The SDK's four instrument kinds arrive with the names and labels the README's mapping
+/// promises, and answer PromQL.
+async fn python_sdk_metrics_are_queryable(protocol: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::start(dir.path());
+    let endpoint = match protocol {
+        "grpc" => format!("http://{}", c.addrs.grpc),
+        _ => format!("http://{}/v1/metrics", c.addrs.http),
+    };
+    let run_id = format!("m{protocol}{}", std::process::id());
+    require_python_sdk().await;
+    let output = tokio::time::timeout(
+        Duration::from_secs(120),
+        python()
+            .arg(python_dir().join("send_metrics.py"))
+            .args(["--protocol", protocol, "--endpoint", &endpoint])
+            .args(["--run-id", &run_id, "--token", c.token()])
+            .output(),
+    )
+    .await
+    .expect("send_metrics.py finishes within 120 s")
+    .expect("run send_metrics.py");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "send_metrics.py failed ({:?}): {stderr}",
+        output.status
+    );
+    let job = format!("py-metrics-{protocol}");
+    let sel = format!(r#"job="{job}",instance="{run_id}",region="eu",run_id="{run_id}""#);
+
+    let (labels, orders) = promql_one(&c, &format!("app_orders_total{{{sel}}}")).await;
+    assert_eq!(orders, 7.0);
+    assert_eq!(labels["otel_scope_name"], "vantage.e2e.meter", "{labels}");
+    assert_eq!(labels["otel_scope_version"], "1.2.3", "{labels}");
+    let (_, depth) = promql_one(&c, &format!("app_queue_depth{{{sel}}}")).await;
+    assert_eq!(depth, 7.0, "up-down counter as a gauge");
+    let (_, count) = promql_one(&c, &format!("app_request_duration_seconds_count{{{sel}}}")).await;
+    assert_eq!(count, 4.0);
+    let (_, sum) = promql_one(&c, &format!("app_request_duration_seconds_sum{{{sel}}}")).await;
+    assert!((sum - 2.222).abs() < 1e-9, "{sum}");
+    let (_, le) = promql_one(
+        &c,
+        &format!(r#"app_request_duration_seconds_bucket{{{sel},le="+Inf"}}"#),
+    )
+    .await;
+    assert_eq!(le, 4.0);
+    let (_, median) = promql_one(
+        &c,
+        &format!("histogram_quantile(0.5, app_request_duration_seconds_bucket{{{sel}}})"),
+    )
+    .await;
+    // The SDK's default bounds (0, 5, 10, 25, ...) put all four values in (0, 5]:
+    // linear interpolation puts the median half way, as Prometheus would.
+    assert_eq!(median, 2.5, "median over the SDK's default buckets");
+    let (_, temperature) = promql_one(&c, &format!("app_temperature_celsius{{{sel}}}")).await;
+    assert_eq!(temperature, 21.5);
+    let (info, _) = promql_one(
+        &c,
+        &format!(r#"target_info{{job="{job}",instance="{run_id}"}}"#),
+    )
+    .await;
+    assert_eq!(info["host_name"], "e2e-host", "{info}");
+    assert_eq!(info["telemetry_sdk_language"], "python", "{info}");
+
+    let meta = c.api_get("/api/v1/metadata").await.json();
+    assert_eq!(
+        meta["data"]["app_orders_total"][0]["type"], "counter",
+        "{meta}"
+    );
+    assert_eq!(meta["data"]["app_orders_total"][0]["help"], "Orders placed");
+    assert_eq!(
+        meta["data"]["app_request_duration_seconds"][0]["type"],
+        "histogram"
+    );
+    assert_eq!(
+        meta["data"]["app_request_duration_seconds"][0]["unit"],
+        "seconds"
+    );
+    assert_eq!(meta["data"]["app_temperature_celsius"][0]["type"], "gauge");
+}
+
+#[tokio::test]
+async fn python_sdk_metrics_over_grpc_are_queryable() {
+    python_sdk_metrics_are_queryable("grpc").await;
+}
+
+#[tokio::test]
+async fn python_sdk_metrics_over_http_protobuf_are_queryable() {
+    python_sdk_metrics_are_queryable("http").await;
+}

@@ -29,10 +29,10 @@ use vantage_proto::otlp::collector::logs::v1::{
 use vantage_proto::otlp::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest,
 };
-use vantage_proto::prom::MetricBatch;
-use vantage_proto::prom::otlp::DeltaToCumulative;
-use vantage_storage::metrics::tsdb::{self, Tsdb};
 use vantage_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use vantage_proto::prom::MetricBatch;
+use vantage_proto::prom::delta::DeltaToCumulative;
+use vantage_storage::metrics::tsdb::{self, Tsdb};
 use vantage_storage::wal::Wal;
 
 use crate::auth::Principal;
@@ -396,9 +396,7 @@ impl Ingest {
         first_error: Option<String>,
         size: usize,
     ) -> Result<Accepted, IngestError> {
-        let admission = self
-            .tsdb
-            .admit(&principal.tenant, batch, metrics::now_ms());
+        let admission = self.tsdb.admit(&principal.tenant, batch, metrics::now_ms());
         let counts = [
             admission.out_of_order,
             admission.too_old,

@@ -2,7 +2,7 @@
 //! "Prometheus and OpenMetrics Compatibility" (OTLP to Prometheus) and the OTel
 //! Collector's `prometheusremotewrite` translator, so names and labels match what a
 //! Collector in front of Prometheus would have produced. Every rule is listed in
-//! `MAPPING.md` next to this file.
+//! the README's metrics section ("How OTLP metrics become Prometheus series").
 //!
 //! Mapping is per data point and partial: a point that cannot be mapped is counted in
 //! [`OtlpMapping::rejected_points`] (with the first reason kept for the OTLP partial

@@ -134,8 +134,8 @@ pub(crate) fn query_data(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vantage_storage::metrics::promql::{InstantSample, RangeSeries};
     use vantage_storage::metrics::Sample;
+    use vantage_storage::metrics::promql::{InstantSample, RangeSeries};
 
     #[test]
     fn timestamps_match_prometheus() {
@@ -180,12 +180,21 @@ mod tests {
         );
         let m = Value::Matrix(vec![RangeSeries {
             labels: l,
-            samples: vec![Sample { t: 1_000, v: 1.0 }, Sample { t: 2_500, v: f64::NAN }],
+            samples: vec![
+                Sample { t: 1_000, v: 1.0 },
+                Sample {
+                    t: 2_500,
+                    v: f64::NAN,
+                },
+            ],
         }]);
         let json: serde_json::Value = serde_json::from_str(&query_data(&m)).unwrap();
         assert_eq!(json["result"][0]["values"][1][0], serde_json::json!(2.5));
         assert_eq!(json["result"][0]["values"][1][1], "NaN");
         let s = Value::Scalar { t: 1, v: 2.0 };
-        assert_eq!(query_data(&s), r#"{"resultType":"scalar","result":[0.001,"2"]}"#);
+        assert_eq!(
+            query_data(&s),
+            r#"{"resultType":"scalar","result":[0.001,"2"]}"#
+        );
     }
 }

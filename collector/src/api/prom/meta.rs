@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use vantage_storage::metrics::{MatchOp, Matcher, METRIC_NAME, Querier};
+use vantage_storage::metrics::{METRIC_NAME, MatchOp, Matcher, Querier};
 
 use super::params::{MAX_TIME_MS, MIN_TIME_MS};
 use super::{Params, PromError, json, query_caller, success};
@@ -15,7 +15,8 @@ use crate::api::ApiState;
 /// Parses a `match[]` series selector (`up{job="api"}`, `{__name__=~"x.*"}`) into
 /// matchers, with Prometheus's rule that at least one must not match the empty string.
 pub(crate) fn parse_selector(text: &str) -> Result<Vec<Matcher>, PromError> {
-    let bad = |reason: String| PromError::bad_data(format!("invalid parameter \"match[]\": {reason}"));
+    let bad =
+        |reason: String| PromError::bad_data(format!("invalid parameter \"match[]\": {reason}"));
     let expr = promql_parser::parser::parse(text).map_err(bad)?;
     let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
         return Err(bad(format!("{text:?} is not a series selector")));
@@ -46,7 +47,11 @@ pub(crate) fn parse_selector(text: &str) -> Result<Vec<Matcher>, PromError> {
 
 /// The `match[]` selectors of a request (none means "all series").
 fn selectors(params: &Params) -> Result<Vec<Vec<Matcher>>, PromError> {
-    params.all("match[]").into_iter().map(parse_selector).collect()
+    params
+        .all("match[]")
+        .into_iter()
+        .map(parse_selector)
+        .collect()
 }
 
 /// Whether `name` is a valid Prometheus label name.
@@ -192,16 +197,21 @@ pub(crate) async fn metadata(
     let metric = params.get("metric").map(str::to_owned);
     let mut families: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
     for m in state.tsdb.metadata(&principal.tenant, metric.as_deref()) {
-        families.entry(m.metric).or_default().push(serde_json::json!({
-            "type": m.kind.as_str(),
-            "help": m.help,
-            "unit": m.unit,
-        }));
+        families
+            .entry(m.metric)
+            .or_default()
+            .push(serde_json::json!({
+                "type": m.kind.as_str(),
+                "help": m.help,
+                "unit": m.unit,
+            }));
     }
     if let Some(limit) = limit {
         families = families.into_iter().take(limit).collect();
     }
-    Ok(success(serde_json::to_string(&families).unwrap_or_else(|_| "{}".into())))
+    Ok(success(
+        serde_json::to_string(&families).unwrap_or_else(|_| "{}".into()),
+    ))
 }
 
 #[cfg(test)]

@@ -140,9 +140,10 @@ impl IntoResponse for PromError {
             response.headers_mut().insert(header::RETRY_AFTER, v);
         }
         if self.error_type == "unauthenticated" {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
         }
         response
     }

@@ -17,7 +17,8 @@ const MAX_FORM_BYTES: usize = 4 * 1024 * 1024;
 pub(crate) struct Params(Vec<(String, String)>);
 
 impl Params {
-    /// Builds parameters from already-split pairs (tests, other extractors).
+    /// Builds parameters from already-split pairs.
+    #[cfg(test)]
     pub(crate) fn from_pairs(pairs: Vec<(String, String)>) -> Params {
         Params(pairs)
     }
@@ -102,7 +103,8 @@ pub(crate) fn parse_time(text: &str) -> Result<i64, String> {
         }
         return Ok(ms as i64);
     }
-    if let Ok(dt) = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+    if let Ok(dt) =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
     {
         let ms = dt.unix_timestamp_nanos().div_euclid(1_000_000);
         return Ok(i64::try_from(ms).unwrap_or(if ms < 0 { MIN_TIME_MS } else { MAX_TIME_MS }));
@@ -129,12 +131,22 @@ mod tests {
             parse_time("2015-07-01T20:10:51.781Z").unwrap(),
             1_435_781_451_781
         );
-        assert_eq!(parse_time("2015-07-01T22:10:51+02:00").unwrap(), 1_435_781_451_000);
+        assert_eq!(
+            parse_time("2015-07-01T22:10:51+02:00").unwrap(),
+            1_435_781_451_000
+        );
         assert_eq!(
             parse_time("292277025-08-18T07:12:54.999999999Z").unwrap(),
             MAX_TIME_MS
         );
-        for bad in ["", "yesterday", "NaN", "Inf", "1e300", "2015-13-01T00:00:00Z"] {
+        for bad in [
+            "",
+            "yesterday",
+            "NaN",
+            "Inf",
+            "1e300",
+            "2015-13-01T00:00:00Z",
+        ] {
             assert!(parse_time(bad).is_err(), "{bad}");
         }
     }
@@ -152,6 +164,9 @@ mod tests {
         let err = Params::from_pairs(vec![("time".into(), "x".into())])
             .time_or("time", 0)
             .unwrap_err();
-        assert!(err.message.contains(r#"invalid parameter "time""#), "{err:?}");
+        assert!(
+            err.message.contains(r#"invalid parameter "time""#),
+            "{err:?}"
+        );
     }
 }

@@ -27,9 +27,8 @@ fn timeout(state: &ApiState, params: &Params) -> Result<Duration, PromError> {
     match params.get("timeout") {
         None => Ok(configured),
         Some(text) => {
-            let ms = promql::parse_duration_ms(text).map_err(|e| {
-                PromError::bad_data(format!("invalid parameter \"timeout\": {e}"))
-            })?;
+            let ms = promql::parse_duration_ms(text)
+                .map_err(|e| PromError::bad_data(format!("invalid parameter \"timeout\": {e}")))?;
             let asked = Duration::from_millis(u64::try_from(ms.max(1)).unwrap_or(1));
             Ok(asked.min(configured))
         }

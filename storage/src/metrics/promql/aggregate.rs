@@ -81,7 +81,11 @@ pub(crate) fn eval(
         match ev.eval(p, grid)? {
             Val::Scalar(v) => param_scalar = Some(v),
             Val::Str(s) => param_str = Some(s),
-            _ => return Err(PromqlError::bad("aggregation parameter must be a scalar or string")),
+            _ => {
+                return Err(PromqlError::bad(
+                    "aggregation parameter must be a scalar or string",
+                ));
+            }
         }
     }
     let input = ev.eval_vector(&a.expr, grid)?;

@@ -50,7 +50,11 @@ impl Op {
             "and" => Op::And,
             "or" => Op::Or,
             "unless" => Op::Unless,
-            other => return Err(PromqlError::Unsupported(format!("binary operator '{other}'"))),
+            other => {
+                return Err(PromqlError::Unsupported(format!(
+                    "binary operator '{other}'"
+                )));
+            }
         })
     }
 
@@ -60,7 +64,10 @@ impl Op {
 
     /// `shouldDropMetricName` of 2.42: arithmetic except `atan2`.
     fn drops_name(self) -> bool {
-        matches!(self, Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow | Op::Mod)
+        matches!(
+            self,
+            Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow | Op::Mod
+        )
     }
 }
 
@@ -110,14 +117,27 @@ pub(crate) fn eval(
     let rhs = ev.eval(&b.rhs, grid)?;
     match (lhs, rhs) {
         (Val::Scalar(l), Val::Scalar(r)) => Ok(Val::Scalar(
-            l.iter().zip(&r).map(|(&a, &b)| scalar_op(op, a, b)).collect(),
+            l.iter()
+                .zip(&r)
+                .map(|(&a, &b)| scalar_op(op, a, b))
+                .collect(),
         )),
-        (Val::Vector(v), Val::Scalar(s)) => {
-            Ok(Val::Vector(vector_scalar(op, v, &s, grid, false, return_bool)?))
-        }
-        (Val::Scalar(s), Val::Vector(v)) => {
-            Ok(Val::Vector(vector_scalar(op, v, &s, grid, true, return_bool)?))
-        }
+        (Val::Vector(v), Val::Scalar(s)) => Ok(Val::Vector(vector_scalar(
+            op,
+            v,
+            &s,
+            grid,
+            false,
+            return_bool,
+        )?)),
+        (Val::Scalar(s), Val::Vector(v)) => Ok(Val::Vector(vector_scalar(
+            op,
+            v,
+            &s,
+            grid,
+            true,
+            return_bool,
+        )?)),
         (Val::Vector(l), Val::Vector(r)) => {
             let m = Matching::from_expr(b);
             Ok(Val::Vector(match op {
@@ -233,7 +253,11 @@ impl Matching {
 }
 
 /// Interns the signatures of both sides: one id per distinct signature.
-fn signatures(m: &Matching, l: &[RangeSeries], r: &[RangeSeries]) -> (Vec<usize>, Vec<usize>, usize) {
+fn signatures(
+    m: &Matching,
+    l: &[RangeSeries],
+    r: &[RangeSeries],
+) -> (Vec<usize>, Vec<usize>, usize) {
     let mut ids: HashMap<Labels, usize> = HashMap::new();
     let mut id_of = |s: &RangeSeries| {
         let sig = m.signature(&s.labels);
@@ -268,7 +292,11 @@ fn set_op(
         let t = grid.t(step);
         lcur.at(l, t, &mut lp);
         rcur.at(r, t, &mut rp);
-        let emit = |out: &mut Collector, slots: &mut Vec<Option<usize>>, side: &[RangeSeries], i: usize, v: f64| {
+        let emit = |out: &mut Collector,
+                    slots: &mut Vec<Option<usize>>,
+                    side: &[RangeSeries],
+                    i: usize,
+                    v: f64| {
             let slot = *slots[i].get_or_insert_with(|| out.slot(&side[i].labels));
             out.push(slot, t, v)
         };

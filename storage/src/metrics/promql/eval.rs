@@ -76,7 +76,12 @@ pub(crate) struct WindowCursor {
 }
 
 impl WindowCursor {
-    pub(crate) fn window<'s>(&mut self, samples: &'s [Sample], start: i64, end: i64) -> &'s [Sample] {
+    pub(crate) fn window<'s>(
+        &mut self,
+        samples: &'s [Sample],
+        start: i64,
+        end: i64,
+    ) -> &'s [Sample] {
         while self.lo < samples.len() && samples[self.lo].t < start {
             self.lo += 1;
         }
@@ -282,7 +287,11 @@ impl<'a> Evaluator<'a> {
     }
 
     /// Evaluates an expression that must be scalar, one value per step.
-    pub(crate) fn eval_scalar(&mut self, expr: &Expr, grid: &Grid) -> Result<Vec<f64>, PromqlError> {
+    pub(crate) fn eval_scalar(
+        &mut self,
+        expr: &Expr,
+        grid: &Grid,
+    ) -> Result<Vec<f64>, PromqlError> {
         match self.eval(expr, grid)? {
             Val::Scalar(v) => Ok(v),
             _ => Err(PromqlError::bad(format!("expected a scalar, got {expr}"))),
@@ -297,7 +306,9 @@ impl<'a> Evaluator<'a> {
     ) -> Result<Vec<RangeSeries>, PromqlError> {
         match self.eval(expr, grid)? {
             Val::Vector(m) => Ok(m),
-            _ => Err(PromqlError::bad(format!("expected an instant vector, got {expr}"))),
+            _ => Err(PromqlError::bad(format!(
+                "expected an instant vector, got {expr}"
+            ))),
         }
     }
 

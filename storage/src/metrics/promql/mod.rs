@@ -118,7 +118,9 @@ impl Engine {
             ));
         }
         if end_ms < start_ms {
-            return Err(PromqlError::bad("end timestamp must not be before start time"));
+            return Err(PromqlError::bad(
+                "end timestamp must not be before start time",
+            ));
         }
         let points = (end_ms - start_ms) / step_ms;
         if points > self.opts.max_points_per_series as i64 {

@@ -101,7 +101,12 @@ pub(crate) fn encode(samples: &[Sample], out: &mut Vec<u8>) {
 
 /// Decodes one chunk from `r`, appending samples in `[start, end]` to `out`. `None` on
 /// malformed input (what was decoded before the error may have been appended).
-pub(crate) fn decode(r: &mut Reader<'_>, start: i64, end: i64, out: &mut Vec<Sample>) -> Option<()> {
+pub(crate) fn decode(
+    r: &mut Reader<'_>,
+    start: i64,
+    end: i64,
+    out: &mut Vec<Sample>,
+) -> Option<()> {
     let kind = r.u8()?;
     if kind > 7 {
         return None;

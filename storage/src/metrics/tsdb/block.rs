@@ -167,7 +167,9 @@ impl BlockWriter {
             return Ok(());
         }
         let c = zstd::bulk::compress(&self.frame, ZSTD_LEVEL).map_err(io_err(&self.chunks_path))?;
-        self.chunks.write_all(&c).map_err(io_err(&self.chunks_path))?;
+        self.chunks
+            .write_all(&c)
+            .map_err(io_err(&self.chunks_path))?;
         self.frames.push(FrameMeta {
             offset: self.written,
             clen: c.len() as u32,
@@ -186,7 +188,10 @@ impl BlockWriter {
         }
         if let Some(prev) = &self.last {
             if prev >= labels {
-                return Err(corrupt(&self.dir, format!("series {labels} added out of order")));
+                return Err(corrupt(
+                    &self.dir,
+                    format!("series {labels} added out of order"),
+                ));
             }
         }
         let id = self.offsets.len() as u32;
@@ -198,7 +203,12 @@ impl BlockWriter {
             let v = self.symbol(&l.value);
             put_uvarint(&mut entry, u64::from(n));
             put_uvarint(&mut entry, u64::from(v));
-            self.postings.entry(n).or_default().entry(v).or_default().insert(id);
+            self.postings
+                .entry(n)
+                .or_default()
+                .entry(v)
+                .or_default()
+                .insert(id);
         }
         let nchunks = samples.len().div_ceil(BLOCK_CHUNK_SAMPLES);
         put_uvarint(&mut entry, nchunks as u64);
@@ -213,7 +223,14 @@ impl BlockWriter {
             let len = self.frame.len() - off;
             let frame = self.frames.len() as u64;
             let (lo, hi) = (part[0].t, part[part.len() - 1].t);
-            put_ivarint(&mut entry, if i == 0 { lo } else { lo.wrapping_sub(prev_max) });
+            put_ivarint(
+                &mut entry,
+                if i == 0 {
+                    lo
+                } else {
+                    lo.wrapping_sub(prev_max)
+                },
+            );
             put_uvarint(&mut entry, hi.wrapping_sub(lo) as u64);
             put_uvarint(&mut entry, frame - prev_frame);
             put_uvarint(&mut entry, off as u64);
@@ -248,7 +265,9 @@ impl BlockWriter {
         tail.extend_from_slice(&self.written.to_le_bytes());
         tail.extend_from_slice(&(self.frames.len() as u32).to_le_bytes());
         tail.extend_from_slice(CHUNKS_MAGIC);
-        self.chunks.write_all(&tail).map_err(io_err(&self.chunks_path))?;
+        self.chunks
+            .write_all(&tail)
+            .map_err(io_err(&self.chunks_path))?;
         let f = self
             .chunks
             .into_inner()
@@ -279,7 +298,9 @@ impl BlockWriter {
         for (name, values) in names {
             put_uvarint(&mut ix, u64::from(*name));
             let mut vals: Vec<(&u32, &RoaringBitmap)> = values.iter().collect();
-            vals.sort_by(|a, b| self.symbol_list[*a.0 as usize].cmp(&self.symbol_list[*b.0 as usize]));
+            vals.sort_by(|a, b| {
+                self.symbol_list[*a.0 as usize].cmp(&self.symbol_list[*b.0 as usize])
+            });
             put_uvarint(&mut ix, vals.len() as u64);
             for (v, bm) in vals {
                 put_uvarint(&mut ix, u64::from(*v));
@@ -300,7 +321,8 @@ impl BlockWriter {
             self.meta.min_t = 0;
             self.meta.max_t = 0;
         }
-        let meta = serde_json::to_vec_pretty(&self.meta).map_err(|e| corrupt(&self.dir, e.to_string()))?;
+        let meta =
+            serde_json::to_vec_pretty(&self.meta).map_err(|e| corrupt(&self.dir, e.to_string()))?;
         write_synced(&self.dir.join("meta.json"), &meta)?;
         sync_dir(&self.dir)?;
         Ok(self.meta)
@@ -351,7 +373,10 @@ pub(crate) struct Block {
 
 impl std::fmt::Debug for Block {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Block").field("dir", &self.dir).field("meta", &self.meta).finish()
+        f.debug_struct("Block")
+            .field("dir", &self.dir)
+            .field("meta", &self.meta)
+            .finish()
     }
 }
 
@@ -374,9 +399,13 @@ impl Block {
     pub(crate) fn open(dir: &Path, seq: u64) -> Result<Block, MetricsError> {
         let meta_path = dir.join("meta.json");
         let meta_bytes = fs::read(&meta_path).map_err(io_err(&meta_path))?;
-        let meta: BlockMeta = serde_json::from_slice(&meta_bytes).map_err(|e| corrupt(&meta_path, e.to_string()))?;
+        let meta: BlockMeta =
+            serde_json::from_slice(&meta_bytes).map_err(|e| corrupt(&meta_path, e.to_string()))?;
         if meta.version != META_VERSION {
-            return Err(corrupt(&meta_path, format!("unknown block version {}", meta.version)));
+            return Err(corrupt(
+                &meta_path,
+                format!("unknown block version {}", meta.version),
+            ));
         }
         let index_path = dir.join("index");
         let chunks_path = dir.join("chunks");
@@ -386,7 +415,10 @@ impl Block {
         let ch: &[u8] = chunks.as_deref().unwrap_or(&[]);
         let bad_ix = |r: &str| corrupt(&index_path, r.to_owned());
         // Index footer and CRC.
-        if ix.len() < 8 + 32 + 4 + 8 || &ix[..8] != INDEX_MAGIC || &ix[ix.len() - 8..] != INDEX_MAGIC {
+        if ix.len() < 8 + 32 + 4 + 8
+            || &ix[..8] != INDEX_MAGIC
+            || &ix[ix.len() - 8..] != INDEX_MAGIC
+        {
             return Err(bad_ix("bad magic or too short"));
         }
         let crc_at = ix.len() - 12;
@@ -396,10 +428,15 @@ impl Block {
         }
         let f = crc_at - 32;
         let offs: Vec<usize> = (0..4)
-            .map(|i| le_u64(ix, f + i * 8).map(|v| v as usize).filter(|v| *v <= f))
+            .map(|i| {
+                le_u64(ix, f + i * 8)
+                    .map(|v| v as usize)
+                    .filter(|v| *v <= f)
+            })
             .collect::<Option<_>>()
             .ok_or_else(|| bad_ix("section offset out of range"))?;
-        let (symbols_off, series_off, offsets_off, postings_off) = (offs[0], offs[1], offs[2], offs[3]);
+        let (symbols_off, series_off, offsets_off, postings_off) =
+            (offs[0], offs[1], offs[2], offs[3]);
         let mut r = Reader::new(&ix[symbols_off..series_off.max(symbols_off)]);
         let nsym = r.len(r.remaining()).ok_or_else(|| bad_ix("symbol count"))?;
         let mut symbols = Vec::with_capacity(nsym);
@@ -407,7 +444,9 @@ impl Block {
             symbols.push(Box::<str>::from(r.str().ok_or_else(|| bad_ix("symbol"))?));
         }
         let mut r = Reader::new(&ix[series_off..offsets_off.max(series_off)]);
-        let nseries = r.len(u32::MAX as usize).ok_or_else(|| bad_ix("series count"))? as u32;
+        let nseries = r
+            .len(u32::MAX as usize)
+            .ok_or_else(|| bad_ix("series count"))? as u32;
         if offsets_off + nseries as usize * 4 > postings_off {
             return Err(bad_ix("series offsets out of range"));
         }
@@ -415,12 +454,20 @@ impl Block {
         let nnames = r.len(r.remaining()).ok_or_else(|| bad_ix("postings"))?;
         let mut postings = HashMap::with_capacity(nnames);
         for _ in 0..nnames {
-            let name = r.len(symbols.len().saturating_sub(1)).ok_or_else(|| bad_ix("postings name"))?;
-            let nvals = r.len(r.remaining()).ok_or_else(|| bad_ix("postings values"))?;
+            let name = r
+                .len(symbols.len().saturating_sub(1))
+                .ok_or_else(|| bad_ix("postings name"))?;
+            let nvals = r
+                .len(r.remaining())
+                .ok_or_else(|| bad_ix("postings values"))?;
             let mut vals = Vec::with_capacity(nvals);
             for _ in 0..nvals {
-                let v = r.len(symbols.len().saturating_sub(1)).ok_or_else(|| bad_ix("postings value"))?;
-                let len = r.len(r.remaining()).ok_or_else(|| bad_ix("postings length"))?;
+                let v = r
+                    .len(symbols.len().saturating_sub(1))
+                    .ok_or_else(|| bad_ix("postings value"))?;
+                let len = r
+                    .len(r.remaining())
+                    .ok_or_else(|| bad_ix("postings length"))?;
                 let at = f - r.remaining();
                 r.bytes(len).ok_or_else(|| bad_ix("postings bytes"))?;
                 vals.push((v as u32, at as u32, len as u32));
@@ -483,7 +530,8 @@ impl Block {
 
     fn entry(&self, i: u32) -> Result<Reader<'_>, MetricsError> {
         let ix = self.ix();
-        let off = le_u32(ix, self.offsets_off + i as usize * 4).ok_or_else(|| self.bad("series offset"))?;
+        let off = le_u32(ix, self.offsets_off + i as usize * 4)
+            .ok_or_else(|| self.bad("series offset"))?;
         let at = self.series_off + off as usize;
         ix.get(at..self.offsets_off)
             .map(Reader::new)
@@ -500,7 +548,9 @@ impl Block {
     /// The label pairs of series `i`.
     pub(crate) fn label_pairs(&self, i: u32) -> Result<Vec<(&str, &str)>, MetricsError> {
         let mut r = self.entry(i)?;
-        let n = r.len(r.remaining()).ok_or_else(|| self.bad("label count"))?;
+        let n = r
+            .len(r.remaining())
+            .ok_or_else(|| self.bad("label count"))?;
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
             let name = r.uvarint().ok_or_else(|| self.bad("label"))?;
@@ -526,11 +576,15 @@ impl Block {
     /// Chunk references of series `i`.
     pub(crate) fn chunk_refs(&self, i: u32) -> Result<Vec<ChunkRef>, MetricsError> {
         let mut r = self.entry(i)?;
-        let n = r.len(r.remaining()).ok_or_else(|| self.bad("label count"))?;
+        let n = r
+            .len(r.remaining())
+            .ok_or_else(|| self.bad("label count"))?;
         for _ in 0..n * 2 {
             r.uvarint().ok_or_else(|| self.bad("label"))?;
         }
-        let nchunks = r.len(r.remaining()).ok_or_else(|| self.bad("chunk count"))?;
+        let nchunks = r
+            .len(r.remaining())
+            .ok_or_else(|| self.bad("chunk count"))?;
         let mut out = Vec::with_capacity(nchunks);
         let mut prev_max = 0i64;
         let mut frame = 0u64;
@@ -542,7 +596,10 @@ impl Block {
             frame += r.uvarint().ok_or_else(bad)?;
             let off = r.uvarint().ok_or_else(bad)?;
             let len = r.uvarint().ok_or_else(bad)?;
-            if frame >= self.frames.len() as u64 || off > u64::from(u32::MAX) || len > u64::from(u32::MAX) {
+            if frame >= self.frames.len() as u64
+                || off > u64::from(u32::MAX)
+                || len > u64::from(u32::MAX)
+            {
                 return Err(bad());
             }
             out.push(ChunkRef {
@@ -560,7 +617,10 @@ impl Block {
     /// Time range of series `i`'s data.
     pub(crate) fn series_range(&self, i: u32) -> Result<Option<(i64, i64)>, MetricsError> {
         let refs = self.chunk_refs(i)?;
-        Ok(refs.first().zip(refs.last()).map(|(a, b)| (a.min_t, b.max_t)))
+        Ok(refs
+            .first()
+            .zip(refs.last())
+            .map(|(a, b)| (a.min_t, b.max_t)))
     }
 
     fn frame(&self, i: u32) -> Result<Arc<Vec<u8>>, MetricsError> {
@@ -574,7 +634,10 @@ impl Block {
             }
         }
         let path = self.dir.join("chunks");
-        let fm = self.frames.get(i as usize).ok_or_else(|| corrupt(&path, "frame out of range"))?;
+        let fm = self
+            .frames
+            .get(i as usize)
+            .ok_or_else(|| corrupt(&path, "frame out of range"))?;
         let ch = self.chunks.as_deref().unwrap_or(&[]);
         let start = fm.offset as usize;
         let bytes = ch
@@ -595,7 +658,13 @@ impl Block {
     }
 
     /// Appends series `i`'s samples in `[start, end]` (sorted, unique) to `out`.
-    pub(crate) fn samples(&self, i: u32, start: i64, end: i64, out: &mut Vec<Sample>) -> Result<(), MetricsError> {
+    pub(crate) fn samples(
+        &self,
+        i: u32,
+        start: i64,
+        end: i64,
+        out: &mut Vec<Sample>,
+    ) -> Result<(), MetricsError> {
         for c in self.chunk_refs(i)? {
             if c.max_t < start || c.min_t > end {
                 continue;
@@ -636,7 +705,11 @@ impl Block {
     pub(crate) fn values_of(&self, name: &str) -> Vec<&str> {
         self.postings
             .get(name)
-            .map(|vals| vals.iter().filter_map(|(v, _, _)| self.symbols.get(*v as usize).map(|s| &**s)).collect())
+            .map(|vals| {
+                vals.iter()
+                    .filter_map(|(v, _, _)| self.symbols.get(*v as usize).map(|s| &**s))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -656,7 +729,12 @@ impl Block {
             .get(name)
             .map(|vals| {
                 vals.iter()
-                    .filter_map(|(v, off, len)| Some((self.symbols.get(*v as usize).map(|s| &**s)?, self.bitmap(*off, *len))))
+                    .filter_map(|(v, off, len)| {
+                        Some((
+                            self.symbols.get(*v as usize).map(|s| &**s)?,
+                            self.bitmap(*off, *len),
+                        ))
+                    })
                     .collect()
             })
             .unwrap_or_default()
@@ -674,7 +752,12 @@ impl Postings for Block {
         let Some(vals) = self.postings.get(name) else {
             return RoaringBitmap::new();
         };
-        match vals.binary_search_by(|(v, _, _)| self.symbols.get(*v as usize).map_or("", |s| &**s).cmp(value)) {
+        match vals.binary_search_by(|(v, _, _)| {
+            self.symbols
+                .get(*v as usize)
+                .map_or("", |s| &**s)
+                .cmp(value)
+        }) {
             Ok(i) => self.bitmap(vals[i].1, vals[i].2),
             Err(_) => RoaringBitmap::new(),
         }
