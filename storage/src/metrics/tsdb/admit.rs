@@ -62,7 +62,10 @@ pub(crate) fn invalid_labels(labels: &Labels) -> Option<String> {
         return Some("missing or empty __name__".to_owned());
     }
     if labels.len() > MAX_LABELS_PER_SERIES {
-        return Some(format!("{} labels, more than the limit of {MAX_LABELS_PER_SERIES}", labels.len()));
+        return Some(format!(
+            "{} labels, more than the limit of {MAX_LABELS_PER_SERIES}",
+            labels.len()
+        ));
     }
     for l in labels {
         let b = l.name.as_bytes();
@@ -73,7 +76,10 @@ pub(crate) fn invalid_labels(labels: &Labels) -> Option<String> {
             return Some(format!("invalid label name {:?}", l.name));
         }
         if l.name.starts_with("__") && l.name != METRIC_NAME {
-            return Some(format!("label name {:?} is reserved (starts with \"__\")", l.name));
+            return Some(format!(
+                "label name {:?} is reserved (starts with \"__\")",
+                l.name
+            ));
         }
         if l.value.len() > MAX_LABEL_VALUE_BYTES {
             return Some(format!(
@@ -114,7 +120,9 @@ pub(crate) fn admit(head: Option<&Head>, batch: MetricBatch, lim: &Limits) -> Ad
             continue;
         }
         let n = s.samples.len() as u64;
-        let found = idx.and_then(|i| i.find(labels_hash(&s.labels), &s.labels)).map(|(_, ms)| ms);
+        let found = idx
+            .and_then(|i| i.find(labels_hash(&s.labels), &s.labels))
+            .map(|(_, ms)| ms);
         if found.is_none() {
             if let Some(reason) = invalid_labels(&s.labels) {
                 adm.invalid += n;
@@ -135,7 +143,10 @@ pub(crate) fn admit(head: Option<&Head>, batch: MetricBatch, lim: &Limits) -> Ad
             s.samples.sort_by_key(|x| x.t);
         }
         let (max_t, last_v) = found.map_or((i64::MIN, 0), |ms| {
-            (ms.max_t.load(Ordering::Relaxed), ms.last_v.load(Ordering::Relaxed))
+            (
+                ms.max_t.load(Ordering::Relaxed),
+                ms.last_v.load(Ordering::Relaxed),
+            )
         });
         let ooo_floor = if max_t == i64::MIN {
             i64::MIN
@@ -150,10 +161,17 @@ pub(crate) fn admit(head: Option<&Head>, batch: MetricBatch, lim: &Limits) -> Ad
             let bits = smp.v.to_bits();
             if smp.t > max_future {
                 future += 1;
-                first_reason.get_or_insert_with(|| format!("sample at {} ms is more than {MAX_FUTURE_MS} ms in the future", smp.t));
+                first_reason.get_or_insert_with(|| {
+                    format!(
+                        "sample at {} ms is more than {MAX_FUTURE_MS} ms in the future",
+                        smp.t
+                    )
+                });
             } else if smp.t < min_time {
                 old += 1;
-                first_reason.get_or_insert_with(|| format!("sample at {} ms is older than the retention period", smp.t));
+                first_reason.get_or_insert_with(|| {
+                    format!("sample at {} ms is older than the retention period", smp.t)
+                });
             } else if smp.t < ooo_floor {
                 ooo += 1;
                 first_reason.get_or_insert_with(|| {
@@ -165,7 +183,8 @@ pub(crate) fn admit(head: Option<&Head>, batch: MetricBatch, lim: &Limits) -> Ad
             } else if let Some(prev) = kept.last().filter(|p| p.t == smp.t) {
                 if prev.v.to_bits() != bits {
                     dup += 1;
-                    first_reason.get_or_insert_with(|| format!("two different values at {} ms", smp.t));
+                    first_reason
+                        .get_or_insert_with(|| format!("two different values at {} ms", smp.t));
                 }
             } else if smp.t == max_t && bits == last_v {
                 // Identical retry of the newest sample: accepted, nothing to store.
@@ -175,7 +194,9 @@ pub(crate) fn admit(head: Option<&Head>, batch: MetricBatch, lim: &Limits) -> Ad
                     Some(b) if b == bits => {}
                     Some(_) => {
                         dup += 1;
-                        first_reason.get_or_insert_with(|| format!("a different value is already stored at {} ms", smp.t));
+                        first_reason.get_or_insert_with(|| {
+                            format!("a different value is already stored at {} ms", smp.t)
+                        });
                     }
                     None => kept.push(*smp),
                 }

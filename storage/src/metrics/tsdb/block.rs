@@ -4,14 +4,15 @@
 //! fsynced, and renamed into place (the directory rename is the commit):
 //!
 //! ```text
-//! chunks    = zstd frame* | frame table: (offset:u64 | clen:u32 | rawlen:u32 | crc32:u32)* |
+//! chunks    = frame* | frame table: (offset:u64 | ts_clen | ts_rawlen | val_clen | val_rawlen | crc32 (all u32))* |
 //!             table_offset:u64 | nframes:u32 | "VTSDBCH1"
-//!             each frame is many block chunks (`bchunk`) of consecutive series
+//!             frame = zstd(times columns) | zstd(values columns) of many block chunks
+//!             (`bchunk`) of consecutive series; crc32 covers both compressed parts
 //! index     = "VTSDBIX1" | symbols: n | str* | series: n | entry* | entry offsets: u32le*
 //!             | postings: nnames | (name_sym | nvalues | (value_sym | len | roaring)*)*
 //!             | footer: symbols_off, series_off, offsets_off, postings_off (u64le) | crc32 | "VTSDBIX1"
 //! entry     = nlabels | (name_sym | value_sym)* | nchunks |
-//!             (min_t (delta from previous max_t) | max_t-min_t | frame (delta) | offset | len)*
+//!             (min_t (delta from previous max_t) | max_t-min_t | frame (delta) | ts_off | ts_len | val_off | val_len)*
 //! meta.json = time range, counts, data sequence number
 //! ```
 //! Series are sorted by label set, so a block can be merged with others in one pass and
@@ -99,17 +100,23 @@ pub(crate) fn cmp_labels<'a>(a: &Labels, b: impl Iterator<Item = (&'a str, &'a s
 
 struct FrameMeta {
     offset: u64,
-    clen: u32,
-    raw_len: u32,
+    ts_clen: u32,
+    ts_raw: u32,
+    val_clen: u32,
+    val_raw: u32,
     crc: u32,
 }
+
+/// Size of one frame-table entry.
+const FRAME_ENTRY: usize = 28;
 
 /// Writes one block. Series must be added in label-set order.
 pub(crate) struct BlockWriter {
     dir: PathBuf,
     chunks: BufWriter<File>,
     chunks_path: PathBuf,
-    frame: Vec<u8>,
+    frame_ts: Vec<u8>,
+    frame_val: Vec<u8>,
     frames: Vec<FrameMeta>,
     written: u64,
     symbols: HashMap<String, u32>,
@@ -131,7 +138,8 @@ impl BlockWriter {
             dir: dir.to_owned(),
             chunks: BufWriter::new(f),
             chunks_path,
-            frame: Vec::with_capacity(FRAME_RAW_BYTES + 4096),
+            frame_ts: Vec::with_capacity(FRAME_RAW_BYTES / 2),
+            frame_val: Vec::with_capacity(FRAME_RAW_BYTES + 4096),
             frames: Vec::new(),
             written: 0,
             symbols: HashMap::new(),
@@ -163,19 +171,28 @@ impl BlockWriter {
     }
 
     fn flush_frame(&mut self) -> Result<(), MetricsError> {
-        if self.frame.is_empty() {
+        if self.frame_ts.is_empty() {
             return Ok(());
         }
-        let c = zstd::bulk::compress(&self.frame, ZSTD_LEVEL).map_err(io_err(&self.chunks_path))?;
-        self.chunks.write_all(&c).map_err(io_err(&self.chunks_path))?;
+        let p = &self.chunks_path;
+        let ct = zstd::bulk::compress(&self.frame_ts, ZSTD_LEVEL).map_err(io_err(p))?;
+        let cv = zstd::bulk::compress(&self.frame_val, ZSTD_LEVEL).map_err(io_err(p))?;
+        self.chunks.write_all(&ct).map_err(io_err(p))?;
+        self.chunks.write_all(&cv).map_err(io_err(p))?;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&ct);
+        crc.update(&cv);
         self.frames.push(FrameMeta {
             offset: self.written,
-            clen: c.len() as u32,
-            raw_len: self.frame.len() as u32,
-            crc: crc32fast::hash(&c),
+            ts_clen: ct.len() as u32,
+            ts_raw: self.frame_ts.len() as u32,
+            val_clen: cv.len() as u32,
+            val_raw: self.frame_val.len() as u32,
+            crc: crc.finalize(),
         });
-        self.written += c.len() as u64;
-        self.frame.clear();
+        self.written += (ct.len() + cv.len()) as u64;
+        self.frame_ts.clear();
+        self.frame_val.clear();
         Ok(())
     }
 
@@ -186,7 +203,10 @@ impl BlockWriter {
         }
         if let Some(prev) = &self.last {
             if prev >= labels {
-                return Err(corrupt(&self.dir, format!("series {labels} added out of order")));
+                return Err(corrupt(
+                    &self.dir,
+                    format!("series {labels} added out of order"),
+                ));
             }
         }
         let id = self.offsets.len() as u32;
@@ -198,26 +218,39 @@ impl BlockWriter {
             let v = self.symbol(&l.value);
             put_uvarint(&mut entry, u64::from(n));
             put_uvarint(&mut entry, u64::from(v));
-            self.postings.entry(n).or_default().entry(v).or_default().insert(id);
+            self.postings
+                .entry(n)
+                .or_default()
+                .entry(v)
+                .or_default()
+                .insert(id);
         }
         let nchunks = samples.len().div_ceil(BLOCK_CHUNK_SAMPLES);
         put_uvarint(&mut entry, nchunks as u64);
         let mut prev_max = 0i64;
         let mut prev_frame = 0u64;
         for (i, part) in samples.chunks(BLOCK_CHUNK_SAMPLES).enumerate() {
-            if self.frame.len() >= FRAME_RAW_BYTES {
+            if self.frame_ts.len() + self.frame_val.len() >= FRAME_RAW_BYTES {
                 self.flush_frame()?;
             }
-            let off = self.frame.len();
-            bchunk::encode(part, &mut self.frame);
-            let len = self.frame.len() - off;
+            let (ts_off, val_off) = (self.frame_ts.len(), self.frame_val.len());
+            bchunk::encode(part, &mut self.frame_ts, &mut self.frame_val);
             let frame = self.frames.len() as u64;
             let (lo, hi) = (part[0].t, part[part.len() - 1].t);
-            put_ivarint(&mut entry, if i == 0 { lo } else { lo.wrapping_sub(prev_max) });
+            put_ivarint(
+                &mut entry,
+                if i == 0 {
+                    lo
+                } else {
+                    lo.wrapping_sub(prev_max)
+                },
+            );
             put_uvarint(&mut entry, hi.wrapping_sub(lo) as u64);
             put_uvarint(&mut entry, frame - prev_frame);
-            put_uvarint(&mut entry, off as u64);
-            put_uvarint(&mut entry, len as u64);
+            put_uvarint(&mut entry, ts_off as u64);
+            put_uvarint(&mut entry, (self.frame_ts.len() - ts_off) as u64);
+            put_uvarint(&mut entry, val_off as u64);
+            put_uvarint(&mut entry, (self.frame_val.len() - val_off) as u64);
             prev_max = hi;
             prev_frame = frame;
         }
@@ -238,17 +271,19 @@ impl BlockWriter {
     pub(crate) fn finish(mut self) -> Result<BlockMeta, MetricsError> {
         self.flush_frame()?;
         // Frame table and footer of the chunks file.
-        let mut tail = Vec::with_capacity(self.frames.len() * 20 + 20);
+        let mut tail = Vec::with_capacity(self.frames.len() * FRAME_ENTRY + 20);
         for f in &self.frames {
             tail.extend_from_slice(&f.offset.to_le_bytes());
-            tail.extend_from_slice(&f.clen.to_le_bytes());
-            tail.extend_from_slice(&f.raw_len.to_le_bytes());
-            tail.extend_from_slice(&f.crc.to_le_bytes());
+            for v in [f.ts_clen, f.ts_raw, f.val_clen, f.val_raw, f.crc] {
+                tail.extend_from_slice(&v.to_le_bytes());
+            }
         }
         tail.extend_from_slice(&self.written.to_le_bytes());
         tail.extend_from_slice(&(self.frames.len() as u32).to_le_bytes());
         tail.extend_from_slice(CHUNKS_MAGIC);
-        self.chunks.write_all(&tail).map_err(io_err(&self.chunks_path))?;
+        self.chunks
+            .write_all(&tail)
+            .map_err(io_err(&self.chunks_path))?;
         let f = self
             .chunks
             .into_inner()
@@ -279,7 +314,9 @@ impl BlockWriter {
         for (name, values) in names {
             put_uvarint(&mut ix, u64::from(*name));
             let mut vals: Vec<(&u32, &RoaringBitmap)> = values.iter().collect();
-            vals.sort_by(|a, b| self.symbol_list[*a.0 as usize].cmp(&self.symbol_list[*b.0 as usize]));
+            vals.sort_by(|a, b| {
+                self.symbol_list[*a.0 as usize].cmp(&self.symbol_list[*b.0 as usize])
+            });
             put_uvarint(&mut ix, vals.len() as u64);
             for (v, bm) in vals {
                 put_uvarint(&mut ix, u64::from(*v));
@@ -300,7 +337,8 @@ impl BlockWriter {
             self.meta.min_t = 0;
             self.meta.max_t = 0;
         }
-        let meta = serde_json::to_vec_pretty(&self.meta).map_err(|e| corrupt(&self.dir, e.to_string()))?;
+        let meta =
+            serde_json::to_vec_pretty(&self.meta).map_err(|e| corrupt(&self.dir, e.to_string()))?;
         write_synced(&self.dir.join("meta.json"), &meta)?;
         sync_dir(&self.dir)?;
         Ok(self.meta)
@@ -327,9 +365,14 @@ pub(crate) struct ChunkRef {
     pub(crate) min_t: i64,
     pub(crate) max_t: i64,
     frame: u32,
-    off: u32,
-    len: u32,
+    ts_off: u32,
+    ts_len: u32,
+    val_off: u32,
+    val_len: u32,
 }
+
+/// A decompressed frame: the times and the values columns.
+type Frame = Arc<(Vec<u8>, Vec<u8>)>;
 
 /// A block opened for reading.
 pub(crate) struct Block {
@@ -345,13 +388,16 @@ pub(crate) struct Block {
     /// name -> (value symbol, offset, length of the serialized bitmap), sorted by value.
     postings: HashMap<Box<str>, Vec<(u32, u32, u32)>>,
     frames: Vec<FrameMeta>,
-    cache: Mutex<Vec<(u32, Arc<Vec<u8>>)>>,
+    cache: Mutex<Vec<(u32, Frame)>>,
     pub(crate) disk_bytes: u64,
 }
 
 impl std::fmt::Debug for Block {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Block").field("dir", &self.dir).field("meta", &self.meta).finish()
+        f.debug_struct("Block")
+            .field("dir", &self.dir)
+            .field("meta", &self.meta)
+            .finish()
     }
 }
 
@@ -374,9 +420,13 @@ impl Block {
     pub(crate) fn open(dir: &Path, seq: u64) -> Result<Block, MetricsError> {
         let meta_path = dir.join("meta.json");
         let meta_bytes = fs::read(&meta_path).map_err(io_err(&meta_path))?;
-        let meta: BlockMeta = serde_json::from_slice(&meta_bytes).map_err(|e| corrupt(&meta_path, e.to_string()))?;
+        let meta: BlockMeta =
+            serde_json::from_slice(&meta_bytes).map_err(|e| corrupt(&meta_path, e.to_string()))?;
         if meta.version != META_VERSION {
-            return Err(corrupt(&meta_path, format!("unknown block version {}", meta.version)));
+            return Err(corrupt(
+                &meta_path,
+                format!("unknown block version {}", meta.version),
+            ));
         }
         let index_path = dir.join("index");
         let chunks_path = dir.join("chunks");
@@ -386,7 +436,10 @@ impl Block {
         let ch: &[u8] = chunks.as_deref().unwrap_or(&[]);
         let bad_ix = |r: &str| corrupt(&index_path, r.to_owned());
         // Index footer and CRC.
-        if ix.len() < 8 + 32 + 4 + 8 || &ix[..8] != INDEX_MAGIC || &ix[ix.len() - 8..] != INDEX_MAGIC {
+        if ix.len() < 8 + 32 + 4 + 8
+            || &ix[..8] != INDEX_MAGIC
+            || &ix[ix.len() - 8..] != INDEX_MAGIC
+        {
             return Err(bad_ix("bad magic or too short"));
         }
         let crc_at = ix.len() - 12;
@@ -396,10 +449,15 @@ impl Block {
         }
         let f = crc_at - 32;
         let offs: Vec<usize> = (0..4)
-            .map(|i| le_u64(ix, f + i * 8).map(|v| v as usize).filter(|v| *v <= f))
+            .map(|i| {
+                le_u64(ix, f + i * 8)
+                    .map(|v| v as usize)
+                    .filter(|v| *v <= f)
+            })
             .collect::<Option<_>>()
             .ok_or_else(|| bad_ix("section offset out of range"))?;
-        let (symbols_off, series_off, offsets_off, postings_off) = (offs[0], offs[1], offs[2], offs[3]);
+        let (symbols_off, series_off, offsets_off, postings_off) =
+            (offs[0], offs[1], offs[2], offs[3]);
         let mut r = Reader::new(&ix[symbols_off..series_off.max(symbols_off)]);
         let nsym = r.len(r.remaining()).ok_or_else(|| bad_ix("symbol count"))?;
         let mut symbols = Vec::with_capacity(nsym);
@@ -407,7 +465,9 @@ impl Block {
             symbols.push(Box::<str>::from(r.str().ok_or_else(|| bad_ix("symbol"))?));
         }
         let mut r = Reader::new(&ix[series_off..offsets_off.max(series_off)]);
-        let nseries = r.len(u32::MAX as usize).ok_or_else(|| bad_ix("series count"))? as u32;
+        let nseries = r
+            .len(u32::MAX as usize)
+            .ok_or_else(|| bad_ix("series count"))? as u32;
         if offsets_off + nseries as usize * 4 > postings_off {
             return Err(bad_ix("series offsets out of range"));
         }
@@ -415,12 +475,20 @@ impl Block {
         let nnames = r.len(r.remaining()).ok_or_else(|| bad_ix("postings"))?;
         let mut postings = HashMap::with_capacity(nnames);
         for _ in 0..nnames {
-            let name = r.len(symbols.len().saturating_sub(1)).ok_or_else(|| bad_ix("postings name"))?;
-            let nvals = r.len(r.remaining()).ok_or_else(|| bad_ix("postings values"))?;
+            let name = r
+                .len(symbols.len().saturating_sub(1))
+                .ok_or_else(|| bad_ix("postings name"))?;
+            let nvals = r
+                .len(r.remaining())
+                .ok_or_else(|| bad_ix("postings values"))?;
             let mut vals = Vec::with_capacity(nvals);
             for _ in 0..nvals {
-                let v = r.len(symbols.len().saturating_sub(1)).ok_or_else(|| bad_ix("postings value"))?;
-                let len = r.len(r.remaining()).ok_or_else(|| bad_ix("postings length"))?;
+                let v = r
+                    .len(symbols.len().saturating_sub(1))
+                    .ok_or_else(|| bad_ix("postings value"))?;
+                let len = r
+                    .len(r.remaining())
+                    .ok_or_else(|| bad_ix("postings length"))?;
                 let at = f - r.remaining();
                 r.bytes(len).ok_or_else(|| bad_ix("postings bytes"))?;
                 vals.push((v as u32, at as u32, len as u32));
@@ -434,19 +502,22 @@ impl Block {
         }
         let nframes = le_u32(ch, ch.len() - 12).ok_or_else(|| bad_ch("short"))? as usize;
         let table = le_u64(ch, ch.len() - 20).ok_or_else(|| bad_ch("short"))? as usize;
-        if table.checked_add(nframes.saturating_mul(20)) != Some(ch.len() - 20) {
+        if table.checked_add(nframes.saturating_mul(FRAME_ENTRY)) != Some(ch.len() - 20) {
             return Err(bad_ch("frame table out of range"));
         }
         let mut frames = Vec::with_capacity(nframes);
         for i in 0..nframes {
-            let at = table + i * 20;
+            let at = table + i * FRAME_ENTRY;
+            let u = |k: usize| le_u32(ch, at + 8 + 4 * k).ok_or_else(|| bad_ch("short"));
             let fm = FrameMeta {
                 offset: le_u64(ch, at).ok_or_else(|| bad_ch("short"))?,
-                clen: le_u32(ch, at + 8).ok_or_else(|| bad_ch("short"))?,
-                raw_len: le_u32(ch, at + 12).ok_or_else(|| bad_ch("short"))?,
-                crc: le_u32(ch, at + 16).ok_or_else(|| bad_ch("short"))?,
+                ts_clen: u(0)?,
+                ts_raw: u(1)?,
+                val_clen: u(2)?,
+                val_raw: u(3)?,
+                crc: u(4)?,
             };
-            if fm.offset + u64::from(fm.clen) > table as u64 {
+            if fm.offset + u64::from(fm.ts_clen) + u64::from(fm.val_clen) > table as u64 {
                 return Err(bad_ch("frame out of range"));
             }
             frames.push(fm);
@@ -483,7 +554,8 @@ impl Block {
 
     fn entry(&self, i: u32) -> Result<Reader<'_>, MetricsError> {
         let ix = self.ix();
-        let off = le_u32(ix, self.offsets_off + i as usize * 4).ok_or_else(|| self.bad("series offset"))?;
+        let off = le_u32(ix, self.offsets_off + i as usize * 4)
+            .ok_or_else(|| self.bad("series offset"))?;
         let at = self.series_off + off as usize;
         ix.get(at..self.offsets_off)
             .map(Reader::new)
@@ -500,7 +572,9 @@ impl Block {
     /// The label pairs of series `i`.
     pub(crate) fn label_pairs(&self, i: u32) -> Result<Vec<(&str, &str)>, MetricsError> {
         let mut r = self.entry(i)?;
-        let n = r.len(r.remaining()).ok_or_else(|| self.bad("label count"))?;
+        let n = r
+            .len(r.remaining())
+            .ok_or_else(|| self.bad("label count"))?;
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
             let name = r.uvarint().ok_or_else(|| self.bad("label"))?;
@@ -526,11 +600,15 @@ impl Block {
     /// Chunk references of series `i`.
     pub(crate) fn chunk_refs(&self, i: u32) -> Result<Vec<ChunkRef>, MetricsError> {
         let mut r = self.entry(i)?;
-        let n = r.len(r.remaining()).ok_or_else(|| self.bad("label count"))?;
+        let n = r
+            .len(r.remaining())
+            .ok_or_else(|| self.bad("label count"))?;
         for _ in 0..n * 2 {
             r.uvarint().ok_or_else(|| self.bad("label"))?;
         }
-        let nchunks = r.len(r.remaining()).ok_or_else(|| self.bad("chunk count"))?;
+        let nchunks = r
+            .len(r.remaining())
+            .ok_or_else(|| self.bad("chunk count"))?;
         let mut out = Vec::with_capacity(nchunks);
         let mut prev_max = 0i64;
         let mut frame = 0u64;
@@ -540,17 +618,21 @@ impl Block {
             let min_t = if i == 0 { d } else { prev_max.wrapping_add(d) };
             let max_t = min_t.wrapping_add(r.uvarint().ok_or_else(bad)? as i64);
             frame += r.uvarint().ok_or_else(bad)?;
-            let off = r.uvarint().ok_or_else(bad)?;
-            let len = r.uvarint().ok_or_else(bad)?;
-            if frame >= self.frames.len() as u64 || off > u64::from(u32::MAX) || len > u64::from(u32::MAX) {
+            let mut four = [0u32; 4];
+            for x in &mut four {
+                *x = u32::try_from(r.uvarint().ok_or_else(bad)?).map_err(|_| bad())?;
+            }
+            if frame >= self.frames.len() as u64 {
                 return Err(bad());
             }
             out.push(ChunkRef {
                 min_t,
                 max_t,
                 frame: frame as u32,
-                off: off as u32,
-                len: len as u32,
+                ts_off: four[0],
+                ts_len: four[1],
+                val_off: four[2],
+                val_len: four[3],
             });
             prev_max = max_t;
         }
@@ -560,10 +642,13 @@ impl Block {
     /// Time range of series `i`'s data.
     pub(crate) fn series_range(&self, i: u32) -> Result<Option<(i64, i64)>, MetricsError> {
         let refs = self.chunk_refs(i)?;
-        Ok(refs.first().zip(refs.last()).map(|(a, b)| (a.min_t, b.max_t)))
+        Ok(refs
+            .first()
+            .zip(refs.last())
+            .map(|(a, b)| (a.min_t, b.max_t)))
     }
 
-    fn frame(&self, i: u32) -> Result<Arc<Vec<u8>>, MetricsError> {
+    fn frame(&self, i: u32) -> Result<Frame, MetricsError> {
         {
             let mut c = lock(&self.cache);
             if let Some(pos) = c.iter().position(|(f, _)| *f == i) {
@@ -574,18 +659,25 @@ impl Block {
             }
         }
         let path = self.dir.join("chunks");
-        let fm = self.frames.get(i as usize).ok_or_else(|| corrupt(&path, "frame out of range"))?;
+        let fm = self
+            .frames
+            .get(i as usize)
+            .ok_or_else(|| corrupt(&path, "frame out of range"))?;
         let ch = self.chunks.as_deref().unwrap_or(&[]);
         let start = fm.offset as usize;
+        let mid = start + fm.ts_clen as usize;
         let bytes = ch
-            .get(start..start + fm.clen as usize)
+            .get(start..mid + fm.val_clen as usize)
             .ok_or_else(|| corrupt(&path, "frame out of range"))?;
         if crc32fast::hash(bytes) != fm.crc {
             return Err(corrupt(&path, format!("frame {i} checksum mismatch")));
         }
-        let raw = zstd::bulk::decompress(bytes, fm.raw_len as usize)
+        let (cts, cval) = bytes.split_at(fm.ts_clen as usize);
+        let ts = zstd::bulk::decompress(cts, fm.ts_raw as usize)
             .map_err(|e| corrupt(&path, format!("frame {i}: {e}")))?;
-        let raw = Arc::new(raw);
+        let val = zstd::bulk::decompress(cval, fm.val_raw as usize)
+            .map_err(|e| corrupt(&path, format!("frame {i}: {e}")))?;
+        let raw = Arc::new((ts, val));
         let mut c = lock(&self.cache);
         if c.len() >= FRAME_CACHE {
             c.remove(0);
@@ -595,17 +687,34 @@ impl Block {
     }
 
     /// Appends series `i`'s samples in `[start, end]` (sorted, unique) to `out`.
-    pub(crate) fn samples(&self, i: u32, start: i64, end: i64, out: &mut Vec<Sample>) -> Result<(), MetricsError> {
+    pub(crate) fn samples(
+        &self,
+        i: u32,
+        start: i64,
+        end: i64,
+        out: &mut Vec<Sample>,
+    ) -> Result<(), MetricsError> {
         for c in self.chunk_refs(i)? {
             if c.max_t < start || c.min_t > end {
                 continue;
             }
             let frame = self.frame(c.frame)?;
-            let bytes = frame
-                .get(c.off as usize..c.off as usize + c.len as usize)
+            let ts = frame
+                .0
+                .get(c.ts_off as usize..c.ts_off as usize + c.ts_len as usize)
                 .ok_or_else(|| self.bad("chunk out of frame"))?;
-            bchunk::decode(&mut Reader::new(bytes), start, end, out)
-                .ok_or_else(|| corrupt(&self.dir.join("chunks"), "malformed chunk"))?;
+            let vals = frame
+                .1
+                .get(c.val_off as usize..c.val_off as usize + c.val_len as usize)
+                .ok_or_else(|| self.bad("chunk out of frame"))?;
+            bchunk::decode(
+                &mut Reader::new(ts),
+                &mut Reader::new(vals),
+                start,
+                end,
+                out,
+            )
+            .ok_or_else(|| corrupt(&self.dir.join("chunks"), "malformed chunk"))?;
         }
         Ok(())
     }
@@ -636,7 +745,11 @@ impl Block {
     pub(crate) fn values_of(&self, name: &str) -> Vec<&str> {
         self.postings
             .get(name)
-            .map(|vals| vals.iter().filter_map(|(v, _, _)| self.symbols.get(*v as usize).map(|s| &**s)).collect())
+            .map(|vals| {
+                vals.iter()
+                    .filter_map(|(v, _, _)| self.symbols.get(*v as usize).map(|s| &**s))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -656,7 +769,12 @@ impl Block {
             .get(name)
             .map(|vals| {
                 vals.iter()
-                    .filter_map(|(v, off, len)| Some((self.symbols.get(*v as usize).map(|s| &**s)?, self.bitmap(*off, *len))))
+                    .filter_map(|(v, off, len)| {
+                        Some((
+                            self.symbols.get(*v as usize).map(|s| &**s)?,
+                            self.bitmap(*off, *len),
+                        ))
+                    })
                     .collect()
             })
             .unwrap_or_default()
@@ -674,7 +792,12 @@ impl Postings for Block {
         let Some(vals) = self.postings.get(name) else {
             return RoaringBitmap::new();
         };
-        match vals.binary_search_by(|(v, _, _)| self.symbols.get(*v as usize).map_or("", |s| &**s).cmp(value)) {
+        match vals.binary_search_by(|(v, _, _)| {
+            self.symbols
+                .get(*v as usize)
+                .map_or("", |s| &**s)
+                .cmp(value)
+        }) {
             Ok(i) => self.bitmap(vals[i].1, vals[i].2),
             Err(_) => RoaringBitmap::new(),
         }

@@ -306,13 +306,7 @@ impl HeadChunk {
 /// Decodes `n` samples of a Gorilla chunk, appending those in `[start, end]` to `out`.
 /// Returns `false` when the bytes end early (corrupt), keeping what was decoded.
 #[cfg(test)]
-fn decode_into(
-    data: &[u8],
-    n: u16,
-    start: i64,
-    end: i64,
-    out: &mut Vec<Sample>,
-) -> bool {
+fn decode_into(data: &[u8], n: u16, start: i64, end: i64, out: &mut Vec<Sample>) -> bool {
     let mut it = GorillaIter::new(data, n);
     for s in it.by_ref() {
         if s.t > end {
@@ -458,9 +452,21 @@ mod tests {
             .collect();
         let c = HeadChunk::encode(&samples);
         let mut out = Vec::new();
-        assert!(decode_into(&c.data, c.n, 1000 + 15_000, 1000 + 45_000, &mut out));
+        assert!(decode_into(
+            &c.data,
+            c.n,
+            1000 + 15_000,
+            1000 + 45_000,
+            &mut out
+        ));
         assert_eq!(out.len(), 3);
         let mut out = Vec::new();
-        assert!(!decode_into(&c.data[..c.data.len() / 2], c.n, 0, i64::MAX, &mut out));
+        assert!(!decode_into(
+            &c.data[..c.data.len() / 2],
+            c.n,
+            0,
+            i64::MAX,
+            &mut out
+        ));
     }
 }

@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-
 use super::chunk::{ChunkAppender, GorillaIter, HeadChunk};
 use super::codec::{IdentityBuild, hash_labels};
 use super::index::MemPostings;
@@ -45,8 +44,7 @@ pub(crate) fn labels_hash(l: &Labels) -> u64 {
 
 fn same_labels(a: &[(Arc<str>, Arc<str>)], b: &Labels) -> bool {
     a.len() == b.len()
-        && a
-            .iter()
+        && a.iter()
             .zip(b.iter())
             .all(|((n, v), l)| **n == *l.name && **v == *l.value)
 }
@@ -94,7 +92,13 @@ impl SeriesSnapshot {
 
 /// Decodes `parts` (lowest precedence first) and `extra` (highest) within `[start,
 /// end]` into `out`, sorted and unique by time, the highest precedence winning.
-fn merge_chunks(parts: &[&HeadChunk], start: i64, end: i64, extra: &[Sample], out: &mut Vec<Sample>) {
+fn merge_chunks(
+    parts: &[&HeadChunk],
+    start: i64,
+    end: i64,
+    extra: &[Sample],
+    out: &mut Vec<Sample>,
+) {
     let base = out.len();
     let mut sorted = true;
     let mut sources = 0;
@@ -148,7 +152,10 @@ pub(crate) fn dedupe_tail(out: &mut Vec<Sample>, base: usize) {
 
 impl SeriesData {
     fn is_empty(&self) -> bool {
-        self.chunks.is_empty() && self.open.is_empty() && self.ooo_chunks.is_empty() && self.ooo.is_empty()
+        self.chunks.is_empty()
+            && self.open.is_empty()
+            && self.ooo_chunks.is_empty()
+            && self.ooo.is_empty()
     }
 
     /// Appends samples in `[start, end]`, sorted and unique by time.
@@ -230,7 +237,11 @@ impl SeriesData {
     }
 
     fn heap_bytes(&self) -> usize {
-        self.chunks.iter().chain(&self.ooo_chunks).map(|c| c.data.len() + 40).sum::<usize>()
+        self.chunks
+            .iter()
+            .chain(&self.ooo_chunks)
+            .map(|c| c.data.len() + 40)
+            .sum::<usize>()
             + self.open.heap_bytes()
             + self.ooo.capacity() * 16
     }
@@ -362,11 +373,15 @@ impl Head {
     }
 
     pub(crate) fn read(&self) -> RwLockReadGuard<'_, HeadIndex> {
-        self.index.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.index
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, HeadIndex> {
-        self.index.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.index
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn series_count(&self) -> usize {
@@ -376,7 +391,8 @@ impl Head {
     pub(crate) fn bytes_estimate(&self) -> u64 {
         let series = self.series_count();
         let chunks = self.chunk_bytes.load(Ordering::Relaxed).max(0) as usize;
-        (series * (SERIES_OVERHEAD_BYTES + 2 * usize::from(super::chunk::HEAD_CHUNK_SAMPLES)) + chunks) as u64
+        (series * (SERIES_OVERHEAD_BYTES + 2 * usize::from(super::chunk::HEAD_CHUNK_SAMPLES))
+            + chunks) as u64
     }
 
     /// Applies a batch (see [`super::Tsdb::apply`]). `scratch` is reused between calls.
@@ -471,14 +487,21 @@ impl Head {
     /// Removes what `snapshot` took (now in a block). Series left without data whose
     /// newest sample is older than `idle_before` are removed from the head; returns
     /// whether any was (series ids may then be reused).
-    pub(crate) fn truncate(&self, taken: &[(u32, Arc<MemSeries>, SeriesSnapshot)], idle_before: i64) -> Vec<u32> {
+    pub(crate) fn truncate(
+        &self,
+        taken: &[(u32, Arc<MemSeries>, SeriesSnapshot)],
+        idle_before: i64,
+    ) -> Vec<u32> {
         let mut removed_samples = 0u64;
         let mut bytes = 0i64;
         for (_, s, snap) in taken {
             let mut d = lock(&s.data);
             let k = snap.chunks.len();
             if d.chunks.len() >= k
-                && d.chunks.iter().zip(&snap.chunks).all(|(a, b)| Arc::ptr_eq(&a.data, &b.data))
+                && d.chunks
+                    .iter()
+                    .zip(&snap.chunks)
+                    .all(|(a, b)| Arc::ptr_eq(&a.data, &b.data))
             {
                 for c in d.chunks.drain(..k) {
                     bytes += c.data.len() as i64;
@@ -487,7 +510,10 @@ impl Head {
             }
             let k = snap.ooo_chunks.len();
             if d.ooo_chunks.len() >= k
-                && d.ooo_chunks.iter().zip(&snap.ooo_chunks).all(|(a, b)| Arc::ptr_eq(&a.data, &b.data))
+                && d.ooo_chunks
+                    .iter()
+                    .zip(&snap.ooo_chunks)
+                    .all(|(a, b)| Arc::ptr_eq(&a.data, &b.data))
             {
                 for c in d.ooo_chunks.drain(..k) {
                     bytes += c.data.len() as i64;
@@ -498,7 +524,9 @@ impl Head {
         self.chunk_bytes.fetch_sub(bytes, Ordering::Relaxed);
         let _ = self
             .samples
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(removed_samples)));
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(removed_samples))
+            });
         // Idle series: found under the read lock, removed under the write lock.
         let idle: Vec<u32> = {
             let idx = self.read();
@@ -532,12 +560,20 @@ impl Head {
     /// Approximate heap bytes of all series data (walks every series).
     pub(crate) fn data_bytes(&self) -> usize {
         let idx = self.read();
-        idx.series.iter().flatten().map(|s| lock(&s.data).heap_bytes()).sum()
+        idx.series
+            .iter()
+            .flatten()
+            .map(|s| lock(&s.data).heap_bytes())
+            .sum()
     }
 }
 
 /// Appends one series' samples. Returns (min t, max t, samples added, closed-chunk bytes).
-fn append_samples(ms: &MemSeries, samples: &[Sample], scratch: &mut Vec<Sample>) -> (i64, i64, u64, i64) {
+fn append_samples(
+    ms: &MemSeries,
+    samples: &[Sample],
+    scratch: &mut Vec<Sample>,
+) -> (i64, i64, u64, i64) {
     let sorted = samples.windows(2).all(|w| w[0].t < w[1].t);
     let samples: &[Sample] = if sorted {
         samples

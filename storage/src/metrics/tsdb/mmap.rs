@@ -12,7 +12,10 @@ use super::MetricsError;
 #[allow(unsafe_code)]
 pub(crate) fn map_file(path: &Path) -> Result<Option<Mmap>, MetricsError> {
     let file = File::open(path).map_err(|e| MetricsError::io(path, e))?;
-    let len = file.metadata().map_err(|e| MetricsError::io(path, e))?.len();
+    let len = file
+        .metadata()
+        .map_err(|e| MetricsError::io(path, e))?
+        .len();
     if len == 0 {
         return Ok(None);
     }

@@ -50,8 +50,8 @@ pub use query::TsdbQuerier;
 pub use record::{decode_record, encode_record};
 
 use super::{
-    Label, Labels, METRIC_NAME, MatchOp, Matcher, MetricBatch, MetricMetadata, MetricType, MetricsError, Querier,
-    Sample, SeriesRef, SeriesSamples,
+    Label, Labels, METRIC_NAME, MatchOp, Matcher, MetricBatch, MetricMetadata, MetricType,
+    MetricsError, Querier, Sample, SeriesRef, SeriesSamples,
 };
 use block::{Block, BlockWriter, sync_dir, write_synced};
 use head::{Head, dedupe_tail, to_labels};
@@ -243,7 +243,9 @@ pub struct Tsdb {
 
 impl std::fmt::Debug for Tsdb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tsdb").field("dir", &self.inner.opts.dir).finish()
+        f.debug_struct("Tsdb")
+            .field("dir", &self.inner.opts.dir)
+            .finish()
     }
 }
 
@@ -281,7 +283,9 @@ impl Tsdb {
         fs::create_dir_all(&root).map_err(io(&root))?;
         let cp_path = root.join(CHECKPOINT_FILE);
         let cp: Checkpoint = match fs::read(&cp_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| corrupt(&cp_path, e.to_string()))?,
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| corrupt(&cp_path, e.to_string()))?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Checkpoint {
                 version: CHECKPOINT_VERSION,
                 ..Checkpoint::default()
@@ -289,7 +293,10 @@ impl Tsdb {
             Err(e) => return Err(MetricsError::io(&cp_path, e)),
         };
         if cp.version != CHECKPOINT_VERSION {
-            return Err(corrupt(&cp_path, format!("unknown checkpoint version {}", cp.version)));
+            return Err(corrupt(
+                &cp_path,
+                format!("unknown checkpoint version {}", cp.version),
+            ));
         }
         let _ = fs::remove_file(root.join("checkpoint.tmp"));
         let mut tenants: HashMap<String, Arc<TenantDb>> = HashMap::new();
@@ -334,7 +341,8 @@ impl Tsdb {
             t.update_blocks(|b| *b = blocks);
             let meta_path = t.dir.join(METADATA_FILE);
             if let Ok(bytes) = fs::read(&meta_path) {
-                let m: MetadataFile = serde_json::from_slice(&bytes).map_err(|e| corrupt(&meta_path, e.to_string()))?;
+                let m: MetadataFile = serde_json::from_slice(&bytes)
+                    .map_err(|e| corrupt(&meta_path, e.to_string()))?;
                 let mut map = t.metadata.write().unwrap_or_else(PoisonError::into_inner);
                 for f in m.families {
                     map.insert(
@@ -370,21 +378,36 @@ impl Tsdb {
     }
 
     fn tenant(&self, name: &str) -> Option<Arc<TenantDb>> {
-        self.inner.tenants.read().unwrap_or_else(PoisonError::into_inner).get(name).cloned()
+        self.inner
+            .tenants
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
     }
 
     fn tenant_or_create(&self, name: &str) -> Arc<TenantDb> {
         if let Some(t) = self.tenant(name) {
             return t;
         }
-        let mut map = self.inner.tenants.write().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self
+            .inner
+            .tenants
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         map.entry(name.to_owned())
             .or_insert_with(|| Arc::new(TenantDb::new(name, &self.inner.opts.dir)))
             .clone()
     }
 
     fn tenants(&self) -> Vec<Arc<TenantDb>> {
-        self.inner.tenants.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect()
+        self.inner
+            .tenants
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Decides what of `batch` the store takes (see [`Admission`]); safe to call from
@@ -425,7 +448,10 @@ impl Tsdb {
         self.inner.applied_lsn.fetch_max(lsn, Ordering::AcqRel);
         // A replay of a long WAL (or a stalled maintenance thread) must not grow the head
         // past what steady state holds: cut here once a head spans twice the block range.
-        let (lo, hi) = (t.head.min_t.load(Ordering::Relaxed), t.head.max_t.load(Ordering::Relaxed));
+        let (lo, hi) = (
+            t.head.min_t.load(Ordering::Relaxed),
+            t.head.max_t.load(Ordering::Relaxed),
+        );
         if lo != i64::MAX && hi.saturating_sub(lo) >= 2 * self.inner.opts.block_duration_ms {
             if let Err(e) = self.cut(hi) {
                 tracing::warn!(error = %e, "metrics head cut during apply failed");
@@ -440,7 +466,13 @@ impl Tsdb {
 
     /// Label names (sorted) of the series matching `matchers` (all when empty) with data
     /// in `[start, end]` (blocks are filtered by their time range).
-    pub fn label_names(&self, tenant: &str, matchers: &[Matcher], start: i64, end: i64) -> Result<Vec<String>, MetricsError> {
+    pub fn label_names(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<String>, MetricsError> {
         match self.tenant(tenant) {
             Some(t) => query::label_names(&t, matchers, start, end),
             None => Ok(Vec::new()),
@@ -504,7 +536,12 @@ impl Tsdb {
     /// Cuts every head into blocks now (shutdown, tests). Returns `Some(lsn)` when the
     /// WAL may be truncated through `lsn`.
     pub fn flush(&self) -> Result<Option<u64>, MetricsError> {
-        let now = self.tenants().iter().map(|t| t.head.max_t.load(Ordering::Relaxed)).max().unwrap_or(0);
+        let now = self
+            .tenants()
+            .iter()
+            .map(|t| t.head.max_t.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0);
         self.cut(now)?;
         Ok(self.report())
     }
@@ -514,7 +551,11 @@ impl Tsdb {
     fn cut(&self, now_ms: i64) -> Result<(), MetricsError> {
         let mut cp = lock(&self.inner.maint);
         let cut_lsn = self.inner.applied_lsn.load(Ordering::Acquire);
-        let mut written: Vec<(Arc<TenantDb>, Arc<Block>, Vec<(u32, Arc<head::MemSeries>, head::SeriesSnapshot)>)> = Vec::new();
+        let mut written: Vec<(
+            Arc<TenantDb>,
+            Arc<Block>,
+            Vec<(u32, Arc<head::MemSeries>, head::SeriesSnapshot)>,
+        )> = Vec::new();
         let mut new_cp = cp.clone();
         let mut new_dirs: Vec<PathBuf> = Vec::new();
         let result = (|| -> Result<(), MetricsError> {
@@ -531,8 +572,10 @@ impl Tsdb {
                 }
                 let seq = new_cp.next_block_seq;
                 new_cp.next_block_seq += 1;
-                let mut series: Vec<(Labels, &head::SeriesSnapshot)> =
-                    snap.iter().map(|(_, ms, s)| (to_labels(&ms.labels), s)).collect();
+                let mut series: Vec<(Labels, &head::SeriesSnapshot)> = snap
+                    .iter()
+                    .map(|(_, ms, s)| (to_labels(&ms.labels), s))
+                    .collect();
                 series.sort_by(|a, b| a.0.cmp(&b.0));
                 let block = self.write_block(&t, seq, seq, |w| {
                     let mut buf = Vec::new();
@@ -560,9 +603,15 @@ impl Tsdb {
         for (t, b, _) in &written {
             t.update_blocks(|blocks| blocks.push(b.clone()));
         }
-        self.inner.persisted_lsn.fetch_max(cut_lsn, Ordering::AcqRel);
+        self.inner
+            .persisted_lsn
+            .fetch_max(cut_lsn, Ordering::AcqRel);
         let idle_before = now_ms.saturating_sub(self.inner.opts.ooo_window_ms);
-        for (t, _, snap) in &written {
+        for t in self.tenants() {
+            let snap = written
+                .iter()
+                .find(|(w, _, _)| Arc::ptr_eq(w, &t))
+                .map_or(&[][..], |(_, _, s)| s.as_slice());
             let idle = t.head.truncate(snap, idle_before);
             if !idle.is_empty() {
                 // Bump the generation first: queriers holding ids re-resolve them.
@@ -570,7 +619,11 @@ impl Tsdb {
                 t.head.remove_idle(&idle, idle_before);
             }
         }
-        tracing::debug!(lsn = cut_lsn, blocks = written.len(), "metrics heads cut into blocks");
+        tracing::debug!(
+            lsn = cut_lsn,
+            blocks = written.len(),
+            "metrics heads cut into blocks"
+        );
         Ok(())
     }
 
@@ -635,12 +688,18 @@ impl Tsdb {
     /// Merges blocks of one compaction window (or overlapping ones) into one.
     fn compact(&self, now_ms: i64) -> Result<(), MetricsError> {
         let o = &self.inner.opts;
-        let span = MAX_COMPACTED_SPAN_MS.min(o.retention_ms / 10).max(o.block_duration_ms).max(1);
+        let span = MAX_COMPACTED_SPAN_MS
+            .min(o.retention_ms / 10)
+            .max(o.block_duration_ms)
+            .max(1);
         for t in self.tenants() {
             let blocks = t.read_state().blocks.clone();
             let mut groups: BTreeMap<i64, Vec<Arc<Block>>> = BTreeMap::new();
             for b in blocks {
-                groups.entry(b.meta.min_t.div_euclid(span)).or_default().push(b);
+                groups
+                    .entry(b.meta.min_t.div_euclid(span))
+                    .or_default()
+                    .push(b);
             }
             for (w, group) in groups {
                 let window_end = (w + 1).saturating_mul(span);
@@ -691,8 +750,13 @@ impl Tsdb {
     fn retention(&self, now_ms: i64) -> Result<(), MetricsError> {
         let cutoff = now_ms.saturating_sub(self.inner.opts.retention_ms);
         for t in self.tenants() {
-            let expired: Vec<Arc<Block>> =
-                t.read_state().blocks.iter().filter(|b| b.meta.max_t < cutoff).cloned().collect();
+            let expired: Vec<Arc<Block>> = t
+                .read_state()
+                .blocks
+                .iter()
+                .filter(|b| b.meta.max_t < cutoff)
+                .cloned()
+                .collect();
             if expired.is_empty() {
                 continue;
             }
@@ -735,7 +799,10 @@ impl Tsdb {
 
     /// Heap bytes of head sample data, walking every series (tests and benches).
     pub fn head_data_bytes(&self) -> u64 {
-        self.tenants().iter().map(|t| t.head.data_bytes() as u64).sum()
+        self.tenants()
+            .iter()
+            .map(|t| t.head.data_bytes() as u64)
+            .sum()
     }
 }
 
@@ -744,7 +811,13 @@ fn merge_into(srcs: &[Arc<Block>], w: &mut BlockWriter) -> Result<(), MetricsErr
     let mut pos: Vec<u32> = vec![0; srcs.len()];
     let mut cur: Vec<Option<Labels>> = srcs
         .iter()
-        .map(|b| if b.series_count() > 0 { b.labels(0).map(Some) } else { Ok(None) })
+        .map(|b| {
+            if b.series_count() > 0 {
+                b.labels(0).map(Some)
+            } else {
+                Ok(None)
+            }
+        })
         .collect::<Result<_, _>>()?;
     let mut buf = Vec::new();
     loop {
@@ -758,7 +831,11 @@ fn merge_into(srcs: &[Arc<Block>], w: &mut BlockWriter) -> Result<(), MetricsErr
                 b.samples(pos[i], i64::MIN, i64::MAX, &mut buf)?;
                 sources += 1;
                 pos[i] += 1;
-                cur[i] = if pos[i] < b.series_count() { Some(b.labels(pos[i])?) } else { None };
+                cur[i] = if pos[i] < b.series_count() {
+                    Some(b.labels(pos[i])?)
+                } else {
+                    None
+                };
             }
         }
         if sources > 1 {

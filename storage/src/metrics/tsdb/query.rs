@@ -45,7 +45,12 @@ fn overlaps(a: (i64, i64), start: i64, end: i64) -> bool {
 }
 
 impl Querier for TsdbQuerier {
-    fn series(&self, matchers: &[Matcher], start: i64, end: i64) -> Result<Vec<SeriesRef>, MetricsError> {
+    fn series(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<SeriesRef>, MetricsError> {
         let Some(t) = &self.tenant else {
             return Ok(Vec::new());
         };
@@ -101,7 +106,13 @@ impl Querier for TsdbQuerier {
         Ok(out)
     }
 
-    fn samples(&self, series: &SeriesRef, start: i64, end: i64, out: &mut Vec<Sample>) -> Result<(), MetricsError> {
+    fn samples(
+        &self,
+        series: &SeriesRef,
+        start: i64,
+        end: i64,
+        out: &mut Vec<Sample>,
+    ) -> Result<(), MetricsError> {
         let Some(t) = &self.tenant else {
             return Ok(());
         };
@@ -118,7 +129,9 @@ impl Querier for TsdbQuerier {
                     blocks: Vec::new(),
                 };
                 let idx = t.head.read();
-                h.head = idx.find(labels_hash(&series.labels), &series.labels).map(|(id, _)| id);
+                h.head = idx
+                    .find(labels_hash(&series.labels), &series.labels)
+                    .map(|(id, _)| id);
                 drop(idx);
                 for b in &state.blocks {
                     if overlaps((b.meta.min_t, b.meta.max_t), start, end) {
@@ -184,7 +197,12 @@ fn head_selection(t: &TenantDb, matchers: &[Matcher], start: i64, end: i64) -> R
 }
 
 /// Label names of the series matching `matchers` with data in `[start, end]`.
-pub(crate) fn label_names(t: &TenantDb, matchers: &[Matcher], start: i64, end: i64) -> Result<Vec<String>, MetricsError> {
+pub(crate) fn label_names(
+    t: &TenantDb,
+    matchers: &[Matcher],
+    start: i64,
+    end: i64,
+) -> Result<Vec<String>, MetricsError> {
     let mut names: BTreeSet<String> = BTreeSet::new();
     let state = t.read_state();
     {

@@ -12,7 +12,9 @@
 use std::path::PathBuf;
 
 use super::codec::{Reader, put_ivarint, put_str, put_uvarint};
-use super::{Label, Labels, MetricBatch, MetricMetadata, MetricType, MetricsError, Sample, SeriesSamples};
+use super::{
+    Label, Labels, MetricBatch, MetricMetadata, MetricType, MetricsError, Sample, SeriesSamples,
+};
 
 const RECORD_VERSION: u8 = 1;
 
@@ -64,7 +66,14 @@ pub fn encode_record(tenant: &str, batch: &MetricBatch) -> Vec<u8> {
         put_uvarint(&mut out, s.samples.len() as u64);
         let mut prev = 0i64;
         for (i, smp) in s.samples.iter().enumerate() {
-            put_ivarint(&mut out, if i == 0 { smp.t } else { smp.t.wrapping_sub(prev) });
+            put_ivarint(
+                &mut out,
+                if i == 0 {
+                    smp.t
+                } else {
+                    smp.t.wrapping_sub(prev)
+                },
+            );
             prev = smp.t;
             out.extend_from_slice(&smp.v.to_bits().to_le_bytes());
         }
@@ -123,7 +132,8 @@ pub fn decode_record(bytes: &[u8]) -> Result<(String, MetricBatch), MetricsError
     let mut metadata = Vec::with_capacity(nmeta);
     for _ in 0..nmeta {
         let metric = r.str().ok_or_else(short)?.to_owned();
-        let kind = kind_from(r.u8().ok_or_else(short)?).ok_or_else(|| corrupt("unknown metric type"))?;
+        let kind =
+            kind_from(r.u8().ok_or_else(short)?).ok_or_else(|| corrupt("unknown metric type"))?;
         let help = r.str().ok_or_else(short)?.to_owned();
         let unit = r.str().ok_or_else(short)?.to_owned();
         metadata.push(MetricMetadata {
@@ -160,14 +170,14 @@ mod tests {
             Just(MetricType::Summary),
             Just(MetricType::Unknown)
         ];
-        let meta = ("\\PC{0,8}", kind, "\\PC{0,8}", "[a-z]{0,4}").prop_map(|(metric, kind, help, unit)| {
-            MetricMetadata {
+        let meta = ("\\PC{0,8}", kind, "\\PC{0,8}", "[a-z]{0,4}").prop_map(
+            |(metric, kind, help, unit)| MetricMetadata {
                 metric,
                 kind,
                 help,
                 unit,
-            }
-        });
+            },
+        );
         (
             proptest::collection::vec(series, 0..6),
             proptest::collection::vec(meta, 0..3),
@@ -213,7 +223,10 @@ mod tests {
     fn bad_version_and_unsorted_labels_are_corrupt() {
         let mut bytes = encode_record("t", &MetricBatch::default());
         bytes[0] = 9;
-        assert!(matches!(decode_record(&bytes), Err(MetricsError::Corrupt { .. })));
+        assert!(matches!(
+            decode_record(&bytes),
+            Err(MetricsError::Corrupt { .. })
+        ));
         // Hand-built record with labels out of order.
         let mut b = vec![1];
         put_str(&mut b, "t");

@@ -71,14 +71,23 @@ impl Fixture {
     }
 }
 
-fn read(db: &Tsdb, tenant: &str, matchers: &[Matcher], start: i64, end: i64) -> Vec<(Labels, Vec<(i64, u64)>)> {
+fn read(
+    db: &Tsdb,
+    tenant: &str,
+    matchers: &[Matcher],
+    start: i64,
+    end: i64,
+) -> Vec<(Labels, Vec<(i64, u64)>)> {
     let q = db.querier(tenant);
     let refs = q.series(matchers, start, end).unwrap();
     refs.iter()
         .map(|r| {
             let mut out = Vec::new();
             q.samples(r, start, end, &mut out).unwrap();
-            (r.labels.clone(), out.iter().map(|s| (s.t, s.v.to_bits())).collect())
+            (
+                r.labels.clone(),
+                out.iter().map(|s| (s.t, s.v.to_bits())).collect(),
+            )
         })
         .collect()
 }
@@ -94,20 +103,41 @@ fn admit_rejects_each_kind_with_counts_and_a_message() {
     let up = labels("up", &[("job", "a")]);
     f.ingest("t", batch(vec![series(&up, &[(now, 1.0)])]), now);
     let b = batch(vec![
-        series(&up, &[(now - 20 * MIN, 1.0), (now, 2.0), (now + 20 * MIN, 1.0), (now + MIN, 3.0)]),
-        series(&labels("old", &[]), &[(now - DEFAULT_RETENTION_MS - 1, 1.0)]),
+        series(
+            &up,
+            &[
+                (now - 20 * MIN, 1.0),
+                (now, 2.0),
+                (now + 20 * MIN, 1.0),
+                (now + MIN, 3.0),
+            ],
+        ),
+        series(
+            &labels("old", &[]),
+            &[(now - DEFAULT_RETENTION_MS - 1, 1.0)],
+        ),
         series(&Labels::from_pairs([("job", "noname")]), &[(now, 1.0)]),
-        series(&labels("bad", &[("1x", "v")]), &[(now, 1.0), (now + 1, 1.0)]),
+        series(
+            &labels("bad", &[("1x", "v")]),
+            &[(now, 1.0), (now + 1, 1.0)],
+        ),
         series(&labels("bad", &[("__x", "v")]), &[(now, 1.0)]),
     ]);
     let a = f.db.admit("t", b, now);
     assert_eq!(a.out_of_order, 1);
     assert_eq!(a.duplicate, 1);
     assert_eq!(a.too_old, 1);
-    assert_eq!(a.invalid, 1 + 1 + 2 + 1, "future, no name, bad name x2, reserved");
+    assert_eq!(
+        a.invalid,
+        1 + 1 + 2 + 1,
+        "future, no name, bad name x2, reserved"
+    );
     assert_eq!(a.rejected(), 8);
     let msg = a.first_error.unwrap();
-    assert!(msg.contains("up{job=\"a\"}") && msg.contains("out of order"), "{msg}");
+    assert!(
+        msg.contains("up{job=\"a\"}") && msg.contains("out of order"),
+        "{msg}"
+    );
     // Only the in-window future-but-fine sample survives.
     assert_eq!(a.accepted.sample_count(), 1);
     assert_eq!(a.accepted.series[0].samples[0].t, now + MIN);
@@ -118,16 +148,27 @@ fn identical_retry_is_silent_and_differing_duplicate_is_rejected() {
     let mut f = Fixture::new();
     let now = T0;
     let s = labels("m", &[]);
-    let b = batch(vec![series(&s, &[(now - 2000, 1.0), (now - 1000, 2.0), (now, 3.0)])]);
+    let b = batch(vec![series(
+        &s,
+        &[(now - 2000, 1.0), (now - 1000, 2.0), (now, 3.0)],
+    )]);
     f.ingest("t", b.clone(), now);
     let again = f.db.admit("t", b, now);
     assert_eq!(again.rejected(), 0);
     assert_eq!(again.accepted.sample_count(), 0, "retry stored nothing");
-    let diff = f.db.admit("t", batch(vec![series(&s, &[(now - 1000, 9.0)])]), now);
+    let diff =
+        f.db.admit("t", batch(vec![series(&s, &[(now - 1000, 9.0)])]), now);
     assert_eq!(diff.duplicate, 1);
     assert!(diff.first_error.unwrap().contains("different value"));
     // Within one batch too.
-    let inb = f.db.admit("t", batch(vec![series(&s, &[(now + 5, 1.0), (now + 5, 2.0), (now + 5, 1.0)])]), now);
+    let inb = f.db.admit(
+        "t",
+        batch(vec![series(
+            &s,
+            &[(now + 5, 1.0), (now + 5, 2.0), (now + 5, 1.0)],
+        )]),
+        now,
+    );
     assert_eq!(inb.duplicate, 1);
     assert_eq!(inb.accepted.sample_count(), 1);
 }
@@ -182,15 +223,27 @@ fn series_limit_rejects_new_series_only() {
     let mut f = Fixture::with(|o| o.max_series_per_tenant = 2);
     let a = f.ingest(
         "t",
-        batch((0..3).map(|i| series(&labels("m", &[("i", &i.to_string())]), &[(T0, 1.0)])).collect()),
+        batch(
+            (0..3)
+                .map(|i| series(&labels("m", &[("i", &i.to_string())]), &[(T0, 1.0)]))
+                .collect(),
+        ),
         T0,
     );
     assert_eq!(a.series_limit, 1);
     assert!(a.first_error.unwrap().contains("limit of 2"));
     // Existing series keep going; other tenants are not affected.
-    let a = f.ingest("t", batch(vec![series(&labels("m", &[("i", "0")]), &[(T0 + 1, 1.0)])]), T0);
+    let a = f.ingest(
+        "t",
+        batch(vec![series(&labels("m", &[("i", "0")]), &[(T0 + 1, 1.0)])]),
+        T0,
+    );
     assert_eq!(a.rejected(), 0);
-    let a = f.ingest("u", batch(vec![series(&labels("m", &[("i", "9")]), &[(T0, 1.0)])]), T0);
+    let a = f.ingest(
+        "u",
+        batch(vec![series(&labels("m", &[("i", "9")]), &[(T0, 1.0)])]),
+        T0,
+    );
     assert_eq!(a.rejected(), 0);
 }
 
@@ -198,8 +251,20 @@ fn series_limit_rejects_new_series_only() {
 fn special_values_round_trip_through_head_and_blocks() {
     let mut f = Fixture::new();
     let s = labels("m", &[]);
-    let vals = [f64::NAN, stale_nan(), f64::INFINITY, f64::NEG_INFINITY, -0.0, 1.5, f64::from_bits(0x7ff8_dead_beef_0001)];
-    let samples: Vec<(i64, f64)> = vals.iter().enumerate().map(|(i, v)| (T0 + i as i64 * 1000, *v)).collect();
+    let vals = [
+        f64::NAN,
+        stale_nan(),
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        -0.0,
+        1.5,
+        f64::from_bits(0x7ff8_dead_beef_0001),
+    ];
+    let samples: Vec<(i64, f64)> = vals
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (T0 + i as i64 * 1000, *v))
+        .collect();
     f.ingest("t", batch(vec![series(&s, &samples)]), T0);
     let want: Vec<(i64, u64)> = samples.iter().map(|(t, v)| (*t, v.to_bits())).collect();
     assert_eq!(all(&f.db, "t")[0].1, want);
@@ -215,7 +280,10 @@ fn fill(f: &mut Fixture, tenant: &str, n_series: usize, start: i64, n: i64, step
             (0..n_series)
                 .map(|i| {
                     series(
-                        &labels(if i % 2 == 0 { "a_total" } else { "b" }, &[("i", &i.to_string()), ("job", "j")]),
+                        &labels(
+                            if i % 2 == 0 { "a_total" } else { "b" },
+                            &[("i", &i.to_string()), ("job", "j")],
+                        ),
                         &[(t, (k * i as i64) as f64)],
                     )
                 })
@@ -245,14 +313,29 @@ fn flush_then_query_returns_the_same_and_reopen_keeps_everything() {
     );
     f.lsn += 1;
     let before = all(&f.db, "t");
-    let sub_before = read(&f.db, "t", &[Matcher::equal("i", "3")], T0 + 100_000, T0 + 1_000_000);
+    let sub_before = read(
+        &f.db,
+        "t",
+        &[Matcher::equal("i", "3")],
+        T0 + 100_000,
+        T0 + 1_000_000,
+    );
     assert_eq!(before.len(), 20);
     let lsn = f.db.flush().unwrap();
     assert_eq!(lsn, Some(f.lsn));
     assert_eq!(f.db.persisted_lsn(), f.lsn);
     assert_eq!(f.db.stats().blocks, 1);
     assert_eq!(all(&f.db, "t"), before);
-    assert_eq!(read(&f.db, "t", &[Matcher::equal("i", "3")], T0 + 100_000, T0 + 1_000_000), sub_before);
+    assert_eq!(
+        read(
+            &f.db,
+            "t",
+            &[Matcher::equal("i", "3")],
+            T0 + 100_000,
+            T0 + 1_000_000
+        ),
+        sub_before
+    );
     f.reopen();
     assert_eq!(f.db.persisted_lsn(), f.lsn);
     assert_eq!(all(&f.db, "t"), before);
@@ -267,7 +350,11 @@ fn replay_after_crash_restores_the_head() {
     let mut wal: Vec<(u64, Vec<u8>)> = Vec::new();
     let s = labels("m", &[]);
     for k in 0..50 {
-        let a = f.db.admit("t", batch(vec![series(&s, &[(T0 + k * 1000, k as f64)])]), T0);
+        let a = f.db.admit(
+            "t",
+            batch(vec![series(&s, &[(T0 + k * 1000, k as f64)])]),
+            T0,
+        );
         let rec = encode_record("t", &a.accepted);
         let lsn = k as u64 + 1;
         let (t, b) = decode_record(&rec).unwrap();
@@ -335,7 +422,11 @@ fn compaction_merges_blocks_and_keeps_data() {
         f.db.flush().unwrap();
     }
     let late = labels("late", &[]);
-    f.ingest("t", batch(vec![series(&late, &[(T0 + 1000, 7.0)])]), T0 + 1000);
+    f.ingest(
+        "t",
+        batch(vec![series(&late, &[(T0 + 1000, 7.0)])]),
+        T0 + 1000,
+    );
     f.db.flush().unwrap();
     assert_eq!(f.db.stats().blocks, 4);
     let before = all(&f.db, "t");
@@ -347,19 +438,44 @@ fn compaction_merges_blocks_and_keeps_data() {
     assert_eq!(all(&f.db, "t"), before);
     f.reopen();
     assert_eq!(all(&f.db, "t"), before);
-    let dirs = fs::read_dir(f.path.join("t")).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("b-")).count();
-    assert_eq!(dirs as u64, f.db.stats().blocks, "compacted sources unlinked");
+    let dirs = fs::read_dir(f.path.join("t"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("b-")
+        })
+        .count();
+    assert_eq!(
+        dirs as u64,
+        f.db.stats().blocks,
+        "compacted sources unlinked"
+    );
 }
 
 #[test]
 fn compaction_dedupes_overlapping_blocks_by_precedence() {
     let f = Fixture::new();
     let s = labels("m", &[]);
-    f.db.apply(1, "t", &batch(vec![series(&s, &[(T0, 1.0), (T0 + 1000, 1.0)])]));
+    f.db.apply(
+        1,
+        "t",
+        &batch(vec![series(&s, &[(T0, 1.0), (T0 + 1000, 1.0)])]),
+    );
     f.db.flush().unwrap();
-    f.db.apply(2, "t", &batch(vec![series(&s, &[(T0 + 1000, 2.0), (T0 + 2000, 2.0)])]));
+    f.db.apply(
+        2,
+        "t",
+        &batch(vec![series(&s, &[(T0 + 1000, 2.0), (T0 + 2000, 2.0)])]),
+    );
     f.db.flush().unwrap();
-    let want = vec![(T0, 1f64.to_bits()), (T0 + 1000, 2f64.to_bits()), (T0 + 2000, 2f64.to_bits())];
+    let want = vec![
+        (T0, 1f64.to_bits()),
+        (T0 + 1000, 2f64.to_bits()),
+        (T0 + 2000, 2f64.to_bits()),
+    ];
     assert_eq!(all(&f.db, "t")[0].1, want);
     f.db.maintain(T0 + 10 * 86_400_000).unwrap();
     assert_eq!(f.db.stats().blocks, 1);
@@ -376,7 +492,10 @@ fn retention_deletes_old_blocks() {
     f.db.maintain(T0 + 2 * 86_400_000 + 60_000).unwrap();
     assert_eq!(f.db.stats().blocks, 1);
     let got = all(&f.db, "t");
-    assert!(got.iter().all(|(_, s)| s.iter().all(|(t, _)| *t >= T0 + 2 * 86_400_000)));
+    assert!(
+        got.iter()
+            .all(|(_, s)| s.iter().all(|(t, _)| *t >= T0 + 2 * 86_400_000))
+    );
     f.reopen();
     assert_eq!(f.db.stats().blocks, 1);
 }
@@ -385,7 +504,11 @@ fn retention_deletes_old_blocks() {
 fn maintain_cuts_when_the_head_spans_a_block_and_reports_the_lsn() {
     let mut f = Fixture::with(|o| o.block_duration_ms = 10 * MIN);
     fill(&mut f, "t", 5, T0, 30, 15_000);
-    assert_eq!(f.db.maintain(T0 + 7 * MIN).unwrap(), None, "span 7.25 min: not due");
+    assert_eq!(
+        f.db.maintain(T0 + 7 * MIN).unwrap(),
+        None,
+        "span 7.25 min: not due"
+    );
     fill(&mut f, "t", 5, T0 + 30 * 15_000, 20, 15_000);
     assert_eq!(f.db.maintain(T0 + 12 * MIN).unwrap(), Some(f.lsn));
     assert_eq!(f.db.stats().blocks, 1);
@@ -417,34 +540,65 @@ fn label_names_and_values_follow_matchers_and_time() {
     let a = labels("m", &[("job", "api"), ("zone", "eu")]);
     let b = labels("m", &[("job", "web")]);
     let c = labels("n", &[("job", "db"), ("disk", "sda")]);
-    f.ingest("t", batch(vec![series(&a, &[(T0, 1.0)]), series(&c, &[(T0, 1.0)])]), T0);
+    f.ingest(
+        "t",
+        batch(vec![series(&a, &[(T0, 1.0)]), series(&c, &[(T0, 1.0)])]),
+        T0,
+    );
     f.db.flush().unwrap();
-    f.ingest("t", batch(vec![series(&b, &[(T0 + 86_400_000, 1.0)])]), T0 + 86_400_000);
+    f.ingest(
+        "t",
+        batch(vec![series(&b, &[(T0 + 86_400_000, 1.0)])]),
+        T0 + 86_400_000,
+    );
     let everything = (i64::MIN, i64::MAX);
     assert_eq!(
-        f.db.label_names("t", &[], everything.0, everything.1).unwrap(),
+        f.db.label_names("t", &[], everything.0, everything.1)
+            .unwrap(),
         vec!["__name__", "disk", "job", "zone"]
     );
     assert_eq!(
-        f.db.label_names("t", &[Matcher::equal(METRIC_NAME, "m")], everything.0, everything.1).unwrap(),
+        f.db.label_names(
+            "t",
+            &[Matcher::equal(METRIC_NAME, "m")],
+            everything.0,
+            everything.1
+        )
+        .unwrap(),
         vec!["__name__", "job", "zone"]
     );
     assert_eq!(
-        f.db.label_values("t", "job", &[], everything.0, everything.1).unwrap(),
+        f.db.label_values("t", "job", &[], everything.0, everything.1)
+            .unwrap(),
         vec!["api", "db", "web"]
     );
     let re = Matcher::new("job", MatchOp::RegexMatch, "a.*|w.*").unwrap();
-    assert_eq!(f.db.label_values("t", "job", &[re], everything.0, everything.1).unwrap(), vec!["api", "web"]);
+    assert_eq!(
+        f.db.label_values("t", "job", &[re], everything.0, everything.1)
+            .unwrap(),
+        vec!["api", "web"]
+    );
     // Only the day after: the block is out of range.
     let day2 = (T0 + 86_000_000, T0 + 87_000_000);
-    assert_eq!(f.db.label_values("t", "job", &[], day2.0, day2.1).unwrap(), vec!["web"]);
-    assert_eq!(f.db.label_names("t", &[], day2.0, day2.1).unwrap(), vec!["__name__", "job"]);
+    assert_eq!(
+        f.db.label_values("t", "job", &[], day2.0, day2.1).unwrap(),
+        vec!["web"]
+    );
+    assert_eq!(
+        f.db.label_names("t", &[], day2.0, day2.1).unwrap(),
+        vec!["__name__", "job"]
+    );
     let absent = Matcher::equal("zone", "");
     assert_eq!(
-        f.db.label_values("t", "job", &[absent], everything.0, everything.1).unwrap(),
+        f.db.label_values("t", "job", &[absent], everything.0, everything.1)
+            .unwrap(),
         vec!["db", "web"]
     );
-    assert!(f.db.label_names("other", &[], everything.0, everything.1).unwrap().is_empty());
+    assert!(
+        f.db.label_names("other", &[], everything.0, everything.1)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -455,15 +609,37 @@ fn matchers_select_across_head_and_blocks() {
     fill(&mut f, "t", 8, T0 + 10_000, 3, 1000);
     let m = |n: &str, op, v: &str| Matcher::new(n, op, v).unwrap();
     let names = |ms: &[Matcher]| -> Vec<String> {
-        read(&f.db, "t", ms, i64::MIN, i64::MAX).iter().map(|(l, _)| l.get("i").unwrap().to_owned()).collect()
+        read(&f.db, "t", ms, i64::MIN, i64::MAX)
+            .iter()
+            .map(|(l, _)| l.get("i").unwrap().to_owned())
+            .collect()
     };
-    assert_eq!(names(&[m("i", MatchOp::RegexMatch, "[0-2]|7")]), vec!["0", "1", "2", "7"]);
-    assert_eq!(names(&[m(METRIC_NAME, MatchOp::Equal, "b"), m("i", MatchOp::NotEqual, "1")]), vec!["3", "5", "7"]);
-    assert_eq!(names(&[m("i", MatchOp::RegexNoMatch, "[0-5]")]), vec!["6", "7"]);
+    // Sorted by label set: a_total{i=even} before b{i=odd}.
+    assert_eq!(
+        names(&[m("i", MatchOp::RegexMatch, "[0-2]|7")]),
+        vec!["0", "2", "1", "7"]
+    );
+    assert_eq!(
+        names(&[
+            m(METRIC_NAME, MatchOp::Equal, "b"),
+            m("i", MatchOp::NotEqual, "1")
+        ]),
+        vec!["3", "5", "7"]
+    );
+    assert_eq!(
+        names(&[m("i", MatchOp::RegexNoMatch, "[0-5]")]),
+        vec!["6", "7"]
+    );
     assert!(names(&[m("nope", MatchOp::RegexMatch, ".+")]).is_empty());
     assert_eq!(names(&[m("nope", MatchOp::Equal, "")]).len(), 8);
     // Series 0..5 have 6 samples (block + head), 6..7 only the head's 3.
-    let got = read(&f.db, "t", &[m("i", MatchOp::Equal, "0")], i64::MIN, i64::MAX);
+    let got = read(
+        &f.db,
+        "t",
+        &[m("i", MatchOp::Equal, "0")],
+        i64::MIN,
+        i64::MAX,
+    );
     assert_eq!(got[0].1.len(), 6);
 }
 
@@ -480,14 +656,19 @@ fn concurrent_apply_and_queries() {
             let mut reads = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let q = db.querier("t");
-                let refs = q.series(&[Matcher::equal("job", "j")], i64::MIN, i64::MAX).unwrap();
+                let refs = q
+                    .series(&[Matcher::equal("job", "j")], i64::MIN, i64::MAX)
+                    .unwrap();
                 for r in &refs {
                     let mut out = Vec::new();
                     q.samples(r, i64::MIN, i64::MAX, &mut out).unwrap();
                     assert!(out.windows(2).all(|w| w[0].t < w[1].t), "sorted and unique");
                     // Samples are contiguous from the first: none lost during cuts.
                     assert_eq!(out.first().map(|s| s.t), Some(T0));
-                    assert_eq!(out.last().map(|s| s.t), Some(T0 + (out.len() as i64 - 1) * 1000));
+                    assert_eq!(
+                        out.last().map(|s| s.t),
+                        Some(T0 + (out.len() as i64 - 1) * 1000)
+                    );
                 }
                 reads += 1;
             }
@@ -532,7 +713,11 @@ fn bytes_per_sample_on_realistic_data() {
 
 /// Ingests `n_series` x `n_samples` realistic samples, flushes, and returns
 /// (disk bytes per sample, head data bytes per series before the flush).
-pub(crate) fn realistic_bytes_per_sample(db: &mut Tsdb, n_series: usize, n_samples: i64) -> (f64, u64) {
+pub(crate) fn realistic_bytes_per_sample(
+    db: &mut Tsdb,
+    n_series: usize,
+    n_samples: i64,
+) -> (f64, u64) {
     let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = move || {
         rng ^= rng << 13;
@@ -543,8 +728,19 @@ pub(crate) fn realistic_bytes_per_sample(db: &mut Tsdb, n_series: usize, n_sampl
     let set: Vec<Labels> = (0..n_series)
         .map(|i| {
             labels(
-                ["node_cpu_seconds_total", "node_network_receive_bytes_total", "node_memory_free_bytes", "node_load1", "up", "node_filesystem_avail_bytes"][i % 6],
-                &[("instance", &format!("host-{}:9100", i / 60)), ("job", "node"), ("i", &(i % 60).to_string())],
+                [
+                    "node_cpu_seconds_total",
+                    "node_network_receive_bytes_total",
+                    "node_memory_free_bytes",
+                    "node_load1",
+                    "up",
+                    "node_filesystem_avail_bytes",
+                ][i % 6],
+                &[
+                    ("instance", &format!("host-{}:9100", i / 60)),
+                    ("job", "node"),
+                    ("i", &(i % 60).to_string()),
+                ],
             )
         })
         .collect();
@@ -557,7 +753,8 @@ pub(crate) fn realistic_bytes_per_sample(db: &mut Tsdb, n_series: usize, n_sampl
             let t = base + (next() % 7) as i64 - 3 + (i as i64 % 50);
             let v = &mut values[i];
             match i % 6 {
-                0 => *v = ((*v * 100.0).round() + (next() % 1500) as f64).round() / 100.0,
+                // cpu seconds in hundredths: an idle core gains ~15 s per 15 s scrape
+                0 => *v = ((*v * 100.0).round() + 1490.0 + (next() % 20) as f64).round() / 100.0,
                 1 => *v += (next() % 20) as f64,
                 2 => {
                     if next() % 10 == 0 {
@@ -584,5 +781,8 @@ pub(crate) fn realistic_bytes_per_sample(db: &mut Tsdb, n_series: usize, n_sampl
     let head_total = db.stats().head_bytes / n_series as u64;
     db.flush().unwrap();
     let st = db.stats();
-    (st.disk_bytes as f64 / st.block_samples as f64, head.max(head_total))
+    (
+        st.disk_bytes as f64 / st.block_samples as f64,
+        head.max(head_total),
+    )
 }
