@@ -104,16 +104,8 @@ impl Gen {
             // cpu seconds: hundredths, steady increments around 14.9 s (idle)
             0 => *v = ((*v * 100.0).round() + 1490.0 + (r % 20) as f64).round() / 100.0,
             1 => *v += (r % 20) as f64,
-            2 => {
-                if r % 10 == 0 {
-                    *v += 4096.0 * ((r / 10 % 5) as f64 - 2.0);
-                }
-            }
-            3 => {
-                if r % 4 == 0 {
-                    *v = ((r / 4 % 400) as f64) / 100.0;
-                }
-            }
+            2 if r.is_multiple_of(10) => *v += 4096.0 * ((r / 10 % 5) as f64 - 2.0),
+            3 if r.is_multiple_of(4) => *v = ((r / 4 % 400) as f64) / 100.0,
             4 => *v = 1.0,
             _ => {}
         }
@@ -160,10 +152,10 @@ fn ingest(c: &mut Criterion) {
             b.iter_batched(
                 || {
                     base += 15_000 * per_series as i64;
-                    synth.batch(&labels, base, per_series, 15_000)
+                    (synth.batch(&labels, base, per_series, 15_000), base)
                 },
-                |batch| {
-                    let a = db.admit("t", batch, base + 15_000 * per_series as i64);
+                |(batch, at)| {
+                    let a = db.admit("t", batch, at + 15_000 * per_series as i64);
                     lsn += 1;
                     db.apply(lsn, "t", &a.accepted);
                     black_box(a.rejected())

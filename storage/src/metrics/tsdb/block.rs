@@ -201,13 +201,13 @@ impl BlockWriter {
         if samples.is_empty() {
             return Ok(());
         }
-        if let Some(prev) = &self.last {
-            if prev >= labels {
-                return Err(corrupt(
-                    &self.dir,
-                    format!("series {labels} added out of order"),
-                ));
-            }
+        if let Some(prev) = &self.last
+            && prev >= labels
+        {
+            return Err(corrupt(
+                &self.dir,
+                format!("series {labels} added out of order"),
+            ));
         }
         let id = self.offsets.len() as u32;
         self.offsets.push(self.entries.len() as u32);

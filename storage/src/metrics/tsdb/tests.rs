@@ -756,15 +756,11 @@ pub(crate) fn realistic_bytes_per_sample(
                 // cpu seconds in hundredths: an idle core gains ~15 s per 15 s scrape
                 0 => *v = ((*v * 100.0).round() + 1490.0 + (next() % 20) as f64).round() / 100.0,
                 1 => *v += (next() % 20) as f64,
-                2 => {
-                    if next() % 10 == 0 {
-                        *v += 4096.0 * ((next() % 5) as f64 - 2.0);
-                    }
+                2 if next() % 10 == 0 => {
+                    *v += 4096.0 * ((next() % 5) as f64 - 2.0);
                 }
-                3 => {
-                    if next() % 4 == 0 {
-                        *v = ((next() % 400) as f64) / 100.0;
-                    }
+                3 if next() % 4 == 0 => {
+                    *v = ((next() % 400) as f64) / 100.0;
                 }
                 4 => *v = 1.0,
                 _ => {}
