@@ -4,14 +4,15 @@
 //! fsynced, and renamed into place (the directory rename is the commit):
 //!
 //! ```text
-//! chunks    = zstd frame* | frame table: (offset:u64 | clen:u32 | rawlen:u32 | crc32:u32)* |
+//! chunks    = frame* | frame table: (offset:u64 | ts_clen | ts_rawlen | val_clen | val_rawlen | crc32 (all u32))* |
 //!             table_offset:u64 | nframes:u32 | "VTSDBCH1"
-//!             each frame is many block chunks (`bchunk`) of consecutive series
+//!             frame = zstd(times columns) | zstd(values columns) of many block chunks
+//!             (`bchunk`) of consecutive series; crc32 covers both compressed parts
 //! index     = "VTSDBIX1" | symbols: n | str* | series: n | entry* | entry offsets: u32le*
 //!             | postings: nnames | (name_sym | nvalues | (value_sym | len | roaring)*)*
 //!             | footer: symbols_off, series_off, offsets_off, postings_off (u64le) | crc32 | "VTSDBIX1"
 //! entry     = nlabels | (name_sym | value_sym)* | nchunks |
-//!             (min_t (delta from previous max_t) | max_t-min_t | frame (delta) | offset | len)*
+//!             (min_t (delta from previous max_t) | max_t-min_t | frame (delta) | ts_off | ts_len | val_off | val_len)*
 //! meta.json = time range, counts, data sequence number
 //! ```
 //! Series are sorted by label set, so a block can be merged with others in one pass and
@@ -99,17 +100,23 @@ pub(crate) fn cmp_labels<'a>(a: &Labels, b: impl Iterator<Item = (&'a str, &'a s
 
 struct FrameMeta {
     offset: u64,
-    clen: u32,
-    raw_len: u32,
+    ts_clen: u32,
+    ts_raw: u32,
+    val_clen: u32,
+    val_raw: u32,
     crc: u32,
 }
+
+/// Size of one frame-table entry.
+const FRAME_ENTRY: usize = 28;
 
 /// Writes one block. Series must be added in label-set order.
 pub(crate) struct BlockWriter {
     dir: PathBuf,
     chunks: BufWriter<File>,
     chunks_path: PathBuf,
-    frame: Vec<u8>,
+    frame_ts: Vec<u8>,
+    frame_val: Vec<u8>,
     frames: Vec<FrameMeta>,
     written: u64,
     symbols: HashMap<String, u32>,
@@ -131,7 +138,8 @@ impl BlockWriter {
             dir: dir.to_owned(),
             chunks: BufWriter::new(f),
             chunks_path,
-            frame: Vec::with_capacity(FRAME_RAW_BYTES + 4096),
+            frame_ts: Vec::with_capacity(FRAME_RAW_BYTES / 2),
+            frame_val: Vec::with_capacity(FRAME_RAW_BYTES + 4096),
             frames: Vec::new(),
             written: 0,
             symbols: HashMap::new(),
@@ -163,21 +171,28 @@ impl BlockWriter {
     }
 
     fn flush_frame(&mut self) -> Result<(), MetricsError> {
-        if self.frame.is_empty() {
+        if self.frame_ts.is_empty() {
             return Ok(());
         }
-        let c = zstd::bulk::compress(&self.frame, ZSTD_LEVEL).map_err(io_err(&self.chunks_path))?;
-        self.chunks
-            .write_all(&c)
-            .map_err(io_err(&self.chunks_path))?;
+        let p = &self.chunks_path;
+        let ct = zstd::bulk::compress(&self.frame_ts, ZSTD_LEVEL).map_err(io_err(p))?;
+        let cv = zstd::bulk::compress(&self.frame_val, ZSTD_LEVEL).map_err(io_err(p))?;
+        self.chunks.write_all(&ct).map_err(io_err(p))?;
+        self.chunks.write_all(&cv).map_err(io_err(p))?;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&ct);
+        crc.update(&cv);
         self.frames.push(FrameMeta {
             offset: self.written,
-            clen: c.len() as u32,
-            raw_len: self.frame.len() as u32,
-            crc: crc32fast::hash(&c),
+            ts_clen: ct.len() as u32,
+            ts_raw: self.frame_ts.len() as u32,
+            val_clen: cv.len() as u32,
+            val_raw: self.frame_val.len() as u32,
+            crc: crc.finalize(),
         });
-        self.written += c.len() as u64;
-        self.frame.clear();
+        self.written += (ct.len() + cv.len()) as u64;
+        self.frame_ts.clear();
+        self.frame_val.clear();
         Ok(())
     }
 
@@ -186,13 +201,13 @@ impl BlockWriter {
         if samples.is_empty() {
             return Ok(());
         }
-        if let Some(prev) = &self.last {
-            if prev >= labels {
-                return Err(corrupt(
-                    &self.dir,
-                    format!("series {labels} added out of order"),
-                ));
-            }
+        if let Some(prev) = &self.last
+            && prev >= labels
+        {
+            return Err(corrupt(
+                &self.dir,
+                format!("series {labels} added out of order"),
+            ));
         }
         let id = self.offsets.len() as u32;
         self.offsets.push(self.entries.len() as u32);
@@ -215,12 +230,11 @@ impl BlockWriter {
         let mut prev_max = 0i64;
         let mut prev_frame = 0u64;
         for (i, part) in samples.chunks(BLOCK_CHUNK_SAMPLES).enumerate() {
-            if self.frame.len() >= FRAME_RAW_BYTES {
+            if self.frame_ts.len() + self.frame_val.len() >= FRAME_RAW_BYTES {
                 self.flush_frame()?;
             }
-            let off = self.frame.len();
-            bchunk::encode(part, &mut self.frame);
-            let len = self.frame.len() - off;
+            let (ts_off, val_off) = (self.frame_ts.len(), self.frame_val.len());
+            bchunk::encode(part, &mut self.frame_ts, &mut self.frame_val);
             let frame = self.frames.len() as u64;
             let (lo, hi) = (part[0].t, part[part.len() - 1].t);
             put_ivarint(
@@ -233,8 +247,10 @@ impl BlockWriter {
             );
             put_uvarint(&mut entry, hi.wrapping_sub(lo) as u64);
             put_uvarint(&mut entry, frame - prev_frame);
-            put_uvarint(&mut entry, off as u64);
-            put_uvarint(&mut entry, len as u64);
+            put_uvarint(&mut entry, ts_off as u64);
+            put_uvarint(&mut entry, (self.frame_ts.len() - ts_off) as u64);
+            put_uvarint(&mut entry, val_off as u64);
+            put_uvarint(&mut entry, (self.frame_val.len() - val_off) as u64);
             prev_max = hi;
             prev_frame = frame;
         }
@@ -255,12 +271,12 @@ impl BlockWriter {
     pub(crate) fn finish(mut self) -> Result<BlockMeta, MetricsError> {
         self.flush_frame()?;
         // Frame table and footer of the chunks file.
-        let mut tail = Vec::with_capacity(self.frames.len() * 20 + 20);
+        let mut tail = Vec::with_capacity(self.frames.len() * FRAME_ENTRY + 20);
         for f in &self.frames {
             tail.extend_from_slice(&f.offset.to_le_bytes());
-            tail.extend_from_slice(&f.clen.to_le_bytes());
-            tail.extend_from_slice(&f.raw_len.to_le_bytes());
-            tail.extend_from_slice(&f.crc.to_le_bytes());
+            for v in [f.ts_clen, f.ts_raw, f.val_clen, f.val_raw, f.crc] {
+                tail.extend_from_slice(&v.to_le_bytes());
+            }
         }
         tail.extend_from_slice(&self.written.to_le_bytes());
         tail.extend_from_slice(&(self.frames.len() as u32).to_le_bytes());
@@ -349,9 +365,14 @@ pub(crate) struct ChunkRef {
     pub(crate) min_t: i64,
     pub(crate) max_t: i64,
     frame: u32,
-    off: u32,
-    len: u32,
+    ts_off: u32,
+    ts_len: u32,
+    val_off: u32,
+    val_len: u32,
 }
+
+/// A decompressed frame: the times and the values columns.
+type Frame = Arc<(Vec<u8>, Vec<u8>)>;
 
 /// A block opened for reading.
 pub(crate) struct Block {
@@ -367,7 +388,7 @@ pub(crate) struct Block {
     /// name -> (value symbol, offset, length of the serialized bitmap), sorted by value.
     postings: HashMap<Box<str>, Vec<(u32, u32, u32)>>,
     frames: Vec<FrameMeta>,
-    cache: Mutex<Vec<(u32, Arc<Vec<u8>>)>>,
+    cache: Mutex<Vec<(u32, Frame)>>,
     pub(crate) disk_bytes: u64,
 }
 
@@ -481,19 +502,22 @@ impl Block {
         }
         let nframes = le_u32(ch, ch.len() - 12).ok_or_else(|| bad_ch("short"))? as usize;
         let table = le_u64(ch, ch.len() - 20).ok_or_else(|| bad_ch("short"))? as usize;
-        if table.checked_add(nframes.saturating_mul(20)) != Some(ch.len() - 20) {
+        if table.checked_add(nframes.saturating_mul(FRAME_ENTRY)) != Some(ch.len() - 20) {
             return Err(bad_ch("frame table out of range"));
         }
         let mut frames = Vec::with_capacity(nframes);
         for i in 0..nframes {
-            let at = table + i * 20;
+            let at = table + i * FRAME_ENTRY;
+            let u = |k: usize| le_u32(ch, at + 8 + 4 * k).ok_or_else(|| bad_ch("short"));
             let fm = FrameMeta {
                 offset: le_u64(ch, at).ok_or_else(|| bad_ch("short"))?,
-                clen: le_u32(ch, at + 8).ok_or_else(|| bad_ch("short"))?,
-                raw_len: le_u32(ch, at + 12).ok_or_else(|| bad_ch("short"))?,
-                crc: le_u32(ch, at + 16).ok_or_else(|| bad_ch("short"))?,
+                ts_clen: u(0)?,
+                ts_raw: u(1)?,
+                val_clen: u(2)?,
+                val_raw: u(3)?,
+                crc: u(4)?,
             };
-            if fm.offset + u64::from(fm.clen) > table as u64 {
+            if fm.offset + u64::from(fm.ts_clen) + u64::from(fm.val_clen) > table as u64 {
                 return Err(bad_ch("frame out of range"));
             }
             frames.push(fm);
@@ -594,20 +618,21 @@ impl Block {
             let min_t = if i == 0 { d } else { prev_max.wrapping_add(d) };
             let max_t = min_t.wrapping_add(r.uvarint().ok_or_else(bad)? as i64);
             frame += r.uvarint().ok_or_else(bad)?;
-            let off = r.uvarint().ok_or_else(bad)?;
-            let len = r.uvarint().ok_or_else(bad)?;
-            if frame >= self.frames.len() as u64
-                || off > u64::from(u32::MAX)
-                || len > u64::from(u32::MAX)
-            {
+            let mut four = [0u32; 4];
+            for x in &mut four {
+                *x = u32::try_from(r.uvarint().ok_or_else(bad)?).map_err(|_| bad())?;
+            }
+            if frame >= self.frames.len() as u64 {
                 return Err(bad());
             }
             out.push(ChunkRef {
                 min_t,
                 max_t,
                 frame: frame as u32,
-                off: off as u32,
-                len: len as u32,
+                ts_off: four[0],
+                ts_len: four[1],
+                val_off: four[2],
+                val_len: four[3],
             });
             prev_max = max_t;
         }
@@ -623,7 +648,7 @@ impl Block {
             .map(|(a, b)| (a.min_t, b.max_t)))
     }
 
-    fn frame(&self, i: u32) -> Result<Arc<Vec<u8>>, MetricsError> {
+    fn frame(&self, i: u32) -> Result<Frame, MetricsError> {
         {
             let mut c = lock(&self.cache);
             if let Some(pos) = c.iter().position(|(f, _)| *f == i) {
@@ -640,15 +665,19 @@ impl Block {
             .ok_or_else(|| corrupt(&path, "frame out of range"))?;
         let ch = self.chunks.as_deref().unwrap_or(&[]);
         let start = fm.offset as usize;
+        let mid = start + fm.ts_clen as usize;
         let bytes = ch
-            .get(start..start + fm.clen as usize)
+            .get(start..mid + fm.val_clen as usize)
             .ok_or_else(|| corrupt(&path, "frame out of range"))?;
         if crc32fast::hash(bytes) != fm.crc {
             return Err(corrupt(&path, format!("frame {i} checksum mismatch")));
         }
-        let raw = zstd::bulk::decompress(bytes, fm.raw_len as usize)
+        let (cts, cval) = bytes.split_at(fm.ts_clen as usize);
+        let ts = zstd::bulk::decompress(cts, fm.ts_raw as usize)
             .map_err(|e| corrupt(&path, format!("frame {i}: {e}")))?;
-        let raw = Arc::new(raw);
+        let val = zstd::bulk::decompress(cval, fm.val_raw as usize)
+            .map_err(|e| corrupt(&path, format!("frame {i}: {e}")))?;
+        let raw = Arc::new((ts, val));
         let mut c = lock(&self.cache);
         if c.len() >= FRAME_CACHE {
             c.remove(0);
@@ -670,11 +699,22 @@ impl Block {
                 continue;
             }
             let frame = self.frame(c.frame)?;
-            let bytes = frame
-                .get(c.off as usize..c.off as usize + c.len as usize)
+            let ts = frame
+                .0
+                .get(c.ts_off as usize..c.ts_off as usize + c.ts_len as usize)
                 .ok_or_else(|| self.bad("chunk out of frame"))?;
-            bchunk::decode(&mut Reader::new(bytes), start, end, out)
-                .ok_or_else(|| corrupt(&self.dir.join("chunks"), "malformed chunk"))?;
+            let vals = frame
+                .1
+                .get(c.val_off as usize..c.val_off as usize + c.val_len as usize)
+                .ok_or_else(|| self.bad("chunk out of frame"))?;
+            bchunk::decode(
+                &mut Reader::new(ts),
+                &mut Reader::new(vals),
+                start,
+                end,
+                out,
+            )
+            .ok_or_else(|| corrupt(&self.dir.join("chunks"), "malformed chunk"))?;
         }
         Ok(())
     }

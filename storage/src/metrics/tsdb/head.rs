@@ -70,6 +70,9 @@ pub(crate) struct SeriesData {
     ooo: Vec<Sample>,
 }
 
+/// One series' part of a head snapshot: id, series, what was taken.
+pub(crate) type Taken = (u32, Arc<MemSeries>, SeriesSnapshot);
+
 /// What a cut took from one series: immutable chunks, later removed by `truncate`.
 #[derive(Clone, Default)]
 pub(crate) struct SeriesSnapshot {
@@ -207,10 +210,10 @@ impl SeriesData {
                 return Some(v);
             }
         }
-        if !self.open.is_empty() {
-            if let Some(v) = find(&self.open.finish()) {
-                return Some(v);
-            }
+        if !self.open.is_empty()
+            && let Some(v) = find(&self.open.finish())
+        {
+            return Some(v);
         }
         self.chunks.iter().rev().find_map(find)
     }
@@ -451,7 +454,7 @@ impl Head {
 
     /// Takes an immutable snapshot of every series with data: closes open chunks and
     /// spills out-of-order buffers, so what is returned never changes again.
-    pub(crate) fn snapshot(&self) -> Vec<(u32, Arc<MemSeries>, SeriesSnapshot)> {
+    pub(crate) fn snapshot(&self) -> Vec<Taken> {
         self.min_t.store(i64::MAX, Ordering::Relaxed);
         let idx = self.read();
         let mut out = Vec::new();
@@ -487,11 +490,7 @@ impl Head {
     /// Removes what `snapshot` took (now in a block). Series left without data whose
     /// newest sample is older than `idle_before` are removed from the head; returns
     /// whether any was (series ids may then be reused).
-    pub(crate) fn truncate(
-        &self,
-        taken: &[(u32, Arc<MemSeries>, SeriesSnapshot)],
-        idle_before: i64,
-    ) -> Vec<u32> {
+    pub(crate) fn truncate(&self, taken: &[Taken], idle_before: i64) -> Vec<u32> {
         let mut removed_samples = 0u64;
         let mut bytes = 0i64;
         for (_, s, snap) in taken {

@@ -306,12 +306,11 @@ impl Tsdb {
         for entry in fs::read_dir(&root).map_err(io(&root))? {
             let entry = entry.map_err(io(&root))?;
             let meta_path = entry.path().join(METADATA_FILE);
-            if let Ok(bytes) = fs::read(&meta_path) {
-                if let Ok(m) = serde_json::from_slice::<MetadataFile>(&bytes) {
-                    if !names.contains(&m.tenant) {
-                        names.push(m.tenant);
-                    }
-                }
+            if let Ok(bytes) = fs::read(&meta_path)
+                && let Ok(m) = serde_json::from_slice::<MetadataFile>(&bytes)
+                && !names.contains(&m.tenant)
+            {
+                names.push(m.tenant);
             }
         }
         for name in names {
@@ -452,10 +451,11 @@ impl Tsdb {
             t.head.min_t.load(Ordering::Relaxed),
             t.head.max_t.load(Ordering::Relaxed),
         );
-        if lo != i64::MAX && hi.saturating_sub(lo) >= 2 * self.inner.opts.block_duration_ms {
-            if let Err(e) = self.cut(hi) {
-                tracing::warn!(error = %e, "metrics head cut during apply failed");
-            }
+        if lo != i64::MAX
+            && hi.saturating_sub(lo) >= 2 * self.inner.opts.block_duration_ms
+            && let Err(e) = self.cut(hi)
+        {
+            tracing::warn!(error = %e, "metrics head cut during apply failed");
         }
     }
 
@@ -551,21 +551,17 @@ impl Tsdb {
     fn cut(&self, now_ms: i64) -> Result<(), MetricsError> {
         let mut cp = lock(&self.inner.maint);
         let cut_lsn = self.inner.applied_lsn.load(Ordering::Acquire);
-        let mut written: Vec<(
-            Arc<TenantDb>,
-            Arc<Block>,
-            Vec<(u32, Arc<head::MemSeries>, head::SeriesSnapshot)>,
-        )> = Vec::new();
+        let mut written: Vec<(Arc<TenantDb>, Arc<Block>, Vec<head::Taken>)> = Vec::new();
         let mut new_cp = cp.clone();
         let mut new_dirs: Vec<PathBuf> = Vec::new();
         let result = (|| -> Result<(), MetricsError> {
             for t in self.tenants() {
                 let snap = t.head.snapshot();
-                if t.metadata_dirty.swap(false, Ordering::AcqRel) {
-                    if let Err(e) = self.write_metadata(&t) {
-                        t.metadata_dirty.store(true, Ordering::Release);
-                        return Err(e);
-                    }
+                if t.metadata_dirty.swap(false, Ordering::AcqRel)
+                    && let Err(e) = self.write_metadata(&t)
+                {
+                    t.metadata_dirty.store(true, Ordering::Release);
+                    return Err(e);
                 }
                 if snap.is_empty() {
                     continue;
@@ -607,7 +603,11 @@ impl Tsdb {
             .persisted_lsn
             .fetch_max(cut_lsn, Ordering::AcqRel);
         let idle_before = now_ms.saturating_sub(self.inner.opts.ooo_window_ms);
-        for (t, _, snap) in &written {
+        for t in self.tenants() {
+            let snap = written
+                .iter()
+                .find(|(w, _, _)| Arc::ptr_eq(w, &t))
+                .map_or(&[][..], |(_, _, s)| s.as_slice());
             let idle = t.head.truncate(snap, idle_before);
             if !idle.is_empty() {
                 // Bump the generation first: queriers holding ids re-resolve them.
@@ -816,10 +816,7 @@ fn merge_into(srcs: &[Arc<Block>], w: &mut BlockWriter) -> Result<(), MetricsErr
         })
         .collect::<Result<_, _>>()?;
     let mut buf = Vec::new();
-    loop {
-        let Some(min) = cur.iter().flatten().min().cloned() else {
-            break;
-        };
+    while let Some(min) = cur.iter().flatten().min().cloned() {
         buf.clear();
         let mut sources = 0;
         for (i, b) in srcs.iter().enumerate() {

@@ -18,6 +18,9 @@ use super::head::{dedupe_tail, labels_hash, to_labels};
 use super::index::select;
 use super::{Labels, Matcher, MetricsError, Querier, Sample, SeriesRef, TenantDb, lock};
 
+/// A series found in one source: its labels, head id or block and index.
+type Found = (Labels, Option<u32>, Option<(Arc<Block>, u32)>);
+
 #[derive(Clone)]
 struct Hint {
     generation: u64,
@@ -56,7 +59,7 @@ impl Querier for TsdbQuerier {
         };
         let state = t.read_state();
         let generation = t.generation.load(Ordering::Acquire);
-        let mut found: Vec<(Labels, Option<u32>, Option<(Arc<Block>, u32)>)> = Vec::new();
+        let mut found: Vec<Found> = Vec::new();
         {
             let idx = t.head.read();
             for id in select(&idx.postings, matchers) {
@@ -134,10 +137,10 @@ impl Querier for TsdbQuerier {
                     .map(|(id, _)| id);
                 drop(idx);
                 for b in &state.blocks {
-                    if overlaps((b.meta.min_t, b.meta.max_t), start, end) {
-                        if let Some(i) = b.find(&series.labels)? {
-                            h.blocks.push((b.clone(), i));
-                        }
+                    if overlaps((b.meta.min_t, b.meta.max_t), start, end)
+                        && let Some(i) = b.find(&series.labels)?
+                    {
+                        h.blocks.push((b.clone(), i));
                     }
                 }
                 h

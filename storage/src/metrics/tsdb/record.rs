@@ -156,7 +156,7 @@ mod tests {
 
     fn batch_strategy() -> impl Strategy<Value = MetricBatch> {
         let labels = proptest::collection::btree_map("[a-z_]{1,6}", "\\PC{1,8}", 0..5)
-            .prop_map(|m| Labels::from_pairs(m));
+            .prop_map(Labels::from_pairs);
         let sample = (any::<i64>(), any::<u64>()).prop_map(|(t, b)| Sample {
             t,
             v: f64::from_bits(b),

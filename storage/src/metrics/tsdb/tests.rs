@@ -614,9 +614,10 @@ fn matchers_select_across_head_and_blocks() {
             .map(|(l, _)| l.get("i").unwrap().to_owned())
             .collect()
     };
+    // Sorted by label set: a_total{i=even} before b{i=odd}.
     assert_eq!(
         names(&[m("i", MatchOp::RegexMatch, "[0-2]|7")]),
-        vec!["0", "1", "2", "7"]
+        vec!["0", "2", "1", "7"]
     );
     assert_eq!(
         names(&[
@@ -752,17 +753,14 @@ pub(crate) fn realistic_bytes_per_sample(
             let t = base + (next() % 7) as i64 - 3 + (i as i64 % 50);
             let v = &mut values[i];
             match i % 6 {
-                0 => *v = ((*v * 100.0).round() + (next() % 1500) as f64).round() / 100.0,
+                // cpu seconds in hundredths: an idle core gains ~15 s per 15 s scrape
+                0 => *v = ((*v * 100.0).round() + 1490.0 + (next() % 20) as f64).round() / 100.0,
                 1 => *v += (next() % 20) as f64,
-                2 => {
-                    if next() % 10 == 0 {
-                        *v += 4096.0 * ((next() % 5) as f64 - 2.0);
-                    }
+                2 if next() % 10 == 0 => {
+                    *v += 4096.0 * ((next() % 5) as f64 - 2.0);
                 }
-                3 => {
-                    if next() % 4 == 0 {
-                        *v = ((next() % 400) as f64) / 100.0;
-                    }
+                3 if next() % 4 == 0 => {
+                    *v = ((next() % 400) as f64) / 100.0;
                 }
                 4 => *v = 1.0,
                 _ => {}
