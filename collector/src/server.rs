@@ -185,8 +185,14 @@ pub async fn run(
     );
     let (replay_tsdb, replay_wal, replay_telemetry) =
         (tsdb.clone(), metrics_wal.clone(), telemetry.clone());
+    let replay_applied = ingest.metrics_applied();
     let replayed = tokio::task::spawn_blocking(move || {
-        metrics::replay(&replay_tsdb, &replay_wal, &replay_telemetry)
+        metrics::replay(
+            &replay_tsdb,
+            &replay_wal,
+            &replay_applied,
+            &replay_telemetry,
+        )
     })
     .await?
     .context("metrics wal replay failed")?;
@@ -195,7 +201,12 @@ pub async fn run(
         series = tsdb.stats().series,
         "wal replayed into the metrics store"
     );
-    let applier_thread = metrics::spawn_applier(tsdb.clone(), metrics_rx, telemetry.clone())?;
+    let applier_thread = metrics::spawn_applier(
+        tsdb.clone(),
+        metrics_rx,
+        ingest.metrics_applied(),
+        telemetry.clone(),
+    )?;
     let maintenance_task = metrics::spawn_maintenance(
         tsdb.clone(),
         metrics_wal.clone(),

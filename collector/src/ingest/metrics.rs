@@ -11,6 +11,7 @@
 //! head after a crash and replay is the head before it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,37 @@ use crate::telemetry::Telemetry;
 
 /// How often the head is checked for a cut, blocks for compaction and retention.
 pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The last metrics WAL record applied to the head. A write waits for its own LSN here
+/// before it is acknowledged, so a query right after an acknowledged write sees it
+/// (read-your-writes, as with Prometheus's receiver).
+#[derive(Debug, Default)]
+pub struct Applied {
+    lsn: AtomicU64,
+    notify: tokio::sync::Notify,
+}
+
+impl Applied {
+    /// Records that every record up to `lsn` is applied.
+    pub fn set(&self, lsn: u64) {
+        self.lsn.fetch_max(lsn, Ordering::AcqRel);
+        self.notify.notify_waiters();
+    }
+
+    /// Waits until `lsn` is applied.
+    pub async fn wait_for(&self, lsn: u64) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a `set` in between is not missed.
+            notified.as_mut().enable();
+            if self.lsn.load(Ordering::Acquire) >= lsn {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
 
 /// Milliseconds since the epoch, now.
 pub fn now_ms() -> i64 {
@@ -43,11 +75,18 @@ fn apply_one(tsdb: &Tsdb, durable: &Durable, telemetry: &Telemetry) {
 
 /// Replays every WAL record after the store's persisted LSN. Returns how many records
 /// were replayed.
-pub fn replay(tsdb: &Tsdb, wal: &Wal, telemetry: &Telemetry) -> anyhow::Result<u64> {
+pub fn replay(
+    tsdb: &Tsdb,
+    wal: &Wal,
+    applied: &Applied,
+    telemetry: &Telemetry,
+) -> anyhow::Result<u64> {
     let from = tsdb.persisted_lsn() + 1;
     let mut records = 0u64;
     for durable in wal.read_from(from)? {
-        apply_one(tsdb, &durable?, telemetry);
+        let durable = durable?;
+        apply_one(tsdb, &durable, telemetry);
+        applied.set(durable.lsn);
         records += 1;
     }
     Ok(records)
@@ -57,6 +96,7 @@ pub fn replay(tsdb: &Tsdb, wal: &Wal, telemetry: &Telemetry) -> anyhow::Result<u
 pub fn spawn_applier(
     tsdb: Tsdb,
     rx: Receiver<Durable>,
+    applied: Arc<Applied>,
     telemetry: Arc<Telemetry>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
@@ -64,6 +104,7 @@ pub fn spawn_applier(
         .spawn(move || {
             while let Ok(durable) = rx.recv() {
                 apply_one(&tsdb, &durable, &telemetry);
+                applied.set(durable.lsn);
             }
         })
 }

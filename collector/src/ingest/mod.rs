@@ -141,6 +141,7 @@ pub struct Ingest {
     /// treats as a counter reset.
     deltas: Mutex<HashMap<String, DeltaToCumulative>>,
     max_request_bytes: usize,
+    metrics_applied: Arc<metrics::Applied>,
 }
 
 /// Labels for the reasons the TSDB refuses samples.
@@ -186,6 +187,7 @@ impl Ingest {
             tsdb,
             deltas: Mutex::new(HashMap::new()),
             max_request_bytes,
+            metrics_applied: Arc::new(metrics::Applied::default()),
         }
     }
 
@@ -202,6 +204,11 @@ impl Ingest {
     /// Whether exports are accepted.
     pub fn is_open(&self) -> bool {
         self.open.load(Ordering::SeqCst)
+    }
+
+    /// How far the metrics applier has got; the applier and replay advance it.
+    pub fn metrics_applied(&self) -> Arc<metrics::Applied> {
+        self.metrics_applied.clone()
     }
 
     /// The WALs, for statistics.
@@ -411,7 +418,7 @@ impl Ingest {
         if samples > 0 || !admission.accepted.metadata.is_empty() {
             let payload =
                 bytes::Bytes::from(tsdb::encode_record(&principal.tenant, &admission.accepted));
-            self.wals.metrics.append(payload).await.map_err(|e| {
+            let lsn = self.wals.metrics.append(payload).await.map_err(|e| {
                 tracing::error!(signal = "metrics", error = %e, "wal append failed");
                 IngestError {
                     code: ErrorCode::Unavailable,
@@ -419,6 +426,7 @@ impl Ingest {
                     retry_after: Some(self.retry_after),
                 }
             })?;
+            self.metrics_applied.wait_for(lsn).await;
         }
         self.count(Signal::Metrics, samples, size);
         let rejected = rejected_before + admission.rejected();
