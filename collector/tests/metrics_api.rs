@@ -803,3 +803,90 @@ async fn acknowledged_samples_survive_kill_and_restart() {
     let d = data(&prom_get(&c, "/api/v1/metadata", &[]).await);
     assert_eq!(d["demo_requests_total"][0]["type"], "counter", "{d}");
 }
+
+#[tokio::test]
+async fn a_100k_series_burst_stops_at_the_limit_and_heavy_queries_stop_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::builder()
+        .env("VANTAGE_METRICS__MAX_SERIES_PER_TENANT", "50000")
+        .start(dir.path());
+    let now = now_ms();
+    let mut rejected = 0u64;
+    for chunk in 0..10 {
+        let batch = MetricBatch {
+            series: (0..10_000)
+                .map(|i| {
+                    let id = (chunk * 10_000 + i).to_string();
+                    series(
+                        &[("__name__", "explosion"), ("request_id", &id)],
+                        vec![Sample { t: now, v: 1.0 }],
+                    )
+                })
+                .collect(),
+            metadata: vec![],
+        };
+        let r = remote_write(&c, &batch, None).await;
+        if r.status == StatusCode::BAD_REQUEST {
+            let text = r.text();
+            assert!(
+                text.contains("series"),
+                "the reason names the limit: {text}"
+            );
+            rejected += text.split(' ').next().unwrap().parse::<u64>().unwrap();
+        } else {
+            assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+        }
+    }
+    assert_eq!(rejected, 50_000);
+    let t = format!("{}", now / 1000);
+    let d = data(
+        &prom_get(
+            &c,
+            "/api/v1/query",
+            &[("query", "count(explosion)"), ("time", &t)],
+        )
+        .await,
+    );
+    assert_eq!(d["result"][0]["value"][1], "50000", "{d}");
+
+    // A query that would take far longer than its timeout is stopped with Prometheus's
+    // timeout error; one that would load too many samples is refused as `execution`.
+    let r = prom_get(
+        &c,
+        "/api/v1/query",
+        &[
+            ("query", "sum(count_over_time(explosion[1h:1s]))"),
+            ("time", &t),
+            ("timeout", "50ms"),
+        ],
+    )
+    .await;
+    assert_error(&r, StatusCode::SERVICE_UNAVAILABLE, "timeout");
+    let dir2 = tempfile::tempdir().unwrap();
+    let c2 = Collector::builder()
+        .env("VANTAGE_METRICS__MAX_SAMPLES_PER_QUERY", "1000")
+        .start(dir2.path());
+    let batch = MetricBatch {
+        series: (0..2_000)
+            .map(|i| {
+                series(
+                    &[("__name__", "many"), ("i", &i.to_string())],
+                    vec![Sample { t: now, v: 1.0 }],
+                )
+            })
+            .collect(),
+        metadata: vec![],
+    };
+    assert_eq!(
+        remote_write(&c2, &batch, None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let r = prom_get(
+        &c2,
+        "/api/v1/query",
+        &[("query", "sum(many)"), ("time", &t)],
+    )
+    .await;
+    let e = assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "execution");
+    assert!(e.contains("too many samples"), "{e}");
+}
