@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
 use super::head::{Head, labels_hash};
-use super::{Labels, METRIC_NAME, MetricBatch, Sample, lock};
+use super::{Labels, METRIC_NAME, MetricBatch, lock};
 
 /// Samples further in the future than this are refused: a clock that far off would
 /// otherwise push series' newest time ahead and make every later sample out of order.
@@ -156,8 +156,10 @@ pub(crate) fn admit(head: Option<&Head>, batch: MetricBatch, lim: &Limits) -> Ad
         let mut data = None;
         let (mut future, mut old, mut ooo, mut dup) = (0u64, 0u64, 0u64, 0u64);
         let mut first_reason: Option<String> = None;
-        let mut kept: Vec<Sample> = Vec::with_capacity(s.samples.len());
-        for smp in &s.samples {
+        // Filter in place: `kept` samples are compacted to the front of the vector.
+        let mut kept = 0usize;
+        for i in 0..s.samples.len() {
+            let smp = s.samples[i];
             let bits = smp.v.to_bits();
             if smp.t > max_future {
                 future += 1;
@@ -180,7 +182,11 @@ pub(crate) fn admit(head: Option<&Head>, batch: MetricBatch, lim: &Limits) -> Ad
                         smp.t, lim.ooo_window_ms
                     )
                 });
-            } else if let Some(prev) = kept.last().filter(|p| p.t == smp.t) {
+            } else if let Some(prev) = kept
+                .checked_sub(1)
+                .map(|k| s.samples[k])
+                .filter(|p| p.t == smp.t)
+            {
                 if prev.v.to_bits() != bits {
                     dup += 1;
                     first_reason
@@ -198,10 +204,14 @@ pub(crate) fn admit(head: Option<&Head>, batch: MetricBatch, lim: &Limits) -> Ad
                             format!("a different value is already stored at {} ms", smp.t)
                         });
                     }
-                    None => kept.push(*smp),
+                    None => {
+                        s.samples[kept] = smp;
+                        kept += 1;
+                    }
                 }
             } else {
-                kept.push(*smp);
+                s.samples[kept] = smp;
+                kept += 1;
             }
         }
         drop(data);
@@ -212,8 +222,8 @@ pub(crate) fn admit(head: Option<&Head>, batch: MetricBatch, lim: &Limits) -> Ad
         if let Some(r) = first_reason {
             adm.note(&s.labels, |m| m.push_str(&r));
         }
-        if !kept.is_empty() {
-            s.samples = kept;
+        if kept > 0 {
+            s.samples.truncate(kept);
             adm.accepted.series.push(s);
         }
     }
