@@ -81,7 +81,11 @@ pub(crate) fn eval(
         match ev.eval(p, grid)? {
             Val::Scalar(v) => param_scalar = Some(v),
             Val::Str(s) => param_str = Some(s),
-            _ => return Err(PromqlError::bad("aggregation parameter must be a scalar or string")),
+            _ => {
+                return Err(PromqlError::bad(
+                    "aggregation parameter must be a scalar or string",
+                ));
+            }
         }
     }
     let input = ev.eval_vector(&a.expr, grid)?;
@@ -332,7 +336,7 @@ pub(crate) fn group_of(l: &Labels, grouping: &[String], without: bool) -> Labels
     let kept: Vec<Label> = l
         .iter()
         .filter(|lb| {
-            let listed = grouping.iter().any(|g| *g == lb.name);
+            let listed = grouping.contains(&lb.name);
             if without {
                 !listed && lb.name != METRIC_NAME
             } else {

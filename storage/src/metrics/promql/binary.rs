@@ -50,7 +50,11 @@ impl Op {
             "and" => Op::And,
             "or" => Op::Or,
             "unless" => Op::Unless,
-            other => return Err(PromqlError::Unsupported(format!("binary operator '{other}'"))),
+            other => {
+                return Err(PromqlError::Unsupported(format!(
+                    "binary operator '{other}'"
+                )));
+            }
         })
     }
 
@@ -60,7 +64,10 @@ impl Op {
 
     /// `shouldDropMetricName` of 2.42: arithmetic except `atan2`.
     fn drops_name(self) -> bool {
-        matches!(self, Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow | Op::Mod)
+        matches!(
+            self,
+            Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow | Op::Mod
+        )
     }
 }
 
@@ -100,24 +107,37 @@ pub(crate) fn eval(
     grid: &Grid,
 ) -> Result<Val, PromqlError> {
     let op = Op::parse(&b.op.to_string())?;
-    if let Some(m) = &b.modifier {
-        if m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some() {
-            return Err(PromqlError::Unsupported("the fill modifier".into()));
-        }
+    if let Some(m) = &b.modifier
+        && (m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some())
+    {
+        return Err(PromqlError::Unsupported("the fill modifier".into()));
     }
     let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
     let lhs = ev.eval(&b.lhs, grid)?;
     let rhs = ev.eval(&b.rhs, grid)?;
     match (lhs, rhs) {
         (Val::Scalar(l), Val::Scalar(r)) => Ok(Val::Scalar(
-            l.iter().zip(&r).map(|(&a, &b)| scalar_op(op, a, b)).collect(),
+            l.iter()
+                .zip(&r)
+                .map(|(&a, &b)| scalar_op(op, a, b))
+                .collect(),
         )),
-        (Val::Vector(v), Val::Scalar(s)) => {
-            Ok(Val::Vector(vector_scalar(op, v, &s, grid, false, return_bool)?))
-        }
-        (Val::Scalar(s), Val::Vector(v)) => {
-            Ok(Val::Vector(vector_scalar(op, v, &s, grid, true, return_bool)?))
-        }
+        (Val::Vector(v), Val::Scalar(s)) => Ok(Val::Vector(vector_scalar(
+            op,
+            v,
+            &s,
+            grid,
+            false,
+            return_bool,
+        )?)),
+        (Val::Scalar(s), Val::Vector(v)) => Ok(Val::Vector(vector_scalar(
+            op,
+            v,
+            &s,
+            grid,
+            true,
+            return_bool,
+        )?)),
         (Val::Vector(l), Val::Vector(r)) => {
             let m = Matching::from_expr(b);
             Ok(Val::Vector(match op {
@@ -219,7 +239,7 @@ impl Matching {
         let kept: Vec<Label> = l
             .iter()
             .filter(|lb| {
-                let listed = self.labels.iter().any(|n| *n == lb.name);
+                let listed = self.labels.contains(&lb.name);
                 if self.on {
                     listed
                 } else {
@@ -233,7 +253,11 @@ impl Matching {
 }
 
 /// Interns the signatures of both sides: one id per distinct signature.
-fn signatures(m: &Matching, l: &[RangeSeries], r: &[RangeSeries]) -> (Vec<usize>, Vec<usize>, usize) {
+fn signatures(
+    m: &Matching,
+    l: &[RangeSeries],
+    r: &[RangeSeries],
+) -> (Vec<usize>, Vec<usize>, usize) {
     let mut ids: HashMap<Labels, usize> = HashMap::new();
     let mut id_of = |s: &RangeSeries| {
         let sig = m.signature(&s.labels);
@@ -268,7 +292,11 @@ fn set_op(
         let t = grid.t(step);
         lcur.at(l, t, &mut lp);
         rcur.at(r, t, &mut rp);
-        let emit = |out: &mut Collector, slots: &mut Vec<Option<usize>>, side: &[RangeSeries], i: usize, v: f64| {
+        let emit = |out: &mut Collector,
+                    slots: &mut Vec<Option<usize>>,
+                    side: &[RangeSeries],
+                    i: usize,
+                    v: f64| {
             let slot = *slots[i].get_or_insert_with(|| out.slot(&side[i].labels));
             out.push(slot, t, v)
         };
@@ -330,6 +358,9 @@ fn vector_vector(
     let (msig, osig, nsig) = signatures(m, many, one);
     let mut out = Collector::default();
     let mut pair_slot: HashMap<(usize, usize), usize> = HashMap::new();
+    // Last (one-side series, slot) of each many-side series: usually the same pair
+    // every step, which spares the map lookup.
+    let mut last_pair: Vec<Option<(usize, usize)>> = vec![None; many.len()];
     let mut mcur = StepCursor::new(many);
     let mut ocur = StepCursor::new(one);
     let (mut mp, mut opts) = (Vec::new(), Vec::new());
@@ -373,8 +404,9 @@ fn vector_vector(
             } else if !keep {
                 continue;
             }
-            let slot = match pair_slot.get(&(mi, oi)) {
-                Some(&s) => s,
+            let cached = last_pair[mi].filter(|&(o, _)| o == oi).map(|(_, s)| s);
+            let slot = match cached.or_else(|| pair_slot.get(&(mi, oi)).copied()) {
+                Some(s) => s,
                 None => {
                     let mut labels = result_labels(op, &many[mi].labels, &one[oi].labels, m);
                     if return_bool {
@@ -385,6 +417,7 @@ fn vector_vector(
                     s
                 }
             };
+            last_pair[mi] = Some((oi, slot));
             if m.card == Card::OneToOne {
                 if matched[sig] == step {
                     return Err(PromqlError::exec(
@@ -420,7 +453,7 @@ fn result_labels(op: Op, many: &Labels, one: &Labels, m: &Matching) -> Labels {
         if m.on {
             let kept: Vec<Label> = l
                 .iter()
-                .filter(|lb| m.labels.iter().any(|n| *n == lb.name))
+                .filter(|lb| m.labels.contains(&lb.name))
                 .cloned()
                 .collect();
             l = Labels::from_sorted(kept).unwrap_or_default();

@@ -78,7 +78,9 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "m", "5", "5x", "1m1h", "1.5m", "5m5m", "NaN", "Inf", "-5m"] {
+        for bad in [
+            "", "m", "5", "5x", "1m1h", "1.5m", "5m5m", "NaN", "Inf", "-5m",
+        ] {
             if bad == "5" {
                 continue;
             }

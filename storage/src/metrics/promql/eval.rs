@@ -76,7 +76,12 @@ pub(crate) struct WindowCursor {
 }
 
 impl WindowCursor {
-    pub(crate) fn window<'s>(&mut self, samples: &'s [Sample], start: i64, end: i64) -> &'s [Sample] {
+    pub(crate) fn window<'s>(
+        &mut self,
+        samples: &'s [Sample],
+        start: i64,
+        end: i64,
+    ) -> &'s [Sample] {
         while self.lo < samples.len() && samples[self.lo].t < start {
             self.lo += 1;
         }
@@ -89,6 +94,10 @@ impl WindowCursor {
         &samples[self.lo..self.hi]
     }
 }
+
+/// What [`Evaluator::range_series`] calls for each series: labels, samples, windows.
+pub(crate) type SeriesVisitor<'f> =
+    dyn FnMut(Labels, &[Sample], &Windows) -> Result<(), PromqlError> + 'f;
 
 /// One query's evaluation state.
 pub(crate) struct Evaluator<'a> {
@@ -215,12 +224,10 @@ impl<'a> Evaluator<'a> {
     /// Checks the deadline every few calls.
     pub(crate) fn tick(&mut self) -> Result<(), PromqlError> {
         self.ticks = self.ticks.wrapping_add(1);
-        if self.ticks % DEADLINE_CHECK_EVERY == 0 {
-            if let Some(d) = self.deadline {
-                if Instant::now() >= d {
-                    return Err(PromqlError::Timeout);
-                }
-            }
+        if self.ticks.is_multiple_of(DEADLINE_CHECK_EVERY)
+            && self.deadline.is_some_and(|d| Instant::now() >= d)
+        {
+            return Err(PromqlError::Timeout);
         }
         Ok(())
     }
@@ -282,7 +289,11 @@ impl<'a> Evaluator<'a> {
     }
 
     /// Evaluates an expression that must be scalar, one value per step.
-    pub(crate) fn eval_scalar(&mut self, expr: &Expr, grid: &Grid) -> Result<Vec<f64>, PromqlError> {
+    pub(crate) fn eval_scalar(
+        &mut self,
+        expr: &Expr,
+        grid: &Grid,
+    ) -> Result<Vec<f64>, PromqlError> {
         match self.eval(expr, grid)? {
             Val::Scalar(v) => Ok(v),
             _ => Err(PromqlError::bad(format!("expected a scalar, got {expr}"))),
@@ -297,7 +308,9 @@ impl<'a> Evaluator<'a> {
     ) -> Result<Vec<RangeSeries>, PromqlError> {
         match self.eval(expr, grid)? {
             Val::Vector(m) => Ok(m),
-            _ => Err(PromqlError::bad(format!("expected an instant vector, got {expr}"))),
+            _ => Err(PromqlError::bad(format!(
+                "expected an instant vector, got {expr}"
+            ))),
         }
     }
 
@@ -385,7 +398,7 @@ impl<'a> Evaluator<'a> {
         &mut self,
         expr: &Expr,
         grid: &Grid,
-        f: &mut dyn FnMut(Labels, &[Sample], &Windows) -> Result<(), PromqlError>,
+        f: &mut SeriesVisitor<'_>,
     ) -> Result<Windows, PromqlError> {
         match unwrap_parens(expr) {
             Expr::MatrixSelector(ms) => {

@@ -34,11 +34,7 @@ pub(crate) fn register_legacy_functions() {
     });
 }
 
-pub(crate) fn eval_call(
-    ev: &mut Evaluator<'_>,
-    c: &Call,
-    grid: &Grid,
-) -> Result<Val, PromqlError> {
+pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call, grid: &Grid) -> Result<Val, PromqlError> {
     let name = c.func.name;
     let args: Vec<&Expr> = c.args.args.iter().map(|a| unwrap_parens(a)).collect();
     if let Some(kind) = RangeFn::parse(name) {
@@ -159,7 +155,6 @@ pub(crate) fn eval_call(
                 let inv = 1.0 / n;
                 Some((x * inv + 0.5).floor() / inv)
             })
-            
         }
         "clamp" => {
             let min = ev.eval_scalar(args[1], grid)?;
@@ -169,7 +164,6 @@ pub(crate) fn eval_call(
                 (max[i] >= min[i] || max[i].is_nan() || min[i].is_nan())
                     .then(|| go_max(min[i], go_min(max[i], x)))
             })
-            
         }
         "clamp_min" => {
             let min = ev.eval_scalar(args[1], grid)?;
@@ -392,7 +386,11 @@ fn range_function(
     args: &[&Expr],
     grid: &Grid,
 ) -> Result<Val, PromqlError> {
-    let matrix_arg = if kind == RangeFn::QuantileOverTime { 1 } else { 0 };
+    let matrix_arg = if kind == RangeFn::QuantileOverTime {
+        1
+    } else {
+        0
+    };
     let mut scalars: Vec<Vec<f64>> = Vec::new();
     for (i, a) in args.iter().enumerate() {
         if i != matrix_arg {
@@ -400,8 +398,7 @@ fn range_function(
         }
     }
     if kind == RangeFn::HoltWinters {
-        for i in 0..grid.len() {
-            let (sf, tf) = (scalars[0][i], scalars[1][i]);
+        for (&sf, &tf) in scalars[0].iter().zip(&scalars[1]) {
             if sf <= 0.0 || sf >= 1.0 {
                 return Err(PromqlError::exec(format!(
                     "invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:.6}"
@@ -440,21 +437,21 @@ fn range_function(
                     let (slope, intercept) = linear_regression(w, t);
                     slope * arg(0) + intercept
                 }),
-                RangeFn::Resets => Some(
-                    w.windows(2).filter(|p| p[1].v < p[0].v).count() as f64,
-                ),
+                RangeFn::Resets => Some(w.windows(2).filter(|p| p[1].v < p[0].v).count() as f64),
                 RangeFn::Changes => Some(
                     w.windows(2)
                         .filter(|p| p[1].v != p[0].v && !(p[1].v.is_nan() && p[0].v.is_nan()))
                         .count() as f64,
                 ),
                 RangeFn::AvgOverTime => Some(avg_over_time(w)),
-                RangeFn::MinOverTime => Some(w.iter().fold(w[0].v, |m, p| {
-                    if p.v < m || m.is_nan() { p.v } else { m }
-                })),
-                RangeFn::MaxOverTime => Some(w.iter().fold(w[0].v, |m, p| {
-                    if p.v > m || m.is_nan() { p.v } else { m }
-                })),
+                RangeFn::MinOverTime => Some(
+                    w.iter()
+                        .fold(w[0].v, |m, p| if p.v < m || m.is_nan() { p.v } else { m }),
+                ),
+                RangeFn::MaxOverTime => Some(
+                    w.iter()
+                        .fold(w[0].v, |m, p| if p.v > m || m.is_nan() { p.v } else { m }),
+                ),
                 RangeFn::SumOverTime => {
                     let (mut sum, mut c) = (0.0, 0.0);
                     for p in w {
@@ -727,7 +724,11 @@ fn absent_over_time(ev: &mut Evaluator<'_>, arg: &Expr, grid: &Grid) -> Result<V
 
 /// `histogram_quantile` over classic buckets (series with an `le` label), grouped by
 /// all other labels; the result drops `le` and the metric name.
-fn histogram_quantile(ev: &mut Evaluator<'_>, args: &[&Expr], grid: &Grid) -> Result<Val, PromqlError> {
+fn histogram_quantile(
+    ev: &mut Evaluator<'_>,
+    args: &[&Expr],
+    grid: &Grid,
+) -> Result<Val, PromqlError> {
     let q = ev.eval_scalar(args[0], grid)?;
     let m = ev.eval_vector(args[1], grid)?;
     // Per input series: its group (labels without `le`) and bucket bound.
@@ -796,7 +797,9 @@ fn parse_go_float(s: &str) -> Option<f64> {
 fn string_arg(e: &Expr) -> Result<&str, PromqlError> {
     match unwrap_parens(e) {
         Expr::StringLiteral(s) => Ok(&s.val),
-        other => Err(PromqlError::bad(format!("expected a string literal, got {other}"))),
+        other => Err(PromqlError::bad(format!(
+            "expected a string literal, got {other}"
+        ))),
     }
 }
 

@@ -29,7 +29,9 @@ fn parse_number(s: &str) -> Result<f64, String> {
         "Inf" | "+Inf" | "inf" => Ok(f64::INFINITY),
         "-Inf" | "-inf" => Ok(f64::NEG_INFINITY),
         "NaN" => Ok(f64::NAN),
-        _ => s.parse::<f64>().map_err(|e| format!("bad number {s:?}: {e}")),
+        _ => s
+            .parse::<f64>()
+            .map_err(|e| format!("bad number {s:?}: {e}")),
     }
 }
 
@@ -57,7 +59,10 @@ fn parse_items(text: &str) -> Result<Vec<Item>, String> {
             let bytes = head.as_bytes();
             let mut split = None;
             for i in 1..bytes.len() {
-                if (bytes[i] == b'+' || bytes[i] == b'-') && bytes[i - 1] != b'e' && bytes[i - 1] != b'E' {
+                if (bytes[i] == b'+' || bytes[i] == b'-')
+                    && bytes[i - 1] != b'e'
+                    && bytes[i - 1] != b'E'
+                {
                     split = Some(i);
                 }
             }
@@ -136,10 +141,10 @@ fn parse_labels(s: &str) -> Result<Labels, String> {
 
 /// Splits `metric{...} rest` at the end of the label part.
 fn split_series_line(line: &str) -> (&str, &str) {
-    if let Some(close) = line.find('}') {
-        if line.find('{').is_some_and(|o| o < close) {
-            return (&line[..=close], line[close + 1..].trim());
-        }
+    if let Some(close) = line.find('}')
+        && line.find('{').is_some_and(|o| o < close)
+    {
+        return (&line[..=close], line[close + 1..].trim());
     }
     match line.find(char::is_whitespace) {
         Some(i) => (&line[..i], line[i..].trim()),
@@ -180,7 +185,10 @@ pub(crate) fn run_script_with(script: &str, opts: EngineOptions) {
         }
         if let Some(interval) = line.strip_prefix("load ") {
             let step = parse_duration_ms(interval.trim()).expect("load interval");
-            while i < lines.len() && lines[i].starts_with([' ', '\t']) && !lines[i].trim().is_empty() {
+            while i < lines.len()
+                && lines[i].starts_with([' ', '\t'])
+                && !lines[i].trim().is_empty()
+            {
                 let (ls, vals) = split_series_line(lines[i].trim());
                 let labels = parse_labels(ls).unwrap_or_else(|e| panic!("{e} in {}", lines[i]));
                 let items = parse_items(vals).unwrap_or_else(|e| panic!("{e} in {}", lines[i]));
@@ -226,11 +234,21 @@ pub(crate) fn run_script_with(script: &str, opts: EngineOptions) {
         } else if let Some(r) = rest.strip_prefix("range from ") {
             // range from <start> to <end> step <step> <query>
             let parts: Vec<&str> = r.splitn(6, ' ').collect();
-            assert!(parts.len() == 6 && parts[1] == "to" && parts[3] == "step", "bad range line {line}");
+            assert!(
+                parts.len() == 6 && parts[1] == "to" && parts[3] == "step",
+                "bad range line {line}"
+            );
             let start = parse_duration_ms(parts[0]).expect("start");
             let end = parse_duration_ms(parts[2]).expect("end");
             let step = parse_duration_ms(parts[4]).expect("step");
-            let res = engine.range(&q, parts[5], start, end, step, Some(Duration::from_secs(30)));
+            let res = engine.range(
+                &q,
+                parts[5],
+                start,
+                end,
+                step,
+                Some(Duration::from_secs(30)),
+            );
             if fail {
                 assert!(res.is_err(), "expected failure: {line}, got {res:?}");
                 continue;
@@ -246,7 +264,11 @@ pub(crate) fn run_script_with(script: &str, opts: EngineOptions) {
 fn check_instant(line: &str, res: &Value, expected: &[&str], ordered: bool) {
     match res {
         Value::Scalar { v, .. } => {
-            assert_eq!(expected.len(), 1, "{line}: scalar result {v}, expected {expected:?}");
+            assert_eq!(
+                expected.len(),
+                1,
+                "{line}: scalar result {v}, expected {expected:?}"
+            );
             let want = parse_number(expected[0].trim()).expect("expected scalar");
             assert!(close(*v, want), "{line}: got {v}, want {want}");
         }
@@ -260,7 +282,9 @@ fn check_instant(line: &str, res: &Value, expected: &[&str], ordered: bool) {
                 expected.len(),
                 "{line}: got {} elements {:?}, want {expected:?}",
                 got.len(),
-                got.iter().map(|s| format!("{} {}", s.labels, s.v)).collect::<Vec<_>>()
+                got.iter()
+                    .map(|s| format!("{} {}", s.labels, s.v))
+                    .collect::<Vec<_>>()
             );
             for (k, e) in expected.iter().enumerate() {
                 let (ls, val) = split_series_line(e);
@@ -274,10 +298,16 @@ fn check_instant(line: &str, res: &Value, expected: &[&str], ordered: bool) {
                 let g = found.unwrap_or_else(|| {
                     panic!(
                         "{line}: missing {want_l} (position {k}); got {:?}",
-                        got.iter().map(|s| format!("{} {}", s.labels, s.v)).collect::<Vec<_>>()
+                        got.iter()
+                            .map(|s| format!("{} {}", s.labels, s.v))
+                            .collect::<Vec<_>>()
                     )
                 });
-                assert!(close(g.v, want_v), "{line}: {want_l} got {}, want {want_v}", g.v);
+                assert!(
+                    close(g.v, want_v),
+                    "{line}: {want_l} got {}, want {want_v}",
+                    g.v
+                );
             }
         }
         Value::Matrix(got) => {
@@ -297,9 +327,18 @@ fn check_instant(line: &str, res: &Value, expected: &[&str], ordered: bool) {
                         (parse_number(v).expect("v"), t.parse().expect("t"))
                     })
                     .collect();
-                assert_eq!(g.samples.len(), want.len(), "{line}: {want_l} got {:?}", g.samples);
+                assert_eq!(
+                    g.samples.len(),
+                    want.len(),
+                    "{line}: {want_l} got {:?}",
+                    g.samples
+                );
                 for (s, (v, t)) in g.samples.iter().zip(want) {
-                    assert!(s.t == t && close(s.v, v), "{line}: {want_l} got {:?}", g.samples);
+                    assert!(
+                        s.t == t && close(s.v, v),
+                        "{line}: {want_l} got {:?}",
+                        g.samples
+                    );
                 }
             }
         }
@@ -314,13 +353,18 @@ fn check_range(line: &str, res: &Value, expected: &[&str], start: i64, step: i64
         got.len(),
         expected.len(),
         "{line}: got {:?}",
-        got.iter().map(|s| (s.labels.to_string(), s.samples.clone())).collect::<Vec<_>>()
+        got.iter()
+            .map(|s| (s.labels.to_string(), s.samples.clone()))
+            .collect::<Vec<_>>()
     );
     for (k, e) in expected.iter().enumerate() {
         let (ls, vals) = split_series_line(e);
         let want_l = parse_labels(ls).expect("labels");
         let g = &got[k];
-        assert_eq!(g.labels, want_l, "{line}: series {k} (range results are sorted by labels)");
+        assert_eq!(
+            g.labels, want_l,
+            "{line}: series {k} (range results are sorted by labels)"
+        );
         let items = parse_items(vals).expect("expected values");
         let want: Vec<Sample> = items
             .iter()
@@ -333,9 +377,18 @@ fn check_range(line: &str, res: &Value, expected: &[&str], start: i64, step: i64
                 _ => None,
             })
             .collect();
-        assert_eq!(g.samples.len(), want.len(), "{line}: {want_l} got {:?} want {want:?}", g.samples);
+        assert_eq!(
+            g.samples.len(),
+            want.len(),
+            "{line}: {want_l} got {:?} want {want:?}",
+            g.samples
+        );
         for (s, w) in g.samples.iter().zip(&want) {
-            assert!(s.t == w.t && close(s.v, w.v), "{line}: {want_l} got {:?} want {want:?}", g.samples);
+            assert!(
+                s.t == w.t && close(s.v, w.v),
+                "{line}: {want_l} got {:?} want {want:?}",
+                g.samples
+            );
         }
     }
 }

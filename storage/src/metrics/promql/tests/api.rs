@@ -1,10 +1,8 @@
 use std::time::Duration;
 
 use crate::metrics::promql::testload::run_script_with;
-use crate::metrics::promql::{
-    Engine, EngineOptions, MemQuerier, PromqlError, Value, format_query,
-};
-use crate::metrics::{Labels, MetricsError, Querier, Sample, SeriesRef, Matcher};
+use crate::metrics::promql::{Engine, EngineOptions, MemQuerier, PromqlError, Value, format_query};
+use crate::metrics::{Labels, Matcher, MetricsError, Querier, Sample, SeriesRef};
 
 fn querier(series: usize, samples: i64) -> MemQuerier {
     let mut q = MemQuerier::new();
@@ -92,8 +90,14 @@ fn range_query_refuses_range_vectors_and_too_many_points() {
         "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"
     );
     assert!(e.range(&q, "m", 0, 11_000 * 1000, 1000, None).is_ok());
-    assert_eq!(e.range(&q, "m", 0, 10, 0, None).unwrap_err().error_type(), "bad_data");
-    assert_eq!(e.range(&q, "m", 10, 0, 1, None).unwrap_err().error_type(), "bad_data");
+    assert_eq!(
+        e.range(&q, "m", 0, 10, 0, None).unwrap_err().error_type(),
+        "bad_data"
+    );
+    assert_eq!(
+        e.range(&q, "m", 10, 0, 1, None).unwrap_err().error_type(),
+        "bad_data"
+    );
 }
 
 #[test]
@@ -121,7 +125,10 @@ fn parse_errors_unknown_functions_and_unsupported_features() {
     ] {
         let err = e.instant(&q, query, 0, None).unwrap_err();
         assert_eq!(err.error_type(), "bad_data", "{query}: {err}");
-        assert!(matches!(err, PromqlError::Unsupported(_) | PromqlError::Parse(_)), "{query}: {err}");
+        assert!(
+            matches!(err, PromqlError::Unsupported(_) | PromqlError::Parse(_)),
+            "{query}: {err}"
+        );
     }
 }
 
@@ -131,7 +138,11 @@ fn many_to_many_and_duplicate_labelsets_are_execution_errors() {
     let e = engine();
     let err = e.instant(&q, "m + on() m", 60_000, None).unwrap_err();
     assert_eq!(err.error_type(), "execution");
-    assert!(err.to_string().contains("many-to-many matching not allowed"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("many-to-many matching not allowed"),
+        "{err}"
+    );
     let mut q2 = querier(1, 10);
     q2.add(
         Labels::from_pairs([("__name__", "n"), ("i", "0")]),
@@ -143,7 +154,10 @@ fn many_to_many_and_duplicate_labelsets_are_execution_errors() {
     let err = e
         .instant(&q2, r#"abs({__name__=~"m|n"})"#, 60_000, None)
         .unwrap_err();
-    assert_eq!(err.to_string(), "vector cannot contain metrics with the same labelset");
+    assert_eq!(
+        err.to_string(),
+        "vector cannot contain metrics with the same labelset"
+    );
     assert_eq!(err.error_type(), "execution");
 }
 
@@ -181,7 +195,13 @@ impl Querier for Slow {
     fn series(&self, m: &[Matcher], s: i64, e: i64) -> Result<Vec<SeriesRef>, MetricsError> {
         self.0.series(m, s, e)
     }
-    fn samples(&self, r: &SeriesRef, s: i64, e: i64, out: &mut Vec<Sample>) -> Result<(), MetricsError> {
+    fn samples(
+        &self,
+        r: &SeriesRef,
+        s: i64,
+        e: i64,
+        out: &mut Vec<Sample>,
+    ) -> Result<(), MetricsError> {
         std::thread::sleep(Duration::from_millis(2));
         self.0.samples(r, s, e, out)
     }
@@ -209,19 +229,30 @@ fn storage_errors_are_internal() {
                 reason: "bad block".into(),
             })
         }
-        fn samples(&self, _: &SeriesRef, _: i64, _: i64, _: &mut Vec<Sample>) -> Result<(), MetricsError> {
+        fn samples(
+            &self,
+            _: &SeriesRef,
+            _: i64,
+            _: i64,
+            _: &mut Vec<Sample>,
+        ) -> Result<(), MetricsError> {
             Ok(())
         }
     }
     let err = engine().instant(&Broken, "up", 0, None).unwrap_err();
     assert_eq!(err.error_type(), "internal");
-    let err = engine().instant(&MemQuerier::new(), "up{a=~\"(\"}", 0, None).unwrap_err();
+    let err = engine()
+        .instant(&MemQuerier::new(), "up{a=~\"(\"}", 0, None)
+        .unwrap_err();
     assert_eq!(err.error_type(), "bad_data", "{err}");
 }
 
 #[test]
 fn format_query_prettifies() {
-    assert_eq!(format_query("sum(rate(foo[5m])) by (job)").unwrap(), "sum by (job) (rate(foo[5m]))");
+    assert_eq!(
+        format_query("sum(rate(foo[5m])) by (job)").unwrap(),
+        "sum by (job) (rate(foo[5m]))"
+    );
     assert!(format_query("sum(").is_err());
     let long = format_query(
         "sum by (job, instance) (rate(http_requests_total{job=\"api-server\", handler=\"/api/v1/query\"}[5m])) / ignoring(code) group_left sum by (job, instance) (rate(http_requests_total[5m]))",
@@ -238,5 +269,9 @@ fn mem_querier_filters_by_matchers_and_time() {
     let mut out = Vec::new();
     q.samples(&refs[0], 15_000, 30_000, &mut out).unwrap();
     assert_eq!(out.len(), 2);
-    assert!(q.series(&[Matcher::equal("i", "1")], 100_000, 200_000).unwrap().is_empty());
+    assert!(
+        q.series(&[Matcher::equal("i", "1")], 100_000, 200_000)
+            .unwrap()
+            .is_empty()
+    );
 }
