@@ -102,7 +102,8 @@ pub struct Matcher {
 }
 
 impl Matcher {
-    /// Builds a matcher; the regex operators compile `^(?:value)$`.
+    /// Builds a matcher; the regex operators compile `^(?:value)$`, where `.` does not
+    /// match a newline, as in Prometheus 2.
     pub fn new(
         name: impl Into<String>,
         op: MatchOp,
@@ -112,7 +113,7 @@ impl Matcher {
         let value = value.into();
         let re = match op {
             MatchOp::RegexMatch | MatchOp::RegexNoMatch => {
-                Some(regex::Regex::new(&format!("^(?s:{value})$")).map_err(|e| {
+                Some(regex::Regex::new(&format!("^(?:{value})$")).map_err(|e| {
                     MetricsError::InvalidMatcher {
                         name: name.clone(),
                         op: op.as_str(),

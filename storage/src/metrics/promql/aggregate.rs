@@ -336,7 +336,7 @@ pub(crate) fn group_of(l: &Labels, grouping: &[String], without: bool) -> Labels
     let kept: Vec<Label> = l
         .iter()
         .filter(|lb| {
-            let listed = grouping.iter().any(|g| *g == lb.name);
+            let listed = grouping.contains(&lb.name);
             if without {
                 !listed && lb.name != METRIC_NAME
             } else {

@@ -107,10 +107,10 @@ pub(crate) fn eval(
     grid: &Grid,
 ) -> Result<Val, PromqlError> {
     let op = Op::parse(&b.op.to_string())?;
-    if let Some(m) = &b.modifier {
-        if m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some() {
-            return Err(PromqlError::Unsupported("the fill modifier".into()));
-        }
+    if let Some(m) = &b.modifier
+        && (m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some())
+    {
+        return Err(PromqlError::Unsupported("the fill modifier".into()));
     }
     let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
     let lhs = ev.eval(&b.lhs, grid)?;
@@ -239,7 +239,7 @@ impl Matching {
         let kept: Vec<Label> = l
             .iter()
             .filter(|lb| {
-                let listed = self.labels.iter().any(|n| *n == lb.name);
+                let listed = self.labels.contains(&lb.name);
                 if self.on {
                     listed
                 } else {
@@ -358,6 +358,9 @@ fn vector_vector(
     let (msig, osig, nsig) = signatures(m, many, one);
     let mut out = Collector::default();
     let mut pair_slot: HashMap<(usize, usize), usize> = HashMap::new();
+    // Last (one-side series, slot) of each many-side series: usually the same pair
+    // every step, which spares the map lookup.
+    let mut last_pair: Vec<Option<(usize, usize)>> = vec![None; many.len()];
     let mut mcur = StepCursor::new(many);
     let mut ocur = StepCursor::new(one);
     let (mut mp, mut opts) = (Vec::new(), Vec::new());
@@ -401,8 +404,9 @@ fn vector_vector(
             } else if !keep {
                 continue;
             }
-            let slot = match pair_slot.get(&(mi, oi)) {
-                Some(&s) => s,
+            let cached = last_pair[mi].filter(|&(o, _)| o == oi).map(|(_, s)| s);
+            let slot = match cached.or_else(|| pair_slot.get(&(mi, oi)).copied()) {
+                Some(s) => s,
                 None => {
                     let mut labels = result_labels(op, &many[mi].labels, &one[oi].labels, m);
                     if return_bool {
@@ -413,6 +417,7 @@ fn vector_vector(
                     s
                 }
             };
+            last_pair[mi] = Some((oi, slot));
             if m.card == Card::OneToOne {
                 if matched[sig] == step {
                     return Err(PromqlError::exec(
@@ -448,7 +453,7 @@ fn result_labels(op: Op, many: &Labels, one: &Labels, m: &Matching) -> Labels {
         if m.on {
             let kept: Vec<Label> = l
                 .iter()
-                .filter(|lb| m.labels.iter().any(|n| *n == lb.name))
+                .filter(|lb| m.labels.contains(&lb.name))
                 .cloned()
                 .collect();
             l = Labels::from_sorted(kept).unwrap_or_default();

@@ -95,6 +95,10 @@ impl WindowCursor {
     }
 }
 
+/// What [`Evaluator::range_series`] calls for each series: labels, samples, windows.
+pub(crate) type SeriesVisitor<'f> =
+    dyn FnMut(Labels, &[Sample], &Windows) -> Result<(), PromqlError> + 'f;
+
 /// One query's evaluation state.
 pub(crate) struct Evaluator<'a> {
     q: &'a dyn Querier,
@@ -220,12 +224,10 @@ impl<'a> Evaluator<'a> {
     /// Checks the deadline every few calls.
     pub(crate) fn tick(&mut self) -> Result<(), PromqlError> {
         self.ticks = self.ticks.wrapping_add(1);
-        if self.ticks % DEADLINE_CHECK_EVERY == 0 {
-            if let Some(d) = self.deadline {
-                if Instant::now() >= d {
-                    return Err(PromqlError::Timeout);
-                }
-            }
+        if self.ticks.is_multiple_of(DEADLINE_CHECK_EVERY)
+            && self.deadline.is_some_and(|d| Instant::now() >= d)
+        {
+            return Err(PromqlError::Timeout);
         }
         Ok(())
     }
@@ -396,7 +398,7 @@ impl<'a> Evaluator<'a> {
         &mut self,
         expr: &Expr,
         grid: &Grid,
-        f: &mut dyn FnMut(Labels, &[Sample], &Windows) -> Result<(), PromqlError>,
+        f: &mut SeriesVisitor<'_>,
     ) -> Result<Windows, PromqlError> {
         match unwrap_parens(expr) {
             Expr::MatrixSelector(ms) => {

@@ -398,8 +398,7 @@ fn range_function(
         }
     }
     if kind == RangeFn::HoltWinters {
-        for i in 0..grid.len() {
-            let (sf, tf) = (scalars[0][i], scalars[1][i]);
+        for (&sf, &tf) in scalars[0].iter().zip(&scalars[1]) {
             if sf <= 0.0 || sf >= 1.0 {
                 return Err(PromqlError::exec(format!(
                     "invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:.6}"

@@ -59,7 +59,8 @@ impl Querier for MemQuerier {
             .enumerate()
             .filter(|(_, (l, s))| {
                 matchers.iter().all(|m| m.matches_labels(l))
-                    && s.iter().any(|p| p.t >= start && p.t <= end)
+                    && s.get(s.partition_point(|p| p.t < start))
+                        .is_some_and(|p| p.t <= end)
             })
             .map(|(i, (l, _))| SeriesRef {
                 labels: l.clone(),

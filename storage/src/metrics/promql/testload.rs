@@ -141,10 +141,10 @@ fn parse_labels(s: &str) -> Result<Labels, String> {
 
 /// Splits `metric{...} rest` at the end of the label part.
 fn split_series_line(line: &str) -> (&str, &str) {
-    if let Some(close) = line.find('}') {
-        if line.find('{').is_some_and(|o| o < close) {
-            return (&line[..=close], line[close + 1..].trim());
-        }
+    if let Some(close) = line.find('}')
+        && line.find('{').is_some_and(|o| o < close)
+    {
+        return (&line[..=close], line[close + 1..].trim());
     }
     match line.find(char::is_whitespace) {
         Some(i) => (&line[..i], line[i..].trim()),
