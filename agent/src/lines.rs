@@ -213,8 +213,8 @@ mod tests {
     fn a_cut_on_the_newline_adds_no_empty_piece() {
         let (out, _) = run(&[b"01234", b"5", b"\n"], 5);
         assert_eq!(out, vec![(b"01234".to_vec(), true), (b"5".to_vec(), true)]);
-        let (out, _) = run(&[b"012345", b"\n"], 3);
-        assert_eq!(out, vec![(b"012".to_vec(), true), (b"345".to_vec(), true)]);
+        let (out, _) = run(&[b"01234567", b"\n"], 4);
+        assert_eq!(out, vec![(b"0123".to_vec(), true), (b"4567".to_vec(), true)]);
     }
 
     #[test]

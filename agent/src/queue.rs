@@ -456,7 +456,7 @@ mod tests {
         DiskQueue::open(dir, max, policy, Arc::new(Stats::default())).unwrap()
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn held_batches_gate_the_exporter_and_acks_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let c = open(dir.path(), 64 << 20, FullPolicy::Block);
