@@ -311,7 +311,11 @@ impl Config {
                 let path = vec!["host_metrics".to_string(), "enabled".to_string()];
                 set_path(&mut root, &path, Value::Bool(false));
             } else {
-                flag(&mut root, &["host_metrics", "interval"], &Some(interval.clone()));
+                flag(
+                    &mut root,
+                    &["host_metrics", "interval"],
+                    &Some(interval.clone()),
+                );
             }
         }
         if !flags.tail.is_empty() {
@@ -429,7 +433,11 @@ fn line_of(text: &str, path: &[Step<'_>]) -> Option<usize> {
         let (i, indent) = hit?;
         found = Some(i + 1);
         // A list item's first key sits on the dash line itself.
-        from = if matches!(step, Step::Index(_)) { i } else { i + 1 };
+        from = if matches!(step, Step::Index(_)) {
+            i
+        } else {
+            i + 1
+        };
         min_indent = indent;
     }
     found
@@ -535,12 +543,20 @@ fn validate(f: FileConfig, text: &str) -> Result<Config, ConfigError> {
     if !endpoint_ok {
         errors.push(format!(
             "{}: {endpoint:?} is not an http://host:port URL",
-            at(text, "exporter.endpoint", &[Key("exporter"), Key("endpoint")])
+            at(
+                text,
+                "exporter.endpoint",
+                &[Key("exporter"), Key("endpoint")]
+            )
         ));
     } else if endpoint.starts_with("https://") {
         errors.push(format!(
             "{}: TLS is not supported by this agent yet; use http://",
-            at(text, "exporter.endpoint", &[Key("exporter"), Key("endpoint")])
+            at(
+                text,
+                "exporter.endpoint",
+                &[Key("exporter"), Key("endpoint")]
+            )
         ));
     }
     let compression = match f.exporter.compression.as_deref() {
@@ -550,7 +566,11 @@ fn validate(f: FileConfig, text: &str) -> Result<Config, ConfigError> {
         Some(other) => {
             errors.push(format!(
                 "{}: {other:?} is not one of zstd, gzip, none",
-                at(text, "exporter.compression", &[Key("exporter"), Key("compression")])
+                at(
+                    text,
+                    "exporter.compression",
+                    &[Key("exporter"), Key("compression")]
+                )
             ));
             Compression::Zstd
         }
@@ -569,7 +589,10 @@ fn validate(f: FileConfig, text: &str) -> Result<Config, ConfigError> {
             )
         ));
     }
-    let batch_max_bytes = f.exporter.batch_max_bytes.unwrap_or(DEFAULT_BATCH_MAX_BYTES);
+    let batch_max_bytes = f
+        .exporter
+        .batch_max_bytes
+        .unwrap_or(DEFAULT_BATCH_MAX_BYTES);
     if !(1024..=8 * 1024 * 1024).contains(&batch_max_bytes) {
         errors.push(format!(
             "{}: must be between 1024 and 8388608 (the collector takes 16 MiB requests)",
@@ -637,7 +660,11 @@ fn validate(f: FileConfig, text: &str) -> Result<Config, ConfigError> {
         if input.include.is_empty() {
             errors.push(format!(
                 "{}: at least one glob is needed",
-                at(text, &key("include"), &[Key("files"), Key("inputs"), Index(i)])
+                at(
+                    text,
+                    &key("include"),
+                    &[Key("files"), Key("inputs"), Index(i)]
+                )
             ));
         }
         let start_at = match input.start_at.as_deref() {
@@ -784,7 +811,11 @@ mod tests {
         };
         let c = Config::load(None, &env(&[("VANTAGE_AGENT_TOKEN", "123")]), &flags).unwrap();
         assert_eq!(c.exporter.endpoint, "http://10.0.0.1:4317");
-        assert_eq!(c.exporter.token.as_ref().unwrap().expose(), "123", "kept as text");
+        assert_eq!(
+            c.exporter.token.as_ref().unwrap().expose(),
+            "123",
+            "kept as text"
+        );
         assert_eq!(c.inputs.len(), 1);
         assert_eq!(c.inputs[0].include.len(), 2);
         assert_eq!(c.inputs[0].start_at, StartAt::End);
@@ -832,7 +863,10 @@ mod tests {
         let err = load_text("exporter:\n  endpoint: http://c:4317\n  compresion: zstd\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("compresion") && err.contains("line 3"), "{err}");
+        assert!(
+            err.contains("compresion") && err.contains("line 3"),
+            "{err}"
+        );
     }
 
     #[test]

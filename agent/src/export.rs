@@ -47,7 +47,9 @@ pub(crate) struct Authorization(Option<MetadataValue<Ascii>>);
 impl Interceptor for Authorization {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
         if let Some(value) = &self.0 {
-            request.metadata_mut().insert("authorization", value.clone());
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
         }
         Ok(request)
     }
@@ -118,9 +120,12 @@ impl Exporter {
             .timeout(config.request_timeout)
             .tcp_nodelay(true)
             .connect_lazy();
-        let auth = Authorization(config.token.as_ref().and_then(|t| {
-            format!("Bearer {}", t.expose()).parse().ok()
-        }));
+        let auth = Authorization(
+            config
+                .token
+                .as_ref()
+                .and_then(|t| format!("Bearer {}", t.expose()).parse().ok()),
+        );
         let grpc = InterceptedService::new(channel, auth);
         let mut logs = LogsServiceClient::new(grpc.clone());
         let mut metrics = MetricsServiceClient::new(grpc);
@@ -157,7 +162,11 @@ impl Exporter {
                 && disk.is_empty()
                 && hot.as_ref().is_none_or(|h| h.lsn != cursor)
             {
-                tracing::warn!(from_lsn = cursor, to_lsn = first - 1, "queued batches were dropped before sending");
+                tracing::warn!(
+                    from_lsn = cursor,
+                    to_lsn = first - 1,
+                    "queued batches were dropped before sending"
+                );
                 cursor = first;
             }
             let next = self.next_record(cursor, &mut disk, &mut hot).await;
@@ -181,7 +190,9 @@ impl Exporter {
             let queue = self.queue.clone();
             match tokio::task::spawn_blocking(move || queue.ack_blocking(lsn)).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(lsn, error = %e, "cannot record the acknowledgement; the batch may be sent again after a restart"),
+                Ok(Err(e)) => {
+                    tracing::warn!(lsn, error = %e, "cannot record the acknowledgement; the batch may be sent again after a restart")
+                }
                 Err(e) => tracing::warn!(lsn, error = %e, "acknowledgement task failed"),
             }
             cursor = lsn + 1;
@@ -258,7 +269,9 @@ impl Exporter {
             }
         };
         let request = match envelope.kind {
-            Kind::Logs => ExportLogsServiceRequest::decode(envelope.request.clone()).map(Request::Logs),
+            Kind::Logs => {
+                ExportLogsServiceRequest::decode(envelope.request.clone()).map(Request::Logs)
+            }
             Kind::Metrics => {
                 ExportMetricsServiceRequest::decode(envelope.request.clone()).map(Request::Metrics)
             }
@@ -286,7 +299,11 @@ impl Exporter {
             match result {
                 Ok((rejected, message)) => {
                     if attempt > 0 {
-                        tracing::info!(lsn = record.lsn, attempts = attempt + 1, "export succeeded after retries");
+                        tracing::info!(
+                            lsn = record.lsn,
+                            attempts = attempt + 1,
+                            "export succeeded after retries"
+                        );
                     }
                     match &request {
                         Request::Logs(r) => {
@@ -316,8 +333,10 @@ impl Exporter {
                     attempt += 1;
                     self.stats.export_retries.add(1);
                     let delay = match verdict {
-                        Verdict::Retry(hint) => backoff(attempt, self.config.retry_initial, self.config.retry_max)
-                            .max(hint.unwrap_or(Duration::ZERO)),
+                        Verdict::Retry(hint) => {
+                            backoff(attempt, self.config.retry_initial, self.config.retry_max)
+                                .max(hint.unwrap_or(Duration::ZERO))
+                        }
                         _ => self.config.retry_max,
                     };
                     if attempt == 1 || attempt.is_multiple_of(10) {
@@ -364,8 +383,14 @@ mod tests {
         );
         assert_eq!(classify(&s), Verdict::Retry(Some(Duration::from_secs(3))));
         assert_eq!(classify(&Status::unavailable("down")), Verdict::Retry(None));
-        assert_eq!(classify(&Status::unauthenticated("who")), Verdict::RetrySlowly);
-        assert_eq!(classify(&Status::invalid_argument("bad")), Verdict::Permanent);
+        assert_eq!(
+            classify(&Status::unauthenticated("who")),
+            Verdict::RetrySlowly
+        );
+        assert_eq!(
+            classify(&Status::invalid_argument("bad")),
+            Verdict::Permanent
+        );
         assert_eq!(classify(&Status::unimplemented("no")), Verdict::Permanent);
     }
 
@@ -375,7 +400,10 @@ mod tests {
         for attempt in 1..40 {
             let d = backoff(attempt, i, m);
             let full = i.saturating_mul(1 << (attempt - 1).min(20)).min(m);
-            assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?} vs {full:?}");
+            assert!(
+                d >= full / 2 && d <= full,
+                "attempt {attempt}: {d:?} vs {full:?}"
+            );
         }
         assert!(backoff(30, i, m) <= m);
     }

@@ -331,8 +331,14 @@ impl HostMetrics {
                 "{process}",
                 false,
                 vec![
-                    (vec![kv("process.status", "running")], int(stat.procs_running)),
-                    (vec![kv("process.status", "blocked")], int(stat.procs_blocked)),
+                    (
+                        vec![kv("process.status", "running")],
+                        int(stat.procs_running),
+                    ),
+                    (
+                        vec![kv("process.status", "blocked")],
+                        int(stat.procs_blocked),
+                    ),
                 ],
             );
             b.sum(
@@ -343,7 +349,11 @@ impl HostMetrics {
             );
         }
         if let Ok(up) = sysinfo::System::uptime() {
-            b.gauge("system.uptime", "s", vec![(Vec::new(), Num::Double(up as f64))]);
+            b.gauge(
+                "system.uptime",
+                "s",
+                vec![(Vec::new(), Num::Double(up as f64))],
+            );
         }
         b.metrics
     }
@@ -359,7 +369,9 @@ impl HostMetrics {
                 ));
             }
             if let Some(prev) = self.previous_cpu.iter().find(|p| p.cpu == c.cpu) {
-                let deltas: Vec<u64> = (0..7).map(|i| c.ticks[i].saturating_sub(prev.ticks[i])).collect();
+                let deltas: Vec<u64> = (0..7)
+                    .map(|i| c.ticks[i].saturating_sub(prev.ticks[i]))
+                    .collect();
                 let total: u64 = deltas.iter().sum();
                 if total > 0 {
                     for (i, mode) in CPU_MODES.iter().enumerate() {
@@ -427,7 +439,12 @@ fn memory(b: &mut Builder, m: &HashMap<String, u64>) {
                     .collect(),
             );
         }
-        b.sum("system.memory.limit", "By", false, vec![(Vec::new(), int(total))]);
+        b.sum(
+            "system.memory.limit",
+            "By",
+            false,
+            vec![(Vec::new(), int(total))],
+        );
     }
     if let (Some(total), Some(free)) = (get("SwapTotal"), get("SwapFree")) {
         b.sum(
@@ -435,7 +452,10 @@ fn memory(b: &mut Builder, m: &HashMap<String, u64>) {
             "By",
             false,
             vec![
-                (vec![kv("system.paging.state", "used")], int(total.saturating_sub(free))),
+                (
+                    vec![kv("system.paging.state", "used")],
+                    int(total.saturating_sub(free)),
+                ),
                 (vec![kv("system.paging.state", "free")], int(free)),
             ],
         );
@@ -443,7 +463,8 @@ fn memory(b: &mut Builder, m: &HashMap<String, u64>) {
 }
 
 fn filesystems(b: &mut Builder) {
-    let disks = sysinfo::Disks::new_with_refreshed_list_specifics(sysinfo::DiskRefreshKind::nothing());
+    let disks =
+        sysinfo::Disks::new_with_refreshed_list_specifics(sysinfo::DiskRefreshKind::nothing());
     let Ok(disks) = disks else { return };
     let mut usage = Vec::new();
     let mut inodes = Vec::new();
@@ -463,19 +484,32 @@ fn filesystems(b: &mut Builder) {
         if st.f_blocks == 0 {
             continue;
         }
-        let frsize = if st.f_frsize > 0 { st.f_frsize } else { st.f_bsize };
+        let frsize = if st.f_frsize > 0 {
+            st.f_frsize
+        } else {
+            st.f_bsize
+        };
         let attrs = |state: &str| {
             vec![
                 kv("system.device", d.name().to_string_lossy().into_owned()),
-                kv("system.filesystem.mode", if d.is_read_only() { "ro" } else { "rw" }),
+                kv(
+                    "system.filesystem.mode",
+                    if d.is_read_only() { "ro" } else { "rw" },
+                ),
                 kv("system.filesystem.mountpoint", mount.clone()),
                 kv("system.filesystem.type", fs_type.clone()),
                 kv("system.filesystem.state", state),
             ]
         };
-        let used = st.f_blocks.saturating_sub(st.f_bfree).saturating_mul(frsize);
+        let used = st
+            .f_blocks
+            .saturating_sub(st.f_bfree)
+            .saturating_mul(frsize);
         let free = st.f_bavail.saturating_mul(frsize);
-        let reserved = st.f_bfree.saturating_sub(st.f_bavail).saturating_mul(frsize);
+        let reserved = st
+            .f_bfree
+            .saturating_sub(st.f_bavail)
+            .saturating_mul(frsize);
         usage.push((attrs("used"), int(used)));
         usage.push((attrs("free"), int(free)));
         usage.push((attrs("reserved"), int(reserved)));
@@ -625,7 +659,9 @@ mod tests {
         let m = parse_meminfo("MemTotal:       16 kB\nMemFree: 4 kB\nHugePages_Total: 3\n");
         assert_eq!(m["MemTotal"], 16 * 1024);
         assert_eq!(m["HugePages_Total"], 3);
-        let n = parse_net_dev("Inter-|   Receive\n face |bytes\n  eth0: 10 2 1 3 0 0 0 0 20 4 0 5 0 0 0 0\n");
+        let n = parse_net_dev(
+            "Inter-|   Receive\n face |bytes\n  eth0: 10 2 1 3 0 0 0 0 20 4 0 5 0 0 0 0\n",
+        );
         assert_eq!(
             n,
             vec![NetDev {
@@ -634,7 +670,9 @@ mod tests {
                 tx: [20, 4, 0, 5]
             }]
         );
-        let d = parse_diskstats("   8       0 sda 10 0 80 5 20 0 160 7 0 12 12\n   7 0 loop0 1 0 1 1 1 0 1 1 0 1 1\n");
+        let d = parse_diskstats(
+            "   8       0 sda 10 0 80 5 20 0 160 7 0 12 12\n   7 0 loop0 1 0 1 1 1 0 1 1 0 1 1\n",
+        );
         assert_eq!(d.len(), 1);
         assert_eq!((d[0].read_sectors, d[0].writes, d[0].io_ms), (80, 20, 12));
     }
@@ -684,16 +722,24 @@ mod tests {
             ("system.uptime", "s"),
         ];
         for (name, unit) in expect {
-            let m = by_name.get(name).unwrap_or_else(|| panic!("{name} missing"));
+            let m = by_name
+                .get(name)
+                .unwrap_or_else(|| panic!("{name} missing"));
             assert_eq!(m.unit, unit, "{name}");
         }
-        assert!(by_name.contains_key("system.cpu.utilization"), "second collection has deltas");
+        assert!(
+            by_name.contains_key("system.cpu.utilization"),
+            "second collection has deltas"
+        );
         let cpu = by_name["system.cpu.time"];
         let Some(metric::Data::Sum(sum)) = &cpu.data else {
             panic!("cpu time is a sum")
         };
         assert!(sum.is_monotonic);
-        assert_eq!(sum.aggregation_temporality, AggregationTemporality::Cumulative as i32);
+        assert_eq!(
+            sum.aggregation_temporality,
+            AggregationTemporality::Cumulative as i32
+        );
         assert!(points(cpu).iter().all(|p| str_attr(p, "cpu.mode").is_some()
             && p.start_time_unix_nano > 0
             && p.start_time_unix_nano < p.time_unix_nano));
@@ -701,7 +747,11 @@ mod tests {
             if let Some(metric::Data::Sum(s)) = &m.data
                 && s.is_monotonic
             {
-                let before = first.iter().find(|f| f.name == m.name).map(points).unwrap_or(&[]);
+                let before = first
+                    .iter()
+                    .find(|f| f.name == m.name)
+                    .map(points)
+                    .unwrap_or(&[]);
                 for p in points(m) {
                     if let Some(b) = before.iter().find(|b| b.attributes == p.attributes) {
                         assert!(value(p) >= value(b), "{} went down", m.name);
@@ -710,7 +760,11 @@ mod tests {
             }
         }
         let mem = by_name["system.memory.usage"];
-        assert!(points(mem).iter().any(|p| str_attr(p, "system.memory.state") == Some("used") && value(p) > 0.0));
+        assert!(
+            points(mem)
+                .iter()
+                .any(|p| str_attr(p, "system.memory.state") == Some("used") && value(p) > 0.0)
+        );
         if let Some(fs) = by_name.get("system.filesystem.usage") {
             for p in points(fs) {
                 let t = str_attr(p, "system.filesystem.type").unwrap_or("");

@@ -214,7 +214,10 @@ mod tests {
         let (out, _) = run(&[b"01234", b"5", b"\n"], 5);
         assert_eq!(out, vec![(b"01234".to_vec(), true), (b"5".to_vec(), true)]);
         let (out, _) = run(&[b"01234567", b"\n"], 4);
-        assert_eq!(out, vec![(b"0123".to_vec(), true), (b"4567".to_vec(), true)]);
+        assert_eq!(
+            out,
+            vec![(b"0123".to_vec(), true), (b"4567".to_vec(), true)]
+        );
     }
 
     #[test]
@@ -240,7 +243,10 @@ mod tests {
 
     #[test]
     fn decoding() {
-        assert_eq!(decode(b"caf\xc3\xa9", Encoding::Utf8), ("café".into(), false));
+        assert_eq!(
+            decode(b"caf\xc3\xa9", Encoding::Utf8),
+            ("café".into(), false)
+        );
         let (text, bad) = decode(b"caf\xe9", Encoding::Utf8);
         assert!(bad && text.contains('\u{FFFD}'));
         assert_eq!(decode(b"caf\xe9", Encoding::Latin1), ("café".into(), false));

@@ -189,7 +189,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let tailer = if config.inputs.is_empty() {
         None
     } else {
-        let (c, q, s, r) = (config.clone(), queue.clone(), stats.clone(), resource.clone());
+        let (c, q, s, r) = (
+            config.clone(),
+            queue.clone(),
+            stats.clone(),
+            resource.clone(),
+        );
         let tailer = tokio::task::spawn_blocking(move || tail::Tailer::new(&c, q, s, r))
             .await
             .context("tailer start task")??;

@@ -213,7 +213,9 @@ impl DiskQueue {
             let record = record?;
             match Envelope::decode(&record.payload) {
                 Ok(env) => out.extend(env.positions),
-                Err(e) => tracing::warn!(lsn = record.lsn, error = %e, "skipping unreadable queue record"),
+                Err(e) => {
+                    tracing::warn!(lsn = record.lsn, error = %e, "skipping unreadable queue record")
+                }
             }
         }
         Ok(out)
@@ -226,7 +228,11 @@ impl DiskQueue {
 
     /// Highest LSN the exporter may send: everything before the first held batch.
     pub(crate) fn sendable(&self) -> Lsn {
-        let gate = self.inner.gate.lock().unwrap_or_else(PoisonError::into_inner);
+        let gate = self
+            .inner
+            .gate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         match gate.held.first() {
             Some(first) => first - 1,
             None => gate.published,
@@ -247,7 +253,11 @@ impl DiskQueue {
         self.make_room(payload.len() as u64).await?;
         let lsn = self.inner.wal.append(payload.clone()).await?;
         {
-            let mut gate = self.inner.gate.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut gate = self
+                .inner
+                .gate
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             gate.published = lsn;
             if hold {
                 gate.held.insert(lsn);
@@ -468,7 +478,10 @@ mod tests {
         q.release(b);
         assert_eq!(q.sendable(), d);
         let read = tokio::task::block_in_place(|| q.read_blocking(1, 10, 1 << 20)).unwrap();
-        assert_eq!(read.iter().map(|r| r.lsn).collect::<Vec<_>>(), vec![a, b, d]);
+        assert_eq!(
+            read.iter().map(|r| r.lsn).collect::<Vec<_>>(),
+            vec![a, b, d]
+        );
         tokio::task::block_in_place(|| q.ack_blocking(a)).unwrap();
         let positions = tokio::task::block_in_place(|| q.unacked_positions()).unwrap();
         assert_eq!(positions, vec![pos(10)]);
@@ -478,7 +491,11 @@ mod tests {
             .unwrap();
         let c = open(dir.path(), 64 << 20, FullPolicy::Block);
         assert_eq!(c.queue.acked(), a);
-        assert_eq!(c.queue.sendable(), d, "held state does not outlive the process");
+        assert_eq!(
+            c.queue.sendable(),
+            d,
+            "held state does not outlive the process"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,6 +61,9 @@ struct Tracked {
     durable: u64,
     /// Size at the last look, to notice growth and truncation.
     last_size: u64,
+    /// Modification time at the last look: a truncate-and-rewrite to the same size
+    /// between two polls changes it even when the size is equal.
+    last_mtime: Option<SystemTime>,
     last_growth: Instant,
     /// When the path stopped leading to this file (rotated away or deleted).
     gone_since: Option<Instant>,
@@ -279,7 +282,13 @@ impl Tailer {
         }
     }
 
-    fn open_file(&mut self, path: PathBuf, input: usize, key: Key, size: u64) -> std::io::Result<()> {
+    fn open_file(
+        &mut self,
+        path: PathBuf,
+        input: usize,
+        key: Key,
+        size: u64,
+    ) -> std::io::Result<()> {
         let file = File::open(&path)?;
         let (fp_len, fp_hash) = checkpoint::fingerprint(&file, FINGERPRINT_BYTES)?;
         let offset = match self.saved.remove(&key) {
@@ -309,6 +318,7 @@ impl Tailer {
             splitter: Splitter::new(offset, config.max_line_bytes, config.encoding),
             durable: offset,
             last_size: size,
+            last_mtime: None,
             last_growth: Instant::now(),
             gone_since: None,
             in_batch: false,
@@ -324,10 +334,15 @@ impl Tailer {
         let Some(t) = self.files.get_mut(&key) else {
             return Ok(false);
         };
-        let size = t.file.metadata()?.len();
+        let meta = t.file.metadata()?;
+        let size = meta.len();
+        let mtime = meta.modified().ok();
+        let changed = size != t.last_size || mtime != t.last_mtime;
+        t.last_mtime = mtime;
         let mut truncated = size < t.splitter.fed();
-        if !truncated && size != t.last_size && t.fp_len > 0 {
-            truncated = checkpoint::fingerprint(&t.file, t.fp_len as usize)? != (t.fp_len, t.fp_hash);
+        if !truncated && changed && t.fp_len > 0 {
+            truncated =
+                checkpoint::fingerprint(&t.file, t.fp_len as usize)? != (t.fp_len, t.fp_hash);
         }
         if truncated {
             tracing::info!(path = %t.path.display(), size, "file truncated; reading from the start");
@@ -336,7 +351,7 @@ impl Tailer {
             t.durable = 0;
             self.checkpoint_dirty = true;
         }
-        if truncated || size != t.last_size {
+        if truncated || changed {
             t.last_growth = Instant::now();
         }
         t.last_size = size;
@@ -379,7 +394,9 @@ impl Tailer {
         let (path_attr, name_attr) = (&t.path_attr, &t.name_attr);
         let mut added = false;
         t.splitter.feed(data, |piece| {
-            push_record(batch, stats, piece, encoding, now, path_attr, name_attr, attrs);
+            push_record(
+                batch, stats, piece, encoding, now, path_attr, name_attr, attrs,
+            );
             added = true;
         });
         t.in_batch |= added;
@@ -410,7 +427,9 @@ impl Tailer {
                 let (path_attr, name_attr) = (&t.path_attr, &t.name_attr);
                 let now = now_ns();
                 if t.splitter.finish(|piece| {
-                    push_record(batch, stats, piece, encoding, now, path_attr, name_attr, attrs)
+                    push_record(
+                        batch, stats, piece, encoding, now, path_attr, name_attr, attrs,
+                    )
                 }) {
                     t.in_batch = true;
                 }
@@ -498,7 +517,8 @@ impl Tailer {
                 p
             })
             .collect();
-        match checkpoint::write_atomic(&self.checkpoint_path, &checkpoint::encode_file(&positions)) {
+        match checkpoint::write_atomic(&self.checkpoint_path, &checkpoint::encode_file(&positions))
+        {
             Ok(()) => self.checkpoint_dirty = false,
             Err(e) => {
                 self.stats.file_errors.add(1);

@@ -17,7 +17,10 @@ async fn file_lines_are_searchable_with_their_path() {
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
     let file = logs.join("app.log");
-    append_lines(&file, (0..50).map(|i| format!("before start e2eword line {i}")));
+    append_lines(
+        &file,
+        (0..50).map(|i| format!("before start e2eword line {i}")),
+    );
     let config = write_config(
         dir.path(),
         &format!("{}/*.log", logs.display()),
@@ -26,10 +29,16 @@ async fn file_lines_are_searchable_with_their_path() {
         "      attributes:\n        team: core\n",
     );
     let agent = Agent::start(&["--config", config.to_str().unwrap()], &collector.token);
-    append_lines(&file, (50..100).map(|i| format!("after start e2eword line {i}")));
+    append_lines(
+        &file,
+        (50..100).map(|i| format!("after start e2eword line {i}")),
+    );
     collector.wait_count("e2eword", 100, Some(&agent)).await;
     let hit = &collector.search("e2eword", 1).await["hits"][0];
-    assert_eq!(hit["attributes"]["log.file.path"], file.display().to_string());
+    assert_eq!(
+        hit["attributes"]["log.file.path"],
+        file.display().to_string()
+    );
     assert_eq!(hit["attributes"]["log.file.name"], "app.log");
     assert_eq!(hit["attributes"]["team"], "core");
     assert!(hit["resource"]["host.name"].is_string(), "{hit}");
@@ -57,7 +66,10 @@ async fn host_metrics_are_accepted_by_the_collector() {
     agent.wait_stat("metric_batches_sent", 2).await;
     assert_eq!(agent.stat("export_failed_batches").await, 0);
     assert_eq!(agent.stat("export_rejected_records").await, 0);
-    assert!(!agent.proc.log().contains(&collector.token), "the token is never logged");
+    assert!(
+        !agent.proc.log().contains(&collector.token),
+        "the token is never logged"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,18 +88,26 @@ async fn rotation_by_rename_and_copytruncate_delivers_every_line_once() {
     );
     let agent = Agent::start(&["--config", config.to_str().unwrap()], &collector.token);
     let line = |i: usize| format!("rotword {i:06} {}", "x".repeat(150));
-    // Rename rotation while writing: no pause between the rename and the next writes.
+    // Rename rotation while writing: chunks of lines a few ms apart, the rename between
+    // two chunks, and the writer still appending to the renamed file before it
+    // "reopens" (as a daemon does until it gets its SIGHUP).
     let mut n = 0;
     for round in 0..3 {
-        append_lines(&file, (n..n + 2000).map(line));
-        n += 2000;
-        std::fs::rename(&file, logs.join(format!("app.log.{round}"))).unwrap();
-        append_lines(&logs.join(format!("app.log.{round}")), (n..n + 10).map(line));
+        for _ in 0..20 {
+            append_lines(&file, (n..n + 100).map(line));
+            n += 100;
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        let rotated = logs.join(format!("app.log.{round}"));
+        std::fs::rename(&file, &rotated).unwrap();
+        append_lines(&rotated, (n..n + 10).map(line));
         n += 10;
     }
     append_lines(&file, (n..n + 500).map(line));
     n += 500;
-    collector.wait_count("rotword", n as u64, Some(&agent)).await;
+    collector
+        .wait_count("rotword", n as u64, Some(&agent))
+        .await;
     // Copytruncate: the copy is not tailed; lines after the truncation are read from 0.
     for _ in 0..2 {
         std::fs::copy(&file, logs.join("app.log.copy")).unwrap();
@@ -99,13 +119,18 @@ async fn rotation_by_rename_and_copytruncate_delivers_every_line_once() {
             .unwrap();
         append_lines(&file, (n..n + 700).map(line));
         n += 700;
-        collector.wait_count("rotword", n as u64, Some(&agent)).await;
+        collector
+            .wait_count("rotword", n as u64, Some(&agent))
+            .await;
     }
     // Nothing arrives twice later on.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(collector.count("rotword").await, n as u64);
     assert!(agent.stat("files_truncated").await >= 2);
-    assert!(agent.stat("files_released").await >= 3, "rotated files are released");
+    assert!(
+        agent.stat("files_released").await >= 3,
+        "rotated files are released"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,7 +168,11 @@ async fn unreachable_collector_then_outage_loses_nothing() {
     let collector = Collector::start(&data, port);
     collector.wait_count("outword", 900, Some(&agent)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(collector.count("outword").await, 900, "each line exactly once");
+    assert_eq!(
+        collector.count("outword").await,
+        900,
+        "each line exactly once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,7 +196,8 @@ async fn agent_kill_9_mid_stream_loses_nothing() {
             for chunk in 0..60 {
                 append_lines(
                     &file,
-                    (chunk * 100..chunk * 100 + 100).map(|i| format!("killword n{i} {}", "y".repeat(100))),
+                    (chunk * 100..chunk * 100 + 100)
+                        .map(|i| format!("killword n{i} {}", "y".repeat(100))),
                 );
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -186,7 +216,11 @@ async fn agent_kill_9_mid_stream_loses_nothing() {
         if collector.count("killword").await >= total as u64 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "lines missing; agent log:\n{}", agent.proc.log());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "lines missing; agent log:\n{}",
+            agent.proc.log()
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -197,7 +231,9 @@ async fn agent_kill_9_mid_stream_loses_nothing() {
         let n = body.split_whitespace().nth(1).unwrap().to_string();
         *seen.entry(n).or_default() += 1;
     }
-    let missing: Vec<usize> = (0..total).filter(|i| !seen.contains_key(&format!("n{i}"))).collect();
+    let missing: Vec<usize> = (0..total)
+        .filter(|i| !seen.contains_key(&format!("n{i}")))
+        .collect();
     assert!(missing.is_empty(), "lost lines: {missing:?}");
     let duplicates: u32 = seen.values().map(|c| c - 1).sum();
     // At-least-once: duplicates only from a kill between the collector's ack and the
@@ -220,7 +256,9 @@ async fn bad_input_is_survived_and_counted() {
     );
     let agent = Agent::start(&["--config", config.to_str().unwrap()], &collector.token);
     // Binary garbage.
-    let garbage: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let garbage: Vec<u8> = (0..200_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     std::fs::write(logs.join("garbage.log"), &garbage).unwrap();
     append_lines(&logs.join("garbage.log"), ["garbageword end".to_string()]);
     // A 20 MB line, then a normal one.
@@ -236,9 +274,17 @@ async fn bad_input_is_survived_and_counted() {
         }
         f.write_all(b"\nafterlongword ok\n").unwrap();
     }
-    // A file deleted while being read.
+    // A file deleted while being read: deleted once the agent has opened it.
     let doomed = logs.join("doomed.log");
-    append_lines(&doomed, (0..20_000).map(|i| format!("doomedword {i}")));
+    append_lines(&doomed, (0..200_000).map(|i| format!("doomedword {i}")));
+    let deadline = tokio::time::Instant::now() + common::ARRIVAL_TIMEOUT;
+    while !agent.proc.log().contains("doomed.log") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "doomed.log never tailed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     std::fs::remove_file(&doomed).unwrap();
     collector.wait_count("afterlongword", 1, Some(&agent)).await;
     collector.wait_count("garbageword", 1, Some(&agent)).await;
@@ -247,7 +293,11 @@ async fn bad_input_is_survived_and_counted() {
     assert!(stats["lines_invalid_utf8"].as_u64().unwrap() > 0, "{stats}");
     agent.wait_stat("files_released", 1).await;
     assert_eq!(agent.stat("export_failed_batches").await, 0);
-    assert_eq!(agent.stat("files_tailed").await, 2, "the deleted file is let go");
+    assert_eq!(
+        agent.stat("files_tailed").await,
+        2,
+        "the deleted file is let go"
+    );
 }
 
 #[test]

@@ -18,17 +18,17 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 /// Start-up of either binary, WAL replay included, on a loaded machine.
-pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long lines may take to become searchable: agent poll (1 s) + export + the
 /// collector's 1 s commit, with a wide margin for a loaded 2-core machine.
-pub const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub fn agent_bin() -> PathBuf {
+pub(crate) fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vantage-agent"))
 }
 
 /// The collector binary of this workspace, beside the agent's.
-pub fn collector_bin() -> PathBuf {
+pub(crate) fn collector_bin() -> PathBuf {
     let path = agent_bin().with_file_name("vantage-collector");
     assert!(
         path.exists(),
@@ -39,7 +39,7 @@ pub fn collector_bin() -> PathBuf {
 }
 
 /// A child process whose stderr (JSON log lines) is collected; killed when dropped.
-pub struct Proc {
+pub(crate) struct Proc {
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
 }
@@ -88,21 +88,21 @@ impl Proc {
         }
     }
 
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    pub fn kill_9(mut self) {
+    pub(crate) fn kill_9(mut self) {
         self.child.kill().expect("SIGKILL");
         let _ = self.child.wait();
     }
 
     /// SIGTERM, then wait for the exit; returns whether it exited 0.
-    pub fn terminate(mut self) -> bool {
+    pub(crate) fn terminate(mut self) -> bool {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -115,22 +115,22 @@ impl Proc {
         panic!("did not exit after SIGTERM; log:\n{}", self.log());
     }
 
-    pub fn is_running(&mut self) -> bool {
+    pub(crate) fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
 }
 
 /// A running collector.
-pub struct Collector {
-    pub proc: Proc,
-    pub grpc: SocketAddr,
-    pub api: SocketAddr,
-    pub token: String,
+pub(crate) struct Collector {
+    pub(crate) proc: Proc,
+    pub(crate) grpc: SocketAddr,
+    pub(crate) api: SocketAddr,
+    pub(crate) token: String,
 }
 
 impl Collector {
     /// Starts a collector on `data_dir`; `grpc_port` 0 picks a free port.
-    pub fn start(data_dir: &Path, grpc_port: u16) -> Collector {
+    pub(crate) fn start(data_dir: &Path, grpc_port: u16) -> Collector {
         let mut c = Command::new(collector_bin());
         c.arg("--data-dir")
             .arg(data_dir)
@@ -157,7 +157,7 @@ impl Collector {
     }
 
     /// `GET /api/v1/logs/search` with `query`; the JSON answer.
-    pub async fn search(&self, query: &str, limit: usize) -> Value {
+    pub(crate) async fn search(&self, query: &str, limit: usize) -> Value {
         let q = serde_urlencoded::to_string([
             ("query", query),
             ("limit", &limit.to_string()),
@@ -167,18 +167,21 @@ impl Collector {
         let url = format!("http://{}/api/v1/logs/search?{q}", self.api);
         let body = http_get(&url, Some(&self.token)).await;
         serde_json::from_slice(&body).unwrap_or_else(|e| {
-            panic!("search answer is not JSON ({e}): {}", String::from_utf8_lossy(&body))
+            panic!(
+                "search answer is not JSON ({e}): {}",
+                String::from_utf8_lossy(&body)
+            )
         })
     }
 
     /// Total hits of `query`.
-    pub async fn count(&self, query: &str) -> u64 {
+    pub(crate) async fn count(&self, query: &str) -> u64 {
         self.search(query, 1).await["total"].as_u64().unwrap_or(0)
     }
 
     /// Waits until `query` has exactly `expected` hits (fails at the deadline with the
     /// last total).
-    pub async fn wait_count(&self, query: &str, expected: u64, agent: Option<&Agent>) {
+    pub(crate) async fn wait_count(&self, query: &str, expected: u64, agent: Option<&Agent>) {
         let deadline = tokio::time::Instant::now() + ARRIVAL_TIMEOUT;
         loop {
             let n = self.count(query).await;
@@ -203,15 +206,15 @@ fn tail(text: &str, n: usize) -> String {
 }
 
 /// A running agent.
-pub struct Agent {
-    pub proc: Proc,
-    pub health: SocketAddr,
+pub(crate) struct Agent {
+    pub(crate) proc: Proc,
+    pub(crate) health: SocketAddr,
 }
 
 impl Agent {
     /// Starts `vantage-agent run` with `args` (plus JSON logs and a health port), the
     /// token in `VANTAGE_AGENT_TOKEN`.
-    pub fn start(args: &[&str], token: &str) -> Agent {
+    pub(crate) fn start(args: &[&str], token: &str) -> Agent {
         let mut c = Command::new(agent_bin());
         c.arg("run")
             .args(args)
@@ -224,19 +227,19 @@ impl Agent {
     }
 
     /// The counters of `/healthz`.
-    pub async fn stats(&self) -> Value {
+    pub(crate) async fn stats(&self) -> Value {
         let body = http_get(&format!("http://{}/healthz", self.health), None).await;
         let v: Value = serde_json::from_slice(&body).expect("healthz JSON");
         assert_eq!(v["status"], "ok");
         v["stats"].clone()
     }
 
-    pub async fn stat(&self, name: &str) -> u64 {
+    pub(crate) async fn stat(&self, name: &str) -> u64 {
         self.stats().await[name].as_u64().unwrap_or(0)
     }
 
     /// Waits until counter `name` reaches at least `min`.
-    pub async fn wait_stat(&self, name: &str, min: u64) {
+    pub(crate) async fn wait_stat(&self, name: &str, min: u64) {
         let deadline = tokio::time::Instant::now() + ARRIVAL_TIMEOUT;
         loop {
             let v = self.stat(name).await;
@@ -244,7 +247,10 @@ impl Agent {
                 return;
             }
             if tokio::time::Instant::now() > deadline {
-                panic!("{name} = {v}, expected >= {min}; agent log:\n{}", self.proc.log());
+                panic!(
+                    "{name} = {v}, expected >= {min}; agent log:\n{}",
+                    self.proc.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -252,7 +258,7 @@ impl Agent {
 }
 
 /// A GET over a fresh connection; panics unless 200.
-pub async fn http_get(url: &str, token: Option<&str>) -> Bytes {
+pub(crate) async fn http_get(url: &str, token: Option<&str>) -> Bytes {
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
     let mut req = hyper::Request::get(url);
@@ -265,12 +271,16 @@ pub async fn http_get(url: &str, token: Option<&str>) -> Bytes {
         .unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = resp.status();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    assert!(status.is_success(), "GET {url}: {status} {}", String::from_utf8_lossy(&body));
+    assert!(
+        status.is_success(),
+        "GET {url}: {status} {}",
+        String::from_utf8_lossy(&body)
+    );
     body
 }
 
 /// A free 127.0.0.1 port (bound then released).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -280,7 +290,13 @@ pub fn free_port() -> u16 {
 
 /// An agent config tailing `glob` from the beginning, host metrics off, short rotate
 /// wait so tests do not idle.
-pub fn write_config(dir: &Path, glob: &str, state: &Path, collector: &str, extra_input: &str) -> PathBuf {
+pub(crate) fn write_config(
+    dir: &Path,
+    glob: &str,
+    state: &Path,
+    collector: &str,
+    extra_input: &str,
+) -> PathBuf {
     let path = dir.join("agent.yaml");
     std::fs::write(
         &path,
@@ -294,7 +310,7 @@ pub fn write_config(dir: &Path, glob: &str, state: &Path, collector: &str, extra
 }
 
 /// Appends `lines` to `path` (created if missing), one write per line.
-pub fn append_lines(path: &Path, lines: impl IntoIterator<Item = String>) {
+pub(crate) fn append_lines(path: &Path, lines: impl IntoIterator<Item = String>) {
     use std::io::Write as _;
     let mut f = std::fs::OpenOptions::new()
         .create(true)
