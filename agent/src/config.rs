@@ -362,7 +362,7 @@ fn set_path(root: &mut Value, path: &[String], value: Value) {
 }
 
 fn push_input(root: &mut Value, input: Value) {
-    let files = vec!["files".to_string(), "inputs".to_string()];
+    let files = ["files".to_string(), "inputs".to_string()];
     let Value::Mapping(map) = root else { return };
     let files_node = map
         .entry(Value::String(files[0].clone()))
