@@ -1,0 +1,907 @@
+//! Agent configuration: a YAML file, then `VANTAGE_AGENT_*` environment variables, then
+//! command-line flags, each overriding the one before, validated into [`Config`].
+//!
+//! Environment variables map to keys by path: `VANTAGE_AGENT_STATE_DIR` sets
+//! `state_dir`, `VANTAGE_AGENT_EXPORTER__ENDPOINT` sets `exporter.endpoint` (a double
+//! underscore steps into a section); `VANTAGE_AGENT_TOKEN` is short for
+//! `exporter.token`. The process environment is read by `main` and passed in as a map,
+//! so tests never touch it. Every problem is reported at once, each with its key path
+//! and, when the value came from the file, its line.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_yaml_ng::{Mapping, Value};
+
+/// Where checkpoints and the disk queue live when installed as a service.
+pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/vantage-agent";
+/// The collector on this host, OTLP/gRPC's registered port.
+pub(crate) const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:4317";
+/// The OpenTelemetry Collector's health_check extension port, so probes written for it work.
+pub(crate) const DEFAULT_HEALTH_LISTEN: &str = "127.0.0.1:13133";
+/// Records per export request: the OTel batch processor's default send size.
+pub(crate) const DEFAULT_BATCH_MAX_RECORDS: usize = 8192;
+/// Bytes per export request: far below the collector's 16 MiB request limit.
+pub(crate) const DEFAULT_BATCH_MAX_BYTES: usize = 1024 * 1024;
+/// Request deadline: a healthy collector answers within milliseconds.
+pub(crate) const DEFAULT_REQUEST_TIMEOUT: &str = "10s";
+/// First retry delay (the OTLP exporters' default initial interval is 5 s; shorter
+/// recovers faster after a collector restart, jitter spreads the herd).
+pub(crate) const DEFAULT_RETRY_INITIAL: &str = "500ms";
+/// Longest retry delay: the OTLP exporters' default max interval.
+pub(crate) const DEFAULT_RETRY_MAX: &str = "30s";
+/// Disk queue cap: a day of a busy host's logs, and bounded.
+pub(crate) const DEFAULT_QUEUE_MAX_BYTES: u64 = 1024 * 1024 * 1024;
+/// The smallest useful queue: a few segments of a few batches.
+pub(crate) const MIN_QUEUE_MAX_BYTES: u64 = 4 * 1024 * 1024;
+/// How often the globs are expanded and files checked for growth: one stat per file per
+/// second is cheap even for thousands of files, and no per-file watcher is needed.
+pub(crate) const DEFAULT_POLL_INTERVAL: &str = "1s";
+/// How long a rotated-away or deleted file is kept open after it last grew, for a writer
+/// that has not reopened yet (Fluent Bit's `rotate_wait` is 5 s).
+pub(crate) const DEFAULT_ROTATE_WAIT: &str = "5s";
+/// Longest line kept whole: the OTel filelog receiver's `max_log_size` default.
+pub(crate) const DEFAULT_MAX_LINE_BYTES: usize = 1024 * 1024;
+/// Host metrics cadence: the issue's and the OTel hostmetrics examples' default.
+pub(crate) const DEFAULT_HOST_METRICS_INTERVAL: &str = "10s";
+
+/// Top-level keys an environment variable may set; `VANTAGE_AGENT_TOKEN` is the exception.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "state_dir",
+    "log_format",
+    "health_listen",
+    "resource_attributes",
+    "exporter",
+    "queue",
+    "files",
+    "host_metrics",
+];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileConfig {
+    state_dir: Option<PathBuf>,
+    log_format: Option<String>,
+    health_listen: Option<String>,
+    resource_attributes: BTreeMap<String, String>,
+    exporter: ExporterFile,
+    queue: QueueFile,
+    files: FilesFile,
+    host_metrics: HostMetricsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ExporterFile {
+    endpoint: Option<String>,
+    token: Option<String>,
+    compression: Option<String>,
+    batch_max_records: Option<usize>,
+    batch_max_bytes: Option<usize>,
+    request_timeout: Option<String>,
+    retry_initial_backoff: Option<String>,
+    retry_max_backoff: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct QueueFile {
+    max_bytes: Option<u64>,
+    when_full: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FilesFile {
+    poll_interval: Option<String>,
+    rotate_wait: Option<String>,
+    inputs: Vec<InputFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct InputFile {
+    include: Vec<String>,
+    exclude: Vec<String>,
+    start_at: Option<String>,
+    encoding: Option<String>,
+    max_line_bytes: Option<usize>,
+    attributes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct HostMetricsFile {
+    enabled: Option<bool>,
+    interval: Option<String>,
+}
+
+/// A credential that must never reach a log line: `Debug` prints a placeholder.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Secret(String);
+
+impl Secret {
+    /// The value, for the one place that sends it.
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// How the agent writes its own log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers (and the tests).
+    Json,
+}
+
+/// Compression of export requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Compression {
+    /// Best ratio per CPU for log text; the default.
+    Zstd,
+    /// For collectors that only speak gzip.
+    Gzip,
+    /// Plain; for local collectors where CPU matters more than bytes.
+    None,
+}
+
+/// What the disk queue does when it reaches its cap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FullPolicy {
+    /// Sources pause (file offsets stay put) until the collector drains the queue.
+    Block,
+    /// The oldest queue segment is deleted, its records counted as dropped.
+    DropOldest,
+}
+
+/// Where a file first seen at start-up is read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StartAt {
+    /// From the first byte.
+    Beginning,
+    /// From its current end (only new lines); files created later are always read whole.
+    End,
+}
+
+/// How the bytes of a line become text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Encoding {
+    /// UTF-8; invalid sequences become U+FFFD and the line is counted.
+    Utf8,
+    /// ISO-8859-1: every byte is one character, so nothing is invalid.
+    Latin1,
+}
+
+/// Export settings.
+#[derive(Clone, Debug)]
+pub(crate) struct ExporterConfig {
+    /// `http://host:port` of the collector's OTLP/gRPC listener.
+    pub(crate) endpoint: String,
+    /// Bearer token sent with every request.
+    pub(crate) token: Option<Secret>,
+    pub(crate) compression: Compression,
+    pub(crate) batch_max_records: usize,
+    pub(crate) batch_max_bytes: usize,
+    pub(crate) request_timeout: Duration,
+    pub(crate) retry_initial: Duration,
+    pub(crate) retry_max: Duration,
+}
+
+/// One group of tailed files.
+#[derive(Clone, Debug)]
+pub(crate) struct FileInput {
+    pub(crate) include: Vec<glob::Pattern>,
+    pub(crate) exclude: Vec<glob::Pattern>,
+    pub(crate) start_at: StartAt,
+    pub(crate) encoding: Encoding,
+    pub(crate) max_line_bytes: usize,
+    pub(crate) attributes: BTreeMap<String, String>,
+}
+
+/// The validated configuration the agent runs with.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) state_dir: PathBuf,
+    pub(crate) log_format: LogFormat,
+    /// `None`: no health endpoint.
+    pub(crate) health_listen: Option<SocketAddr>,
+    pub(crate) resource_attributes: BTreeMap<String, String>,
+    pub(crate) exporter: ExporterConfig,
+    pub(crate) queue_max_bytes: u64,
+    pub(crate) queue_when_full: FullPolicy,
+    pub(crate) poll_interval: Duration,
+    pub(crate) rotate_wait: Duration,
+    pub(crate) inputs: Vec<FileInput>,
+    /// `None`: host metrics off.
+    pub(crate) host_metrics_interval: Option<Duration>,
+}
+
+/// Values given on the command line; `None`/empty leaves the file/environment value.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct FlagOverrides {
+    pub(crate) collector: Option<String>,
+    pub(crate) token: Option<String>,
+    /// Each `--tail GLOB`; together they form one more input.
+    pub(crate) tail: Vec<String>,
+    pub(crate) state_dir: Option<PathBuf>,
+    pub(crate) host_metrics_interval: Option<String>,
+    pub(crate) health_listen: Option<String>,
+    pub(crate) log_format: Option<String>,
+}
+
+/// Every problem found in the configuration, reported together.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+pub(crate) struct ConfigError(pub(crate) Vec<String>);
+
+impl Config {
+    /// Builds the configuration from an optional file, the environment map and flags.
+    pub(crate) fn load(
+        file: Option<&Path>,
+        env: &BTreeMap<String, String>,
+        flags: &FlagOverrides,
+    ) -> Result<Config, ConfigError> {
+        let mut text = String::new();
+        let mut root = match file {
+            Some(path) => {
+                text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError(vec![format!("cannot read {}: {e}", path.display())])
+                })?;
+                // Deserialize the text itself first: its errors carry line and column.
+                serde_yaml_ng::from_str::<FileConfig>(&text)
+                    .map_err(|e| ConfigError(vec![format!("{}: {e}", path.display())]))?;
+                match serde_yaml_ng::from_str::<Value>(&text) {
+                    Ok(Value::Null) => Value::Mapping(Mapping::new()),
+                    Ok(v) => v,
+                    Err(e) => return Err(ConfigError(vec![format!("{}: {e}", path.display())])),
+                }
+            }
+            None => Value::Mapping(Mapping::new()),
+        };
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("VANTAGE_AGENT_") else {
+                continue;
+            };
+            let path: Vec<String> = if rest == "TOKEN" {
+                vec!["exporter".into(), "token".into()]
+            } else {
+                rest.to_ascii_lowercase()
+                    .split("__")
+                    .map(str::to_string)
+                    .collect()
+            };
+            if !TOP_LEVEL_KEYS.contains(&path[0].as_str()) {
+                continue;
+            }
+            let value = if path == ["exporter", "token"] {
+                Value::String(value.clone())
+            } else {
+                scalar(value)
+            };
+            set_path(&mut root, &path, value);
+        }
+        let flag = |root: &mut Value, path: &[&str], v: &Option<String>| {
+            if let Some(v) = v {
+                let path: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+                set_path(root, &path, Value::String(v.clone()));
+            }
+        };
+        flag(&mut root, &["exporter", "endpoint"], &flags.collector);
+        flag(&mut root, &["exporter", "token"], &flags.token);
+        flag(
+            &mut root,
+            &["state_dir"],
+            &flags.state_dir.as_ref().map(|p| p.display().to_string()),
+        );
+        flag(&mut root, &["health_listen"], &flags.health_listen);
+        flag(&mut root, &["log_format"], &flags.log_format);
+        if let Some(interval) = &flags.host_metrics_interval {
+            if interval == "off" {
+                let path = vec!["host_metrics".to_string(), "enabled".to_string()];
+                set_path(&mut root, &path, Value::Bool(false));
+            } else {
+                flag(
+                    &mut root,
+                    &["host_metrics", "interval"],
+                    &Some(interval.clone()),
+                );
+            }
+        }
+        if !flags.tail.is_empty() {
+            let mut input = Mapping::new();
+            input.insert(
+                Value::String("include".into()),
+                Value::Sequence(flags.tail.iter().cloned().map(Value::String).collect()),
+            );
+            push_input(&mut root, Value::Mapping(input));
+        }
+        let parsed: FileConfig = serde_yaml_ng::from_value(root).map_err(|e| {
+            ConfigError(vec![format!(
+                "after VANTAGE_AGENT_* variables and flags: {e}"
+            )])
+        })?;
+        validate(parsed, &text)
+    }
+}
+
+/// An environment value read as YAML (so `false` and `42` keep their types), else a string.
+fn scalar(text: &str) -> Value {
+    match serde_yaml_ng::from_str::<Value>(text) {
+        Ok(v @ (Value::Bool(_) | Value::Number(_))) => v,
+        _ => Value::String(text.to_string()),
+    }
+}
+
+fn set_path(root: &mut Value, path: &[String], value: Value) {
+    let mut node = root;
+    for (i, key) in path.iter().enumerate() {
+        if !matches!(node, Value::Mapping(_)) {
+            *node = Value::Mapping(Mapping::new());
+        }
+        let Value::Mapping(map) = node else {
+            unreachable!("made a mapping above")
+        };
+        let key = Value::String(key.clone());
+        if i == path.len() - 1 {
+            map.insert(key, value);
+            return;
+        }
+        node = map.entry(key).or_insert(Value::Mapping(Mapping::new()));
+    }
+}
+
+fn push_input(root: &mut Value, input: Value) {
+    let files = ["files".to_string(), "inputs".to_string()];
+    let Value::Mapping(map) = root else { return };
+    let files_node = map
+        .entry(Value::String(files[0].clone()))
+        .or_insert(Value::Mapping(Mapping::new()));
+    if !matches!(files_node, Value::Mapping(_)) {
+        *files_node = Value::Mapping(Mapping::new());
+    }
+    let Value::Mapping(files_map) = files_node else {
+        return;
+    };
+    let inputs = files_map
+        .entry(Value::String(files[1].clone()))
+        .or_insert(Value::Sequence(Vec::new()));
+    if !matches!(inputs, Value::Sequence(_)) {
+        *inputs = Value::Sequence(Vec::new());
+    }
+    if let Value::Sequence(seq) = inputs {
+        seq.push(input);
+    }
+}
+
+/// One step of a key path: a mapping key or a sequence index.
+#[derive(Clone, Copy, Debug)]
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// The 1-based line of a key path in block-style YAML `text`, if the file holds it.
+/// Good enough to point at the line of a value the file set; values from the
+/// environment or flags are not in the file and get no line.
+fn line_of(text: &str, path: &[Step<'_>]) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut from = 0usize;
+    let mut min_indent = 0usize;
+    let mut found = None;
+    for step in path {
+        let mut hit = None;
+        let mut seen_items = 0usize;
+        for (i, line) in lines.iter().enumerate().skip(from) {
+            let trimmed = line.trim_start();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            let indent = line.len() - trimmed.len();
+            if indent < min_indent && i > from {
+                break;
+            }
+            match step {
+                Step::Key(key) => {
+                    let body = trimmed.strip_prefix("- ").unwrap_or(trimmed);
+                    if body.starts_with(&format!("{key}:")) {
+                        hit = Some((i, indent + (trimmed.len() - body.len())));
+                        break;
+                    }
+                }
+                Step::Index(n) => {
+                    if trimmed.starts_with("- ") || trimmed == "-" {
+                        if seen_items == *n {
+                            hit = Some((i, indent + 2));
+                            break;
+                        }
+                        seen_items += 1;
+                    }
+                }
+            }
+        }
+        let (i, indent) = hit?;
+        found = Some(i + 1);
+        // A list item's first key sits on the dash line itself.
+        from = if matches!(step, Step::Index(_)) {
+            i
+        } else {
+            i + 1
+        };
+        min_indent = indent;
+    }
+    found
+}
+
+/// `key (line N)` when the file holds the key, else `key`.
+fn at(text: &str, key: &str, path: &[Step<'_>]) -> String {
+    match line_of(text, path) {
+        Some(line) => format!("{key} (line {line})"),
+        None => key.to_string(),
+    }
+}
+
+fn validate(f: FileConfig, text: &str) -> Result<Config, ConfigError> {
+    let mut errors = Vec::new();
+    let mut duration = |key: &str, path: &[Step<'_>], value: Option<String>, default: &str| {
+        let value = value.unwrap_or_else(|| default.to_string());
+        match parse_duration(&value) {
+            Ok(d) if d > Duration::ZERO => d,
+            Ok(_) => {
+                errors.push(format!("{}: must be more than 0", at(text, key, path)));
+                Duration::from_secs(1)
+            }
+            Err(e) => {
+                errors.push(format!("{}: {e}", at(text, key, path)));
+                Duration::from_secs(1)
+            }
+        }
+    };
+    use Step::{Index, Key};
+    let request_timeout = duration(
+        "exporter.request_timeout",
+        &[Key("exporter"), Key("request_timeout")],
+        f.exporter.request_timeout,
+        DEFAULT_REQUEST_TIMEOUT,
+    );
+    let retry_initial = duration(
+        "exporter.retry_initial_backoff",
+        &[Key("exporter"), Key("retry_initial_backoff")],
+        f.exporter.retry_initial_backoff,
+        DEFAULT_RETRY_INITIAL,
+    );
+    let retry_max = duration(
+        "exporter.retry_max_backoff",
+        &[Key("exporter"), Key("retry_max_backoff")],
+        f.exporter.retry_max_backoff,
+        DEFAULT_RETRY_MAX,
+    );
+    let poll_interval = duration(
+        "files.poll_interval",
+        &[Key("files"), Key("poll_interval")],
+        f.files.poll_interval,
+        DEFAULT_POLL_INTERVAL,
+    );
+    let rotate_wait = duration(
+        "files.rotate_wait",
+        &[Key("files"), Key("rotate_wait")],
+        f.files.rotate_wait,
+        DEFAULT_ROTATE_WAIT,
+    );
+    let host_interval = duration(
+        "host_metrics.interval",
+        &[Key("host_metrics"), Key("interval")],
+        f.host_metrics.interval,
+        DEFAULT_HOST_METRICS_INTERVAL,
+    );
+    let log_format = match f.log_format.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            errors.push(format!(
+                "{}: {other:?} is not one of text, json",
+                at(text, "log_format", &[Key("log_format")])
+            ));
+            LogFormat::Text
+        }
+    };
+    let health_listen = match f.health_listen.as_deref() {
+        Some("off") => None,
+        other => {
+            let text_value = other.unwrap_or(DEFAULT_HEALTH_LISTEN);
+            match text_value.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    errors.push(format!(
+                        "{}: {text_value:?} is not a socket address (host:port) or off: {e}",
+                        at(text, "health_listen", &[Key("health_listen")])
+                    ));
+                    None
+                }
+            }
+        }
+    };
+    let endpoint = f
+        .exporter
+        .endpoint
+        .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
+    let endpoint_ok = (endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        && endpoint
+            .parse::<http_uri::Uri>()
+            .map(|u| u.host().is_some())
+            .unwrap_or(false);
+    if !endpoint_ok {
+        errors.push(format!(
+            "{}: {endpoint:?} is not an http://host:port URL",
+            at(
+                text,
+                "exporter.endpoint",
+                &[Key("exporter"), Key("endpoint")]
+            )
+        ));
+    } else if endpoint.starts_with("https://") {
+        errors.push(format!(
+            "{}: TLS is not supported by this agent yet; use http://",
+            at(
+                text,
+                "exporter.endpoint",
+                &[Key("exporter"), Key("endpoint")]
+            )
+        ));
+    }
+    let compression = match f.exporter.compression.as_deref() {
+        None | Some("zstd") => Compression::Zstd,
+        Some("gzip") => Compression::Gzip,
+        Some("none") => Compression::None,
+        Some(other) => {
+            errors.push(format!(
+                "{}: {other:?} is not one of zstd, gzip, none",
+                at(
+                    text,
+                    "exporter.compression",
+                    &[Key("exporter"), Key("compression")]
+                )
+            ));
+            Compression::Zstd
+        }
+    };
+    let batch_max_records = f
+        .exporter
+        .batch_max_records
+        .unwrap_or(DEFAULT_BATCH_MAX_RECORDS);
+    if batch_max_records == 0 {
+        errors.push(format!(
+            "{}: must be at least 1",
+            at(
+                text,
+                "exporter.batch_max_records",
+                &[Key("exporter"), Key("batch_max_records")]
+            )
+        ));
+    }
+    let batch_max_bytes = f
+        .exporter
+        .batch_max_bytes
+        .unwrap_or(DEFAULT_BATCH_MAX_BYTES);
+    if !(1024..=8 * 1024 * 1024).contains(&batch_max_bytes) {
+        errors.push(format!(
+            "{}: must be between 1024 and 8388608 (the collector takes 16 MiB requests)",
+            at(
+                text,
+                "exporter.batch_max_bytes",
+                &[Key("exporter"), Key("batch_max_bytes")]
+            )
+        ));
+    }
+    let token = f.exporter.token.filter(|t| !t.is_empty()).map(Secret);
+    if let Some(t) = &token
+        && t.0.bytes().any(|b| !(0x20..0x7f).contains(&b))
+    {
+        errors.push(format!(
+            "{}: must be printable ASCII (it is sent as a header)",
+            at(text, "exporter.token", &[Key("exporter"), Key("token")])
+        ));
+    }
+    let queue_max_bytes = f.queue.max_bytes.unwrap_or(DEFAULT_QUEUE_MAX_BYTES);
+    if queue_max_bytes < MIN_QUEUE_MAX_BYTES {
+        errors.push(format!(
+            "{}: must be at least {MIN_QUEUE_MAX_BYTES}",
+            at(text, "queue.max_bytes", &[Key("queue"), Key("max_bytes")])
+        ));
+    }
+    let queue_when_full = match f.queue.when_full.as_deref() {
+        None | Some("block") => FullPolicy::Block,
+        Some("drop_oldest") => FullPolicy::DropOldest,
+        Some(other) => {
+            errors.push(format!(
+                "{}: {other:?} is not one of block, drop_oldest",
+                at(text, "queue.when_full", &[Key("queue"), Key("when_full")])
+            ));
+            FullPolicy::Block
+        }
+    };
+    let mut inputs = Vec::new();
+    for (i, input) in f.files.inputs.into_iter().enumerate() {
+        let key = |name: &str| format!("files.inputs[{i}].{name}");
+        let path = |name: &'static str| [Key("files"), Key("inputs"), Index(i), Key(name)];
+        let mut patterns = |name: &'static str, list: &[String]| -> Vec<glob::Pattern> {
+            list.iter()
+                .filter_map(|p| match glob::Pattern::new(p) {
+                    Ok(pattern) if Path::new(p).is_absolute() => Some(pattern),
+                    Ok(_) => {
+                        errors.push(format!(
+                            "{}: {p:?} must be an absolute path",
+                            at(text, &key(name), &path(name))
+                        ));
+                        None
+                    }
+                    Err(e) => {
+                        errors.push(format!(
+                            "{}: {p:?} is not a glob: {e}",
+                            at(text, &key(name), &path(name))
+                        ));
+                        None
+                    }
+                })
+                .collect()
+        };
+        let include = patterns("include", &input.include);
+        let exclude = patterns("exclude", &input.exclude);
+        if input.include.is_empty() {
+            errors.push(format!(
+                "{}: at least one glob is needed",
+                at(
+                    text,
+                    &key("include"),
+                    &[Key("files"), Key("inputs"), Index(i)]
+                )
+            ));
+        }
+        let start_at = match input.start_at.as_deref() {
+            None | Some("end") => StartAt::End,
+            Some("beginning") => StartAt::Beginning,
+            Some(other) => {
+                errors.push(format!(
+                    "{}: {other:?} is not one of beginning, end",
+                    at(text, &key("start_at"), &path("start_at"))
+                ));
+                StartAt::End
+            }
+        };
+        let encoding = match input.encoding.as_deref() {
+            None | Some("utf-8") | Some("utf8") => Encoding::Utf8,
+            Some("latin1") | Some("iso-8859-1") => Encoding::Latin1,
+            Some(other) => {
+                errors.push(format!(
+                    "{}: {other:?} is not one of utf-8, latin1",
+                    at(text, &key("encoding"), &path("encoding"))
+                ));
+                Encoding::Utf8
+            }
+        };
+        let max_line_bytes = input.max_line_bytes.unwrap_or(DEFAULT_MAX_LINE_BYTES);
+        if !(16..=batch_max_bytes.max(1024)).contains(&max_line_bytes) {
+            errors.push(format!(
+                "{}: must be between 16 and exporter.batch_max_bytes ({batch_max_bytes})",
+                at(text, &key("max_line_bytes"), &path("max_line_bytes"))
+            ));
+        }
+        inputs.push(FileInput {
+            include,
+            exclude,
+            start_at,
+            encoding,
+            max_line_bytes,
+            attributes: input.attributes,
+        });
+    }
+    if !errors.is_empty() {
+        return Err(ConfigError(errors));
+    }
+    Ok(Config {
+        state_dir: f
+            .state_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+        log_format,
+        health_listen,
+        resource_attributes: f.resource_attributes,
+        exporter: ExporterConfig {
+            endpoint,
+            token,
+            compression,
+            batch_max_records,
+            batch_max_bytes,
+            request_timeout,
+            retry_initial,
+            retry_max: retry_max.max(retry_initial),
+        },
+        queue_max_bytes,
+        queue_when_full,
+        poll_interval,
+        rotate_wait,
+        inputs,
+        host_metrics_interval: if f.host_metrics.enabled.unwrap_or(true) {
+            Some(host_interval)
+        } else {
+            None
+        },
+    })
+}
+
+/// Parses `500ms`, `30s`, `10m`, `2h`, `7d` (one number, one unit).
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} has no unit (use ms, s, m, h or d)"))?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a whole number"))?;
+    let secs = |mult: u64| n.checked_mul(mult).map(Duration::from_secs);
+    let d = match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3_600),
+        "d" => secs(86_400),
+        _ => {
+            return Err(format!(
+                "{text:?} has unknown unit {unit:?} (use ms, s, m, h or d)"
+            ));
+        }
+    };
+    d.ok_or_else(|| format!("{text:?} is too long"))
+}
+
+/// The `http` crate's URI type, named for what it checks here.
+mod http_uri {
+    pub(crate) use tonic::codegen::http::Uri;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn load_text(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.yaml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(Some(&path), &BTreeMap::new(), &FlagOverrides::default())
+    }
+
+    #[test]
+    fn defaults_without_any_input() {
+        let c = Config::load(None, &BTreeMap::new(), &FlagOverrides::default()).unwrap();
+        assert_eq!(c.exporter.endpoint, DEFAULT_ENDPOINT);
+        assert_eq!(c.exporter.compression, Compression::Zstd);
+        assert_eq!(c.queue_max_bytes, 1 << 30);
+        assert_eq!(c.queue_when_full, FullPolicy::Block);
+        assert_eq!(c.host_metrics_interval, Some(Duration::from_secs(10)));
+        assert_eq!(c.health_listen.unwrap().port(), 13133);
+        assert!(c.inputs.is_empty());
+        assert!(c.exporter.token.is_none());
+    }
+
+    #[test]
+    fn quick_start_flags_and_token_from_env() {
+        let flags = FlagOverrides {
+            collector: Some("http://10.0.0.1:4317".into()),
+            tail: vec!["/var/log/*.log".into(), "/srv/app/*.log".into()],
+            state_dir: Some("/tmp/s".into()),
+            host_metrics_interval: Some("2s".into()),
+            ..Default::default()
+        };
+        let c = Config::load(None, &env(&[("VANTAGE_AGENT_TOKEN", "123")]), &flags).unwrap();
+        assert_eq!(c.exporter.endpoint, "http://10.0.0.1:4317");
+        assert_eq!(
+            c.exporter.token.as_ref().unwrap().expose(),
+            "123",
+            "kept as text"
+        );
+        assert_eq!(c.inputs.len(), 1);
+        assert_eq!(c.inputs[0].include.len(), 2);
+        assert_eq!(c.inputs[0].start_at, StartAt::End);
+        assert_eq!(c.host_metrics_interval, Some(Duration::from_secs(2)));
+        let off = FlagOverrides {
+            host_metrics_interval: Some("off".into()),
+            ..Default::default()
+        };
+        assert!(
+            Config::load(None, &BTreeMap::new(), &off)
+                .unwrap()
+                .host_metrics_interval
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn the_token_never_prints() {
+        let flags = FlagOverrides {
+            token: Some("s3cr3t-value".into()),
+            ..Default::default()
+        };
+        let c = Config::load(None, &BTreeMap::new(), &flags).unwrap();
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn a_file_with_every_section() {
+        let c = load_text(
+            "state_dir: /s\nresource_attributes:\n  deployment.environment: prod\nexporter:\n  endpoint: http://c:4317\n  compression: gzip\nqueue:\n  max_bytes: 8388608\n  when_full: drop_oldest\nfiles:\n  poll_interval: 250ms\n  inputs:\n    - include: [/var/log/*.log]\n      exclude: [/var/log/secret.log]\n      start_at: beginning\n      encoding: latin1\n      attributes:\n        team: core\nhost_metrics:\n  enabled: false\n",
+        )
+        .unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/s"));
+        assert_eq!(c.exporter.compression, Compression::Gzip);
+        assert_eq!(c.queue_when_full, FullPolicy::DropOldest);
+        assert_eq!(c.poll_interval, Duration::from_millis(250));
+        assert_eq!(c.inputs[0].encoding, Encoding::Latin1);
+        assert_eq!(c.inputs[0].start_at, StartAt::Beginning);
+        assert_eq!(c.inputs[0].attributes["team"], "core");
+        assert!(c.host_metrics_interval.is_none());
+    }
+
+    #[test]
+    fn unknown_keys_name_their_line() {
+        let err = load_text("exporter:\n  endpoint: http://c:4317\n  compresion: zstd\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("compresion") && err.contains("line 3"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn all_errors_at_once_with_paths_and_lines() {
+        let err = load_text(
+            "log_format: xml\nexporter:\n  endpoint: nope\n  request_timeout: 10 seconds\nfiles:\n  inputs:\n    - include: [/var/log/*.log]\n    - include: [relative/*.log]\n      encoding: utf-16\n",
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert_eq!(err.0.len(), 5, "{msg}");
+        assert!(msg.contains("log_format (line 1)"), "{msg}");
+        assert!(msg.contains("exporter.endpoint (line 3)"), "{msg}");
+        assert!(msg.contains("exporter.request_timeout (line 4)"), "{msg}");
+        assert!(msg.contains("files.inputs[1].include (line 8)"), "{msg}");
+        assert!(msg.contains("files.inputs[1].encoding (line 9)"), "{msg}");
+    }
+
+    #[test]
+    fn env_overrides_by_path() {
+        let e = env(&[
+            ("VANTAGE_AGENT_QUEUE__MAX_BYTES", "16777216"),
+            ("VANTAGE_AGENT_HEALTH_LISTEN", "off"),
+            ("VANTAGE_DATA_DIR", "/collectors/not/ours"),
+        ]);
+        let c = Config::load(None, &e, &FlagOverrides::default()).unwrap();
+        assert_eq!(c.queue_max_bytes, 16 * 1024 * 1024);
+        assert!(c.health_listen.is_none());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("5y").is_err());
+        assert!(parse_duration("99999999999999999999s").is_err());
+    }
+}

@@ -1,0 +1,410 @@
+//! The exporter: sends queued batches to the collector over OTLP/gRPC, in LSN order, one
+//! at a time, and acknowledges each to the queue only after the collector's success.
+//!
+//! Retries follow the OTLP specification: retryable codes (UNAVAILABLE,
+//! RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, ABORTED, CANCELLED, OUT_OF_RANGE, DATA_LOSS,
+//! plus INTERNAL and UNKNOWN, which transport failures map to) wait an exponential
+//! backoff with full jitter, and at least the server's `RetryInfo` delay. UNAUTHENTICATED
+//! and PERMISSION_DENIED are retried too, at the longest backoff and logged as errors:
+//! a wrong token is an operator mistake the queue should outlive, not a reason to
+//! discard data. Everything else (INVALID_ARGUMENT, ...) is permanent: the batch is
+//! logged, counted and skipped, so one bad batch cannot wedge the queue.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message as _;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use tonic_types::StatusExt as _;
+use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
+use vantage_proto::otlp::collector::logs::v1::logs_service_client::LogsServiceClient;
+use vantage_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
+use vantage_proto::otlp::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use vantage_storage::wal::Lsn;
+
+use crate::config::{Compression, ExporterConfig};
+use crate::queue::{Consumer, DiskQueue, Envelope, Kind, Queued};
+use crate::stats::Stats;
+
+/// Batches read from disk at once while catching up: bounded memory (each is at most
+/// `batch_max_bytes`).
+const DISK_READ_BATCHES: usize = 8;
+const DISK_READ_BYTES: usize = 8 * 1024 * 1024;
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Puts the bearer token on every request.
+#[derive(Clone)]
+pub(crate) struct Authorization(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Authorization {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Grpc = InterceptedService<Channel, Authorization>;
+
+/// What to do after a failed export.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Verdict {
+    /// Try again after at least this long (the server's RetryInfo, if any).
+    Retry(Option<Duration>),
+    /// Retry at the longest backoff: a credential problem.
+    RetrySlowly,
+    /// Never going to succeed; drop the batch.
+    Permanent,
+}
+
+/// Sorts a gRPC failure per the OTLP specification (see the module doc).
+pub(crate) fn classify(status: &Status) -> Verdict {
+    match status.code() {
+        Code::Unavailable
+        | Code::ResourceExhausted
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::Cancelled
+        | Code::OutOfRange
+        | Code::DataLoss
+        | Code::Internal
+        | Code::Unknown => Verdict::Retry(
+            status
+                .get_details_retry_info()
+                .and_then(|info| info.retry_delay),
+        ),
+        Code::Unauthenticated | Code::PermissionDenied => Verdict::RetrySlowly,
+        _ => Verdict::Permanent,
+    }
+}
+
+/// Exponential backoff with full jitter: a random delay in [d/2, d] where d doubles
+/// per attempt from `initial` up to `max`.
+pub(crate) fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
+    let factor = 1u32 << attempt.saturating_sub(1).min(20);
+    let d = initial.saturating_mul(factor).min(max);
+    let half = d / 2;
+    half + half.mul_f64(fastrand::f64())
+}
+
+/// The sending half of the agent.
+pub(crate) struct Exporter {
+    config: ExporterConfig,
+    queue: DiskQueue,
+    hot: tokio::sync::mpsc::Receiver<Queued>,
+    stats: Arc<Stats>,
+    logs: LogsServiceClient<Grpc>,
+    metrics: MetricsServiceClient<Grpc>,
+}
+
+impl Exporter {
+    /// An exporter whose connection is made lazily (the collector may be down at start).
+    pub(crate) fn new(
+        config: ExporterConfig,
+        consumer: Consumer,
+        stats: Arc<Stats>,
+    ) -> Result<Exporter, tonic::transport::Error> {
+        let channel = Endpoint::from_shared(config.endpoint.clone())?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(config.request_timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let auth = Authorization(
+            config
+                .token
+                .as_ref()
+                .and_then(|t| format!("Bearer {}", t.expose()).parse().ok()),
+        );
+        let grpc = InterceptedService::new(channel, auth);
+        let mut logs = LogsServiceClient::new(grpc.clone());
+        let mut metrics = MetricsServiceClient::new(grpc);
+        let encoding = match config.compression {
+            Compression::Zstd => Some(CompressionEncoding::Zstd),
+            Compression::Gzip => Some(CompressionEncoding::Gzip),
+            Compression::None => None,
+        };
+        if let Some(e) = encoding {
+            logs = logs.send_compressed(e).accept_compressed(e);
+            metrics = metrics.send_compressed(e).accept_compressed(e);
+        }
+        Ok(Exporter {
+            config,
+            queue: consumer.queue,
+            hot: consumer.hot,
+            stats,
+            logs,
+            metrics,
+        })
+    }
+
+    /// Sends until cancelled; what is unsent stays in the queue for the next run.
+    pub(crate) async fn run(mut self, cancel: CancellationToken) {
+        let mut cursor: Lsn = self.queue.acked() + 1;
+        let mut disk: VecDeque<Queued> = VecDeque::new();
+        let mut hot: Option<Queued> = None;
+        loop {
+            if cancel.is_cancelled() {
+                return;
+            }
+            if let Some(first) = self.queue.first_lsn()
+                && first > cursor
+                && disk.is_empty()
+                && hot.as_ref().is_none_or(|h| h.lsn != cursor)
+            {
+                tracing::warn!(
+                    from_lsn = cursor,
+                    to_lsn = first - 1,
+                    "queued batches were dropped before sending"
+                );
+                cursor = first;
+            }
+            let next = self.next_record(cursor, &mut disk, &mut hot).await;
+            let Some(record) = next else {
+                tokio::select! {
+                    () = self.queue.wait_pushed() => {}
+                    received = self.hot.recv(), if hot.is_none() => {
+                        if let Some(r) = received {
+                            hot = Some(r);
+                        }
+                    }
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = cancel.cancelled() => return,
+                }
+                continue;
+            };
+            let lsn = record.lsn;
+            if !self.send(record, &cancel).await {
+                return;
+            }
+            let queue = self.queue.clone();
+            match tokio::task::spawn_blocking(move || queue.ack_blocking(lsn)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(lsn, error = %e, "cannot record the acknowledgement; the batch may be sent again after a restart")
+                }
+                Err(e) => tracing::warn!(lsn, error = %e, "acknowledgement task failed"),
+            }
+            cursor = lsn + 1;
+        }
+    }
+
+    /// The record with LSN `cursor`, from memory or disk, if it may be sent now.
+    async fn next_record(
+        &mut self,
+        cursor: Lsn,
+        disk: &mut VecDeque<Queued>,
+        hot: &mut Option<Queued>,
+    ) -> Option<Queued> {
+        while disk.front().is_some_and(|q| q.lsn < cursor) {
+            disk.pop_front();
+        }
+        if disk.front().is_some_and(|q| q.lsn == cursor) {
+            return disk.pop_front();
+        }
+        disk.clear();
+        loop {
+            if hot.is_none() {
+                *hot = self.hot.try_recv().ok();
+            }
+            match hot {
+                Some(h) if h.lsn < cursor => *hot = None,
+                Some(h) if h.lsn == cursor => {
+                    return if cursor <= self.queue.sendable() {
+                        hot.take()
+                    } else {
+                        None
+                    };
+                }
+                _ => break,
+            }
+        }
+        if cursor > self.queue.sendable() {
+            return None;
+        }
+        let queue = self.queue.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            queue.read_blocking(cursor, DISK_READ_BATCHES, DISK_READ_BYTES)
+        })
+        .await;
+        match read {
+            Ok(Ok(records)) => {
+                disk.extend(records);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(lsn = cursor, error = %e, "cannot read the disk queue");
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "disk queue read task failed");
+                return None;
+            }
+        }
+        if disk.front().is_some_and(|q| q.lsn == cursor) {
+            disk.pop_front()
+        } else {
+            None
+        }
+    }
+
+    /// Sends one batch until it is acknowledged or refused for good; false when
+    /// cancelled first.
+    async fn send(&mut self, record: Queued, cancel: &CancellationToken) -> bool {
+        let envelope = match Envelope::decode(&record.payload) {
+            Ok(e) => e,
+            Err(e) => {
+                self.stats.export_failed_batches.add(1);
+                tracing::error!(lsn = record.lsn, error = %e, "unreadable queued batch skipped");
+                return true;
+            }
+        };
+        let request = match envelope.kind {
+            Kind::Logs => {
+                ExportLogsServiceRequest::decode(envelope.request.clone()).map(Request::Logs)
+            }
+            Kind::Metrics => {
+                ExportMetricsServiceRequest::decode(envelope.request.clone()).map(Request::Metrics)
+            }
+        };
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => {
+                self.stats.export_failed_batches.add(1);
+                tracing::error!(lsn = record.lsn, error = %e, "undecodable queued batch skipped");
+                return true;
+            }
+        };
+        let mut attempt = 0u32;
+        loop {
+            let result = match &request {
+                Request::Logs(r) => self.logs.export(r.clone()).await.map(|resp| {
+                    let p = resp.into_inner().partial_success.unwrap_or_default();
+                    (p.rejected_log_records, p.error_message)
+                }),
+                Request::Metrics(r) => self.metrics.export(r.clone()).await.map(|resp| {
+                    let p = resp.into_inner().partial_success.unwrap_or_default();
+                    (p.rejected_data_points, p.error_message)
+                }),
+            };
+            match result {
+                Ok((rejected, message)) => {
+                    if attempt > 0 {
+                        tracing::info!(
+                            lsn = record.lsn,
+                            attempts = attempt + 1,
+                            "export succeeded after retries"
+                        );
+                    }
+                    match &request {
+                        Request::Logs(r) => {
+                            self.stats.log_batches_sent.add(1);
+                            self.stats.log_records_sent.add(count_logs(r));
+                        }
+                        Request::Metrics(_) => self.stats.metric_batches_sent.add(1),
+                    }
+                    if rejected > 0 {
+                        self.stats.export_rejected_records.add(rejected as u64);
+                        tracing::warn!(lsn = record.lsn, rejected, message = %message, "collector rejected part of a batch");
+                    }
+                    return true;
+                }
+                Err(status) => {
+                    let verdict = classify(&status);
+                    if verdict == Verdict::Permanent {
+                        self.stats.export_failed_batches.add(1);
+                        tracing::error!(
+                            lsn = record.lsn,
+                            code = ?status.code(),
+                            message = status.message(),
+                            "collector refused a batch for good; dropped"
+                        );
+                        return true;
+                    }
+                    attempt += 1;
+                    self.stats.export_retries.add(1);
+                    let delay = match verdict {
+                        Verdict::Retry(hint) => {
+                            backoff(attempt, self.config.retry_initial, self.config.retry_max)
+                                .max(hint.unwrap_or(Duration::ZERO))
+                        }
+                        _ => self.config.retry_max,
+                    };
+                    if attempt == 1 || attempt.is_multiple_of(10) {
+                        if verdict == Verdict::RetrySlowly {
+                            tracing::error!(lsn = record.lsn, code = ?status.code(), message = status.message(), attempt, "collector refused the credentials; check the token (retrying)");
+                        } else {
+                            tracing::warn!(lsn = record.lsn, code = ?status.code(), message = status.message(), attempt, delay_ms = delay.as_millis() as u64, "export failed; retrying");
+                        }
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = cancel.cancelled() => return false,
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum Request {
+    Logs(ExportLogsServiceRequest),
+    Metrics(ExportMetricsServiceRequest),
+}
+
+fn count_logs(r: &ExportLogsServiceRequest) -> u64 {
+    r.resource_logs
+        .iter()
+        .flat_map(|rl| &rl.scope_logs)
+        .map(|sl| sl.log_records.len() as u64)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic_types::ErrorDetails;
+
+    #[test]
+    fn retry_info_is_honoured_and_codes_sorted() {
+        let s = Status::with_error_details(
+            Code::ResourceExhausted,
+            "slow down",
+            ErrorDetails::with_retry_info(Some(Duration::from_secs(3))),
+        );
+        assert_eq!(classify(&s), Verdict::Retry(Some(Duration::from_secs(3))));
+        assert_eq!(classify(&Status::unavailable("down")), Verdict::Retry(None));
+        assert_eq!(
+            classify(&Status::unauthenticated("who")),
+            Verdict::RetrySlowly
+        );
+        assert_eq!(
+            classify(&Status::invalid_argument("bad")),
+            Verdict::Permanent
+        );
+        assert_eq!(classify(&Status::unimplemented("no")), Verdict::Permanent);
+    }
+
+    #[test]
+    fn backoff_grows_jitters_and_caps() {
+        let (i, m) = (Duration::from_millis(100), Duration::from_secs(2));
+        for attempt in 1..40 {
+            let d = backoff(attempt, i, m);
+            let full = i.saturating_mul(1 << (attempt - 1).min(20)).min(m);
+            assert!(
+                d >= full / 2 && d <= full,
+                "attempt {attempt}: {d:?} vs {full:?}"
+            );
+        }
+        assert!(backoff(30, i, m) <= m);
+    }
+}

@@ -1,0 +1,523 @@
+//! The disk queue between the sources and the exporter: the `vantage-storage` WAL, so a
+//! batch is on disk (fsynced) before a source moves on, and leaves only once the
+//! collector acknowledged it.
+//!
+//! - `push` appends one batch (the sources are serialised, one append at a time, so LSN
+//!   order is push order). A log batch is *held* until the tailer has written the file
+//!   checkpoint that covers it and calls [`DiskQueue::release`]; the exporter never sends
+//!   past the first held LSN. So a batch that has left the agent always has its
+//!   checkpoint on disk, and a batch whose checkpoint write was cut by a crash still
+//!   carries its positions in its own header (see [`Envelope`]).
+//! - Fresh batches also go to the exporter over a small bounded channel, so the steady
+//!   state never reads the disk; after an outage or an overflow of that channel the
+//!   exporter reads the WAL from its cursor.
+//! - The acknowledged LSN is persisted in `acked_lsn` (atomic write) after every
+//!   acknowledgement; sealed segments at or below it are deleted.
+//! - The cap counts the WAL's bytes on disk. Full with `block`: `push` waits (the
+//!   sources pause, their offsets stay put). Full with `drop_oldest`: the oldest sealed
+//!   segment is deleted and its unsent records counted as dropped.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{Notify, mpsc};
+use vantage_storage::wal::{Lsn, Wal, WalOptions};
+
+use crate::checkpoint::{self, Position};
+use crate::config::FullPolicy;
+use crate::stats::Stats;
+
+/// Batches handed to the exporter in memory; beyond this it reads them from disk. Small,
+/// because each may be a megabyte and the agent's memory must stay flat.
+const HOT_CAPACITY: usize = 4;
+
+/// What kind of OTLP request a queued batch holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Logs = 1,
+    Metrics = 2,
+}
+
+/// Version byte of the envelope format.
+const ENVELOPE_VERSION: u8 = 1;
+
+/// A queued batch: `u8 version | u8 kind | positions | OTLP request bytes`. The positions
+/// are the file offsets this batch advances to (empty for metrics).
+#[derive(Debug, PartialEq)]
+pub(crate) struct Envelope {
+    pub(crate) kind: Kind,
+    pub(crate) positions: Vec<Position>,
+    pub(crate) request: Bytes,
+}
+
+/// A queued record that cannot be read back.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum QueueError {
+    #[error("disk queue: {0}")]
+    Wal(#[from] vantage_storage::wal::WalError),
+    #[error("disk queue record: {0}")]
+    Envelope(String),
+    #[error("acknowledged position {path}: {source}")]
+    Acked {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+}
+
+impl Envelope {
+    /// The bytes stored in the WAL.
+    pub(crate) fn encode(kind: Kind, positions: &[Position], request: &[u8]) -> Bytes {
+        let mut out = Vec::with_capacity(2 + 4 + positions.len() * 64 + request.len());
+        out.push(ENVELOPE_VERSION);
+        out.push(kind as u8);
+        checkpoint::encode_positions(positions, &mut out);
+        out.extend_from_slice(request);
+        Bytes::from(out)
+    }
+
+    /// Reads a stored record back.
+    pub(crate) fn decode(payload: &Bytes) -> Result<Envelope, QueueError> {
+        if payload.len() < 2 || payload[0] != ENVELOPE_VERSION {
+            return Err(QueueError::Envelope("unknown version".into()));
+        }
+        let kind = match payload[1] {
+            1 => Kind::Logs,
+            2 => Kind::Metrics,
+            other => return Err(QueueError::Envelope(format!("unknown kind {other}"))),
+        };
+        let (positions, used) = checkpoint::decode_positions(&payload[2..])?;
+        Ok(Envelope {
+            kind,
+            positions,
+            request: payload.slice(2 + used..),
+        })
+    }
+}
+
+/// One batch for the exporter.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub(crate) lsn: Lsn,
+    pub(crate) payload: Bytes,
+}
+
+#[derive(Debug, Default)]
+struct Gate {
+    /// Last LSN pushed (and durable).
+    published: Lsn,
+    /// Pushed but not yet released (their checkpoint is not on disk yet).
+    held: BTreeSet<Lsn>,
+}
+
+/// The queue, shared by the sources (push) and the exporter (consume, ack).
+#[derive(Clone)]
+pub(crate) struct DiskQueue {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    wal: Wal,
+    dir: PathBuf,
+    acked_path: PathBuf,
+    max_bytes: u64,
+    policy: FullPolicy,
+    append: tokio::sync::Mutex<()>,
+    gate: Mutex<Gate>,
+    acked: AtomicU64,
+    hot_tx: mpsc::Sender<Queued>,
+    /// Woken when something was pushed or released (the exporter waits on it).
+    pushed: Notify,
+    /// Woken when space was freed (blocked pushers wait on it).
+    freed: Notify,
+    stats: Arc<Stats>,
+}
+
+/// The consumer side, owned by the exporter.
+pub(crate) struct Consumer {
+    pub(crate) queue: DiskQueue,
+    pub(crate) hot: mpsc::Receiver<Queued>,
+}
+
+impl DiskQueue {
+    /// Opens (or creates) the queue under `state_dir/queue`, with the acknowledged LSN
+    /// from `state_dir/acked_lsn`. Blocking (the WAL scans its segments).
+    pub(crate) fn open(
+        state_dir: &Path,
+        max_bytes: u64,
+        policy: FullPolicy,
+        stats: Arc<Stats>,
+    ) -> Result<Consumer, QueueError> {
+        let dir = state_dir.join("queue");
+        let mut opts = WalOptions::new(&dir);
+        // Sixteen segments under the cap: drop_oldest frees ~6 % at a time, and a
+        // catch-up read never rescans more than one segment.
+        opts.segment_max_bytes = (max_bytes / 16).clamp(1 << 20, 16 << 20);
+        opts.max_group_bytes = 8 << 20;
+        let wal = Wal::open(opts, None, None)?;
+        let acked_path = state_dir.join("acked_lsn");
+        let acked = match std::fs::read(&acked_path) {
+            Ok(b) if b.len() == 12 && crc32fast::hash(&b[..8]).to_le_bytes() == b[8..12] => {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(&b[..8]);
+                u64::from_le_bytes(a)
+            }
+            Ok(_) => {
+                tracing::warn!(path = %acked_path.display(), "acknowledged position unreadable; resending what the queue holds");
+                0
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(source) => {
+                return Err(QueueError::Acked {
+                    path: acked_path,
+                    source,
+                });
+            }
+        };
+        let last = wal.last_lsn();
+        let (hot_tx, hot) = mpsc::channel(HOT_CAPACITY);
+        let queue = DiskQueue {
+            inner: Arc::new(Inner {
+                wal,
+                dir,
+                acked_path,
+                max_bytes,
+                policy,
+                append: tokio::sync::Mutex::new(()),
+                gate: Mutex::new(Gate {
+                    published: last,
+                    held: BTreeSet::new(),
+                }),
+                acked: AtomicU64::new(acked.min(last)),
+                hot_tx,
+                pushed: Notify::new(),
+                freed: Notify::new(),
+                stats,
+            }),
+        };
+        queue.update_stats();
+        Ok(Consumer { queue, hot })
+    }
+
+    /// Every record not yet acknowledged, decoded (for the tailer's start-up repair).
+    /// Blocking.
+    pub(crate) fn unacked_positions(&self) -> Result<Vec<Position>, QueueError> {
+        let from = self.acked() + 1;
+        let mut out = Vec::new();
+        for record in self.inner.wal.read_from(from)? {
+            let record = record?;
+            match Envelope::decode(&record.payload) {
+                Ok(env) => out.extend(env.positions),
+                Err(e) => {
+                    tracing::warn!(lsn = record.lsn, error = %e, "skipping unreadable queue record")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Last acknowledged LSN.
+    pub(crate) fn acked(&self) -> Lsn {
+        self.inner.acked.load(Ordering::Acquire)
+    }
+
+    /// Highest LSN the exporter may send: everything before the first held batch.
+    pub(crate) fn sendable(&self) -> Lsn {
+        let gate = self
+            .inner
+            .gate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match gate.held.first() {
+            Some(first) => first - 1,
+            None => gate.published,
+        }
+    }
+
+    /// Appends a batch; resolves once it is fsynced. `hold`: the exporter must wait for
+    /// [`DiskQueue::release`] of this LSN. Waits while the queue is full under `block`.
+    pub(crate) async fn push(
+        &self,
+        kind: Kind,
+        positions: &[Position],
+        request: &[u8],
+        hold: bool,
+    ) -> Result<Lsn, QueueError> {
+        let payload = Envelope::encode(kind, positions, request);
+        let _turn = self.inner.append.lock().await;
+        self.make_room(payload.len() as u64).await?;
+        let lsn = self.inner.wal.append(payload.clone()).await?;
+        {
+            let mut gate = self
+                .inner
+                .gate
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            gate.published = lsn;
+            if hold {
+                gate.held.insert(lsn);
+            }
+        }
+        if self.inner.hot_tx.try_send(Queued { lsn, payload }).is_err() {
+            // The exporter is behind; it will read this one from disk.
+        }
+        self.update_stats();
+        self.inner.pushed.notify_one();
+        Ok(lsn)
+    }
+
+    /// Lets the exporter send a held batch (its checkpoint is on disk now).
+    pub(crate) fn release(&self, lsn: Lsn) {
+        self.inner
+            .gate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .held
+            .remove(&lsn);
+        self.inner.pushed.notify_one();
+    }
+
+    /// Waits until something is pushed or released.
+    pub(crate) async fn wait_pushed(&self) {
+        self.inner.pushed.notified().await;
+    }
+
+    async fn make_room(&self, len: u64) -> Result<(), QueueError> {
+        let mut warned = false;
+        loop {
+            let used = self.inner.wal.stats().disk_bytes;
+            if used + len <= self.inner.max_bytes {
+                return Ok(());
+            }
+            if self.inner.policy == FullPolicy::DropOldest {
+                let wal = self.inner.wal.clone();
+                let dir = self.inner.dir.clone();
+                let dropped = tokio::task::spawn_blocking(move || drop_oldest_segment(&wal, &dir))
+                    .await
+                    .map_err(|e| QueueError::Envelope(format!("drop task failed: {e}")))??;
+                if let Some((from, through)) = dropped {
+                    let acked = self.acked();
+                    let lost = through.saturating_sub(acked.max(from - 1));
+                    self.inner.stats.queue_dropped_batches.add(lost);
+                    tracing::warn!(
+                        from_lsn = from,
+                        through_lsn = through,
+                        unsent_batches = lost,
+                        "disk queue full: dropped the oldest segment"
+                    );
+                    self.update_stats();
+                    continue;
+                }
+            }
+            if !warned {
+                tracing::warn!(
+                    used_bytes = used,
+                    max_bytes = self.inner.max_bytes,
+                    "disk queue full: sources paused until the collector catches up"
+                );
+                self.inner.stats.queue_full_waits.add(1);
+                warned = true;
+            }
+            tokio::select! {
+                () = self.inner.freed.notified() => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// Records the collector's acknowledgement of everything through `lsn`: persists it
+    /// and deletes fully acknowledged sealed segments. Blocking (fsync, unlink).
+    pub(crate) fn ack_blocking(&self, lsn: Lsn) -> Result<(), QueueError> {
+        let mut data = lsn.to_le_bytes().to_vec();
+        data.extend_from_slice(&crc32fast::hash(&data).to_le_bytes());
+        checkpoint::write_atomic(&self.inner.acked_path, &data)?;
+        self.inner.acked.store(lsn, Ordering::Release);
+        let freed = self.inner.wal.truncate_through(lsn)?;
+        if freed > 0 {
+            self.inner.freed.notify_waiters();
+        }
+        self.update_stats();
+        Ok(())
+    }
+
+    /// Records from `from` on, read from disk, up to `max` records and `max_bytes`;
+    /// records past [`DiskQueue::sendable`] are left. Blocking.
+    pub(crate) fn read_blocking(
+        &self,
+        from: Lsn,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Queued>, QueueError> {
+        let upto = self.sendable();
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for record in self.inner.wal.read_from(from)? {
+            let record = record?;
+            if record.lsn > upto || out.len() >= max || bytes >= max_bytes {
+                break;
+            }
+            bytes += record.payload.len();
+            out.push(Queued {
+                lsn: record.lsn,
+                payload: record.payload,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Oldest LSN still on disk.
+    pub(crate) fn first_lsn(&self) -> Option<Lsn> {
+        self.inner.wal.first_lsn()
+    }
+
+    fn update_stats(&self) {
+        let s = self.inner.wal.stats();
+        self.inner.stats.queue_bytes.set(s.disk_bytes);
+        let published = self
+            .inner
+            .gate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .published;
+        self.inner
+            .stats
+            .queue_batches
+            .set(published.saturating_sub(self.acked()));
+    }
+
+    /// Closes the WAL and waits for its writer. Blocking.
+    pub(crate) fn shutdown_blocking(self) {
+        let wal = self.inner.wal.clone();
+        drop(self);
+        if let Err(e) = wal.shutdown() {
+            tracing::warn!(error = %e, "disk queue closed with an error");
+        }
+    }
+}
+
+/// Deletes the oldest sealed segment; returns the LSN range it held. `None` if only the
+/// active segment exists. Blocking.
+fn drop_oldest_segment(wal: &Wal, dir: &Path) -> Result<Option<(Lsn, Lsn)>, QueueError> {
+    let mut firsts: Vec<Lsn> = std::fs::read_dir(dir)
+        .map_err(|source| QueueError::Acked {
+            path: dir.to_path_buf(),
+            source,
+        })?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name();
+            let name = name.to_str()?;
+            name.strip_suffix(".wal")?.parse::<Lsn>().ok()
+        })
+        .collect();
+    firsts.sort_unstable();
+    if firsts.len() < 2 {
+        return Ok(None);
+    }
+    let through = firsts[1] - 1;
+    wal.truncate_through(through)?;
+    Ok(Some((firsts[0], through)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn pos(offset: u64) -> Position {
+        Position {
+            path: "/var/log/x.log".into(),
+            dev: 1,
+            ino: 2,
+            offset,
+            fp_len: 3,
+            fp_hash: 4,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn envelope_roundtrip(
+            offsets in proptest::collection::vec(any::<u64>(), 0..4),
+            request in proptest::collection::vec(any::<u8>(), 0..200),
+            metrics in any::<bool>(),
+        ) {
+            let kind = if metrics { Kind::Metrics } else { Kind::Logs };
+            let positions: Vec<Position> = offsets.into_iter().map(pos).collect();
+            let payload = Envelope::encode(kind, &positions, &request);
+            let env = Envelope::decode(&payload).unwrap();
+            prop_assert_eq!(env.kind, kind);
+            prop_assert_eq!(env.positions, positions);
+            prop_assert_eq!(&env.request[..], &request[..]);
+        }
+
+        #[test]
+        fn envelope_garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let _ = Envelope::decode(&Bytes::from(data));
+        }
+    }
+
+    fn open(dir: &Path, max: u64, policy: FullPolicy) -> Consumer {
+        DiskQueue::open(dir, max, policy, Arc::new(Stats::default())).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn held_batches_gate_the_exporter_and_acks_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = open(dir.path(), 64 << 20, FullPolicy::Block);
+        let q = c.queue.clone();
+        let a = q.push(Kind::Metrics, &[], b"m1", false).await.unwrap();
+        let b = q.push(Kind::Logs, &[pos(10)], b"l1", true).await.unwrap();
+        let d = q.push(Kind::Metrics, &[], b"m2", false).await.unwrap();
+        assert_eq!(q.sendable(), a, "nothing past the held batch");
+        q.release(b);
+        assert_eq!(q.sendable(), d);
+        let read = tokio::task::block_in_place(|| q.read_blocking(1, 10, 1 << 20)).unwrap();
+        assert_eq!(
+            read.iter().map(|r| r.lsn).collect::<Vec<_>>(),
+            vec![a, b, d]
+        );
+        tokio::task::block_in_place(|| q.ack_blocking(a)).unwrap();
+        let positions = tokio::task::block_in_place(|| q.unacked_positions()).unwrap();
+        assert_eq!(positions, vec![pos(10)]);
+        drop(c);
+        tokio::task::spawn_blocking(move || q.shutdown_blocking())
+            .await
+            .unwrap();
+        let c = open(dir.path(), 64 << 20, FullPolicy::Block);
+        assert_eq!(c.queue.acked(), a);
+        assert_eq!(
+            c.queue.sendable(),
+            d,
+            "held state does not outlive the process"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn drop_oldest_frees_space_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Arc::new(Stats::default());
+        let c = DiskQueue::open(
+            dir.path(),
+            MIN_TEST_CAP,
+            FullPolicy::DropOldest,
+            stats.clone(),
+        )
+        .unwrap();
+        let q = c.queue.clone();
+        let blob = vec![7u8; 200 * 1024];
+        for _ in 0..60 {
+            q.push(Kind::Metrics, &[], &blob, false).await.unwrap();
+        }
+        assert!(stats.queue_dropped_batches.get() > 0);
+        assert!(q.first_lsn().unwrap() > 1);
+        assert!(stats.queue_bytes.get() <= MIN_TEST_CAP);
+    }
+
+    const MIN_TEST_CAP: u64 = crate::config::MIN_QUEUE_MAX_BYTES;
+}

@@ -1,0 +1,76 @@
+//! The agent's own counters, named in one place: `/healthz` reports them, the README
+//! lists them, and the tests read them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A counter or gauge shared between tasks.
+#[derive(Debug, Default)]
+pub(crate) struct Value(AtomicU64);
+
+impl Value {
+    pub(crate) fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub(crate) fn set(&self, n: u64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+macro_rules! stats {
+    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
+        /// Every self-metric of the agent.
+        #[derive(Debug, Default)]
+        pub(crate) struct Stats {
+            $($(#[doc = $doc])* pub(crate) $name: Value,)*
+        }
+
+        impl Stats {
+            /// Name and value of every metric, in declaration order.
+            pub(crate) fn snapshot(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($name), self.$name.get()),)*]
+            }
+        }
+    };
+}
+
+stats! {
+    /// Files currently tailed (gauge).
+    files_tailed,
+    /// Lines (and pieces of over-long lines) read from files.
+    lines_read,
+    /// Pieces produced by cutting lines longer than `max_line_bytes`.
+    lines_split,
+    /// Lines that held invalid UTF-8 (kept, with U+FFFD).
+    lines_invalid_utf8,
+    /// Files found truncated (copytruncate) and re-read from the start.
+    files_truncated,
+    /// Files released after being rotated away or deleted.
+    files_released,
+    /// File read or checkpoint errors.
+    file_errors,
+    /// Host-metrics collections made.
+    host_metrics_collections,
+    /// Log batches acknowledged by the collector.
+    log_batches_sent,
+    /// Log records acknowledged by the collector.
+    log_records_sent,
+    /// Metric batches acknowledged by the collector.
+    metric_batches_sent,
+    /// Export attempts that failed and will be retried.
+    export_retries,
+    /// Batches the collector refused for good (dropped after logging).
+    export_failed_batches,
+    /// Records the collector rejected in a partial success.
+    export_rejected_records,
+    /// Bytes of the disk queue on disk (gauge).
+    queue_bytes,
+    /// Batches in the disk queue not yet acknowledged (gauge).
+    queue_batches,
+    /// Unsent batches deleted by the `drop_oldest` policy.
+    queue_dropped_batches,
+    /// Times a source had to wait for queue space under `block`.
+    queue_full_waits,
+}

@@ -1,0 +1,589 @@
+//! Log file tailing: glob discovery by polling, reading with checkpoints, rotation and
+//! truncation handling, batching into the disk queue.
+//!
+//! Runs on its own thread (file I/O is blocking) and hands batches to the async queue
+//! with `Handle::block_on`. One poll: expand the globs (new files are opened, files no
+//! longer found are marked gone), read every tracked file from where it stands (a few
+//! MiB per file per poll, for fairness), cut lines, build OTLP log records, and flush a
+//! batch whenever it is full and at the end of the poll. A flush appends the batch to
+//! the disk queue (fsync), then writes the checkpoint file, then releases the batch to
+//! the exporter: a file offset on disk never runs ahead of the queue.
+//!
+//! Identity is (device, inode) plus a fingerprint of the first KiB; a restart resumes a
+//! file only when all three match. Rotation by rename: the old inode is kept open and
+//! read until it has not grown for `rotate_wait`, then released; the new file at the
+//! path is read from its start. Copytruncate: a file shorter than the read position, or
+//! whose head changed, is read again from its start.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::os::unix::fs::{FileExt as _, MetadataExt as _};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use prost::Message as _;
+use tokio_util::sync::CancellationToken;
+use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
+use vantage_proto::otlp::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use vantage_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use vantage_proto::otlp::resource::v1::Resource;
+
+use crate::checkpoint::{self, FINGERPRINT_BYTES, MAX_PATH_BYTES, Position};
+use crate::config::{Config, FileInput, StartAt};
+use crate::lines::{self, Splitter};
+use crate::queue::{DiskQueue, Kind, QueueError};
+use crate::resource::kv;
+use crate::stats::Stats;
+
+/// Bytes read per `pread`.
+const READ_CHUNK: usize = 64 * 1024;
+/// Bytes read from one file per poll before moving to the next (fairness); a file with
+/// more pending makes the next poll start at once.
+const READ_BUDGET_PER_POLL: u64 = 4 * 1024 * 1024;
+/// Name of the checkpoint file in the state directory.
+pub(crate) const CHECKPOINT_FILE: &str = "checkpoints";
+/// Instrumentation scope of file log records.
+const SCOPE: &str = "vantage-agent/filelog";
+
+type Key = (u64, u64);
+
+struct Tracked {
+    path: PathBuf,
+    path_attr: String,
+    name_attr: String,
+    input: usize,
+    file: File,
+    fp_len: u32,
+    fp_hash: u64,
+    splitter: Splitter,
+    /// Offset durable in the queue (what the checkpoint says).
+    durable: u64,
+    /// Size at the last look, to notice growth and truncation.
+    last_size: u64,
+    /// Modification time at the last look: a truncate-and-rewrite to the same size
+    /// between two polls changes it even when the size is equal.
+    last_mtime: Option<SystemTime>,
+    last_growth: Instant,
+    /// When the path stopped leading to this file (rotated away or deleted).
+    gone_since: Option<Instant>,
+    /// Lines of this file are in the batch being built.
+    in_batch: bool,
+    /// Finished: release it once the batch holding its last lines is durable.
+    releasing: bool,
+}
+
+impl Tracked {
+    fn position(&self, offset: u64) -> Position {
+        Position {
+            path: self.path.clone(),
+            dev: 0,
+            ino: 0,
+            offset,
+            fp_len: self.fp_len,
+            fp_hash: self.fp_hash,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Batch {
+    records: Vec<LogRecord>,
+    bytes: usize,
+}
+
+/// The file source.
+pub(crate) struct Tailer {
+    inputs: Vec<FileInput>,
+    poll_interval: Duration,
+    rotate_wait: Duration,
+    batch_max_records: usize,
+    batch_max_bytes: usize,
+    queue: DiskQueue,
+    stats: Arc<Stats>,
+    resource: Resource,
+    checkpoint_path: PathBuf,
+    /// Positions from the last run, consumed by the first scan.
+    saved: HashMap<Key, Position>,
+    files: HashMap<Key, Tracked>,
+    first_scan: bool,
+    checkpoint_dirty: bool,
+    batch: Batch,
+    /// Input attributes, converted once.
+    input_attrs: Vec<Vec<KeyValue>>,
+}
+
+/// Errors that stop the tailer (the queue is gone); file errors are logged and counted.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TailError {
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+impl Tailer {
+    /// A tailer resuming from the checkpoint file and from the positions carried by
+    /// batches still in the queue (a crash may have cut the checkpoint write short).
+    /// Blocking (reads the queue).
+    pub(crate) fn new(
+        config: &Config,
+        queue: DiskQueue,
+        stats: Arc<Stats>,
+        resource: Resource,
+    ) -> Result<Tailer, TailError> {
+        let checkpoint_path = config.state_dir.join(CHECKPOINT_FILE);
+        let mut saved: HashMap<Key, Position> = HashMap::new();
+        let from_file = checkpoint::load(&checkpoint_path).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "checkpoint unreadable; files start per start_at");
+            Vec::new()
+        });
+        let from_queue = queue.unacked_positions()?;
+        let repaired = from_queue.len();
+        for p in from_file.into_iter().chain(from_queue) {
+            let key = (p.dev, p.ino);
+            match saved.get(&key) {
+                Some(old) if old.offset >= p.offset => {}
+                _ => {
+                    saved.insert(key, p);
+                }
+            }
+        }
+        tracing::info!(
+            files = saved.len(),
+            positions_from_queue = repaired,
+            "loaded file checkpoints"
+        );
+        Ok(Tailer {
+            inputs: config.inputs.clone(),
+            poll_interval: config.poll_interval,
+            rotate_wait: config.rotate_wait,
+            batch_max_records: config.exporter.batch_max_records,
+            batch_max_bytes: config.exporter.batch_max_bytes,
+            queue,
+            stats,
+            resource,
+            checkpoint_path,
+            saved,
+            files: HashMap::new(),
+            first_scan: true,
+            checkpoint_dirty: false,
+            batch: Batch::default(),
+            input_attrs: config
+                .inputs
+                .iter()
+                .map(|i| i.attributes.iter().map(|(k, v)| kv(k, v.clone())).collect())
+                .collect(),
+        })
+    }
+
+    /// Polls until cancelled. Runs on a dedicated thread; `rt` runs the queue appends.
+    pub(crate) fn run(mut self, rt: tokio::runtime::Handle, cancel: CancellationToken) {
+        while !cancel.is_cancelled() {
+            let more = match self.poll_once(&rt, &cancel) {
+                Ok(more) => more,
+                Err(e) => {
+                    tracing::error!(error = %e, "file tailing stopped");
+                    return;
+                }
+            };
+            if !more {
+                rt.block_on(async {
+                    tokio::select! {
+                        () = tokio::time::sleep(self.poll_interval) => {}
+                        () = cancel.cancelled() => {}
+                    }
+                });
+            }
+        }
+    }
+
+    /// One poll; true when some file has more to read right away.
+    fn poll_once(
+        &mut self,
+        rt: &tokio::runtime::Handle,
+        cancel: &CancellationToken,
+    ) -> Result<bool, TailError> {
+        self.discover();
+        let mut more = false;
+        let keys: Vec<Key> = self.files.keys().copied().collect();
+        for key in keys {
+            if cancel.is_cancelled() {
+                break;
+            }
+            match self.read_file(key, rt) {
+                Ok(m) => more |= m,
+                Err(ReadError::Io(e)) => {
+                    self.stats.file_errors.add(1);
+                    let path = self.files.get(&key).map(|t| t.path.clone());
+                    tracing::warn!(path = ?path, error = %e, "file read failed; releasing it");
+                    self.release(key);
+                }
+                Err(ReadError::Queue(e)) => return Err(e.into()),
+            }
+        }
+        self.release_finished();
+        self.flush(rt)?;
+        if self.checkpoint_dirty {
+            self.write_checkpoint();
+        }
+        self.stats.files_tailed.set(self.files.len() as u64);
+        Ok(more)
+    }
+
+    fn discover(&mut self) {
+        let mut seen: HashSet<Key> = HashSet::new();
+        for idx in 0..self.inputs.len() {
+            for pattern in self.inputs[idx].include.clone() {
+                let Ok(paths) = glob::glob(pattern.as_str()) else {
+                    continue;
+                };
+                for path in paths.flatten() {
+                    if self.inputs[idx]
+                        .exclude
+                        .iter()
+                        .any(|p| p.matches_path(&path))
+                    {
+                        continue;
+                    }
+                    let Ok(meta) = std::fs::metadata(&path) else {
+                        continue;
+                    };
+                    if !meta.is_file() || path.as_os_str().len() > MAX_PATH_BYTES {
+                        continue;
+                    }
+                    let key = (meta.dev(), meta.ino());
+                    if !seen.insert(key) {
+                        continue;
+                    }
+                    if let Some(t) = self.files.get_mut(&key) {
+                        if t.path != path {
+                            tracing::info!(from = %t.path.display(), to = %path.display(), "file renamed");
+                            t.set_path(path);
+                        }
+                        t.gone_since = None;
+                        continue;
+                    }
+                    if let Err(e) = self.open_file(path.clone(), idx, key, meta.len()) {
+                        self.stats.file_errors.add(1);
+                        tracing::warn!(path = %path.display(), error = %e, "cannot open file");
+                    }
+                }
+            }
+        }
+        let now = Instant::now();
+        for (key, t) in &mut self.files {
+            if !seen.contains(key) && t.gone_since.is_none() {
+                tracing::info!(path = %t.path.display(), "file rotated away or deleted; draining it");
+                t.gone_since = Some(now);
+            }
+        }
+        if self.first_scan {
+            self.first_scan = false;
+            self.saved.clear();
+        }
+    }
+
+    fn open_file(
+        &mut self,
+        path: PathBuf,
+        input: usize,
+        key: Key,
+        size: u64,
+    ) -> std::io::Result<()> {
+        let file = File::open(&path)?;
+        let (fp_len, fp_hash) = checkpoint::fingerprint(&file, FINGERPRINT_BYTES)?;
+        let offset = match self.saved.remove(&key) {
+            Some(p) => {
+                let same = p.fp_len <= fp_len
+                    && checkpoint::fingerprint(&file, p.fp_len as usize)? == (p.fp_len, p.fp_hash);
+                if same && p.offset <= size {
+                    p.offset
+                } else {
+                    tracing::info!(path = %path.display(), "file changed while stopped (new content or truncated); reading from the start");
+                    0
+                }
+            }
+            None if self.first_scan && self.inputs[input].start_at == StartAt::End => size,
+            None => 0,
+        };
+        tracing::info!(path = %path.display(), offset, "tailing file");
+        let config = &self.inputs[input];
+        let mut t = Tracked {
+            path: PathBuf::new(),
+            path_attr: String::new(),
+            name_attr: String::new(),
+            input,
+            file,
+            fp_len,
+            fp_hash,
+            splitter: Splitter::new(offset, config.max_line_bytes, config.encoding),
+            durable: offset,
+            last_size: size,
+            last_mtime: None,
+            last_growth: Instant::now(),
+            gone_since: None,
+            in_batch: false,
+            releasing: false,
+        };
+        t.set_path(path);
+        self.files.insert(key, t);
+        self.checkpoint_dirty = true;
+        Ok(())
+    }
+
+    fn read_file(&mut self, key: Key, rt: &tokio::runtime::Handle) -> Result<bool, ReadError> {
+        let Some(t) = self.files.get_mut(&key) else {
+            return Ok(false);
+        };
+        let meta = t.file.metadata()?;
+        let size = meta.len();
+        let mtime = meta.modified().ok();
+        let changed = size != t.last_size || mtime != t.last_mtime;
+        t.last_mtime = mtime;
+        let mut truncated = size < t.splitter.fed();
+        if !truncated && changed && t.fp_len > 0 {
+            truncated =
+                checkpoint::fingerprint(&t.file, t.fp_len as usize)? != (t.fp_len, t.fp_hash);
+        }
+        if truncated {
+            tracing::info!(path = %t.path.display(), size, "file truncated; reading from the start");
+            self.stats.files_truncated.add(1);
+            t.splitter.reset(0);
+            t.durable = 0;
+            self.checkpoint_dirty = true;
+        }
+        if truncated || changed {
+            t.last_growth = Instant::now();
+        }
+        t.last_size = size;
+        if (t.fp_len as usize) < FINGERPRINT_BYTES && size > t.fp_len as u64 || truncated {
+            (t.fp_len, t.fp_hash) = checkpoint::fingerprint(&t.file, FINGERPRINT_BYTES)?;
+        }
+        let mut buf = vec![0u8; READ_CHUNK];
+        let budget_end = t.splitter.fed() + READ_BUDGET_PER_POLL;
+        loop {
+            let Some(t) = self.files.get(&key) else {
+                return Ok(false);
+            };
+            let fed = t.splitter.fed();
+            if fed >= size || fed >= budget_end {
+                return Ok(fed < size);
+            }
+            let n = t.file.read_at(&mut buf, fed)?;
+            if n == 0 {
+                return Ok(false);
+            }
+            self.feed(key, &buf[..n]);
+            if self.batch.records.len() >= self.batch_max_records
+                || self.batch.bytes >= self.batch_max_bytes
+            {
+                self.flush(rt)
+                    .map_err(|TailError::Queue(e)| ReadError::Queue(e))?;
+            }
+        }
+    }
+
+    fn feed(&mut self, key: Key, data: &[u8]) {
+        let Some(t) = self.files.get_mut(&key) else {
+            return;
+        };
+        let encoding = self.inputs[t.input].encoding;
+        let now = now_ns();
+        let batch = &mut self.batch;
+        let stats = &self.stats;
+        let attrs = &self.input_attrs[t.input];
+        let (path_attr, name_attr) = (&t.path_attr, &t.name_attr);
+        let mut added = false;
+        t.splitter.feed(data, |piece| {
+            push_record(
+                batch, stats, piece, encoding, now, path_attr, name_attr, attrs,
+            );
+            added = true;
+        });
+        t.in_batch |= added;
+    }
+
+    /// Releases files that were rotated away or deleted, have been read to their end
+    /// and have not grown for `rotate_wait`; their unterminated last line is sent.
+    fn release_finished(&mut self) {
+        let now = Instant::now();
+        let done: Vec<Key> = self
+            .files
+            .iter()
+            .filter(|(_, t)| {
+                !t.releasing
+                    && t.gone_since.is_some()
+                    && t.splitter.fed() >= t.last_size
+                    && now.duration_since(t.last_growth) >= self.rotate_wait
+                    && now.duration_since(t.gone_since.unwrap_or(now)) >= self.rotate_wait
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in done {
+            if let Some(t) = self.files.get_mut(&key) {
+                let encoding = self.inputs[t.input].encoding;
+                let attrs = &self.input_attrs[t.input];
+                let batch = &mut self.batch;
+                let stats = &self.stats;
+                let (path_attr, name_attr) = (&t.path_attr, &t.name_attr);
+                let now = now_ns();
+                if t.splitter.finish(|piece| {
+                    push_record(
+                        batch, stats, piece, encoding, now, path_attr, name_attr, attrs,
+                    )
+                }) {
+                    t.in_batch = true;
+                }
+                if t.in_batch {
+                    // Keep it until the flush has made its last lines durable.
+                    t.releasing = true;
+                    continue;
+                }
+            }
+            self.release(key);
+        }
+        // Files whose final lines were just batched are released after the flush.
+    }
+
+    fn release(&mut self, key: Key) {
+        if let Some(t) = self.files.remove(&key) {
+            tracing::info!(path = %t.path.display(), "released file");
+            self.stats.files_released.add(1);
+            self.checkpoint_dirty = true;
+        }
+    }
+
+    /// Appends the batch to the queue (fsync), writes the checkpoint, releases the batch
+    /// to the exporter.
+    fn flush(&mut self, rt: &tokio::runtime::Handle) -> Result<(), TailError> {
+        if self.batch.records.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let count = batch.records.len() as u64;
+        let request = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(self.resource.clone()),
+                scope_logs: vec![ScopeLogs {
+                    scope: Some(InstrumentationScope {
+                        name: SCOPE.to_string(),
+                        version: env!("CARGO_PKG_VERSION").to_string(),
+                        ..Default::default()
+                    }),
+                    log_records: batch.records,
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            }],
+        }
+        .encode_to_vec();
+        let touched: Vec<(Key, Position)> = self
+            .files
+            .iter()
+            .filter(|(_, t)| t.in_batch)
+            .map(|(k, t)| {
+                let mut p = t.position(t.splitter.committed());
+                (p.dev, p.ino) = *k;
+                (*k, p)
+            })
+            .collect();
+        let positions: Vec<Position> = touched.iter().map(|(_, p)| p.clone()).collect();
+        let lsn = rt.block_on(self.queue.push(Kind::Logs, &positions, &request, true))?;
+        self.stats.lines_read.add(count);
+        let mut finished = Vec::new();
+        for (key, p) in touched {
+            if let Some(t) = self.files.get_mut(&key) {
+                t.durable = p.offset;
+                t.in_batch = false;
+                if t.releasing {
+                    finished.push(key);
+                }
+            }
+        }
+        for key in finished {
+            self.release(key);
+        }
+        self.write_checkpoint();
+        self.queue.release(lsn);
+        Ok(())
+    }
+
+    fn write_checkpoint(&mut self) {
+        let positions: Vec<Position> = self
+            .files
+            .iter()
+            .map(|(k, t)| {
+                let mut p = t.position(t.durable);
+                (p.dev, p.ino) = *k;
+                p
+            })
+            .collect();
+        match checkpoint::write_atomic(&self.checkpoint_path, &checkpoint::encode_file(&positions))
+        {
+            Ok(()) => self.checkpoint_dirty = false,
+            Err(e) => {
+                self.stats.file_errors.add(1);
+                tracing::warn!(error = %e, "checkpoint write failed; the queue keeps the positions");
+            }
+        }
+    }
+}
+
+impl Tracked {
+    fn set_path(&mut self, path: PathBuf) {
+        self.path_attr = path.to_string_lossy().into_owned();
+        self.name_attr = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.path = path;
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Queue(QueueError),
+}
+
+#[allow(clippy::too_many_arguments)]
+fn push_record(
+    batch: &mut Batch,
+    stats: &Stats,
+    piece: lines::Piece<'_>,
+    encoding: crate::config::Encoding,
+    now: u64,
+    path_attr: &str,
+    name_attr: &str,
+    attrs: &[KeyValue],
+) {
+    let (text, invalid) = lines::decode(piece.bytes, encoding);
+    if invalid {
+        stats.lines_invalid_utf8.add(1);
+    }
+    if piece.split {
+        stats.lines_split.add(1);
+    }
+    batch.bytes += text.len() + path_attr.len() + name_attr.len() + 64;
+    let mut attributes = Vec::with_capacity(2 + attrs.len());
+    attributes.push(kv("log.file.path", path_attr));
+    attributes.push(kv("log.file.name", name_attr));
+    attributes.extend(attrs.iter().cloned());
+    batch.records.push(LogRecord {
+        observed_time_unix_nano: now,
+        body: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(text)),
+        }),
+        attributes,
+        ..Default::default()
+    });
+}
+
+/// Nanoseconds since the Unix epoch, now.
+pub(crate) fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
