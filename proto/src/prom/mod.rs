@@ -8,6 +8,12 @@
 
 use std::fmt;
 
+pub mod delta;
+mod exphist;
+pub mod names;
+pub mod otlp;
+pub mod remote;
+
 /// The label that carries the metric name.
 pub const METRIC_NAME: &str = "__name__";
 
