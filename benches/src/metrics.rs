@@ -73,7 +73,8 @@ const NET_COUNTERS: [(&str, f64, f64); 8] = [
     ("node_network_transmit_packets_total", 1.0, 1100.0),
 ];
 
-const DISK_DEVICES: [(&str, f64); 4] = [("dm-0", 0.5), ("nvme0n1", 1.0), ("sda", 0.3), ("sdb", 0.05)];
+const DISK_DEVICES: [(&str, f64); 4] =
+    [("dm-0", 0.5), ("nvme0n1", 1.0), ("sda", 0.3), ("sdb", 0.05)];
 const DISK_COUNTERS: [(&str, f64, f64); 9] = [
     ("node_disk_io_time_seconds_total", 0.001, 1500.0),
     ("node_disk_read_bytes_total", 512.0, 2000.0),
@@ -304,7 +305,8 @@ impl Fleet {
     pub fn timestamp_ms(&self, i: usize, scrape: u64) -> i64 {
         let s = &self.series[i];
         let job = u64::from(matches!(s.kind, Kind::Bucket { .. } | Kind::HistSum { .. }));
-        let jitter = hash(&[self.seed, 0x7177, u64::from(s.host), job, scrape]) % (MAX_JITTER_MS as u64 + 1);
+        let jitter =
+            hash(&[self.seed, 0x7177, u64::from(s.host), job, scrape]) % (MAX_JITTER_MS as u64 + 1);
         self.start_ms + scrape as i64 * self.interval_ms + jitter as i64
     }
 
@@ -391,7 +393,10 @@ fn bucket_count(seed: u64, group: u32, scrape: u64, j: usize) -> f64 {
     // Most requests land in the typical bucket, fewer in each bucket further away.
     let distance = (j as i64 - typical as i64).unsigned_abs() as i32;
     let share = 0.5 * 0.35f64.powi(distance);
-    increment(rate * share, hash(&[seed, 3, u64::from(group), scrape, j as u64]))
+    increment(
+        rate * share,
+        hash(&[seed, 3, u64::from(group), scrape, j as u64]),
+    )
 }
 
 /// A whole-number increment with mean `mean`: `mean × (0.5 + u)` rounded stochastically.
@@ -460,14 +465,15 @@ fn series_labels(t: &Template, host: u32) -> Labels {
 /// The [`SERIES_PER_HOST`] series of one host.
 fn host_templates() -> Vec<Template> {
     let mut out = Vec::with_capacity(SERIES_PER_HOST);
-    let mut push = |name: &str, job: &'static str, extra: Vec<(&'static str, String)>, kind: Kind| {
-        out.push(Template {
-            name: name.to_owned(),
-            job,
-            extra,
-            kind,
-        })
-    };
+    let mut push =
+        |name: &str, job: &'static str, extra: Vec<(&'static str, String)>, kind: Kind| {
+            out.push(Template {
+                name: name.to_owned(),
+                job,
+                extra,
+                kind,
+            })
+        };
     let counter = |unit: f64, mean: f64| Kind::Counter { unit, mean };
     let walk = |base: f64, quantum: f64, p_change: f64, max_steps: u32| Kind::Walk {
         base,
@@ -496,14 +502,29 @@ fn host_templates() -> Vec<Template> {
     }
     for (device, scale) in NET_DEVICES {
         for (name, unit, mean) in NET_COUNTERS {
-            push(name, "node", vec![("device", device.to_owned())], counter(unit, mean * scale));
+            push(
+                name,
+                "node",
+                vec![("device", device.to_owned())],
+                counter(unit, mean * scale),
+            );
         }
     }
     for (device, scale) in DISK_DEVICES {
         for (name, unit, mean) in DISK_COUNTERS {
-            push(name, "node", vec![("device", device.to_owned())], counter(unit, mean * scale));
+            push(
+                name,
+                "node",
+                vec![("device", device.to_owned())],
+                counter(unit, mean * scale),
+            );
         }
-        push("node_disk_io_now", "node", vec![("device", device.to_owned())], walk(1.0, 1.0, 0.3, 1));
+        push(
+            "node_disk_io_now",
+            "node",
+            vec![("device", device.to_owned())],
+            walk(1.0, 1.0, 0.3, 1),
+        );
     }
     for (mountpoint, device, fstype, gib) in MOUNTS {
         let labels = || {
@@ -515,16 +536,56 @@ fn host_templates() -> Vec<Template> {
         };
         let size = (gib * 1024.0 * 1024.0 * 1024.0 / 4096.0).round() * 4096.0;
         let files = (size / 16384.0).round();
-        push("node_filesystem_size_bytes", "node", labels(), Kind::Const(size));
-        push("node_filesystem_free_bytes", "node", labels(), walk(size * 0.4, 4096.0, 0.7, 500));
-        push("node_filesystem_avail_bytes", "node", labels(), walk(size * 0.35, 4096.0, 0.7, 500));
-        push("node_filesystem_files", "node", labels(), Kind::Const(files));
-        push("node_filesystem_files_free", "node", labels(), walk(files * 0.9, 1.0, 0.5, 20));
-        push("node_filesystem_readonly", "node", labels(), Kind::Const(0.0));
-        push("node_filesystem_device_error", "node", labels(), Kind::Const(0.0));
+        push(
+            "node_filesystem_size_bytes",
+            "node",
+            labels(),
+            Kind::Const(size),
+        );
+        push(
+            "node_filesystem_free_bytes",
+            "node",
+            labels(),
+            walk(size * 0.4, 4096.0, 0.7, 500),
+        );
+        push(
+            "node_filesystem_avail_bytes",
+            "node",
+            labels(),
+            walk(size * 0.35, 4096.0, 0.7, 500),
+        );
+        push(
+            "node_filesystem_files",
+            "node",
+            labels(),
+            Kind::Const(files),
+        );
+        push(
+            "node_filesystem_files_free",
+            "node",
+            labels(),
+            walk(files * 0.9, 1.0, 0.5, 20),
+        );
+        push(
+            "node_filesystem_readonly",
+            "node",
+            labels(),
+            Kind::Const(0.0),
+        );
+        push(
+            "node_filesystem_device_error",
+            "node",
+            labels(),
+            Kind::Const(0.0),
+        );
     }
     for (k, name) in MEMORY_CONST.iter().enumerate() {
-        push(name, "node", vec![], Kind::Const(((k as f64 + 1.0) * 1.7e9 / 4096.0).round() * 4096.0));
+        push(
+            name,
+            "node",
+            vec![],
+            Kind::Const(((k as f64 + 1.0) * 1.7e9 / 4096.0).round() * 4096.0),
+        );
     }
     for (k, name) in MEMORY_MOVING.iter().enumerate() {
         let base = ((k as f64 + 1.0) * 2.3e8 / 4096.0).round() * 4096.0;
@@ -535,23 +596,51 @@ fn host_templates() -> Vec<Template> {
     push("node_load15", "node", vec![], walk(1.5, 0.01, 0.6, 4));
     for (k, name) in NETSTAT.iter().enumerate() {
         let mean = [0.01, 2.0, 40.0, 200.0][k % 4];
-        push(&format!("node_netstat_{name}"), "node", vec![], counter(1.0, mean));
+        push(
+            &format!("node_netstat_{name}"),
+            "node",
+            vec![],
+            counter(1.0, mean),
+        );
     }
     for (k, name) in VMSTAT.iter().enumerate() {
         let mean = [0.0, 5.0, 300.0, 5000.0][k % 4];
-        push(&format!("node_vmstat_{name}"), "node", vec![], counter(1.0, mean));
+        push(
+            &format!("node_vmstat_{name}"),
+            "node",
+            vec![],
+            counter(1.0, mean),
+        );
     }
-    push("node_context_switches_total", "node", vec![], counter(1.0, 30_000.0));
+    push(
+        "node_context_switches_total",
+        "node",
+        vec![],
+        counter(1.0, 30_000.0),
+    );
     push("node_intr_total", "node", vec![], counter(1.0, 20_000.0));
     push("node_forks_total", "node", vec![], counter(1.0, 150.0));
     push("node_procs_running", "node", vec![], walk(3.0, 1.0, 0.5, 2));
     push("node_procs_blocked", "node", vec![], walk(1.0, 1.0, 0.1, 1));
-    push("node_boot_time_seconds", "node", vec![], Kind::Const(1_700_000_000.0));
-    push("node_entropy_available_bits", "node", vec![], walk(3500.0, 1.0, 0.9, 50));
+    push(
+        "node_boot_time_seconds",
+        "node",
+        vec![],
+        Kind::Const(1_700_000_000.0),
+    );
+    push(
+        "node_entropy_available_bits",
+        "node",
+        vec![],
+        walk(3500.0, 1.0, 0.9, 50),
+    );
     push(
         "node_exporter_build_info",
         "node",
-        vec![("goversion", "go1.21.4".to_owned()), ("version", "1.7.0".to_owned())],
+        vec![
+            ("goversion", "go1.21.4".to_owned()),
+            ("version", "1.7.0".to_owned()),
+        ],
         Kind::Const(1.0),
     );
     push("up", "node", vec![], Kind::Const(1.0));
@@ -559,13 +648,28 @@ fn host_templates() -> Vec<Template> {
     for (h, (handler, _, _)) in HANDLERS.iter().enumerate() {
         for (m, method) in METHODS.iter().enumerate() {
             let group = (h * METHODS.len() + m) as u32;
-            let labels = || vec![("handler", (*handler).to_owned()), ("method", (*method).to_owned())];
+            let labels = || {
+                vec![
+                    ("handler", (*handler).to_owned()),
+                    ("method", (*method).to_owned()),
+                ]
+            };
             for (le, bound) in HISTOGRAM_LE.iter().enumerate() {
                 let mut l = labels();
                 l.push(("le", (*bound).to_owned()));
-                push("http_request_duration_seconds_bucket", "api", l, Kind::Bucket { group, le });
+                push(
+                    "http_request_duration_seconds_bucket",
+                    "api",
+                    l,
+                    Kind::Bucket { group, le },
+                );
             }
-            push("http_request_duration_seconds_sum", "api", labels(), Kind::HistSum { group });
+            push(
+                "http_request_duration_seconds_sum",
+                "api",
+                labels(),
+                Kind::HistSum { group },
+            );
             push(
                 "http_request_duration_seconds_count",
                 "api",
@@ -580,66 +684,10 @@ fn host_templates() -> Vec<Template> {
     out
 }
 
-/// Encodes a batch as a Prometheus remote-write 1.0 body: a `prometheus.WriteRequest`
-/// protobuf, snappy block-compressed.
-pub fn encode_remote_write(batch: &MetricBatch) -> Vec<u8> {
-    let mut out = Vec::with_capacity(batch.sample_count() * 24 + batch.series.len() * 128);
-    let mut ts = Vec::with_capacity(1024);
-    for series in &batch.series {
-        ts.clear();
-        for label in &series.labels {
-            let len = field_len(1, label.name.len()) + field_len(2, label.value.len());
-            put_key(&mut ts, 1, 2);
-            put_varint(&mut ts, len as u64);
-            put_bytes_field(&mut ts, 1, label.name.as_bytes());
-            put_bytes_field(&mut ts, 2, label.value.as_bytes());
-        }
-        for sample in &series.samples {
-            let len = 1 + 8 + 1 + varint_len(sample.t as u64);
-            put_key(&mut ts, 2, 2);
-            put_varint(&mut ts, len as u64);
-            put_key(&mut ts, 1, 1);
-            ts.extend_from_slice(&sample.v.to_le_bytes());
-            put_key(&mut ts, 2, 0);
-            put_varint(&mut ts, sample.t as u64);
-        }
-        put_bytes_field(&mut out, 1, &ts);
-    }
-    snap::raw::Encoder::new()
-        .compress_vec(&out)
-        .unwrap_or_default()
-}
-
-fn field_len(field: u32, len: usize) -> usize {
-    varint_len(u64::from(field << 3)) + varint_len(len as u64) + len
-}
-
-fn put_key(out: &mut Vec<u8>, field: u32, wire_type: u32) {
-    put_varint(out, u64::from(field << 3 | wire_type));
-}
-
-fn put_bytes_field(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
-    put_key(out, field, 2);
-    put_varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn varint_len(v: u64) -> usize {
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
-}
-
 fn hash(parts: &[u64]) -> u64 {
-    parts
-        .iter()
-        .fold(0x9e37_79b9_7f4a_7c15, |acc, &p| mix64(acc ^ mix64(p.wrapping_add(0x632b_e59b_d9b4_e019))))
+    parts.iter().fold(0x9e37_79b9_7f4a_7c15, |acc, &p| {
+        mix64(acc ^ mix64(p.wrapping_add(0x632b_e59b_d9b4_e019)))
+    })
 }
 
 fn unit_f64(h: u64) -> f64 {
@@ -707,7 +755,8 @@ mod tests {
                 let dt = w[1].t - w[0].t;
                 assert!((15_000 - MAX_JITTER_MS..=15_000 + MAX_JITTER_MS).contains(&dt));
                 assert!(w[0].t >= START + k as i64 * 15_000);
-                if name.ends_with("_total") || name.ends_with("_bucket") || name.ends_with("_count") {
+                if name.ends_with("_total") || name.ends_with("_bucket") || name.ends_with("_count")
+                {
                     assert!(w[1].v >= w[0].v, "{} decreased", s.labels);
                 }
             }
@@ -731,7 +780,11 @@ mod tests {
             match s.labels.metric_name() {
                 Some("http_request_duration_seconds_bucket") => {
                     let le = s.labels.get("le").unwrap_or("");
-                    let bound = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(0.0) };
+                    let bound = if le == "+Inf" {
+                        f64::INFINITY
+                    } else {
+                        le.parse().unwrap_or(0.0)
+                    };
                     groups.entry(key()).or_default().push((bound, &s.samples));
                 }
                 Some("http_request_duration_seconds_count") => {
@@ -753,33 +806,13 @@ mod tests {
     }
 
     #[test]
-    fn remote_write_body_is_snappy_protobuf() {
-        let batch = MetricBatch {
-            series: vec![SeriesSamples {
-                labels: Labels::from_pairs([("__name__", "up"), ("job", "n")]),
-                samples: vec![Sample { t: 1, v: 2.0 }],
-            }],
-            metadata: Vec::new(),
-        };
-        let raw = snap::raw::Decoder::new()
-            .decompress_vec(&encode_remote_write(&batch))
-            .expect("snappy");
-        let mut expected = vec![0x0a, 39];
-        expected.extend([0x0a, 14, 0x0a, 8]);
-        expected.extend(b"__name__");
-        expected.extend([0x12, 2]);
-        expected.extend(b"up");
-        expected.extend([0x0a, 8, 0x0a, 3]);
-        expected.extend(b"job");
-        expected.extend([0x12, 1]);
-        expected.extend(b"n");
-        expected.extend([0x12, 11, 0x09]);
-        expected.extend(2.0f64.to_le_bytes());
-        expected.extend([0x10, 1]);
-        assert_eq!(raw, expected);
-        assert_eq!(varint_len(0), 1);
-        assert_eq!(varint_len(127), 1);
-        assert_eq!(varint_len(128), 2);
-        assert_eq!(varint_len(u64::MAX), 10);
+    fn batches_survive_the_remote_write_codec() {
+        use vantage_proto::prom::remote::{decode_write_request, encode_write_request};
+        let mut fleet = Fleet::new(2, SERIES_PER_HOST, START, 15_000);
+        let batch = fleet.batch(0..fleet.len(), 3);
+        let body = encode_write_request(&batch).expect("encodes");
+        let decoded = decode_write_request(&body, 64 << 20).expect("decodes");
+        assert_eq!(decoded.rejected_samples, 0);
+        assert_eq!(decoded.batch, batch);
     }
 }
