@@ -768,8 +768,9 @@ mod tests {
     fn buckets_are_cumulative_and_count_equals_inf_bucket() {
         let mut fleet = Fleet::new(5, SERIES_PER_HOST, START, 15_000);
         let batch = fleet.batch(0..fleet.len(), 30);
-        let mut groups: HashMap<(String, String), Vec<(f64, &[Sample])>> = HashMap::new();
-        let mut counts: HashMap<(String, String), &[Sample]> = HashMap::new();
+        type Key = (String, String);
+        let mut groups: HashMap<Key, Vec<(f64, &[Sample])>> = HashMap::new();
+        let mut counts: HashMap<Key, &[Sample]> = HashMap::new();
         for s in &batch.series {
             let key = || {
                 (
@@ -797,9 +798,9 @@ mod tests {
         for (key, mut buckets) in groups {
             buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
             assert_eq!(buckets.len(), HISTOGRAM_LE.len());
-            for k in 0..30 {
+            for (k, count) in counts[&key].iter().enumerate() {
                 assert!(buckets.windows(2).all(|w| w[0].1[k].v <= w[1].1[k].v));
-                assert_eq!(buckets[HISTOGRAM_LE.len() - 1].1[k].v, counts[&key][k].v);
+                assert_eq!(buckets[HISTOGRAM_LE.len() - 1].1[k].v, count.v);
             }
             assert!(buckets[HISTOGRAM_LE.len() - 1].1[29].v > 0.0);
         }
