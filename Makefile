@@ -32,3 +32,11 @@ lint:
 bench:
 	cargo build --release --locked -p vantage-collector -p vantage-benches
 	target/release/vantage-e2e
+
+# Metrics benchmark against Prometheus 2.42 on the same remote-write stream (about 10
+# minutes, ~3 GB of disk in target/metrics-e2e); one figure per line on stdout, the JSON
+# report in target/metrics-e2e/report.json. Method and figures: benches/RESULTS.md.
+.PHONY: bench-metrics
+bench-metrics:
+	cargo build --release --locked -p vantage-collector -p vantage-benches
+	target/release/vantage-metrics-e2e

@@ -15,6 +15,8 @@
 
 #![warn(missing_docs)]
 
+pub mod metrics;
+
 use std::collections::HashSet;
 use std::fmt::{self, Write as _};
 use std::sync::OnceLock;

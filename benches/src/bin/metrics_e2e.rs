@@ -1,0 +1,1166 @@
+//! `vantage-metrics-e2e`: the end-to-end metrics benchmark of the release collector
+//! against a real Prometheus, on the same remote-write stream in the same run.
+//!
+//! Phases, each run for Prometheus and then for Vantage (a server that is not available
+//! is skipped and reported as such):
+//! 1. **Ingest** — a fresh server takes `--series` active series over remote write,
+//!    one sample per series per scrape (as Prometheus's own sender forwards them), in
+//!    bodies of `--samples-per-body` samples, `--connections` requests in flight. Warm-up
+//!    scrapes create the series; the measured scrapes give samples/s and samples per
+//!    CPU-second of the server (utime+stime from /proc), then RSS per active series.
+//! 2. **Crash recovery** — the server is killed (SIGKILL) and restarted on the same data
+//!    directory: time until it is ready and its peak RSS (VmHWM) while replaying its WAL,
+//!    against the steady-state RSS before the kill.
+//! 3. **History and queries** — a fresh server takes `--query-hours` of history of
+//!    `--query-series` series (scrape order, several samples per series per body); then a
+//!    corpus of PromQL range queries over the last 1 h and the whole range runs against
+//!    both servers alternately, `--query-reps` times each, and their answers are compared.
+//! 4. **Storage** — after a graceful stop, bytes on disk per sample: Vantage's `metrics/`
+//!    directory over the samples sent; Prometheus's persisted blocks over the samples
+//!    their `meta.json` counts (its head stays in the WAL and is not counted).
+//!
+//! Every figure goes to stdout as one `name value` line and into the JSON report.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Map, Value, json};
+use vantage_benches::metrics::Fleet;
+use vantage_proto::prom::remote::encode_write_request;
+
+/// End-to-end metrics benchmark: Vantage against Prometheus.
+#[derive(Debug, Parser)]
+struct Args {
+    /// The collector binary (a release build).
+    #[arg(long, default_value = "target/release/vantage-collector")]
+    collector: PathBuf,
+    /// The Prometheus binary (2.42 from Debian's `prometheus` package here).
+    #[arg(long, default_value = "prometheus")]
+    prometheus: PathBuf,
+    /// Skip the Vantage side (e.g. before its remote-write receiver exists).
+    #[arg(long)]
+    skip_vantage: bool,
+    /// Skip the Prometheus side.
+    #[arg(long)]
+    skip_prometheus: bool,
+    /// Active series in the ingest phase.
+    #[arg(long, default_value_t = 100_000)]
+    series: usize,
+    /// Scrapes sent before measuring (the first creates the series).
+    #[arg(long, default_value_t = 2)]
+    warmup_scrapes: usize,
+    /// Scrapes measured in the ingest phase.
+    #[arg(long, default_value_t = 60)]
+    scrapes: usize,
+    /// Scrape interval of the generated data, seconds.
+    #[arg(long, default_value_t = 15)]
+    interval_s: i64,
+    /// Samples per remote-write body (Prometheus's default max_samples_per_send).
+    #[arg(long, default_value_t = 2000)]
+    samples_per_body: usize,
+    /// Requests in flight (closed loop).
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Series of the query data set.
+    #[arg(long, default_value_t = 10_000)]
+    query_series: usize,
+    /// Hours of history of the query data set.
+    #[arg(long, default_value_t = 24)]
+    query_hours: i64,
+    /// Samples per series per body when loading history.
+    #[arg(long, default_value_t = 10)]
+    history_samples_per_series: usize,
+    /// Timed runs of each query on each server.
+    #[arg(long, default_value_t = 20)]
+    query_reps: usize,
+    /// Skip the query and storage phases.
+    #[arg(long)]
+    skip_queries: bool,
+    /// Skip the ingest and crash phases.
+    #[arg(long)]
+    skip_ingest: bool,
+    /// Generator seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Where data directories go (deleted after each phase).
+    #[arg(long, default_value = "target/metrics-e2e")]
+    work_dir: PathBuf,
+    /// The JSON report.
+    #[arg(long, default_value = "target/metrics-e2e/report.json")]
+    out: PathBuf,
+}
+
+/// The two servers under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Prometheus,
+    Vantage,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Prometheus => "prometheus",
+            Kind::Vantage => "vantage",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// /proc
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').context("bad /proc stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = fields[11].parse()?;
+    let stime: f64 = fields[12].parse()?;
+    Ok((utime + stime) / clock_ticks())
+}
+
+/// A `VmRSS:`/`VmHWM:`/`RssAnon:` line of /proc/<pid>/status, in bytes.
+fn status_bytes(pid: u32, key: &str) -> u64 {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return 0;
+    };
+    status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn dir_bytes(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+// ---------------------------------------------------------------------------------------
+// Servers
+
+/// A running server: its process, HTTP base URL, bearer token and data directory.
+struct Server {
+    kind: Kind,
+    child: Child,
+    pid: u32,
+    base: String,
+    token: Option<String>,
+    data_dir: PathBuf,
+    /// Wall time from spawn until the server answered as ready.
+    ready_after: Duration,
+}
+
+impl Server {
+    fn start(args: &Args, kind: Kind, data_dir: &Path, fresh: bool) -> anyhow::Result<Server> {
+        if fresh {
+            let _ = std::fs::remove_dir_all(data_dir);
+        }
+        std::fs::create_dir_all(data_dir)?;
+        match kind {
+            Kind::Prometheus => Self::start_prometheus(args, data_dir),
+            Kind::Vantage => Self::start_vantage(args, data_dir),
+        }
+    }
+
+    fn start_prometheus(args: &Args, data_dir: &Path) -> anyhow::Result<Server> {
+        let config = args.work_dir.join("prometheus.yml");
+        std::fs::write(&config, "global:\n  scrape_interval: 15s\n")?;
+        let port = free_port()?;
+        let t0 = Instant::now();
+        let mut child = Command::new(&args.prometheus)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", data_dir.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--web.enable-remote-write-receiver")
+            .arg("--storage.tsdb.retention.time=30d")
+            .arg("--log.level=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {}", args.prometheus.display()))?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("level=error") {
+                    eprintln!("prometheus: {line}");
+                }
+            }
+        });
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            if let Ok((200, _)) = blocking_get(&format!("{base}/-/ready"), None) {
+                break;
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!("prometheus exited before it was ready: {status}");
+            }
+            if Instant::now() > deadline {
+                bail!("prometheus not ready after 600 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Server {
+            kind: Kind::Prometheus,
+            pid: child.id(),
+            child,
+            base,
+            token: None,
+            data_dir: data_dir.to_path_buf(),
+            ready_after: t0.elapsed(),
+        })
+    }
+
+    fn start_vantage(args: &Args, data_dir: &Path) -> anyhow::Result<Server> {
+        let t0 = Instant::now();
+        let mut child = Command::new(&args.collector)
+            .args(["--data-dir", &data_dir.display().to_string()])
+            .args([
+                "--otlp-grpc",
+                "127.0.0.1:0",
+                "--otlp-http",
+                "127.0.0.1:0",
+                "--api",
+                "127.0.0.1:0",
+            ])
+            .args(["--log-format", "json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {}", args.collector.display()))?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        let mut lines = BufReader::new(stderr).lines();
+        let ready = loop {
+            let line = lines
+                .next()
+                .context("collector exited before it was ready")??;
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && v["message"] == "ready"
+            {
+                break v;
+            }
+        };
+        let ready_after = t0.elapsed();
+        // Keep draining the log so the pipe never fills.
+        std::thread::spawn(move || for _ in lines {});
+        let admin = std::fs::read_to_string(data_dir.join("initial-admin.txt"))?;
+        let token = admin
+            .lines()
+            .find_map(|l| l.strip_prefix("api_key: "))
+            .context("no api_key in initial-admin.txt")?
+            .to_string();
+        Ok(Server {
+            kind: Kind::Vantage,
+            pid: child.id(),
+            child,
+            base: format!("http://{}", ready["api"].as_str().context("no api addr")?),
+            token: Some(token),
+            data_dir: data_dir.to_path_buf(),
+            ready_after,
+        })
+    }
+
+    fn cpu_s(&self) -> anyhow::Result<f64> {
+        cpu_seconds(self.pid)
+    }
+
+    /// SIGTERM and wait: a graceful stop (Vantage flushes its head into blocks).
+    fn stop(mut self) -> anyhow::Result<()> {
+        Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// SIGKILL and wait: a crash.
+    fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+/// A minimal blocking HTTP/1.1 GET for readiness checks, before the async client runs.
+fn blocking_get(url: &str, token: Option<&str>) -> anyhow::Result<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let rest = url.strip_prefix("http://").context("not http")?;
+    let (addr, path) = rest.split_once('/').context("no path")?;
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        stream,
+        "GET /{path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").context("no http header end")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .context("no status")?
+        .parse()?;
+    Ok((status, body.to_string()))
+}
+
+// ---------------------------------------------------------------------------------------
+// Sending
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// One pre-encoded remote-write request.
+#[derive(Clone)]
+struct Body {
+    data: Bytes,
+    samples: u64,
+    /// The series group; a group always goes through the same connection, so its
+    /// samples arrive in order (Prometheus's sender shards by series the same way).
+    group: usize,
+}
+
+/// What one stream of requests achieved.
+#[derive(Debug, Default)]
+struct SendStats {
+    bodies_ok: u64,
+    samples_ok: u64,
+    samples_failed: u64,
+    body_bytes: u64,
+    first_error: Option<String>,
+    wall_s: f64,
+}
+
+fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(64)
+        .build_http()
+}
+
+/// Sends every body of the shards, one connection per shard, each taking its next body
+/// only after the previous one was answered (closed loop).
+async fn send_all(client: &HttpClient, server: &Server, shards: Vec<Receiver<Body>>) -> SendStats {
+    let ok = Arc::new(AtomicU64::new(0));
+    let bodies = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let bytes = Arc::new(AtomicU64::new(0));
+    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let uri = format!("{}/api/v1/write", server.base);
+    let token = server.token.clone();
+    let t0 = Instant::now();
+    let mut tasks = Vec::with_capacity(shards.len());
+    for mut source in shards {
+        let (ok, bodies, failed, bytes, first_error) = (
+            ok.clone(),
+            bodies.clone(),
+            failed.clone(),
+            bytes.clone(),
+            first_error.clone(),
+        );
+        let (client, uri, token) = (client.clone(), uri.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let Some(body) = source.recv().await else {
+                    break;
+                };
+                bytes.fetch_add(body.data.len() as u64, Ordering::Relaxed);
+                let mut req = hyper::Request::post(&uri)
+                    .header("content-type", "application/x-protobuf")
+                    .header("content-encoding", "snappy")
+                    .header("x-prometheus-remote-write-version", "0.1.0");
+                if let Some(t) = &token {
+                    req = req.header("authorization", format!("Bearer {t}"));
+                }
+                let outcome = match req.body(Full::new(body.data)) {
+                    Ok(req) => match client.request(req).await {
+                        Ok(resp) => {
+                            let status = resp.status();
+                            let text = resp
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            if status.is_success() {
+                                Ok(())
+                            } else {
+                                Err(format!(
+                                    "{status}: {}",
+                                    String::from_utf8_lossy(&text[..text.len().min(300)])
+                                ))
+                            }
+                        }
+                        Err(e) => Err(e.to_string()),
+                    },
+                    Err(e) => Err(e.to_string()),
+                };
+                match outcome {
+                    Ok(()) => {
+                        ok.fetch_add(body.samples, Ordering::Relaxed);
+                        bodies.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        failed.fetch_add(body.samples, Ordering::Relaxed);
+                        let mut first = first_error.lock().unwrap_or_else(|p| p.into_inner());
+                        first.get_or_insert(e);
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let first_error = first_error.lock().unwrap_or_else(|p| p.into_inner()).take();
+    SendStats {
+        bodies_ok: bodies.load(Ordering::Relaxed),
+        samples_ok: ok.load(Ordering::Relaxed),
+        samples_failed: failed.load(Ordering::Relaxed),
+        body_bytes: bytes.load(Ordering::Relaxed),
+        first_error,
+        wall_s: t0.elapsed().as_secs_f64(),
+    }
+}
+
+type Receiver<T> = tokio::sync::mpsc::Receiver<T>;
+type Sender<T> = tokio::sync::mpsc::Sender<T>;
+
+/// One bounded channel per connection. A full channel blocks the producer, which keeps
+/// the shards within a few bodies of each other (and so within Prometheus's in-order
+/// window of an hour).
+fn shards(connections: usize) -> (Vec<Sender<Body>>, Vec<Receiver<Body>>) {
+    (0..connections.max(1))
+        .map(|_| tokio::sync::mpsc::channel(16))
+        .unzip()
+}
+
+/// Shards fed from pre-encoded bodies.
+fn feed(
+    bodies: Arc<Vec<Body>>,
+    range: std::ops::Range<usize>,
+    connections: usize,
+) -> Vec<Receiver<Body>> {
+    let (tx, rx) = shards(connections);
+    std::thread::spawn(move || {
+        for b in &bodies[range] {
+            if tx[b.group % tx.len()].blocking_send(b.clone()).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Remote-write bodies of `scrapes` scrapes of `fleet`: for each scrape, the series in
+/// groups of `samples_per_body`, one sample each.
+fn encode_scrapes(
+    fleet: &mut Fleet,
+    scrapes: usize,
+    samples_per_body: usize,
+) -> anyhow::Result<Vec<Body>> {
+    let n = fleet.len();
+    let mut out = Vec::with_capacity(scrapes * n.div_ceil(samples_per_body));
+    for _ in 0..scrapes {
+        for (group, start) in (0..n).step_by(samples_per_body).enumerate() {
+            let batch = fleet.batch(start..(start + samples_per_body).min(n), 1);
+            out.push(Body {
+                group,
+                samples: batch.sample_count() as u64,
+                data: Bytes::from(encode_write_request(&batch)?),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// History of `fleet` generated on a thread, `per_series` scrapes of a group of series
+/// per body, windows of scrapes in time order.
+fn history(
+    mut fleet: Fleet,
+    scrapes: usize,
+    per_series: usize,
+    samples_per_body: usize,
+    connections: usize,
+) -> Vec<Receiver<Body>> {
+    let (tx, rx) = shards(connections);
+    std::thread::spawn(move || {
+        let n = fleet.len();
+        let group = (samples_per_body / per_series).max(1);
+        let mut done = 0;
+        while done < scrapes {
+            let window = per_series.min(scrapes - done);
+            for (g, start) in (0..n).step_by(group).enumerate() {
+                let batch = fleet.batch(start..(start + group).min(n), window);
+                let data = match encode_write_request(&batch) {
+                    Ok(data) => data,
+                    Err(e) => {
+                        eprintln!("history stops: {e}");
+                        return;
+                    }
+                };
+                let body = Body {
+                    group: g,
+                    samples: batch.sample_count() as u64,
+                    data: Bytes::from(data),
+                };
+                if tx[g % tx.len()].blocking_send(body).is_err() {
+                    return;
+                }
+            }
+            done += window;
+        }
+    });
+    rx
+}
+
+// ---------------------------------------------------------------------------------------
+// Report
+
+/// Figures as flat `phase.server.name` keys: each printed as one line when recorded,
+/// and the whole map written as JSON after every phase.
+struct Report {
+    out: PathBuf,
+    figures: Map<String, Value>,
+}
+
+impl Report {
+    fn put(&mut self, key: &str, value: impl Into<Value>) {
+        let value = value.into();
+        let shown = match &value {
+            Value::Number(n) if n.is_f64() => {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                if f.abs() >= 100.0 {
+                    format!("{f:.0}")
+                } else {
+                    format!("{f:.3}")
+                }
+            }
+            v => v.to_string(),
+        };
+        println!("{key} {shown}");
+        self.figures.insert(key.to_owned(), value);
+    }
+
+    fn save(&self, settings: &Value) -> anyhow::Result<()> {
+        if let Some(dir) = self.out.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let doc = json!({
+            "machine": {"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
+            "settings": settings,
+            "figures": self.figures,
+        });
+        std::fs::write(&self.out, serde_json::to_string_pretty(&doc)?)?;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Phases
+
+/// Phases 1 and 2 for one server.
+fn ingest(
+    args: &Args,
+    rt: &tokio::runtime::Runtime,
+    kind: Kind,
+    bodies: &Arc<Vec<Body>>,
+    warmup_bodies: usize,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let k = kind.name();
+    let dir = args.work_dir.join(format!("ingest-{k}"));
+    let server = Server::start(args, kind, &dir, true)?;
+    let client = client();
+    let rss_empty = status_bytes(server.pid, "VmRSS:");
+
+    let warm = rt.block_on(send_all(
+        &client,
+        &server,
+        feed(bodies.clone(), 0..warmup_bodies, args.connections),
+    ));
+    if warm.samples_failed > 0 {
+        bail!(
+            "{k}: {} warm-up samples failed, first error: {:?}",
+            warm.samples_failed,
+            warm.first_error
+        );
+    }
+    let cpu0 = server.cpu_s()?;
+    let stats = rt.block_on(send_all(
+        &client,
+        &server,
+        feed(
+            bodies.clone(),
+            warmup_bodies..bodies.len(),
+            args.connections,
+        ),
+    ));
+    let cpu = server.cpu_s()? - cpu0;
+    if stats.samples_failed > 0 {
+        eprintln!(
+            "{k}: {} samples failed, first error: {:?}",
+            stats.samples_failed, stats.first_error
+        );
+    }
+    let samples = stats.samples_ok as f64;
+    report.put(&format!("ingest.{k}.samples"), stats.samples_ok);
+    report.put(&format!("ingest.{k}.samples_failed"), stats.samples_failed);
+    report.put(&format!("ingest.{k}.requests"), stats.bodies_ok);
+    report.put(&format!("ingest.{k}.wall_s"), stats.wall_s);
+    report.put(&format!("ingest.{k}.samples_per_s"), samples / stats.wall_s);
+    report.put(&format!("ingest.{k}.cpu_s"), cpu);
+    report.put(&format!("ingest.{k}.samples_per_cpu_s"), samples / cpu);
+    report.put(&format!("ingest.{k}.cpu_cores_used"), cpu / stats.wall_s);
+    report.put(
+        &format!("ingest.{k}.wire_bytes_per_sample"),
+        stats.body_bytes as f64 / (stats.samples_ok + stats.samples_failed).max(1) as f64,
+    );
+
+    // Let background work (GC, head chunk mmapping) settle, then read memory.
+    std::thread::sleep(Duration::from_secs(5));
+    let rss = status_bytes(server.pid, "VmRSS:");
+    let anon = status_bytes(server.pid, "RssAnon:");
+    let series = args.series as f64;
+    report.put(&format!("memory.{k}.rss_empty_mib"), mib(rss_empty));
+    report.put(&format!("memory.{k}.rss_after_ingest_mib"), mib(rss));
+    report.put(&format!("memory.{k}.anon_after_ingest_mib"), mib(anon));
+    report.put(
+        &format!("memory.{k}.peak_rss_mib"),
+        mib(status_bytes(server.pid, "VmHWM:")),
+    );
+    report.put(
+        &format!("memory.{k}.rss_bytes_per_series"),
+        rss as f64 / series,
+    );
+    report.put(
+        &format!("memory.{k}.rss_above_empty_bytes_per_series"),
+        rss.saturating_sub(rss_empty) as f64 / series,
+    );
+
+    // Phase 2: crash and replay.
+    server.kill()?;
+    let restarted = Server::start(args, kind, &dir, false)?;
+    let ready_s = restarted.ready_after.as_secs_f64();
+    // Ready may come before the WAL is replayed: also wait until every series answers.
+    let client = client;
+    let t0 = Instant::now();
+    let expected = args.series as f64;
+    // Just after the last scrape, so the lookback sees it.
+    let at_ms = run_end_ms(args) + 1000;
+    let mut queryable_s = f64::NAN;
+    while t0.elapsed() < Duration::from_secs(300) {
+        let q = "count({job=~\"node|api\"})";
+        if let Ok(v) = rt.block_on(instant_value(&client, &restarted, q, at_ms))
+            && v >= expected
+        {
+            queryable_s = ready_s + t0.elapsed().as_secs_f64();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    report.put(&format!("crash.{k}.ready_after_restart_s"), ready_s);
+    report.put(
+        &format!("crash.{k}.all_series_queryable_after_s"),
+        queryable_s,
+    );
+    report.put(
+        &format!("crash.{k}.replay_peak_rss_mib"),
+        mib(status_bytes(restarted.pid, "VmHWM:")),
+    );
+    report.put(
+        &format!("crash.{k}.replay_peak_over_steady_rss"),
+        status_bytes(restarted.pid, "VmHWM:") as f64 / rss.max(1) as f64,
+    );
+    restarted.stop()?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Data sets end here: a minute before the run started, on a whole interval.
+fn run_end_ms(args: &Args) -> i64 {
+    static END: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let interval = args.interval_s * 1000;
+    *END.get_or_init(|| (now_ms() - 60_000) / interval * interval)
+}
+
+fn encode_query(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn get_json(
+    client: &HttpClient,
+    server: &Server,
+    path_and_query: &str,
+) -> anyhow::Result<Value> {
+    let mut req = hyper::Request::get(format!("{}{path_and_query}", server.base));
+    if let Some(t) = &server.token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = client.request(req.body(Full::new(Bytes::new()))?).await?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    if !status.is_success() {
+        bail!(
+            "{} answered {status}: {}",
+            server.kind.name(),
+            String::from_utf8_lossy(&body[..body.len().min(300)])
+        );
+    }
+    Ok(serde_json::from_slice(&body)?)
+}
+
+/// The single value of an instant query's first result.
+async fn instant_value(
+    client: &HttpClient,
+    server: &Server,
+    q: &str,
+    at_ms: i64,
+) -> anyhow::Result<f64> {
+    let v = get_json(
+        client,
+        server,
+        &format!(
+            "/api/v1/query?query={}&time={:.3}",
+            encode_query(q),
+            at_ms as f64 / 1000.0
+        ),
+    )
+    .await?;
+    v["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .context("no value")
+}
+
+/// The query corpus: (class, PromQL).
+fn corpus() -> Vec<(&'static str, &'static str)> {
+    vec![
+        // rate() drops the metric name, so one selector over all families would give
+        // duplicate label sets: the widest single family of the mix instead.
+        ("rate_sum", "sum(rate(node_cpu_seconds_total[5m]))"),
+        (
+            "sum_by",
+            "sum by (instance) (rate(node_cpu_seconds_total{mode!=\"idle\"}[5m]))",
+        ),
+        (
+            "histogram_quantile",
+            "histogram_quantile(0.99, sum by (le, handler) (rate(http_request_duration_seconds_bucket[5m])))",
+        ),
+        (
+            "topk",
+            "topk(5, sum by (instance, device) (rate(node_network_receive_bytes_total[5m])))",
+        ),
+    ]
+}
+
+/// A digest of a matrix result, to check both servers answered the same: series count,
+/// points, and the sum of all values.
+fn digest(v: &Value) -> (usize, usize, f64) {
+    let result = v["data"]["result"].as_array().cloned().unwrap_or_default();
+    let mut points = 0;
+    let mut sum = 0.0;
+    for s in &result {
+        for p in s["values"].as_array().into_iter().flatten() {
+            points += 1;
+            if let Some(x) = p[1].as_str().and_then(|x| x.parse::<f64>().ok())
+                && x.is_finite()
+            {
+                sum += x;
+            }
+        }
+    }
+    (result.len(), points, sum)
+}
+
+/// Phases 3 and 4.
+fn queries(
+    args: &Args,
+    rt: &tokio::runtime::Runtime,
+    kinds: &[Kind],
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let interval_ms = args.interval_s * 1000;
+    let scrapes = (args.query_hours * 3_600_000 / interval_ms) as usize;
+    let end_ms = run_end_ms(args);
+    let start_ms = end_ms - (scrapes as i64 - 1) * interval_ms;
+    let client = client();
+    let mut servers = Vec::new();
+    for &kind in kinds {
+        let k = kind.name();
+        let server = Server::start(args, kind, &args.work_dir.join(format!("query-{k}")), true)?;
+        let fleet = Fleet::new(args.seed, args.query_series, start_ms, interval_ms);
+        let cpu0 = server.cpu_s()?;
+        let stats = rt.block_on(send_all(
+            &client,
+            &server,
+            history(
+                fleet,
+                scrapes,
+                args.history_samples_per_series,
+                args.samples_per_body,
+                args.connections,
+            ),
+        ));
+        let cpu = server.cpu_s()? - cpu0;
+        if stats.samples_failed > 0 {
+            eprintln!(
+                "{k}: {} history samples failed, first error: {:?}",
+                stats.samples_failed, stats.first_error
+            );
+        }
+        report.put(&format!("history.{k}.samples"), stats.samples_ok);
+        report.put(&format!("history.{k}.samples_failed"), stats.samples_failed);
+        report.put(
+            &format!("history.{k}.samples_per_s"),
+            stats.samples_ok as f64 / stats.wall_s,
+        );
+        report.put(
+            &format!("history.{k}.samples_per_cpu_s"),
+            stats.samples_ok as f64 / cpu,
+        );
+        report.put(
+            &format!("history.{k}.rss_mib"),
+            mib(status_bytes(server.pid, "VmRSS:")),
+        );
+        servers.push((server, stats.samples_ok));
+    }
+    // Let Prometheus finish compacting the head into blocks before timing queries.
+    for (server, _) in &servers {
+        if server.kind == Kind::Prometheus {
+            wait_blocks_settled(&server.data_dir);
+        }
+    }
+
+    let ranges = [
+        ("1h".to_owned(), 3_600_000i64),
+        (format!("{}h", args.query_hours), end_ms - start_ms),
+    ];
+    let mut answers: Map<String, Value> = Map::new();
+    for (class, q) in corpus() {
+        for (range_name, range_ms) in &ranges {
+            let range_ms = *range_ms;
+            // About 240 points per series, as a dashboard panel asks for.
+            let step_s = ((range_ms / 240) as f64 / 1000.0).max(args.interval_s as f64);
+            let path = format!(
+                "/api/v1/query_range?query={}&start={:.3}&end={:.3}&step={step_s}",
+                encode_query(q),
+                (end_ms - range_ms) as f64 / 1000.0,
+                end_ms as f64 / 1000.0
+            );
+            let mut times: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
+            // One untimed run each, then alternate so drift hits both alike.
+            for (server, _) in &servers {
+                let v = rt.block_on(get_json(&client, server, &path))?;
+                let (series, points, sum) = digest(&v);
+                answers.insert(
+                    format!("{class}.{range_name}.{}", server.kind.name()),
+                    json!({"series": series, "points": points, "sum": sum}),
+                );
+            }
+            for _ in 0..args.query_reps {
+                for (i, (server, _)) in servers.iter().enumerate() {
+                    let t = Instant::now();
+                    rt.block_on(get_json(&client, server, &path))?;
+                    times[i].push(t.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            for (i, (server, _)) in servers.iter().enumerate() {
+                let k = server.kind.name();
+                times[i].sort_by(f64::total_cmp);
+                report.put(
+                    &format!("query.{class}.{range_name}.{k}.p50_ms"),
+                    percentile(&times[i], 0.5),
+                );
+                report.put(
+                    &format!("query.{class}.{range_name}.{k}.p90_ms"),
+                    percentile(&times[i], 0.9),
+                );
+            }
+            if servers.len() == 2 {
+                let p = |i: usize| percentile(&times[i], 0.5);
+                report.put(
+                    &format!("query.{class}.{range_name}.p50_vantage_over_prometheus"),
+                    p(1) / p(0),
+                );
+                let a = &answers[&format!("{class}.{range_name}.prometheus")];
+                let b = &answers[&format!("{class}.{range_name}.vantage")];
+                let same = a["series"] == b["series"]
+                    && a["points"] == b["points"]
+                    && (a["sum"].as_f64().unwrap_or(0.0) - b["sum"].as_f64().unwrap_or(0.0)).abs()
+                        <= 1e-6 * a["sum"].as_f64().unwrap_or(0.0).abs().max(1.0);
+                report.put(&format!("query.{class}.{range_name}.answers_agree"), same);
+            }
+        }
+    }
+    report
+        .figures
+        .insert("query.answers".to_owned(), Value::Object(answers));
+
+    // Phase 4: storage after a graceful stop.
+    for (server, samples) in servers {
+        let k = server.kind.name();
+        let dir = server.data_dir.clone();
+        server.stop()?;
+        match k {
+            "prometheus" => {
+                let blocks = prometheus_blocks(&dir);
+                report.put("storage.prometheus.blocks", blocks.count);
+                report.put("storage.prometheus.block_samples", blocks.samples);
+                report.put("storage.prometheus.block_series", blocks.series);
+                report.put(
+                    "storage.prometheus.block_bytes_per_sample",
+                    blocks.bytes as f64 / blocks.samples.max(1) as f64,
+                );
+                report.put(
+                    "storage.prometheus.chunk_bytes_per_sample",
+                    blocks.chunk_bytes as f64 / blocks.samples.max(1) as f64,
+                );
+                report.put("storage.prometheus.wal_bytes", dir_bytes(&dir.join("wal")));
+                report.put(
+                    "storage.prometheus.head_chunks_bytes",
+                    dir_bytes(&dir.join("chunks_head")),
+                );
+                report.put(
+                    "storage.prometheus.total_dir_bytes_per_sample",
+                    dir_bytes(&dir) as f64 / samples.max(1) as f64,
+                );
+            }
+            _ => {
+                let metrics = dir_bytes(&dir.join("metrics"));
+                report.put("storage.vantage.metrics_dir_bytes", metrics);
+                report.put(
+                    "storage.vantage.bytes_per_sample",
+                    metrics as f64 / samples.max(1) as f64,
+                );
+                report.put("storage.vantage.wal_bytes", dir_bytes(&dir.join("wal")));
+                report.put(
+                    "storage.vantage.total_dir_bytes_per_sample",
+                    dir_bytes(&dir) as f64 / samples.max(1) as f64,
+                );
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct Blocks {
+    count: u64,
+    samples: u64,
+    series: u64,
+    bytes: u64,
+    chunk_bytes: u64,
+}
+
+/// Prometheus's persisted blocks: the directories with a `meta.json`.
+fn prometheus_blocks(dir: &Path) -> Blocks {
+    let mut out = Blocks::default();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(meta) = std::fs::read_to_string(entry.path().join("meta.json")) else {
+            continue;
+        };
+        let Ok(meta) = serde_json::from_str::<Value>(&meta) else {
+            continue;
+        };
+        out.count += 1;
+        out.samples += meta["stats"]["numSamples"].as_u64().unwrap_or(0);
+        out.series += meta["stats"]["numSeries"].as_u64().unwrap_or(0);
+        out.bytes += dir_bytes(&entry.path());
+        out.chunk_bytes += dir_bytes(&entry.path().join("chunks"));
+    }
+    out
+}
+
+/// Waits until Prometheus's set of blocks has not changed for 10 s (at most 3 minutes):
+/// its head compaction runs in the background after the appends that triggered it.
+fn wait_blocks_settled(dir: &Path) {
+    let names = || {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut last = names();
+    let mut since = Instant::now();
+    while Instant::now() < deadline && since.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = names();
+        if now != last {
+            last = now;
+            since = Instant::now();
+        }
+    }
+}
+
+/// Whether the collector binary exists and its API takes remote write (a 404 means the
+/// receiver is not built in yet).
+fn vantage_available(args: &Args) -> anyhow::Result<bool> {
+    if !args.collector.exists() {
+        return Ok(false);
+    }
+    let dir = args.work_dir.join("probe-vantage");
+    let server = Server::start(args, Kind::Vantage, &dir, true)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = client();
+    let body = Body {
+        data: Bytes::from(encode_write_request(
+            &Fleet::new(args.seed, 1, now_ms(), 15_000).batch(0..1, 1),
+        )?),
+        samples: 1,
+        group: 0,
+    };
+    let (tx, rx) = shards(1);
+    tx[0].try_send(body)?;
+    drop(tx);
+    let stats = rt.block_on(send_all(&client, &server, rx));
+    server.stop()?;
+    let _ = std::fs::remove_dir_all(&dir);
+    if stats.samples_ok == 1 {
+        return Ok(true);
+    }
+    eprintln!(
+        "vantage does not take remote write: {:?}",
+        stats.first_error
+    );
+    Ok(false)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.work_dir)?;
+    let settings = json!({
+        "series": args.series, "warmup_scrapes": args.warmup_scrapes, "scrapes": args.scrapes,
+        "interval_s": args.interval_s, "samples_per_body": args.samples_per_body,
+        "connections": args.connections, "query_series": args.query_series,
+        "query_hours": args.query_hours, "history_samples_per_series": args.history_samples_per_series,
+        "query_reps": args.query_reps, "seed": args.seed,
+    });
+    let mut report = Report {
+        out: args.out.clone(),
+        figures: Map::new(),
+    };
+    let mut kinds = Vec::new();
+    if !args.skip_prometheus {
+        kinds.push(Kind::Prometheus);
+    }
+    if !args.skip_vantage {
+        if vantage_available(&args)? {
+            kinds.push(Kind::Vantage);
+        } else {
+            report.put("vantage.available", false);
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+
+    if !args.skip_ingest {
+        eprintln!("== encoding the ingest stream");
+        let interval_ms = args.interval_s * 1000;
+        let total = args.warmup_scrapes + args.scrapes;
+        let start_ms = run_end_ms(&args) - (total as i64 - 1) * interval_ms;
+        let mut fleet = Fleet::new(args.seed, args.series, start_ms, interval_ms);
+        let t0 = Instant::now();
+        let bodies = Arc::new(encode_scrapes(&mut fleet, total, args.samples_per_body)?);
+        let warmup_bodies = args.warmup_scrapes * args.series.div_ceil(args.samples_per_body);
+        let bytes: usize = bodies.iter().map(|b| b.data.len()).sum();
+        eprintln!(
+            "   {} bodies, {:.0} MiB, {:.1} s",
+            bodies.len(),
+            mib(bytes as u64),
+            t0.elapsed().as_secs_f64()
+        );
+        for &kind in &kinds {
+            eprintln!("== ingest and crash recovery: {}", kind.name());
+            ingest(&args, &rt, kind, &bodies, warmup_bodies, &mut report)?;
+            report.save(&settings)?;
+        }
+        if let [_, _] = kinds[..] {
+            let r = |k: &str| {
+                report.figures[&format!("ingest.{k}.samples_per_cpu_s")]
+                    .as_f64()
+                    .unwrap_or(f64::NAN)
+            };
+            report.put(
+                "ingest.vantage_over_prometheus_samples_per_cpu_s",
+                r("vantage") / r("prometheus"),
+            );
+        }
+    }
+    if !args.skip_queries {
+        eprintln!("== history, queries and storage");
+        queries(&args, &rt, &kinds, &mut report)?;
+        report.save(&settings)?;
+    }
+    report.save(&settings)?;
+    eprintln!("report: {}", args.out.display());
+    Ok(())
+}
