@@ -48,7 +48,7 @@ async fn file_lines_are_searchable_with_their_path() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn host_metrics_are_accepted_by_the_collector() {
+async fn host_metrics_are_queryable_on_the_collector() {
     let dir = tempfile::tempdir().unwrap();
     let collector = Collector::start(&dir.path().join("collector"), 0);
     let state = dir.path().join("state");
@@ -69,6 +69,49 @@ async fn host_metrics_are_accepted_by_the_collector() {
     assert!(
         !agent.proc.log().contains(&collector.token),
         "the token is never logged"
+    );
+
+    // The host's metrics answer PromQL under their Prometheus names.
+    let query = serde_urlencoded::to_string([(
+        "query",
+        r#"count by (__name__) ({__name__=~"system_.+"})"#,
+    )])
+    .unwrap();
+    let url = format!("http://{}/api/v1/query?{query}", collector.api);
+    let body: serde_json::Value =
+        serde_json::from_slice(&common::http_get(&url, Some(&collector.token)).await).unwrap();
+    let names: Vec<&str> = body["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["metric"]["__name__"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "system_cpu_time_seconds_total",
+        "system_memory_usage_bytes",
+        "system_network_io_bytes_total",
+        "system_filesystem_usage_bytes",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    let query = serde_urlencoded::to_string([(
+        "query",
+        "sum by (cpu_mode) (rate(system_cpu_time_seconds_total[1m]))",
+    )])
+    .unwrap();
+    let url = format!("http://{}/api/v1/query?{query}", collector.api);
+    let body: serde_json::Value =
+        serde_json::from_slice(&common::http_get(&url, Some(&collector.token)).await).unwrap();
+    assert!(
+        body["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["metric"]["cpu_mode"] == "user"),
+        "{body}"
     );
 }
 
