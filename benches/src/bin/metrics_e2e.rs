@@ -695,6 +695,14 @@ fn ingest(
     server.kill()?;
     let restarted = Server::start(args, kind, &dir, false)?;
     let ready_s = restarted.ready_after.as_secs_f64();
+    // The high-water mark at ready covers WAL replay alone; the one read after the
+    // `count` query below also holds that query's memory (100 k label sets).
+    let hwm_at_ready = status_bytes(restarted.pid, "VmHWM:");
+    report.put(&format!("crash.{k}.peak_rss_at_ready_mib"), mib(hwm_at_ready));
+    report.put(
+        &format!("crash.{k}.peak_at_ready_over_steady_rss"),
+        hwm_at_ready as f64 / rss.max(1) as f64,
+    );
     // Ready may come before the WAL is replayed: also wait until every series answers.
     let client = client;
     let t0 = Instant::now();
