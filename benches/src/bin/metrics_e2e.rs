@@ -698,7 +698,10 @@ fn ingest(
     // The high-water mark at ready covers WAL replay alone; the one read after the
     // `count` query below also holds that query's memory (100 k label sets).
     let hwm_at_ready = status_bytes(restarted.pid, "VmHWM:");
-    report.put(&format!("crash.{k}.peak_rss_at_ready_mib"), mib(hwm_at_ready));
+    report.put(
+        &format!("crash.{k}.peak_rss_at_ready_mib"),
+        mib(hwm_at_ready),
+    );
     report.put(
         &format!("crash.{k}.peak_at_ready_over_steady_rss"),
         hwm_at_ready as f64 / rss.max(1) as f64,
