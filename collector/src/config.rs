@@ -64,6 +64,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "auth",
     "limits",
     "metrics",
+    "api",
 ];
 
 /// The configuration file as written.
@@ -80,6 +81,14 @@ struct FileConfig {
     auth: AuthFile,
     limits: LimitsFile,
     metrics: MetricsFile,
+    api: ApiFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ApiFile {
+    /// A YAML list, or one comma-separated string (how an environment variable says it).
+    cors_allowed_origins: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -212,6 +221,8 @@ pub struct Config {
     pub max_samples_per_query: Option<usize>,
     /// PromQL queries evaluated at once.
     pub max_concurrent_queries: usize,
+    /// Browser origins allowed to call the API cross-origin (CORS); empty = none.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// Values given on the command line; `None` leaves the file/environment value.
@@ -429,6 +440,7 @@ fn validate(f: FileConfig) -> Result<Config, ConfigError> {
     if max_concurrent_queries == 0 {
         errors.push("metrics.max_concurrent_queries: must be at least 1".to_string());
     }
+    let cors_allowed_origins = cors_origins(f.api.cors_allowed_origins, &mut errors);
     if !errors.is_empty() {
         return Err(ConfigError(errors));
     }
@@ -472,7 +484,49 @@ fn validate(f: FileConfig) -> Result<Config, ConfigError> {
         query_timeout,
         max_samples_per_query: f.metrics.max_samples_per_query,
         max_concurrent_queries,
+        cors_allowed_origins,
     })
+}
+
+/// Origins as a browser sends them (`https://grafana.example.com:3000`): a scheme, a
+/// host, an optional port, nothing else; `*` is refused, because an API that takes
+/// bearer tokens should name the pages allowed to use them.
+fn cors_origins(value: Option<Value>, errors: &mut Vec<String>) -> Vec<String> {
+    let items: Vec<String> = match value {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        Some(Value::Sequence(seq)) => seq
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => s,
+                other => format!("{other:?}"),
+            })
+            .collect(),
+        Some(other) => {
+            errors.push(format!(
+                "api.cors_allowed_origins: expected a list of origins, got {other:?}"
+            ));
+            return Vec::new();
+        }
+    };
+    for origin in &items {
+        let valid = origin.split_once("://").is_some_and(|(scheme, rest)| {
+            matches!(scheme, "http" | "https")
+                && !rest.is_empty()
+                && !rest.contains(['/', '?', '#', '*', ' '])
+        });
+        if !valid {
+            errors.push(format!(
+                "api.cors_allowed_origins: {origin:?} is not an origin like https://grafana.example.com"
+            ));
+        }
+    }
+    items
 }
 
 /// Parses `500ms`, `30s`, `10m`, `2h`, `7d`, `1w` (one number, one unit).

@@ -157,6 +157,7 @@ pub async fn run(
         query_slots: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_queries)),
         query_timeout: config.query_timeout,
         max_request_bytes: config.max_request_bytes,
+        cors_allowed_origins: config.cors_allowed_origins.clone(),
     });
     let api_listener = bind(config.api, "api").await?;
     let api_addr = api_listener.local_addr()?;

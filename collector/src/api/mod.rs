@@ -2,6 +2,7 @@
 //! remote write, administration, self-telemetry and probes.
 
 mod admin;
+mod gateway;
 mod logs;
 pub mod prom;
 pub mod render;
@@ -51,6 +52,8 @@ pub struct ApiState {
     pub query_timeout: std::time::Duration,
     /// Largest remote-write body, compressed and decompressed.
     pub max_request_bytes: usize,
+    /// Origins allowed cross-origin access (CORS).
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// An API error: a code and a message, rendered as
@@ -125,7 +128,8 @@ pub(crate) fn authenticate(
 
 /// All API routes.
 pub fn router(state: Arc<ApiState>) -> Router {
-    Router::new()
+    let origins = state.cors_allowed_origins.clone();
+    let routes = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -145,7 +149,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .merge(prom::routes())
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
-        .with_state(state)
+        .with_state(state);
+    gateway::wrap(routes, &origins)
 }
 
 async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
