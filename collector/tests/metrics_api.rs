@@ -230,6 +230,28 @@ async fn remote_write_then_the_prometheus_api_answers() {
         .await,
     );
     assert_eq!(d, json!(["a:9100"]));
+    // `limit`, as Grafana sends it: cut, with Prometheus's warning.
+    let r = prom_get(&c, "/api/v1/label/__name__/values", &[("limit", "1")]).await;
+    assert_eq!(data(&r), json!(["demo_requests_total"]));
+    assert_eq!(
+        r.json()["warnings"],
+        json!(["results truncated due to limit"])
+    );
+    let r = prom_get(
+        &c,
+        "/api/v1/series",
+        &[("match[]", r#"{job="api"}"#), ("limit", "3")],
+    )
+    .await;
+    assert_eq!(data(&r).as_array().unwrap().len(), 3);
+    let r = prom_get(&c, "/api/v1/labels", &[("limit", "10")]).await;
+    assert_eq!(data(&r).as_array().unwrap().len(), 3);
+    assert!(r.json().get("warnings").is_none());
+    assert_error(
+        &prom_get(&c, "/api/v1/labels", &[("limit", "-1")]).await,
+        StatusCode::BAD_REQUEST,
+        "bad_data",
+    );
     let d = data(&prom_get(&c, "/api/v1/metadata", &[]).await);
     assert_eq!(
         d["demo_requests_total"],

@@ -9,7 +9,7 @@ use axum::response::Response;
 use vantage_storage::metrics::{METRIC_NAME, MatchOp, Matcher, Querier};
 
 use super::params::{MAX_TIME_MS, MIN_TIME_MS};
-use super::{Params, PromError, json, query_caller, success};
+use super::{Params, PromError, json, query_caller, success, success_with_warnings};
 use crate::api::ApiState;
 
 /// Parses a `match[]` series selector (`up{job="api"}`, `{__name__=~"x.*"}`) into
@@ -70,6 +70,33 @@ fn range(params: &Params) -> Result<(i64, i64), PromError> {
     ))
 }
 
+/// The `limit` parameter of `series`, `labels` and `label values` (Prometheus 2.49+,
+/// which Grafana sends): at most that many results, with a warning when cut.
+fn limit(params: &Params) -> Result<usize, PromError> {
+    match params.get("limit") {
+        None => Ok(usize::MAX),
+        Some(text) => match text.parse::<i64>() {
+            Ok(n) if n > 0 => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+            Ok(_) => Err(PromError::bad_data(
+                "invalid parameter \"limit\": limit must be positive",
+            )),
+            Err(_) => Err(PromError::bad_data(format!(
+                "invalid parameter \"limit\": {text:?} is not a number"
+            ))),
+        },
+    }
+}
+
+/// Cuts `items` to `limit`, returning the warnings Prometheus would send.
+fn truncate<T>(items: &mut Vec<T>, limit: usize) -> Vec<&'static str> {
+    if items.len() > limit {
+        items.truncate(limit);
+        vec!["results truncated due to limit"]
+    } else {
+        Vec::new()
+    }
+}
+
 fn strings(values: impl IntoIterator<Item = String>) -> String {
     let mut out = String::from("[");
     for (i, v) in values.into_iter().enumerate() {
@@ -104,6 +131,7 @@ pub(crate) async fn series(
         return Err(PromError::bad_data("no match[] parameter provided"));
     }
     let (start, end) = range(&params)?;
+    let limit = limit(&params)?;
     let querier = state.tsdb.querier(&principal.tenant);
     let found = blocking(move || {
         let mut all = BTreeSet::new();
@@ -112,9 +140,11 @@ pub(crate) async fn series(
                 all.insert(s.labels);
             }
         }
-        Ok(all)
+        Ok(all.into_iter().collect::<Vec<_>>())
     })
     .await?;
+    let mut found = found;
+    let warnings = truncate(&mut found, limit);
     let mut out = String::from("[");
     for (i, l) in found.iter().enumerate() {
         if i > 0 {
@@ -123,7 +153,7 @@ pub(crate) async fn series(
         json::labels(&mut out, l);
     }
     out.push(']');
-    Ok(success(out))
+    Ok(success_with_warnings(out, &warnings))
 }
 
 /// `GET|POST /api/v1/labels`
@@ -135,8 +165,9 @@ pub(crate) async fn labels(
     let principal = query_caller(&state, &headers)?;
     let sets = selectors(&params)?;
     let (start, end) = range(&params)?;
+    let limit = limit(&params)?;
     let tsdb = state.tsdb.clone();
-    let names = blocking(move || {
+    let mut names = blocking(move || {
         if sets.is_empty() {
             return tsdb.label_names(&principal.tenant, &[], start, end);
         }
@@ -147,7 +178,8 @@ pub(crate) async fn labels(
         Ok(all.into_iter().collect())
     })
     .await?;
-    Ok(success(strings(names)))
+    let warnings = truncate(&mut names, limit);
+    Ok(success_with_warnings(strings(names), &warnings))
 }
 
 /// `GET /api/v1/label/<name>/values`
@@ -163,8 +195,9 @@ pub(crate) async fn label_values(
     }
     let sets = selectors(&params)?;
     let (start, end) = range(&params)?;
+    let limit = limit(&params)?;
     let tsdb = state.tsdb.clone();
-    let values = blocking(move || {
+    let mut values = blocking(move || {
         if sets.is_empty() {
             return tsdb.label_values(&principal.tenant, &name, &[], start, end);
         }
@@ -175,7 +208,8 @@ pub(crate) async fn label_values(
         Ok(all.into_iter().collect())
     })
     .await?;
-    Ok(success(strings(values)))
+    let warnings = truncate(&mut values, limit);
+    Ok(success_with_warnings(strings(values), &warnings))
 }
 
 /// `GET /api/v1/metadata`

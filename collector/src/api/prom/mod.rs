@@ -158,6 +158,25 @@ pub(crate) fn success(data: String) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// A success envelope with Prometheus's `warnings` list (omitted when empty).
+pub(crate) fn success_with_warnings(data: String, warnings: &[&str]) -> Response {
+    if warnings.is_empty() {
+        return success(data);
+    }
+    let mut body = String::with_capacity(data.len() + 64);
+    body.push_str(r#"{"status":"success","data":"#);
+    body.push_str(&data);
+    body.push_str(r#","warnings":["#);
+    for (i, w) in warnings.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        json::string(&mut body, w);
+    }
+    body.push_str("]}");
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
 /// Authenticates a query-scope caller and charges the query to its rate limits.
 pub(crate) fn query_caller(
     state: &ApiState,
