@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_yaml_ng::{Mapping, Value};
+pub(crate) use vantage_proto::config::parse_duration;
+use vantage_proto::config::{env_scalar, set_path};
 
 /// Where checkpoints and the disk queue live when installed as a service.
 pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/vantage-agent";
@@ -287,7 +289,7 @@ impl Config {
             let value = if path == ["exporter", "token"] {
                 Value::String(value.clone())
             } else {
-                scalar(value)
+                env_scalar(value)
             };
             set_path(&mut root, &path, value);
         }
@@ -332,32 +334,6 @@ impl Config {
             )])
         })?;
         validate(parsed, &text)
-    }
-}
-
-/// An environment value read as YAML (so `false` and `42` keep their types), else a string.
-fn scalar(text: &str) -> Value {
-    match serde_yaml_ng::from_str::<Value>(text) {
-        Ok(v @ (Value::Bool(_) | Value::Number(_))) => v,
-        _ => Value::String(text.to_string()),
-    }
-}
-
-fn set_path(root: &mut Value, path: &[String], value: Value) {
-    let mut node = root;
-    for (i, key) in path.iter().enumerate() {
-        if !matches!(node, Value::Mapping(_)) {
-            *node = Value::Mapping(Mapping::new());
-        }
-        let Value::Mapping(map) = node else {
-            unreachable!("made a mapping above")
-        };
-        let key = Value::String(key.clone());
-        if i == path.len() - 1 {
-            map.insert(key, value);
-            return;
-        }
-        node = map.entry(key).or_insert(Value::Mapping(Mapping::new()));
     }
 }
 
@@ -736,32 +712,6 @@ fn validate(f: FileConfig, text: &str) -> Result<Config, ConfigError> {
             None
         },
     })
-}
-
-/// Parses `500ms`, `30s`, `10m`, `2h`, `7d` (one number, one unit).
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{text:?} has no unit (use ms, s, m, h or d)"))?;
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} does not start with a whole number"))?;
-    let secs = |mult: u64| n.checked_mul(mult).map(Duration::from_secs);
-    let d = match unit {
-        "ms" => Some(Duration::from_millis(n)),
-        "s" => secs(1),
-        "m" => secs(60),
-        "h" => secs(3_600),
-        "d" => secs(86_400),
-        _ => {
-            return Err(format!(
-                "{text:?} has unknown unit {unit:?} (use ms, s, m, h or d)"
-            ));
-        }
-    };
-    d.ok_or_else(|| format!("{text:?} is too long"))
 }
 
 /// The `http` crate's URI type, named for what it checks here.

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_yaml_ng::{Mapping, Value};
+pub use vantage_proto::config::parse_duration;
+use vantage_proto::config::{env_scalar, set_path};
 
 /// Where data lives by default: beside the working directory, so a first run needs no setup.
 pub const DEFAULT_DATA_DIR: &str = "vantage-data";
@@ -282,7 +284,7 @@ impl Config {
             if !TOP_LEVEL_KEYS.contains(&path[0].as_str()) {
                 continue;
             }
-            set_path(&mut root, &path, scalar(value));
+            set_path(&mut root, &path, env_scalar(value));
         }
         let flag = |root: &mut Value, path: &[&str], v: &Option<String>| {
             if let Some(v) = v {
@@ -306,32 +308,6 @@ impl Config {
         let parsed: FileConfig = serde_yaml_ng::from_value(root)
             .map_err(|e| ConfigError(vec![format!("after VANTAGE_* variables and flags: {e}")]))?;
         validate(parsed)
-    }
-}
-
-/// An environment value read as YAML (so `false` and `42` keep their types), else a string.
-fn scalar(text: &str) -> Value {
-    match serde_yaml_ng::from_str::<Value>(text) {
-        Ok(v @ (Value::Bool(_) | Value::Number(_))) => v,
-        _ => Value::String(text.to_string()),
-    }
-}
-
-fn set_path(root: &mut Value, path: &[String], value: Value) {
-    let mut node = root;
-    for (i, key) in path.iter().enumerate() {
-        if !matches!(node, Value::Mapping(_)) {
-            *node = Value::Mapping(Mapping::new());
-        }
-        let Value::Mapping(map) = node else {
-            unreachable!("made a mapping above")
-        };
-        let key = Value::String(key.clone());
-        if i == path.len() - 1 {
-            map.insert(key, value);
-            return;
-        }
-        node = map.entry(key).or_insert(Value::Mapping(Mapping::new()));
     }
 }
 
@@ -527,33 +503,6 @@ fn cors_origins(value: Option<Value>, errors: &mut Vec<String>) -> Vec<String> {
         }
     }
     items
-}
-
-/// Parses `500ms`, `30s`, `10m`, `2h`, `7d`, `1w` (one number, one unit).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{text:?} has no unit (use ms, s, m, h, d or w)"))?;
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} does not start with a whole number"))?;
-    let secs = |mult: u64| n.checked_mul(mult).map(Duration::from_secs);
-    let d = match unit {
-        "ms" => Some(Duration::from_millis(n)),
-        "s" => secs(1),
-        "m" => secs(60),
-        "h" => secs(3_600),
-        "d" => secs(86_400),
-        "w" => secs(7 * 86_400),
-        _ => {
-            return Err(format!(
-                "{text:?} has unknown unit {unit:?} (use ms, s, m, h, d or w)"
-            ));
-        }
-    };
-    d.ok_or_else(|| format!("{text:?} is too long"))
 }
 
 #[cfg(test)]

@@ -4,10 +4,10 @@
 //!
 //! This crate holds no runtime and does no I/O.
 
+pub mod config;
 pub mod error;
 pub mod json;
 pub mod logs;
-pub mod metrics;
 pub mod prom;
 pub mod traces;
 

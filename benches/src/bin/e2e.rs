@@ -24,6 +24,9 @@ use clap::Parser;
 use serde_json::{Value, json};
 use tantivy::schema::{FAST, STORED, STRING, Schema, TEXT};
 use tantivy::{Index, IndexSettings, TantivyDocument};
+use vantage_benches::procfs::{
+    cpu_seconds, dir_bytes, encode_query, mib, percentile, status_bytes,
+};
 use vantage_benches::{log_batch, query_terms, raw_text_len};
 use vantage_proto::json::{any_value_to_json, attributes_to_json};
 use vantage_proto::logs::records;
@@ -90,56 +93,6 @@ struct Args {
 }
 
 const SEED: u64 = 1;
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat.rsplit_once(')').context("bad /proc stat")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let utime: f64 = fields[11].parse()?;
-    let stime: f64 = fields[12].parse()?;
-    Ok((utime + stime) / clock_ticks())
-}
-
-/// A `VmRSS:`/`VmHWM:` line of /proc/<pid>/status, in bytes.
-fn status_bytes(pid: &str, key: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(key))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-fn dir_bytes(path: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
 
 /// A running collector with its addresses.
 struct Collector {
@@ -280,15 +233,6 @@ fn dechunk(body: &str) -> String {
         rest = after[n..].trim_start_matches("\r\n");
     }
     out
-}
-
-fn encode_query(q: &str) -> String {
-    q.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn search_total(c: &Collector, query: &str) -> anyhow::Result<u64> {
@@ -447,10 +391,6 @@ fn sample_rss(
         }
         samples
     })
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
 }
 
 /// Phase 2 and 3: sustained ingest until searchable, then search latency.

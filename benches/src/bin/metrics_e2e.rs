@@ -38,6 +38,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Map, Value, json};
 use vantage_benches::metrics::Fleet;
+use vantage_benches::procfs::{
+    cpu_seconds, dir_bytes, encode_query, mib, percentile, status_bytes,
+};
 use vantage_proto::prom::remote::encode_write_request;
 
 /// End-to-end metrics benchmark: Vantage against Prometheus.
@@ -119,53 +122,7 @@ impl Kind {
 }
 
 // ---------------------------------------------------------------------------------------
-// /proc
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat.rsplit_once(')').context("bad /proc stat")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let utime: f64 = fields[11].parse()?;
-    let stime: f64 = fields[12].parse()?;
-    Ok((utime + stime) / clock_ticks())
-}
-
-/// A `VmRSS:`/`VmHWM:`/`RssAnon:` line of /proc/<pid>/status, in bytes.
-fn status_bytes(pid: u32, key: &str) -> u64 {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return 0;
-    };
-    status
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
-fn dir_bytes(path: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
-}
+// Ports and clocks
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -175,18 +132,6 @@ fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -625,7 +570,7 @@ fn ingest(
     let dir = args.work_dir.join(format!("ingest-{k}"));
     let server = Server::start(args, kind, &dir, true)?;
     let client = client();
-    let rss_empty = status_bytes(server.pid, "VmRSS:");
+    let rss_empty = status_bytes(server.pid, "VmRSS:").unwrap_or(0);
 
     let warm = rt.block_on(send_all(
         &client,
@@ -672,15 +617,15 @@ fn ingest(
 
     // Let background work (GC, head chunk mmapping) settle, then read memory.
     std::thread::sleep(Duration::from_secs(5));
-    let rss = status_bytes(server.pid, "VmRSS:");
-    let anon = status_bytes(server.pid, "RssAnon:");
+    let rss = status_bytes(server.pid, "VmRSS:").unwrap_or(0);
+    let anon = status_bytes(server.pid, "RssAnon:").unwrap_or(0);
     let series = args.series as f64;
     report.put(&format!("memory.{k}.rss_empty_mib"), mib(rss_empty));
     report.put(&format!("memory.{k}.rss_after_ingest_mib"), mib(rss));
     report.put(&format!("memory.{k}.anon_after_ingest_mib"), mib(anon));
     report.put(
         &format!("memory.{k}.peak_rss_mib"),
-        mib(status_bytes(server.pid, "VmHWM:")),
+        mib(status_bytes(server.pid, "VmHWM:").unwrap_or(0)),
     );
     report.put(
         &format!("memory.{k}.rss_bytes_per_series"),
@@ -697,7 +642,7 @@ fn ingest(
     let ready_s = restarted.ready_after.as_secs_f64();
     // The high-water mark at ready covers WAL replay alone; the one read after the
     // `count` query below also holds that query's memory (100 k label sets).
-    let hwm_at_ready = status_bytes(restarted.pid, "VmHWM:");
+    let hwm_at_ready = status_bytes(restarted.pid, "VmHWM:").unwrap_or(0);
     report.put(
         &format!("crash.{k}.peak_rss_at_ready_mib"),
         mib(hwm_at_ready),
@@ -730,11 +675,11 @@ fn ingest(
     );
     report.put(
         &format!("crash.{k}.replay_peak_rss_mib"),
-        mib(status_bytes(restarted.pid, "VmHWM:")),
+        mib(status_bytes(restarted.pid, "VmHWM:").unwrap_or(0)),
     );
     report.put(
         &format!("crash.{k}.replay_peak_over_steady_rss"),
-        status_bytes(restarted.pid, "VmHWM:") as f64 / rss.max(1) as f64,
+        status_bytes(restarted.pid, "VmHWM:").unwrap_or(0) as f64 / rss.max(1) as f64,
     );
     restarted.stop()?;
     let _ = std::fs::remove_dir_all(&dir);
@@ -746,15 +691,6 @@ fn run_end_ms(args: &Args) -> i64 {
     static END: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
     let interval = args.interval_s * 1000;
     *END.get_or_init(|| (now_ms() - 60_000) / interval * interval)
-}
-
-fn encode_query(q: &str) -> String {
-    q.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 async fn get_json(
@@ -890,7 +826,7 @@ fn queries(
         );
         report.put(
             &format!("history.{k}.rss_mib"),
-            mib(status_bytes(server.pid, "VmRSS:")),
+            mib(status_bytes(server.pid, "VmRSS:").unwrap_or(0)),
         );
         servers.push((server, stats.samples_ok));
     }

@@ -274,12 +274,17 @@ impl Ingest {
     ) -> Result<(), IngestError> {
         let payload = payload::encode(tenant, &request);
         drop(request);
+        self.append(signal, payload).await.map(|_| ())
+    }
+
+    /// Appends one record to its signal's WAL; returns its LSN once it is fsynced.
+    async fn append(&self, signal: Signal, payload: bytes::Bytes) -> Result<u64, IngestError> {
         let wal = match signal {
             Signal::Logs => &self.wals.logs,
             Signal::Metrics => &self.wals.metrics,
             Signal::Traces => &self.wals.traces,
         };
-        wal.append(payload).await.map(|_| ()).map_err(|e| {
+        wal.append(payload).await.map_err(|e| {
             tracing::error!(signal = signal.as_str(), error = %e, "wal append failed");
             IngestError {
                 code: ErrorCode::Unavailable,
@@ -418,14 +423,7 @@ impl Ingest {
         if samples > 0 || !admission.accepted.metadata.is_empty() {
             let payload =
                 bytes::Bytes::from(tsdb::encode_record(&principal.tenant, &admission.accepted));
-            let lsn = self.wals.metrics.append(payload).await.map_err(|e| {
-                tracing::error!(signal = "metrics", error = %e, "wal append failed");
-                IngestError {
-                    code: ErrorCode::Unavailable,
-                    message: "could not make the batch durable".into(),
-                    retry_after: Some(self.retry_after),
-                }
-            })?;
+            let lsn = self.append(Signal::Metrics, payload).await?;
             self.metrics_applied.wait_for(lsn).await;
         }
         self.count(Signal::Metrics, samples, size);

@@ -6,43 +6,18 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use vantage_storage::metrics::{METRIC_NAME, MatchOp, Matcher, Querier};
+use vantage_proto::prom::names::is_valid_label_name;
+use vantage_storage::metrics::promql;
+use vantage_storage::metrics::{Matcher, Querier};
 
 use super::params::{MAX_TIME_MS, MIN_TIME_MS};
 use super::{Params, PromError, json, query_caller, success, success_with_warnings};
 use crate::api::ApiState;
 
-/// Parses a `match[]` series selector (`up{job="api"}`, `{__name__=~"x.*"}`) into
-/// matchers, with Prometheus's rule that at least one must not match the empty string.
-pub(crate) fn parse_selector(text: &str) -> Result<Vec<Matcher>, PromError> {
-    let bad =
-        |reason: String| PromError::bad_data(format!("invalid parameter \"match[]\": {reason}"));
-    let expr = promql_parser::parser::parse(text).map_err(bad)?;
-    let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
-        return Err(bad(format!("{text:?} is not a series selector")));
-    };
-    if vs.offset.is_some() || vs.at.is_some() || !vs.matchers.or_matchers.is_empty() {
-        return Err(bad(format!("{text:?} is not a plain series selector")));
-    }
-    let mut matchers = Vec::with_capacity(vs.matchers.matchers.len() + 1);
-    if let Some(name) = vs.name {
-        matchers.push(Matcher::equal(METRIC_NAME, name));
-    }
-    for m in vs.matchers.matchers {
-        let op = match m.op {
-            promql_parser::label::MatchOp::Equal => MatchOp::Equal,
-            promql_parser::label::MatchOp::NotEqual => MatchOp::NotEqual,
-            promql_parser::label::MatchOp::Re(_) => MatchOp::RegexMatch,
-            promql_parser::label::MatchOp::NotRe(_) => MatchOp::RegexNoMatch,
-        };
-        matchers.push(Matcher::new(m.name, op, m.value).map_err(|e| bad(e.to_string()))?);
-    }
-    if matchers.iter().all(Matcher::matches_empty) {
-        return Err(bad(format!(
-            "{text:?}: vector selector must contain at least one non-empty matcher"
-        )));
-    }
-    Ok(matchers)
+/// Parses a `match[]` series selector into matchers (the evaluator's own parsing).
+fn parse_selector(text: &str) -> Result<Vec<Matcher>, PromError> {
+    promql::parse_selector(text)
+        .map_err(|e| PromError::bad_data(format!("invalid parameter \"match[]\": {e}")))
 }
 
 /// The `match[]` selectors of a request (none means "all series").
@@ -52,15 +27,6 @@ fn selectors(params: &Params) -> Result<Vec<Vec<Matcher>>, PromError> {
         .into_iter()
         .map(parse_selector)
         .collect()
-}
-
-/// Whether `name` is a valid Prometheus label name.
-fn valid_label_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn range(params: &Params) -> Result<(i64, i64), PromError> {
@@ -190,7 +156,7 @@ pub(crate) async fn label_values(
     params: Params,
 ) -> Result<Response, PromError> {
     let principal = query_caller(&state, &headers)?;
-    if !valid_label_name(&name) {
+    if !is_valid_label_name(&name) {
         return Err(PromError::bad_data(format!("invalid label name: {name:?}")));
     }
     let sets = selectors(&params)?;
@@ -251,6 +217,7 @@ pub(crate) async fn metadata(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vantage_storage::metrics::METRIC_NAME;
 
     #[test]
     fn selectors_parse_like_prometheus() {
@@ -262,14 +229,5 @@ mod tests {
         assert!(parse_selector("rate(up[5m])").is_err());
         assert!(parse_selector("up offset 5m").is_err());
         assert!(parse_selector("{").is_err());
-    }
-
-    #[test]
-    fn label_names_are_checked() {
-        assert!(valid_label_name("job"));
-        assert!(valid_label_name("__name__"));
-        assert!(!valid_label_name("1job"));
-        assert!(!valid_label_name("a-b"));
-        assert!(!valid_label_name(""));
     }
 }

@@ -49,6 +49,16 @@ impl Params {
                 .map_err(|e| PromError::bad_data(format!("invalid parameter {name:?}: {e}"))),
         }
     }
+
+    /// A time parameter that must be given.
+    pub(crate) fn time(&self, name: &str) -> Result<i64, PromError> {
+        match self.get(name) {
+            None => Err(PromError::bad_data(format!(
+                "invalid parameter {name:?}: missing"
+            ))),
+            Some(_) => self.time_or(name, 0),
+        }
+    }
 }
 
 impl<S: Send + Sync> FromRequest<S> for Params {

@@ -12,6 +12,7 @@ use super::eval::{Collector, Evaluator, Grid, StepCursor};
 use super::quantile::quantile;
 use super::value::{RangeSeries, Val};
 use crate::metrics::{Label, Labels, METRIC_NAME};
+use vantage_proto::prom::names::is_valid_label_name;
 
 /// The aggregation operators Prometheus 2.42 has.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -359,16 +360,6 @@ pub(crate) fn go_float(v: f64) -> String {
     } else {
         format!("{v}")
     }
-}
-
-/// Prometheus's label name rule: `[a-zA-Z_][a-zA-Z0-9_]*`.
-pub(crate) fn is_valid_label_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    match chars.next() {
-        Some(c) if c.is_ascii_alphabetic() || c == '_' => {}
-        _ => return false,
-    }
-    chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// `vectorByValueHeap.Less`: NaN first, then ascending.

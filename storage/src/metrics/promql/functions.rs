@@ -10,7 +10,6 @@ use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{Call, Expr, Function, register_extra_functions};
 
 use super::PromqlError;
-use super::aggregate::is_valid_label_name;
 use super::eval::{
     Collector, Evaluator, Grid, StepCursor, WindowCursor, check_unique, merge_same_labels,
     selector_matchers, unwrap_parens,
@@ -18,6 +17,7 @@ use super::eval::{
 use super::quantile::{Bucket, bucket_quantile, quantile};
 use super::value::{RangeSeries, Val};
 use crate::metrics::{Labels, METRIC_NAME, MatchOp, Sample};
+use vantage_proto::prom::names::is_valid_label_name;
 
 /// Functions of Prometheus 2.42 that the parser crate no longer knows.
 pub(crate) fn register_legacy_functions() {

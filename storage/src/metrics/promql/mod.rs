@@ -142,6 +142,22 @@ pub fn format_query(query: &str) -> Result<String, PromqlError> {
     Ok(parse(query)?.prettify())
 }
 
+/// Parses a series selector as the Prometheus API's `match[]` takes it (`up{job="api"}`,
+/// `{__name__=~"x.*"}`): no functions, `offset` or `@`, and at least one matcher that
+/// does not match the empty string.
+pub fn parse_selector(text: &str) -> Result<Vec<crate::metrics::Matcher>, PromqlError> {
+    match parse(text)? {
+        promql_parser::parser::Expr::VectorSelector(vs)
+            if vs.offset.is_none() && vs.at.is_none() =>
+        {
+            eval::selector_matchers(&vs)
+        }
+        _ => Err(PromqlError::Parse(format!(
+            "{text:?} is not a plain series selector"
+        ))),
+    }
+}
+
 /// Parses a query, registering the 2.42 functions the parser crate lacks.
 fn parse(query: &str) -> Result<promql_parser::parser::Expr, PromqlError> {
     functions::register_legacy_functions();

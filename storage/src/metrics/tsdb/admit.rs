@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 
 use super::head::{Head, labels_hash};
 use super::{Labels, METRIC_NAME, MetricBatch, lock};
+use vantage_proto::prom::names::is_valid_label_name;
 
 /// Samples further in the future than this are refused: a clock that far off would
 /// otherwise push series' newest time ahead and make every later sample out of order.
@@ -68,11 +69,7 @@ pub(crate) fn invalid_labels(labels: &Labels) -> Option<String> {
         ));
     }
     for l in labels {
-        let b = l.name.as_bytes();
-        let ok = !b.is_empty()
-            && (b[0].is_ascii_alphabetic() || b[0] == b'_')
-            && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_');
-        if !ok {
+        if !is_valid_label_name(&l.name) {
             return Some(format!("invalid label name {:?}", l.name));
         }
         if l.name.starts_with("__") && l.name != METRIC_NAME {
