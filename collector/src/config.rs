@@ -52,6 +52,10 @@ pub const DEFAULT_OUT_OF_ORDER_WINDOW: &str = "10m";
 pub const DEFAULT_QUERY_TIMEOUT: &str = "2m";
 /// Queries evaluated at once; more wait. Evaluation is CPU-bound, so a few per core.
 pub const DEFAULT_MAX_CONCURRENT_QUERIES: usize = 8;
+/// Traces are kept a week by default, as Jaeger and Tempo deployments commonly do.
+pub const DEFAULT_RETENTION_TRACES: &str = "7d";
+/// Prometheus's default `global.evaluation_interval`, used by rule groups without one.
+pub const DEFAULT_EVALUATION_INTERVAL: &str = "1m";
 
 /// Top-level keys an environment variable may set; other `VANTAGE_*` variables (the CLI's
 /// `VANTAGE_URL`, say) are not the collector's and are ignored.
@@ -67,6 +71,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "limits",
     "metrics",
     "api",
+    "alerting",
 ];
 
 /// The configuration file as written.
@@ -84,6 +89,16 @@ struct FileConfig {
     limits: LimitsFile,
     metrics: MetricsFile,
     api: ApiFile,
+    alerting: AlertingFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct AlertingFile {
+    rules_dir: Option<PathBuf>,
+    alertmanager_config: Option<PathBuf>,
+    external_url: Option<String>,
+    evaluation_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -225,6 +240,26 @@ pub struct Config {
     pub max_concurrent_queries: usize,
     /// Browser origins allowed to call the API cross-origin (CORS); empty = none.
     pub cors_allowed_origins: Vec<String>,
+    /// How long spans are kept.
+    pub retention_traces: Duration,
+    /// Alert and recording rules, notification routing.
+    pub alerting: AlertingConfig,
+}
+
+/// Where rules and notification routing come from.
+#[derive(Clone, Debug)]
+pub struct AlertingConfig {
+    /// Prometheus rule files (`*.yml`, `*.yaml`) for tenant `default`; a subdirectory
+    /// named after a tenant holds that tenant's files. Reloaded on change.
+    pub rules_dir: Option<PathBuf>,
+    /// An Alertmanager configuration file (`alertmanager.yml`) for tenant `default`;
+    /// other tenants set theirs through the API.
+    pub alertmanager_config: Option<PathBuf>,
+    /// The URL people reach this collector at, for links in notifications
+    /// (Prometheus's `--web.external-url`); `None` = derived from the API address.
+    pub external_url: Option<String>,
+    /// Interval of rule groups that do not set their own.
+    pub evaluation_interval: Duration,
 }
 
 /// Values given on the command line; `None` leaves the file/environment value.
@@ -242,6 +277,10 @@ pub struct FlagOverrides {
     pub log_format: Option<String>,
     /// `--insecure-no-auth`
     pub insecure_no_auth: bool,
+    /// `--rules-dir`
+    pub rules_dir: Option<PathBuf>,
+    /// `--alertmanager-config`
+    pub alertmanager_config: Option<PathBuf>,
 }
 
 /// Every problem found in the configuration, reported together.
@@ -301,6 +340,19 @@ impl Config {
         flag(&mut root, &["listen", "otlp_http"], &flags.otlp_http);
         flag(&mut root, &["listen", "api"], &flags.api);
         flag(&mut root, &["log_format"], &flags.log_format);
+        flag(
+            &mut root,
+            &["alerting", "rules_dir"],
+            &flags.rules_dir.as_ref().map(|p| p.display().to_string()),
+        );
+        flag(
+            &mut root,
+            &["alerting", "alertmanager_config"],
+            &flags
+                .alertmanager_config
+                .as_ref()
+                .map(|p| p.display().to_string()),
+        );
         if flags.insecure_no_auth {
             let path = vec!["auth".to_string(), "enabled".to_string()];
             set_path(&mut root, &path, Value::Bool(false));
@@ -358,8 +410,16 @@ fn validate(f: FileConfig) -> Result<Config, ConfigError> {
         f.metrics.query_timeout,
         DEFAULT_QUERY_TIMEOUT,
     );
-    // Parsed so a typo fails now, although its store comes later.
-    let _ = duration("retention.traces", f.retention.traces, "7d");
+    let retention_traces = duration(
+        "retention.traces",
+        f.retention.traces,
+        DEFAULT_RETENTION_TRACES,
+    );
+    let evaluation_interval = duration(
+        "alerting.evaluation_interval",
+        f.alerting.evaluation_interval,
+        DEFAULT_EVALUATION_INTERVAL,
+    );
     let log_format = match f.log_format.as_deref() {
         None | Some("text") => LogFormat::Text,
         Some("json") => LogFormat::Json,
@@ -408,6 +468,22 @@ fn validate(f: FileConfig) -> Result<Config, ConfigError> {
     }
     if retention_metrics != Duration::ZERO && retention_metrics < Duration::from_secs(3_600) {
         errors.push("retention.metrics: must be at least 1h".to_string());
+    }
+    if retention_traces != Duration::ZERO && retention_traces < Duration::from_secs(86_400) {
+        errors.push(
+            "retention.traces: partitions are a day long, so retention must be at least 1d"
+                .to_string(),
+        );
+    }
+    if evaluation_interval != Duration::ZERO && evaluation_interval < Duration::from_secs(1) {
+        errors.push("alerting.evaluation_interval: must be at least 1s".to_string());
+    }
+    if let Some(url) = &f.alerting.external_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        errors.push(format!(
+            "alerting.external_url: {url:?} is not an http:// or https:// URL"
+        ));
     }
     let max_concurrent_queries = f
         .metrics
@@ -461,6 +537,16 @@ fn validate(f: FileConfig) -> Result<Config, ConfigError> {
         max_samples_per_query: f.metrics.max_samples_per_query,
         max_concurrent_queries,
         cors_allowed_origins,
+        retention_traces,
+        alerting: AlertingConfig {
+            rules_dir: f.alerting.rules_dir,
+            alertmanager_config: f.alerting.alertmanager_config,
+            external_url: f
+                .alerting
+                .external_url
+                .map(|u| u.trim_end_matches('/').to_string()),
+            evaluation_interval,
+        },
     })
 }
 

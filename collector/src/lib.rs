@@ -2,6 +2,7 @@
 //! the query API. The binaries are `vantage-collector` (the server) and `vantage` (the
 //! command-line client).
 
+pub mod alerting;
 pub mod api;
 pub mod auth;
 pub mod cli;

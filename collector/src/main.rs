@@ -41,6 +41,14 @@ struct Args {
     /// experiments only: anyone who can reach the ports can read and write everything.
     #[arg(long)]
     insecure_no_auth: bool,
+    /// Directory of Prometheus rule files for tenant `default` (a subdirectory per other
+    /// tenant); reloaded when a file changes.
+    #[arg(long, value_name = "DIR")]
+    rules_dir: Option<PathBuf>,
+    /// Alertmanager configuration file (routes, receivers, inhibit rules) for tenant
+    /// `default`.
+    #[arg(long, value_name = "FILE")]
+    alertmanager_config: Option<PathBuf>,
 }
 
 fn init_logging(format: LogFormat) {
@@ -87,6 +95,8 @@ fn main() -> anyhow::Result<()> {
         api: args.api,
         log_format: args.log_format,
         insecure_no_auth: args.insecure_no_auth,
+        rules_dir: args.rules_dir,
+        alertmanager_config: args.alertmanager_config,
     };
     let config = match Config::load(args.config.as_deref(), &env, &flags) {
         Ok(c) => c,

@@ -356,7 +356,7 @@ impl Ingest {
         drop(request);
         self.count_rejected("unmappable", mapped.rejected_points);
         self.write_metrics(
-            principal,
+            &principal.tenant,
             mapped.batch,
             mapped.rejected_points,
             mapped.first_error,
@@ -378,7 +378,7 @@ impl Ingest {
                 .map_err(|e| IngestError::new(ErrorCode::InvalidArgument, e.to_string()))?;
         self.count_rejected("invalid", decoded.rejected_samples);
         self.write_metrics(
-            principal,
+            &principal.tenant,
             decoded.batch,
             decoded.rejected_samples,
             decoded.first_error,
@@ -399,16 +399,35 @@ impl Ingest {
         }
     }
 
+    /// Stores series the collector computes itself (recording rules, `ALERTS`, span
+    /// metrics) through the same admit → WAL → apply path as received samples, so they
+    /// are durable, replayed after a crash and refused for the same reasons. No
+    /// admission budget or rate limit: they are not a client's load.
+    pub async fn write_generated(
+        &self,
+        tenant: &str,
+        batch: MetricBatch,
+    ) -> Result<Accepted, IngestError> {
+        if !self.is_open() {
+            return Err(IngestError {
+                code: ErrorCode::Unavailable,
+                message: "collector is starting or stopping".into(),
+                retry_after: Some(self.retry_after),
+            });
+        }
+        self.write_metrics(tenant, batch, 0, None, 0).await
+    }
+
     /// Admits a mapped batch into the TSDB and appends what was admitted to the WAL.
     async fn write_metrics(
         &self,
-        principal: &Principal,
+        tenant: &str,
         batch: MetricBatch,
         rejected_before: u64,
         first_error: Option<String>,
         size: usize,
     ) -> Result<Accepted, IngestError> {
-        let admission = self.tsdb.admit(&principal.tenant, batch, metrics::now_ms());
+        let admission = self.tsdb.admit(tenant, batch, metrics::now_ms());
         let counts = [
             admission.out_of_order,
             admission.too_old,
@@ -421,8 +440,7 @@ impl Ingest {
         }
         let samples = admission.accepted.sample_count() as u64;
         if samples > 0 || !admission.accepted.metadata.is_empty() {
-            let payload =
-                bytes::Bytes::from(tsdb::encode_record(&principal.tenant, &admission.accepted));
+            let payload = bytes::Bytes::from(tsdb::encode_record(tenant, &admission.accepted));
             let lsn = self.append(Signal::Metrics, payload).await?;
             self.metrics_applied.wait_for(lsn).await;
         }
