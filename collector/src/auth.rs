@@ -29,11 +29,10 @@ pub struct Principal {
 }
 
 impl Principal {
-    /// Whether the principal holds `scope` (`admin` implies every scope).
+    /// Whether the principal holds `scope` (`admin` implies every scope, `edit` implies
+    /// `query`).
     pub fn has(&self, scope: Scope) -> bool {
-        self.scopes
-            .iter()
-            .any(|s| *s == scope || *s == Scope::Admin)
+        self.scopes.iter().any(|s| s.allows(scope))
     }
 
     /// An admin of the bootstrap tenant: may manage every tenant.

@@ -31,27 +31,31 @@ pub enum Scope {
     Ingest,
     /// Read telemetry back (search, dashboards).
     Query,
-    /// Manage tenants and keys; implies every other scope.
+    /// Change what the tenant runs: alert and recording rules, silences, notification
+    /// routing, agent configurations. Implies `query` (an editor reads what it edits).
+    Edit,
+    /// Manage tenants, users and keys; implies every other scope.
     Admin,
 }
 
 impl Scope {
     /// Every scope, in the order they are stored.
-    pub const ALL: [Scope; 3] = [Scope::Ingest, Scope::Query, Scope::Admin];
+    pub const ALL: [Scope; 4] = [Scope::Ingest, Scope::Query, Scope::Edit, Scope::Admin];
 
     /// The stable lowercase name, as stored in the database and accepted by [`FromStr`].
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Ingest => "ingest",
             Scope::Query => "query",
+            Scope::Edit => "edit",
             Scope::Admin => "admin",
         }
     }
 
     /// Whether holding `self` is enough for an operation that needs `needed`: equal
-    /// scopes match, and admin matches everything.
+    /// scopes match, admin matches everything, and edit matches query.
     pub fn allows(self, needed: Scope) -> bool {
-        self == Scope::Admin || self == needed
+        self == Scope::Admin || self == needed || (self == Scope::Edit && needed == Scope::Query)
     }
 }
 
@@ -70,7 +74,7 @@ impl FromStr for Scope {
             .find(|scope| scope.as_str() == s)
             .ok_or_else(|| {
                 MetaError::Invalid(format!(
-                    "unknown scope {s:?} (expected ingest, query or admin)"
+                    "unknown scope {s:?} (expected ingest, query, edit or admin)"
                 ))
             })
     }

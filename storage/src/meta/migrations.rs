@@ -36,10 +36,11 @@ pub(crate) struct Migration {
 }
 
 /// Every migration this build knows, oldest first. Append only.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "tenants_and_api_keys",
-    sql: "
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "tenants_and_api_keys",
+        sql: "
         CREATE TABLE tenants (
             name TEXT NOT NULL PRIMARY KEY,
             created_at INTEGER NOT NULL
@@ -63,7 +64,79 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
         ) STRICT;
         CREATE INDEX api_keys_tenant ON api_keys (tenant);
     ",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "users_sessions_audit",
+        sql: "
+        CREATE TABLE users (
+            user_id TEXT NOT NULL PRIMARY KEY,
+            username TEXT NOT NULL,
+            -- argon2id PHC string; the password itself is never stored.
+            password_hash TEXT NOT NULL,
+            disabled INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1)),
+            created_at INTEGER NOT NULL,
+            password_changed_at INTEGER NOT NULL,
+            -- The TOTP shared secret (RFC 6238) while enrolling or enrolled.
+            totp_secret BLOB,
+            totp_enabled INTEGER NOT NULL DEFAULT 0 CHECK (totp_enabled IN (0, 1))
+        ) STRICT;
+        CREATE UNIQUE INDEX users_username_nocase ON users (username COLLATE NOCASE);
+
+        CREATE TABLE user_roles (
+            user_id TEXT NOT NULL REFERENCES users (user_id) ON DELETE CASCADE,
+            tenant TEXT NOT NULL REFERENCES tenants (name) ON DELETE RESTRICT,
+            role TEXT NOT NULL CHECK (role IN ('admin', 'editor', 'viewer')),
+            PRIMARY KEY (user_id, tenant)
+        ) STRICT;
+        CREATE INDEX user_roles_tenant ON user_roles (tenant);
+
+        CREATE TABLE sessions (
+            session_id TEXT NOT NULL PRIMARY KEY,
+            user_id TEXT NOT NULL REFERENCES users (user_id) ON DELETE CASCADE,
+            tenant TEXT NOT NULL REFERENCES tenants (name) ON DELETE RESTRICT,
+            -- SHA-256 of the current refresh secret, and of the one it replaced: a
+            -- replaced secret presented again means it was stolen, and ends the session.
+            refresh_sha256 BLOB NOT NULL CHECK (length(refresh_sha256) = 32),
+            previous_sha256 BLOB,
+            created_at INTEGER NOT NULL,
+            refreshed_at INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL,
+            revoked_at INTEGER,
+            remote_addr TEXT,
+            user_agent TEXT
+        ) STRICT;
+        CREATE INDEX sessions_user ON sessions (user_id);
+
+        CREATE TABLE recovery_codes (
+            user_id TEXT NOT NULL REFERENCES users (user_id) ON DELETE CASCADE,
+            code_sha256 BLOB NOT NULL CHECK (length(code_sha256) = 32),
+            used_at INTEGER,
+            PRIMARY KEY (user_id, code_sha256)
+        ) STRICT;
+
+        -- Keys that sign access tokens (HMAC-SHA256); the newest signs, all verify.
+        CREATE TABLE signing_keys (
+            kid TEXT NOT NULL PRIMARY KEY,
+            secret BLOB NOT NULL CHECK (length(secret) = 32),
+            created_at INTEGER NOT NULL
+        ) STRICT;
+
+        CREATE TABLE audit_log (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at INTEGER NOT NULL,
+            tenant TEXT,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT,
+            outcome TEXT NOT NULL,
+            remote_addr TEXT,
+            detail TEXT
+        ) STRICT;
+        CREATE INDEX audit_log_tenant_at ON audit_log (tenant, at);
+    ",
+    },
+];
 
 /// The schema version a fully migrated database has with this build.
 pub(crate) const fn latest_version(migrations: &[Migration]) -> u32 {

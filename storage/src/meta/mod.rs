@@ -14,8 +14,11 @@
 //! All calls are short and synchronous behind one mutex: call them from
 //! `spawn_blocking` or at start-up, never directly on an async worker.
 
+mod audit;
 mod keys;
 mod migrations;
+mod sessions;
+mod users;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -26,7 +29,13 @@ use rusqlite::types::Type;
 use rusqlite::{Connection, ErrorCode, OptionalExtension as _, Row, TransactionBehavior, params};
 use tracing::{debug, error, info, warn};
 
+pub use audit::{AuditEvent, AuditQuery, AuditRecord, MAX_AUDIT_LIMIT};
 pub use keys::{KEY_ID_LEN, KEY_PREFIX, SECRET_LEN, Scope};
+pub use sessions::{REFRESH_PREFIX, Session, SessionGrant, SessionRejection};
+pub use users::{
+    LoginRejection, MAX_PASSWORD_LEN, MAX_USERNAME_LEN, MIN_PASSWORD_LEN, RECOVERY_CODES, Role,
+    User, check_password,
+};
 
 use crate::logs::valid_tenant;
 
@@ -474,11 +483,11 @@ impl MetaStore {
 
     /// The connection. A panic while it was held cannot leave SQLite inconsistent (an
     /// open transaction rolls back when dropped), so a poisoned lock is recovered.
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn err(&self, source: rusqlite::Error) -> MetaError {
+    pub(crate) fn err(&self, source: rusqlite::Error) -> MetaError {
         MetaError::sqlite(&self.path, source)
     }
 }
@@ -594,7 +603,7 @@ fn insert_api_key(
     )))
 }
 
-fn tenant_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+pub(crate) fn tenant_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
     conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM tenants WHERE name = ?1)",
         [name],
@@ -659,7 +668,7 @@ pub(crate) fn to_nanos(t: SystemTime, what: &str) -> Result<i64, MetaError> {
     })
 }
 
-fn from_nanos(nanos: i64) -> SystemTime {
+pub(crate) fn from_nanos(nanos: i64) -> SystemTime {
     let magnitude = Duration::from_nanos(nanos.unsigned_abs());
     if nanos >= 0 {
         UNIX_EPOCH + magnitude
@@ -670,3 +679,6 @@ fn from_nanos(nanos: i64) -> SystemTime {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod users_tests;
