@@ -52,6 +52,13 @@ pub const DEFAULT_OUT_OF_ORDER_WINDOW: &str = "10m";
 pub const DEFAULT_QUERY_TIMEOUT: &str = "2m";
 /// Queries evaluated at once; more wait. Evaluation is CPU-bound, so a few per core.
 pub const DEFAULT_MAX_CONCURRENT_QUERIES: usize = 8;
+/// Access tokens of people: the usual OAuth lifetime.
+pub const DEFAULT_ACCESS_TOKEN_TTL: &str = "15m";
+/// A login session lasts this long past its last refresh (Grafana's default inactive
+/// lifetime is 7 days).
+pub const DEFAULT_SESSION_TTL: &str = "7d";
+/// And never longer than this after the login itself (Grafana's default is 30 days).
+pub const DEFAULT_SESSION_MAX_AGE: &str = "30d";
 /// Traces are kept a week by default, as Jaeger and Tempo deployments commonly do.
 pub const DEFAULT_RETENTION_TRACES: &str = "7d";
 /// Prometheus's default `global.evaluation_interval`, used by rule groups without one.
@@ -132,6 +139,9 @@ struct LimitsFile {
 struct AuthFile {
     enabled: Option<bool>,
     protect_metrics: Option<bool>,
+    access_token_ttl: Option<String>,
+    session_ttl: Option<String>,
+    session_max_age: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -226,6 +236,8 @@ pub struct Config {
     pub protect_metrics: bool,
     /// Rate limits per tenant and per key (0 = unlimited).
     pub rates: crate::ratelimit::Rates,
+    /// Lifetimes of people's access tokens and sessions.
+    pub sessions: SessionConfig,
     /// How long metric samples are kept.
     pub retention_metrics: Duration,
     /// Series limit per tenant.
@@ -244,6 +256,17 @@ pub struct Config {
     pub retention_traces: Duration,
     /// Alert and recording rules, notification routing.
     pub alerting: AlertingConfig,
+}
+
+/// How long people stay logged in.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionConfig {
+    /// Lifetime of an access token.
+    pub access_token_ttl: Duration,
+    /// A session ends this long after its last refresh.
+    pub session_ttl: Duration,
+    /// A session ends this long after login, refreshed or not.
+    pub session_max_age: Duration,
 }
 
 /// Where rules and notification routing come from.
@@ -415,6 +438,17 @@ fn validate(f: FileConfig) -> Result<Config, ConfigError> {
         f.retention.traces,
         DEFAULT_RETENTION_TRACES,
     );
+    let access_token_ttl = duration(
+        "auth.access_token_ttl",
+        f.auth.access_token_ttl,
+        DEFAULT_ACCESS_TOKEN_TTL,
+    );
+    let session_ttl = duration("auth.session_ttl", f.auth.session_ttl, DEFAULT_SESSION_TTL);
+    let session_max_age = duration(
+        "auth.session_max_age",
+        f.auth.session_max_age,
+        DEFAULT_SESSION_MAX_AGE,
+    );
     let evaluation_interval = duration(
         "alerting.evaluation_interval",
         f.alerting.evaluation_interval,
@@ -475,6 +509,17 @@ fn validate(f: FileConfig) -> Result<Config, ConfigError> {
                 .to_string(),
         );
     }
+    if access_token_ttl != Duration::ZERO
+        && !(Duration::from_secs(10)..=Duration::from_secs(86_400)).contains(&access_token_ttl)
+    {
+        errors.push("auth.access_token_ttl: must be between 10s and 1d".to_string());
+    }
+    if session_ttl != Duration::ZERO
+        && session_max_age != Duration::ZERO
+        && session_ttl > session_max_age
+    {
+        errors.push("auth.session_ttl: must not exceed auth.session_max_age".to_string());
+    }
     if evaluation_interval != Duration::ZERO && evaluation_interval < Duration::from_secs(1) {
         errors.push("alerting.evaluation_interval: must be at least 1s".to_string());
     }
@@ -526,6 +571,11 @@ fn validate(f: FileConfig) -> Result<Config, ConfigError> {
             ingest_bytes_per_key: f.limits.ingest_bytes_per_second_per_key.unwrap_or(0),
             queries_per_tenant: f.limits.query_requests_per_second.unwrap_or(0),
             queries_per_key: f.limits.query_requests_per_second_per_key.unwrap_or(0),
+        },
+        sessions: SessionConfig {
+            access_token_ttl,
+            session_ttl,
+            session_max_age,
         },
         retention_metrics,
         max_series_per_tenant: f

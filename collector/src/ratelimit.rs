@@ -148,6 +148,7 @@ mod tests {
             tenant: tenant.into(),
             scopes: vec![],
             key_id: Some(key.into()),
+            user: None,
         }
     }
 

@@ -90,9 +90,9 @@ pub async fn run(
     tracing::info!(data_dir = %config.data_dir.display(), "starting vantage collector");
     let telemetry = Arc::new(Telemetry::new());
     let auth = if config.auth_enabled {
-        Arc::new(Auth::with_store(auth::open_and_bootstrap(
-            &config.data_dir,
-        )?))
+        let mut auth = Auth::with_store(auth::open_and_bootstrap(&config.data_dir)?);
+        auth.access_token_ttl = config.sessions.access_token_ttl;
+        Arc::new(auth)
     } else {
         tracing::warn!(
             "AUTHENTICATION IS OFF (--insecure-no-auth): anyone who reaches these ports can read and write all data; for local experiments only"
@@ -158,6 +158,9 @@ pub async fn run(
         query_timeout: config.query_timeout,
         max_request_bytes: config.max_request_bytes,
         cors_allowed_origins: config.cors_allowed_origins.clone(),
+        login_throttle: Default::default(),
+        totp: Default::default(),
+        sessions: config.sessions,
     });
     let api_listener = bind(config.api, "api").await?;
     let api_addr = api_listener.local_addr()?;
@@ -165,9 +168,14 @@ pub async fn run(
         let shutdown = shutdown.clone();
         let router = api::router(api_state.clone());
         async move {
-            axum::serve(api_listener, router)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
+            // Connection info gives handlers the client address, for the audit log and
+            // the login throttle.
+            axum::serve(
+                api_listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
         }
     });
 

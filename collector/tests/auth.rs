@@ -305,8 +305,13 @@ async fn first_start_writes_a_private_admin_key_file_once_and_never_logs_the_key
     let c = Collector::start(dir.path());
     let first = std::fs::read_to_string(&path).expect("the first start writes the file");
     let lines: Vec<&str> = first.lines().collect();
-    assert_eq!(lines.len(), 2, "two lines:\n{first}");
+    assert_eq!(lines.len(), 4, "four lines:\n{first}");
     assert_eq!(lines[0], "tenant: default");
+    assert_eq!(lines[2], "admin_user: admin");
+    let password = lines[3]
+        .strip_prefix("admin_password: ")
+        .unwrap_or_else(|| panic!("fourth line is the admin password: {first}"));
+    assert!(password.len() >= 20, "a long random password: {password:?}");
     let key = lines[1]
         .strip_prefix("api_key: ")
         .unwrap_or_else(|| panic!("second line is the key: {first}"));
@@ -368,6 +373,8 @@ async fn first_start_writes_a_private_admin_key_file_once_and_never_logs_the_key
         "a later start mints no second admin key"
     );
     assert!(!c.log().contains(secret), "{}", c.log());
+    let password = first.lines().nth(3).unwrap().trim_start_matches("admin_password: ");
+    assert!(!c.log().contains(password), "{}", c.log());
 }
 
 #[tokio::test]

@@ -15,12 +15,13 @@ use serde_json::{Value, json};
 use vantage_proto::ErrorCode;
 use vantage_storage::meta::{ApiKey, MetaError, MetaStore, Scope};
 
+use super::audit::{Entry, RemoteAddr, record};
 use super::timeparse::format_time;
 use super::{ApiError, ApiState, authenticate};
 use crate::auth::Principal;
 use crate::config::parse_duration;
 
-fn meta_error(e: MetaError) -> ApiError {
+pub(super) fn meta_error(e: MetaError) -> ApiError {
     match e {
         MetaError::NotFound(what) => {
             ApiError::new(ErrorCode::NotFound, format!("{what} not found"))
@@ -39,7 +40,7 @@ fn meta_error(e: MetaError) -> ApiError {
     }
 }
 
-fn store(state: &ApiState) -> Result<&Arc<MetaStore>, ApiError> {
+pub(super) fn store(state: &ApiState) -> Result<&Arc<MetaStore>, ApiError> {
     state.auth.store().ok_or_else(|| {
         ApiError::new(
             ErrorCode::InvalidArgument,
@@ -48,7 +49,7 @@ fn store(state: &ApiState) -> Result<&Arc<MetaStore>, ApiError> {
     })
 }
 
-fn time(t: SystemTime) -> Value {
+pub(super) fn time(t: SystemTime) -> Value {
     let ns = t
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
@@ -70,7 +71,10 @@ fn key_json(k: &ApiKey) -> Value {
 }
 
 /// The tenant an admin request acts on: its own, or any for a server admin.
-fn target_tenant(principal: &Principal, asked: Option<String>) -> Result<String, ApiError> {
+pub(super) fn target_tenant(
+    principal: &Principal,
+    asked: Option<String>,
+) -> Result<String, ApiError> {
     match asked {
         Some(t) if t != principal.tenant && !principal.is_server_admin() => Err(ApiError::new(
             ErrorCode::PermissionDenied,
@@ -85,7 +89,7 @@ fn target_tenant(principal: &Principal, asked: Option<String>) -> Result<String,
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct TenantParam {
-    tenant: Option<String>,
+    pub(super) tenant: Option<String>,
 }
 
 pub(super) async fn list_keys(
@@ -114,7 +118,7 @@ pub(super) struct NewKey {
     expires_in: Option<String>,
 }
 
-fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(super) fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, format!("request body: {e}")))
 }
@@ -122,6 +126,7 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
 pub(super) async fn create_key(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
+    remote: RemoteAddr,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let principal = authenticate(&state, &headers, Scope::Admin)?;
@@ -134,7 +139,7 @@ pub(super) async fn create_key(
             s.parse::<Scope>().map_err(|_| {
                 ApiError::new(
                     ErrorCode::InvalidArgument,
-                    format!("scope {s:?} is not one of ingest, query, admin"),
+                    format!("scope {s:?} is not one of ingest, query, edit, admin"),
                 )
             })
         })
@@ -151,7 +156,26 @@ pub(super) async fn create_key(
     let (key, secret) = store(&state)?
         .create_api_key(&tenant, &new.name, &scopes, expires_at)
         .map_err(meta_error)?;
-    tracing::info!(key_id = %key.key_id, tenant = %key.tenant, by = ?principal.key_id, "api key created");
+    tracing::info!(key_id = %key.key_id, tenant = %key.tenant, by = %principal.actor(), "api key created");
+    let scopes: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
+    record(
+        &state,
+        Some(&principal),
+        None,
+        &remote,
+        Entry {
+            action: "key.create",
+            target: Some(key.key_id.clone()),
+            outcome: "ok",
+            detail: Some(format!(
+                "{:?} in {} with {}",
+                key.name,
+                key.tenant,
+                scopes.join(",")
+            )),
+        },
+    )
+    .await;
     let mut body = key_json(&key);
     body["key"] = Value::String(secret);
     Ok((StatusCode::CREATED, Json(body)).into_response())
@@ -160,6 +184,7 @@ pub(super) async fn create_key(
 pub(super) async fn revoke_key(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
+    remote: RemoteAddr,
     Path(key_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let principal = authenticate(&state, &headers, Scope::Admin)?;
@@ -174,7 +199,20 @@ pub(super) async fn revoke_key(
         .filter(|t| *t == principal.tenant || principal.is_server_admin())
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("api key {key_id} not found")))?;
     store.revoke_api_key(&key_id).map_err(meta_error)?;
-    tracing::info!(%key_id, tenant = %owner, by = ?principal.key_id, "api key revoked");
+    tracing::info!(%key_id, tenant = %owner, by = %principal.actor(), "api key revoked");
+    record(
+        &state,
+        Some(&principal),
+        None,
+        &remote,
+        Entry {
+            action: "key.revoke",
+            target: Some(key_id.clone()),
+            outcome: "ok",
+            detail: Some(format!("in {owner}")),
+        },
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -207,6 +245,7 @@ pub(super) struct NewTenant {
 pub(super) async fn create_tenant(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
+    remote: RemoteAddr,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let principal = authenticate(&state, &headers, Scope::Admin)?;
@@ -220,7 +259,20 @@ pub(super) async fn create_tenant(
     let tenant = store(&state)?
         .create_tenant(&new.name)
         .map_err(meta_error)?;
-    tracing::info!(tenant = %tenant.name, by = ?principal.key_id, "tenant created");
+    tracing::info!(tenant = %tenant.name, by = %principal.actor(), "tenant created");
+    record(
+        &state,
+        Some(&principal),
+        None,
+        &remote,
+        Entry {
+            action: "tenant.create",
+            target: Some(tenant.name.clone()),
+            outcome: "ok",
+            detail: None,
+        },
+    )
+    .await;
     Ok((
         StatusCode::CREATED,
         Json(json!({"name": tenant.name, "created_at": time(tenant.created_at)})),

@@ -2,11 +2,14 @@
 //! remote write, administration, self-telemetry and probes.
 
 mod admin;
+mod audit;
 mod gateway;
+mod login;
 mod logs;
 pub mod prom;
 pub mod render;
 pub mod timeparse;
+mod users;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +18,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 use vantage_proto::ErrorCode;
 use vantage_storage::logs::LogStore;
@@ -54,6 +57,12 @@ pub struct ApiState {
     pub max_request_bytes: usize,
     /// Origins allowed cross-origin access (CORS).
     pub cors_allowed_origins: Vec<String>,
+    /// Failed-login counts, to slow password guessing.
+    pub login_throttle: crate::auth::throttle::LoginThrottle,
+    /// TOTP codes seen, so each works once.
+    pub totp: crate::auth::totp::TotpChecker,
+    /// Session lifetimes.
+    pub sessions: crate::config::SessionConfig,
 }
 
 /// An API error: a code and a message, rendered as
@@ -147,6 +156,33 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/api/v1/tenants",
             get(admin::list_tenants).post(admin::create_tenant),
         )
+        .route("/api/v1/auth/login", post(login::login))
+        .route("/api/v1/auth/refresh", post(login::refresh))
+        .route("/api/v1/auth/logout", post(login::logout))
+        .route("/api/v1/auth/me", get(login::me))
+        .route("/api/v1/auth/password", post(login::change_password))
+        .route("/api/v1/auth/sessions", get(login::list_sessions))
+        .route(
+            "/api/v1/auth/sessions/{session_id}",
+            axum::routing::delete(login::revoke_session),
+        )
+        .route("/api/v1/auth/totp/enroll", post(login::totp_enroll))
+        .route("/api/v1/auth/totp/confirm", post(login::totp_confirm))
+        .route("/api/v1/auth/totp/disable", post(login::totp_disable))
+        .route("/api/v1/users", get(users::list).post(users::create))
+        .route(
+            "/api/v1/users/{user_id}",
+            get(users::get).patch(users::patch).delete(users::delete),
+        )
+        .route(
+            "/api/v1/users/{user_id}/tenants/{tenant}",
+            axum::routing::put(users::put_role).delete(users::delete_role),
+        )
+        .route(
+            "/api/v1/users/{user_id}/password",
+            post(users::reset_password),
+        )
+        .route("/api/v1/audit", get(audit::list))
         .merge(prom::routes())
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
         .with_state(state);

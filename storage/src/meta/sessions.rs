@@ -82,6 +82,9 @@ pub enum SessionRejection {
     Unavailable,
 }
 
+/// user id, user name, tenant, expiry, revocation, user disabled, role in the tenant.
+type SessionRow = (String, String, String, i64, Option<i64>, bool, Option<String>);
+
 const SESSION_COLUMNS: &str = "session_id, user_id, tenant, created_at, refreshed_at, \
      expires_at, revoked_at, remote_addr, user_agent";
 
@@ -222,7 +225,7 @@ impl MetaStore {
     ) -> Result<SessionGrant, SessionRejection> {
         let now = to_nanos(now, "current time").map_err(unavailable)?;
         let conn = self.conn();
-        let row: Option<(String, String, String, i64, Option<i64>, bool, Option<String>)> = conn
+        let row: Option<SessionRow> = conn
             .prepare_cached(
                 "SELECT s.user_id, u.username, s.tenant, s.expires_at, s.revoked_at, u.disabled, r.role \
                  FROM sessions s JOIN users u ON u.user_id = s.user_id \

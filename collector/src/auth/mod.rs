@@ -1,6 +1,11 @@
-//! Who is asking: every OTLP export and API request carries `Authorization: Bearer <key>`;
-//! the key, verified against the metadata store, names the tenant and the scopes. The
-//! tenant never comes from anything else the client sends.
+//! Who is asking: every OTLP export and API request carries `Authorization: Bearer`
+//! with an API key (agents, scripts) or a person's access token (after login); either,
+//! verified against the metadata store, names the tenant and the scopes. The tenant
+//! never comes from anything else the client sends.
+
+pub mod throttle;
+pub mod tokens;
+pub mod totp;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -8,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use vantage_proto::ErrorCode;
-use vantage_storage::meta::{KeyRejection, MetaError, MetaStore, Scope};
+use vantage_storage::meta::{
+    KeyRejection, MetaError, MetaStore, Role, Scope, SessionGrant, SessionRejection,
+};
 
 /// The tenant created at first start; its admins administer the whole collector.
 pub const BOOTSTRAP_TENANT: &str = "default";
@@ -16,6 +23,10 @@ pub const BOOTSTRAP_TENANT: &str = "default";
 pub const INITIAL_ADMIN_FILE: &str = "initial-admin.txt";
 /// `last_used_at` is written at most this often per key, so verification stays a read.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
+/// Access tokens live 15 minutes, the usual OAuth figure. The session is checked on
+/// every request anyway (logout is immediate), so this only sets how often a client
+/// refreshes, and how long a token copied from a live session stays useful.
+pub const DEFAULT_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// An authenticated caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,8 +35,23 @@ pub struct Principal {
     pub tenant: String,
     /// What the credential may do.
     pub scopes: Vec<Scope>,
-    /// The API key's id (None when authentication is disabled).
+    /// The API key's id (None for people and when authentication is disabled).
     pub key_id: Option<String>,
+    /// The person, when the credential is a login session's access token.
+    pub user: Option<UserIdentity>,
+}
+
+/// A logged-in person behind a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserIdentity {
+    /// Stable user id.
+    pub user_id: String,
+    /// Login name.
+    pub username: String,
+    /// The session the access token belongs to.
+    pub session_id: String,
+    /// The role in the principal's tenant.
+    pub role: Role,
 }
 
 impl Principal {
@@ -39,13 +65,22 @@ impl Principal {
     pub fn is_server_admin(&self) -> bool {
         self.tenant == BOOTSTRAP_TENANT && self.has(Scope::Admin)
     }
+
+    /// Who, for the audit log: `user:<name>`, `key:<id>` or `anonymous`.
+    pub fn actor(&self) -> String {
+        match (&self.user, &self.key_id) {
+            (Some(u), _) => format!("user:{}", u.username),
+            (None, Some(k)) => format!("key:{k}"),
+            (None, None) => "anonymous".to_string(),
+        }
+    }
 }
 
 /// Why a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// No `Authorization: Bearer` header.
-    #[error("missing credential: send Authorization: Bearer <api key>")]
+    #[error("missing credential: send Authorization: Bearer <api key or access token>")]
     Missing,
     /// The credential is not a valid, live key.
     #[error("{0}")]
@@ -80,6 +115,10 @@ enum Mode {
 pub struct Auth {
     mode: Mode,
     touched: Mutex<HashMap<String, Instant>>,
+    /// Access-token keys, loaded from the store on first use.
+    token_keys: std::sync::OnceLock<tokens::TokenKeys>,
+    /// Lifetime of access tokens issued at login and refresh.
+    pub access_token_ttl: Duration,
 }
 
 impl Auth {
@@ -88,6 +127,8 @@ impl Auth {
         Auth {
             mode: Mode::Keys(store),
             touched: Mutex::new(HashMap::new()),
+            token_keys: std::sync::OnceLock::new(),
+            access_token_ttl: DEFAULT_ACCESS_TOKEN_TTL,
         }
     }
 
@@ -96,6 +137,8 @@ impl Auth {
         Auth {
             mode: Mode::Disabled,
             touched: Mutex::new(HashMap::new()),
+            token_keys: std::sync::OnceLock::new(),
+            access_token_ttl: DEFAULT_ACCESS_TOKEN_TTL,
         }
     }
 
@@ -121,6 +164,7 @@ impl Auth {
                 tenant: BOOTSTRAP_TENANT.to_string(),
                 scopes: vec![Scope::Admin],
                 key_id: None,
+                user: None,
             },
             Mode::Keys(store) => {
                 let token = authorization
@@ -130,6 +174,13 @@ impl Auth {
                     })
                     .filter(|t| !t.is_empty())
                     .ok_or(AuthError::Missing)?;
+                if tokens::looks_like_jwt(token) {
+                    let principal = self.check_access_token(store, token)?;
+                    if !principal.has(needed) {
+                        return Err(AuthError::Forbidden(needed.as_str()));
+                    }
+                    return Ok(principal);
+                }
                 let key = store
                     .verify_api_key(token, SystemTime::now())
                     .map_err(|r| match r {
@@ -146,6 +197,7 @@ impl Auth {
                     tenant: key.tenant,
                     scopes: key.scopes,
                     key_id: Some(key.key_id),
+                    user: None,
                 }
             }
         };
@@ -153,6 +205,73 @@ impl Auth {
             return Err(AuthError::Forbidden(needed.as_str()));
         }
         Ok(principal)
+    }
+
+    fn keys(&self, store: &MetaStore) -> Result<&tokens::TokenKeys, AuthError> {
+        if let Some(keys) = self.token_keys.get() {
+            return Ok(keys);
+        }
+        let (kid, secret) = store.signing_key().map_err(|e| {
+            tracing::error!(error = %e, "cannot load the access-token signing key");
+            AuthError::Internal
+        })?;
+        Ok(self
+            .token_keys
+            .get_or_init(|| tokens::TokenKeys::new(kid, &secret)))
+    }
+
+    /// A person's access token: a valid signature, then the session it names must be
+    /// live and the user still a member of its tenant.
+    fn check_access_token(&self, store: &MetaStore, token: &str) -> Result<Principal, AuthError> {
+        let claims = self
+            .keys(store)?
+            .verify(token)
+            .ok_or(AuthError::Rejected("invalid or expired access token"))?;
+        let grant = store
+            .check_session(&claims.sid, SystemTime::now())
+            .map_err(|r| match r {
+                SessionRejection::Unavailable => AuthError::Internal,
+                SessionRejection::Revoked => {
+                    AuthError::Rejected("session ended (logged out or revoked)")
+                }
+                SessionRejection::Expired => AuthError::Rejected("session expired; log in again"),
+                SessionRejection::NoAccess => {
+                    AuthError::Rejected("user is disabled or no longer a member of this tenant")
+                }
+                SessionRejection::Unknown | SessionRejection::Reused => {
+                    AuthError::Rejected("invalid or expired access token")
+                }
+            })?;
+        if grant.user_id != claims.sub {
+            return Err(AuthError::Rejected("invalid or expired access token"));
+        }
+        Ok(principal_of(grant))
+    }
+
+    /// Signs an access token for a session; `(token, lifetime)`.
+    pub fn issue_access_token(
+        &self,
+        grant: &SessionGrant,
+    ) -> Result<(String, Duration), AuthError> {
+        let Mode::Keys(store) = &self.mode else {
+            return Err(AuthError::Rejected(
+                "there are no logins while authentication is off (--insecure-no-auth)",
+            ));
+        };
+        let token = self
+            .keys(store)?
+            .issue(
+                &grant.user_id,
+                &grant.session_id,
+                &grant.tenant,
+                grant.role.as_str(),
+                self.access_token_ttl,
+            )
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot sign an access token");
+                AuthError::Internal
+            })?;
+        Ok((token, self.access_token_ttl))
     }
 
     fn touch(&self, store: &MetaStore, key_id: &str) {
@@ -170,6 +289,21 @@ impl Auth {
         if let Err(e) = store.touch_api_key(key_id, SystemTime::now()) {
             tracing::warn!(key_id, error = %e, "could not record api key use");
         }
+    }
+}
+
+/// The principal of a live session: the role's scopes in the session's tenant.
+pub fn principal_of(grant: SessionGrant) -> Principal {
+    Principal {
+        tenant: grant.tenant,
+        scopes: grant.role.scopes(),
+        key_id: None,
+        user: Some(UserIdentity {
+            user_id: grant.user_id,
+            username: grant.username,
+            session_id: grant.session_id,
+            role: grant.role,
+        }),
     }
 }
 
@@ -198,7 +332,42 @@ pub fn open_and_bootstrap(data_dir: &Path) -> anyhow::Result<Arc<MetaStore>> {
             "first start: created tenant default and an admin api key; the key is in this file, readable only by this user; keep it safe and delete the file once stored elsewhere"
         );
     }
+    bootstrap_admin_user(&store, &path)?;
     Ok(Arc::new(store))
+}
+
+/// The login name of the first user.
+pub const INITIAL_ADMIN_USER: &str = "admin";
+
+/// When no user exists yet (first start, or a data directory from before users
+/// existed), creates `admin`, an admin of the default tenant, with a random password
+/// added to the initial-admin file. The file is written first: a crash in between
+/// leaves a password that does not work yet, and the next start makes a new one.
+fn bootstrap_admin_user(store: &MetaStore, path: &Path) -> anyhow::Result<()> {
+    if !store.list_users(None)?.is_empty() {
+        return Ok(());
+    }
+    let mut bytes = [0u8; 18];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("random source failed: {e}"))?;
+    use base64::Engine as _;
+    let password = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let mut text: String = std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.starts_with("admin_user:") && !l.starts_with("admin_password:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    text.push_str(&format!(
+        "admin_user: {INITIAL_ADMIN_USER}\nadmin_password: {password}\n"
+    ));
+    write_secret_file(path, &text)?;
+    store.create_user(INITIAL_ADMIN_USER, &password, BOOTSTRAP_TENANT, Role::Admin)?;
+    tracing::warn!(
+        path = %path.display(),
+        user = INITIAL_ADMIN_USER,
+        "created the first user, an admin of tenant default; the password is in this file, readable only by this user; log in and change it"
+    );
+    Ok(())
 }
 
 /// Writes a file only the owner can read, atomically (temporary file, fsync, rename).
