@@ -79,6 +79,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "metrics",
     "api",
     "alerting",
+    "tls",
 ];
 
 /// The configuration file as written.
@@ -97,6 +98,15 @@ struct FileConfig {
     metrics: MetricsFile,
     api: ApiFile,
     alerting: AlertingFile,
+    tls: TlsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct TlsFile {
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    client_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -256,6 +266,8 @@ pub struct Config {
     pub retention_traces: Duration,
     /// Alert and recording rules, notification routing.
     pub alerting: AlertingConfig,
+    /// TLS on every listener, when configured.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 /// How long people stay logged in.
@@ -538,6 +550,20 @@ fn validate(f: FileConfig) -> Result<Config, ConfigError> {
         errors.push("metrics.max_concurrent_queries: must be at least 1".to_string());
     }
     let cors_allowed_origins = cors_origins(f.api.cors_allowed_origins, &mut errors);
+    let tls = match (f.tls.cert_file, f.tls.key_file, f.tls.client_ca_file) {
+        (None, None, None) => None,
+        (Some(cert_file), Some(key_file), client_ca_file) => Some(crate::tls::TlsFiles {
+            cert_file,
+            key_file,
+            client_ca_file,
+        }),
+        _ => {
+            errors.push(
+                "tls: cert_file and key_file go together (client_ca_file needs both)".to_string(),
+            );
+            None
+        }
+    };
     if !errors.is_empty() {
         return Err(ConfigError(errors));
     }
@@ -588,6 +614,7 @@ fn validate(f: FileConfig) -> Result<Config, ConfigError> {
         max_concurrent_queries,
         cors_allowed_origins,
         retention_traces,
+        tls,
         alerting: AlertingConfig {
             rules_dir: f.alerting.rules_dir,
             alertmanager_config: f.alerting.alertmanager_config,

@@ -12,3 +12,4 @@ pub mod ratelimit;
 pub mod receivers;
 pub mod server;
 pub mod telemetry;
+pub mod tls;

@@ -23,6 +23,7 @@ use crate::ingest::{Ingest, Wals, indexer, metrics};
 use crate::ratelimit::RateLimiter;
 use crate::receivers;
 use crate::telemetry::Telemetry;
+use crate::tls::{ReloadingConfig, TlsListener};
 
 /// Durable batches waiting for the log indexer; when full, the WAL writer waits, acks
 /// slow down, and admission starts answering RESOURCE_EXHAUSTED.
@@ -50,6 +51,53 @@ pub struct Bound {
     pub otlp_http: SocketAddr,
     /// Query API.
     pub api: SocketAddr,
+}
+
+/// A bound listener, plain TCP or TLS.
+enum Incoming {
+    Plain(TcpListener),
+    Tls(TlsListener),
+}
+
+impl Incoming {
+    fn new(listener: TcpListener, tls: Option<&Arc<ReloadingConfig>>) -> std::io::Result<Self> {
+        Ok(match tls {
+            Some(config) => Incoming::Tls(TlsListener::new(listener, config.clone())?),
+            None => Incoming::Plain(listener),
+        })
+    }
+}
+
+/// The TLS configuration of each listener, each following the certificate files.
+struct TlsSetup {
+    grpc: Arc<ReloadingConfig>,
+    http: Arc<ReloadingConfig>,
+    api: Arc<ReloadingConfig>,
+}
+
+impl TlsSetup {
+    /// Loads the files once per listener (ALPN differs: gRPC is HTTP/2 only) and starts
+    /// watching them. Client certificates, when a client CA is configured, are asked for
+    /// on the OTLP ports only: the API serves browsers and Grafana.
+    fn load(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Option<Self>> {
+        let Some(files) = &config.tls else {
+            return Ok(None);
+        };
+        let setup = TlsSetup {
+            grpc: ReloadingConfig::load("otlp-grpc", files, true, &[b"h2"])?,
+            http: ReloadingConfig::load("otlp-http", files, true, &[b"h2", b"http/1.1"])?,
+            api: ReloadingConfig::load("api", files, false, &[b"h2", b"http/1.1"])?,
+        };
+        for c in [&setup.grpc, &setup.http, &setup.api] {
+            c.spawn_watch(shutdown.clone());
+        }
+        tracing::info!(
+            cert = %files.cert_file.display(),
+            client_certificates = files.client_ca_file.is_some(),
+            "tls on every listener"
+        );
+        Ok(Some(setup))
+    }
 }
 
 async fn bind(addr: SocketAddr, protocol: &'static str) -> anyhow::Result<TcpListener> {
@@ -162,20 +210,30 @@ pub async fn run(
         totp: Default::default(),
         sessions: config.sessions,
     });
+    let tls = TlsSetup::load(&config, &shutdown)?;
     let api_listener = bind(config.api, "api").await?;
     let api_addr = api_listener.local_addr()?;
+    let api_incoming = Incoming::new(api_listener, tls.as_ref().map(|t| &t.api))?;
     let api_task = tokio::spawn({
         let shutdown = shutdown.clone();
         let router = api::router(api_state.clone());
         async move {
             // Connection info gives handlers the client address, for the audit log and
             // the login throttle.
-            axum::serve(
-                api_listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
+            let app = router.into_make_service_with_connect_info::<SocketAddr>();
+            match api_incoming {
+                Incoming::Tls(listener) => {
+                    use axum::serve::ListenerExt as _;
+                    axum::serve(listener.tap_io(|_| {}), app)
+                        .with_graceful_shutdown(shutdown.cancelled_owned())
+                        .await
+                }
+                Incoming::Plain(listener) => {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(shutdown.cancelled_owned())
+                        .await
+                }
+            }
         }
     });
 
@@ -237,23 +295,38 @@ pub async fn run(
         otlp_http: http_listener.local_addr()?,
         api: api_addr,
     };
+    let grpc_incoming = Incoming::new(grpc_listener, tls.as_ref().map(|t| &t.grpc))?;
+    let http_incoming = Incoming::new(http_listener, tls.as_ref().map(|t| &t.http))?;
     let grpc_task = tokio::spawn({
         let routes = receivers::grpc::OtlpGrpc::new(ingest.clone(), telemetry.clone())
             .routes(config.max_request_bytes);
         let auth_layer = receivers::grpc::AuthLayer::new(auth.clone(), telemetry.clone());
         let shutdown = shutdown.clone();
         async move {
-            tonic::transport::Server::builder()
+            let router = tonic::transport::Server::builder()
                 .layer(tower::util::MapResponseLayer::new(
                     receivers::grpc::oversize_is_invalid,
                 ))
                 .layer(auth_layer)
-                .add_routes(routes)
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
-                    shutdown.cancelled_owned(),
-                )
-                .await
+                .add_routes(routes);
+            match grpc_incoming {
+                Incoming::Tls(listener) => {
+                    router
+                        .serve_with_incoming_shutdown(
+                            listener.into_stream(),
+                            shutdown.cancelled_owned(),
+                        )
+                        .await
+                }
+                Incoming::Plain(listener) => {
+                    router
+                        .serve_with_incoming_shutdown(
+                            tokio_stream::wrappers::TcpListenerStream::new(listener),
+                            shutdown.cancelled_owned(),
+                        )
+                        .await
+                }
+            }
         }
     });
     let http_task = tokio::spawn({
@@ -265,9 +338,18 @@ pub async fn run(
         );
         let shutdown = shutdown.clone();
         async move {
-            axum::serve(http_listener, router)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
+            match http_incoming {
+                Incoming::Tls(listener) => {
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(shutdown.cancelled_owned())
+                        .await
+                }
+                Incoming::Plain(listener) => {
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(shutdown.cancelled_owned())
+                        .await
+                }
+            }
         }
     });
 

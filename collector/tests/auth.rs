@@ -373,7 +373,11 @@ async fn first_start_writes_a_private_admin_key_file_once_and_never_logs_the_key
         "a later start mints no second admin key"
     );
     assert!(!c.log().contains(secret), "{}", c.log());
-    let password = first.lines().nth(3).unwrap().trim_start_matches("admin_password: ");
+    let password = first
+        .lines()
+        .nth(3)
+        .unwrap()
+        .trim_start_matches("admin_password: ");
     assert!(!c.log().contains(password), "{}", c.log());
 }
 

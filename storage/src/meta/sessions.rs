@@ -83,7 +83,15 @@ pub enum SessionRejection {
 }
 
 /// user id, user name, tenant, expiry, revocation, user disabled, role in the tenant.
-type SessionRow = (String, String, String, i64, Option<i64>, bool, Option<String>);
+type SessionRow = (
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    bool,
+    Option<String>,
+);
 
 const SESSION_COLUMNS: &str = "session_id, user_id, tenant, created_at, refreshed_at, \
      expires_at, revoked_at, remote_addr, user_agent";
