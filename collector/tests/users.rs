@@ -658,3 +658,88 @@ async fn tenant_users_see_only_their_tenant() {
     .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn cli_logs_in_manages_users_reads_the_audit_log_and_logs_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let c = Collector::start(dir.path());
+    let password = admin_password(&c);
+    let config_dir = home.path().join("cfg").display().to_string();
+    let env = |extra: &[(&'static str, String)]| {
+        let mut v = vec![
+            ("VANTAGE_CONFIG_DIR", config_dir.clone()),
+            ("HOME", home.path().display().to_string()),
+        ];
+        v.extend(extra.iter().cloned());
+        v
+    };
+    let run = |args: Vec<&'static str>, env: Vec<(&'static str, String)>| {
+        let c = &c;
+        async move {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            c.cli(&args, &env).await
+        }
+    };
+    let out = run(
+        vec!["login", "--user", "admin"],
+        env(&[("VANTAGE_PASSWORD", "wrong password!!".into())]),
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{out:?}"
+    );
+
+    let out = run(
+        vec!["login", "--user", "admin"],
+        env(&[("VANTAGE_PASSWORD", password.clone())]),
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        stdout.contains("logged in as admin (admin in tenant default)"),
+        "{stdout}"
+    );
+    let session_file = home.path().join("cfg/session.json");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&session_file)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    let out = run(
+        vec!["users", "create", "carl", "--role", "editor"],
+        env(&[("VANTAGE_NEW_PASSWORD", "carl password 1".into())]),
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let out = run(vec!["users", "list"], env(&[])).await;
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        listing.contains("carl") && listing.contains("default:editor"),
+        "{listing}"
+    );
+    let out = run(vec!["audit", "--action", "user."], env(&[])).await;
+    let audit = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        audit.contains("user.create") && audit.contains("user:admin"),
+        "{audit}"
+    );
+
+    let out = run(vec!["logout"], env(&[])).await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(!session_file.exists());
+    let out = run(vec!["users", "list"], env(&[])).await;
+    assert!(!out.status.success(), "no credential after logout: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{out:?}"
+    );
+}

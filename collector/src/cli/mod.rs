@@ -1,6 +1,8 @@
 //! The `vantage` command-line client: log search and live tail against the query API,
 //! as a readable table or as JSON.
 
+mod people;
+
 use std::io::Write as _;
 
 use clap::{Parser, Subcommand};
@@ -22,7 +24,7 @@ struct Cli {
     )]
     url: String,
     /// API key sent as `Authorization: Bearer` (the first start writes an admin key to
-    /// <data-dir>/initial-admin.txt).
+    /// <data-dir>/initial-admin.txt) [default: the access token of `vantage login`].
     #[arg(long, global = true, env = "VANTAGE_TOKEN", hide_env_values = true)]
     token: Option<String>,
     #[command(subcommand)]
@@ -45,6 +47,44 @@ enum Command {
     Tenants {
         #[command(subcommand)]
         command: TenantsCommand,
+    },
+    /// Log in as a person (password from VANTAGE_PASSWORD or stdin); later commands
+    /// without --token use this login.
+    Login {
+        /// Login name.
+        #[arg(long = "user")]
+        username: String,
+        /// Tenant, for a user of several.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// The current TOTP code, when a second factor is enrolled.
+        #[arg(long)]
+        totp: Option<String>,
+    },
+    /// End the saved login.
+    Logout,
+    /// Manage users (admin).
+    Users {
+        #[command(subcommand)]
+        command: people::UsersCommand,
+    },
+    /// Read the audit log (admin), newest first.
+    Audit {
+        /// Only this action, or a prefix ending in '.', e.g. user.
+        #[arg(long)]
+        action: Option<String>,
+        /// Only records since, e.g. now-1h or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Tenant [default: the caller's; * for all, admins of default].
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Most records.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -211,9 +251,35 @@ fn api_error(status: hyper::StatusCode, body: &[u8]) -> anyhow::Error {
     anyhow::anyhow!("{status}: {message}")
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(mut cli: Cli) -> anyhow::Result<()> {
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    // Without --token, a saved `vantage login` for this URL is the credential.
+    if cli.token.is_none() && !matches!(cli.command, Command::Login { .. }) {
+        cli.token = people::saved_token(&client, &cli.url).await;
+    }
     match cli.command {
+        Command::Login {
+            username,
+            tenant,
+            totp,
+        } => people::login(&client, &cli.url, username, tenant, totp).await,
+        Command::Logout => people::logout(&client, &cli.url).await,
+        Command::Users { command } => {
+            people::users(&client, &cli.url, cli.token.as_deref(), command).await
+        }
+        Command::Audit {
+            action,
+            since,
+            tenant,
+            limit,
+            json,
+        } => {
+            let mut params = vec![("limit", limit.to_string())];
+            params.extend(action.map(|a| ("action", a)));
+            params.extend(since.map(|s| ("since", s)));
+            params.extend(tenant.map(|t| ("tenant", t)));
+            people::audit(&client, &cli.url, cli.token.as_deref(), params, json).await
+        }
         Command::Logs {
             command:
                 LogsCommand::Search {
