@@ -305,7 +305,8 @@ async fn first_start_writes_a_private_admin_key_file_once_and_never_logs_the_key
     let c = Collector::start(dir.path());
     let first = std::fs::read_to_string(&path).expect("the first start writes the file");
     let lines: Vec<&str> = first.lines().collect();
-    assert_eq!(lines.len(), 4, "four lines:\n{first}");
+    assert_eq!(lines.len(), 5, "five lines:\n{first}");
+    assert!(lines[4].starts_with("enrollment_token: vte_"), "{first}");
     assert_eq!(lines[0], "tenant: default");
     assert_eq!(lines[2], "admin_user: admin");
     let password = lines[3]

@@ -2,6 +2,7 @@
 //! remote write, administration, self-telemetry and probes.
 
 mod admin;
+mod agents;
 mod audit;
 mod gateway;
 mod login;
@@ -183,6 +184,20 @@ pub fn router(state: Arc<ApiState>) -> Router {
             post(users::reset_password),
         )
         .route("/api/v1/audit", get(audit::list))
+        .route(
+            "/api/v1/enrollment-tokens",
+            get(agents::list_tokens).post(agents::create_token),
+        )
+        .route(
+            "/api/v1/enrollment-tokens/{token_id}",
+            axum::routing::delete(agents::revoke_token),
+        )
+        .route("/api/v1/agents", get(agents::list))
+        .route("/api/v1/agents/enroll", post(agents::enroll))
+        .route(
+            "/api/v1/agents/{agent_id}",
+            axum::routing::delete(agents::revoke),
+        )
         .merge(prom::routes())
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
         .with_state(state);

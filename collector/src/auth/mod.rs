@@ -333,7 +333,26 @@ pub fn open_and_bootstrap(data_dir: &Path) -> anyhow::Result<Arc<MetaStore>> {
         );
     }
     bootstrap_admin_user(&store, &path)?;
+    if created.is_some() {
+        bootstrap_enrollment_token(&store, &path)?;
+    }
     Ok(Arc::new(store))
+}
+
+/// The first enrollment token lets agents of tenant `default` enroll: 30 days, 1,000
+/// agents, then the operator makes their own.
+fn bootstrap_enrollment_token(store: &MetaStore, path: &Path) -> anyhow::Result<()> {
+    let (token, text) = store.create_enrollment_token(
+        BOOTSTRAP_TENANT,
+        "initial",
+        Some(Duration::from_secs(30 * 86_400)),
+        Some(1000),
+    )?;
+    let mut contents = std::fs::read_to_string(path).unwrap_or_default();
+    contents.push_str(&format!("enrollment_token: {text}\n"));
+    write_secret_file(path, &contents)?;
+    tracing::info!(token_id = %token.token_id, "created an agent enrollment token for tenant default (30 days, 1000 agents); it is in the initial-admin file");
+    Ok(())
 }
 
 /// The login name of the first user.

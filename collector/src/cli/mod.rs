@@ -1,6 +1,7 @@
 //! The `vantage` command-line client: log search and live tail against the query API,
 //! as a readable table or as JSON.
 
+mod agents;
 mod people;
 
 use std::io::Write as _;
@@ -67,6 +68,16 @@ enum Command {
     Users {
         #[command(subcommand)]
         command: people::UsersCommand,
+    },
+    /// The agent fleet: list and revoke agents.
+    Agents {
+        #[command(subcommand)]
+        command: agents::AgentsCommand,
+    },
+    /// Agent enrollment tokens (admin).
+    Enrollment {
+        #[command(subcommand)]
+        command: agents::EnrollmentCommand,
     },
     /// Read the audit log (admin), newest first.
     Audit {
@@ -264,6 +275,12 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             totp,
         } => people::login(&client, &cli.url, username, tenant, totp).await,
         Command::Logout => people::logout(&client, &cli.url).await,
+        Command::Agents { command } => {
+            agents::agents(&client, &cli.url, cli.token.as_deref(), command).await
+        }
+        Command::Enrollment { command } => {
+            agents::enrollment(&client, &cli.url, cli.token.as_deref(), command).await
+        }
         Command::Users { command } => {
             people::users(&client, &cli.url, cli.token.as_deref(), command).await
         }

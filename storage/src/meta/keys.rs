@@ -126,12 +126,18 @@ impl fmt::Debug for NewKey {
 impl NewKey {
     /// Draws a key id and a secret from the operating system's random source.
     pub(crate) fn generate() -> Result<NewKey, MetaError> {
+        Self::generate_with_prefix(KEY_PREFIX)
+    }
+
+    /// The same shape under another prefix (enrollment tokens are `vte_`), so each
+    /// kind of secret is recognisable and never accepted as another.
+    pub(crate) fn generate_with_prefix(prefix: &str) -> Result<NewKey, MetaError> {
         let mut id = [0u8; KEY_ID_BYTES];
         let mut secret = [0u8; SECRET_BYTES];
         getrandom::fill(&mut id).map_err(|reason| MetaError::Random { reason })?;
         getrandom::fill(&mut secret).map_err(|reason| MetaError::Random { reason })?;
         let key_id = hex::encode(id);
-        let text = format!("{KEY_PREFIX}{key_id}_{}", hex::encode(secret));
+        let text = format!("{prefix}{key_id}_{}", hex::encode(secret));
         Ok(NewKey {
             key_id,
             secret_sha256: digest(&secret),
@@ -159,7 +165,12 @@ impl fmt::Debug for ParsedKey<'_> {
 /// exactly the lowercase hex of the right length. Works on bytes only, so arbitrary
 /// (non-ASCII) input cannot hit a char-boundary panic.
 pub(crate) fn parse(presented: &str) -> Option<ParsedKey<'_>> {
-    let rest = presented.strip_prefix(KEY_PREFIX)?;
+    parse_with_prefix(KEY_PREFIX, presented)
+}
+
+/// [`parse`] for a secret of the same shape under another prefix.
+pub(crate) fn parse_with_prefix<'a>(prefix: &str, presented: &'a str) -> Option<ParsedKey<'a>> {
+    let rest = presented.strip_prefix(prefix)?;
     let (key_id, secret_hex) = rest.split_once('_')?;
     if key_id.len() != KEY_ID_LEN || !is_lower_hex(key_id) {
         return None;

@@ -136,6 +136,40 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         CREATE INDEX audit_log_tenant_at ON audit_log (tenant, at);
     ",
     },
+    Migration {
+        version: 3,
+        name: "agent_enrollment",
+        sql: "
+        CREATE TABLE enrollment_tokens (
+            token_id TEXT NOT NULL PRIMARY KEY,
+            tenant TEXT NOT NULL REFERENCES tenants (name) ON DELETE RESTRICT,
+            name TEXT NOT NULL,
+            secret_sha256 BLOB NOT NULL CHECK (length(secret_sha256) = 32),
+            created_at INTEGER NOT NULL,
+            expires_at INTEGER,
+            max_uses INTEGER,
+            uses INTEGER NOT NULL DEFAULT 0,
+            revoked_at INTEGER
+        ) STRICT;
+        CREATE INDEX enrollment_tokens_tenant ON enrollment_tokens (tenant);
+
+        -- An enrolled agent and the ingest key it was issued; revoking the agent
+        -- revokes the key.
+        CREATE TABLE agents (
+            agent_id TEXT NOT NULL PRIMARY KEY,
+            tenant TEXT NOT NULL REFERENCES tenants (name) ON DELETE RESTRICT,
+            hostname TEXT NOT NULL,
+            version TEXT NOT NULL,
+            os TEXT NOT NULL,
+            key_id TEXT NOT NULL REFERENCES api_keys (key_id) ON DELETE RESTRICT,
+            enrolled_with TEXT NOT NULL,
+            enrolled_at INTEGER NOT NULL,
+            revoked_at INTEGER
+        ) STRICT;
+        CREATE INDEX agents_tenant ON agents (tenant);
+        CREATE UNIQUE INDEX agents_key ON agents (key_id);
+    ",
+    },
 ];
 
 /// The schema version a fully migrated database has with this build.

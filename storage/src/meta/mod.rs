@@ -14,6 +14,7 @@
 //! All calls are short and synchronous behind one mutex: call them from
 //! `spawn_blocking` or at start-up, never directly on an async worker.
 
+mod agents;
 mod audit;
 mod keys;
 mod migrations;
@@ -29,6 +30,7 @@ use rusqlite::types::Type;
 use rusqlite::{Connection, ErrorCode, OptionalExtension as _, Row, TransactionBehavior, params};
 use tracing::{debug, error, info, warn};
 
+pub use agents::{Agent, ENROLLMENT_PREFIX, EnrollRejection, EnrollmentToken};
 pub use audit::{AuditEvent, AuditQuery, AuditRecord, MAX_AUDIT_LIMIT};
 pub use keys::{KEY_ID_LEN, KEY_PREFIX, SECRET_LEN, Scope};
 pub use sessions::{REFRESH_PREFIX, Session, SessionGrant, SessionRejection};
@@ -531,7 +533,7 @@ fn insert_tenant(conn: &Connection, path: &Path, name: &str) -> Result<Tenant, M
     }
 }
 
-fn insert_api_key(
+pub(crate) fn insert_api_key(
     conn: &Connection,
     path: &Path,
     tenant: &str,

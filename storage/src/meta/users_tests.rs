@@ -312,3 +312,92 @@ fn audit_log_filters_and_pages() {
         .unwrap();
     assert_eq!(page[0].id, all[2].id);
 }
+
+#[test]
+fn enrollment_tokens_enroll_agents_with_their_own_revocable_keys() {
+    let (_dir, store) = store();
+    store.create_tenant("acme").unwrap();
+    let (token, text) = store
+        .create_enrollment_token("acme", "web fleet", Some(DAY), Some(2))
+        .unwrap();
+    assert!(text.starts_with(ENROLLMENT_PREFIX));
+    assert!(!format!("{token:?}").contains(&text[ENROLLMENT_PREFIX.len() + 13..]));
+    // The token is not an API key, and an API key is not a token.
+    assert!(store.verify_api_key(&text, SystemTime::now()).is_err());
+    let (agent, key) = store
+        .enroll_agent(&text, "web-1", "0.1.0", "linux")
+        .unwrap();
+    assert_eq!(agent.tenant, "acme");
+    let verified = store.verify_api_key(&key, SystemTime::now()).unwrap();
+    assert_eq!(verified.tenant, "acme");
+    assert_eq!(verified.scopes, vec![Scope::Ingest]);
+    assert_eq!(verified.key_id, agent.key_id);
+    store
+        .enroll_agent(&text, "web-2", "0.1.0", "linux")
+        .unwrap();
+    assert_eq!(
+        store
+            .enroll_agent(&text, "web-3", "0.1.0", "linux")
+            .unwrap_err(),
+        EnrollRejection::UsedUp
+    );
+    assert_eq!(
+        store.list_enrollment_tokens(Some("acme")).unwrap()[0].uses,
+        2
+    );
+    let names: Vec<String> = store
+        .list_agents(Some("acme"))
+        .unwrap()
+        .into_iter()
+        .map(|a| a.hostname)
+        .collect();
+    assert_eq!(names, ["web-1", "web-2"]);
+    assert!(store.list_agents(Some("default")).unwrap().is_empty());
+
+    // Revoking the agent revokes its key.
+    let revoked = store.revoke_agent(&agent.agent_id).unwrap();
+    assert!(revoked.revoked_at.is_some());
+    assert_eq!(
+        store.verify_api_key(&key, SystemTime::now()).unwrap_err(),
+        KeyRejection::Revoked
+    );
+
+    // Bad tokens and fields.
+    let (t2, text2) = store
+        .create_enrollment_token("acme", "short", Some(Duration::from_secs(60)), None)
+        .unwrap();
+    for bad in ["", "vte_", "vtg_0123456789ab_00", &text2[..text2.len() - 1]] {
+        assert_eq!(
+            store.enroll_agent(bad, "h", "v", "o").unwrap_err(),
+            EnrollRejection::Unknown,
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        store.enroll_agent(&text2, "", "v", "o").unwrap_err(),
+        EnrollRejection::BadField
+    );
+    assert_eq!(
+        store
+            .enroll_agent(&text2, &"h".repeat(300), "v", "o")
+            .unwrap_err(),
+        EnrollRejection::BadField
+    );
+    assert_eq!(
+        store.enroll_agent(&text2, "a\nb", "v", "o").unwrap_err(),
+        EnrollRejection::BadField
+    );
+    store.revoke_enrollment_token(&t2.token_id).unwrap();
+    assert_eq!(
+        store.enroll_agent(&text2, "h", "v", "o").unwrap_err(),
+        EnrollRejection::Revoked
+    );
+    assert!(matches!(
+        store.create_enrollment_token("nope", "x", None, None),
+        Err(MetaError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.create_enrollment_token("acme", "x", None, Some(0)),
+        Err(MetaError::Invalid(_))
+    ));
+}
