@@ -3,10 +3,12 @@
 
 mod admin;
 mod gateway;
+mod jaeger;
 mod logs;
 pub mod prom;
 pub mod render;
 pub mod timeparse;
+mod traces;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +30,8 @@ use crate::telemetry::{SignalLabels, Telemetry};
 pub struct ApiState {
     /// Log search.
     pub logs: LogStore,
+    /// Traces: by id, search, services, dependencies.
+    pub traces: vantage_storage::traces::TraceStore,
     /// The ingest path (for WAL positions and sizes).
     pub ingest: Arc<Ingest>,
     /// Credentials.
@@ -148,6 +152,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
             get(admin::list_tenants).post(admin::create_tenant),
         )
         .merge(prom::routes())
+        .merge(traces::routes())
+        .merge(jaeger::routes())
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
         .with_state(state);
     gateway::wrap(routes, &origins)

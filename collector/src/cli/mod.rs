@@ -1,6 +1,8 @@
 //! The `vantage` command-line client: log search and live tail against the query API,
 //! as a readable table or as JSON.
 
+mod traces;
+
 use std::io::Write as _;
 
 use clap::{Parser, Subcommand};
@@ -45,6 +47,11 @@ enum Command {
     Tenants {
         #[command(subcommand)]
         command: TenantsCommand,
+    },
+    /// Look up a trace (a text waterfall) and search traces.
+    Traces {
+        #[command(subcommand)]
+        command: traces::TracesCommand,
     },
 }
 
@@ -214,6 +221,9 @@ fn api_error(status: hyper::StatusCode, body: &[u8]) -> anyhow::Error {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     match cli.command {
+        Command::Traces { command } => {
+            traces::run(&client, &cli.url, cli.token.as_deref(), command).await
+        }
         Command::Logs {
             command:
                 LogsCommand::Search {

@@ -37,11 +37,11 @@ pub use query::{
     TraceSummary,
 };
 pub use schema::names as field_names;
-pub use schema::{
-    MAX_TAG_TERM_BYTES, STATUS_ERROR, TraceIdError, UNKNOWN_SERVICE, parse_trace_id,
-    service_name, tag_value,
-};
 use schema::{EnvelopeEncoder, TraceFields};
+pub use schema::{
+    MAX_TAG_TERM_BYTES, STATUS_ERROR, TraceIdError, UNKNOWN_SERVICE, parse_trace_id, service_name,
+    tag_value,
+};
 
 /// Default indexing heap per open partition writer: half the log index's, since spans
 /// are fewer than log records in most deployments; two open writers stay under 100 MiB.

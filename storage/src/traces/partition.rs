@@ -48,7 +48,6 @@ impl PartitionKey {
     }
 }
 
-
 /// The read side of a partition, shared with queries.
 #[derive(Clone)]
 pub(crate) struct PartitionReader {
@@ -140,5 +139,4 @@ mod tests {
         assert_eq!(PartitionKey::parse_day_dir(&name), Some(PARTITION_NS));
         assert!(PartitionKey::parse_day_dir("day-x").is_none());
     }
-
 }

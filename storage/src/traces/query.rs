@@ -145,7 +145,9 @@ impl Trace {
         let services: BTreeSet<&str> = self.spans.iter().map(StoredSpan::service_name).collect();
         TraceSummary {
             trace_id: self.trace_id,
-            root_service: root.map(|s| s.service_name().to_string()).unwrap_or_default(),
+            root_service: root
+                .map(|s| s.service_name().to_string())
+                .unwrap_or_default(),
             root_name: root.map(|s| s.span.name.clone()).unwrap_or_default(),
             start_ns: start,
             duration_ns: end.saturating_sub(start).max(0),
@@ -345,9 +347,8 @@ impl TraceStore {
 
     fn search_query(&self, q: &TraceQuery) -> Box<dyn Query> {
         let f = &self.shared.fields;
-        let term = |t: Term| -> Box<dyn Query> {
-            Box::new(TermQuery::new(t, IndexRecordOption::Basic))
-        };
+        let term =
+            |t: Term| -> Box<dyn Query> { Box::new(TermQuery::new(t, IndexRecordOption::Basic)) };
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(
             Occur::Must,
             Box::new(RangeQuery::new(
@@ -362,7 +363,10 @@ impl TraceStore {
             clauses.push((Occur::Must, term(Term::from_field_text(f.name, o))));
         }
         if let Some(k) = q.kind {
-            clauses.push((Occur::Must, term(Term::from_field_i64(f.kind, i64::from(k)))));
+            clauses.push((
+                Occur::Must,
+                term(Term::from_field_i64(f.kind, i64::from(k))),
+            ));
         }
         for (k, v) in &q.tags {
             clauses.push((
@@ -371,7 +375,10 @@ impl TraceStore {
             ));
         }
         if let Some(s) = q.status {
-            clauses.push((Occur::Must, term(Term::from_field_i64(f.status_code, s.code()))));
+            clauses.push((
+                Occur::Must,
+                term(Term::from_field_i64(f.status_code, s.code())),
+            ));
         }
         if q.min_duration_ns.is_some() || q.max_duration_ns.is_some() {
             let bound = |v: Option<i64>| match v {
@@ -460,11 +467,7 @@ impl TraceStore {
 
     /// Summaries of the traces matching `q`.
     pub fn search(&self, q: &TraceQuery) -> Result<Vec<TraceSummary>, TraceQueryError> {
-        Ok(self
-            .search_traces(q)?
-            .iter()
-            .map(Trace::summary)
-            .collect())
+        Ok(self.search_traces(q)?.iter().map(Trace::summary).collect())
     }
 
     /// Every service of `tenant` with spans in the store, sorted.
@@ -526,8 +529,10 @@ impl TraceStore {
                 }
             }
         }
-        debug_assert!(out.iter().all(|o| operation_term(service, o.kind, &o.name)
-            .starts_with(&prefix)));
+        debug_assert!(
+            out.iter()
+                .all(|o| operation_term(service, o.kind, &o.name).starts_with(&prefix))
+        );
         Ok(out.into_iter().collect())
     }
 
@@ -611,8 +616,10 @@ impl TraceStore {
         }
         rows.sort_by_key(|r| std::cmp::Reverse(r.start));
         rows.truncate(MAX_DEPENDENCY_SPANS);
-        let by_span: HashMap<((u64, u64), u64), u32> =
-            rows.iter().map(|r| ((r.trace, r.span), r.service)).collect();
+        let by_span: HashMap<((u64, u64), u64), u32> = rows
+            .iter()
+            .map(|r| ((r.trace, r.span), r.service))
+            .collect();
         let mut edges: BTreeMap<(u32, u32), (u64, u64)> = BTreeMap::new();
         for r in &rows {
             if r.parent == 0 {

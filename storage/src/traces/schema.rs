@@ -164,9 +164,15 @@ impl TraceFields {
         }
         doc.add_text(self.service_name, service);
         doc.add_text(self.name, &span.name);
-        doc.add_text(self.operation, operation_term(service, span.kind, &span.name));
+        doc.add_text(
+            self.operation,
+            operation_term(service, span.kind, &span.name),
+        );
         doc.add_i64(self.kind, i64::from(span.kind));
-        let (start, end) = (clamp_ns(span.start_time_unix_nano), clamp_ns(span.end_time_unix_nano));
+        let (start, end) = (
+            clamp_ns(span.start_time_unix_nano),
+            clamp_ns(span.end_time_unix_nano),
+        );
         doc.add_i64(self.start, start);
         doc.add_i64(self.end, end);
         doc.add_i64(self.duration, end.saturating_sub(start).max(0));
@@ -320,8 +326,8 @@ pub const UNKNOWN_SERVICE: &str = "unknown_service";
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prost::Message as _;
     use proptest::prelude::*;
+    use prost::Message as _;
     use vantage_proto::otlp::common::v1::KeyValue;
     use vantage_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans};
 
@@ -394,14 +400,26 @@ mod tests {
 
     #[test]
     fn malformed_trace_ids_are_refused() {
-        assert!(matches!(parse_trace_id(""), Err(TraceIdError::Malformed(_))));
-        assert!(matches!(parse_trace_id("xyz"), Err(TraceIdError::Malformed(_))));
+        assert!(matches!(
+            parse_trace_id(""),
+            Err(TraceIdError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_trace_id("xyz"),
+            Err(TraceIdError::Malformed(_))
+        ));
         assert!(matches!(
             parse_trace_id(&"a".repeat(33)),
             Err(TraceIdError::Malformed(_))
         ));
-        assert!(matches!(parse_trace_id("+1"), Err(TraceIdError::Malformed(_))));
-        assert!(matches!(parse_trace_id("é"), Err(TraceIdError::Malformed(_))));
+        assert!(matches!(
+            parse_trace_id("+1"),
+            Err(TraceIdError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_trace_id("é"),
+            Err(TraceIdError::Malformed(_))
+        ));
         assert!(matches!(
             parse_trace_id(&"0".repeat(32)),
             Err(TraceIdError::Zero(_))
@@ -420,7 +438,9 @@ mod tests {
             Some("http.status_code=200")
         );
         let long = AnyValue {
-            value: Some(any_value::Value::StringValue("x".repeat(MAX_TAG_TERM_BYTES))),
+            value: Some(any_value::Value::StringValue(
+                "x".repeat(MAX_TAG_TERM_BYTES),
+            )),
         };
         assert_eq!(tag_term("k", Some(&long)), None);
         assert_eq!(span_word(&[]), 0);

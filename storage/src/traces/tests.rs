@@ -50,7 +50,10 @@ fn span(
         start_time_unix_nano: start as u64,
         end_time_unix_nano: (start + dur_ms * MS) as u64,
         attributes: vec![
-            kv("http.status_code", any_value::Value::IntValue(if error { 500 } else { 200 })),
+            kv(
+                "http.status_code",
+                any_value::Value::IntValue(if error { 500 } else { 200 }),
+            ),
             kv("http.method", s("GET")),
         ],
         events: vec![Event {
@@ -119,13 +122,19 @@ fn seeded(dir: &Path) -> (TraceStore, TraceIndexer) {
     ix.add_batch(
         "default",
         2,
-        &request("frontend", vec![span(TRACE, 1, None, "GET /", T0, 100, false)]),
+        &request(
+            "frontend",
+            vec![span(TRACE, 1, None, "GET /", T0, 100, false)],
+        ),
     )
     .unwrap();
     ix.add_batch(
         "default",
         3,
-        &request("db", vec![span(TRACE, 3, Some(2), "SELECT", T0 + DAY, 1, false)]),
+        &request(
+            "db",
+            vec![span(TRACE, 3, Some(2), "SELECT", T0 + DAY, 1, false)],
+        ),
     )
     .unwrap();
     assert_eq!(ix.commit().unwrap(), 3);
@@ -160,7 +169,10 @@ fn a_trace_across_batches_and_days_comes_back_whole_in_tree_order() {
     let cache = &t.spans[2];
     assert_eq!(cache.service_name(), "backend");
     assert_eq!(cache.scope.name, "backend-lib");
-    assert_eq!(cache.span, span(TRACE, 4, Some(2), "cache", T0 + 50 * MS, 5, true));
+    assert_eq!(
+        cache.span,
+        span(TRACE, 4, Some(2), "cache", T0 + 50 * MS, 5, true)
+    );
     let summary = t.summary();
     assert_eq!(summary.root_service, "frontend");
     assert_eq!(summary.root_name, "GET /");
@@ -184,7 +196,10 @@ fn search_by_service_operation_tags_duration_and_status() {
     ix.add_batch(
         "default",
         4,
-        &request("frontend", vec![span(other, 1, None, "GET /home", T0 + 5 * MS, 3, false)]),
+        &request(
+            "frontend",
+            vec![span(other, 1, None, "GET /home", T0 + 5 * MS, 3, false)],
+        ),
     )
     .unwrap();
     ix.commit().unwrap();
@@ -260,14 +275,7 @@ fn search_by_service_operation_tags_duration_and_status() {
         .len(),
         2
     );
-    assert_eq!(
-        ids(TraceQuery {
-            limit: 1,
-            ..q()
-        })
-        .len(),
-        1
-    );
+    assert_eq!(ids(TraceQuery { limit: 1, ..q() }).len(), 1);
     let window = TraceQuery::new("default", T0 + DAY, T0 + 2 * DAY, 20);
     assert_eq!(ids(window), vec![TRACE], "a span in range finds its trace");
     assert!(
@@ -318,14 +326,33 @@ fn services_operations_and_dependencies() {
             kind: 2
         }]
     );
-    assert!(store.operations("default", "frontend", Some(3)).unwrap().is_empty());
-    assert!(store.operations("default", "front", None).unwrap().is_empty());
+    assert!(
+        store
+            .operations("default", "frontend", Some(3))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .operations("default", "front", None)
+            .unwrap()
+            .is_empty()
+    );
 
-    let deps = store.dependencies("default", T0 - DAY, T0 + 2 * DAY).unwrap();
+    let deps = store
+        .dependencies("default", T0 - DAY, T0 + 2 * DAY)
+        .unwrap();
     let edges: Vec<(&str, &str, u64, u64)> = deps
         .edges
         .iter()
-        .map(|e| (e.parent.as_str(), e.child.as_str(), e.call_count, e.error_count))
+        .map(|e| {
+            (
+                e.parent.as_str(),
+                e.child.as_str(),
+                e.call_count,
+                e.error_count,
+            )
+        })
         .collect();
     assert_eq!(
         edges,
@@ -334,7 +361,9 @@ fn services_operations_and_dependencies() {
     );
     assert_eq!(deps.spans_examined, 4);
     assert!(!deps.truncated);
-    let first_day = store.dependencies("default", T0 - DAY, T0 + DAY / 2).unwrap();
+    let first_day = store
+        .dependencies("default", T0 - DAY, T0 + DAY / 2)
+        .unwrap();
     assert_eq!(first_day.edges.len(), 1, "the db span is outside the range");
 }
 
@@ -352,14 +381,24 @@ fn replay_is_exactly_once_and_survives_reopen() {
         .add_batch(
             "default",
             2,
-            &request("frontend", vec![span(TRACE, 1, None, "GET /", T0, 100, false)]),
+            &request(
+                "frontend",
+                vec![span(TRACE, 1, None, "GET /", T0, 100, false)],
+            ),
         )
         .unwrap();
     assert_eq!(again.added, 0);
     assert_eq!(again.already_indexed, 1);
     ix.commit().unwrap();
     assert_eq!(store.count_spans("default").unwrap(), 4);
-    assert_eq!(store.get_trace("default", &TRACE).unwrap().unwrap().total_spans, 4);
+    assert_eq!(
+        store
+            .get_trace("default", &TRACE)
+            .unwrap()
+            .unwrap()
+            .total_spans,
+        4
+    );
 }
 
 #[test]
@@ -371,7 +410,11 @@ fn big_traces_are_cut_at_the_limit_and_say_so() {
         .map(|i| {
             let mut sp = span(TRACE, 1, Some(0), "child", T0 + i as i64, 1, false);
             sp.span_id = (i as u64 + 1).to_be_bytes().to_vec();
-            sp.parent_span_id = if i == 0 { Vec::new() } else { 1u64.to_be_bytes().to_vec() };
+            sp.parent_span_id = if i == 0 {
+                Vec::new()
+            } else {
+                1u64.to_be_bytes().to_vec()
+            };
             sp.events.clear();
             sp.links.clear();
             sp
@@ -423,9 +466,7 @@ fn retention_drops_old_days_and_bad_tenants_are_refused() {
     let (store, mut ix) = seeded(dir.path());
     assert!(ix.add_batch("../x", 9, &request("a", vec![])).is_err());
     assert_eq!(store.num_partitions(), 2);
-    let deleted = ix
-        .apply_retention(T0 + DAY + DEFAULT_RETENTION_NS)
-        .unwrap();
+    let deleted = ix.apply_retention(T0 + DAY + DEFAULT_RETENTION_NS).unwrap();
     assert_eq!(deleted, 1);
     let t = store.get_trace("default", &TRACE).unwrap().unwrap();
     assert_eq!(t.total_spans, 1, "only the later day is left");
