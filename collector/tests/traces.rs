@@ -620,3 +620,122 @@ async fn another_tenant_cannot_see_the_trace() {
         .await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn red_metrics_reach_promql_and_the_cli_and_trace_logs_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::start(dir.path());
+    let trace = [0x64; 16];
+    let id = hex_id(&trace);
+    let now = now_ns() - 5_000 * MS;
+    let root = span(trace, 1, 0, "GET /cart", now, 40);
+    let mut failed = span(trace, 2, 1, "load cart", now + 5 * MS, 20);
+    failed.status = Some(Status {
+        code: 2,
+        message: "db down".into(),
+    });
+    export_ok(&c, traces_request("shop", vec![root, failed])).await;
+    let mut log = log_record("cart load failed", vec![kv_str("step", "load")]);
+    log.trace_id = trace.to_vec();
+    log.span_id = 2u64.to_be_bytes().to_vec();
+    c.export_ok(logs_request("shop", vec![log])).await;
+    c.wait_for_query(&format!("trace_id:{id}"), 1).await;
+    wait_for_trace(&c, &id, 2).await;
+
+    // The trace's logs on request.
+    let with_logs = c
+        .api_get(&format!("/api/v1/traces/{id}?withLogs=true"))
+        .await
+        .json();
+    assert_eq!(
+        with_logs["logs"][0]["body"], "cart load failed",
+        "{with_logs}"
+    );
+    assert_eq!(with_logs["logs"][0]["span_id"], hex_id(&2u64.to_be_bytes()));
+    let without = c.api_get(&format!("/api/v1/traces/{id}")).await.json();
+    assert!(without.get("logs").is_none());
+
+    // The waterfall.
+    let token = c.token().to_string();
+    let out = c
+        .cli(&["traces", "get", &id], &[("VANTAGE_TOKEN", &token)])
+        .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with(&format!("trace {id}: 2 spans")),
+        "{text}"
+    );
+    assert!(lines[2].ends_with("shop: GET /cart"), "{text}");
+    assert!(lines[3].ends_with("  shop: load cart !"), "{text}");
+    let out = c
+        .cli(
+            &["traces", "search", "--service", "shop", "--status", "error"],
+            &[("VANTAGE_TOKEN", &token)],
+        )
+        .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&id) && text.contains("shop: GET /cart"),
+        "{text}"
+    );
+    assert!(text.contains("-- 1 traces"), "{text}");
+
+    // RED metrics: written every 15 s into the metrics store, read back with PromQL.
+    let query = serde_urlencoded::to_string([(
+        "query",
+        r#"sum by (status_code) (traces_spanmetrics_calls_total{service="shop"})"#,
+    )])
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let result = loop {
+        let reply = c.api_get(&format!("/api/v1/query?{query}")).await.json();
+        if reply["data"]["result"]
+            .as_array()
+            .is_some_and(|r| r.len() == 2)
+        {
+            break reply;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "span metrics never reached PromQL: {reply}\n{}",
+            c.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let mut by_status: Vec<(String, String)> = result["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["metric"]["status_code"].as_str().unwrap().to_string(),
+                r["value"][1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    by_status.sort();
+    assert_eq!(
+        by_status,
+        vec![
+            ("STATUS_CODE_ERROR".to_string(), "1".to_string()),
+            ("STATUS_CODE_UNSET".to_string(), "1".to_string())
+        ]
+    );
+    let bucket = serde_urlencoded::to_string([(
+        "query",
+        r#"traces_spanmetrics_duration_seconds_bucket{service="shop",span_name="GET /cart",le="0.05"}"#,
+    )])
+    .unwrap();
+    let reply = c.api_get(&format!("/api/v1/query?{bucket}")).await.json();
+    assert_eq!(
+        reply["data"]["result"][0]["value"][1], "1",
+        "40 ms is under 50 ms: {reply}"
+    );
+}

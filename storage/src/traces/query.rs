@@ -577,21 +577,21 @@ impl TraceStore {
             let mut cols = HashMap::new();
             let mut name = String::new();
             for (start, address) in docs {
-                if !cols.contains_key(&address.segment_ord) {
-                    let ff = searcher.segment_reader(address.segment_ord).fast_fields();
-                    cols.insert(
-                        address.segment_ord,
-                        (
+                let (hi, lo, span, parent, status, service) = match cols.entry(address.segment_ord)
+                {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        let ff = searcher.segment_reader(address.segment_ord).fast_fields();
+                        e.insert((
                             ff.u64(names::TRACE_HI)?,
                             ff.u64(names::TRACE_LO)?,
                             ff.u64(names::SPAN)?,
                             ff.u64(names::PARENT)?,
                             ff.i64(names::STATUS_CODE)?,
                             ff.str(names::SERVICE_NAME)?,
-                        ),
-                    );
-                }
-                let (hi, lo, span, parent, status, service) = &cols[&address.segment_ord];
+                        ))
+                    }
+                };
                 let doc = address.doc_id;
                 name.clear();
                 if let Some(col) = service
