@@ -419,10 +419,20 @@ impl TraceStore {
         let query = self.search_query(q);
         // (start, trace) of the most recent matching spans of every partition.
         let mut hits: Vec<(i64, [u8; 16])> = Vec::new();
-        for reader in self.readers_for(&q.tenant, q.start_ns, q.end_ns) {
+        // Partitions are disjoint days of span start: newest first, each taking what is
+        // left of the budget, gives exactly the most recent matches overall.
+        for reader in self
+            .readers_for(&q.tenant, q.start_ns, q.end_ns)
+            .iter()
+            .rev()
+        {
+            let budget = MAX_SEARCH_SPANS.saturating_sub(hits.len());
+            if budget == 0 {
+                break;
+            }
             let searcher = reader.reader.searcher();
-            let top = TopDocs::with_limit(MAX_SEARCH_SPANS)
-                .order_by_fast_field::<i64>(names::START, Order::Desc);
+            let top =
+                TopDocs::with_limit(budget).order_by_fast_field::<i64>(names::START, Order::Desc);
             let docs = searcher.search(&query, &top)?;
             let mut columns: HashMap<u32, (Column<u64>, Column<u64>)> = HashMap::new();
             for (start, address) in docs {
@@ -568,10 +578,17 @@ impl TraceStore {
         let mut service_ids: HashMap<String, u32> = HashMap::new();
         let mut rows: Vec<Row> = Vec::new();
         let mut total = 0u64;
-        for reader in self.readers_for(tenant, start_ns, end_ns) {
+        // Newest partition first, each taking what is left of the budget (partitions are
+        // disjoint days), so at most MAX_DEPENDENCY_SPANS rows are ever held.
+        for reader in self.readers_for(tenant, start_ns, end_ns).iter().rev() {
             let searcher = reader.reader.searcher();
-            let top = TopDocs::with_limit(MAX_DEPENDENCY_SPANS)
-                .order_by_fast_field::<i64>(names::START, Order::Desc);
+            let budget = MAX_DEPENDENCY_SPANS.saturating_sub(rows.len());
+            if budget == 0 {
+                total += searcher.search(&query, &Count)? as u64;
+                continue;
+            }
+            let top =
+                TopDocs::with_limit(budget).order_by_fast_field::<i64>(names::START, Order::Desc);
             let (count, docs) = searcher.search(&query, &(Count, top))?;
             total += count as u64;
             let mut cols = HashMap::new();
