@@ -165,13 +165,23 @@ pub async fn run(
         .await?
         .context("cannot open the metrics store")?;
 
+    // Traces: the span store and its indexer channel (same capacity as the logs').
+    let mut trace_opts =
+        vantage_storage::traces::TraceStoreOptions::new(config.data_dir.join("traces"));
+    trace_opts.indexing_threads = config.indexing_threads;
+    trace_opts.retention_ns = i64::try_from(config.retention_traces.as_nanos()).unwrap_or(i64::MAX);
+    let (trace_store, mut trace_indexer) =
+        vantage_storage::traces::open(trace_opts).context("cannot open the trace store")?;
+    let (traces_tx, traces_rx) = std::sync::mpsc::sync_channel(INDEXER_QUEUE_BATCHES);
+
     let (durable_tx, durable_rx) = std::sync::mpsc::sync_channel(INDEXER_QUEUE_BATCHES);
     let (metrics_tx, metrics_rx) = std::sync::mpsc::sync_channel(METRICS_QUEUE_RECORDS);
     let wals = Wals {
         logs: open_wal(&config, "logs", Some(durable_tx), &telemetry)?,
         metrics: open_wal(&config, "metrics", Some(metrics_tx), &telemetry)?,
-        traces: open_wal(&config, "traces", None, &telemetry)?,
+        traces: open_wal(&config, "traces", Some(traces_tx), &telemetry)?,
     };
+    let traces_wal = wals.traces.clone();
     let logs_wal = wals.logs.clone();
     let metrics_wal = wals.metrics.clone();
     let limits = Limits {
@@ -180,19 +190,23 @@ pub async fn run(
         max_age: config.retention_logs,
     };
     let limiter = Arc::new(RateLimiter::new(config.rates));
-    let ingest = Arc::new(Ingest::new(
-        wals,
-        tsdb.clone(),
-        config.max_request_bytes,
-        config.max_inflight_bytes,
-        limits,
-        limiter.clone(),
-        config.retry_after,
-        telemetry.clone(),
-    ));
+    let ingest = Arc::new(
+        Ingest::new(
+            wals,
+            tsdb.clone(),
+            config.max_request_bytes,
+            config.max_inflight_bytes,
+            limits,
+            limiter.clone(),
+            config.retry_after,
+            telemetry.clone(),
+        )
+        .with_trace_max_age(config.retention_traces),
+    );
 
     let api_state = Arc::new(ApiState {
         logs: log_store.clone(),
+        traces: trace_store.clone(),
         ingest: ingest.clone(),
         auth: auth.clone(),
         telemetry: telemetry.clone(),
@@ -287,6 +301,26 @@ pub async fn run(
         config.commit_interval,
         telemetry.clone(),
     )?;
+    // Traces: replay the WAL into the span store, then index as batches become durable.
+    let (replay_wal, replay_telemetry) = (traces_wal.clone(), telemetry.clone());
+    let (trace_indexer, replayed) = tokio::task::spawn_blocking(move || {
+        let n = crate::ingest::traces::replay(&mut trace_indexer, &replay_wal, &replay_telemetry);
+        (trace_indexer, n)
+    })
+    .await?;
+    let replayed = replayed.context("traces wal replay failed")?;
+    tracing::info!(
+        batches = replayed,
+        spans = trace_store.num_docs(),
+        "wal replayed into the trace store"
+    );
+    let trace_indexer_thread = crate::ingest::traces::spawn(
+        trace_indexer,
+        traces_wal,
+        traces_rx,
+        config.commit_interval,
+        telemetry.clone(),
+    )?;
 
     let grpc_listener = bind(config.otlp_grpc, "otlp-grpc").await?;
     let http_listener = bind(config.otlp_http, "otlp-http").await?;
@@ -354,6 +388,8 @@ pub async fn run(
     });
 
     ingest.open();
+    let span_metrics_task =
+        crate::ingest::spanmetrics::spawn_flusher(ingest.clone(), shutdown.clone());
     api_state.ready.store(true, Ordering::SeqCst);
     tracing::info!(otlp_grpc = %bound.otlp_grpc, otlp_http = %bound.otlp_http, api = %bound.api, "ready");
     on_bound(bound);
@@ -393,6 +429,15 @@ pub async fn run(
         _ => {
             tracing::warn!("log indexer did not finish in time; the wal will be replayed at start")
         }
+    }
+    // The span counters are in memory only: nothing to save, so the flusher just stops.
+    span_metrics_task.abort();
+    let joined = tokio::task::spawn_blocking(move || trace_indexer_thread.join());
+    if !matches!(
+        tokio::time::timeout(SHUTDOWN_GRACE, joined).await,
+        Ok(Ok(Ok(())))
+    ) {
+        tracing::warn!("trace indexer did not finish in time; the wal will be replayed at start");
     }
     let _ = maintenance_task.await;
     let flushed = tokio::task::spawn_blocking(move || {

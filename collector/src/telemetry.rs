@@ -46,6 +46,12 @@ pub mod names {
     pub const METRICS_MAINTENANCE_SECONDS: &str = "vantage_metrics_maintenance_duration_seconds";
     /// PromQL queries by outcome (`ok` or the Prometheus error type).
     pub const PROMQL_QUERIES: &str = "vantage_promql_queries";
+    /// Searchable spans in the trace store.
+    pub const TRACE_INDEX_SPANS: &str = "vantage_trace_index_spans";
+    /// Duration of each trace index commit.
+    pub const TRACE_INDEX_COMMIT_SECONDS: &str = "vantage_trace_index_commit_duration_seconds";
+    /// Trace batches the trace indexer failed on.
+    pub const TRACE_INDEX_ERRORS: &str = "vantage_trace_index_errors";
 }
 
 /// Labels of PromQL query counts.
@@ -128,6 +134,12 @@ pub struct Telemetry {
     pub promql_queries: Family<OutcomeLabels, Counter>,
     /// See [`names::READY`].
     pub ready: Gauge,
+    /// See [`names::TRACE_INDEX_SPANS`].
+    pub trace_index_spans: Gauge,
+    /// See [`names::TRACE_INDEX_COMMIT_SECONDS`].
+    pub trace_index_commit_seconds: Histogram,
+    /// See [`names::TRACE_INDEX_ERRORS`].
+    pub trace_index_errors: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -249,6 +261,24 @@ impl Telemetry {
             "1 once WAL replay is done and ingest is open",
             ready.clone(),
         );
+        let trace_index_spans = Gauge::default();
+        let trace_index_commit_seconds = latency_histogram();
+        let trace_index_errors = Counter::default();
+        registry.register(
+            names::TRACE_INDEX_SPANS,
+            "Searchable spans",
+            trace_index_spans.clone(),
+        );
+        registry.register(
+            names::TRACE_INDEX_COMMIT_SECONDS,
+            "Duration of trace index commits",
+            trace_index_commit_seconds.clone(),
+        );
+        registry.register(
+            names::TRACE_INDEX_ERRORS,
+            "Batches the trace indexer failed on",
+            trace_index_errors.clone(),
+        );
         Telemetry {
             registry,
             ingest_records,
@@ -269,6 +299,9 @@ impl Telemetry {
             metrics_apply_errors,
             metrics_maintenance_seconds,
             promql_queries,
+            trace_index_spans,
+            trace_index_commit_seconds,
+            trace_index_errors,
         }
     }
 

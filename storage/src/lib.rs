@@ -1,8 +1,9 @@
 //! Vantage's embedded storage engines, each behind a small interface the collector
 //! calls: the write-ahead log that makes ingest durable, the Tantivy log index, and the
 //! SQLite metadata store (tenants, API keys), and the metrics store with its PromQL
-//! evaluator.
+//! evaluator, and the Tantivy span store.
 pub mod logs;
 pub mod meta;
 pub mod metrics;
+pub mod traces;
 pub mod wal;

@@ -5,11 +5,13 @@ mod admin;
 mod agents;
 mod audit;
 mod gateway;
+mod jaeger;
 mod login;
 mod logs;
 pub mod prom;
 pub mod render;
 pub mod timeparse;
+mod traces;
 mod users;
 
 use std::sync::Arc;
@@ -32,6 +34,8 @@ use crate::telemetry::{SignalLabels, Telemetry};
 pub struct ApiState {
     /// Log search.
     pub logs: LogStore,
+    /// Traces: by id, search, services, dependencies.
+    pub traces: vantage_storage::traces::TraceStore,
     /// The ingest path (for WAL positions and sizes).
     pub ingest: Arc<Ingest>,
     /// Credentials.
@@ -199,6 +203,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
             axum::routing::delete(agents::revoke),
         )
         .merge(prom::routes())
+        .merge(traces::routes())
+        .merge(jaeger::routes())
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
         .with_state(state);
     gateway::wrap(routes, &origins)

@@ -3,6 +3,7 @@
 
 mod agents;
 mod people;
+mod traces;
 
 use std::io::Write as _;
 
@@ -96,6 +97,11 @@ enum Command {
         /// Print the API's JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Look up a trace (a text waterfall) and search traces.
+    Traces {
+        #[command(subcommand)]
+        command: traces::TracesCommand,
     },
 }
 
@@ -296,6 +302,9 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             params.extend(since.map(|s| ("since", s)));
             params.extend(tenant.map(|t| ("tenant", t)));
             people::audit(&client, &cli.url, cli.token.as_deref(), params, json).await
+        }
+        Command::Traces { command } => {
+            traces::run(&client, &cli.url, cli.token.as_deref(), command).await
         }
         Command::Logs {
             command:

@@ -14,6 +14,8 @@
 pub mod indexer;
 pub mod metrics;
 pub mod payload;
+pub mod spanmetrics;
+pub mod traces;
 pub mod validate;
 
 use std::collections::HashMap;
@@ -29,7 +31,9 @@ use vantage_proto::otlp::collector::logs::v1::{
 use vantage_proto::otlp::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest,
 };
-use vantage_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use vantage_proto::otlp::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest,
+};
 use vantage_proto::prom::MetricBatch;
 use vantage_proto::prom::delta::DeltaToCumulative;
 use vantage_storage::metrics::tsdb::{self, Tsdb};
@@ -112,16 +116,24 @@ impl Accepted {
             error_message: self.message,
         })
     }
+
+    /// The OTLP traces partial-success field: present only when something was rejected.
+    pub fn traces_partial_success(self) -> Option<ExportTracePartialSuccess> {
+        (self.rejected > 0).then_some(ExportTracePartialSuccess {
+            rejected_spans: i64::try_from(self.rejected).unwrap_or(i64::MAX),
+            error_message: self.message,
+        })
+    }
 }
 
-/// One WAL per signal: logs are truncated once indexed, metrics once their samples are
-/// in TSDB blocks; traces stay until their store exists and replays them.
+/// One WAL per signal: logs and traces are truncated once indexed, metrics once their
+/// samples are in TSDB blocks.
 pub struct Wals {
     /// Logs WAL (consumed by the log indexer).
     pub logs: Wal,
     /// Metrics WAL.
     pub metrics: Wal,
-    /// Traces WAL.
+    /// Traces WAL (consumed by the trace indexer).
     pub traces: Wal,
 }
 
@@ -142,6 +154,8 @@ pub struct Ingest {
     deltas: Mutex<HashMap<String, DeltaToCumulative>>,
     max_request_bytes: usize,
     metrics_applied: Arc<metrics::Applied>,
+    span_limits: traces::SpanLimits,
+    span_metrics: spanmetrics::SpanMetrics,
 }
 
 /// Labels for the reasons the TSDB refuses samples.
@@ -188,7 +202,24 @@ impl Ingest {
             deltas: Mutex::new(HashMap::new()),
             max_request_bytes,
             metrics_applied: Arc::new(metrics::Applied::default()),
+            span_limits: traces::SpanLimits {
+                max_attributes: limits.max_attributes,
+                max_future_skew: limits.max_future_skew,
+                max_age: limits.max_age,
+            },
+            span_metrics: spanmetrics::SpanMetrics::default(),
         }
+    }
+
+    /// The RED counters computed from accepted spans.
+    pub fn span_metrics(&self) -> &spanmetrics::SpanMetrics {
+        &self.span_metrics
+    }
+
+    /// Spans older than `max_age` (the trace retention) are rejected.
+    pub fn with_trace_max_age(mut self, max_age: Duration) -> Self {
+        self.span_limits.max_age = max_age;
+        self
     }
 
     /// Starts accepting exports (after WAL replay).
@@ -450,20 +481,35 @@ impl Ingest {
         Ok(Accepted { rejected, message })
     }
 
-    /// Makes a traces export durable; it is replayed into the trace store once one exists.
+    /// Validates a traces export span by span and makes what is left durable; the trace
+    /// indexer makes it searchable (within one commit interval).
     pub async fn export_traces(
         &self,
         principal: &Principal,
-        request: ExportTraceServiceRequest,
+        mut request: ExportTraceServiceRequest,
         size: usize,
     ) -> Result<Accepted, IngestError> {
         let _permit = self.admit(principal, size)?;
-        let spans = vantage_proto::traces::span_count(&request);
-        if spans > 0 {
+        let verdict = traces::validate(&mut request, &self.span_limits, now_ns());
+        for (reason, n) in &verdict.rejected {
+            self.telemetry
+                .rejected_records
+                .get_or_create(&RejectLabels {
+                    signal: "traces",
+                    reason: reason.label(),
+                })
+                .inc_by(*n);
+        }
+        if verdict.accepted > 0 {
+            let counts = spanmetrics::Pending::of(&request);
             self.make_durable(Signal::Traces, &principal.tenant, request)
                 .await?;
+            self.span_metrics.add(&principal.tenant, counts);
         }
-        self.count(Signal::Traces, spans, size);
-        Ok(Accepted::default())
+        self.count(Signal::Traces, verdict.accepted, size);
+        Ok(Accepted {
+            rejected: verdict.rejected_total(),
+            message: verdict.message(),
+        })
     }
 }

@@ -266,9 +266,9 @@ impl TraceService for OtlpGrpc {
         let size = request.encoded_len();
         let result = self.ingest.export_traces(&principal, request, size).await;
         self.record(Signal::Traces, &result);
-        result.map_err(to_status)?;
+        let accepted = result.map_err(to_status)?;
         Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: None,
+            partial_success: accepted.traces_partial_success(),
         }))
     }
 }

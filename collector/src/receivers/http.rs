@@ -356,9 +356,9 @@ async fn traces(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body) 
             }
         };
     let result = r.ingest.export_traces(&principal, request, size).await;
-    r.finish(Signal::Traces, encoding, result, |_| {
+    r.finish(Signal::Traces, encoding, result, |accepted| {
         ExportTraceServiceResponse {
-            partial_success: None,
+            partial_success: accepted.traces_partial_success(),
         }
     })
 }

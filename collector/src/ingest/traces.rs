@@ -1,0 +1,476 @@
+//! Spans: per-span validation (OTLP partial success) and the trace indexing thread,
+//! which turns durable trace batches into the span store the way `indexer` does for
+//! logs: WAL order in, a commit every `logs.commit_interval_ms`, WAL truncation through
+//! the store's checkpoint, replay at start.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use vantage_proto::logs::hex_id;
+use vantage_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use vantage_proto::otlp::common::v1::{AnyValue, KeyValue};
+use vantage_proto::otlp::trace::v1::Span;
+use vantage_storage::traces::{TraceIndexer, TraceStoreError};
+use vantage_storage::wal::{Durable, Wal};
+
+use super::payload;
+use crate::telemetry::Telemetry;
+
+/// Largest encoded attribute value (span, event, link or resource attribute). Bigger
+/// values are almost always a mistake (a whole request body in a tag) and would make
+/// every trace lookup that reads the span slow; Jaeger's and Tempo's defaults cut far
+/// lower. The span carrying one is rejected, not silently truncated.
+pub const MAX_ATTRIBUTE_VALUE_BYTES: usize = 64 * 1024;
+/// Most events plus links on one span.
+pub const MAX_EVENTS_AND_LINKS: usize = 1_000;
+
+/// Limits applied to every span.
+#[derive(Clone, Copy, Debug)]
+pub struct SpanLimits {
+    /// Most attributes on one span (the logs limit, `ingest.max_attributes_per_record`).
+    pub max_attributes: usize,
+    /// How far ahead of now a span may start.
+    pub max_future_skew: Duration,
+    /// How long ago a span may have ended (the trace retention).
+    pub max_age: Duration,
+}
+
+/// Why a span was rejected; the string is the metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpanReject {
+    /// Trace id not 16 bytes, or all zero.
+    InvalidTraceId,
+    /// Span id not 8 bytes, or all zero; or a parent id that is not 8 bytes.
+    InvalidSpanId,
+    /// End time before start time, or no start time.
+    InvalidTimes,
+    /// Too many attributes, events or links.
+    TooManyAttributes,
+    /// An attribute value over [`MAX_ATTRIBUTE_VALUE_BYTES`].
+    AttributeTooLarge,
+    /// Start beyond the allowed future skew.
+    TooFarInFuture,
+    /// Ended before the retention period.
+    TooOld,
+}
+
+impl SpanReject {
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            SpanReject::InvalidTraceId => "invalid_trace_id",
+            SpanReject::InvalidSpanId => "invalid_span_id",
+            SpanReject::InvalidTimes => "end_before_start",
+            SpanReject::TooManyAttributes => "too_many_attributes",
+            SpanReject::AttributeTooLarge => "attribute_too_large",
+            SpanReject::TooFarInFuture => "timestamp_in_future",
+            SpanReject::TooOld => "timestamp_too_old",
+        }
+    }
+}
+
+/// Outcome of validating a trace batch.
+#[derive(Debug, Default)]
+pub struct SpanVerdict {
+    /// Spans kept.
+    pub accepted: u64,
+    /// Rejections by reason, in first-seen order.
+    pub rejected: Vec<(SpanReject, u64)>,
+    /// First rejection, described for the partial-success message.
+    pub first_problem: Option<String>,
+}
+
+impl SpanVerdict {
+    /// Total spans rejected.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().map(|(_, n)| n).sum()
+    }
+
+    fn reject(&mut self, reason: SpanReject, n: u64, describe: impl FnOnce() -> String) {
+        if n == 0 {
+            return;
+        }
+        if self.first_problem.is_none() {
+            self.first_problem = Some(describe());
+        }
+        match self.rejected.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, c)) => *c += n,
+            None => self.rejected.push((reason, n)),
+        }
+    }
+
+    /// The OTLP partial-success message: counts by reason and the first example.
+    pub fn message(&self) -> String {
+        if self.rejected.is_empty() {
+            return String::new();
+        }
+        let counts: Vec<String> = self
+            .rejected
+            .iter()
+            .map(|(r, n)| format!("{n} {}", r.label()))
+            .collect();
+        format!(
+            "rejected {} spans ({}); first: {}",
+            self.rejected_total(),
+            counts.join(", "),
+            self.first_problem.as_deref().unwrap_or("")
+        )
+    }
+}
+
+fn oversized(attributes: &[KeyValue]) -> Option<(&str, usize)> {
+    attributes.iter().find_map(|kv| {
+        let len = kv.value.as_ref().map_or(0, AnyValue::encoded_len);
+        (len > MAX_ATTRIBUTE_VALUE_BYTES).then_some((kv.key.as_str(), len))
+    })
+}
+
+fn check_span(span: &mut Span, limits: &SpanLimits, now_ns: u64) -> Option<(SpanReject, String)> {
+    let hex = hex_id;
+    if span.trace_id.len() != 16 || span.trace_id.iter().all(|&b| b == 0) {
+        return Some((
+            SpanReject::InvalidTraceId,
+            format!(
+                "trace id {:?} is not 16 bytes or is all zero",
+                hex(&span.trace_id)
+            ),
+        ));
+    }
+    if span.span_id.len() != 8 || span.span_id.iter().all(|&b| b == 0) {
+        return Some((
+            SpanReject::InvalidSpanId,
+            format!(
+                "span id {:?} is not 8 bytes or is all zero",
+                hex(&span.span_id)
+            ),
+        ));
+    }
+    // An all-zero parent is how some SDKs write "no parent": stored as no parent.
+    if span.parent_span_id.iter().all(|&b| b == 0) {
+        span.parent_span_id.clear();
+    } else if span.parent_span_id.len() != 8 {
+        return Some((
+            SpanReject::InvalidSpanId,
+            format!(
+                "parent span id {:?} is not 8 bytes",
+                hex(&span.parent_span_id)
+            ),
+        ));
+    }
+    let (start, end) = (span.start_time_unix_nano, span.end_time_unix_nano);
+    if start == 0 || end < start {
+        return Some((
+            SpanReject::InvalidTimes,
+            format!(
+                "span {} ends ({end} ns) before it starts ({start} ns)",
+                hex(&span.span_id)
+            ),
+        ));
+    }
+    if start > now_ns.saturating_add(limits.max_future_skew.as_nanos() as u64) {
+        return Some((
+            SpanReject::TooFarInFuture,
+            format!(
+                "span start {start} ns is more than {:?} in the future",
+                limits.max_future_skew
+            ),
+        ));
+    }
+    if end < now_ns.saturating_sub(limits.max_age.as_nanos() as u64) {
+        return Some((
+            SpanReject::TooOld,
+            format!(
+                "span end {end} ns is older than the retention period of {:?}",
+                limits.max_age
+            ),
+        ));
+    }
+    if span.attributes.len() > limits.max_attributes
+        || span.events.len() + span.links.len() > MAX_EVENTS_AND_LINKS
+    {
+        return Some((
+            SpanReject::TooManyAttributes,
+            format!(
+                "a span has {} attributes and {} events and links, over the limits of {} and {MAX_EVENTS_AND_LINKS}",
+                span.attributes.len(),
+                span.events.len() + span.links.len(),
+                limits.max_attributes
+            ),
+        ));
+    }
+    let big = oversized(&span.attributes)
+        .or_else(|| span.events.iter().find_map(|e| oversized(&e.attributes)))
+        .or_else(|| span.links.iter().find_map(|l| oversized(&l.attributes)));
+    if let Some((key, len)) = big {
+        return Some((
+            SpanReject::AttributeTooLarge,
+            format!(
+                "attribute {key:?} is {len} bytes, over the limit of {MAX_ATTRIBUTE_VALUE_BYTES}"
+            ),
+        ));
+    }
+    None
+}
+
+/// Validates the spans of a request in place: rejected spans are removed (and empty
+/// scopes and resources with them).
+pub fn validate(
+    request: &mut ExportTraceServiceRequest,
+    limits: &SpanLimits,
+    now_ns: u64,
+) -> SpanVerdict {
+    let mut verdict = SpanVerdict::default();
+    for rs in &mut request.resource_spans {
+        let resource_attrs = rs.resource.as_ref().map(|r| r.attributes.as_slice());
+        if let Some((key, len)) = resource_attrs.and_then(oversized) {
+            let n = rs.scope_spans.iter().map(|ss| ss.spans.len() as u64).sum();
+            let key = key.to_string();
+            verdict.reject(SpanReject::AttributeTooLarge, n, || {
+                format!("resource attribute {key:?} is {len} bytes, over the limit of {MAX_ATTRIBUTE_VALUE_BYTES}")
+            });
+            rs.scope_spans.clear();
+            continue;
+        }
+        for ss in &mut rs.scope_spans {
+            ss.spans
+                .retain_mut(|span| match check_span(span, limits, now_ns) {
+                    Some((reason, text)) => {
+                        verdict.reject(reason, 1, || text);
+                        false
+                    }
+                    None => {
+                        verdict.accepted += 1;
+                        true
+                    }
+                });
+        }
+        rs.scope_spans.retain(|ss| !ss.spans.is_empty());
+    }
+    request
+        .resource_spans
+        .retain(|rs| !rs.scope_spans.is_empty());
+    verdict
+}
+
+/// How often partitions past retention are looked for.
+const RETENTION_CHECK: Duration = Duration::from_secs(600);
+
+/// Indexes one durable batch; one that cannot be decoded is logged, counted and skipped.
+fn index_one(indexer: &mut TraceIndexer, durable: &Durable, telemetry: &Telemetry) {
+    let result = payload::decode(&durable.payload)
+        .map_err(|e| e.to_string())
+        .and_then(|(tenant, body)| {
+            let request = ExportTraceServiceRequest::decode(body).map_err(|e| e.to_string())?;
+            indexer
+                .add_batch(tenant, durable.lsn, &request)
+                .map_err(|e| e.to_string())
+        });
+    if let Err(error) = result {
+        telemetry.trace_index_errors.inc();
+        tracing::error!(lsn = durable.lsn, %error, "trace batch could not be indexed");
+    }
+}
+
+fn commit(
+    indexer: &mut TraceIndexer,
+    wal: &Wal,
+    telemetry: &Telemetry,
+) -> Result<(), TraceStoreError> {
+    let started = Instant::now();
+    let checkpoint = indexer.commit()?;
+    telemetry
+        .trace_index_commit_seconds
+        .observe(started.elapsed().as_secs_f64());
+    telemetry
+        .trace_index_spans
+        .set(indexer.store().num_docs() as i64);
+    if let Err(e) = wal.truncate_through(checkpoint) {
+        tracing::warn!(error = %e, "traces wal truncation failed, will retry at the next commit");
+    }
+    Ok(())
+}
+
+/// Replays every traces WAL record after the store's checkpoint, then commits. Returns
+/// how many batches were replayed.
+pub fn replay(indexer: &mut TraceIndexer, wal: &Wal, telemetry: &Telemetry) -> anyhow::Result<u64> {
+    let from = indexer.checkpoint_lsn() + 1;
+    let mut batches = 0u64;
+    for durable in wal.read_from(from)? {
+        let durable = durable?;
+        index_one(indexer, &durable, telemetry);
+        batches += 1;
+    }
+    commit(indexer, wal, telemetry)?;
+    Ok(batches)
+}
+
+/// Runs the trace indexing loop on its own thread until the WAL's sink closes
+/// (shutdown), then commits and closes.
+pub fn spawn(
+    mut indexer: TraceIndexer,
+    wal: Wal,
+    rx: Receiver<Durable>,
+    commit_interval: Duration,
+    telemetry: Arc<Telemetry>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("trace-indexer".into())
+        .spawn(move || {
+            let mut last_commit = Instant::now();
+            let mut last_retention: Option<Instant> = None;
+            loop {
+                let wait = commit_interval.saturating_sub(last_commit.elapsed());
+                match rx.recv_timeout(wait) {
+                    Ok(durable) => index_one(&mut indexer, &durable, &telemetry),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+                if last_commit.elapsed() >= commit_interval {
+                    if indexer.has_uncommitted()
+                        && let Err(e) = commit(&mut indexer, &wal, &telemetry)
+                    {
+                        telemetry.trace_index_errors.inc();
+                        tracing::error!(error = %e, "trace index commit failed, data stays in the wal");
+                    }
+                    last_commit = Instant::now();
+                }
+                if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_CHECK) {
+                    let now = i64::try_from(super::now_ns()).unwrap_or(i64::MAX);
+                    if let Err(e) = indexer.apply_retention(now) {
+                        tracing::error!(error = %e, "trace retention failed");
+                    }
+                    last_retention = Some(Instant::now());
+                }
+            }
+            match indexer.close() {
+                Ok(lsn) => {
+                    let _ = wal.truncate_through(lsn);
+                    tracing::info!(checkpoint = lsn, "trace index closed");
+                }
+                Err(e) => tracing::error!(error = %e, "trace index close failed; the wal will be replayed at start"),
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vantage_proto::otlp::common::v1::any_value;
+    use vantage_proto::otlp::resource::v1::Resource;
+    use vantage_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans};
+
+    const NOW: u64 = 1_800_000_000_000_000_000;
+
+    fn limits() -> SpanLimits {
+        SpanLimits {
+            max_attributes: 3,
+            max_future_skew: Duration::from_secs(600),
+            max_age: Duration::from_secs(7 * 86_400),
+        }
+    }
+
+    fn good() -> Span {
+        Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            start_time_unix_nano: NOW,
+            end_time_unix_nano: NOW + 5,
+            ..Default::default()
+        }
+    }
+
+    fn req(resource: Option<Resource>, spans: Vec<Span>) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource,
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn big_value() -> KeyValue {
+        KeyValue {
+            key: "body".into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(
+                    "x".repeat(MAX_ATTRIBUTE_VALUE_BYTES + 1),
+                )),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn keeps_good_spans_and_names_each_bad_one() {
+        let bad = |f: fn(&mut Span)| {
+            let mut s = good();
+            f(&mut s);
+            s
+        };
+        let spans = vec![
+            good(),
+            bad(|s| s.trace_id = vec![1; 15]),
+            bad(|s| s.trace_id = vec![0; 16]),
+            bad(|s| s.span_id = vec![1; 9]),
+            bad(|s| s.span_id = vec![0; 8]),
+            bad(|s| s.parent_span_id = vec![1; 3]),
+            bad(|s| s.end_time_unix_nano = s.start_time_unix_nano - 1),
+            bad(|s| {
+                s.start_time_unix_nano = u64::MAX - 10;
+                s.end_time_unix_nano = u64::MAX;
+            }),
+            bad(|s| {
+                s.start_time_unix_nano = 1;
+                s.end_time_unix_nano = 2;
+            }),
+            bad(|s| s.attributes = vec![KeyValue::default(); 4]),
+            bad(|s| s.attributes = vec![big_value()]),
+            bad(|s| s.parent_span_id = vec![0; 8]),
+        ];
+        let mut r = req(None, spans);
+        let v = validate(&mut r, &limits(), NOW);
+        assert_eq!(v.accepted, 2);
+        assert_eq!(v.rejected_total(), 10);
+        let count = |reason| {
+            v.rejected
+                .iter()
+                .find(|(r, _)| *r == reason)
+                .map_or(0, |(_, n)| *n)
+        };
+        assert_eq!(count(SpanReject::InvalidTraceId), 2);
+        assert_eq!(count(SpanReject::InvalidSpanId), 3);
+        assert_eq!(count(SpanReject::InvalidTimes), 1);
+        assert_eq!(count(SpanReject::TooFarInFuture), 1);
+        assert_eq!(count(SpanReject::TooOld), 1);
+        assert_eq!(count(SpanReject::TooManyAttributes), 1);
+        assert_eq!(count(SpanReject::AttributeTooLarge), 1);
+        let kept = &r.resource_spans[0].scope_spans[0].spans;
+        assert_eq!(kept.len(), 2);
+        assert!(
+            kept[1].parent_span_id.is_empty(),
+            "an all-zero parent means no parent"
+        );
+        let msg = v.message();
+        assert!(msg.starts_with("rejected 10 spans"), "{msg}");
+        assert!(msg.contains("2 invalid_trace_id"), "{msg}");
+    }
+
+    #[test]
+    fn an_oversized_resource_attribute_rejects_its_spans() {
+        let resource = Resource {
+            attributes: vec![big_value()],
+            ..Default::default()
+        };
+        let mut r = req(Some(resource), vec![good(), good()]);
+        let v = validate(&mut r, &limits(), NOW);
+        assert_eq!(v.accepted, 0);
+        assert_eq!(v.rejected, vec![(SpanReject::AttributeTooLarge, 2)]);
+        assert!(r.resource_spans.is_empty());
+    }
+}
