@@ -6,6 +6,7 @@ mod gateway;
 mod logs;
 pub mod prom;
 pub mod render;
+mod rules;
 pub mod timeparse;
 
 use std::sync::Arc;
@@ -54,6 +55,8 @@ pub struct ApiState {
     pub max_request_bytes: usize,
     /// Origins allowed cross-origin access (CORS).
     pub cors_allowed_origins: Vec<String>,
+    /// Alerting and recording rules (evaluation state, API rule groups).
+    pub rules: Arc<crate::alerting::rules::RulesManager>,
 }
 
 /// An API error: a code and a message, rendered as
@@ -148,6 +151,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             get(admin::list_tenants).post(admin::create_tenant),
         )
         .merge(prom::routes())
+        .merge(rules::routes())
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
         .with_state(state);
     gateway::wrap(routes, &origins)

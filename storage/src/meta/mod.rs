@@ -16,6 +16,7 @@
 
 mod keys;
 mod migrations;
+mod rules;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,8 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension as _, Row, TransactionBe
 use tracing::{debug, error, info, warn};
 
 pub use keys::{KEY_ID_LEN, KEY_PREFIX, SECRET_LEN, Scope};
+
+pub use rules::StoredRuleGroup;
 
 use crate::logs::valid_tenant;
 
