@@ -75,8 +75,7 @@ pub struct RuleMetrics {
     /// See [`names::RULE_GROUP_ITERATIONS_MISSED`].
     pub iterations_missed: Family<RuleGroupLabels, Counter>,
     /// See [`names::RULE_GROUP_LAST_DURATION_SECONDS`].
-    pub last_duration_seconds:
-        Family<RuleGroupLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub last_duration_seconds: Family<RuleGroupLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl RuleMetrics {
@@ -87,7 +86,11 @@ impl RuleMetrics {
             iterations_missed: Family::default(),
             last_duration_seconds: Family::default(),
         };
-        registry.register(names::RULE_EVALUATIONS, "Rule evaluations", m.evaluations.clone());
+        registry.register(
+            names::RULE_EVALUATIONS,
+            "Rule evaluations",
+            m.evaluations.clone(),
+        );
         registry.register(
             names::RULE_EVALUATION_FAILURES,
             "Rule evaluations that failed",

@@ -68,7 +68,10 @@ fn data(r: &Reply) -> Value {
 }
 
 async fn alerts(c: &Collector, token: Option<&str>) -> Vec<Value> {
-    let headers: Vec<(&str, String)> = token.map(|t| ("authorization", t.to_string())).into_iter().collect();
+    let headers: Vec<(&str, String)> = token
+        .map(|t| ("authorization", t.to_string()))
+        .into_iter()
+        .collect();
     let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let r = c
         .api_request(Method::GET, "/api/v1/alerts", &h, Bytes::new())
@@ -132,11 +135,19 @@ async fn promtool_and_vantage_agree_on_rule_files() {
                 &text,
                 &|_| Ok(()),
             );
-            assert_eq!(ours.is_ok(), good, "{}: vantage says {ours:?}", path.display());
+            assert_eq!(
+                ours.is_ok(),
+                good,
+                "{}: vantage says {ours:?}",
+                path.display()
+            );
             if let Err(e) = &ours {
                 let msg = e.to_string();
                 assert!(msg.starts_with(&path.display().to_string()), "{msg}");
-                assert!(e.problems.iter().all(|p| p.line.is_some()), "every problem has a line: {msg}");
+                assert!(
+                    e.problems.iter().all(|p| p.line.is_some()),
+                    "every problem has a line: {msg}"
+                );
             }
             if !have_promtool {
                 continue;
@@ -151,7 +162,12 @@ async fn promtool_and_vantage_agree_on_rule_files() {
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             );
-            assert_eq!(out.status.success(), good, "{}: promtool says {text_out}", path.display());
+            assert_eq!(
+                out.status.success(),
+                good,
+                "{}: promtool says {text_out}",
+                path.display()
+            );
             // Where promtool names a line, it is the line Vantage names.
             // (YAML syntax errors excepted: yaml.v3 points at the start of the context.)
             if let (Some(line), Err(e), false) = (
@@ -213,10 +229,19 @@ async fn threshold_crossing_goes_pending_then_firing_and_everything_is_queryable
     let rules = tempfile::tempdir().unwrap();
     std::fs::write(rules.path().join("load.yml"), LOAD_RULES).unwrap();
     let c = start_with_rules(data_dir.path(), rules.path());
-    remote_write(&c, "vantage_test_load", &[("instance", "h1"), ("job", "node")], 50.0).await;
+    remote_write(
+        &c,
+        "vantage_test_load",
+        &[("instance", "h1"), ("job", "node")],
+        50.0,
+    )
+    .await;
 
     let pending = wait_for(&c, "a pending alert", || async {
-        alerts(&c, None).await.into_iter().find(|a| a["state"] == "pending")
+        alerts(&c, None)
+            .await
+            .into_iter()
+            .find(|a| a["state"] == "pending")
     })
     .await;
     assert_eq!(pending["labels"]["alertname"], "HighLoad");
@@ -224,10 +249,16 @@ async fn threshold_crossing_goes_pending_then_firing_and_everything_is_queryable
     assert_eq!(pending["annotations"]["summary"], "load 50 on h1");
     assert_eq!(pending["value"], "5e+01");
     let firing = wait_for(&c, "the alert firing", || async {
-        alerts(&c, None).await.into_iter().find(|a| a["state"] == "firing")
+        alerts(&c, None)
+            .await
+            .into_iter()
+            .find(|a| a["state"] == "firing")
     })
     .await;
-    assert_eq!(firing["activeAt"], pending["activeAt"], "the for timer kept its start");
+    assert_eq!(
+        firing["activeAt"], pending["activeAt"],
+        "the for timer kept its start"
+    );
 
     // ALERTS and the recording rule's series are ordinary series.
     let series = wait_for(&c, "ALERTS firing", || async {
@@ -260,15 +291,27 @@ async fn threshold_crossing_goes_pending_then_firing_and_everything_is_queryable
     assert_eq!(alerting["alerts"][0]["state"], "firing");
     assert_eq!(group["rules"][1]["type"], "recording");
     let only_record = data(&c.api_get("/api/v1/rules?type=record").await);
-    assert_eq!(only_record["groups"][0]["rules"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        only_record["groups"][0]["rules"].as_array().unwrap().len(),
+        1
+    );
     let bad = c.api_get("/api/v1/rules?type=nonsense").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 
     // Self-metrics, named as Prometheus names them with our prefix.
     let metrics = c.metrics_text().await;
-    assert!(metrics.contains("vantage_rule_evaluations_total{"), "{metrics}");
-    assert!(metrics.contains("vantage_rule_group_last_duration_seconds{"), "{metrics}");
-    assert!(metrics.contains("vantage_rule_evaluation_failures_total{"), "{metrics}");
+    assert!(
+        metrics.contains("vantage_rule_evaluations_total{"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vantage_rule_group_last_duration_seconds{"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vantage_rule_evaluation_failures_total{"),
+        "{metrics}"
+    );
 
     // A restart keeps activeAt and the firing state (no reset of the for timer).
     let (status, _) = c.terminate().await;
@@ -282,7 +325,13 @@ async fn threshold_crossing_goes_pending_then_firing_and_everything_is_queryable
     assert_eq!(restored["state"], "firing");
     assert_eq!(restored["activeAt"], pending["activeAt"]);
     // And evaluation continues on the restored state.
-    remote_write(&c, "vantage_test_load", &[("instance", "h1"), ("job", "node")], 60.0).await;
+    remote_write(
+        &c,
+        "vantage_test_load",
+        &[("instance", "h1"), ("job", "node")],
+        60.0,
+    )
+    .await;
     wait_for(&c, "the alert still firing after restart", || async {
         alerts(&c, None)
             .await
@@ -348,20 +397,38 @@ async fn bad_rule_files_are_refused_with_file_and_line_and_good_rules_keep_runni
     let refused = c.log_events("rule file refused; its previous rules keep running");
     assert_eq!(refused.len(), 1, "{}", c.log());
     let error = refused[0]["error"].as_str().unwrap().to_string();
-    assert!(error.contains("broken.yml:5:15: group \"g\", rule 1, \"A\": could not parse expression"), "{error}");
+    assert!(
+        error.contains("broken.yml:5:15: group \"g\", rule 1, \"A\": could not parse expression"),
+        "{error}"
+    );
     let d = data(&c.api_get("/api/v1/rules").await);
     assert_eq!(d["groups"].as_array().unwrap().len(), 1, "{d}");
 
     // The good file breaks: its rules keep running. Then it is fixed with a change:
     // the change is picked up.
-    std::fs::write(&good, "groups:\n  - name: load\n    rules:\n      - record: 1bad\n        expr: up\n").unwrap();
+    std::fs::write(
+        &good,
+        "groups:\n  - name: load\n    rules:\n      - record: 1bad\n        expr: up\n",
+    )
+    .unwrap();
     wait_for(&c, "the refusal of the edited file", || async {
-        (c.log_events("rule file refused; its previous rules keep running").len() >= 2).then_some(())
+        (c.log_events("rule file refused; its previous rules keep running")
+            .len()
+            >= 2)
+            .then_some(())
     })
     .await;
     let d = data(&c.api_get("/api/v1/rules").await);
-    assert_eq!(d["groups"][0]["rules"].as_array().unwrap().len(), 2, "old rules still there: {d}");
-    std::fs::write(&good, "groups:\n  - name: load\n    rules:\n      - record: only_one\n        expr: vector(1)\n").unwrap();
+    assert_eq!(
+        d["groups"][0]["rules"].as_array().unwrap().len(),
+        2,
+        "old rules still there: {d}"
+    );
+    std::fs::write(
+        &good,
+        "groups:\n  - name: load\n    rules:\n      - record: only_one\n        expr: vector(1)\n",
+    )
+    .unwrap();
     wait_for(&c, "the fixed file", || async {
         let d = data(&c.api_get("/api/v1/rules").await);
         (d["groups"][0]["rules"].as_array().map(Vec::len) == Some(1)).then_some(())
@@ -396,39 +463,83 @@ async fn rules_api_round_trip_validation_auth_and_tenant_isolation() {
     let r = c.api_get("/api/v1/rules/team-a").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let yaml = r.text();
-    assert!(yaml.contains("team-a:") && yaml.contains("name: api_group") && yaml.contains("alert: Always"), "{yaml}");
+    assert!(
+        yaml.contains("team-a:")
+            && yaml.contains("name: api_group")
+            && yaml.contains("alert: Always"),
+        "{yaml}"
+    );
     let r = c.api_get("/api/v1/rules/team-a/api_group").await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.text().starts_with("name: api_group"), "{}", r.text());
     // It runs: the alert fires (for 0s).
     wait_for(&c, "the api rule's alert", || async {
-        alerts(&c, None).await.into_iter().find(|a| a["labels"]["alertname"] == "Always")
+        alerts(&c, None)
+            .await
+            .into_iter()
+            .find(|a| a["labels"]["alertname"] == "Always")
     })
     .await;
     let d = data(&c.api_get("/api/v1/rules").await);
-    assert!(d["groups"].as_array().unwrap().iter().any(|g| g["file"] == "team-a" && g["name"] == "api_group"), "{d}");
+    assert!(
+        d["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["file"] == "team-a" && g["name"] == "api_group"),
+        "{d}"
+    );
 
     // Validated exactly like files, with the line in the body.
-    let r = post("team-a", "name: x\nrules:\n  - alert: A\n    expr: sum(up\n", None).await;
+    let r = post(
+        "team-a",
+        "name: x\nrules:\n  - alert: A\n    expr: sum(up\n",
+        None,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let msg = r.json()["error"].as_str().unwrap().to_string();
-    assert!(msg.contains("team-a:4:") && msg.contains("could not parse expression"), "{msg}");
-    let r = post("team-a", "name: x\nrules:\n  - alert: A\n    expr: up\n    bogus: 1\n", None).await;
+    assert!(
+        msg.contains("team-a:4:") && msg.contains("could not parse expression"),
+        "{msg}"
+    );
+    let r = post(
+        "team-a",
+        "name: x\nrules:\n  - alert: A\n    expr: up\n    bogus: 1\n",
+        None,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(r.json()["error"].as_str().unwrap().contains("team-a:5:"), "{}", r.text());
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("team-a:5:"),
+        "{}",
+        r.text()
+    );
     let r = post("team-a", "rules: []\n", None).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 
     // Another tenant: its own file groups and API groups; nothing crosses.
     let created = c
-        .api_request(Method::POST, "/api/v1/tenants", &[("content-type", "application/json")], json!({"name": "blue"}).to_string())
+        .api_request(
+            Method::POST,
+            "/api/v1/tenants",
+            &[("content-type", "application/json")],
+            json!({"name": "blue"}).to_string(),
+        )
         .await;
     assert!(created.status.is_success(), "{}", created.text());
     let key = |scopes: &[&str]| {
         let body = json!({"tenant": "blue", "name": "k", "scopes": scopes}).to_string();
         let c = &c;
         async move {
-            let r = c.api_request(Method::POST, "/api/v1/keys", &[("content-type", "application/json")], body).await;
+            let r = c
+                .api_request(
+                    Method::POST,
+                    "/api/v1/keys",
+                    &[("content-type", "application/json")],
+                    body,
+                )
+                .await;
             assert!(r.status.is_success(), "{}", r.text());
             bearer(r.json()["key"].as_str().unwrap())
         }
@@ -436,24 +547,79 @@ async fn rules_api_round_trip_validation_auth_and_tenant_isolation() {
     let blue_query = key(&["query"]).await;
     let blue_admin = key(&["admin"]).await;
     let r = post("team-a", body, Some(blue_query.clone())).await;
-    assert_eq!(r.status, StatusCode::FORBIDDEN, "a query key cannot change rules");
-    let r = post("blue-ns", "name: blue_api\nrules:\n  - record: blue_two\n    expr: vector(2)\n", Some(blue_admin.clone())).await;
+    assert_eq!(
+        r.status,
+        StatusCode::FORBIDDEN,
+        "a query key cannot change rules"
+    );
+    let r = post(
+        "blue-ns",
+        "name: blue_api\nrules:\n  - record: blue_two\n    expr: vector(2)\n",
+        Some(blue_admin.clone()),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
-    let r = c.api_request(Method::GET, "/api/v1/rules", &[("authorization", &blue_query)], Bytes::new()).await;
-    let blue_groups: Vec<String> = data(&r)["groups"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap().to_string()).collect();
+    let r = c
+        .api_request(
+            Method::GET,
+            "/api/v1/rules",
+            &[("authorization", &blue_query)],
+            Bytes::new(),
+        )
+        .await;
+    let blue_groups: Vec<String> = data(&r)["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(blue_groups.len(), 2, "{blue_groups:?}");
-    assert!(blue_groups.contains(&"blue_file".to_string()) && blue_groups.contains(&"blue_api".to_string()));
+    assert!(
+        blue_groups.contains(&"blue_file".to_string())
+            && blue_groups.contains(&"blue_api".to_string())
+    );
     let d = data(&c.api_get("/api/v1/rules").await);
-    assert!(d["groups"].as_array().unwrap().iter().all(|g| !g["name"].as_str().unwrap().starts_with("blue")), "{d}");
-    let r = c.api_request(Method::GET, "/api/v1/rules/team-a", &[("authorization", &blue_query)], Bytes::new()).await;
+    assert!(
+        d["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|g| !g["name"].as_str().unwrap().starts_with("blue")),
+        "{d}"
+    );
+    let r = c
+        .api_request(
+            Method::GET,
+            "/api/v1/rules/team-a",
+            &[("authorization", &blue_query)],
+            Bytes::new(),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert!(alerts(&c, Some(&blue_query)).await.is_empty());
 
     // Delete: gone from the API and from evaluation.
-    let r = c.api_request(Method::DELETE, "/api/v1/rules/team-a/api_group", &[], Bytes::new()).await;
+    let r = c
+        .api_request(
+            Method::DELETE,
+            "/api/v1/rules/team-a/api_group",
+            &[],
+            Bytes::new(),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
-    assert_eq!(c.api_get("/api/v1/rules/team-a").await.status, StatusCode::NOT_FOUND);
-    let r = c.api_request(Method::DELETE, "/api/v1/rules/team-a/api_group", &[], Bytes::new()).await;
+    assert_eq!(
+        c.api_get("/api/v1/rules/team-a").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let r = c
+        .api_request(
+            Method::DELETE,
+            "/api/v1/rules/team-a/api_group",
+            &[],
+            Bytes::new(),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     let d = data(&c.api_get("/api/v1/rules").await);
     assert!(d["groups"].as_array().unwrap().is_empty(), "{d}");

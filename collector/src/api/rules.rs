@@ -8,11 +8,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use serde::Serialize;
 use vantage_proto::ErrorCode;
 use vantage_storage::meta::Scope;
@@ -123,7 +123,10 @@ struct ApiGroup<'a> {
     last_evaluation: String,
 }
 
-fn rules_of(state: &ApiState, tenant: &str) -> Vec<(GroupView, crate::alerting::rules::group::GroupRuntime)> {
+fn rules_of(
+    state: &ApiState,
+    tenant: &str,
+) -> Vec<(GroupView, crate::alerting::rules::group::GroupRuntime)> {
     state
         .rules
         .groups_of(tenant)
@@ -154,7 +157,8 @@ async fn prom_rules(
     let names = params.all("rule_name[]");
     let group_names = params.all("rule_group[]");
     let files = params.all("file[]");
-    let filtered = !typ.is_empty() || !names.is_empty() || !group_names.is_empty() || !files.is_empty();
+    let filtered =
+        !typ.is_empty() || !names.is_empty() || !group_names.is_empty() || !files.is_empty();
     let views = rules_of(&state, &principal.tenant);
     let mut groups = Vec::new();
     let default_rt = crate::alerting::rules::group::RuleRuntime::default();
@@ -206,7 +210,11 @@ async fn prom_rules(
                     name: r.rule.name(),
                     query: &r.rule.expr,
                     labels: &r.rule.labels,
-                    health: if st.health == Health::Unknown { "unknown" } else { health },
+                    health: if st.health == Health::Unknown {
+                        "unknown"
+                    } else {
+                        health
+                    },
                     last_error: &st.last_error,
                     evaluation_time: st.evaluation_seconds,
                     last_evaluation: go_time(st.last_evaluation_ms),
@@ -231,7 +239,9 @@ async fn prom_rules(
     struct Data<'a> {
         groups: Vec<ApiGroup<'a>>,
     }
-    Ok(success(serde_json::to_string(&Data { groups }).unwrap_or_default()))
+    Ok(success(
+        serde_json::to_string(&Data { groups }).unwrap_or_default(),
+    ))
 }
 
 /// `GET /api/v1/alerts`: the caller's pending and firing alerts.
@@ -252,7 +262,9 @@ async fn prom_alerts(
     struct Data<'a> {
         alerts: Vec<ApiAlert<'a>>,
     }
-    Ok(success(serde_json::to_string(&Data { alerts }).unwrap_or_default()))
+    Ok(success(
+        serde_json::to_string(&Data { alerts }).unwrap_or_default(),
+    ))
 }
 
 fn rules_error(e: RulesApiError) -> ApiError {
@@ -320,7 +332,10 @@ async fn get_group(
         .and_then(|gs| gs.iter().find(|g| g.name == group));
     match found {
         Some(g) => Ok(yaml(serde_yaml_ng::to_string(g).unwrap_or_default())),
-        None => Err(ApiError::new(ErrorCode::NotFound, "rule group does not exist")),
+        None => Err(ApiError::new(
+            ErrorCode::NotFound,
+            "rule group does not exist",
+        )),
     }
 }
 
@@ -342,7 +357,10 @@ async fn post_group(
     let text = String::from_utf8(body.to_vec())
         .map_err(|_| ApiError::new(ErrorCode::InvalidArgument, "rule group body is not UTF-8"))?;
     if namespace.is_empty() || namespace.len() > 256 || namespace.contains(['/', ';', '\0']) {
-        return Err(ApiError::new(ErrorCode::InvalidArgument, "invalid namespace"));
+        return Err(ApiError::new(
+            ErrorCode::InvalidArgument,
+            "invalid namespace",
+        ));
     }
     let rules = state.rules.clone();
     blocking(move || rules.put_api_group(&principal.tenant, &namespace, &text)).await?;

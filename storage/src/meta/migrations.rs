@@ -36,10 +36,11 @@ pub(crate) struct Migration {
 }
 
 /// Every migration this build knows, oldest first. Append only.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "tenants_and_api_keys",
-    sql: "
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "tenants_and_api_keys",
+        sql: "
         CREATE TABLE tenants (
             name TEXT NOT NULL PRIMARY KEY,
             created_at INTEGER NOT NULL
@@ -63,10 +64,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
         ) STRICT;
         CREATE INDEX api_keys_tenant ON api_keys (tenant);
     ",
-}, Migration {
-    version: 2,
-    name: "alert_rules_and_state",
-    sql: "
+    },
+    Migration {
+        version: 2,
+        name: "alert_rules_and_state",
+        sql: "
         -- Rule groups managed through the API (files stay files), one row per group,
         -- kept as the validated YAML of the group.
         CREATE TABLE rule_groups (
@@ -90,7 +92,8 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
             PRIMARY KEY (tenant, group_key, rule_key)
         ) STRICT;
     ",
-}];
+    },
+];
 
 /// The schema version a fully migrated database has with this build.
 pub(crate) const fn latest_version(migrations: &[Migration]) -> u32 {

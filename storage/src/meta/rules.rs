@@ -66,7 +66,10 @@ impl MetaStore {
     }
 
     /// Every stored rule group (of one tenant, or all), by tenant, namespace, name.
-    pub fn list_rule_groups(&self, tenant: Option<&str>) -> Result<Vec<StoredRuleGroup>, MetaError> {
+    pub fn list_rule_groups(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<StoredRuleGroup>, MetaError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
@@ -127,9 +130,11 @@ impl MetaStore {
                 "SELECT rule_key, alerts FROM alert_state WHERE tenant = ?1 AND group_key = ?2",
             )
             .map_err(|e| self.err(e))?;
-        stmt.query_map(params![tenant, group_key], |row| Ok((row.get(0)?, row.get(1)?)))
-            .and_then(|rows| rows.collect())
-            .map_err(|e| self.err(e))
+        stmt.query_map(params![tenant, group_key], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(|e| self.err(e))
     }
 
     /// Forgets the saved alerts of a group that no longer exists.
@@ -154,14 +159,20 @@ mod tests {
         let path = dir.path().join("meta.db");
         let store = MetaStore::open(&path).unwrap();
         store.put_rule_group("t1", "ns", "g", "name: g\n").unwrap();
-        store.put_rule_group("t1", "ns", "g", "name: g\nrules: []\n").unwrap();
+        store
+            .put_rule_group("t1", "ns", "g", "name: g\nrules: []\n")
+            .unwrap();
         store.put_rule_group("t2", "ns", "h", "name: h\n").unwrap();
         let t1 = store.list_rule_groups(Some("t1")).unwrap();
         assert_eq!(t1.len(), 1);
         assert_eq!(t1[0].yaml, "name: g\nrules: []\n");
         assert_eq!(store.list_rule_groups(None).unwrap().len(), 2);
-        store.save_alert_state("t1", "ns;g", "A\nup", Some("[]")).unwrap();
-        store.save_alert_state("t1", "ns;g", "A\nup", Some("[1]")).unwrap();
+        store
+            .save_alert_state("t1", "ns;g", "A\nup", Some("[]"))
+            .unwrap();
+        store
+            .save_alert_state("t1", "ns;g", "A\nup", Some("[1]"))
+            .unwrap();
         drop(store);
         let store = MetaStore::open(&path).unwrap();
         assert_eq!(

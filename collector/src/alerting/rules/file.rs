@@ -396,6 +396,29 @@ fn locate(text: &str, path: &[Seg]) -> (Option<usize>, Option<usize>) {
     }
 }
 
+/// The field of serde's "duplicate field `x`" message.
+fn duplicate_field(message: &str) -> Option<&str> {
+    let rest = message.split("duplicate field `").nth(1)?;
+    rest.split('`').next()
+}
+
+/// The line of the second `key:` at `column` from line `from` on (both 1-based).
+fn second_key_line(text: &str, from: usize, column: usize, key: &str) -> Option<usize> {
+    let mut seen = 0;
+    for (i, line) in text.lines().enumerate().skip(from.saturating_sub(1)) {
+        let Some(rest) = line.get(column.saturating_sub(1)..) else {
+            continue;
+        };
+        if rest.starts_with(key) && rest[key.len()..].trim_start().starts_with(':') {
+            seen += 1;
+            if seen == 2 {
+                return Some(i + 1);
+            }
+        }
+    }
+    None
+}
+
 // ---------------------------------------------------------------------------------
 // Validation.
 
@@ -427,9 +450,19 @@ pub fn parse_rule_file(
                     Some(i) => message[..i].to_string(),
                     None => message,
                 };
+                let mut line = loc.as_ref().map(|l| l.line());
+                let mut column = loc.as_ref().map(|l| l.column());
+                // serde names a duplicate field at its mapping; point at the repeat,
+                // as yaml.v3 does.
+                if let (Some(l), Some(c), Some(key)) = (line, column, duplicate_field(&message))
+                    && let Some(repeat) = second_key_line(text, l, c, key)
+                {
+                    line = Some(repeat);
+                    column = Some(c);
+                }
                 return Err(fail(vec![Problem {
-                    line: loc.as_ref().map(|l| l.line()),
-                    column: loc.as_ref().map(|l| l.column()),
+                    line,
+                    column,
                     message,
                 }]));
             }
@@ -461,7 +494,11 @@ pub fn parse_rule_file(
             let mut rpath = gpath.clone();
             rpath.push(Seg::Key("rules".into()));
             rpath.push(Seg::Index(ri));
-            let name = if r.alert.is_empty() { &r.record } else { &r.alert };
+            let name = if r.alert.is_empty() {
+                &r.record
+            } else {
+                &r.alert
+            };
             let prefix = format!("group {:?}, rule {}, {:?}: ", g.name, ri + 1, name);
             let mut push = |field: Option<&str>, key: Option<&str>, msg: String| {
                 let mut p = rpath.clone();
@@ -503,9 +540,12 @@ pub fn parse_rule_file(
     ))
 }
 
+/// Receives a rule's problems: the field and key they are about, and the reason.
+type ProblemSink<'a> = &'a mut dyn FnMut(Option<&str>, Option<&str>, String);
+
 fn validate_rule(
     r: RawRule,
-    push: &mut dyn FnMut(Option<&str>, Option<&str>, String),
+    push: ProblemSink<'_>,
     check_log_query: LogQueryCheck<'_>,
 ) -> Option<Rule> {
     let mut ok = true;
@@ -598,7 +638,11 @@ fn validate_rule(
         }
         for (k, v) in &annotations {
             if let Err(e) = Template::parse(&tname, v) {
-                bad(Some("annotations"), Some(k), format!("annotation {k:?}: {e}"));
+                bad(
+                    Some("annotations"),
+                    Some(k),
+                    format!("annotation {k:?}: {e}"),
+                );
             }
         }
     }
@@ -697,19 +741,37 @@ mod tests {
 
     #[test]
     fn problems_carry_lines_and_prometheus_reasons() {
-        let e = error("groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up == 0\n        severity: page\n");
+        let e = error(
+            "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up == 0\n        severity: page\n",
+        );
         assert!(e.starts_with("f.yml:6:"), "{e}");
         assert!(e.contains("severity"), "{e}");
-        let e = error("groups:\n  - name: g\n    rules:\n      - record: a:b\n        expr: up\n  - name: g\n    rules:\n      - record: a:c\n        expr: up\n");
-        assert_eq!(e, "f.yml:6:5: groupname: \"g\" is repeated in the same file");
+        let e = error(
+            "groups:\n  - name: g\n    rules:\n      - record: a:b\n        expr: up\n  - name: g\n    rules:\n      - record: a:c\n        expr: up\n",
+        );
+        assert_eq!(
+            e,
+            "f.yml:6:5: groupname: \"g\" is repeated in the same file"
+        );
         let e = error("groups:\n  - name: g\n    rules:\n      - record: 1abc\n        expr: up\n");
-        assert_eq!(e, "f.yml:4:17: group \"g\", rule 1, \"1abc\": invalid recording rule name: 1abc");
-        let e = error("groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up\n        annotations:\n          summary: \"{{ $labels.instance \"\n");
-        assert_eq!(e, "f.yml:7:20: group \"g\", rule 1, \"A\": annotation \"summary\": template: __alert_A:1: unclosed action");
+        assert_eq!(
+            e,
+            "f.yml:4:17: group \"g\", rule 1, \"1abc\": invalid recording rule name: 1abc"
+        );
+        let e = error(
+            "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up\n        annotations:\n          summary: \"{{ $labels.instance \"\n",
+        );
+        assert_eq!(
+            e,
+            "f.yml:7:20: group \"g\", rule 1, \"A\": annotation \"summary\": template: __alert_A:1: unclosed action"
+        );
         let e = error("groups:\n  - name: g\n    rules:\n      - expr: up\n");
         assert!(e.contains("one of 'record' or 'alert' must be set"), "{e}");
         let e = error("groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: sum(up\n");
-        assert!(e.starts_with("f.yml:5:15: group \"g\", rule 1, \"A\": could not parse expression"), "{e}");
+        assert!(
+            e.starts_with("f.yml:5:15: group \"g\", rule 1, \"A\": could not parse expression"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -734,7 +796,9 @@ mod tests {
     fn duplicate_keys_and_bad_yaml_are_refused_with_a_line() {
         let e = error("groups:\n  - name: g\n    name: h\n    rules: []\n");
         assert!(e.starts_with("f.yml:"), "{e}");
-        let e = error("groups:\n- name: g\n  rules:\n  - alert: a\n    expr: up\n    labels:\n      x: 1\n      x: 2\n");
+        let e = error(
+            "groups:\n- name: g\n  rules:\n  - alert: a\n    expr: up\n    labels:\n      x: 1\n      x: 2\n",
+        );
         assert!(e.contains("already defined"), "{e}");
         let e = error("groups:\n  - name: g\n   rules: [\n");
         assert!(e.starts_with("f.yml:"), "{e}");

@@ -66,7 +66,11 @@ impl CompiledGroup {
                 let is_alert = r.alert.is_some();
                 CompiledRule {
                     key: format!("{}\n{}", r.name(), r.expr),
-                    labels: if is_alert { compile(&r.labels) } else { Vec::new() },
+                    labels: if is_alert {
+                        compile(&r.labels)
+                    } else {
+                        Vec::new()
+                    },
                     annotations: compile(&r.annotations),
                     rule: r.clone(),
                 }
@@ -217,7 +221,8 @@ pub fn evaluate_group(
     let mut pending = MetricBatch::default();
     let mut pending_recorded = false;
     if rt.rules.len() != group.rules.len() {
-        rt.rules.resize_with(group.rules.len(), RuleRuntime::default);
+        rt.rules
+            .resize_with(group.rules.len(), RuleRuntime::default);
     }
     for (i, (rule, st)) in group.rules.iter().zip(rt.rules.iter_mut()).enumerate() {
         if pending_recorded {
@@ -462,7 +467,10 @@ mod tests {
             let engine = Engine::new(EngineOptions::default());
             let q = self.q.clone();
             let query = move |expr: &str, t: i64| -> Result<Vec<(Labels, f64)>, String> {
-                match engine.instant(&q, expr, t, None).map_err(|e| e.to_string())? {
+                match engine
+                    .instant(&q, expr, t, None)
+                    .map_err(|e| e.to_string())?
+                {
                     Value::Vector(v) => Ok(v.into_iter().map(|s| (s.labels, s.v)).collect()),
                     Value::Scalar { v, .. } => Ok(vec![(Labels::new(), v)]),
                     _ => Err("rule result is not a vector or scalar".to_string()),
@@ -520,7 +528,11 @@ mod tests {
             q: MemQuerier::new(),
             written: Vec::new(),
         };
-        gauge(&mut w.q, "a", &[(0, 5.0), (1000, 5.0), (2000, 5.0), (3000, 5.0)]);
+        gauge(
+            &mut w.q,
+            "a",
+            &[(0, 5.0), (1000, 5.0), (2000, 5.0), (3000, 5.0)],
+        );
         let mut rt = GroupRuntime::new(&g, None, &BTreeMap::new());
         let o = w.eval(&g, &mut rt, 0);
         assert!(o.alerts.is_empty());
@@ -579,14 +591,15 @@ mod tests {
         w.q = MemQuerier::new();
         w.eval(&g, &mut rt, 600_000);
         let stale = w.series_named("job:load:sum");
-        assert!(vantage_proto::prom::is_stale(stale.last().unwrap().samples[0].v));
+        assert!(vantage_proto::prom::is_stale(
+            stale.last().unwrap().samples[0].v
+        ));
     }
 
     #[test]
     fn failures_are_counted_and_recorded_as_health() {
-        let g = compile(
-            "groups:\n- name: g\n  limit: 1\n  rules:\n  - record: r\n    expr: load\n",
-        );
+        let g =
+            compile("groups:\n- name: g\n  limit: 1\n  rules:\n  - record: r\n    expr: load\n");
         let mut w = World {
             q: MemQuerier::new(),
             written: Vec::new(),

@@ -127,10 +127,13 @@ struct Running {
     cancel: CancellationToken,
 }
 
+/// A rule file's (mtime, size), tenant and the groups of its last good version.
+type ScannedFile = ((SystemTime, u64), String, Vec<RuleGroup>);
+
 #[derive(Default)]
 struct FileScan {
     /// Per file: (mtime, size) and the groups of its last good version.
-    files: BTreeMap<PathBuf, ((SystemTime, u64), String, Vec<RuleGroup>)>,
+    files: BTreeMap<PathBuf, ScannedFile>,
 }
 
 /// Errors of the rules API.
@@ -239,7 +242,9 @@ impl RulesManager {
             }
             match self.parse_api_group(&g.namespace, &g.yaml) {
                 Ok(group) => out.entry(g.namespace.clone()).or_default().push(group),
-                Err(e) => tracing::warn!(tenant, namespace = %g.namespace, error = %e, "stored rule group no longer validates"),
+                Err(e) => {
+                    tracing::warn!(tenant, namespace = %g.namespace, error = %e, "stored rule group no longer validates")
+                }
             }
         }
         Ok(out)
@@ -274,7 +279,12 @@ impl RulesManager {
     }
 
     /// Creates or replaces an API group (blocking: call from `spawn_blocking`).
-    pub fn put_api_group(self: &Arc<Self>, tenant: &str, namespace: &str, body: &str) -> Result<RuleGroup, RulesApiError> {
+    pub fn put_api_group(
+        self: &Arc<Self>,
+        tenant: &str,
+        namespace: &str,
+        body: &str,
+    ) -> Result<RuleGroup, RulesApiError> {
         let group = self.parse_api_group(namespace, body)?;
         let yaml = serde_yaml_ng::to_string(&group).unwrap_or_default();
         self.deps
@@ -286,7 +296,12 @@ impl RulesManager {
     }
 
     /// Deletes an API group, or a whole namespace (blocking).
-    pub fn delete_api_groups(self: &Arc<Self>, tenant: &str, namespace: &str, name: Option<&str>) -> Result<(), RulesApiError> {
+    pub fn delete_api_groups(
+        self: &Arc<Self>,
+        tenant: &str,
+        namespace: &str,
+        name: Option<&str>,
+    ) -> Result<(), RulesApiError> {
         let n = self.deps.meta.delete_rule_groups(tenant, namespace, name)?;
         if n == 0 {
             return Err(RulesApiError::NotFound(match name {
@@ -294,7 +309,12 @@ impl RulesManager {
                 None => format!("namespace {namespace:?} not found"),
             }));
         }
-        tracing::info!(tenant, namespace, group = name.unwrap_or("*"), "rule groups deleted");
+        tracing::info!(
+            tenant,
+            namespace,
+            group = name.unwrap_or("*"),
+            "rule groups deleted"
+        );
         self.resync();
         Ok(())
     }
@@ -332,7 +352,9 @@ impl RulesManager {
                                 g,
                             );
                         }
-                        Err(e) => tracing::warn!(error = %e, "stored rule group no longer validates; skipped"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "stored rule group no longer validates; skipped")
+                        }
                     }
                 }
             }
@@ -356,7 +378,11 @@ impl RulesManager {
             if let Some(r) = groups.remove(&k) {
                 r.cancel.cancel();
                 tracing::info!(tenant = %k.tenant, file = %k.file, group = %k.name, "rule group removed");
-                if let Err(e) = self.deps.meta.delete_alert_state(&k.tenant, &k.persist_key()) {
+                if let Err(e) = self
+                    .deps
+                    .meta
+                    .delete_alert_state(&k.tenant, &k.persist_key())
+                {
                     tracing::warn!(error = %e, "cannot forget alert state of a removed group");
                 }
             }
@@ -466,18 +492,25 @@ impl RulesManager {
             } else {
                 std::fs::read_to_string(path).map_err(|e| format!("{name}: {e}"))
             };
-            let parsed = text.and_then(|t| self.validate_file(&name, &t).map_err(|e| e.to_string()));
+            let parsed =
+                text.and_then(|t| self.validate_file(&name, &t).map_err(|e| e.to_string()));
             match parsed {
                 Ok(groups) => {
                     tracing::info!(file = %name, tenant = %tenant, groups = groups.len(), "rule file loaded");
-                    scan.files.insert(path.clone(), (stamp, tenant.clone(), groups));
+                    scan.files
+                        .insert(path.clone(), (stamp, tenant.clone(), groups));
                 }
                 Err(e) => {
                     tracing::warn!(file = %name, error = %e, "rule file refused; its previous rules keep running");
                     // Remember the stamp so the same bad version is reported once,
                     // keeping the last good groups (none if it never was good).
-                    let keep = scan.files.remove(path).map(|(_, _, g)| g).unwrap_or_default();
-                    scan.files.insert(path.clone(), (stamp, tenant.clone(), keep));
+                    let keep = scan
+                        .files
+                        .remove(path)
+                        .map(|(_, _, g)| g)
+                        .unwrap_or_default();
+                    scan.files
+                        .insert(path.clone(), (stamp, tenant.clone(), keep));
                 }
             }
         }
@@ -571,7 +604,8 @@ impl GroupTask {
                     _ => Err("rule result is not a vector or scalar".to_string()),
                 }
             };
-            let log_count = |c: &super::logrule::LogCondition, t: i64| c.count(&logs, &key.tenant, t);
+            let log_count =
+                |c: &super::logrule::LogCondition, t: i64| c.count(&logs, &key.tenant, t);
             let tenant = key.tenant.clone();
             let mut write = |batch| {
                 handle
@@ -604,7 +638,12 @@ impl GroupTask {
                 } else {
                     serde_json::to_string(&st.alerts.sorted()).ok()
                 };
-                if let Err(e) = meta.save_alert_state(&key.tenant, &key.persist_key(), &rule.key, json.as_deref()) {
+                if let Err(e) = meta.save_alert_state(
+                    &key.tenant,
+                    &key.persist_key(),
+                    &rule.key,
+                    json.as_deref(),
+                ) {
                     tracing::warn!(group = %key.name, error = %e, "cannot save alert state");
                 }
             }

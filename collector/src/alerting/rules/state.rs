@@ -291,7 +291,10 @@ mod tests {
         let mut s = AlertingState::default();
         s.apply(vec![cand("a", 5.0)], 1_000, 2_000, 0, 0).unwrap();
         assert_eq!(state_of(&s, "a"), Some(AlertState::Pending));
-        assert!(s.due(1_000, 60_000, 1_000, "").is_empty(), "pending is never sent");
+        assert!(
+            s.due(1_000, 60_000, 1_000, "").is_empty(),
+            "pending is never sent"
+        );
         s.apply(vec![cand("a", 6.0)], 2_000, 2_000, 0, 0).unwrap();
         assert_eq!(state_of(&s, "a"), Some(AlertState::Pending));
         s.apply(vec![cand("a", 7.0)], 3_000, 2_000, 0, 0).unwrap();

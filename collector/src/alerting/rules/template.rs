@@ -183,7 +183,9 @@ impl Value {
             Value::AnyMap(_) => "map[string]interface {}",
             Value::Samples(_) => "template.queryResult",
             Value::Sample(_) => "*template.sample",
-            Value::Root(_) => "struct { Labels map[string]string; ExternalLabels map[string]string; ExternalURL string; Value interface {} }",
+            Value::Root(_) => {
+                "struct { Labels map[string]string; ExternalLabels map[string]string; ExternalURL string; Value interface {} }"
+            }
         }
     }
 
@@ -339,8 +341,8 @@ fn lex_items(text: &str) -> Result<Vec<Item>, (usize, String)> {
             rest = tail;
             continue;
         }
-        let (content, consumed, right_trim) = find_action_end(body_start)
-            .ok_or_else(|| (line, "unclosed action".to_string()))?;
+        let (content, consumed, right_trim) =
+            find_action_end(body_start).ok_or_else(|| (line, "unclosed action".to_string()))?;
         items.push(Item::Action(content.to_string(), line));
         line += content.matches('\n').count();
         trim_next = right_trim;
@@ -534,7 +536,12 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
                 out.push(Tok::Int(i64::from(u32::from(v))));
                 i += n;
             }
-            c if c.is_ascii_digit() || ((c == '-' || c == '+') && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit() || *d == '.')) => {
+            c if c.is_ascii_digit()
+                || ((c == '-' || c == '+')
+                    && chars
+                        .get(i + 1)
+                        .is_some_and(|d| d.is_ascii_digit() || *d == '.')) =>
+            {
                 let (tok, n) = number(&chars[i..])?;
                 out.push(tok);
                 i += n;
@@ -587,9 +594,15 @@ fn number(chars: &[char]) -> Result<(Tok, usize), String> {
         Ok(f) if !body.contains(|c: char| c.is_alphabetic() && c != 'e' && c != 'E') => {
             Ok((Tok::Float(if neg { -f } else { f }), j))
         }
-        _ => Err(format!("bad number syntax: {:?}", chars[..j].iter().collect::<String>())),
+        _ => Err(format!(
+            "bad number syntax: {:?}",
+            chars[..j].iter().collect::<String>()
+        )),
     }
 }
+
+/// A parse failure: line and reason.
+type ParseError = (usize, String);
 
 struct Parser<'a> {
     items: &'a [Item],
@@ -599,14 +612,14 @@ struct Parser<'a> {
     range_depth: usize,
 }
 
-enum End {
+enum Closer {
     Eof,
     End,
     Else(Vec<Tok>, usize, String),
 }
 
 impl Parser<'_> {
-    fn list(&mut self) -> Result<(Vec<Node>, End), (usize, String)> {
+    fn list(&mut self) -> Result<(Vec<Node>, Closer), ParseError> {
         let mut nodes = Vec::new();
         while self.pos < self.items.len() {
             let item = &self.items[self.pos];
@@ -618,9 +631,12 @@ impl Parser<'_> {
                     let toks = tokenize(text).map_err(|e| (line, e))?;
                     match toks.first() {
                         None => return Err((line, "missing value for command".to_string())),
-                        Some(Tok::Ident(k)) if k == "end" => return Ok((nodes, End::End)),
+                        Some(Tok::Ident(k)) if k == "end" => return Ok((nodes, Closer::End)),
                         Some(Tok::Ident(k)) if k == "else" => {
-                            return Ok((nodes, End::Else(toks[1..].to_vec(), line, text.clone())));
+                            return Ok((
+                                nodes,
+                                Closer::Else(toks[1..].to_vec(), line, text.clone()),
+                            ));
                         }
                         Some(Tok::Ident(k)) if k == "if" || k == "with" => {
                             let is_if = k == "if";
@@ -633,19 +649,22 @@ impl Parser<'_> {
                             let (body, end) = self.list()?;
                             self.range_depth -= 1;
                             let else_ = match end {
-                                End::End => Vec::new(),
-                                End::Else(rest, l, _) => {
+                                Closer::End => Vec::new(),
+                                Closer::Else(rest, l, _) => {
                                     if !rest.is_empty() {
-                                        return Err((l, "unexpected tokens after else".to_string()));
+                                        return Err((
+                                            l,
+                                            "unexpected tokens after else".to_string(),
+                                        ));
                                     }
                                     self.vars.truncate(mark);
                                     let (e, end) = self.list()?;
-                                    if !matches!(end, End::End) {
+                                    if !matches!(end, Closer::End) {
                                         return Err((l, "unexpected EOF".to_string()));
                                     }
                                     e
                                 }
-                                End::Eof => return Err((line, "unexpected EOF".to_string())),
+                                Closer::Eof => return Err((line, "unexpected EOF".to_string())),
                             };
                             self.vars.truncate(mark);
                             nodes.push(Node::Range(pipe, body, else_));
@@ -664,7 +683,7 @@ impl Parser<'_> {
                             let saved = std::mem::replace(&mut self.vars, vec!["$".to_string()]);
                             let (body, end) = self.list()?;
                             self.vars = saved;
-                            if !matches!(end, End::End) {
+                            if !matches!(end, Closer::End) {
                                 return Err((line, format!("unexpected EOF in {k}")));
                             }
                             self.defines.insert(name.clone(), body);
@@ -674,7 +693,10 @@ impl Parser<'_> {
                         }
                         Some(Tok::Ident(k)) if k == "template" => {
                             let Some(Tok::Str(name)) = toks.get(1) else {
-                                return Err((line, "unexpected token in template clause".to_string()));
+                                return Err((
+                                    line,
+                                    "unexpected token in template clause".to_string(),
+                                ));
                             };
                             let arg = if toks.len() > 2 {
                                 Some(self.pipe(&toks[2..], line, text, false)?)
@@ -687,14 +709,18 @@ impl Parser<'_> {
                             if self.range_depth == 0 {
                                 return Err((line, format!("{{{{{k}}}}} outside {{{{range}}}}")));
                             }
-                            nodes.push(if k == "break" { Node::Break } else { Node::Continue });
+                            nodes.push(if k == "break" {
+                                Node::Break
+                            } else {
+                                Node::Continue
+                            });
                         }
                         _ => nodes.push(Node::Action(self.pipe(&toks, line, text, false)?)),
                     }
                 }
             }
         }
-        Ok((nodes, End::Eof))
+        Ok((nodes, Closer::Eof))
     }
 
     fn conditional(
@@ -713,9 +739,9 @@ impl Parser<'_> {
         let mut end = end;
         loop {
             match end {
-                End::End => break,
-                End::Eof => return Err((line, "unexpected EOF".to_string())),
-                End::Else(rest, l, t) => {
+                Closer::End => break,
+                Closer::Eof => return Err((line, "unexpected EOF".to_string())),
+                Closer::Else(rest, l, t) => {
                     let keyword = if is_if { "if" } else { "with" };
                     if matches!(rest.first(), Some(Tok::Ident(k)) if k == keyword) {
                         let p = self.pipe(&rest[1..], l, &t, false)?;
@@ -726,7 +752,7 @@ impl Parser<'_> {
                     } else if rest.is_empty() {
                         let (b, e) = self.list()?;
                         self.vars.truncate(mark);
-                        if !matches!(e, End::End) {
+                        if !matches!(e, Closer::End) {
                             return Err((l, "expected end; found else".to_string()));
                         }
                         else_ = b;
@@ -807,7 +833,11 @@ impl Parser<'_> {
 
     /// Parses commands separated by `|` up to the end or a `)`; returns how many
     /// tokens were used.
-    fn commands(&mut self, toks: &[Tok], line: usize) -> Result<(Vec<Vec<Arg>>, usize), (usize, String)> {
+    fn commands(
+        &mut self,
+        toks: &[Tok],
+        line: usize,
+    ) -> Result<(Vec<Vec<Arg>>, usize), ParseError> {
         let mut cmds = Vec::new();
         let mut cur: Vec<Arg> = Vec::new();
         let mut i = 0;
@@ -933,12 +963,14 @@ impl Template {
         };
         let (nodes, end) = p.list().map_err(fail)?;
         match end {
-            End::Eof => {}
-            End::End => {
+            Closer::Eof => {}
+            Closer::End => {
                 let line = items.len();
                 return Err(fail((line.min(1), "unexpected {{end}}".to_string())));
             }
-            End::Else(_, line, _) => return Err(fail((line, "unexpected {{else}}".to_string()))),
+            Closer::Else(_, line, _) => {
+                return Err(fail((line, "unexpected {{else}}".to_string())));
+            }
         }
         Ok(Template {
             name: name.to_string(),
@@ -963,12 +995,18 @@ impl Template {
         let root = Value::Root(Arc::new(data.clone()));
         let vars = vec![
             ("$".to_string(), root.clone()),
-            ("$labels".to_string(), Value::Map(Arc::new(data.labels.clone()))),
+            (
+                "$labels".to_string(),
+                Value::Map(Arc::new(data.labels.clone())),
+            ),
             (
                 "$externalLabels".to_string(),
                 Value::Map(Arc::new(data.external_labels.clone())),
             ),
-            ("$externalURL".to_string(), Value::Str(data.external_url.clone())),
+            (
+                "$externalURL".to_string(),
+                Value::Str(data.external_url.clone()),
+            ),
             ("$value".to_string(), Value::Float(data.value)),
         ];
         let mut ex = Exec {
@@ -1246,7 +1284,9 @@ impl Exec<'_, '_> {
                 (Value::Sample(s), "Labels") => Value::Map(Arc::new(s.labels.clone())),
                 (Value::Sample(s), "Value") => Value::Float(s.value),
                 (Value::Nil, _) => {
-                    return Err(self.err(pipe, format!("nil pointer evaluating interface {{}}.{f}")));
+                    return Err(
+                        self.err(pipe, format!("nil pointer evaluating interface {{}}.{f}"))
+                    );
                 }
                 (other, _) => {
                     return Err(self.err(
@@ -1260,12 +1300,16 @@ impl Exec<'_, '_> {
     }
 
     fn call(&mut self, pipe: &Pipe, name: &str, args: Vec<Value>) -> Result<Value, ExecError> {
-        let fail = |this: &Self, msg: String| this.err(pipe, format!("error calling {name}: {msg}"));
+        let fail =
+            |this: &Self, msg: String| this.err(pipe, format!("error calling {name}: {msg}"));
         let want = |n: usize| -> Result<(), ExecError> {
             if args.len() != n {
                 Err(self.err(
                     pipe,
-                    format!("wrong number of args for {name}: want {n} got {}", args.len()),
+                    format!(
+                        "wrong number of args for {name}: want {n} got {}",
+                        args.len()
+                    ),
                 ))
             } else {
                 Ok(())
@@ -1317,9 +1361,15 @@ impl Exec<'_, '_> {
             "reReplaceAll" => {
                 want(3)?;
                 let (pat, repl, text) = (string(&args[0])?, string(&args[1])?, string(&args[2])?);
-                let re = regex::Regex::new(&pat)
-                    .map_err(|e| self.err(pipe, format!("error calling reReplaceAll: regexp: Compile({pat:?}): {e}")))?;
-                Ok(Value::Str(re.replace_all(&text, repl.as_str()).into_owned()))
+                let re = regex::Regex::new(&pat).map_err(|e| {
+                    self.err(
+                        pipe,
+                        format!("error calling reReplaceAll: regexp: Compile({pat:?}): {e}"),
+                    )
+                })?;
+                Ok(Value::Str(
+                    re.replace_all(&text, repl.as_str()).into_owned(),
+                ))
             }
             "match" => {
                 want(2)?;
@@ -1336,7 +1386,9 @@ impl Exec<'_, '_> {
                 want(1)?;
                 let s = string(&args[0])?;
                 let (host, port) = match s.rsplit_once(':') {
-                    Some((h, p)) if !h.contains(':') || h.starts_with('[') => (h.to_string(), Some(p)),
+                    Some((h, p)) if !h.contains(':') || h.starts_with('[') => {
+                        (h.to_string(), Some(p))
+                    }
                     _ => (s.clone(), None),
                 };
                 if host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok() {
@@ -1365,8 +1417,8 @@ impl Exec<'_, '_> {
                 want(1)?;
                 let expr = string(&args[0])?;
                 let tab = if name == "graphLink" { 0 } else { 1 };
-                let q: String = serde_urlencoded::to_string([("g0.expr", expr.as_str())])
-                    .unwrap_or_default();
+                let q: String =
+                    serde_urlencoded::to_string([("g0.expr", expr.as_str())]).unwrap_or_default();
                 Ok(Value::Str(format!("/graph?{q}&g0.tab={tab}")))
             }
             "parseDuration" => {
@@ -1394,11 +1446,17 @@ impl Exec<'_, '_> {
                 want(1)?;
                 match &args[0] {
                     Value::Samples(s) => s.first().cloned().map(Value::Sample).ok_or_else(|| {
-                        fail(self, "first() called on vector with no elements".to_string())
+                        fail(
+                            self,
+                            "first() called on vector with no elements".to_string(),
+                        )
                     }),
                     other => Err(self.err(
                         pipe,
-                        format!("wrong type for value; expected template.queryResult; got {}", other.type_name()),
+                        format!(
+                            "wrong type for value; expected template.queryResult; got {}",
+                            other.type_name()
+                        ),
                     )),
                 }
             }
@@ -1406,10 +1464,15 @@ impl Exec<'_, '_> {
                 want(2)?;
                 let l = string(&args[0])?;
                 match &args[1] {
-                    Value::Sample(s) => Ok(Value::Str(s.labels.get(&l).cloned().unwrap_or_default())),
+                    Value::Sample(s) => {
+                        Ok(Value::Str(s.labels.get(&l).cloned().unwrap_or_default()))
+                    }
                     other => Err(self.err(
                         pipe,
-                        format!("wrong type for value; expected *template.sample; got {}", other.type_name()),
+                        format!(
+                            "wrong type for value; expected *template.sample; got {}",
+                            other.type_name()
+                        ),
                     )),
                 }
             }
@@ -1419,7 +1482,10 @@ impl Exec<'_, '_> {
                     Value::Sample(s) => Ok(Value::Float(s.value)),
                     other => Err(self.err(
                         pipe,
-                        format!("wrong type for value; expected *template.sample; got {}", other.type_name()),
+                        format!(
+                            "wrong type for value; expected *template.sample; got {}",
+                            other.type_name()
+                        ),
                     )),
                 }
             }
@@ -1431,7 +1497,10 @@ impl Exec<'_, '_> {
                     )),
                     other => Err(self.err(
                         pipe,
-                        format!("wrong type for value; expected *template.sample; got {}", other.type_name()),
+                        format!(
+                            "wrong type for value; expected *template.sample; got {}",
+                            other.type_name()
+                        ),
                     )),
                 }
             }
@@ -1446,7 +1515,10 @@ impl Exec<'_, '_> {
                     }
                     other => Err(self.err(
                         pipe,
-                        format!("wrong type for value; expected template.queryResult; got {}", other.type_name()),
+                        format!(
+                            "wrong type for value; expected template.queryResult; got {}",
+                            other.type_name()
+                        ),
                     )),
                 }
             }
@@ -1495,7 +1567,9 @@ impl Exec<'_, '_> {
                         (Value::Map(m), Value::Str(k)) => {
                             Value::Str(m.get(k).cloned().unwrap_or_default())
                         }
-                        (Value::AnyMap(m), Value::Str(k)) => m.get(k).cloned().unwrap_or(Value::Nil),
+                        (Value::AnyMap(m), Value::Str(k)) => {
+                            m.get(k).cloned().unwrap_or(Value::Nil)
+                        }
                         (Value::Samples(s), Value::Int(i)) => s
                             .get(usize::try_from(*i).unwrap_or(usize::MAX))
                             .cloned()
@@ -1523,7 +1597,10 @@ impl Exec<'_, '_> {
             }
             "printf" => {
                 let Some((fmt, rest)) = args.split_first() else {
-                    return Err(self.err(pipe, "wrong number of args for printf: want at least 1 got 0"));
+                    return Err(self.err(
+                        pipe,
+                        "wrong number of args for printf: want at least 1 got 0",
+                    ));
                 };
                 let fmt = string(fmt)?;
                 Ok(Value::Str(go_sprintf(&fmt, rest)))
@@ -1545,9 +1622,15 @@ impl Exec<'_, '_> {
                         "eq" => ord == Some(std::cmp::Ordering::Equal),
                         "ne" => ord != Some(std::cmp::Ordering::Equal),
                         "lt" => ord == Some(std::cmp::Ordering::Less),
-                        "le" => matches!(ord, Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)),
+                        "le" => matches!(
+                            ord,
+                            Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
+                        ),
                         "gt" => ord == Some(std::cmp::Ordering::Greater),
-                        _ => matches!(ord, Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)),
+                        _ => matches!(
+                            ord,
+                            Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)
+                        ),
                     };
                     if r {
                         result = true;
@@ -1607,15 +1690,13 @@ fn to_float(v: &Value) -> Result<f64, String> {
     match v {
         Value::Float(f) => Ok(*f),
         Value::Int(i) => Ok(*i as f64),
-        Value::Str(s) => s
-            .parse::<f64>()
-            .or_else(|_| match s.as_str() {
-                "+Inf" | "Inf" | "inf" | "+inf" => Ok(f64::INFINITY),
-                "-Inf" | "-inf" => Ok(f64::NEG_INFINITY),
-                "NaN" | "nan" => Ok(f64::NAN),
-                _ => Err(()),
-            })
-            .map_err(|_| format!("strconv.ParseFloat: parsing {s:?}: invalid syntax")),
+        Value::Str(s) => match (s.parse::<f64>(), s.as_str()) {
+            (Ok(v), _) => Ok(v),
+            (Err(_), "+Inf" | "Inf" | "inf" | "+inf") => Ok(f64::INFINITY),
+            (Err(_), "-Inf" | "-inf") => Ok(f64::NEG_INFINITY),
+            (Err(_), "NaN" | "nan") => Ok(f64::NAN),
+            (Err(_), _) => Err(format!("strconv.ParseFloat: parsing {s:?}: invalid syntax")),
+        },
         other => Err(format!("can't convert {} to float", other.type_name())),
     }
 }
@@ -1724,9 +1805,10 @@ fn go_sprintf(fmt: &str, args: &[Value]) -> String {
                 None => s.clone(),
             },
             ('v', v) => v.to_display(),
-            ('s', v @ (Value::Map(_) | Value::AnyMap(_) | Value::Samples(_) | Value::Sample(_))) => {
-                v.to_display()
-            }
+            (
+                's',
+                v @ (Value::Map(_) | Value::AnyMap(_) | Value::Samples(_) | Value::Sample(_)),
+            ) => v.to_display(),
             ('d', Value::Int(i)) => i.to_string(),
             ('f' | 'F', v) => match to_float(v) {
                 Ok(f) if !matches!(v, Value::Str(_)) => gofmt::format_f(f, prec.unwrap_or(6)),
@@ -1743,10 +1825,16 @@ fn go_sprintf(fmt: &str, args: &[Value]) -> String {
             ('x', Value::Int(i)) => format!("{i:x}"),
             ('X', Value::Int(i)) => format!("{i:X}"),
             ('x', Value::Str(s)) => hex::encode(s),
-            ('c', Value::Int(i)) => char::from_u32(*i as u32).map(String::from).unwrap_or_default(),
+            ('c', Value::Int(i)) => char::from_u32(*i as u32)
+                .map(String::from)
+                .unwrap_or_default(),
             (v, a) => format!("%!{v}({}={})", a.type_name(), a.to_display()),
         };
-        if plus && matches!(arg, Value::Int(_) | Value::Float(_)) && !s.starts_with('-') && !s.starts_with('+') {
+        if plus
+            && matches!(arg, Value::Int(_) | Value::Float(_))
+            && !s.starts_with('-')
+            && !s.starts_with('+')
+        {
             s.insert(0, '+');
         } else if space && matches!(arg, Value::Int(_) | Value::Float(_)) && !s.starts_with('-') {
             s.insert(0, ' ');
@@ -1829,7 +1917,10 @@ mod tests {
         assert_eq!(render("{{ 3725 | humanizeDuration }}", &d), "1h 2m 5s");
         assert_eq!(render("{{ 2048 | humanize1024 }}", &d), "2ki");
         assert_eq!(render("{{ \"1500\" | humanize }}", &d), "1.5k");
-        assert_eq!(render("{{ $externalURL }}", &d), "http://vantage.example:9090/prefix");
+        assert_eq!(
+            render("{{ $externalURL }}", &d),
+            "http://vantage.example:9090/prefix"
+        );
         assert_eq!(render("{{ pathPrefix }}", &d), "/prefix");
     }
 
@@ -1837,21 +1928,45 @@ mod tests {
     fn control_flow_and_variables() {
         let d = data(&[("a", "1"), ("b", "2")], 0.5);
         assert_eq!(
-            render("{{ if gt $value 1.0 }}high{{ else if gt $value 0.1 }}mid{{ else }}low{{ end }}", &d),
+            render(
+                "{{ if gt $value 1.0 }}high{{ else if gt $value 0.1 }}mid{{ else }}low{{ end }}",
+                &d
+            ),
             "mid"
         );
         assert_eq!(
-            render("{{ range $k, $v := $labels }}{{ $k }}={{ $v }};{{ end }}", &d),
+            render(
+                "{{ range $k, $v := $labels }}{{ $k }}={{ $v }};{{ end }}",
+                &d
+            ),
             "a=1;b=2;"
         );
         assert_eq!(render("{{ range .Labels }}{{ . }}{{ end }}", &d), "12");
-        assert_eq!(render("{{ $x := \"v\" }}{{ $x }}{{ $x = \"w\" }}{{ $x }}", &d), "vw");
+        assert_eq!(
+            render("{{ $x := \"v\" }}{{ $x }}{{ $x = \"w\" }}{{ $x }}", &d),
+            "vw"
+        );
         assert_eq!(render("{{ with $labels.a }}[{{ . }}]{{ end }}", &d), "[1]");
-        assert_eq!(render("{{ with $labels.zz }}x{{ else }}none{{ end }}", &d), "none");
+        assert_eq!(
+            render("{{ with $labels.zz }}x{{ else }}none{{ end }}", &d),
+            "none"
+        );
         assert_eq!(render("a  {{- \" b \" -}}  c", &d), "a b c");
         assert_eq!(render("x{{/* a comment */}}y", &d), "xy");
-        assert_eq!(render("{{ define \"t\" }}<{{ . }}>{{ end }}{{ template \"t\" \"q\" }}", &d), "<q>");
-        assert_eq!(render("{{ if and (eq $labels.a \"1\") (ne $labels.b \"1\") }}ok{{ end }}", &d), "ok");
+        assert_eq!(
+            render(
+                "{{ define \"t\" }}<{{ . }}>{{ end }}{{ template \"t\" \"q\" }}",
+                &d
+            ),
+            "<q>"
+        );
+        assert_eq!(
+            render(
+                "{{ if and (eq $labels.a \"1\") (ne $labels.b \"1\") }}ok{{ end }}",
+                &d
+            ),
+            "ok"
+        );
         assert_eq!(render("{{ len $labels }}", &d), "2");
         assert_eq!(render("{{ index $labels \"b\" }}", &d), "2");
     }
@@ -1868,7 +1983,11 @@ mod tests {
         };
         let t = Template::parse("__alert_Q", "{{ with query \"up\" }}{{ . | first | value }} on {{ . | first | label \"instance\" }}{{ end }}").unwrap();
         assert_eq!(t.expand(&d, Some(&q)), "42 on h1");
-        let t = Template::parse("__alert_Q", "{{ range query \"up\" }}{{ .Labels.instance }}={{ .Value }}{{ end }}").unwrap();
+        let t = Template::parse(
+            "__alert_Q",
+            "{{ range query \"up\" }}{{ .Labels.instance }}={{ .Value }}{{ end }}",
+        )
+        .unwrap();
         assert_eq!(t.expand(&d, Some(&q)), "h1=42");
     }
 
@@ -1877,7 +1996,10 @@ mod tests {
         let e = Template::parse("__alert_A", "{{ $labels.instance ").unwrap_err();
         assert_eq!(e, "template: __alert_A:1: unclosed action");
         let e = Template::parse("__alert_A", "{{ nosuchfunc $value }}").unwrap_err();
-        assert_eq!(e, "template: __alert_A:1: function \"nosuchfunc\" not defined");
+        assert_eq!(
+            e,
+            "template: __alert_A:1: function \"nosuchfunc\" not defined"
+        );
         let e = Template::parse("__alert_A", "line1\n{{ $foo }}").unwrap_err();
         assert_eq!(e, "template: __alert_A:2: undefined variable \"$foo\"");
         assert!(Template::parse("__alert_A", "{{ if 1 }}x").is_err());
@@ -1897,18 +2019,38 @@ mod tests {
         assert!(out.contains("incompatible types for comparison"), "{out}");
         // A runaway template stops instead of eating memory.
         let out = render("{{ range 100000000 }}xxxxxxxxxx{{ end }}", &d);
-        assert!(out.starts_with("<error expanding template"), "{}", &out[..80.min(out.len())]);
+        assert!(
+            out.starts_with("<error expanding template"),
+            "{}",
+            &out[..80.min(out.len())]
+        );
     }
 
     #[test]
     fn hostile_input_never_panics() {
         let d = data(&[("a", "b")], 1.0);
         for text in [
-            "{{", "}}", "{{{{", "{{ \"unterminated }}", "{{ ( }}", "{{ ) }}", "{{ | }}",
-            "{{ .a.b.c.d }}", "{{ $labels.a.b }}", "{{ printf }}", "{{ printf \"%d %s\" }}",
-            "{{ index }}", "{{ 'x }}", "{{ 0x }}", "{{- -}}", "{{ $x := }}", "{{ range $a, $b, $c := . }}{{ end }}",
-            "{{ template \"nope\" }}", "{{ define \"r\" }}{{ template \"r\" }}{{ end }}{{ template \"r\" }}",
-            "{{ \"\\xZZ\" }}", "é{{ \"ü\" }}ß",
+            "{{",
+            "}}",
+            "{{{{",
+            "{{ \"unterminated }}",
+            "{{ ( }}",
+            "{{ ) }}",
+            "{{ | }}",
+            "{{ .a.b.c.d }}",
+            "{{ $labels.a.b }}",
+            "{{ printf }}",
+            "{{ printf \"%d %s\" }}",
+            "{{ index }}",
+            "{{ 'x }}",
+            "{{ 0x }}",
+            "{{- -}}",
+            "{{ $x := }}",
+            "{{ range $a, $b, $c := . }}{{ end }}",
+            "{{ template \"nope\" }}",
+            "{{ define \"r\" }}{{ template \"r\" }}{{ end }}{{ template \"r\" }}",
+            "{{ \"\\xZZ\" }}",
+            "é{{ \"ü\" }}ß",
         ] {
             if let Ok(t) = Template::parse("__alert_X", text) {
                 let _ = t.expand(&d, None);
