@@ -631,6 +631,60 @@ mod tests {
     }
 
     #[test]
+    fn a_gap_shorter_than_the_query_offset_does_not_resolve() {
+        let g = compile("groups:\n- name: g\n  rules:\n  - alert: A\n    expr: load > 1\n");
+        let mut rt = GroupRuntime::new(&g, None, &BTreeMap::new());
+        let mut written = Vec::new();
+        let engine = Engine::new(EngineOptions::default());
+        let mut run = |q: &MemQuerier, ts: i64, rt: &mut GroupRuntime| {
+            let query = |expr: &str, t: i64| -> Result<Vec<(Labels, f64)>, String> {
+                match engine
+                    .instant(q, expr, t, None)
+                    .map_err(|e| e.to_string())?
+                {
+                    Value::Vector(v) => Ok(v.into_iter().map(|s| (s.labels, s.v)).collect()),
+                    _ => Ok(Vec::new()),
+                }
+            };
+            let log_count = |_: &LogCondition, _: i64| Ok(LogCount::default());
+            let mut write = |b: MetricBatch| -> Result<(), String> {
+                written.push(b);
+                Ok(())
+            };
+            evaluate_group(
+                &g,
+                rt,
+                EvalEnv {
+                    ts_ms: ts,
+                    query_ts_ms: ts - 30_000,
+                    resolve_delay_ms: 30_000,
+                    resend_delay_ms: 60_000,
+                    external_url: "",
+                    query: &query,
+                    log_count: &log_count,
+                    write: &mut write,
+                },
+            )
+        };
+        let mut q = MemQuerier::new();
+        gauge(&mut q, "a", &[(0, 5.0)]);
+        // Evaluated at 30 s, the query sees t = 0: the sample is in.
+        run(&q, 30_000, &mut rt);
+        assert_eq!(rt.rules[0].alerts.rule_state(), AlertState::Firing);
+        // The agent goes quiet past the lookback: the series is missing, but for less
+        // than the offset the alert keeps firing (no resolve/fire flap).
+        let empty = MemQuerier::new();
+        let o = run(&empty, 400_000, &mut rt);
+        assert_eq!(rt.rules[0].alerts.rule_state(), AlertState::Firing);
+        assert!(o.alerts.iter().all(|a| a.ends_at_ms > 400_000));
+        run(&empty, 420_000, &mut rt);
+        assert_eq!(rt.rules[0].alerts.rule_state(), AlertState::Firing);
+        // Missing for longer than the offset: resolved.
+        run(&empty, 431_000, &mut rt);
+        assert_eq!(rt.rules[0].alerts.rule_state(), AlertState::Inactive);
+    }
+
+    #[test]
     fn a_reload_keeps_the_state_of_unchanged_rules() {
         let text = "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: load > 1\n    for: 1h\n";
         let g = compile(text);
