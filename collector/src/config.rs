@@ -63,6 +63,9 @@ pub const DEFAULT_SESSION_MAX_AGE: &str = "30d";
 pub const DEFAULT_RETENTION_TRACES: &str = "7d";
 /// Prometheus's default `global.evaluation_interval`, used by rule groups without one.
 pub const DEFAULT_EVALUATION_INTERVAL: &str = "1m";
+/// Rules query `now - query_offset`: data an agent sends late (batching, retries, a
+/// short disk-queue catch-up) is in by then, so it neither resolves nor delays alerts.
+pub const DEFAULT_QUERY_OFFSET: &str = "30s";
 
 /// Top-level keys an environment variable may set; other `VANTAGE_*` variables (the CLI's
 /// `VANTAGE_URL`, say) are not the collector's and are ignored.
@@ -116,6 +119,7 @@ struct AlertingFile {
     alertmanager_config: Option<PathBuf>,
     external_url: Option<String>,
     evaluation_interval: Option<String>,
+    query_offset: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -295,6 +299,9 @@ pub struct AlertingConfig {
     pub external_url: Option<String>,
     /// Interval of rule groups that do not set their own.
     pub evaluation_interval: Duration,
+    /// Rules evaluate at `now - query_offset`, and a firing alert whose series is gone
+    /// keeps firing at least this long, so late data causes no flaps.
+    pub query_offset: Duration,
 }
 
 /// Values given on the command line; `None` leaves the file/environment value.
@@ -466,6 +473,11 @@ fn validate(f: FileConfig) -> Result<Config, ConfigError> {
         f.alerting.evaluation_interval,
         DEFAULT_EVALUATION_INTERVAL,
     );
+    let query_offset = duration(
+        "alerting.query_offset",
+        f.alerting.query_offset,
+        DEFAULT_QUERY_OFFSET,
+    );
     let log_format = match f.log_format.as_deref() {
         None | Some("text") => LogFormat::Text,
         Some("json") => LogFormat::Json,
@@ -623,6 +635,7 @@ fn validate(f: FileConfig) -> Result<Config, ConfigError> {
                 .external_url
                 .map(|u| u.trim_end_matches('/').to_string()),
             evaluation_interval,
+            query_offset,
         },
     })
 }

@@ -204,6 +204,48 @@ pub async fn run(
         .with_trace_max_age(config.retention_traces),
     );
 
+    // Alert rules: the evaluator, and the channel to the notifier (drained here until
+    // the notifier exists).
+    let meta = match auth.store() {
+        Some(store) => store.clone(),
+        None => Arc::new(
+            vantage_storage::meta::MetaStore::open(&config.data_dir.join("meta.db"))
+                .context("cannot open the metadata store")?,
+        ),
+    };
+    let engine = Arc::new(Engine::new(engine_options(&config)));
+    let (alerts_tx, mut alerts_rx) =
+        tokio::sync::mpsc::channel(crate::alerting::ALERT_CHANNEL_BATCHES);
+    let rules = crate::alerting::rules::RulesManager::new(
+        crate::alerting::rules::RulesDeps {
+            tsdb: tsdb.clone(),
+            engine: engine.clone(),
+            logs: log_store.clone(),
+            ingest: ingest.clone(),
+            meta,
+            alerts: alerts_tx,
+            telemetry: telemetry.clone(),
+            options: crate::alerting::rules::RulesOptions {
+                rules_dir: config.alerting.rules_dir.clone(),
+                default_interval: config.alerting.evaluation_interval,
+                query_offset: config.alerting.query_offset,
+                external_url: config
+                    .alerting
+                    .external_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{}", config.api)),
+                resend_delay: crate::alerting::rules::manager::RESEND_DELAY,
+                query_timeout: config.query_timeout,
+            },
+        },
+        shutdown.clone(),
+    );
+    let alerts_drain = tokio::spawn(async move {
+        while let Some(batch) = alerts_rx.recv().await {
+            tracing::debug!(tenant = %batch.tenant, alerts = batch.alerts.len(), "alerts ready for the notifier");
+        }
+    });
+
     let api_state = Arc::new(ApiState {
         logs: log_store.clone(),
         traces: trace_store.clone(),
@@ -215,7 +257,7 @@ pub async fn run(
         limiter,
         shutdown: shutdown.clone(),
         tsdb: tsdb.clone(),
-        engine: Arc::new(Engine::new(engine_options(&config))),
+        engine,
         query_slots: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_queries)),
         query_timeout: config.query_timeout,
         max_request_bytes: config.max_request_bytes,
@@ -223,6 +265,7 @@ pub async fn run(
         login_throttle: Default::default(),
         totp: Default::default(),
         sessions: config.sessions,
+        rules: rules.clone(),
     });
     let tls = TlsSetup::load(&config, &shutdown)?;
     let api_listener = bind(config.api, "api").await?;
@@ -390,12 +433,16 @@ pub async fn run(
     ingest.open();
     let span_metrics_task =
         crate::ingest::spanmetrics::spawn_flusher(ingest.clone(), shutdown.clone());
+    let rules_task = rules.start().await;
     api_state.ready.store(true, Ordering::SeqCst);
     tracing::info!(otlp_grpc = %bound.otlp_grpc, otlp_http = %bound.otlp_http, api = %bound.api, "ready");
     on_bound(bound);
 
     shutdown.cancelled().await;
     tracing::info!("shutting down");
+    let _ = rules_task.await;
+    drop(rules);
+    alerts_drain.abort();
     api_state.ready.store(false, Ordering::SeqCst);
     ingest.close();
     let servers = async {

@@ -52,6 +52,68 @@ pub mod names {
     pub const TRACE_INDEX_COMMIT_SECONDS: &str = "vantage_trace_index_commit_duration_seconds";
     /// Trace batches the trace indexer failed on.
     pub const TRACE_INDEX_ERRORS: &str = "vantage_trace_index_errors";
+    /// Rule evaluations, by tenant and group (Prometheus's `prometheus_rule_evaluations_total`).
+    pub const RULE_EVALUATIONS: &str = "vantage_rule_evaluations";
+    /// Rule evaluations that failed (`prometheus_rule_evaluation_failures_total`).
+    pub const RULE_EVALUATION_FAILURES: &str = "vantage_rule_evaluation_failures";
+    /// Group evaluations skipped because the previous one overran the interval
+    /// (`prometheus_rule_group_iterations_missed_total`).
+    pub const RULE_GROUP_ITERATIONS_MISSED: &str = "vantage_rule_group_iterations_missed";
+    /// Duration of the group's last evaluation (`prometheus_rule_group_last_duration_seconds`).
+    pub const RULE_GROUP_LAST_DURATION_SECONDS: &str = "vantage_rule_group_last_duration_seconds";
+}
+
+/// Labels of rule-group metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleGroupLabels {
+    /// The tenant owning the group.
+    pub tenant: String,
+    /// `<file or namespace>;<group>`, as Prometheus's `rule_group` label.
+    pub rule_group: String,
+}
+
+/// The rule evaluator's metrics.
+pub struct RuleMetrics {
+    /// See [`names::RULE_EVALUATIONS`].
+    pub evaluations: Family<RuleGroupLabels, Counter>,
+    /// See [`names::RULE_EVALUATION_FAILURES`].
+    pub failures: Family<RuleGroupLabels, Counter>,
+    /// See [`names::RULE_GROUP_ITERATIONS_MISSED`].
+    pub iterations_missed: Family<RuleGroupLabels, Counter>,
+    /// See [`names::RULE_GROUP_LAST_DURATION_SECONDS`].
+    pub last_duration_seconds: Family<RuleGroupLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
+impl RuleMetrics {
+    fn register(registry: &mut Registry) -> RuleMetrics {
+        let m = RuleMetrics {
+            evaluations: Family::default(),
+            failures: Family::default(),
+            iterations_missed: Family::default(),
+            last_duration_seconds: Family::default(),
+        };
+        registry.register(
+            names::RULE_EVALUATIONS,
+            "Rule evaluations",
+            m.evaluations.clone(),
+        );
+        registry.register(
+            names::RULE_EVALUATION_FAILURES,
+            "Rule evaluations that failed",
+            m.failures.clone(),
+        );
+        registry.register(
+            names::RULE_GROUP_ITERATIONS_MISSED,
+            "Rule group evaluations missed because the previous one overran",
+            m.iterations_missed.clone(),
+        );
+        registry.register(
+            names::RULE_GROUP_LAST_DURATION_SECONDS,
+            "Duration of the last rule group evaluation",
+            m.last_duration_seconds.clone(),
+        );
+        m
+    }
 }
 
 /// Labels of PromQL query counts.
@@ -140,6 +202,8 @@ pub struct Telemetry {
     pub trace_index_commit_seconds: Histogram,
     /// See [`names::TRACE_INDEX_ERRORS`].
     pub trace_index_errors: Counter,
+    /// Rule evaluation.
+    pub rules: RuleMetrics,
 }
 
 fn latency_histogram() -> Histogram {
@@ -171,6 +235,7 @@ impl Telemetry {
         let metrics_apply_errors = Counter::default();
         let metrics_maintenance_seconds = latency_histogram();
         let promql_queries = Family::<OutcomeLabels, Counter>::default();
+        let rules = RuleMetrics::register(&mut registry);
         registry.register(
             names::METRICS_HEAD_SERIES,
             "Series in the metrics head",
@@ -302,6 +367,7 @@ impl Telemetry {
             trace_index_spans,
             trace_index_commit_seconds,
             trace_index_errors,
+            rules,
         }
     }
 

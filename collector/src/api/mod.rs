@@ -10,6 +10,7 @@ mod login;
 mod logs;
 pub mod prom;
 pub mod render;
+mod rules;
 pub mod timeparse;
 mod traces;
 mod users;
@@ -68,6 +69,8 @@ pub struct ApiState {
     pub totp: crate::auth::totp::TotpChecker,
     /// Session lifetimes.
     pub sessions: crate::config::SessionConfig,
+    /// Alerting and recording rules (evaluation state, API rule groups).
+    pub rules: Arc<crate::alerting::rules::RulesManager>,
 }
 
 /// An API error: a code and a message, rendered as
@@ -205,6 +208,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .merge(prom::routes())
         .merge(traces::routes())
         .merge(jaeger::routes())
+        .merge(rules::routes())
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
         .with_state(state);
     gateway::wrap(routes, &origins)

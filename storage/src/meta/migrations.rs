@@ -170,6 +170,34 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         CREATE UNIQUE INDEX agents_key ON agents (key_id);
     ",
     },
+    Migration {
+        version: 4,
+        name: "alert_rules_and_state",
+        sql: "
+        -- Rule groups managed through the API (files stay files), one row per group,
+        -- kept as the validated YAML of the group.
+        CREATE TABLE rule_groups (
+            tenant TEXT NOT NULL,
+            namespace TEXT NOT NULL,
+            name TEXT NOT NULL,
+            yaml TEXT NOT NULL,
+            updated_at INTEGER NOT NULL,
+            PRIMARY KEY (tenant, namespace, name)
+        ) STRICT;
+
+        -- The alerts of one alerting rule (JSON), so a restart neither resets `for`
+        -- timers nor re-sends what was sent. group_key is `<file or namespace>;<group>`,
+        -- rule_key the rule's name and expression.
+        CREATE TABLE alert_state (
+            tenant TEXT NOT NULL,
+            group_key TEXT NOT NULL,
+            rule_key TEXT NOT NULL,
+            alerts TEXT NOT NULL,
+            updated_at INTEGER NOT NULL,
+            PRIMARY KEY (tenant, group_key, rule_key)
+        ) STRICT;
+    ",
+    },
 ];
 
 /// The schema version a fully migrated database has with this build.

@@ -18,6 +18,7 @@ mod agents;
 mod audit;
 mod keys;
 mod migrations;
+mod rules;
 mod sessions;
 mod users;
 
@@ -38,6 +39,8 @@ pub use users::{
     LoginRejection, MAX_PASSWORD_LEN, MAX_USERNAME_LEN, MIN_PASSWORD_LEN, RECOVERY_CODES, Role,
     User, check_password,
 };
+
+pub use rules::StoredRuleGroup;
 
 use crate::logs::valid_tenant;
 
