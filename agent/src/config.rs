@@ -50,6 +50,25 @@ pub(crate) const DEFAULT_MAX_LINE_BYTES: usize = 1024 * 1024;
 /// Host metrics cadence: the and the OTel hostmetrics examples' default.
 pub(crate) const DEFAULT_HOST_METRICS_INTERVAL: &str = "10s";
 
+/// The local OTLP/gRPC receiver: the port every OTel SDK exports to by default, on
+/// loopback only, so applications on the host need no configuration.
+pub(crate) const DEFAULT_OTLP_GRPC_LISTEN: &str = "127.0.0.1:4317";
+/// The local OTLP/HTTP receiver: the SDKs' default HTTP port, loopback only.
+pub(crate) const DEFAULT_OTLP_HTTP_LISTEN: &str = "127.0.0.1:4318";
+/// Largest OTLP request the receiver takes (after decompression): the collector's limit,
+/// so whatever the agent queues the collector accepts.
+pub(crate) const DEFAULT_RECEIVER_MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+/// Prometheus's default `scrape_interval`.
+pub(crate) const DEFAULT_SCRAPE_INTERVAL: &str = "1m";
+/// Prometheus's default `scrape_timeout`.
+pub(crate) const DEFAULT_SCRAPE_TIMEOUT: &str = "10s";
+/// Prometheus's default `metrics_path`.
+pub(crate) const DEFAULT_METRICS_PATH: &str = "/metrics";
+/// Largest scrape body: 16 MiB is about fifty node_exporter pages and covers big
+/// kube-state-metrics ones, while a runaway exporter cannot make the agent hold more
+/// than that per target (Prometheus's default is unlimited; the agent must stay small).
+pub(crate) const DEFAULT_SCRAPE_BODY_LIMIT_BYTES: usize = 16 * 1024 * 1024;
+
 /// Top-level keys an environment variable may set; `VANTAGE_AGENT_TOKEN` is the exception.
 const TOP_LEVEL_KEYS: &[&str] = &[
     "state_dir",
@@ -60,6 +79,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "queue",
     "files",
     "host_metrics",
+    "receivers",
+    "scrape_configs",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -73,6 +94,43 @@ struct FileConfig {
     queue: QueueFile,
     files: FilesFile,
     host_metrics: HostMetricsFile,
+    receivers: ReceiversFile,
+    scrape_configs: Vec<ScrapeFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ReceiversFile {
+    otlp: OtlpReceiverFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct OtlpReceiverFile {
+    grpc: Option<String>,
+    http: Option<String>,
+    max_request_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ScrapeFile {
+    job_name: Option<String>,
+    scrape_interval: Option<String>,
+    scrape_timeout: Option<String>,
+    metrics_path: Option<String>,
+    scheme: Option<String>,
+    honor_labels: Option<bool>,
+    params: BTreeMap<String, Vec<String>>,
+    body_size_limit_bytes: Option<usize>,
+    static_configs: Vec<StaticFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct StaticFile {
+    targets: Vec<String>,
+    labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -211,6 +269,32 @@ pub(crate) struct FileInput {
     pub(crate) attributes: BTreeMap<String, String>,
 }
 
+/// The local OTLP receiver.
+#[derive(Clone, Debug)]
+pub(crate) struct ReceiverConfig {
+    /// `None`: no gRPC listener.
+    pub(crate) grpc: Option<SocketAddr>,
+    /// `None`: no HTTP listener.
+    pub(crate) http: Option<SocketAddr>,
+    pub(crate) max_request_bytes: usize,
+}
+
+/// One scraped target, with everything its scrape loop needs.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ScrapeTarget {
+    pub(crate) job: String,
+    /// `host:port`, which is also the `instance` label.
+    pub(crate) address: String,
+    /// `http://host:port/path?params`.
+    pub(crate) url: String,
+    pub(crate) interval: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) honor_labels: bool,
+    pub(crate) body_limit: usize,
+    /// The static config's `labels`, added to every series of the target.
+    pub(crate) labels: BTreeMap<String, String>,
+}
+
 /// The validated configuration the agent runs with.
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
@@ -227,6 +311,8 @@ pub(crate) struct Config {
     pub(crate) inputs: Vec<FileInput>,
     /// `None`: host metrics off.
     pub(crate) host_metrics_interval: Option<Duration>,
+    pub(crate) receiver: ReceiverConfig,
+    pub(crate) scrape_targets: Vec<ScrapeTarget>,
 }
 
 /// Values given on the command line; `None`/empty leaves the file/environment value.
@@ -240,6 +326,10 @@ pub(crate) struct FlagOverrides {
     pub(crate) host_metrics_interval: Option<String>,
     pub(crate) health_listen: Option<String>,
     pub(crate) log_format: Option<String>,
+    /// `receivers.otlp.grpc`: an address or `off`.
+    pub(crate) otlp_grpc_listen: Option<String>,
+    /// `receivers.otlp.http`: an address or `off`.
+    pub(crate) otlp_http_listen: Option<String>,
 }
 
 /// Every problem found in the configuration, reported together.
@@ -308,6 +398,16 @@ impl Config {
         );
         flag(&mut root, &["health_listen"], &flags.health_listen);
         flag(&mut root, &["log_format"], &flags.log_format);
+        flag(
+            &mut root,
+            &["receivers", "otlp", "grpc"],
+            &flags.otlp_grpc_listen,
+        );
+        flag(
+            &mut root,
+            &["receivers", "otlp", "http"],
+            &flags.otlp_http_listen,
+        );
         if let Some(interval) = &flags.host_metrics_interval {
             if interval == "off" {
                 let path = vec!["host_metrics".to_string(), "enabled".to_string()];
@@ -378,6 +478,8 @@ fn line_of(text: &str, path: &[Step<'_>]) -> Option<usize> {
     for step in path {
         let mut hit = None;
         let mut seen_items = 0usize;
+        // The indent of this list's own items: dashes of nested lists do not count.
+        let mut list_indent: Option<usize> = None;
         for (i, line) in lines.iter().enumerate().skip(from) {
             let trimmed = line.trim_start();
             if trimmed.is_empty() || trimmed.starts_with('#') {
@@ -396,7 +498,9 @@ fn line_of(text: &str, path: &[Step<'_>]) -> Option<usize> {
                     }
                 }
                 Step::Index(n) => {
-                    if trimmed.starts_with("- ") || trimmed == "-" {
+                    if (trimmed.starts_with("- ") || trimmed == "-")
+                        && *list_indent.get_or_insert(indent) == indent
+                    {
                         if seen_items == *n {
                             hit = Some((i, indent + 2));
                             break;
@@ -681,10 +785,53 @@ fn validate(f: FileConfig, text: &str) -> Result<Config, ConfigError> {
             attributes: input.attributes,
         });
     }
+    let mut listen =
+        |key: &'static str, value: Option<String>, default: &str| match value.as_deref() {
+            Some("off") => None,
+            other => {
+                let v = other.unwrap_or(default);
+                match v.parse::<SocketAddr>() {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        errors.push(format!(
+                            "{}: {v:?} is not a socket address (host:port) or off: {e}",
+                            at(
+                                text,
+                                &format!("receivers.otlp.{key}"),
+                                &[Key("receivers"), Key("otlp"), Key(key)]
+                            )
+                        ));
+                        None
+                    }
+                }
+            }
+        };
+    let receiver = ReceiverConfig {
+        grpc: listen("grpc", f.receivers.otlp.grpc, DEFAULT_OTLP_GRPC_LISTEN),
+        http: listen("http", f.receivers.otlp.http, DEFAULT_OTLP_HTTP_LISTEN),
+        max_request_bytes: f
+            .receivers
+            .otlp
+            .max_request_bytes
+            .unwrap_or(DEFAULT_RECEIVER_MAX_REQUEST_BYTES),
+    };
+    if !(1024..=256 * 1024 * 1024).contains(&receiver.max_request_bytes) {
+        errors.push(format!(
+            "{}: must be between 1024 and 268435456",
+            at(
+                text,
+                "receivers.otlp.max_request_bytes",
+                &[Key("receivers"), Key("otlp"), Key("max_request_bytes")]
+            )
+        ));
+    }
+    let scrape_targets = scrape_targets(f.scrape_configs, text, &mut errors);
     if !errors.is_empty() {
         return Err(ConfigError(errors));
     }
     Ok(Config {
+        receiver,
+        scrape_targets,
         state_dir: f
             .state_dir
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
@@ -712,6 +859,174 @@ fn validate(f: FileConfig, text: &str) -> Result<Config, ConfigError> {
             None
         },
     })
+}
+
+/// Validates `scrape_configs` into one [`ScrapeTarget`] per target, Prometheus's rules:
+/// unique job names, `scrape_timeout` not above `scrape_interval`, label names valid and
+/// not reserved (`__`), targets as `host:port`.
+fn scrape_targets(
+    configs: Vec<ScrapeFile>,
+    text: &str,
+    errors: &mut Vec<String>,
+) -> Vec<ScrapeTarget> {
+    use Step::{Index, Key};
+    let mut out = Vec::new();
+    let mut jobs = std::collections::BTreeSet::new();
+    for (i, c) in configs.into_iter().enumerate() {
+        let key = |name: &str| format!("scrape_configs[{i}].{name}");
+        let path = |name: &'static str| [Key("scrape_configs"), Index(i), Key(name)];
+        let here = |name: &'static str| at(text, &key(name), &path(name));
+        let job = match c.job_name {
+            Some(j) if !j.is_empty() => {
+                if !jobs.insert(j.clone()) {
+                    errors.push(format!("{}: {j:?} is used twice", here("job_name")));
+                }
+                j
+            }
+            _ => {
+                errors.push(format!(
+                    "{}: is required",
+                    at(text, &key("job_name"), &[Key("scrape_configs"), Index(i)])
+                ));
+                String::new()
+            }
+        };
+        let mut duration = |name: &'static str, value: Option<String>, default: &str| {
+            let value = value.unwrap_or_else(|| default.to_string());
+            match parse_duration(&value) {
+                Ok(d) if d > Duration::ZERO => d,
+                Ok(_) => {
+                    errors.push(format!("{}: must be more than 0", here(name)));
+                    Duration::from_secs(1)
+                }
+                Err(e) => {
+                    errors.push(format!("{}: {e}", here(name)));
+                    Duration::from_secs(1)
+                }
+            }
+        };
+        let interval = duration(
+            "scrape_interval",
+            c.scrape_interval,
+            DEFAULT_SCRAPE_INTERVAL,
+        );
+        let timeout_set = c.scrape_timeout.is_some();
+        let mut timeout = duration("scrape_timeout", c.scrape_timeout, DEFAULT_SCRAPE_TIMEOUT);
+        if timeout > interval {
+            if timeout_set {
+                errors.push(format!(
+                    "{}: must not be longer than scrape_interval ({interval:?})",
+                    here("scrape_timeout")
+                ));
+            } else {
+                // Prometheus: the default timeout shrinks to a shorter interval.
+                timeout = interval;
+            }
+        }
+        let metrics_path = c
+            .metrics_path
+            .unwrap_or_else(|| DEFAULT_METRICS_PATH.to_string());
+        if !metrics_path.starts_with('/') || metrics_path.contains(['?', '#', ' ']) {
+            errors.push(format!(
+                "{}: {metrics_path:?} must be a path starting with / (put query parameters in params)",
+                here("metrics_path")
+            ));
+        }
+        match c.scheme.as_deref() {
+            None | Some("http") => {}
+            Some("https") => errors.push(format!(
+                "{}: https is not supported by this agent yet; use http",
+                here("scheme")
+            )),
+            Some(other) => errors.push(format!("{}: {other:?} is not http", here("scheme"))),
+        }
+        let query = if c.params.is_empty() {
+            String::new()
+        } else {
+            let pairs: Vec<(&str, &str)> = c
+                .params
+                .iter()
+                .flat_map(|(k, vs)| vs.iter().map(move |v| (k.as_str(), v.as_str())))
+                .collect();
+            match serde_urlencoded::to_string(&pairs) {
+                Ok(q) => format!("?{q}"),
+                Err(e) => {
+                    errors.push(format!("{}: {e}", here("params")));
+                    String::new()
+                }
+            }
+        };
+        let body_limit = c
+            .body_size_limit_bytes
+            .unwrap_or(DEFAULT_SCRAPE_BODY_LIMIT_BYTES);
+        if !(1024..=256 * 1024 * 1024).contains(&body_limit) {
+            errors.push(format!(
+                "{}: must be between 1024 and 268435456",
+                here("body_size_limit_bytes")
+            ));
+        }
+        if c.static_configs.is_empty() {
+            errors.push(format!(
+                "{}: at least one static config with targets is needed",
+                at(
+                    text,
+                    &key("static_configs"),
+                    &[Key("scrape_configs"), Index(i)]
+                )
+            ));
+        }
+        for (j, sc) in c.static_configs.into_iter().enumerate() {
+            let skey = |name: &str| format!("scrape_configs[{i}].static_configs[{j}].{name}");
+            let spath = |name: &'static str| {
+                [
+                    Key("scrape_configs"),
+                    Index(i),
+                    Key("static_configs"),
+                    Index(j),
+                    Key(name),
+                ]
+            };
+            for name in sc.labels.keys() {
+                if !vantage_proto::prom::names::is_valid_label_name(name) || name.starts_with("__")
+                {
+                    errors.push(format!(
+                        "{}: {name:?} is not a valid label name (letters, digits, _; not starting with __)",
+                        at(text, &skey("labels"), &spath("labels"))
+                    ));
+                }
+            }
+            if sc.targets.is_empty() {
+                errors.push(format!(
+                    "{}: at least one target is needed",
+                    at(text, &skey("targets"), &spath("targets"))
+                ));
+            }
+            for target in sc.targets {
+                let ok = target
+                    .rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+                    && !target.contains(['/', '?', '#', ' ', '@']);
+                if !ok {
+                    errors.push(format!(
+                        "{}: {target:?} is not host:port",
+                        at(text, &skey("targets"), &spath("targets"))
+                    ));
+                    continue;
+                }
+                out.push(ScrapeTarget {
+                    job: job.clone(),
+                    url: format!("http://{target}{metrics_path}{query}"),
+                    address: target,
+                    interval,
+                    timeout,
+                    honor_labels: c.honor_labels.unwrap_or(false),
+                    body_limit,
+                    labels: sc.labels.clone(),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// The `http` crate's URI type, named for what it checks here.
@@ -844,6 +1159,84 @@ mod tests {
         let c = Config::load(None, &e, &FlagOverrides::default()).unwrap();
         assert_eq!(c.queue_max_bytes, 16 * 1024 * 1024);
         assert!(c.health_listen.is_none());
+    }
+
+    #[test]
+    fn receiver_defaults_off_and_flags() {
+        let c = Config::load(None, &BTreeMap::new(), &FlagOverrides::default()).unwrap();
+        assert_eq!(c.receiver.grpc.unwrap().to_string(), "127.0.0.1:4317");
+        assert_eq!(c.receiver.http.unwrap().to_string(), "127.0.0.1:4318");
+        assert_eq!(c.receiver.max_request_bytes, 16 << 20);
+        assert!(c.scrape_targets.is_empty());
+        let flags = FlagOverrides {
+            otlp_grpc_listen: Some("off".into()),
+            otlp_http_listen: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        };
+        let c = Config::load(None, &BTreeMap::new(), &flags).unwrap();
+        assert!(c.receiver.grpc.is_none());
+        assert_eq!(c.receiver.http.unwrap().port(), 0);
+        let e = env(&[("VANTAGE_AGENT_RECEIVERS__OTLP__HTTP", "off")]);
+        let c = Config::load(None, &e, &FlagOverrides::default()).unwrap();
+        assert!(c.receiver.http.is_none());
+        let err = load_text("receivers:\n  otlp:\n    grpc: localhost\n").unwrap_err();
+        assert!(
+            err.to_string().contains("receivers.otlp.grpc (line 3)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn scrape_configs_as_prometheus_writes_them() {
+        let c = load_text(
+            "scrape_configs:\n  - job_name: node\n    scrape_interval: 15s\n    params:\n      module: [a, b]\n    static_configs:\n      - targets: [\"127.0.0.1:9100\", \"10.0.0.2:9100\"]\n        labels:\n          env: prod\n  - job_name: fast\n    scrape_interval: 5s\n    metrics_path: /m\n    honor_labels: true\n    static_configs:\n      - targets: [\"h:1\"]\n",
+        )
+        .unwrap();
+        let t = &c.scrape_targets;
+        assert_eq!(t.len(), 3);
+        assert_eq!(t[0].job, "node");
+        assert_eq!(t[0].address, "127.0.0.1:9100");
+        assert_eq!(t[0].url, "http://127.0.0.1:9100/metrics?module=a&module=b");
+        assert_eq!(t[0].interval, Duration::from_secs(15));
+        assert_eq!(t[0].timeout, Duration::from_secs(10));
+        assert_eq!(t[0].labels["env"], "prod");
+        assert!(!t[0].honor_labels);
+        assert_eq!(t[2].url, "http://h:1/m");
+        assert_eq!(
+            t[2].timeout,
+            Duration::from_secs(5),
+            "default shrinks to the interval"
+        );
+        assert!(t[2].honor_labels);
+        assert_eq!(t[2].body_limit, DEFAULT_SCRAPE_BODY_LIMIT_BYTES);
+    }
+
+    #[test]
+    fn scrape_config_errors_name_key_and_line() {
+        let err = load_text(
+            "scrape_configs:\n  - job_name: a\n    scrape_interval: 5s\n    scrape_timeout: 10s\n    scheme: https\n    static_configs:\n      - targets: [\"nohost\"]\n        labels:\n          __x: y\n  - job_name: a\n    static_configs: []\n",
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert_eq!(err.0.len(), 6, "{msg}");
+        assert!(
+            msg.contains("scrape_configs[0].scrape_timeout (line 4)"),
+            "{msg}"
+        );
+        assert!(msg.contains("scrape_configs[0].scheme (line 5)"), "{msg}");
+        assert!(
+            msg.contains("scrape_configs[0].static_configs[0].targets (line 7)"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("scrape_configs[0].static_configs[0].labels (line 8)"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("scrape_configs[1].job_name (line 10)"),
+            "{msg}"
+        );
+        assert!(msg.contains("scrape_configs[1].static_configs"), "{msg}");
     }
 
     #[test]

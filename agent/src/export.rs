@@ -27,6 +27,8 @@ use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use vantage_proto::otlp::collector::logs::v1::logs_service_client::LogsServiceClient;
 use vantage_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
 use vantage_proto::otlp::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use vantage_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use vantage_proto::otlp::collector::trace::v1::trace_service_client::TraceServiceClient;
 use vantage_storage::wal::Lsn;
 
 use crate::config::{Compression, ExporterConfig};
@@ -106,6 +108,7 @@ pub(crate) struct Exporter {
     stats: Arc<Stats>,
     logs: LogsServiceClient<Grpc>,
     metrics: MetricsServiceClient<Grpc>,
+    traces: TraceServiceClient<Grpc>,
 }
 
 impl Exporter {
@@ -128,7 +131,8 @@ impl Exporter {
         );
         let grpc = InterceptedService::new(channel, auth);
         let mut logs = LogsServiceClient::new(grpc.clone());
-        let mut metrics = MetricsServiceClient::new(grpc);
+        let mut metrics = MetricsServiceClient::new(grpc.clone());
+        let mut traces = TraceServiceClient::new(grpc);
         let encoding = match config.compression {
             Compression::Zstd => Some(CompressionEncoding::Zstd),
             Compression::Gzip => Some(CompressionEncoding::Gzip),
@@ -137,6 +141,7 @@ impl Exporter {
         if let Some(e) = encoding {
             logs = logs.send_compressed(e).accept_compressed(e);
             metrics = metrics.send_compressed(e).accept_compressed(e);
+            traces = traces.send_compressed(e).accept_compressed(e);
         }
         Ok(Exporter {
             config,
@@ -145,6 +150,7 @@ impl Exporter {
             stats,
             logs,
             metrics,
+            traces,
         })
     }
 
@@ -275,6 +281,9 @@ impl Exporter {
             Kind::Metrics => {
                 ExportMetricsServiceRequest::decode(envelope.request.clone()).map(Request::Metrics)
             }
+            Kind::Traces => {
+                ExportTraceServiceRequest::decode(envelope.request.clone()).map(Request::Traces)
+            }
         };
         let request = match request {
             Ok(r) => r,
@@ -295,6 +304,10 @@ impl Exporter {
                     let p = resp.into_inner().partial_success.unwrap_or_default();
                     (p.rejected_data_points, p.error_message)
                 }),
+                Request::Traces(r) => self.traces.export(r.clone()).await.map(|resp| {
+                    let p = resp.into_inner().partial_success.unwrap_or_default();
+                    (p.rejected_spans, p.error_message)
+                }),
             };
             match result {
                 Ok((rejected, message)) => {
@@ -311,6 +324,7 @@ impl Exporter {
                             self.stats.log_records_sent.add(count_logs(r));
                         }
                         Request::Metrics(_) => self.stats.metric_batches_sent.add(1),
+                        Request::Traces(_) => self.stats.trace_batches_sent.add(1),
                     }
                     if rejected > 0 {
                         self.stats.export_rejected_records.add(rejected as u64);
@@ -359,6 +373,7 @@ impl Exporter {
 enum Request {
     Logs(ExportLogsServiceRequest),
     Metrics(ExportMetricsServiceRequest),
+    Traces(ExportTraceServiceRequest),
 }
 
 fn count_logs(r: &ExportLogsServiceRequest) -> u64 {

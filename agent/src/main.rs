@@ -4,11 +4,14 @@
 mod checkpoint;
 mod config;
 mod export;
+mod exposition;
 mod health;
 mod hostmetrics;
 mod lines;
 mod queue;
+mod receiver;
 mod resource;
+mod scrape;
 mod stats;
 mod tail;
 
@@ -70,6 +73,12 @@ struct Flags {
     /// Own log format: text or json.
     #[arg(long)]
     log_format: Option<String>,
+    /// Local OTLP/gRPC receiver address (default 127.0.0.1:4317), or `off`.
+    #[arg(long)]
+    otlp_grpc_listen: Option<String>,
+    /// Local OTLP/HTTP receiver address (default 127.0.0.1:4318), or `off`.
+    #[arg(long)]
+    otlp_http_listen: Option<String>,
 }
 
 impl Flags {
@@ -85,6 +94,8 @@ impl Flags {
             host_metrics_interval: self.host_metrics_interval.clone(),
             health_listen: self.health_listen.clone(),
             log_format: self.log_format.clone(),
+            otlp_grpc_listen: self.otlp_grpc_listen.clone(),
+            otlp_http_listen: self.otlp_http_listen.clone(),
         };
         Config::load(self.config.as_deref(), &env, &overrides)
     }
@@ -208,6 +219,34 @@ async fn run(config: Config) -> anyhow::Result<()> {
         )
     };
 
+    let sink = Arc::new(receiver::Sink::new(
+        queue.clone(),
+        stats.clone(),
+        resource.clone(),
+    ));
+    let max_request = config.receiver.max_request_bytes;
+    let otlp_grpc = match config.receiver.grpc {
+        Some(addr) => Some(
+            receiver::grpc::serve(addr, sink.clone(), max_request, cancel.clone())
+                .await
+                .with_context(|| {
+                    format!("cannot listen on {addr} for OTLP/gRPC (receivers.otlp.grpc; `off` disables it)")
+                })?,
+        ),
+        None => None,
+    };
+    let otlp_http = match config.receiver.http {
+        Some(addr) => Some(
+            receiver::http::serve(addr, sink.clone(), max_request, cancel.clone())
+                .await
+                .with_context(|| {
+                    format!("cannot listen on {addr} for OTLP/HTTP (receivers.otlp.http; `off` disables it)")
+                })?,
+        ),
+        None => None,
+    };
+    drop(sink);
+
     let host = config.host_metrics_interval.map(|interval| {
         tokio::spawn(hostmetrics::run(
             interval,
@@ -218,9 +257,26 @@ async fn run(config: Config) -> anyhow::Result<()> {
         ))
     });
 
+    let scrapers: Vec<_> = config
+        .scrape_targets
+        .iter()
+        .map(|t| {
+            tokio::spawn(scrape::run(
+                t.clone(),
+                config.exporter.batch_max_bytes,
+                queue.clone(),
+                stats.clone(),
+                cancel.clone(),
+            ))
+        })
+        .collect();
+
     tracing::info!(
         collector = %config.exporter.endpoint,
+        scrape_targets = config.scrape_targets.len(),
         health = health.as_ref().map(|(a, _)| a.to_string()).unwrap_or_else(|| "off".into()),
+        otlp_grpc = otlp_grpc.as_ref().map(|(a, _)| a.to_string()).unwrap_or_else(|| "off".into()),
+        otlp_http = otlp_http.as_ref().map(|(a, _)| a.to_string()).unwrap_or_else(|| "off".into()),
         file_inputs = config.inputs.len(),
         host_metrics_interval_ms = config.host_metrics_interval.map(|d| d.as_millis() as u64),
         state_dir = %config.state_dir.display(),
@@ -231,8 +287,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     cancel.cancel();
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    for (_, h) in [otlp_grpc, otlp_http].into_iter().flatten() {
+        let _ = tokio::time::timeout_at(deadline, h).await;
+    }
     let _ = tokio::time::timeout_at(deadline, exporter).await;
     if let Some(h) = host {
+        let _ = tokio::time::timeout_at(deadline, h).await;
+    }
+    for h in scrapers {
         let _ = tokio::time::timeout_at(deadline, h).await;
     }
     if let Some((_, h)) = health {

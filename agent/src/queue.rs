@@ -40,6 +40,8 @@ const HOT_CAPACITY: usize = 4;
 pub(crate) enum Kind {
     Logs = 1,
     Metrics = 2,
+    /// Spans from an application, through the local OTLP receiver.
+    Traces = 3,
 }
 
 /// Version byte of the envelope format.
@@ -68,6 +70,9 @@ pub(crate) enum QueueError {
     },
     #[error(transparent)]
     Checkpoint(#[from] checkpoint::CheckpointError),
+    /// The cap is reached under `block` and the caller asked not to wait.
+    #[error("disk queue full: {used} of {max} bytes used")]
+    Full { used: u64, max: u64 },
 }
 
 impl Envelope {
@@ -89,6 +94,7 @@ impl Envelope {
         let kind = match payload[1] {
             1 => Kind::Logs,
             2 => Kind::Metrics,
+            3 => Kind::Traces,
             other => return Err(QueueError::Envelope(format!("unknown kind {other}"))),
         };
         let (positions, used) = checkpoint::decode_positions(&payload[2..])?;
@@ -271,6 +277,45 @@ impl DiskQueue {
         Ok(lsn)
     }
 
+    /// Appends a batch without waiting for space: under `block` a full queue is
+    /// [`QueueError::Full`] at once, so the local OTLP receiver can answer its client
+    /// with a retry delay instead of holding the request (and its memory). Under
+    /// `drop_oldest` it makes room as [`DiskQueue::push`] does. Resolves once fsynced.
+    pub(crate) async fn try_push(&self, kind: Kind, request: &[u8]) -> Result<Lsn, QueueError> {
+        let payload = Envelope::encode(kind, &[], request);
+        let len = payload.len() as u64;
+        // Checked before taking the turn too: a source blocked in `push` holds the turn
+        // exactly when the queue is full, and the answer must not wait for it.
+        self.check_room(len)?;
+        let _turn = self.inner.append.lock().await;
+        self.check_room(len)?;
+        self.make_room(len).await?;
+        let lsn = self.inner.wal.append(payload.clone()).await?;
+        self.inner
+            .gate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .published = lsn;
+        if self.inner.hot_tx.try_send(Queued { lsn, payload }).is_err() {
+            // The exporter is behind; it will read this one from disk.
+        }
+        self.update_stats();
+        self.inner.pushed.notify_one();
+        Ok(lsn)
+    }
+
+    fn check_room(&self, len: u64) -> Result<(), QueueError> {
+        let used = self.inner.wal.stats().disk_bytes;
+        if self.inner.policy == FullPolicy::Block && used + len > self.inner.max_bytes {
+            self.inner.stats.queue_full_refusals.add(1);
+            return Err(QueueError::Full {
+                used,
+                max: self.inner.max_bytes,
+            });
+        }
+        Ok(())
+    }
+
     /// Lets the exporter send a held batch (its checkpoint is on disk now).
     pub(crate) fn release(&self, lsn: Lsn) {
         self.inner
@@ -445,9 +490,9 @@ mod tests {
         fn envelope_roundtrip(
             offsets in proptest::collection::vec(any::<u64>(), 0..4),
             request in proptest::collection::vec(any::<u8>(), 0..200),
-            metrics in any::<bool>(),
+            kind in 0u8..3,
         ) {
-            let kind = if metrics { Kind::Metrics } else { Kind::Logs };
+            let kind = [Kind::Logs, Kind::Metrics, Kind::Traces][kind as usize];
             let positions: Vec<Position> = offsets.into_iter().map(pos).collect();
             let payload = Envelope::encode(kind, &positions, &request);
             let env = Envelope::decode(&payload).unwrap();
@@ -517,6 +562,40 @@ mod tests {
         assert!(stats.queue_dropped_batches.get() > 0);
         assert!(q.first_lsn().unwrap() > 1);
         assert!(stats.queue_bytes.get() <= MIN_TEST_CAP);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn try_push_refuses_at_the_cap_under_block_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Arc::new(Stats::default());
+        let c =
+            DiskQueue::open(dir.path(), MIN_TEST_CAP, FullPolicy::Block, stats.clone()).unwrap();
+        let q = c.queue.clone();
+        let blob = vec![7u8; 256 * 1024];
+        let mut refused = None;
+        for i in 0..40 {
+            match q.try_push(Kind::Traces, &blob).await {
+                Ok(_) => {}
+                Err(QueueError::Full { used, max }) => {
+                    assert!(used + blob.len() as u64 > max);
+                    refused = Some(i);
+                    break;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let accepted = refused.expect("the cap is reached");
+        assert!(accepted > 4, "the queue took batches before refusing");
+        assert_eq!(stats.queue_full_refusals.get(), 1);
+        // What was accepted is readable and of the right kind.
+        let read = tokio::task::block_in_place(|| q.read_blocking(1, 100, 64 << 20)).unwrap();
+        assert_eq!(read.len(), accepted);
+        let env = Envelope::decode(&read[0].payload).unwrap();
+        assert_eq!(env.kind, Kind::Traces);
+        assert!(env.positions.is_empty());
+        // Acknowledging frees room again.
+        tokio::task::block_in_place(|| q.ack_blocking(read.last().unwrap().lsn)).unwrap();
+        q.try_push(Kind::Logs, b"after").await.unwrap();
     }
 
     const MIN_TEST_CAP: u64 = crate::config::MIN_QUEUE_MAX_BYTES;

@@ -73,4 +73,20 @@ stats! {
     queue_dropped_batches,
     /// Times a source had to wait for queue space under `block`.
     queue_full_waits,
+    /// Receiver requests refused because the queue was full under `block`.
+    queue_full_refusals,
+    /// Trace batches acknowledged by the collector.
+    trace_batches_sent,
+    /// OTLP requests the local receiver accepted (queued), all signals and protocols.
+    receiver_requests_accepted,
+    /// OTLP requests the local receiver refused (bad body, too large, queue full).
+    receiver_requests_refused,
+    /// Log records, data points and spans the local receiver queued.
+    receiver_items_accepted,
+    /// Scrapes made (successful or not).
+    scrapes,
+    /// Scrapes that failed (target down, timeout, bad body); their `up` is 0.
+    scrapes_failed,
+    /// Samples read from successful scrapes.
+    scrape_samples,
 }

@@ -209,11 +209,14 @@ fn tail(text: &str, n: usize) -> String {
 pub(crate) struct Agent {
     pub(crate) proc: Proc,
     pub(crate) health: SocketAddr,
+    /// The `ready` log line (listener addresses, `off` for those not running).
+    pub(crate) ready: Value,
 }
 
 impl Agent {
     /// Starts `vantage-agent run` with `args` (plus JSON logs and a health port), the
-    /// token in `VANTAGE_AGENT_TOKEN`.
+    /// token in `VANTAGE_AGENT_TOKEN`. The local OTLP receivers are off unless `args`
+    /// name them (their default ports would collide between tests running at once).
     pub(crate) fn start(args: &[&str], token: &str) -> Agent {
         let mut c = Command::new(agent_bin());
         c.arg("run")
@@ -221,9 +224,27 @@ impl Agent {
             .args(["--log-format", "json", "--health-listen", "127.0.0.1:0"])
             .env("VANTAGE_AGENT_TOKEN", token)
             .env("VANTAGE_AGENT_LOG", "info");
+        for flag in ["--otlp-grpc-listen", "--otlp-http-listen"] {
+            if !args.contains(&flag) {
+                c.args([flag, "off"]);
+            }
+        }
         let (proc, ready) = Proc::spawn(c);
         let health = ready["health"].as_str().unwrap().parse().unwrap();
-        Agent { proc, health }
+        Agent {
+            proc,
+            health,
+            ready,
+        }
+    }
+
+    /// The bound address of the local OTLP/gRPC (`"otlp_grpc"`) or HTTP (`"otlp_http"`)
+    /// receiver.
+    pub(crate) fn listener(&self, key: &str) -> SocketAddr {
+        self.ready[key]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in the ready line: {}", self.ready))
     }
 
     /// The counters of `/healthz`.
@@ -321,4 +342,57 @@ pub(crate) fn append_lines(path: &Path, lines: impl IntoIterator<Item = String>)
         f.write_all(l.as_bytes()).unwrap();
         f.write_all(b"\n").unwrap();
     }
+}
+
+/// A PromQL instant query against the collector; the `data.result` array.
+pub(crate) async fn promql(collector: &Collector, query: &str) -> Vec<Value> {
+    let q = serde_urlencoded::to_string([("query", query)]).unwrap();
+    let url = format!("http://{}/api/v1/query?{q}", collector.api);
+    let body: Value =
+        serde_json::from_slice(&http_get(&url, Some(&collector.token)).await).unwrap();
+    body["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Waits until `query` returns at least one series; returns the result.
+pub(crate) async fn wait_promql(collector: &Collector, query: &str, agent: &Agent) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + ARRIVAL_TIMEOUT;
+    loop {
+        let result = promql(collector, query).await;
+        if !result.is_empty() {
+            return result;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!(
+                "{query}: no series; agent log:\n{}\ncollector log tail:\n{}",
+                agent.proc.log(),
+                tail(&collector.proc.log(), 30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A POST over a fresh connection; status, headers and body, whatever the status.
+pub(crate) async fn http_post(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (u16, hyper::HeaderMap, Bytes) {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let mut req = hyper::Request::post(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client
+        .request(req.body(Full::new(Bytes::from(body))).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, body)
 }

@@ -3,7 +3,6 @@
 //! bomb costs at most the limit), and errors as `google.rpc.Status` in the request's
 //! own encoding, as the OTLP specification says.
 
-use std::io::Read as _;
 use std::sync::Arc;
 
 use axum::Router;
@@ -33,21 +32,13 @@ use crate::auth::{Auth, Principal};
 use crate::ingest::{Accepted, Ingest, IngestError, Signal};
 use crate::telemetry::{RequestLabels, Telemetry};
 
-const PROTOBUF: &str = "application/x-protobuf";
-const JSON: &str = "application/json";
+use vantage_proto::otlp_http::{self, Encoding, PROTOBUF};
 
 struct Receiver {
     ingest: Arc<Ingest>,
     auth: Arc<Auth>,
     telemetry: Arc<Telemetry>,
     max_request_bytes: usize,
-}
-
-/// The encoding of a request, which is also the encoding of its response.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Encoding {
-    Protobuf,
-    Json,
 }
 
 /// An error answer: status, message, retry delay, in the request's encoding.
@@ -59,25 +50,13 @@ struct Failure {
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         let status = self.error.code.http_status();
-        let rpc = tonic_types::pb::Status {
-            code: self.error.code.grpc_code() as i32,
-            message: self.error.message.clone(),
-            details: Vec::new(),
-        };
-        let mut response = match self.encoding {
-            Encoding::Protobuf => (
-                status,
-                [(header::CONTENT_TYPE, PROTOBUF)],
-                rpc.encode_to_vec(),
-            )
-                .into_response(),
-            Encoding::Json => (
-                status,
-                [(header::CONTENT_TYPE, JSON)],
-                serde_json::json!({"code": rpc.code, "message": rpc.message}).to_string(),
-            )
-                .into_response(),
-        };
+        let body = otlp_http::status_body(self.encoding, self.error.code, &self.error.message);
+        let mut response = (
+            status,
+            [(header::CONTENT_TYPE, self.encoding.content_type())],
+            body,
+        )
+            .into_response();
         if let Some(delay) = self.error.retry_after {
             let secs = delay.as_secs_f64().ceil().max(1.0) as u64;
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
@@ -115,7 +94,8 @@ fn fail(code: ErrorCode, message: impl Into<String>, encoding: Encoding) -> Fail
     }
 }
 
-/// Reads, size-checks, decompresses and decodes a request body.
+/// Reads and size-checks a request body, then decompresses and decodes it with the
+/// shared [`vantage_proto::otlp_http`] rules.
 async fn decode<T: Message + Default + DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
@@ -125,31 +105,13 @@ async fn decode<T: Message + Default + DeserializeOwned>(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let mime = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let encoding = match mime.as_str() {
-        PROTOBUF => Encoding::Protobuf,
-        JSON => Encoding::Json,
-        _ => {
-            return Err(fail(
-                ErrorCode::UnsupportedMediaType,
-                format!("content-type {content_type:?} is not supported: use {PROTOBUF} or {JSON}"),
-                Encoding::Json,
-            ));
-        }
-    };
+    let encoding = otlp_http::encoding_of(content_type)
+        .map_err(|e| fail(e.code, e.message, Encoding::Json))?;
     let raw = match http_body_util::Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(fail(
-                ErrorCode::PayloadTooLarge,
-                format!("request body is over the limit of {limit} bytes"),
-                encoding,
-            ));
+            let e = otlp_http::BodyError::too_large(limit);
+            return Err(fail(e.code, e.message, encoding));
         }
         Err(e) => {
             return Err(fail(
@@ -162,73 +124,19 @@ async fn decode<T: Message + Default + DeserializeOwned>(
     let content_encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("identity")
-        .trim()
-        .to_ascii_lowercase();
-    let body: Vec<u8> = match content_encoding.as_str() {
-        "" | "identity" => raw.to_vec(),
-        "gzip" => {
-            let mut out = Vec::new();
-            let mut decoder = flate2::read::GzDecoder::new(&raw[..]).take(limit as u64 + 1);
-            if let Err(e) = decoder.read_to_end(&mut out) {
-                return Err(fail(
-                    ErrorCode::InvalidArgument,
-                    format!("gzip body does not decompress: {e}"),
-                    encoding,
-                ));
-            }
-            if out.len() > limit {
-                return Err(fail(
-                    ErrorCode::PayloadTooLarge,
-                    format!("decompressed body is over the limit of {limit} bytes"),
-                    encoding,
-                ));
-            }
-            out
-        }
-        other => {
-            return Err(fail(
-                ErrorCode::UnsupportedMediaType,
-                format!("content-encoding {other:?} is not supported: use gzip or none"),
-                encoding,
-            ));
-        }
-    };
+        .unwrap_or("identity");
+    let body = otlp_http::decompress(content_encoding, &raw, limit)
+        .map_err(|e| fail(e.code, e.message, encoding))?;
     let size = body.len();
-    let message = match encoding {
-        Encoding::Protobuf => T::decode(&body[..]).map_err(|e| {
-            fail(
-                ErrorCode::InvalidArgument,
-                format!("body is not a valid OTLP protobuf message: {e}"),
-                encoding,
-            )
-        })?,
-        Encoding::Json => serde_json::from_slice(&body).map_err(|e| {
-            fail(
-                ErrorCode::InvalidArgument,
-                format!("body is not valid OTLP/JSON: {e}"),
-                encoding,
-            )
-        })?,
-    };
+    let message = otlp_http::decode_message(encoding, &body)
+        .map_err(|e| fail(e.code, e.message, encoding))?;
     Ok((message, size, encoding))
 }
 
 fn respond<T: Message + Serialize>(encoding: Encoding, message: &T) -> Response {
-    match encoding {
-        Encoding::Protobuf => {
-            ([(header::CONTENT_TYPE, PROTOBUF)], message.encode_to_vec()).into_response()
-        }
-        Encoding::Json => match serde_json::to_value(message) {
-            Ok(mut value) => {
-                // An absent partial success is `{}`, not `{"partialSuccess": null}`.
-                if let Some(map) = value.as_object_mut() {
-                    map.retain(|_, v| !v.is_null());
-                }
-                ([(header::CONTENT_TYPE, JSON)], value.to_string()).into_response()
-            }
-            Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-        },
+    match otlp_http::encode_message(encoding, message) {
+        Ok(body) => ([(header::CONTENT_TYPE, encoding.content_type())], body).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 
