@@ -106,13 +106,20 @@ fn main() -> std::process::ExitCode {
     match cli.command {
         Command::CheckConfig(flags) => match flags.load() {
             Ok(c) => {
+                let addr = |a: Option<std::net::SocketAddr>| {
+                    a.map(|a| a.to_string())
+                        .unwrap_or_else(|| "off".to_string())
+                };
                 println!(
-                    "configuration is valid: {} file input(s), host metrics {}, exporting to {}",
+                    "configuration is valid: {} file input(s), host metrics {}, OTLP receiver grpc {} http {}, {} scrape target(s), exporting to {}",
                     c.inputs.len(),
                     match c.host_metrics_interval {
                         Some(d) => format!("every {d:?}"),
                         None => "off".to_string(),
                     },
+                    addr(c.receiver.grpc),
+                    addr(c.receiver.http),
+                    c.scrape_targets.len(),
                     c.exporter.endpoint
                 );
                 std::process::ExitCode::SUCCESS

@@ -601,3 +601,154 @@ async fn scraped_series_are_queryable_with_job_and_instance_and_a_dead_target_is
     assert!(agent.proc.log().contains("scrape failed"));
     assert!(agent.proc.terminate(), "clean exit on SIGTERM");
 }
+
+/// Runs the collector tests' `send_logs.py` (the real OpenTelemetry Python SDK and its
+/// OTLP log exporter) against `endpoint`; panics unless every export succeeded.
+async fn python_send_logs(protocol: &str, endpoint: &str, run_id: &str) {
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../collector/tests/python/send_logs.py");
+    let mut command = tokio::process::Command::new("python3");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("OTEL_") {
+            command.env_remove(key);
+        }
+    }
+    let output = command
+        .arg(script)
+        .args([
+            "--endpoint",
+            endpoint,
+            "--protocol",
+            protocol,
+            "--run-id",
+            run_id,
+        ])
+        .args(["--compression", "gzip"])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "send_logs.py failed ({:?}; exit 3 means: python3 -m pip install -r collector/tests/python/requirements.txt): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_exports_to_the_agent_over_grpc_and_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::start(&dir.path().join("collector"), 0);
+    let endpoint = format!("http://{}", collector.grpc);
+    let state = dir.path().join("state");
+    let agent = Agent::start(
+        &receiver_args(&endpoint, state.to_str().unwrap()),
+        &collector.token,
+    );
+    let pid = std::process::id();
+    let grpc_run = format!("agentgrpc{pid}");
+    let http_run = format!("agenthttp{pid}");
+    python_send_logs(
+        "grpc",
+        &format!("http://{}", agent.listener("otlp_grpc")),
+        &grpc_run,
+    )
+    .await;
+    python_send_logs(
+        "http",
+        &format!("http://{}/v1/logs", agent.listener("otlp_http")),
+        &http_run,
+    )
+    .await;
+    for run in [&grpc_run, &http_run] {
+        collector
+            .wait_count(&format!("attributes.run_id:{run}"), 3, Some(&agent))
+            .await;
+    }
+    let hit = &collector
+        .search(
+            &format!("attributes.run_id:{grpc_run} AND attributes.step:span"),
+            1,
+        )
+        .await["hits"][0];
+    assert_eq!(hit["resource"]["telemetry.sdk.language"], "python", "{hit}");
+    assert!(hit["resource"]["host.name"].is_string(), "{hit}");
+    assert_eq!(hit["trace_id"].as_str().map(str::len), Some(32), "{hit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_servers_own_metrics_are_scraped() {
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::start(&dir.path().join("collector"), 0);
+    let prom_port = free_port();
+    let prom_config = dir.path().join("prometheus.yml");
+    std::fs::write(&prom_config, "global:\n  scrape_interval: 1h\n").unwrap();
+    let mut prometheus = std::process::Command::new("prometheus")
+        .arg(format!("--config.file={}", prom_config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("prom-data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the prometheus binary (Debian package prometheus)");
+    let target = format!("127.0.0.1:{prom_port}");
+    let config = dir.path().join("agent.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir: {state}\nexporter:\n  endpoint: http://{grpc}\nhost_metrics:\n  enabled: false\nscrape_configs:\n  - job_name: prometheus\n    scrape_interval: 1s\n    static_configs:\n      - targets: [\"{target}\"]\n",
+            state = dir.path().join("state").display(),
+            grpc = collector.grpc,
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start(&["--config", config.to_str().unwrap()], &collector.token);
+    let q = format!(r#"prometheus_build_info{{job="prometheus",instance="{target}"}}"#);
+    let info = wait_promql(&collector, &q, &agent).await;
+    assert!(
+        info[0]["metric"]["version"]
+            .as_str()
+            .unwrap()
+            .starts_with("2."),
+        "{info:?}"
+    );
+    // A histogram, a summary and a counter of a real exporter, under their own names.
+    let q =
+        format!(r#"count(prometheus_http_request_duration_seconds_bucket{{instance="{target}"}})"#);
+    let buckets = wait_promql(&collector, &q, &agent).await;
+    assert!(
+        buckets[0]["value"][1]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 5,
+        "{buckets:?}"
+    );
+    wait_promql(
+        &collector,
+        r#"go_gc_duration_seconds{job="prometheus",quantile="0.5"}"#,
+        &agent,
+    )
+    .await;
+    wait_promql(
+        &collector,
+        r#"process_cpu_seconds_total{job="prometheus"}"#,
+        &agent,
+    )
+    .await;
+    let up = wait_promql(&collector, r#"up{job="prometheus"}"#, &agent).await;
+    assert_eq!(up[0]["value"][1], "1");
+    assert_eq!(
+        agent.stat("scrapes_failed").await,
+        0,
+        "{}",
+        agent.proc.log()
+    );
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+}
