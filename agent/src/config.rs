@@ -138,12 +138,24 @@ struct StaticFile {
 struct ExporterFile {
     endpoint: Option<String>,
     token: Option<String>,
+    enrollment_token: Option<String>,
+    enroll_url: Option<String>,
+    tls: ExporterTlsFile,
     compression: Option<String>,
     batch_max_records: Option<usize>,
     batch_max_bytes: Option<usize>,
     request_timeout: Option<String>,
     retry_initial_backoff: Option<String>,
     retry_max_backoff: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ExporterTlsFile {
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    server_name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -184,6 +196,11 @@ struct HostMetricsFile {
 pub(crate) struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret obtained at run time (an enrolled key).
+    pub(crate) fn new(value: String) -> Self {
+        Secret(value)
+    }
+
     /// The value, for the one place that sends it.
     pub(crate) fn expose(&self) -> &str {
         &self.0
@@ -256,6 +273,31 @@ pub(crate) struct ExporterConfig {
     pub(crate) request_timeout: Duration,
     pub(crate) retry_initial: Duration,
     pub(crate) retry_max: Duration,
+    /// TLS towards the collector (`https://` endpoints).
+    pub(crate) tls: Option<ClientTls>,
+    /// Enrollment, when the agent has no token yet.
+    pub(crate) enrollment: Option<Enrollment>,
+}
+
+/// How the agent verifies the collector, and proves itself with a client certificate.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ClientTls {
+    /// PEM CA certificates to trust; `None`: the system's trust store.
+    pub(crate) ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for collectors that require them.
+    pub(crate) identity: Option<(PathBuf, PathBuf)>,
+    /// The name the collector's certificate must carry, when not the endpoint's host.
+    pub(crate) server_name: Option<String>,
+}
+
+/// A one-time enrollment: the token is traded for the agent's own key, kept in the
+/// state directory.
+#[derive(Clone, Debug)]
+pub(crate) struct Enrollment {
+    /// The `vte_...` token.
+    pub(crate) token: Secret,
+    /// The collector's API base URL (`https://collector:7070`).
+    pub(crate) url: String,
 }
 
 /// One group of tailed files.
@@ -629,16 +671,61 @@ fn validate(f: FileConfig, text: &str) -> Result<Config, ConfigError> {
                 &[Key("exporter"), Key("endpoint")]
             )
         ));
-    } else if endpoint.starts_with("https://") {
-        errors.push(format!(
-            "{}: TLS is not supported by this agent yet; use http://",
-            at(
-                text,
-                "exporter.endpoint",
-                &[Key("exporter"), Key("endpoint")]
-            )
-        ));
     }
+    let tls_file = f.exporter.tls;
+    let tls_key = |k: &'static str| {
+        at(
+            text,
+            &format!("exporter.tls.{k}"),
+            &[Key("exporter"), Key("tls"), Key(k)],
+        )
+    };
+    let tls = if endpoint.starts_with("https://") {
+        let identity = match (tls_file.cert_file, tls_file.key_file) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => {
+                errors.push(format!(
+                    "{}: cert_file and key_file go together",
+                    tls_key("cert_file")
+                ));
+                None
+            }
+        };
+        Some(ClientTls {
+            ca_file: tls_file.ca_file,
+            identity,
+            server_name: tls_file.server_name,
+        })
+    } else {
+        if tls_file.ca_file.is_some() || tls_file.cert_file.is_some() || tls_file.key_file.is_some()
+        {
+            errors.push(format!(
+                "{}: TLS settings need an https:// exporter.endpoint",
+                tls_key("ca_file")
+            ));
+        }
+        None
+    };
+    let enrollment = match (
+        f.exporter.enrollment_token.filter(|t| !t.is_empty()),
+        f.exporter.enroll_url,
+    ) {
+        (None, _) => None,
+        (Some(token), Some(url)) if url.starts_with("http://") || url.starts_with("https://") => {
+            Some(Enrollment {
+                token: Secret(token),
+                url: url.trim_end_matches('/').to_string(),
+            })
+        }
+        (Some(_), url) => {
+            errors.push(format!(
+                "{}: enrollment needs the collector's API URL, e.g. https://collector:7070 (got {url:?})",
+                at(text, "exporter.enroll_url", &[Key("exporter"), Key("enroll_url")])
+            ));
+            None
+        }
+    };
     let compression = match f.exporter.compression.as_deref() {
         None | Some("zstd") => Compression::Zstd,
         Some("gzip") => Compression::Gzip,
@@ -847,6 +934,8 @@ fn validate(f: FileConfig, text: &str) -> Result<Config, ConfigError> {
             request_timeout,
             retry_initial,
             retry_max: retry_max.max(retry_initial),
+            tls,
+            enrollment,
         },
         queue_max_bytes,
         queue_when_full,

@@ -117,8 +117,13 @@ impl Exporter {
         config: ExporterConfig,
         consumer: Consumer,
         stats: Arc<Stats>,
+        tls: Option<tonic::transport::ClientTlsConfig>,
     ) -> Result<Exporter, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(config.endpoint.clone())?
+        let mut endpoint = Endpoint::from_shared(config.endpoint.clone())?;
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        let channel = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(config.request_timeout)
             .tcp_nodelay(true)

@@ -3,6 +3,7 @@
 
 mod checkpoint;
 mod config;
+mod enroll;
 mod export;
 mod exposition;
 mod health;
@@ -14,6 +15,7 @@ mod resource;
 mod scrape;
 mod stats;
 mod tail;
+mod tlsclient;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -200,9 +202,47 @@ async fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
 
-    let exporter = export::Exporter::new(config.exporter.clone(), consumer, stats.clone())
-        .context("exporter endpoint")?;
-    let exporter = tokio::spawn(exporter.run(cancel.clone()));
+    let grpc_tls = config
+        .exporter
+        .tls
+        .as_ref()
+        .map(tlsclient::for_grpc)
+        .transpose()
+        .context("exporter.tls")?;
+    // Without a key but with an enrollment token, the exporter starts once enrolled;
+    // the sources below fill the disk queue meanwhile.
+    let exporter = {
+        let mut exporter_config = config.exporter.clone();
+        let (state_dir, cancel, stats) = (config.state_dir.clone(), cancel.clone(), stats.clone());
+        tokio::spawn(async move {
+            if exporter_config.token.is_none()
+                && let Some(enrollment) = exporter_config.enrollment.clone()
+            {
+                match enroll::credential(
+                    &state_dir,
+                    &enrollment,
+                    exporter_config.tls.as_ref(),
+                    &cancel,
+                )
+                .await
+                {
+                    Ok(Some(key)) => exporter_config.token = Some(config::Secret::new(key)),
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::error!(
+                            error = format!("{e:#}"),
+                            "cannot enroll; nothing will be sent until the agent is given a token or a new enrollment token"
+                        );
+                        return;
+                    }
+                }
+            }
+            match export::Exporter::new(exporter_config, consumer, stats, grpc_tls) {
+                Ok(exporter) => exporter.run(cancel).await,
+                Err(e) => tracing::error!(error = %e, "exporter endpoint"),
+            }
+        })
+    };
 
     let tailer = if config.inputs.is_empty() {
         None

@@ -53,7 +53,7 @@ impl Drop for Proc {
 
 impl Proc {
     /// Spawns `command` and waits for its `ready` JSON line; returns it.
-    fn spawn(mut command: Command) -> (Proc, Value) {
+    pub(crate) fn spawn(mut command: Command) -> (Proc, Value) {
         command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
