@@ -143,6 +143,7 @@ async fn promtool_and_vantage_agree_on_rule_files() {
             );
             if let Err(e) = &ours {
                 let msg = e.to_string();
+                eprintln!("{msg}");
                 assert!(msg.starts_with(&path.display().to_string()), "{msg}");
                 assert!(
                     e.problems.iter().all(|p| p.line.is_some()),

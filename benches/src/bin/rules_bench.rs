@@ -87,7 +87,7 @@ fn main() -> anyhow::Result<()> {
             ));
         }
         yaml.push_str(&format!(
-            "      - alert: High{shard}\n        expr: bench_load{{shard=\"s{shard}\"}} > 0.98\n        for: 5m\n        labels:\n          severity: page\n        annotations:\n          summary: \"{{{{ $labels.instance }}}} at {{{{ $value | humanizePercentage }}}}\"\n"
+            "      - alert: High{shard}\n        expr: bench_load{{shard=\"s{shard}\"}} > 0.98\n        for: 2m\n        labels:\n          severity: page\n        annotations:\n          summary: \"{{{{ $labels.instance }}}} at {{{{ $value | humanizePercentage }}}}\"\n"
         ));
     }
     let parse_started = Instant::now();

@@ -134,6 +134,8 @@ type ScannedFile = ((SystemTime, u64), String, Vec<RuleGroup>);
 struct FileScan {
     /// Per file: (mtime, size) and the groups of its last good version.
     files: BTreeMap<PathBuf, ScannedFile>,
+    /// Whether an unreadable rules directory was reported (once, not every poll).
+    dir_error_reported: bool,
 }
 
 /// Errors of the rules API.
@@ -448,8 +450,12 @@ impl RulesManager {
                 .is_some_and(|e| e == "yml" || e == "yaml")
         };
         let Ok(entries) = std::fs::read_dir(dir) else {
-            tracing::warn!(dir = %dir.display(), "cannot read the rules directory");
-            return lock(&self.scan)
+            let mut scan = lock(&self.scan);
+            if !scan.dir_error_reported {
+                tracing::warn!(dir = %dir.display(), "cannot read the rules directory; keeping the rules loaded from it");
+                scan.dir_error_reported = true;
+            }
+            return scan
                 .files
                 .iter()
                 .map(|(p, (_, t, g))| (p.display().to_string(), t.clone(), g.clone()))
@@ -477,6 +483,7 @@ impl RulesManager {
         }
         found.sort();
         let mut scan = lock(&self.scan);
+        scan.dir_error_reported = false;
         scan.files.retain(|p, _| found.iter().any(|(f, _)| f == p));
         for (path, tenant) in &found {
             let Ok(meta) = std::fs::metadata(path) else {
