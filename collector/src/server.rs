@@ -190,19 +190,17 @@ pub async fn run(
         max_age: config.retention_logs,
     };
     let limiter = Arc::new(RateLimiter::new(config.rates));
-    let ingest = Arc::new(
-        Ingest::new(
-            wals,
-            tsdb.clone(),
-            config.max_request_bytes,
-            config.max_inflight_bytes,
-            limits,
-            limiter.clone(),
-            config.retry_after,
-            telemetry.clone(),
-        )
-        .with_trace_max_age(config.retention_traces),
+    let ingest = Ingest::new(
+        wals,
+        tsdb.clone(),
+        config.max_request_bytes,
+        config.max_inflight_bytes,
+        limits,
+        limiter.clone(),
+        config.retry_after,
+        telemetry.clone(),
     );
+    let ingest = Arc::new(ingest.with_trace_max_age(config.retention_traces));
 
     // Alert rules: the evaluator, and the channel to the notifier (drained here until
     // the notifier exists).

@@ -160,7 +160,13 @@ fn check_span(span: &mut Span, limits: &SpanLimits, now_ns: u64) -> Option<(Span
         ));
     }
     let (start, end) = (span.start_time_unix_nano, span.end_time_unix_nano);
-    if start == 0 || end < start {
+    if start == 0 {
+        return Some((
+            SpanReject::InvalidTimes,
+            format!("span {} has no start time", hex(&span.span_id)),
+        ));
+    }
+    if end < start {
         return Some((
             SpanReject::InvalidTimes,
             format!(

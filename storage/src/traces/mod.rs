@@ -32,9 +32,9 @@ use vantage_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use crate::logs::valid_tenant;
 use partition::{PartitionKey, PartitionReader};
 pub use query::{
-    DependencyEdge, DependencyMap, MAX_DEPENDENCY_SPANS, MAX_SEARCH_LIMIT, MAX_SEARCH_SPANS,
-    MAX_TRACE_SPANS, Operation, StatusFilter, StoredSpan, Trace, TraceQuery, TraceQueryError,
-    TraceSummary,
+    DependencyEdge, DependencyMap, MAX_DEPENDENCY_SPANS, MAX_SEARCH_LIMIT, MAX_SEARCH_RESULT_SPANS,
+    MAX_SEARCH_SPANS, MAX_TRACE_SPANS, Operation, StatusFilter, StoredSpan, Trace, TraceQuery,
+    TraceQueryError, TraceSummary,
 };
 pub use schema::names as field_names;
 use schema::{EnvelopeEncoder, TraceFields};

@@ -31,6 +31,10 @@ pub const MAX_SEARCH_LIMIT: usize = 1_000;
 /// Matching spans a search looks at, most recent first, to find its traces: a search
 /// whose matches belong to fewer than `limit` traces among these returns fewer.
 pub const MAX_SEARCH_SPANS: usize = 20_000;
+/// Most spans one search returns over all its traces (and so holds in memory): a search
+/// stops adding traces once this many spans are in hand (it always returns at least
+/// one), so `limit` traces of `MAX_TRACE_SPANS` each cannot all be loaded at once.
+pub const MAX_SEARCH_RESULT_SPANS: usize = 100_000;
 /// Spans the dependency map reads per request, most recent first (columns only, no doc
 /// store); with `truncated` set when the range holds more.
 pub const MAX_DEPENDENCY_SPANS: usize = 200_000;
@@ -464,11 +468,17 @@ impl TraceStore {
         Ok(ids)
     }
 
-    /// The traces matching `q`, whole (each bounded by [`MAX_TRACE_SPANS`]).
+    /// The traces matching `q`, whole (each bounded by [`MAX_TRACE_SPANS`], all of them
+    /// together by [`MAX_SEARCH_RESULT_SPANS`]).
     pub fn search_traces(&self, q: &TraceQuery) -> Result<Vec<Trace>, TraceQueryError> {
         let mut traces = Vec::new();
+        let mut spans = 0usize;
         for id in self.search_trace_ids(q)? {
+            if spans >= MAX_SEARCH_RESULT_SPANS {
+                break;
+            }
             if let Some(t) = self.get_trace(&q.tenant, &id)? {
+                spans += t.spans.len();
                 traces.push(t);
             }
         }

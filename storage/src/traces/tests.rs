@@ -471,3 +471,73 @@ fn retention_drops_old_days_and_bad_tenants_are_refused() {
     let t = store.get_trace("default", &TRACE).unwrap().unwrap();
     assert_eq!(t.total_spans, 1, "only the later day is left");
 }
+
+/// Not a pass/fail test: prints indexing throughput and trace-by-id latency for the
+/// report. Run with `cargo test --release -p vantage-storage --lib traces::tests::measure -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_ingest_and_lookup() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut ix) = open(TraceStoreOptions::new(dir.path())).unwrap();
+    let traces = 4_000u32;
+    let per_trace = 50u32;
+    let trace_id = |t: u32| {
+        let mut id = [0u8; 16];
+        id[..4].copy_from_slice(&t.to_be_bytes());
+        id[15] = 1;
+        id
+    };
+    let started = std::time::Instant::now();
+    let mut lsn = 0;
+    for chunk in (0..traces).collect::<Vec<_>>().chunks(20) {
+        lsn += 1;
+        let spans: Vec<Span> = chunk
+            .iter()
+            .flat_map(|&t| {
+                (0..per_trace).map(move |i| {
+                    let mut sp = span(
+                        trace_id(t),
+                        1,
+                        (i > 0).then_some(1),
+                        "GET /api",
+                        T0 + i64::from(t) * 1_000_000 + i64::from(i),
+                        3,
+                        i % 17 == 0,
+                    );
+                    sp.span_id = (u64::from(i) + 1).to_be_bytes().to_vec();
+                    sp
+                })
+            })
+            .collect();
+        ix.add_batch("default", lsn, &request("bench", spans))
+            .unwrap();
+    }
+    ix.commit().unwrap();
+    let took = started.elapsed();
+    let n = u64::from(traces * per_trace);
+    println!(
+        "indexed {n} spans in {:.2} s: {:.0} spans/s",
+        took.as_secs_f64(),
+        n as f64 / took.as_secs_f64()
+    );
+    let mut lat = Vec::new();
+    for t in (0..traces).step_by(7).take(500) {
+        let s = std::time::Instant::now();
+        let got = store.get_trace("default", &trace_id(t)).unwrap().unwrap();
+        lat.push(s.elapsed());
+        assert_eq!(got.total_spans, u64::from(per_trace));
+    }
+    lat.sort();
+    println!(
+        "trace by id ({per_trace} spans): p50 {:?} p99 {:?}",
+        lat[lat.len() / 2],
+        lat[lat.len() * 99 / 100]
+    );
+    let s = std::time::Instant::now();
+    let deps = store.dependencies("default", T0 - DAY, T0 + DAY).unwrap();
+    println!(
+        "dependency map over {} spans: {:?}",
+        deps.spans_examined,
+        s.elapsed()
+    );
+}
