@@ -16,6 +16,7 @@
 
 mod keys;
 mod migrations;
+mod notify;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension as _, Row, TransactionBe
 use tracing::{debug, error, info, warn};
 
 pub use keys::{KEY_ID_LEN, KEY_PREFIX, SECRET_LEN, Scope};
+pub use notify::{DeliveryStatus, NewNotification, NotificationRow, SilenceRow};
 
 use crate::logs::valid_tenant;
 
