@@ -143,6 +143,33 @@ pub async fn run(
         telemetry.clone(),
     ));
 
+    let api_listener = bind(config.api, "api").await?;
+    let api_addr = api_listener.local_addr()?;
+    // Alerting: the evaluator's channel and the notifier on its receiving end.
+    let (alerts_tx, alerts_rx) =
+        tokio::sync::mpsc::channel(crate::alerting::ALERT_CHANNEL_BATCHES);
+    let notify_store = match auth.store() {
+        Some(store) => store.clone(),
+        None => Arc::new(vantage_storage::meta::MetaStore::open(
+            &config.data_dir.join("meta.db"),
+        )?),
+    };
+    let (notifier, notifier_task) = crate::alerting::notify::Notifier::start(
+        crate::alerting::notify::NotifierOptions {
+            store: Some(notify_store),
+            default_config_file: config.alerting.alertmanager_config.clone(),
+            external_url: config
+                .alerting
+                .external_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{api_addr}")),
+            telemetry: telemetry.clone(),
+            retry: Default::default(),
+        },
+        alerts_tx,
+        alerts_rx,
+        shutdown.clone(),
+    )?;
     let api_state = Arc::new(ApiState {
         logs: log_store.clone(),
         ingest: ingest.clone(),
@@ -158,9 +185,8 @@ pub async fn run(
         query_timeout: config.query_timeout,
         max_request_bytes: config.max_request_bytes,
         cors_allowed_origins: config.cors_allowed_origins.clone(),
+        notifier: Some(notifier),
     });
-    let api_listener = bind(config.api, "api").await?;
-    let api_addr = api_listener.local_addr()?;
     let api_task = tokio::spawn({
         let shutdown = shutdown.clone();
         let router = api::router(api_state.clone());
@@ -305,6 +331,7 @@ pub async fn run(
         }
     }
     let _ = maintenance_task.await;
+    let _ = notifier_task.await;
     let flushed = tokio::task::spawn_blocking(move || {
         if applier_thread.join().is_ok() {
             metrics::flush_at_shutdown(&tsdb, &metrics_wal);

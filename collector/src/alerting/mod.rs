@@ -14,6 +14,8 @@
 //!     --> notifier: inhibit, silence, route, group --> receivers (each its own task)
 //! ```
 
+pub mod notify;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

@@ -2,6 +2,7 @@
 //! remote write, administration, self-telemetry and probes.
 
 mod admin;
+mod alertmanager;
 mod gateway;
 mod logs;
 pub mod prom;
@@ -54,6 +55,8 @@ pub struct ApiState {
     pub max_request_bytes: usize,
     /// Origins allowed cross-origin access (CORS).
     pub cors_allowed_origins: Vec<String>,
+    /// The notifier behind the Alertmanager API (`None` until started).
+    pub notifier: Option<Arc<crate::alerting::notify::Notifier>>,
 }
 
 /// An API error: a code and a message, rendered as
@@ -148,6 +151,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             get(admin::list_tenants).post(admin::create_tenant),
         )
         .merge(prom::routes())
+        .merge(alertmanager::routes())
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
         .with_state(state);
     gateway::wrap(routes, &origins)

@@ -1,6 +1,8 @@
 //! The `vantage` command-line client: log search and live tail against the query API,
 //! as a readable table or as JSON.
 
+mod silences;
+
 use std::io::Write as _;
 
 use clap::{Parser, Subcommand};
@@ -45,6 +47,11 @@ enum Command {
     Tenants {
         #[command(subcommand)]
         command: TenantsCommand,
+    },
+    /// Silence alerts: create, list, expire.
+    Silences {
+        #[command(subcommand)]
+        command: silences::SilencesCommand,
     },
 }
 
@@ -366,6 +373,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             Ok(())
+        }
+        Command::Silences { command } => {
+            silences::run(&client, &cli.url, cli.token.as_deref(), command).await
         }
         Command::Tenants { command } => {
             let token = cli.token.as_deref();

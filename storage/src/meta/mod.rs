@@ -28,7 +28,9 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension as _, Row, TransactionBe
 use tracing::{debug, error, info, warn};
 
 pub use keys::{KEY_ID_LEN, KEY_PREFIX, SECRET_LEN, Scope};
-pub use notify::{DeliveryStatus, NewNotification, NotificationRow, SilenceRow};
+pub use notify::{
+    DeliveryStatus, MAX_NOTIFICATION_LIST, NewNotification, NotificationRow, SilenceRow,
+};
 
 use crate::logs::valid_tenant;
 
