@@ -547,7 +547,7 @@ pub fn parse_prom_duration(text: &str) -> Result<Duration, String> {
             .iter()
             .position(|(u, _)| *u == unit)
             .ok_or_else(|| format!("not a valid duration string: {text:?}"))?;
-        if idx < last_unit || (total_ms > 0 && idx == last_unit) {
+        if idx < last_unit {
             return Err(format!("not a valid duration string: {text:?}"));
         }
         last_unit = idx + 1;

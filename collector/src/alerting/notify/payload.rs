@@ -378,7 +378,7 @@ mod tests {
             // Key order as Go writes the structs (serde_json::Value sorts, so check text).
             let text = String::from_utf8(body).unwrap();
             let order = ["\"receiver\"", "\"status\"", "\"alerts\"", "\"groupLabels\"", "\"commonLabels\"", "\"commonAnnotations\"", "\"externalURL\"", "\"version\"", "\"groupKey\"", "\"truncatedAlerts\""];
-            let positions: Vec<usize> = order.iter().map(|k| text.rfind(k).unwrap()).collect();
+            let positions: Vec<usize> = order.iter().map(|k| text.find(k).unwrap()).collect();
             assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");
             assert!(text.contains("\"endsAt\":\"0001-01-01T00:00:00Z\"") != resolved);
         }

@@ -158,7 +158,7 @@ mod tests {
         let t = Template::parse("[{{ .Status }}] {{ .CommonLabels.alertname }} ({{ len .Alerts.Firing }}){{- \"x\" -}}");
         assert!(t.is_err(), "a string literal action is not in the subset");
         let t = Template::parse("[{{ .Status }}] {{ .GroupLabels.alertname }} ({{ .Alerts.Firing | len }})").unwrap();
-        assert_eq!(t.pieces.len(), 6);
+        assert_eq!(t.pieces.len(), 7);
         assert!(Template::parse("{{ range .Alerts }}x{{ end }}").is_err());
         assert!(Template::parse("{{ .Status").is_err());
         assert!(Template::parse("{{ template \"slack.default.title\" . }}").is_ok());

@@ -84,7 +84,7 @@ fn alert(clock: &Clock, labels: &[(&str, &str)], resolved: bool) -> Alert {
         labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         annotations: BTreeMap::new(),
         starts_at_ms: if resolved { now - 120_000 } else { now },
-        ends_at_ms: if resolved { now - 1 } else { now + 3_600_000 },
+        ends_at_ms: if resolved { now - 1 } else { now + 24 * 3_600_000 },
         generator_url: String::new(),
     }
 }
