@@ -146,8 +146,7 @@ pub async fn run(
     let api_listener = bind(config.api, "api").await?;
     let api_addr = api_listener.local_addr()?;
     // Alerting: the evaluator's channel and the notifier on its receiving end.
-    let (alerts_tx, alerts_rx) =
-        tokio::sync::mpsc::channel(crate::alerting::ALERT_CHANNEL_BATCHES);
+    let (alerts_tx, alerts_rx) = tokio::sync::mpsc::channel(crate::alerting::ALERT_CHANNEL_BATCHES);
     let notify_store = match auth.store() {
         Some(store) => store.clone(),
         None => Arc::new(vantage_storage::meta::MetaStore::open(

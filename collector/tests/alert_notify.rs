@@ -64,9 +64,15 @@ async fn receiver() -> (SocketAddr, mpsc::Receiver<Received>) {
             let tx = tx.clone();
             async move {
                 let (parts, body) = req.into_parts();
-                let body = axum::body::to_bytes(body, 16 << 20).await.unwrap_or_default();
+                let body = axum::body::to_bytes(body, 16 << 20)
+                    .await
+                    .unwrap_or_default();
                 let _ = tx
-                    .send(Received { path: parts.uri.path().to_string(), headers: parts.headers, body })
+                    .send(Received {
+                        path: parts.uri.path().to_string(),
+                        headers: parts.headers,
+                        body,
+                    })
                     .await;
                 StatusCode::OK
             }
@@ -144,13 +150,17 @@ fn write_config(dir: &Path, text: &str) -> PathBuf {
 
 fn start_with(dir: &Path, config_file: &Path) -> Collector {
     Collector::builder()
-        .env("VANTAGE_ALERTING__ALERTMANAGER_CONFIG", config_file.to_str().unwrap())
+        .env(
+            "VANTAGE_ALERTING__ALERTMANAGER_CONFIG",
+            config_file.to_str().unwrap(),
+        )
         .start(dir)
 }
 
 fn rfc3339(offset_s: i64) -> String {
     let t = time::OffsetDateTime::now_utc() + time::Duration::seconds(offset_s);
-    t.format(&time::format_description::well_known::Rfc3339).unwrap()
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
 }
 
 fn alert(labels: Value, resolved: bool) -> Value {
@@ -165,7 +175,12 @@ fn alert(labels: Value, resolved: bool) -> Value {
 
 async fn post_alerts(c: &Collector, alerts: Value) {
     let r = c
-        .api_request(Method::POST, "/api/v2/alerts", &[("content-type", "application/json")], alerts.to_string())
+        .api_request(
+            Method::POST,
+            "/api/v2/alerts",
+            &[("content-type", "application/json")],
+            alerts.to_string(),
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
 }
@@ -184,14 +199,22 @@ fn verify_signature(r: &Received) {
 }
 
 fn fixture_keys(name: &str) -> (Vec<String>, Vec<String>) {
-    let path = format!("{}/tests/alertmanager/webhook-v4-{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/alertmanager/webhook-v4-{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     keys(&v)
 }
 
 fn keys(v: &Value) -> (Vec<String>, Vec<String>) {
     let top = v.as_object().unwrap().keys().cloned().collect();
-    let alert = v["alerts"][0].as_object().unwrap().keys().cloned().collect();
+    let alert = v["alerts"][0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
     (top, alert)
 }
 
@@ -201,7 +224,8 @@ async fn webhook_gets_a_signed_v4_payload_then_the_resolution() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &config(addr));
     let c = start_with(&dir.path().join("data"), &cfg);
-    let labels = json!({"alertname": "HighErrorRate", "service": "checkout", "severity": "critical"});
+    let labels =
+        json!({"alertname": "HighErrorRate", "service": "checkout", "severity": "critical"});
     post_alerts(&c, json!([alert(labels.clone(), false)])).await;
 
     let r = next(&mut rx, "firing").await;
@@ -211,7 +235,11 @@ async fn webhook_gets_a_signed_v4_payload_then_the_resolution() {
     assert_eq!(r.headers["authorization"], "Bearer tok");
     verify_signature(&r);
     let body = r.json();
-    assert_eq!(keys(&body), fixture_keys("firing"), "same fields as Alertmanager's payload");
+    assert_eq!(
+        keys(&body),
+        fixture_keys("firing"),
+        "same fields as Alertmanager's payload"
+    );
     assert_eq!(body["version"], "4");
     assert_eq!(body["status"], "firing");
     assert_eq!(body["receiver"], "hook");
@@ -225,7 +253,10 @@ async fn webhook_gets_a_signed_v4_payload_then_the_resolution() {
     assert_eq!(a["status"], "firing");
     assert_eq!(a["fingerprint"].as_str().unwrap().len(), 16);
     let text = String::from_utf8_lossy(&r.body);
-    assert!(text.contains("\\u003cbroke\\u003e \\u0026"), "escaped as Go does: {text}");
+    assert!(
+        text.contains("\\u003cbroke\\u003e \\u0026"),
+        "escaped as Go does: {text}"
+    );
     assert!(text.ends_with("}\n"));
 
     post_alerts(&c, json!([alert(labels.clone(), true)])).await;
@@ -237,14 +268,20 @@ async fn webhook_gets_a_signed_v4_payload_then_the_resolution() {
     assert_ne!(body["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
 
     // The delivery log and the self-metrics saw both.
-    let log = c.api_get("/api/v1/notifications?receiver=hook&status=delivered&limit=10").await;
+    let log = c
+        .api_get("/api/v1/notifications?receiver=hook&status=delivered&limit=10")
+        .await;
     assert_eq!(log.status, StatusCode::OK, "{}", log.text());
     let rows = log.json()["data"].as_array().unwrap().clone();
     assert!(rows.len() >= 2, "{rows:?}");
     assert_eq!(rows[0]["receiverType"], "webhook");
     assert!(rows.iter().all(|r| r["attempts"] == 1));
     let metrics = c.metrics_text().await;
-    let delivered = metric_value(&metrics, "vantage_notifications_total", &[("receiver_type", "webhook"), ("outcome", "delivered")]);
+    let delivered = metric_value(
+        &metrics,
+        "vantage_notifications_total",
+        &[("receiver_type", "webhook"), ("outcome", "delivered")],
+    );
     assert!(delivered.unwrap_or(0.0) >= 2.0, "{metrics}");
 }
 
@@ -255,13 +292,27 @@ async fn grouping_batches_and_repeat_interval_repeats() {
     let cfg = write_config(dir.path(), &config(addr));
     let c = start_with(&dir.path().join("data"), &cfg);
     let alerts: Vec<Value> = (1..=3)
-        .map(|i| alert(json!({"alertname": "Grouped", "test": "repeat", "instance": format!("host-{i}")}), false))
+        .map(|i| {
+            alert(
+                json!({"alertname": "Grouped", "test": "repeat", "instance": format!("host-{i}")}),
+                false,
+            )
+        })
         .collect();
     post_alerts(&c, Value::Array(alerts)).await;
     let first = next(&mut rx, "group").await.json();
-    assert_eq!(first["alerts"].as_array().unwrap().len(), 3, "one notification for the group");
+    assert_eq!(
+        first["alerts"].as_array().unwrap().len(),
+        3,
+        "one notification for the group"
+    );
     let fps = |v: &Value| -> Vec<String> {
-        v["alerts"].as_array().unwrap().iter().map(|a| a["fingerprint"].as_str().unwrap().to_string()).collect()
+        v["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["fingerprint"].as_str().unwrap().to_string())
+            .collect()
     };
     // Nothing changed: the next one is the repeat (repeat_interval 3s), same alerts.
     let again = next(&mut rx, "repeat").await.json();
@@ -279,21 +330,48 @@ async fn silences_suppress_inhibition_holds_back_and_the_cli_manages_silences() 
     let env = [("VANTAGE_TOKEN", token.as_str())];
 
     let out = c
-        .cli(&["silences", "create", "--matcher", "alertname=\"Muted\"", "--duration", "2h", "--comment", "maintenance"], &env)
+        .cli(
+            &[
+                "silences",
+                "create",
+                "--matcher",
+                "alertname=\"Muted\"",
+                "--duration",
+                "2h",
+                "--comment",
+                "maintenance",
+            ],
+            &env,
+        )
         .await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert_eq!(id.len(), 36, "a UUID: {id:?}");
     let out = c.cli(&["silences", "list"], &env).await;
     let listing = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(listing.contains(&id) && listing.contains("active") && listing.contains("alertname=\"Muted\""), "{listing}");
+    assert!(
+        listing.contains(&id)
+            && listing.contains("active")
+            && listing.contains("alertname=\"Muted\""),
+        "{listing}"
+    );
 
     post_alerts(
         &c,
         json!([
             alert(json!({"alertname": "Muted", "instance": "a"}), false),
-            alert(json!({"alertname": "Disk", "severity": "critical", "instance": "a"}), false),
-            alert(json!({"alertname": "Disk", "severity": "warning", "instance": "b"}), false),
+            alert(
+                json!({"alertname": "Disk", "severity": "critical", "instance": "a"}),
+                false
+            ),
+            alert(
+                json!({"alertname": "Disk", "severity": "warning", "instance": "b"}),
+                false
+            ),
             alert(json!({"alertname": "Control"}), false),
         ]),
     )
@@ -305,29 +383,65 @@ async fn silences_suppress_inhibition_holds_back_and_the_cli_manages_silences() 
         .iter()
         .map(|a| a["labels"]["severity"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(severities, vec!["critical".to_string()], "the warning is inhibited");
+    assert_eq!(
+        severities,
+        vec!["critical".to_string()],
+        "the warning is inhibited"
+    );
     // A later marker proves the silenced group's flush (due with the others) is done.
     post_alerts(&c, json!([alert(json!({"alertname": "Marker"}), false)])).await;
     let (_, more) = until_group(&mut rx, "Marker").await;
     seen.extend(more);
     assert!(
-        seen.iter().all(|r| !r.json()["groupKey"].as_str().unwrap().contains("Muted")),
+        seen.iter()
+            .all(|r| !r.json()["groupKey"].as_str().unwrap().contains("Muted")),
         "the silenced alert was not notified"
     );
 
-    let muted = c.api_get("/api/v2/alerts?filter=alertname%3D%22Muted%22").await.json();
+    let muted = c
+        .api_get("/api/v2/alerts?filter=alertname%3D%22Muted%22")
+        .await
+        .json();
     assert_eq!(muted[0]["status"]["state"], "suppressed");
     assert_eq!(muted[0]["status"]["silencedBy"], json!([id]));
-    let warning = c.api_get("/api/v2/alerts?filter=severity%3D%22warning%22").await.json();
-    assert_eq!(warning[0]["status"]["inhibitedBy"].as_array().unwrap().len(), 1);
-    let active_only = c.api_get("/api/v2/alerts?silenced=false&inhibited=false").await.json();
-    let names: Vec<&str> = active_only.as_array().unwrap().iter().map(|a| a["labels"]["alertname"].as_str().unwrap()).collect();
-    assert!(!names.contains(&"Muted") && names.contains(&"Control"), "{names:?}");
+    let warning = c
+        .api_get("/api/v2/alerts?filter=severity%3D%22warning%22")
+        .await
+        .json();
+    assert_eq!(
+        warning[0]["status"]["inhibitedBy"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let active_only = c
+        .api_get("/api/v2/alerts?silenced=false&inhibited=false")
+        .await
+        .json();
+    let names: Vec<&str> = active_only
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["labels"]["alertname"].as_str().unwrap())
+        .collect();
+    assert!(
+        !names.contains(&"Muted") && names.contains(&"Control"),
+        "{names:?}"
+    );
 
     let out = c.cli(&["silences", "expire", &id], &env).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (muted, _) = until_group(&mut rx, "Muted").await;
-    assert_eq!(muted.json()["alerts"][0]["labels"]["alertname"], "Muted", "notified once the silence expired");
+    assert_eq!(
+        muted.json()["alerts"][0]["labels"]["alertname"],
+        "Muted",
+        "notified once the silence expired"
+    );
     let silence = c.api_get(&format!("/api/v2/silence/{id}")).await.json();
     assert_eq!(silence["status"]["state"], "expired");
 }
@@ -338,12 +452,19 @@ async fn a_hanging_receiver_does_not_delay_another() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &config(addr));
     let c = start_with(&dir.path().join("data"), &cfg);
-    post_alerts(&c, json!([alert(json!({"alertname": "Slow", "test": "hang"}), false)])).await;
+    post_alerts(
+        &c,
+        json!([alert(json!({"alertname": "Slow", "test": "hang"}), false)]),
+    )
+    .await;
     let r = next(&mut rx, "hook while hang hangs").await;
     assert_eq!(r.path, "/hook");
     // The hanging delivery is still pending in the delivery log (its attempt has a
     // 15 s timeout, then retries).
-    let log = c.api_get("/api/v1/notifications?receiver=hang").await.json();
+    let log = c
+        .api_get("/api/v1/notifications?receiver=hang")
+        .await
+        .json();
     assert_eq!(log["data"][0]["status"], "pending", "{log}");
 }
 
@@ -363,16 +484,31 @@ async fn a_restart_does_not_send_again() {
 
     let c = start_with(&data, &cfg);
     // The evaluator (or Prometheus) resends the same firing alert after the restart.
-    post_alerts(&c, json!([a, alert(json!({"alertname": "AfterRestart"}), false)])).await;
+    post_alerts(
+        &c,
+        json!([a, alert(json!({"alertname": "AfterRestart"}), false)]),
+    )
+    .await;
     let (_, before) = until_group(&mut rx, "AfterRestart").await;
     post_alerts(&c, json!([alert(json!({"alertname": "Marker"}), false)])).await;
     let (_, more) = until_group(&mut rx, "Marker").await;
-    let all: Vec<String> = before.iter().chain(more.iter()).map(|r| r.json()["groupKey"].as_str().unwrap().to_string()).collect();
-    assert!(!all.iter().any(|k| k.contains("Persistent")), "re-sent after restart: {all:?}");
+    let all: Vec<String> = before
+        .iter()
+        .chain(more.iter())
+        .map(|r| r.json()["groupKey"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        !all.iter().any(|k| k.contains("Persistent")),
+        "re-sent after restart: {all:?}"
+    );
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -395,7 +531,8 @@ async fn an_email_arrives_at_a_real_smtp_server() {
             let mut err = String::new();
             if let Some(mut e) = sink.stderr.take() {
                 use tokio::io::AsyncReadExt as _;
-                let _ = tokio::time::timeout(Duration::from_secs(5), e.read_to_string(&mut err)).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), e.read_to_string(&mut err)).await;
             }
             panic!("the SMTP sink did not start ({other:?}): {err}\n{INSTALL_HINT}");
         }
@@ -443,12 +580,19 @@ async fn alerts_forwarded_to_a_real_alertmanager_appear_there() {
     assert!(Path::new(bin).exists(), "{bin} is missing; {INSTALL_HINT}");
     let dir = tempfile::tempdir().unwrap();
     let am_cfg = dir.path().join("am.yml");
-    std::fs::write(&am_cfg, "route:\n  receiver: blackhole\nreceivers:\n- name: blackhole\n").unwrap();
+    std::fs::write(
+        &am_cfg,
+        "route:\n  receiver: blackhole\nreceivers:\n- name: blackhole\n",
+    )
+    .unwrap();
     let port = free_port();
     let cluster = free_port();
     let mut am = tokio::process::Command::new(bin)
         .arg(format!("--config.file={}", am_cfg.display()))
-        .arg(format!("--storage.path={}", dir.path().join("am-data").display()))
+        .arg(format!(
+            "--storage.path={}",
+            dir.path().join("am-data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg(format!("--cluster.listen-address=127.0.0.1:{cluster}"))
         .stdout(Stdio::null())
@@ -465,7 +609,10 @@ async fn alerts_forwarded_to_a_real_alertmanager_appear_there() {
         {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "alertmanager did not become ready");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alertmanager did not become ready"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let cfg = write_config(
@@ -475,17 +622,36 @@ async fn alerts_forwarded_to_a_real_alertmanager_appear_there() {
         ),
     );
     let c = start_with(&dir.path().join("data"), &cfg);
-    post_alerts(&c, json!([alert(json!({"alertname": "Forwarded", "job": "x"}), false)])).await;
+    post_alerts(
+        &c,
+        json!([alert(json!({"alertname": "Forwarded", "job": "x"}), false)]),
+    )
+    .await;
     let deadline = tokio::time::Instant::now() + ARRIVAL;
     loop {
-        let text = http.get(format!("{base}/api/v2/alerts")).send().await.unwrap().text().await.unwrap();
+        let text = http
+            .get(format!("{base}/api/v2/alerts"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         let alerts: Value = serde_json::from_str(&text).unwrap();
-        if let Some(a) = alerts.as_array().unwrap().iter().find(|a| a["labels"]["alertname"] == "Forwarded") {
+        if let Some(a) = alerts
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["labels"]["alertname"] == "Forwarded")
+        {
             assert_eq!(a["annotations"]["summary"], "something <broke> & more");
             assert_eq!(a["labels"]["job"], "x");
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the alert never reached alertmanager: {alerts}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the alert never reached alertmanager: {alerts}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let _ = am.kill().await;
@@ -493,14 +659,18 @@ async fn alerts_forwarded_to_a_real_alertmanager_appear_there() {
 
 /// Removes the keys only Vantage reads, so amtool judges the rest.
 fn strip_vantage_keys(text: &str) -> String {
-    let mut v: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).unwrap_or(serde_yaml_ng::Value::Null);
+    let mut v: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(text).unwrap_or(serde_yaml_ng::Value::Null);
     if let Some(receivers) = v.get_mut("receivers").and_then(|r| r.as_sequence_mut()) {
         for r in receivers {
             if let Some(m) = r.as_mapping_mut() {
                 for k in ["sms_configs", "alertmanager_configs", "msteams_configs"] {
                     m.remove(k);
                 }
-                if let Some(hooks) = m.get_mut("webhook_configs").and_then(|w| w.as_sequence_mut()) {
+                if let Some(hooks) = m
+                    .get_mut("webhook_configs")
+                    .and_then(|w| w.as_sequence_mut())
+                {
                     for h in hooks {
                         if let Some(h) = h.as_mapping_mut() {
                             for k in ["signing_secret", "signing_secret_file", "headers"] {
@@ -518,24 +688,54 @@ fn strip_vantage_keys(text: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amtool_and_vantage_agree_on_the_example_configs() {
     let amtool = "/usr/bin/amtool";
-    assert!(Path::new(amtool).exists(), "{amtool} is missing; {INSTALL_HINT}");
+    assert!(
+        Path::new(amtool).exists(),
+        "{amtool} is missing; {INSTALL_HINT}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let c = Collector::start(&dir.path().join("data"));
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/alertmanager");
     let mut checked = 0;
     for (sub, want_ok) in [("good", true), ("bad", false)] {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(root.join(sub)).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(root.join(sub))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         files.sort();
         for file in files {
             let text = std::fs::read_to_string(&file).unwrap();
             let stripped = dir.path().join("stripped.yml");
             std::fs::write(&stripped, strip_vantage_keys(&text)).unwrap();
-            let out = std::process::Command::new(amtool).arg("check-config").arg(&stripped).output().unwrap();
+            let out = std::process::Command::new(amtool)
+                .arg("check-config")
+                .arg(&stripped)
+                .output()
+                .unwrap();
             let amtool_ok = out.status.success();
-            let r = c.api_request(Method::PUT, "/api/v1/alertmanager/config", &[("content-type", "application/yaml")], text.clone()).await;
+            let r = c
+                .api_request(
+                    Method::PUT,
+                    "/api/v1/alertmanager/config",
+                    &[("content-type", "application/yaml")],
+                    text.clone(),
+                )
+                .await;
             let vantage_ok = r.status == StatusCode::OK;
-            assert_eq!(amtool_ok, want_ok, "amtool on {}: {}", file.display(), String::from_utf8_lossy(&out.stdout));
-            assert_eq!(vantage_ok, want_ok, "vantage on {}: {} {}", file.display(), r.status, r.text());
+            assert_eq!(
+                amtool_ok,
+                want_ok,
+                "amtool on {}: {}",
+                file.display(),
+                String::from_utf8_lossy(&out.stdout)
+            );
+            assert_eq!(
+                vantage_ok,
+                want_ok,
+                "vantage on {}: {} {}",
+                file.display(),
+                r.status,
+                r.text()
+            );
             if !want_ok {
                 assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
             }
@@ -545,7 +745,14 @@ async fn amtool_and_vantage_agree_on_the_example_configs() {
     assert!(checked >= 10);
     // The last good config applied is served back, and amtool can read the status.
     let good = std::fs::read_to_string(root.join("good/minimal.yml")).unwrap();
-    let r = c.api_request(Method::PUT, "/api/v1/alertmanager/config", &[], good.clone()).await;
+    let r = c
+        .api_request(
+            Method::PUT,
+            "/api/v1/alertmanager/config",
+            &[],
+            good.clone(),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(c.api_get("/api/v1/alertmanager/config").await.text(), good);
     let status = c.api_get("/api/v2/status").await.json();
@@ -564,44 +771,91 @@ async fn the_api_refuses_bad_alerts_and_other_tenants_silences() {
         json!([{"labels": {"a": "b"}, "startsAt": rfc3339(0), "endsAt": rfc3339(-100)}]),
         json!({"labels": {"a": "b"}}),
     ] {
-        let r = c.api_request(Method::POST, "/api/v2/alerts", &[], bad.to_string()).await;
+        let r = c
+            .api_request(Method::POST, "/api/v2/alerts", &[], bad.to_string())
+            .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text());
     }
-    let r = c.request_anonymous(Method::POST, &format!("http://{}/api/v2/alerts", c.addrs.api), &[], "[]").await;
+    let r = c
+        .request_anonymous(
+            Method::POST,
+            &format!("http://{}/api/v2/alerts", c.addrs.api),
+            &[],
+            "[]",
+        )
+        .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     let silence = json!({
         "matchers": [{"name": "alertname", "value": "X", "isRegex": false, "isEqual": true}],
         "startsAt": rfc3339(0), "endsAt": rfc3339(3600), "createdBy": "t", "comment": "c",
     });
-    let r = c.api_request(Method::POST, "/api/v2/silences", &[], silence.to_string()).await;
+    let r = c
+        .api_request(Method::POST, "/api/v2/silences", &[], silence.to_string())
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let id = r.json()["silenceID"].as_str().unwrap().to_string();
     // Another tenant's admin cannot see or expire it.
     let created = c
-        .api_request(Method::POST, "/api/v1/tenants", &[], json!({"name": "other"}).to_string())
+        .api_request(
+            Method::POST,
+            "/api/v1/tenants",
+            &[],
+            json!({"name": "other"}).to_string(),
+        )
         .await;
     assert!(created.status.is_success(), "{}", created.text());
     let key = c
-        .api_request(Method::POST, "/api/v1/keys", &[], json!({"name": "o", "scopes": ["admin"], "tenant": "other"}).to_string())
+        .api_request(
+            Method::POST,
+            "/api/v1/keys",
+            &[],
+            json!({"name": "o", "scopes": ["admin"], "tenant": "other"}).to_string(),
+        )
         .await
         .json()["key"]
         .as_str()
         .unwrap()
         .to_string();
     let auth = bearer(&key);
-    let r = c.api_request(Method::GET, &format!("/api/v2/silence/{id}"), &[("authorization", &auth)], "").await;
+    let r = c
+        .api_request(
+            Method::GET,
+            &format!("/api/v2/silence/{id}"),
+            &[("authorization", &auth)],
+            "",
+        )
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
-    let r = c.api_request(Method::DELETE, &format!("/api/v2/silence/{id}"), &[("authorization", &auth)], "").await;
+    let r = c
+        .api_request(
+            Method::DELETE,
+            &format!("/api/v2/silence/{id}"),
+            &[("authorization", &auth)],
+            "",
+        )
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
-    let list = c.api_request(Method::GET, "/api/v2/silences", &[("authorization", &auth)], "").await.json();
+    let list = c
+        .api_request(
+            Method::GET,
+            "/api/v2/silences",
+            &[("authorization", &auth)],
+            "",
+        )
+        .await
+        .json();
     assert_eq!(list, json!([]));
     // A silence matching everything is refused, as Alertmanager refuses it.
     let all = json!({
         "matchers": [{"name": "a", "value": ".*", "isRegex": true, "isEqual": true}],
         "startsAt": rfc3339(0), "endsAt": rfc3339(3600), "createdBy": "t", "comment": "c",
     });
-    let r = c.api_request(Method::POST, "/api/v2/silences", &[], all.to_string()).await;
+    let r = c
+        .api_request(Method::POST, "/api/v2/silences", &[], all.to_string())
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    let r = c.api_request(Method::PUT, "/api/v1/alertmanager/config", &[], "route: [").await;
+    let r = c
+        .api_request(Method::PUT, "/api/v1/alertmanager/config", &[], "route: [")
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }

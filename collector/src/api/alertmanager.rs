@@ -42,11 +42,17 @@ pub(super) fn routes() -> Router<Arc<ApiState>> {
     Router::new()
         .route("/api/v2/alerts", get(get_alerts).post(post_alerts))
         .route("/api/v2/silences", get(get_silences).post(post_silence))
-        .route("/api/v2/silence/{id}", get(get_silence).delete(delete_silence))
+        .route(
+            "/api/v2/silence/{id}",
+            get(get_silence).delete(delete_silence),
+        )
         .route("/api/v2/status", get(status))
         .route("/api/v2/receivers", get(receivers))
         .route("/api/v1/notifications", get(notifications))
-        .route("/api/v1/alertmanager/config", get(get_config).put(put_config))
+        .route(
+            "/api/v1/alertmanager/config",
+            get(get_config).put(put_config),
+        )
 }
 
 fn notifier(state: &ApiState) -> Result<&crate::alerting::notify::Notifier, ApiError> {
@@ -63,17 +69,28 @@ fn notify_error(e: NotifyError) -> ApiError {
         NotifyError::Conflict(m) => ApiError::new(ErrorCode::AlreadyExists, m),
         NotifyError::Store(e) => {
             tracing::error!(error = %e, "notification store failed");
-            ApiError::new(ErrorCode::Internal, "notification store failed; see the collector log")
+            ApiError::new(
+                ErrorCode::Internal,
+                "notification store failed; see the collector log",
+            )
         }
-        NotifyError::Unavailable => ApiError::new(ErrorCode::Unavailable, "the notifier is shutting down"),
+        NotifyError::Unavailable => {
+            ApiError::new(ErrorCode::Unavailable, "the notifier is shutting down")
+        }
     }
 }
 
-async fn read_body(state: &ApiState, body: axum::body::Body) -> Result<axum::body::Bytes, ApiError> {
+async fn read_body(
+    state: &ApiState,
+    body: axum::body::Body,
+) -> Result<axum::body::Bytes, ApiError> {
     let max = state.max_request_bytes;
-    axum::body::to_bytes(body, max)
-        .await
-        .map_err(|_| ApiError::new(ErrorCode::PayloadTooLarge, format!("body larger than {max} bytes")))
+    axum::body::to_bytes(body, max).await.map_err(|_| {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("body larger than {max} bytes"),
+        )
+    })
 }
 
 #[derive(Deserialize)]
@@ -95,12 +112,19 @@ fn parse_ms(what: &str, i: usize, text: &Option<String>) -> Result<Option<i64>, 
         return Ok(None);
     };
     let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, format!("alerts[{i}].{what} {text:?}: {e}")))?;
+        .map_err(|e| {
+            ApiError::new(
+                ErrorCode::InvalidArgument,
+                format!("alerts[{i}].{what} {text:?}: {e}"),
+            )
+        })?;
     // Go's zero time means "not set", as in Alertmanager.
     if t.year() <= 1 {
         return Ok(None);
     }
-    Ok(Some(i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)))
+    Ok(Some(
+        i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX),
+    ))
 }
 
 async fn post_alerts(
@@ -116,22 +140,40 @@ async fn post_alerts(
     if posted.len() > MAX_POSTED_ALERTS {
         return Err(ApiError::new(
             ErrorCode::PayloadTooLarge,
-            format!("{} alerts in one request; at most {MAX_POSTED_ALERTS}", posted.len()),
+            format!(
+                "{} alerts in one request; at most {MAX_POSTED_ALERTS}",
+                posted.len()
+            ),
         ));
     }
     let now = now_wall_ms();
-    let resolve_ms = i64::try_from(notifier.config(&principal.tenant).resolve_timeout.as_millis()).unwrap_or(i64::MAX);
+    let resolve_ms = i64::try_from(
+        notifier
+            .config(&principal.tenant)
+            .resolve_timeout
+            .as_millis(),
+    )
+    .unwrap_or(i64::MAX);
     let mut alerts = Vec::with_capacity(posted.len());
     for (i, p) in posted.into_iter().enumerate() {
         if p.labels.is_empty() {
-            return Err(ApiError::new(ErrorCode::InvalidArgument, format!("alerts[{i}]: at least one label pair required")));
+            return Err(ApiError::new(
+                ErrorCode::InvalidArgument,
+                format!("alerts[{i}]: at least one label pair required"),
+            ));
         }
         for (name, value) in &p.labels {
             if !valid_label_name(name) || name.contains(':') {
-                return Err(ApiError::new(ErrorCode::InvalidArgument, format!("alerts[{i}]: invalid label name {name:?}")));
+                return Err(ApiError::new(
+                    ErrorCode::InvalidArgument,
+                    format!("alerts[{i}]: invalid label name {name:?}"),
+                ));
             }
             if value.is_empty() {
-                return Err(ApiError::new(ErrorCode::InvalidArgument, format!("alerts[{i}]: label {name:?} has an empty value")));
+                return Err(ApiError::new(
+                    ErrorCode::InvalidArgument,
+                    format!("alerts[{i}]: label {name:?} has an empty value"),
+                ));
             }
         }
         let starts = parse_ms("startsAt", i, &p.starts_at)?;
@@ -141,7 +183,10 @@ async fn post_alerts(
         let starts_at_ms = starts.or(ends).unwrap_or(now);
         let ends_at_ms = ends.unwrap_or_else(|| now.saturating_add(resolve_ms));
         if ends_at_ms < starts_at_ms {
-            return Err(ApiError::new(ErrorCode::InvalidArgument, format!("alerts[{i}]: start time must be before end time")));
+            return Err(ApiError::new(
+                ErrorCode::InvalidArgument,
+                format!("alerts[{i}]: start time must be before end time"),
+            ));
         }
         alerts.push(Alert {
             labels: p.labels,
@@ -151,7 +196,10 @@ async fn post_alerts(
             generator_url: p.generator_url.unwrap_or_default(),
         });
     }
-    notifier.post_alerts(&principal.tenant, alerts).await.map_err(notify_error)?;
+    notifier
+        .post_alerts(&principal.tenant, alerts)
+        .await
+        .map_err(notify_error)?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -169,7 +217,10 @@ struct AlertsQuery {
 fn filters(list: &[String]) -> Result<Vec<crate::alerting::notify::matchers::Matcher>, ApiError> {
     let mut out = Vec::new();
     for f in list {
-        out.extend(parse_matchers(f).map_err(|e| ApiError::new(ErrorCode::InvalidArgument, format!("filter: {e}")))?);
+        out.extend(
+            parse_matchers(f)
+                .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, format!("filter: {e}")))?,
+        );
     }
     Ok(out)
 }
@@ -180,7 +231,12 @@ fn alerts_query(raw: Option<&str>) -> Result<AlertsQuery, ApiError> {
         .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, format!("query: {e}")))?;
     let mut q = AlertsQuery::default();
     let flag = |k: &str, v: &str| -> Result<bool, ApiError> {
-        v.parse::<bool>().map_err(|_| ApiError::new(ErrorCode::InvalidArgument, format!("{k}: {v:?} is not true or false")))
+        v.parse::<bool>().map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidArgument,
+                format!("{k}: {v:?} is not true or false"),
+            )
+        })
     };
     for (k, v) in pairs {
         match k.as_str() {
@@ -212,7 +268,10 @@ async fn get_alerts(
         ),
         None => None,
     };
-    let states = notifier.alerts(&principal.tenant).await.map_err(notify_error)?;
+    let states = notifier
+        .alerts(&principal.tenant)
+        .await
+        .map_err(notify_error)?;
     let mut out = Vec::new();
     for s in states {
         if s.resolved || !matches_all(&matchers, &s.alert.labels) {
@@ -286,7 +345,10 @@ async fn post_silence(
     let body = read_body(&state, body).await?;
     let p: PostableSilence = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, format!("request body: {e}")))?;
-    let id = notifier.put_silence(&principal.tenant, p).await.map_err(notify_error)?;
+    let id = notifier
+        .put_silence(&principal.tenant, p)
+        .await
+        .map_err(notify_error)?;
     tracing::info!(tenant = %principal.tenant, silence = %id, by = ?principal.key_id, "silence saved");
     Ok(axum::Json(json!({ "silenceID": id })).into_response())
 }
@@ -313,16 +375,25 @@ async fn delete_silence(
 ) -> Result<Response, ApiError> {
     let principal = authenticate(&state, &headers, Scope::Admin)?;
     let notifier = notifier(&state)?;
-    notifier.expire_silence(&principal.tenant, &id).await.map_err(notify_error)?;
+    notifier
+        .expire_silence(&principal.tenant, &id)
+        .await
+        .map_err(notify_error)?;
     tracing::info!(tenant = %principal.tenant, silence = %id, by = ?principal.key_id, "silence expired");
     Ok(StatusCode::OK.into_response())
 }
 
-async fn status(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn status(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let principal = authenticate(&state, &headers, Scope::Query)?;
     let notifier = notifier(&state)?;
     let config = notifier.config(&principal.tenant);
-    let started = notifier.started_at().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let started = notifier
+        .started_at()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
     Ok(axum::Json(json!({
         "cluster": {"name": "", "status": "disabled", "peers": []},
         "config": {"original": config.original},
@@ -335,11 +406,18 @@ async fn status(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Resul
     .into_response())
 }
 
-async fn receivers(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn receivers(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let principal = authenticate(&state, &headers, Scope::Query)?;
     let notifier = notifier(&state)?;
     let config = notifier.config(&principal.tenant);
-    let list: Vec<Value> = config.receivers.keys().map(|n| json!({"name": n})).collect();
+    let list: Vec<Value> = config
+        .receivers
+        .keys()
+        .map(|n| json!({"name": n}))
+        .collect();
     Ok(axum::Json(Value::Array(list)).into_response())
 }
 
@@ -351,7 +429,10 @@ struct NotificationsQuery {
 }
 
 fn notification_json(n: &NotificationRow) -> Value {
-    let ms = |t: std::time::SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let ms = |t: std::time::SystemTime| {
+        t.duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    };
     json!({
         "id": n.id,
         "groupKey": n.group_key,
@@ -384,7 +465,12 @@ async fn notifications(
     };
     let limit = q.limit.unwrap_or(DEFAULT_NOTIFICATION_LIMIT);
     let rows = notifier
-        .notifications(&principal.tenant, q.receiver.filter(|r| !r.is_empty()), status, limit)
+        .notifications(
+            &principal.tenant,
+            q.receiver.filter(|r| !r.is_empty()),
+            status,
+            limit,
+        )
         .await
         .map_err(notify_error)?;
     Ok(axum::Json(json!({
@@ -394,11 +480,18 @@ async fn notifications(
     .into_response())
 }
 
-async fn get_config(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn get_config(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let principal = authenticate(&state, &headers, Scope::Admin)?;
     let notifier = notifier(&state)?;
     let config = notifier.config(&principal.tenant);
-    Ok(([(header::CONTENT_TYPE, "application/yaml")], config.original.clone()).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "application/yaml")],
+        config.original.clone(),
+    )
+        .into_response())
 }
 
 async fn put_config(
@@ -411,7 +504,10 @@ async fn put_config(
     let body = read_body(&state, body).await?;
     let text = String::from_utf8(body.to_vec())
         .map_err(|_| ApiError::new(ErrorCode::InvalidArgument, "configuration is not UTF-8"))?;
-    notifier.set_config(&principal.tenant, text).await.map_err(notify_error)?;
+    notifier
+        .set_config(&principal.tenant, text)
+        .await
+        .map_err(notify_error)?;
     tracing::info!(tenant = %principal.tenant, by = ?principal.key_id, "alertmanager configuration replaced");
     Ok(axum::Json(json!({"status": "success"})).into_response())
 }

@@ -54,7 +54,12 @@ pub(super) async fn run(
 ) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match command {
-        SilencesCommand::Create { matchers, duration: d, comment, author } => {
+        SilencesCommand::Create {
+            matchers,
+            duration: d,
+            comment,
+            author,
+        } => {
             let mut api = Vec::new();
             for text in &matchers {
                 for m in parse_matchers(text).map_err(|e| anyhow::anyhow!("--matcher: {e}"))? {
@@ -83,7 +88,11 @@ pub(super) async fn run(
         SilencesCommand::List { expired } => {
             let uri = url(base, "/api/v2/silences", &[])?;
             let list = call_json(client, hyper::Method::GET, uri, token, None).await?;
-            writeln!(out, "{:<36} {:<8} {:<24} {:<16} {:<40} COMMENT", "ID", "STATE", "ENDS", "CREATED_BY", "MATCHERS")?;
+            writeln!(
+                out,
+                "{:<36} {:<8} {:<24} {:<16} {:<40} COMMENT",
+                "ID", "STATE", "ENDS", "CREATED_BY", "MATCHERS"
+            )?;
             for s in list.as_array().cloned().unwrap_or_default() {
                 let state = s["status"]["state"].as_str().unwrap_or("");
                 if state == "expired" && !expired {
@@ -101,7 +110,10 @@ pub(super) async fn run(
                     s["endsAt"].as_str().unwrap_or(""),
                     s["createdBy"].as_str().unwrap_or(""),
                     matchers.join(","),
-                    s["comment"].as_str().unwrap_or("").replace(['\n', '\r'], " "),
+                    s["comment"]
+                        .as_str()
+                        .unwrap_or("")
+                        .replace(['\n', '\r'], " "),
                 )?;
             }
         }
@@ -115,7 +127,10 @@ pub(super) async fn run(
 }
 
 fn matcher_text(m: &Value) -> String {
-    let op = match (m["isRegex"].as_bool().unwrap_or(false), m["isEqual"].as_bool().unwrap_or(true)) {
+    let op = match (
+        m["isRegex"].as_bool().unwrap_or(false),
+        m["isEqual"].as_bool().unwrap_or(true),
+    ) {
         (false, true) => "=",
         (false, false) => "!=",
         (true, true) => "=~",

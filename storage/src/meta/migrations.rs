@@ -36,10 +36,11 @@ pub(crate) struct Migration {
 }
 
 /// Every migration this build knows, oldest first. Append only.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "tenants_and_api_keys",
-    sql: "
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "tenants_and_api_keys",
+        sql: "
         CREATE TABLE tenants (
             name TEXT NOT NULL PRIMARY KEY,
             created_at INTEGER NOT NULL
@@ -63,10 +64,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
         ) STRICT;
         CREATE INDEX api_keys_tenant ON api_keys (tenant);
     ",
-}, Migration {
-    version: 2,
-    name: "alert_notifications",
-    sql: "
+    },
+    Migration {
+        version: 2,
+        name: "alert_notifications",
+        sql: "
         -- The notification log: one row per notification of one alert group to one
         -- integration of a receiver, written before the notification is sent. Its
         -- firing/resolved sets are what deduplication compares against; its status is
@@ -115,7 +117,8 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
             updated_at INTEGER NOT NULL
         ) STRICT;
     ",
-}];
+    },
+];
 
 /// The schema version a fully migrated database has with this build.
 pub(crate) const fn latest_version(migrations: &[Migration]) -> u32 {

@@ -444,8 +444,17 @@ mod tests {
         assert_eq!(failed.len(), 1);
         assert_eq!(failed[0].last_error.as_deref(), Some("boom"));
         assert_eq!(failed[0].attempts, 3);
-        assert!(store.list_notifications("t2", None, None, 10).unwrap().is_empty());
-        assert!(store.update_delivery(999, DeliveryStatus::Delivered, 1, None, SystemTime::now()).is_err());
+        assert!(
+            store
+                .list_notifications("t2", None, None, 10)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            store
+                .update_delivery(999, DeliveryStatus::Delivered, 1, None, SystemTime::now())
+                .is_err()
+        );
     }
 
     #[test]
@@ -465,7 +474,10 @@ mod tests {
         store.upsert_silence(&s).unwrap();
         assert!(store.get_silence("t2", "s1").is_err());
         s.tenant = "t2".into();
-        assert!(matches!(store.upsert_silence(&s), Err(MetaError::NotFound(_))));
+        assert!(matches!(
+            store.upsert_silence(&s),
+            Err(MetaError::NotFound(_))
+        ));
         s.tenant = "t1".into();
         s.comment = "changed".into();
         store.upsert_silence(&s).unwrap();
@@ -476,9 +488,15 @@ mod tests {
     #[test]
     fn configs_are_per_tenant() {
         let (_dir, store) = store();
-        store.set_alertmanager_config("a", "x", SystemTime::now()).unwrap();
-        store.set_alertmanager_config("a", "y", SystemTime::now()).unwrap();
-        store.set_alertmanager_config("b", "z", SystemTime::now()).unwrap();
+        store
+            .set_alertmanager_config("a", "x", SystemTime::now())
+            .unwrap();
+        store
+            .set_alertmanager_config("a", "y", SystemTime::now())
+            .unwrap();
+        store
+            .set_alertmanager_config("b", "z", SystemTime::now())
+            .unwrap();
         assert_eq!(
             store.alertmanager_configs().unwrap(),
             vec![("a".into(), "y".into()), ("b".into(), "z".into())]

@@ -622,7 +622,10 @@ impl Checker<'_> {
     ) -> Option<String> {
         match (url, file) {
             (Some(_), Some(_)) => {
-                self.err(path, format!("at most one of {key} and {key}_file must be configured"));
+                self.err(
+                    path,
+                    format!("at most one of {key} and {key}_file must be configured"),
+                );
                 None
             }
             (Some(u), None) => self.url(&format!("{path}.{key}"), Some(u)),
@@ -633,7 +636,10 @@ impl Checker<'_> {
             (None, None) => match fallback {
                 Some(u) => self.url(&format!("{path}.{key}"), Some(u)),
                 None => {
-                    self.err(path, format!("one of {key} or {key}_file must be configured"));
+                    self.err(
+                        path,
+                        format!("one of {key} or {key}_file must be configured"),
+                    );
                     None
                 }
             },
@@ -651,7 +657,12 @@ impl Checker<'_> {
         }
     }
 
-    fn http(&mut self, path: &str, own: Option<&HttpConfigFile>, global: &HttpOptions) -> HttpOptions {
+    fn http(
+        &mut self,
+        path: &str,
+        own: Option<&HttpConfigFile>,
+        global: &HttpOptions,
+    ) -> HttpOptions {
         let Some(h) = own else {
             return global.clone();
         };
@@ -678,7 +689,9 @@ impl Checker<'_> {
                     None
                 }
                 (Some(c), None) => Some(c.clone()),
-                (None, Some(f)) => self.read_secret(&format!("{path}.authorization.credentials_file"), f),
+                (None, Some(f)) => {
+                    self.read_secret(&format!("{path}.authorization.credentials_file"), f)
+                }
                 (None, None) => None,
             };
             if let Some(c) = creds {
@@ -745,7 +758,10 @@ impl Checker<'_> {
             };
             match std::fs::read(&full) {
                 Ok(pem) => out.ca_pem = Some(pem),
-                Err(e) => self.err(&format!("{path}.ca_file"), format!("cannot read {}: {e}", full.display())),
+                Err(e) => self.err(
+                    &format!("{path}.ca_file"),
+                    format!("cannot read {}: {e}", full.display()),
+                ),
             }
         }
         for (key, set) in [
@@ -760,16 +776,17 @@ impl Checker<'_> {
         }
     }
 
+    /// Matchers from the old `match`/`match_re` maps and the new list; `keys` names
+    /// those three keys for messages.
     fn matcher_list(
         &mut self,
         path: &str,
         eq: &BTreeMap<String, String>,
         re: &BTreeMap<String, String>,
         new: &[String],
-        eq_key: &str,
-        re_key: &str,
-        new_key: &str,
+        keys: [&str; 3],
     ) -> Vec<Matcher> {
+        let [eq_key, re_key, new_key] = keys;
         let mut out = Vec::new();
         for (name, value) in eq {
             match Matcher::new(name, MatchOp::Equal, value) {
@@ -802,11 +819,26 @@ struct Parent<'a> {
     repeat_interval: Duration,
 }
 
-fn build_route(c: &mut Checker<'_>, path: &str, r: &RouteFile, parent: &Parent<'_>, depth: usize) -> Route {
+fn build_route(
+    c: &mut Checker<'_>,
+    path: &str,
+    r: &RouteFile,
+    parent: &Parent<'_>,
+    depth: usize,
+) -> Route {
     if depth > MAX_ROUTE_DEPTH {
-        c.err(path, format!("routes nested deeper than {MAX_ROUTE_DEPTH} levels"));
+        c.err(
+            path,
+            format!("routes nested deeper than {MAX_ROUTE_DEPTH} levels"),
+        );
     }
-    let mut matchers = c.matcher_list(path, &r.match_eq, &r.match_re, &r.matchers, "match", "match_re", "matchers");
+    let mut matchers = c.matcher_list(
+        path,
+        &r.match_eq,
+        &r.match_re,
+        &r.matchers,
+        ["match", "match_re", "matchers"],
+    );
     sort_matchers(&mut matchers);
     let own = matchers_string(&matchers);
     let key = match parent.key {
@@ -822,34 +854,72 @@ fn build_route(c: &mut Checker<'_>, path: &str, r: &RouteFile, parent: &Parent<'
                 if l == "..." {
                     all = true;
                 } else if !super::matchers::valid_label_name(l) || l.contains(':') {
-                    c.err(&format!("{path}.group_by[{i}]"), format!("invalid label name {l:?} in group_by list"));
+                    c.err(
+                        &format!("{path}.group_by[{i}]"),
+                        format!("invalid label name {l:?} in group_by list"),
+                    );
                 }
                 if !seen.insert(l.as_str()) {
-                    c.err(&format!("{path}.group_by"), format!("duplicated label {l:?} in group_by"));
+                    c.err(
+                        &format!("{path}.group_by"),
+                        format!("duplicated label {l:?} in group_by"),
+                    );
                 }
             }
             if all && list.len() > 1 {
-                c.err(&format!("{path}.group_by"), "cannot have wildcard group_by (`...`) and other other labels at the same time");
+                c.err(
+                    &format!("{path}.group_by"),
+                    "cannot have wildcard group_by (`...`) and other other labels at the same time",
+                );
             }
-            if all { GroupBy::All } else { GroupBy::Labels(list.clone()) }
+            if all {
+                GroupBy::All
+            } else {
+                GroupBy::Labels(list.clone())
+            }
         }
     };
-    let group_wait = c.duration(&format!("{path}.group_wait"), r.group_wait.as_ref()).unwrap_or(parent.group_wait);
-    let group_interval = c.duration(&format!("{path}.group_interval"), r.group_interval.as_ref()).unwrap_or(parent.group_interval);
-    let repeat_interval = c.duration(&format!("{path}.repeat_interval"), r.repeat_interval.as_ref()).unwrap_or(parent.repeat_interval);
+    let group_wait = c
+        .duration(&format!("{path}.group_wait"), r.group_wait.as_ref())
+        .unwrap_or(parent.group_wait);
+    let group_interval = c
+        .duration(&format!("{path}.group_interval"), r.group_interval.as_ref())
+        .unwrap_or(parent.group_interval);
+    let repeat_interval = c
+        .duration(
+            &format!("{path}.repeat_interval"),
+            r.repeat_interval.as_ref(),
+        )
+        .unwrap_or(parent.repeat_interval);
     if group_interval.is_zero() {
-        c.err(&format!("{path}.group_interval"), "group_interval cannot be zero");
+        c.err(
+            &format!("{path}.group_interval"),
+            "group_interval cannot be zero",
+        );
     }
     if repeat_interval.is_zero() {
-        c.err(&format!("{path}.repeat_interval"), "repeat_interval cannot be zero");
+        c.err(
+            &format!("{path}.repeat_interval"),
+            "repeat_interval cannot be zero",
+        );
     }
     if r.mute_time_intervals.is_some() {
-        c.err(&format!("{path}.mute_time_intervals"), "time intervals are not supported by Vantage yet");
+        c.err(
+            &format!("{path}.mute_time_intervals"),
+            "time intervals are not supported by Vantage yet",
+        );
     }
     if r.active_time_intervals.is_some() {
-        c.err(&format!("{path}.active_time_intervals"), "time intervals are not supported by Vantage yet");
+        c.err(
+            &format!("{path}.active_time_intervals"),
+            "time intervals are not supported by Vantage yet",
+        );
     }
-    let receiver = r.receiver.clone().or_else(|| parent.receiver.map(str::to_owned)).unwrap_or_default();
+    let receiver = r
+        .receiver
+        .clone()
+        .or_else(|| parent.receiver.map(str::to_owned))
+        .unwrap_or_default();
     let me = Parent {
         key: Some(&key),
         receiver: Some(&receiver),
@@ -900,20 +970,36 @@ impl AmConfig {
         } else {
             serde_yaml_ng::from_str(text).map_err(|e| AmConfigError(vec![e.to_string()]))?
         };
-        let mut c = Checker { errors: Vec::new(), base_dir };
+        let mut c = Checker {
+            errors: Vec::new(),
+            base_dir,
+        };
         let g = file.global.unwrap_or_default();
         let resolve_timeout = c
             .duration("global.resolve_timeout", g.resolve_timeout.as_ref())
             .unwrap_or(DEFAULT_RESOLVE_TIMEOUT);
         let global_http = match &g.http_config {
-            Some(h) => c.http("global.http_config", Some(h), &HttpOptions { follow_redirects: true, ..Default::default() }),
-            None => HttpOptions { follow_redirects: true, ..Default::default() },
+            Some(h) => c.http(
+                "global.http_config",
+                Some(h),
+                &HttpOptions {
+                    follow_redirects: true,
+                    ..Default::default()
+                },
+            ),
+            None => HttpOptions {
+                follow_redirects: true,
+                ..Default::default()
+            },
         };
         let slack_global = match (&g.slack_api_url, &g.slack_api_url_file) {
             (Some(u), None) => Some(u.clone()),
             (None, Some(f)) => c.read_secret("global.slack_api_url_file", f),
             (Some(_), Some(_)) => {
-                c.err("global", "at most one of slack_api_url & slack_api_url_file must be configured");
+                c.err(
+                    "global",
+                    "at most one of slack_api_url & slack_api_url_file must be configured",
+                );
                 None
             }
             (None, None) => None,
@@ -922,10 +1008,16 @@ impl AmConfig {
             c.err("global", "smtp_auth_secret and smtp_auth_identity are not supported by Vantage (use smtp_auth_username/smtp_auth_password)");
         }
         if file.mute_time_intervals.is_some() {
-            c.err("mute_time_intervals", "time intervals are not supported by Vantage yet");
+            c.err(
+                "mute_time_intervals",
+                "time intervals are not supported by Vantage yet",
+            );
         }
         if file.time_intervals.is_some() {
-            c.err("time_intervals", "time intervals are not supported by Vantage yet");
+            c.err(
+                "time_intervals",
+                "time intervals are not supported by Vantage yet",
+            );
         }
         if !file.templates.is_empty() {
             c.err("templates", "template files are not supported by Vantage (see the README for the template subset of title/text fields)");
@@ -976,13 +1068,19 @@ impl AmConfig {
                     let ok_value = http::HeaderValue::from_str(v).is_ok();
                     if !ok_name || !ok_value {
                         c.err(&format!("{p}.headers.{k}"), "not a valid HTTP header");
-                    } else if k.eq_ignore_ascii_case("content-type") || k.to_ascii_lowercase().starts_with("x-vantage-") {
+                    } else if k.eq_ignore_ascii_case("content-type")
+                        || k.to_ascii_lowercase().starts_with("x-vantage-")
+                    {
                         c.err(&format!("{p}.headers.{k}"), "this header is set by Vantage");
                     } else {
                         headers.push((k.clone(), v.clone()));
                     }
                 }
-                let http = c.http(&format!("{p}.http_config"), w.http_config.as_ref(), &global_http);
+                let http = c.http(
+                    &format!("{p}.http_config"),
+                    w.http_config.as_ref(),
+                    &global_http,
+                );
                 if let Some(url) = url {
                     integrations.push(std::sync::Arc::new(Integration {
                         client: Default::default(),
@@ -1012,9 +1110,14 @@ impl AmConfig {
                 match &smarthost {
                     None => c.err(&format!("{p}.smarthost"), "no global SMTP smarthost set"),
                     Some(h) => {
-                        let ok = h.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+                        let ok = h.rsplit_once(':').is_some_and(|(host, port)| {
+                            !host.is_empty() && port.parse::<u16>().is_ok()
+                        });
                         if !ok {
-                            c.err(&format!("{p}.smarthost"), format!("address {h:?}: missing port in address"));
+                            c.err(
+                                &format!("{p}.smarthost"),
+                                format!("address {h:?}: missing port in address"),
+                            );
                         }
                     }
                 }
@@ -1023,7 +1126,10 @@ impl AmConfig {
                 for (k, v) in &e.headers {
                     let norm = k.to_ascii_lowercase();
                     if !seen.insert(norm) {
-                        c.err(&format!("{p}.headers"), format!("duplicate header {k:?} in email config"));
+                        c.err(
+                            &format!("{p}.headers"),
+                            format!("duplicate header {k:?} in email config"),
+                        );
                     }
                     if let Some(t) = c.template(&format!("{p}.headers.{k}"), Some(v)) {
                         headers.push((k.clone(), t));
@@ -1031,9 +1137,19 @@ impl AmConfig {
                 }
                 let html = c.template(&format!("{p}.html"), e.html.as_ref());
                 let text = c.template(&format!("{p}.text"), e.text.as_ref());
-                let insecure = e.tls_config.as_ref().and_then(|t| t.insecure_skip_verify).unwrap_or(false);
+                let insecure = e
+                    .tls_config
+                    .as_ref()
+                    .and_then(|t| t.insecure_skip_verify)
+                    .unwrap_or(false);
                 if let Some(tls) = &e.tls_config {
-                    for (key, set) in [("ca_file", tls.ca_file.is_some()), ("cert_file", tls.cert_file.is_some()), ("key_file", tls.key_file.is_some()), ("server_name", tls.server_name.is_some()), ("min_version", tls.min_version.is_some())] {
+                    for (key, set) in [
+                        ("ca_file", tls.ca_file.is_some()),
+                        ("cert_file", tls.cert_file.is_some()),
+                        ("key_file", tls.key_file.is_some()),
+                        ("server_name", tls.server_name.is_some()),
+                        ("min_version", tls.min_version.is_some()),
+                    ] {
                         if set {
                             c.err(&format!("{p}.tls_config.{key}"), "not supported by Vantage");
                         }
@@ -1052,10 +1168,20 @@ impl AmConfig {
                         kind: IntegrationKind::Email(EmailSettings {
                             to,
                             from,
-                            hello: e.hello.clone().or_else(|| g.smtp_hello.clone()).unwrap_or_else(|| "localhost".into()),
+                            hello: e
+                                .hello
+                                .clone()
+                                .or_else(|| g.smtp_hello.clone())
+                                .unwrap_or_else(|| "localhost".into()),
                             smarthost,
-                            auth_username: e.auth_username.clone().or_else(|| g.smtp_auth_username.clone()),
-                            auth_password: e.auth_password.clone().or_else(|| g.smtp_auth_password.clone()),
+                            auth_username: e
+                                .auth_username
+                                .clone()
+                                .or_else(|| g.smtp_auth_username.clone()),
+                            auth_password: e
+                                .auth_password
+                                .clone()
+                                .or_else(|| g.smtp_auth_password.clone()),
                             require_tls: e.require_tls.or(g.smtp_require_tls).unwrap_or(true),
                             insecure_skip_verify: insecure,
                             headers,
@@ -1072,15 +1198,31 @@ impl AmConfig {
                         c.err(&p, "no global Slack API URL set either inline or in a file");
                         None
                     }
-                    _ => c.url_or_file(&p, "api_url", s.api_url.as_ref(), s.api_url_file.as_ref(), slack_global.as_ref()),
+                    _ => c.url_or_file(
+                        &p,
+                        "api_url",
+                        s.api_url.as_ref(),
+                        s.api_url_file.as_ref(),
+                        slack_global.as_ref(),
+                    ),
                 };
-                for (key, set) in [("fields", s.fields.is_some()), ("actions", s.actions.is_some()), ("callback_id", s.callback_id.is_some()), ("image_url", s.image_url.is_some()), ("thumb_url", s.thumb_url.is_some())] {
+                for (key, set) in [
+                    ("fields", s.fields.is_some()),
+                    ("actions", s.actions.is_some()),
+                    ("callback_id", s.callback_id.is_some()),
+                    ("image_url", s.image_url.is_some()),
+                    ("thumb_url", s.thumb_url.is_some()),
+                ] {
                     if set {
                         c.err(&format!("{p}.{key}"), "not supported by Vantage");
                     }
                 }
                 let _ = (&s.link_names, &s.short_fields, &s.mrkdwn_in);
-                let http = c.http(&format!("{p}.http_config"), s.http_config.as_ref(), &global_http);
+                let http = c.http(
+                    &format!("{p}.http_config"),
+                    s.http_config.as_ref(),
+                    &global_http,
+                );
                 let color = c.template(&format!("{p}.color"), s.color.as_ref());
                 let title = c.template(&format!("{p}.title"), s.title.as_ref());
                 let title_link = c.template(&format!("{p}.title_link"), s.title_link.as_ref());
@@ -1113,8 +1255,18 @@ impl AmConfig {
             }
             for (j, t) in r.msteams_configs.iter().enumerate() {
                 let p = format!("{path}.msteams_configs[{j}]");
-                let url = c.url_or_file(&p, "webhook_url", t.webhook_url.as_ref(), t.webhook_url_file.as_ref(), None);
-                let http = c.http(&format!("{p}.http_config"), t.http_config.as_ref(), &global_http);
+                let url = c.url_or_file(
+                    &p,
+                    "webhook_url",
+                    t.webhook_url.as_ref(),
+                    t.webhook_url_file.as_ref(),
+                    None,
+                );
+                let http = c.http(
+                    &format!("{p}.http_config"),
+                    t.http_config.as_ref(),
+                    &global_http,
+                );
                 let title = c.template(&format!("{p}.title"), t.title.as_ref());
                 let summary = c.template(&format!("{p}.summary"), t.summary.as_ref());
                 let text = c.template(&format!("{p}.text"), t.text.as_ref());
@@ -1124,7 +1276,12 @@ impl AmConfig {
                         name: format!("msteams/{j}"),
                         send_resolved: t.send_resolved.unwrap_or(true),
                         http,
-                        kind: IntegrationKind::MsTeams { url, title, summary, text },
+                        kind: IntegrationKind::MsTeams {
+                            url,
+                            title,
+                            summary,
+                            text,
+                        },
                     }));
                 }
             }
@@ -1143,7 +1300,11 @@ impl AmConfig {
                         form.push((k.clone(), t));
                     }
                 }
-                let http = c.http(&format!("{p}.http_config"), s.http_config.as_ref(), &global_http);
+                let http = c.http(
+                    &format!("{p}.http_config"),
+                    s.http_config.as_ref(),
+                    &global_http,
+                );
                 if let Some(url) = url {
                     integrations.push(std::sync::Arc::new(Integration {
                         client: Default::default(),
@@ -1160,7 +1321,11 @@ impl AmConfig {
                     c.err(&format!("{p}.url"), "missing url in alertmanager config");
                 }
                 let url = c.url(&format!("{p}.url"), a.url.as_ref());
-                let http = c.http(&format!("{p}.http_config"), a.http_config.as_ref(), &global_http);
+                let http = c.http(
+                    &format!("{p}.http_config"),
+                    a.http_config.as_ref(),
+                    &global_http,
+                );
                 if let Some(url) = url {
                     integrations.push(std::sync::Arc::new(Integration {
                         client: Default::default(),
@@ -1168,12 +1333,17 @@ impl AmConfig {
                         // The other Alertmanager must learn about resolutions.
                         send_resolved: true,
                         http,
-                        kind: IntegrationKind::Alertmanager { url: url.trim_end_matches('/').to_owned() },
+                        kind: IntegrationKind::Alertmanager {
+                            url: url.trim_end_matches('/').to_owned(),
+                        },
                     }));
                 }
             }
             if receivers.contains_key(&name) {
-                c.err(&path, format!("notification config name {name:?} is not unique"));
+                c.err(
+                    &path,
+                    format!("notification config name {name:?} is not unique"),
+                );
             }
             receivers.insert(name.clone(), Receiver { name, integrations });
         }
@@ -1193,7 +1363,10 @@ impl AmConfig {
             }
             Some(r) => {
                 if r.receiver.as_deref().unwrap_or("").is_empty() {
-                    c.err("route.receiver", "root route must specify a default receiver");
+                    c.err(
+                        "route.receiver",
+                        "root route must specify a default receiver",
+                    );
                 }
                 if !r.matchers.is_empty() || !r.match_eq.is_empty() || !r.match_re.is_empty() {
                     c.err("route", "root route must not have any matchers");
@@ -1208,21 +1381,43 @@ impl AmConfig {
         route_receivers(&route, "route", &mut used);
         for (path, name) in used {
             if !name.is_empty() && !receivers.contains_key(name) {
-                c.err(&format!("{path}.receiver"), format!("undefined receiver {name:?} used in route"));
+                c.err(
+                    &format!("{path}.receiver"),
+                    format!("undefined receiver {name:?} used in route"),
+                );
             }
         }
 
         let mut inhibit_rules = Vec::new();
         for (i, r) in file.inhibit_rules.iter().enumerate() {
             let p = format!("inhibit_rules[{i}]");
-            let source = c.matcher_list(&p, &r.source_match, &r.source_match_re, &r.source_matchers, "source_match", "source_match_re", "source_matchers");
-            let target = c.matcher_list(&p, &r.target_match, &r.target_match_re, &r.target_matchers, "target_match", "target_match_re", "target_matchers");
+            let source = c.matcher_list(
+                &p,
+                &r.source_match,
+                &r.source_match_re,
+                &r.source_matchers,
+                ["source_match", "source_match_re", "source_matchers"],
+            );
+            let target = c.matcher_list(
+                &p,
+                &r.target_match,
+                &r.target_match_re,
+                &r.target_matchers,
+                ["target_match", "target_match_re", "target_matchers"],
+            );
             for (j, l) in r.equal.iter().enumerate() {
                 if !super::matchers::valid_label_name(l) || l.contains(':') {
-                    c.err(&format!("{p}.equal[{j}]"), format!("invalid label name {l:?}"));
+                    c.err(
+                        &format!("{p}.equal[{j}]"),
+                        format!("invalid label name {l:?}"),
+                    );
                 }
             }
-            inhibit_rules.push(InhibitRule { source, target, equal: r.equal.clone() });
+            inhibit_rules.push(InhibitRule {
+                source,
+                target,
+                equal: r.equal.clone(),
+            });
         }
 
         if !c.errors.is_empty() {
@@ -1300,7 +1495,10 @@ inhibit_rules:
         let checkout = &c.route.routes[1];
         assert_eq!(checkout.receiver, "hook", "inherited");
         assert_eq!(checkout.group_by, GroupBy::All);
-        assert_eq!(checkout.key, "{}/{env=~\"prod|staging\",service=\"checkout\"}");
+        assert_eq!(
+            checkout.key,
+            "{}/{env=~\"prod|staging\",service=\"checkout\"}"
+        );
         match &c.receivers["mail"].integrations[0].kind {
             IntegrationKind::Email(e) => {
                 assert_eq!(e.smarthost, "smtp.example.com:587");
@@ -1350,17 +1548,28 @@ receivers:
 
     #[test]
     fn unknown_keys_are_refused_with_their_line() {
-        let e = AmConfig::parse("route:\n  receiver: a\n  recever: b\nreceivers:\n- name: a\n", None)
-            .unwrap_err();
+        let e = AmConfig::parse(
+            "route:\n  receiver: a\n  recever: b\nreceivers:\n- name: a\n",
+            None,
+        )
+        .unwrap_err();
         let text = e.to_string();
-        assert!(text.contains("recever") && text.contains("line 3"), "{text}");
+        assert!(
+            text.contains("recever") && text.contains("line 3"),
+            "{text}"
+        );
         assert!(AmConfig::parse("route:\n  receiver: a\nreceivers:\n- name: a\n  webhook_configs:\n  - url: http://x\n    bogus: 1\n", None).is_err());
     }
 
     #[test]
     fn root_route_rules() {
-        let e = AmConfig::parse("route:\n  matchers: [a=b]\nreceivers: []\n", None).unwrap_err().to_string();
-        assert!(e.contains("root route must specify a default receiver"), "{e}");
+        let e = AmConfig::parse("route:\n  matchers: [a=b]\nreceivers: []\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("root route must specify a default receiver"),
+            "{e}"
+        );
         assert!(e.contains("root route must not have any matchers"), "{e}");
         assert!(AmConfig::parse("", None).is_err(), "no route");
         let _ = AmConfig::empty();
@@ -1368,11 +1577,29 @@ receivers:
 
     #[test]
     fn prom_durations() {
-        assert_eq!(parse_prom_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(
+            parse_prom_duration("1h30m").unwrap(),
+            Duration::from_secs(5400)
+        );
         assert_eq!(parse_prom_duration("0").unwrap(), Duration::ZERO);
-        assert_eq!(parse_prom_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_prom_duration("1d").unwrap(), Duration::from_secs(86400));
-        for bad in ["", "1", "m", "1m1h", "1x", "-1s", "1.5s", "99999999999999999999y"] {
+        assert_eq!(
+            parse_prom_duration("250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            parse_prom_duration("1d").unwrap(),
+            Duration::from_secs(86400)
+        );
+        for bad in [
+            "",
+            "1",
+            "m",
+            "1m1h",
+            "1x",
+            "-1s",
+            "1.5s",
+            "99999999999999999999y",
+        ] {
             assert!(parse_prom_duration(bad).is_err(), "{bad:?}");
         }
     }

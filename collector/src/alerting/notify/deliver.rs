@@ -60,11 +60,17 @@ pub struct SendError {
 
 impl SendError {
     fn retry(message: impl Into<String>) -> SendError {
-        SendError { message: message.into(), retryable: true }
+        SendError {
+            message: message.into(),
+            retryable: true,
+        }
     }
 
     fn fatal(message: impl Into<String>) -> SendError {
-        SendError { message: message.into(), retryable: false }
+        SendError {
+            message: message.into(),
+            retryable: false,
+        }
     }
 }
 
@@ -95,8 +101,12 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// The wait after failed attempt number `attempt` (1-based).
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
-        self.first_backoff.saturating_mul(factor).min(self.max_backoff)
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        self.first_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
     }
 }
 
@@ -121,7 +131,11 @@ pub struct Deliverer {
 
 impl Deliverer {
     /// A deliverer recording into `store`.
-    pub fn new(store: Option<Arc<MetaStore>>, telemetry: Arc<Telemetry>, policy: RetryPolicy) -> Deliverer {
+    pub fn new(
+        store: Option<Arc<MetaStore>>,
+        telemetry: Arc<Telemetry>,
+        policy: RetryPolicy,
+    ) -> Deliverer {
         Deliverer {
             store,
             telemetry,
@@ -141,7 +155,10 @@ impl Deliverer {
     pub fn spawn(&self, d: Delivery) {
         let kind = d.integration.kind_name();
         if let Some(tap) = &self.tap {
-            let tapped = Tapped { integration: d.integration.name.clone(), data: d.data };
+            let tapped = Tapped {
+                integration: d.integration.name.clone(),
+                data: d.data,
+            };
             if tap.try_send(tapped).is_err() {
                 tracing::warn!("delivery tap full or closed");
             }
@@ -151,7 +168,12 @@ impl Deliverer {
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
             tracing::warn!(tenant = %d.tenant, integration = %d.integration.name, "too many deliveries in flight; notification dropped");
             self.count(kind, "dropped");
-            self.record(d.id, DeliveryStatus::Failed, d.attempts_before, Some("too many deliveries in flight"));
+            self.record(
+                d.id,
+                DeliveryStatus::Failed,
+                d.attempts_before,
+                Some("too many deliveries in flight"),
+            );
             return;
         };
         let this = self.clone();
@@ -171,7 +193,10 @@ impl Deliverer {
         self.telemetry
             .notify
             .notifications
-            .get_or_create(&NotificationLabels { receiver_type, outcome })
+            .get_or_create(&NotificationLabels {
+                receiver_type,
+                outcome,
+            })
             .inc();
     }
 
@@ -181,7 +206,9 @@ impl Deliverer {
         };
         let error = error.map(str::to_owned);
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = store.update_delivery(id, status, attempts, error.as_deref(), SystemTime::now()) {
+            if let Err(e) =
+                store.update_delivery(id, status, attempts, error.as_deref(), SystemTime::now())
+            {
                 tracing::warn!(id, error = %e, "cannot update the delivery log");
             }
         });
@@ -193,14 +220,22 @@ impl Deliverer {
         loop {
             attempts += 1;
             let started = Instant::now();
-            let result = match tokio::time::timeout(self.policy.attempt_timeout, send(&d.integration, &d.data)).await {
+            let result = match tokio::time::timeout(
+                self.policy.attempt_timeout,
+                send(&d.integration, &d.data),
+            )
+            .await
+            {
                 Ok(r) => r,
                 Err(_) => Err(SendError::retry(format!(
                     "no answer within {} s",
                     self.policy.attempt_timeout.as_secs_f64()
                 ))),
             };
-            self.telemetry.notify.latency_seconds.observe(started.elapsed().as_secs_f64());
+            self.telemetry
+                .notify
+                .latency_seconds
+                .observe(started.elapsed().as_secs_f64());
             match result {
                 Ok(()) => {
                     tracing::info!(tenant = %d.tenant, integration = %d.integration.name, group_key = %d.data.group_key, attempts, "notification delivered");
@@ -228,7 +263,8 @@ impl Deliverer {
 /// The HMAC-SHA256 signature header value for `body` sent at `timestamp`.
 pub fn signature(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
     // HMAC accepts keys of any length.
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap_or_else(|_| unreachable!("hmac takes any key length"));
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret)
+        .unwrap_or_else(|_| unreachable!("hmac takes any key length"));
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
@@ -312,7 +348,12 @@ fn render(t: &Option<Template>, data: &Data, default: impl FnOnce() -> String) -
 
 async fn send(i: &Integration, data: &Data) -> Result<(), SendError> {
     match &i.kind {
-        IntegrationKind::Webhook { url, max_alerts, signing_secret, headers } => {
+        IntegrationKind::Webhook {
+            url,
+            max_alerts,
+            signing_secret,
+            headers,
+        } => {
             let body = webhook_body(data, *max_alerts);
             let mut extra = headers.clone();
             if let Some(secret) = signing_secret {
@@ -324,7 +365,20 @@ async fn send(i: &Integration, data: &Data) -> Result<(), SendError> {
             }
             post(i, url, "application/json", body, &extra).await
         }
-        IntegrationKind::Slack { url, channel, username, icon_emoji, icon_url, color, title, title_link, pretext, text, footer, fallback } => {
+        IntegrationKind::Slack {
+            url,
+            channel,
+            username,
+            icon_emoji,
+            icon_url,
+            color,
+            title,
+            title_link,
+            pretext,
+            text,
+            footer,
+            fallback,
+        } => {
             let firing = data.status == "firing";
             let attachment = serde_json::json!({
                 "title": render(title, data, || data.default_title()),
@@ -337,14 +391,31 @@ async fn send(i: &Integration, data: &Data) -> Result<(), SendError> {
                 "mrkdwn_in": ["fallback", "pretext", "text"],
             });
             let mut msg = serde_json::json!({ "attachments": [attachment] });
-            for (k, v) in [("channel", channel), ("username", username), ("icon_emoji", icon_emoji), ("icon_url", icon_url)] {
+            for (k, v) in [
+                ("channel", channel),
+                ("username", username),
+                ("icon_emoji", icon_emoji),
+                ("icon_url", icon_url),
+            ] {
                 if let Some(v) = v {
                     msg[k] = serde_json::Value::String(v.clone());
                 }
             }
-            post(i, url, "application/json", msg.to_string().into_bytes(), &[]).await
+            post(
+                i,
+                url,
+                "application/json",
+                msg.to_string().into_bytes(),
+                &[],
+            )
+            .await
         }
-        IntegrationKind::MsTeams { url, title, summary, text } => {
+        IntegrationKind::MsTeams {
+            url,
+            title,
+            summary,
+            text,
+        } => {
             let firing = data.status == "firing";
             let title = render(title, data, || data.default_title());
             let msg = serde_json::json!({
@@ -355,18 +426,40 @@ async fn send(i: &Integration, data: &Data) -> Result<(), SendError> {
                 "summary": render(summary, data, || title.clone()),
                 "text": render(text, data, || data.default_text()),
             });
-            post(i, url, "application/json", msg.to_string().into_bytes(), &[]).await
+            post(
+                i,
+                url,
+                "application/json",
+                msg.to_string().into_bytes(),
+                &[],
+            )
+            .await
         }
         IntegrationKind::Sms { url, form } => {
             let fields: Vec<(String, String)> = form
                 .iter()
                 .map(|(k, t)| (k.clone(), t.render(data, &Data::default_for)))
                 .collect();
-            let body = serde_urlencoded::to_string(&fields).map_err(|e| SendError::fatal(format!("form: {e}")))?;
-            post(i, url, "application/x-www-form-urlencoded", body.into_bytes(), &[]).await
+            let body = serde_urlencoded::to_string(&fields)
+                .map_err(|e| SendError::fatal(format!("form: {e}")))?;
+            post(
+                i,
+                url,
+                "application/x-www-form-urlencoded",
+                body.into_bytes(),
+                &[],
+            )
+            .await
         }
         IntegrationKind::Alertmanager { url } => {
-            post(i, &format!("{url}/api/v2/alerts"), "application/json", postable_alerts(data), &[]).await
+            post(
+                i,
+                &format!("{url}/api/v2/alerts"),
+                "application/json",
+                postable_alerts(data),
+                &[],
+            )
+            .await
         }
         IntegrationKind::Email(settings) => send_email(settings, data).await,
     }
@@ -393,20 +486,38 @@ async fn send_email(s: &EmailSettings, data: &Data) -> Result<(), SendError> {
     let subject = header("Subject").unwrap_or_else(|| data.default_title());
     let from_text = header("From").unwrap_or_else(|| s.from.clone());
     let to_text = header("To").unwrap_or_else(|| s.to.clone());
-    let from: Mailbox = from_text.parse().map_err(|e| SendError::fatal(format!("from {from_text:?}: {e}")))?;
+    let from: Mailbox = from_text
+        .parse()
+        .map_err(|e| SendError::fatal(format!("from {from_text:?}: {e}")))?;
     let mut builder = Message::builder().from(from).subject(subject);
     for to in to_text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        let mailbox: Mailbox = to.parse().map_err(|e| SendError::fatal(format!("to {to:?}: {e}")))?;
+        let mailbox: Mailbox = to
+            .parse()
+            .map_err(|e| SendError::fatal(format!("to {to:?}: {e}")))?;
         builder = builder.to(mailbox);
     }
     let text = s
         .text
         .as_ref()
         .map(|t| t.render(data, &Data::default_for))
-        .unwrap_or_else(|| format!("{}\n\n{}\n\n{}\n", data.default_title(), data.default_text(), data.external_url));
+        .unwrap_or_else(|| {
+            format!(
+                "{}\n\n{}\n\n{}\n",
+                data.default_title(),
+                data.default_text(),
+                data.external_url
+            )
+        });
     let message = match &s.html {
-        Some(html) => builder.multipart(MultiPart::alternative_plain_html(text, html.render(data, &Data::default_for))),
-        None => builder.singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).body(text)),
+        Some(html) => builder.multipart(MultiPart::alternative_plain_html(
+            text,
+            html.render(data, &Data::default_for),
+        )),
+        None => builder.singlepart(
+            SinglePart::builder()
+                .header(ContentType::TEXT_PLAIN)
+                .body(text),
+        ),
     }
     .map_err(|e| SendError::fatal(format!("building the e-mail: {e}")))?;
 

@@ -182,7 +182,12 @@ pub fn needs_update(
 
 /// The routes an alert's labels lead to, as index paths into the tree, in order.
 pub fn match_routes(route: &Route, labels: &BTreeMap<String, String>) -> Vec<Vec<usize>> {
-    fn walk(route: &Route, labels: &BTreeMap<String, String>, path: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) -> bool {
+    fn walk(
+        route: &Route,
+        labels: &BTreeMap<String, String>,
+        path: &mut Vec<usize>,
+        out: &mut Vec<Vec<usize>>,
+    ) -> bool {
         if !matches_all(&route.matchers, labels) {
             return false;
         }
@@ -233,7 +238,10 @@ fn inhibited_by(
             if two_sided && matches_all(&rule.target, &source.labels) {
                 continue;
             }
-            let equal = rule.equal.iter().all(|l| source.labels.get(l) == labels.get(l));
+            let equal = rule
+                .equal
+                .iter()
+                .all(|l| source.labels.get(l) == labels.get(l));
             if equal && !out.contains(*fp) {
                 out.push((*fp).clone());
             }
@@ -244,13 +252,20 @@ fn inhibited_by(
 
 impl Dispatcher {
     /// A dispatcher with the notification log restored from `store`.
-    pub fn new(shared: Arc<Shared>, store: Option<Arc<MetaStore>>, deliverer: Deliverer) -> Dispatcher {
+    pub fn new(
+        shared: Arc<Shared>,
+        store: Option<Arc<MetaStore>>,
+        deliverer: Deliverer,
+    ) -> Dispatcher {
         let mut nflog = HashMap::new();
         if let Some(store) = &store {
             match store.latest_notifications() {
                 Ok(rows) => {
                     for r in rows {
-                        let at_ms = r.created_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+                        let at_ms = r
+                            .created_at
+                            .duration_since(UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as i64);
                         nflog.insert(
                             (r.tenant, r.group_key, r.receiver, r.integration),
                             LogEntry {
@@ -262,7 +277,9 @@ impl Dispatcher {
                     }
                     tracing::info!(entries = nflog.len(), "restored the notification log");
                 }
-                Err(e) => tracing::error!(error = %e, "cannot read the notification log; notifications may repeat"),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the notification log; notifications may repeat")
+                }
             }
         }
         Dispatcher {
@@ -285,7 +302,9 @@ impl Dispatcher {
         let mut alerts_open = true;
         loop {
             let next = self.next_flush();
-            let sleep = tokio::time::sleep_until(next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)));
+            let sleep = tokio::time::sleep_until(
+                next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)),
+            );
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
@@ -328,7 +347,11 @@ impl Dispatcher {
     fn refresh_config(&mut self, tenant: &str) {
         let config = self.config(tenant);
         let state = self.tenants.entry(tenant.to_owned()).or_default();
-        if state.config.as_ref().is_some_and(|c| Arc::ptr_eq(c, &config)) {
+        if state
+            .config
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, &config))
+        {
             return;
         }
         state.config = Some(config);
@@ -354,7 +377,8 @@ impl Dispatcher {
                 let o = &old.alert;
                 // Alertmanager's provider merges overlapping updates and keeps the
                 // earliest start.
-                let overlaps = (alert.ends_at_ms > o.starts_at_ms && alert.ends_at_ms < o.ends_at_ms)
+                let overlaps = (alert.ends_at_ms > o.starts_at_ms
+                    && alert.ends_at_ms < o.ends_at_ms)
                     || (alert.starts_at_ms > o.starts_at_ms && alert.starts_at_ms < o.ends_at_ms);
                 if overlaps {
                     alert.starts_at_ms = alert.starts_at_ms.min(o.starts_at_ms);
@@ -363,7 +387,13 @@ impl Dispatcher {
                 refused += 1;
                 continue;
             }
-            state.alerts.insert(fp, StoredAlert { alert: alert.clone(), updated_at_ms: now });
+            state.alerts.insert(
+                fp,
+                StoredAlert {
+                    alert: alert.clone(),
+                    updated_at_ms: now,
+                },
+            );
             routed.push(alert);
         }
         if refused > 0 {
@@ -396,7 +426,10 @@ impl Dispatcher {
                     .filter_map(|n| alert.labels.get(n).map(|v| (n.clone(), v.clone())))
                     .collect(),
             };
-            let id = GroupId { route: path, labels: labels.clone() };
+            let id = GroupId {
+                route: path,
+                labels: labels.clone(),
+            };
             let group = state.groups.entry(id).or_insert_with(|| AggrGroup {
                 key: format!("{}:{}", route.key, labels_string(&labels)),
                 receiver: route.receiver.clone(),
@@ -479,22 +512,50 @@ impl Dispatcher {
             .filter(|(_, a)| a.is_resolved(now_ms))
             .map(|(fp, a)| (fp.clone(), a.clone()))
             .collect();
-        let (key, receiver_name, group_labels, repeat) =
-            (group.key.clone(), group.receiver.clone(), group.labels.clone(), group.repeat_interval);
+        let (key, receiver_name, group_labels, repeat) = (
+            group.key.clone(),
+            group.receiver.clone(),
+            group.labels.clone(),
+            group.repeat_interval,
+        );
         drop(firing_all);
 
         let mut deliveries = Vec::new();
         if !notify.is_empty() {
-            let firing: BTreeSet<String> = notify.iter().filter(|a| !a.resolved).map(|a| a.fingerprint.clone()).collect();
-            let resolved: BTreeSet<String> = notify.iter().filter(|a| a.resolved).map(|a| a.fingerprint.clone()).collect();
+            let firing: BTreeSet<String> = notify
+                .iter()
+                .filter(|a| !a.resolved)
+                .map(|a| a.fingerprint.clone())
+                .collect();
+            let resolved: BTreeSet<String> = notify
+                .iter()
+                .filter(|a| a.resolved)
+                .map(|a| a.fingerprint.clone())
+                .collect();
             let data = Data::new(&receiver_name, &key, group_labels, notify, &external_url);
             if let Some(receiver) = config.receivers.get(&receiver_name) {
                 for integration in &receiver.integrations {
-                    let log_key = (tenant.to_owned(), key.clone(), receiver_name.clone(), integration.name.clone());
-                    if !needs_update(self.nflog.get(&log_key), &firing, &resolved, integration.send_resolved, repeat, now_ms) {
+                    let log_key = (
+                        tenant.to_owned(),
+                        key.clone(),
+                        receiver_name.clone(),
+                        integration.name.clone(),
+                    );
+                    if !needs_update(
+                        self.nflog.get(&log_key),
+                        &firing,
+                        &resolved,
+                        integration.send_resolved,
+                        repeat,
+                        now_ms,
+                    ) {
                         continue;
                     }
-                    let to_send = if integration.send_resolved { Some(data.clone()) } else { data.without_resolved() };
+                    let to_send = if integration.send_resolved {
+                        Some(data.clone())
+                    } else {
+                        data.without_resolved()
+                    };
                     deliveries.push((log_key, integration.clone(), to_send));
                 }
             }
@@ -510,7 +571,10 @@ impl Dispatcher {
                         receiver_type: integration.kind_name().to_owned(),
                         firing: firing.iter().cloned().collect(),
                         resolved: resolved.iter().cloned().collect(),
-                        content: to_send.as_ref().and_then(|d| serde_json::to_string(d).ok()).unwrap_or_default(),
+                        content: to_send
+                            .as_ref()
+                            .and_then(|d| serde_json::to_string(d).ok())
+                            .unwrap_or_default(),
                         at,
                     })
                     .collect();
@@ -519,7 +583,9 @@ impl Dispatcher {
                 let ids = match &self.store {
                     Some(store) => {
                         let store = store.clone();
-                        match tokio::task::spawn_blocking(move || store.record_notifications(&rows)).await {
+                        match tokio::task::spawn_blocking(move || store.record_notifications(&rows))
+                            .await
+                        {
                             Ok(Ok(ids)) => ids.into_iter().map(Some).collect(),
                             Ok(Err(e)) => {
                                 tracing::error!(tenant = %tenant, group_key = %key, error = %e, "cannot record notifications; not sending them");
@@ -536,7 +602,11 @@ impl Dispatcher {
                 for ((log_key, integration, to_send), id) in deliveries.into_iter().zip(ids) {
                     self.nflog.insert(
                         log_key.clone(),
-                        LogEntry { firing: firing.clone(), resolved: resolved.clone(), at_ms: now_ms },
+                        LogEntry {
+                            firing: firing.clone(),
+                            resolved: resolved.clone(),
+                            at_ms: now_ms,
+                        },
                     );
                     match to_send {
                         Some(data) => self.deliverer.spawn(Delivery {
@@ -601,7 +671,11 @@ impl Dispatcher {
                     fingerprint: fp.clone(),
                     updated_at_ms: s.updated_at_ms,
                     receivers,
-                    silenced_by: silences.iter().filter(|x| x.mutes(&s.alert.labels, now_ms)).map(|x| x.id.clone()).collect(),
+                    silenced_by: silences
+                        .iter()
+                        .filter(|x| x.mutes(&s.alert.labels, now_ms))
+                        .map(|x| x.id.clone())
+                        .collect(),
                     inhibited_by: inhibited_by(&config.inhibit_rules, &s.alert.labels, &firing_all),
                     resolved: s.alert.is_resolved(now_ms),
                 }

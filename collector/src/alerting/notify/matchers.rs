@@ -125,7 +125,13 @@ impl fmt::Display for Matcher {
     /// `name<op>"value"` with Go's `%q` quoting, as Alertmanager prints matchers (route
     /// keys, and so group keys, contain this text).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}{}", self.name, self.op.as_str(), go_quote(&self.value))
+        write!(
+            f,
+            "{}{}{}",
+            self.name,
+            self.op.as_str(),
+            go_quote(&self.value)
+        )
     }
 }
 
@@ -318,7 +324,10 @@ mod tests {
             ("team", "web"),
         ]);
         assert!(matches_all(&ms, &l));
-        assert!(!ms[1].matches(&labels(&[("severity", "pager")])), "anchored");
+        assert!(
+            !ms[1].matches(&labels(&[("severity", "pager")])),
+            "anchored"
+        );
         assert_eq!(ms[0].to_string(), r#"alertname="High, \"quoted\"""#);
         let m = parse_matcher("job !~ \"\"").unwrap();
         assert!(m.matches(&labels(&[("job", "x")])));

@@ -168,7 +168,14 @@ fn new_silence_id() -> Result<String, NotifyError> {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex::encode(b);
-    Ok(format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]))
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    ))
 }
 
 impl Notifier {
@@ -188,23 +195,40 @@ impl Notifier {
                     Ok(c) => {
                         configs.insert(tenant, Arc::new(c));
                     }
-                    Err(e) => tracing::error!(tenant = %tenant, error = %e, "stored alertmanager configuration no longer valid; tenant uses none"),
+                    Err(e) => {
+                        tracing::error!(tenant = %tenant, error = %e, "stored alertmanager configuration no longer valid; tenant uses none")
+                    }
                 }
             }
         }
         if let Some(path) = &options.default_config_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("cannot read alertmanager configuration {}: {e}", path.display()))?;
-            let config = AmConfig::parse(&text, path.parent().filter(|p| !p.as_os_str().is_empty()).or(Some(Path::new("."))))
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read alertmanager configuration {}: {e}",
+                    path.display()
+                )
+            })?;
+            let config = AmConfig::parse(
+                &text,
+                path.parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .or(Some(Path::new("."))),
+            )
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             tracing::info!(path = %path.display(), receivers = config.receivers.len(), "loaded alertmanager configuration for tenant default");
-            configs.insert(vantage_storage::meta::DEFAULT_TENANT.to_owned(), Arc::new(config));
+            configs.insert(
+                vantage_storage::meta::DEFAULT_TENANT.to_owned(),
+                Arc::new(config),
+            );
         }
         let mut silences: HashMap<String, Vec<Arc<Silence>>> = HashMap::new();
         if let Some(store) = &options.store {
             for row in store.all_silences()? {
                 match silence_from_row(&row) {
-                    Some(s) => silences.entry(row.tenant.clone()).or_default().push(Arc::new(s)),
+                    Some(s) => silences
+                        .entry(row.tenant.clone())
+                        .or_default()
+                        .push(Arc::new(s)),
                     None => tracing::warn!(id = %row.id, "stored silence unreadable; ignored"),
                 }
             }
@@ -254,7 +278,10 @@ impl Notifier {
     /// Queues alerts of `tenant` for the dispatcher; waits while the queue is full.
     pub async fn post_alerts(&self, tenant: &str, alerts: Vec<Alert>) -> Result<(), NotifyError> {
         self.alerts
-            .send(AlertBatch { tenant: tenant.to_owned(), alerts })
+            .send(AlertBatch {
+                tenant: tenant.to_owned(),
+                alerts,
+            })
             .await
             .map_err(|_| NotifyError::Unavailable)
     }
@@ -263,7 +290,10 @@ impl Notifier {
     pub async fn alerts(&self, tenant: &str) -> Result<Vec<AlertState>, NotifyError> {
         let (reply, rx) = oneshot::channel();
         self.commands
-            .send(Command::Alerts { tenant: tenant.to_owned(), reply })
+            .send(Command::Alerts {
+                tenant: tenant.to_owned(),
+                reply,
+            })
             .await
             .map_err(|_| NotifyError::Unavailable)?;
         rx.await.map_err(|_| NotifyError::Unavailable)
@@ -276,12 +306,15 @@ impl Notifier {
                 "tenant default's alertmanager configuration comes from the file given by --alertmanager-config; edit that file".into(),
             ));
         }
-        let config = AmConfig::parse(&yaml, None).map_err(|e| NotifyError::Invalid(e.to_string()))?;
+        let config =
+            AmConfig::parse(&yaml, None).map_err(|e| NotifyError::Invalid(e.to_string()))?;
         if let Some(store) = self.store.clone() {
             let t = tenant.to_owned();
-            tokio::task::spawn_blocking(move || store.set_alertmanager_config(&t, &yaml, SystemTime::now()))
-                .await
-                .map_err(|_| NotifyError::Unavailable)??;
+            tokio::task::spawn_blocking(move || {
+                store.set_alertmanager_config(&t, &yaml, SystemTime::now())
+            })
+            .await
+            .map_err(|_| NotifyError::Unavailable)??;
         }
         self.shared
             .configs
@@ -289,7 +322,9 @@ impl Notifier {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(tenant.to_owned(), Arc::new(config));
         self.commands
-            .send(Command::ConfigChanged { tenant: tenant.to_owned() })
+            .send(Command::ConfigChanged {
+                tenant: tenant.to_owned(),
+            })
             .await
             .map_err(|_| NotifyError::Unavailable)?;
         tracing::info!(tenant = %tenant, "alertmanager configuration updated");
@@ -302,8 +337,13 @@ impl Notifier {
     }
 
     /// Creates (or, with an id, replaces) a silence; returns its id.
-    pub async fn put_silence(&self, tenant: &str, p: PostableSilence) -> Result<String, NotifyError> {
-        let matchers = Silence::compile(&p.matchers).map_err(|e| NotifyError::Invalid(format!("matchers: {e}")))?;
+    pub async fn put_silence(
+        &self,
+        tenant: &str,
+        p: PostableSilence,
+    ) -> Result<String, NotifyError> {
+        let matchers = Silence::compile(&p.matchers)
+            .map_err(|e| NotifyError::Invalid(format!("matchers: {e}")))?;
         let starts = parse_time("startsAt", &p.starts_at)?;
         let ends = parse_time("endsAt", &p.ends_at)?;
         if ends < starts {
@@ -313,8 +353,13 @@ impl Notifier {
         if ends <= now {
             return Err(NotifyError::Invalid("endsAt is in the past".into()));
         }
-        if p.created_by.len() > silence::MAX_SILENCE_TEXT || p.comment.len() > silence::MAX_SILENCE_TEXT {
-            return Err(NotifyError::Invalid(format!("createdBy and comment are limited to {} bytes", silence::MAX_SILENCE_TEXT)));
+        if p.created_by.len() > silence::MAX_SILENCE_TEXT
+            || p.comment.len() > silence::MAX_SILENCE_TEXT
+        {
+            return Err(NotifyError::Invalid(format!(
+                "createdBy and comment are limited to {} bytes",
+                silence::MAX_SILENCE_TEXT
+            )));
         }
         if p.created_by.is_empty() {
             return Err(NotifyError::Invalid("createdBy is empty".into()));
@@ -368,7 +413,8 @@ impl Notifier {
             let row = SilenceRow {
                 id: s.id.clone(),
                 tenant: tenant.to_owned(),
-                matchers: serde_json::to_string(&s.api_matchers).map_err(|e| NotifyError::Invalid(e.to_string()))?,
+                matchers: serde_json::to_string(&s.api_matchers)
+                    .map_err(|e| NotifyError::Invalid(e.to_string()))?,
                 starts_at: system_time(s.starts_at_ms),
                 ends_at: system_time(s.ends_at_ms),
                 created_by: s.created_by.clone(),
@@ -379,7 +425,11 @@ impl Notifier {
                 .await
                 .map_err(|_| NotifyError::Unavailable)??;
         }
-        let mut all = self.shared.silences.write().unwrap_or_else(PoisonError::into_inner);
+        let mut all = self
+            .shared
+            .silences
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         let list = all.entry(tenant.to_owned()).or_default();
         list.retain(|x| x.id != s.id);
         list.push(Arc::new(s));
@@ -398,9 +448,11 @@ impl Notifier {
             return Ok(Vec::new());
         };
         let t = tenant.to_owned();
-        Ok(tokio::task::spawn_blocking(move || store.list_notifications(&t, receiver.as_deref(), status, limit))
-            .await
-            .map_err(|_| NotifyError::Unavailable)??)
+        Ok(tokio::task::spawn_blocking(move || {
+            store.list_notifications(&t, receiver.as_deref(), status, limit)
+        })
+        .await
+        .map_err(|_| NotifyError::Unavailable)??)
     }
 }
 
@@ -426,7 +478,13 @@ fn resume(shared: &Shared, deliverer: &Deliverer, store: &MetaStore, row: Notifi
         }
         _ => {
             let reason = "receiver no longer configured; not resumed after restart";
-            if let Err(e) = store.update_delivery(row.id, DeliveryStatus::Failed, row.attempts, Some(reason), SystemTime::now()) {
+            if let Err(e) = store.update_delivery(
+                row.id,
+                DeliveryStatus::Failed,
+                row.attempts,
+                Some(reason),
+                SystemTime::now(),
+            ) {
                 tracing::warn!(error = %e, "cannot update the delivery log");
             }
         }

@@ -47,7 +47,6 @@ pub struct Data {
     pub group_key: String,
 }
 
-
 impl Data {
     /// Builds the data for `alerts` (firing and resolved, already filtered).
     pub fn new(
@@ -94,7 +93,12 @@ impl Data {
     /// The same data with resolved alerts left out (for `send_resolved: false`), or
     /// `None` when nothing would remain.
     pub fn without_resolved(&self) -> Option<Data> {
-        let alerts: Vec<NotifyAlert> = self.alerts.iter().filter(|a| !a.resolved).cloned().collect();
+        let alerts: Vec<NotifyAlert> = self
+            .alerts
+            .iter()
+            .filter(|a| !a.resolved)
+            .cloned()
+            .collect();
         if alerts.is_empty() {
             return None;
         }
@@ -126,7 +130,12 @@ impl Data {
     /// One line per alert: its summary (or description, or labels), firing first.
     pub fn default_text(&self) -> String {
         let mut lines = Vec::new();
-        for a in self.alerts.iter().filter(|a| !a.resolved).chain(self.alerts.iter().filter(|a| a.resolved)) {
+        for a in self
+            .alerts
+            .iter()
+            .filter(|a| !a.resolved)
+            .chain(self.alerts.iter().filter(|a| a.resolved))
+        {
             let what = a
                 .alert
                 .annotations
@@ -148,7 +157,8 @@ impl Data {
             data.external_url.clone()
         } else if name.ends_with(".username") {
             "Vantage".into()
-        } else if name.ends_with(".text") || name.ends_with(".html") || name.ends_with(".fallback") {
+        } else if name.ends_with(".text") || name.ends_with(".html") || name.ends_with(".fallback")
+        {
             format!("{}\n{}", data.default_title(), data.default_text())
         } else {
             String::new()
@@ -327,14 +337,17 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> serde_json::Value {
-        let path = format!("{}/tests/alertmanager/webhook-v4-{name}.json", env!("CARGO_MANIFEST_DIR"));
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        let path = format!(
+            "{}/tests/alertmanager/webhook-v4-{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         serde_json::from_str(&text).unwrap()
     }
 
     fn rfc3339_ms(s: &str) -> i64 {
-        let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap();
+        let t =
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap();
         (t.unix_timestamp_nanos() / 1_000_000) as i64
     }
 
@@ -345,8 +358,13 @@ mod tests {
         for name in ["firing", "resolved"] {
             let want = fixture(name);
             let a = &want["alerts"][0];
-            let labels: BTreeMap<String, String> = serde_json::from_value(a["labels"].clone()).unwrap();
-            assert_eq!(fingerprint(&labels), a["fingerprint"].as_str().unwrap(), "fingerprint");
+            let labels: BTreeMap<String, String> =
+                serde_json::from_value(a["labels"].clone()).unwrap();
+            assert_eq!(
+                fingerprint(&labels),
+                a["fingerprint"].as_str().unwrap(),
+                "fingerprint"
+            );
             let resolved = name == "resolved";
             // The fixture's times have microseconds; ours are milliseconds, so compare
             // times separately and the rest byte for byte.
@@ -354,18 +372,30 @@ mod tests {
                 labels: labels.clone(),
                 annotations: serde_json::from_value(a["annotations"].clone()).unwrap(),
                 starts_at_ms: rfc3339_ms(a["startsAt"].as_str().unwrap()),
-                ends_at_ms: if resolved { rfc3339_ms(a["endsAt"].as_str().unwrap()) } else { i64::MAX },
+                ends_at_ms: if resolved {
+                    rfc3339_ms(a["endsAt"].as_str().unwrap())
+                } else {
+                    i64::MAX
+                },
                 generator_url: a["generatorURL"].as_str().unwrap().into(),
             };
             let data = Data::new(
                 "hook",
                 want["groupKey"].as_str().unwrap(),
                 serde_json::from_value(want["groupLabels"].clone()).unwrap(),
-                vec![NotifyAlert { fingerprint: fingerprint(&labels), alert, resolved }],
+                vec![NotifyAlert {
+                    fingerprint: fingerprint(&labels),
+                    alert,
+                    resolved,
+                }],
                 want["externalURL"].as_str().unwrap(),
             );
             let body = webhook_body(&data, 0);
-            assert_eq!(body.last(), Some(&b'\n'), "Go's Encoder ends with a newline");
+            assert_eq!(
+                body.last(),
+                Some(&b'\n'),
+                "Go's Encoder ends with a newline"
+            );
             let mut got: serde_json::Value = serde_json::from_slice(&body).unwrap();
             let mut want = want.clone();
             for v in [&mut got, &mut want] {
@@ -377,7 +407,18 @@ mod tests {
             assert_eq!(got, want);
             // Key order as Go writes the structs (serde_json::Value sorts, so check text).
             let text = String::from_utf8(body).unwrap();
-            let order = ["\"receiver\"", "\"status\"", "\"alerts\"", "\"groupLabels\"", "\"commonLabels\"", "\"commonAnnotations\"", "\"externalURL\"", "\"version\"", "\"groupKey\"", "\"truncatedAlerts\""];
+            let order = [
+                "\"receiver\"",
+                "\"status\"",
+                "\"alerts\"",
+                "\"groupLabels\"",
+                "\"commonLabels\"",
+                "\"commonAnnotations\"",
+                "\"externalURL\"",
+                "\"version\"",
+                "\"groupKey\"",
+                "\"truncatedAlerts\"",
+            ];
             let positions: Vec<usize> = order.iter().map(|k| text.find(k).unwrap()).collect();
             assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");
             assert!(text.contains("\"endsAt\":\"0001-01-01T00:00:00Z\"") != resolved);
@@ -388,7 +429,10 @@ mod tests {
     fn go_encoding_details() {
         assert_eq!(go_time(0), "1970-01-01T00:00:00Z");
         assert_eq!(go_time(1_764_098_867_430), "2025-11-25T19:27:47.43Z");
-        assert_eq!(go_json_escape("{\"a\":\"<b>&\"}"), "{\"a\":\"\\u003cb\\u003e\\u0026\"}");
+        assert_eq!(
+            go_json_escape("{\"a\":\"<b>&\"}"),
+            "{\"a\":\"\\u003cb\\u003e\\u0026\"}"
+        );
         assert_eq!(fingerprint(&BTreeMap::new()), "cbf29ce484222325");
         let mut l = BTreeMap::new();
         l.insert("b".to_string(), "x\"y".to_string());
@@ -405,11 +449,23 @@ mod tests {
             labels.insert("severity".into(), sev.into());
             NotifyAlert {
                 fingerprint: fingerprint(&labels),
-                alert: Alert { labels, annotations: BTreeMap::new(), starts_at_ms: 0, ends_at_ms: 1, generator_url: String::new() },
+                alert: Alert {
+                    labels,
+                    annotations: BTreeMap::new(),
+                    starts_at_ms: 0,
+                    ends_at_ms: 1,
+                    generator_url: String::new(),
+                },
                 resolved: i == 2,
             }
         };
-        let data = Data::new("r", "k", BTreeMap::new(), vec![mk(2, "page"), mk(1, "page"), mk(3, "warn")], "http://x");
+        let data = Data::new(
+            "r",
+            "k",
+            BTreeMap::new(),
+            vec![mk(2, "page"), mk(1, "page"), mk(3, "warn")],
+            "http://x",
+        );
         assert_eq!(data.status, "firing");
         assert_eq!(data.common_labels.len(), 1);
         assert_eq!(data.alerts[0].alert.labels["i"], "1", "sorted by labels");

@@ -118,12 +118,20 @@ mod tests {
     use super::*;
 
     fn m(name: &str, value: &str, is_regex: bool, is_equal: bool) -> ApiMatcher {
-        ApiMatcher { name: name.into(), value: value.into(), is_regex, is_equal }
+        ApiMatcher {
+            name: name.into(),
+            value: value.into(),
+            is_regex,
+            is_equal,
+        }
     }
 
     #[test]
     fn silences_match_and_expire() {
-        let matchers = vec![m("alertname", "X", false, true), m("env", "dev|test", true, false)];
+        let matchers = vec![
+            m("alertname", "X", false, true),
+            m("env", "dev|test", true, false),
+        ];
         let s = Silence {
             id: "1".into(),
             matchers: Silence::compile(&matchers).unwrap(),

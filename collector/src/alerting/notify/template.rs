@@ -84,8 +84,12 @@ impl Template {
                 Piece::Receiver => out.push_str(&data.receiver),
                 Piece::ExternalUrl => out.push_str(&data.external_url),
                 Piece::GroupKey => out.push_str(&data.group_key),
-                Piece::GroupLabel(n) => out.push_str(data.group_labels.get(n).map_or("", String::as_str)),
-                Piece::CommonLabel(n) => out.push_str(data.common_labels.get(n).map_or("", String::as_str)),
+                Piece::GroupLabel(n) => {
+                    out.push_str(data.group_labels.get(n).map_or("", String::as_str))
+                }
+                Piece::CommonLabel(n) => {
+                    out.push_str(data.common_labels.get(n).map_or("", String::as_str))
+                }
                 Piece::CommonAnnotation(n) => {
                     out.push_str(data.common_annotations.get(n).map_or("", String::as_str))
                 }
@@ -155,14 +159,22 @@ mod tests {
 
     #[test]
     fn parses_the_subset_and_refuses_the_rest() {
-        let t = Template::parse("[{{ .Status }}] {{ .CommonLabels.alertname }} ({{ len .Alerts.Firing }}){{- \"x\" -}}");
+        let t = Template::parse(
+            "[{{ .Status }}] {{ .CommonLabels.alertname }} ({{ len .Alerts.Firing }}){{- \"x\" -}}",
+        );
         assert!(t.is_err(), "a string literal action is not in the subset");
-        let t = Template::parse("[{{ .Status }}] {{ .GroupLabels.alertname }} ({{ .Alerts.Firing | len }})").unwrap();
+        let t = Template::parse(
+            "[{{ .Status }}] {{ .GroupLabels.alertname }} ({{ .Alerts.Firing | len }})",
+        )
+        .unwrap();
         assert_eq!(t.pieces.len(), 7);
         assert!(Template::parse("{{ range .Alerts }}x{{ end }}").is_err());
         assert!(Template::parse("{{ .Status").is_err());
         assert!(Template::parse("{{ template \"slack.default.title\" . }}").is_ok());
         assert!(Template::parse("{{ template \"mine\" . }}").is_err());
-        assert_eq!(Template::parse("a {{- .Status -}} b").unwrap().pieces.len(), 3);
+        assert_eq!(
+            Template::parse("a {{- .Status -}} b").unwrap().pieces.len(),
+            3
+        );
     }
 }

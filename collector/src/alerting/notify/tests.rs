@@ -53,7 +53,10 @@ struct Harness {
 
 fn shared(yaml: &str) -> Arc<Shared> {
     let mut configs = HashMap::new();
-    configs.insert("t".to_string(), Arc::new(AmConfig::parse(yaml, None).unwrap()));
+    configs.insert(
+        "t".to_string(),
+        Arc::new(AmConfig::parse(yaml, None).unwrap()),
+    );
     Arc::new(Shared {
         configs: RwLock::new(configs),
         empty: Arc::new(AmConfig::empty()),
@@ -62,36 +65,64 @@ fn shared(yaml: &str) -> Arc<Shared> {
     })
 }
 
-fn start(yaml: &str, store: Option<(tempfile::TempDir, Arc<vantage_storage::meta::MetaStore>)>) -> Harness {
+fn start(
+    yaml: &str,
+    store: Option<(tempfile::TempDir, Arc<vantage_storage::meta::MetaStore>)>,
+) -> Harness {
     let shared = shared(yaml);
     let (tap_tx, tapped) = mpsc::channel(1024);
     let (dir, store) = match store {
         Some((d, s)) => (Some(d), Some(s)),
         None => (None, None),
     };
-    let deliverer = Deliverer::new(store.clone(), Arc::new(Telemetry::new()), RetryPolicy::default()).with_tap(tap_tx);
+    let deliverer = Deliverer::new(
+        store.clone(),
+        Arc::new(Telemetry::new()),
+        RetryPolicy::default(),
+    )
+    .with_tap(tap_tx);
     let dispatcher = Dispatcher::new(shared.clone(), store, deliverer);
     let clock = Clock::new();
     let (alerts, alerts_rx) = mpsc::channel(16);
     let (commands, commands_rx) = mpsc::channel(16);
     tokio::spawn(dispatcher.run(alerts_rx, commands_rx, CancellationToken::new()));
-    Harness { alerts, tapped, shared, clock, _commands: commands, _dir: dir }
+    Harness {
+        alerts,
+        tapped,
+        shared,
+        clock,
+        _commands: commands,
+        _dir: dir,
+    }
 }
 
 fn alert(clock: &Clock, labels: &[(&str, &str)], resolved: bool) -> Alert {
     let now = clock.now_ms();
     Alert {
-        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         annotations: BTreeMap::new(),
         starts_at_ms: if resolved { now - 120_000 } else { now },
-        ends_at_ms: if resolved { now - 1 } else { now + 24 * 3_600_000 },
+        ends_at_ms: if resolved {
+            now - 1
+        } else {
+            now + 24 * 3_600_000
+        },
         generator_url: String::new(),
     }
 }
 
 impl Harness {
     async fn send(&self, alerts: Vec<Alert>) {
-        self.alerts.send(AlertBatch { tenant: "t".into(), alerts }).await.unwrap();
+        self.alerts
+            .send(AlertBatch {
+                tenant: "t".into(),
+                alerts,
+            })
+            .await
+            .unwrap();
         // Let the dispatcher take the batch before time moves.
         tokio::task::yield_now().await;
         tokio::task::yield_now().await;
@@ -116,14 +147,24 @@ impl Harness {
 fn names(data: &super::payload::Data) -> Vec<(String, bool)> {
     data.alerts
         .iter()
-        .map(|a| (a.alert.labels.get("instance").cloned().unwrap_or_default(), a.resolved))
+        .map(|a| {
+            (
+                a.alert.labels.get("instance").cloned().unwrap_or_default(),
+                a.resolved,
+            )
+        })
         .collect()
 }
 
 #[tokio::test(start_paused = true)]
 async fn group_wait_then_group_interval_batch_alerts() {
     let mut h = start(CONFIG, None);
-    h.send(vec![alert(&h.clock, &[("alertname", "A"), ("instance", "1")], false)]).await;
+    h.send(vec![alert(
+        &h.clock,
+        &[("alertname", "A"), ("instance", "1")],
+        false,
+    )])
+    .await;
     h.advance(Duration::from_secs(29)).await;
     assert!(h.drain().is_empty(), "nothing before group_wait");
     h.advance(Duration::from_secs(2)).await;
@@ -133,17 +174,39 @@ async fn group_wait_then_group_interval_batch_alerts() {
     assert_eq!(names(&sent[0].data), vec![("1".into(), false)]);
 
     // Two more alerts of the same group: batched into the next group_interval.
-    h.send(vec![alert(&h.clock, &[("alertname", "A"), ("instance", "2")], false)]).await;
+    h.send(vec![alert(
+        &h.clock,
+        &[("alertname", "A"), ("instance", "2")],
+        false,
+    )])
+    .await;
     h.advance(Duration::from_secs(60)).await;
-    h.send(vec![alert(&h.clock, &[("alertname", "A"), ("instance", "3")], false)]).await;
+    h.send(vec![alert(
+        &h.clock,
+        &[("alertname", "A"), ("instance", "3")],
+        false,
+    )])
+    .await;
     assert!(h.drain().is_empty(), "group_interval has not passed");
     h.advance(Duration::from_secs(4 * 60)).await;
     let sent = h.drain();
     assert_eq!(sent.len(), 1, "one notification for both new alerts");
-    assert_eq!(names(&sent[0].data), vec![("1".into(), false), ("2".into(), false), ("3".into(), false)]);
+    assert_eq!(
+        names(&sent[0].data),
+        vec![
+            ("1".into(), false),
+            ("2".into(), false),
+            ("3".into(), false)
+        ]
+    );
 
     // Another group is independent.
-    h.send(vec![alert(&h.clock, &[("alertname", "B"), ("instance", "1")], false)]).await;
+    h.send(vec![alert(
+        &h.clock,
+        &[("alertname", "B"), ("instance", "1")],
+        false,
+    )])
+    .await;
     h.advance(Duration::from_secs(31)).await;
     let sent = h.drain();
     assert_eq!(sent.len(), 1);
@@ -174,10 +237,20 @@ async fn unchanged_groups_repeat_only_after_repeat_interval() {
 #[tokio::test(start_paused = true)]
 async fn resolution_is_notified_then_the_group_ends() {
     let mut h = start(CONFIG, None);
-    h.send(vec![alert(&h.clock, &[("alertname", "A"), ("instance", "1")], false)]).await;
+    h.send(vec![alert(
+        &h.clock,
+        &[("alertname", "A"), ("instance", "1")],
+        false,
+    )])
+    .await;
     h.advance(Duration::from_secs(31)).await;
     assert_eq!(h.drain().len(), 1);
-    h.send(vec![alert(&h.clock, &[("alertname", "A"), ("instance", "1")], true)]).await;
+    h.send(vec![alert(
+        &h.clock,
+        &[("alertname", "A"), ("instance", "1")],
+        true,
+    )])
+    .await;
     h.advance(Duration::from_secs(5 * 60)).await;
     let sent = h.drain();
     assert_eq!(sent.len(), 1);
@@ -205,7 +278,12 @@ async fn an_alert_that_stops_being_resent_resolves_by_itself() {
 async fn silences_and_inhibition_suppress() {
     let mut h = start(CONFIG, None);
     let now = h.clock.now_ms();
-    let api = vec![ApiMatcher { name: "alertname".into(), value: "Muted".into(), is_regex: false, is_equal: true }];
+    let api = vec![ApiMatcher {
+        name: "alertname".into(),
+        value: "Muted".into(),
+        is_regex: false,
+        is_equal: true,
+    }];
     let s = Silence {
         id: "s1".into(),
         matchers: Silence::compile(&api).unwrap(),
@@ -216,23 +294,64 @@ async fn silences_and_inhibition_suppress() {
         comment: "t".into(),
         updated_at_ms: now,
     };
-    h.shared.silences.write().unwrap().insert("t".into(), vec![Arc::new(s)]);
+    h.shared
+        .silences
+        .write()
+        .unwrap()
+        .insert("t".into(), vec![Arc::new(s)]);
     h.send(vec![
-        alert(&h.clock, &[("alertname", "Muted"), ("instance", "1")], false),
-        alert(&h.clock, &[("alertname", "Disk"), ("severity", "critical"), ("instance", "1")], false),
-        alert(&h.clock, &[("alertname", "Disk"), ("severity", "warning"), ("instance", "2")], false),
-        alert(&h.clock, &[("alertname", "Cpu"), ("severity", "warning"), ("instance", "3")], false),
+        alert(
+            &h.clock,
+            &[("alertname", "Muted"), ("instance", "1")],
+            false,
+        ),
+        alert(
+            &h.clock,
+            &[
+                ("alertname", "Disk"),
+                ("severity", "critical"),
+                ("instance", "1"),
+            ],
+            false,
+        ),
+        alert(
+            &h.clock,
+            &[
+                ("alertname", "Disk"),
+                ("severity", "warning"),
+                ("instance", "2"),
+            ],
+            false,
+        ),
+        alert(
+            &h.clock,
+            &[
+                ("alertname", "Cpu"),
+                ("severity", "warning"),
+                ("instance", "3"),
+            ],
+            false,
+        ),
     ])
     .await;
     h.advance(Duration::from_secs(31)).await;
-    let mut sent: Vec<(String, Vec<(String, bool)>)> =
-        h.drain().iter().map(|t| (t.data.group_key.clone(), names(&t.data))).collect();
+    let mut sent: Vec<(String, Vec<(String, bool)>)> = h
+        .drain()
+        .iter()
+        .map(|t| (t.data.group_key.clone(), names(&t.data)))
+        .collect();
     sent.sort();
     assert_eq!(
         sent,
         vec![
-            ("{}:{alertname=\"Cpu\"}".to_string(), vec![("3".to_string(), false)]),
-            ("{}:{alertname=\"Disk\"}".to_string(), vec![("1".to_string(), false)]),
+            (
+                "{}:{alertname=\"Cpu\"}".to_string(),
+                vec![("3".to_string(), false)]
+            ),
+            (
+                "{}:{alertname=\"Disk\"}".to_string(),
+                vec![("1".to_string(), false)]
+            ),
         ],
         "the silenced group sends nothing; the warning is inhibited by the critical with the same alertname, not the Cpu one"
     );
@@ -241,12 +360,22 @@ async fn silences_and_inhibition_suppress() {
 #[tokio::test(start_paused = true)]
 async fn continue_routes_to_several_receivers_and_send_resolved_false_holds_back() {
     let mut h = start(CONFIG, None);
-    h.send(vec![alert(&h.clock, &[("alertname", "A"), ("team", "db")], false)]).await;
+    h.send(vec![alert(
+        &h.clock,
+        &[("alertname", "A"), ("team", "db")],
+        false,
+    )])
+    .await;
     h.advance(Duration::from_secs(31)).await;
     let mut receivers: Vec<String> = h.drain().iter().map(|t| t.data.receiver.clone()).collect();
     receivers.sort();
     assert_eq!(receivers, vec!["db", "web"]);
-    h.send(vec![alert(&h.clock, &[("alertname", "A"), ("team", "db")], true)]).await;
+    h.send(vec![alert(
+        &h.clock,
+        &[("alertname", "A"), ("team", "db")],
+        true,
+    )])
+    .await;
     h.advance(Duration::from_secs(5 * 60)).await;
     let receivers: Vec<String> = h.drain().iter().map(|t| t.data.receiver.clone()).collect();
     assert_eq!(receivers, vec!["web"], "db has send_resolved: false");
@@ -271,11 +400,22 @@ async fn the_notification_log_survives_a_restart() {
     let mut h = start(CONFIG, Some((dir, store.clone())));
     h.send(vec![alert(&h.clock, &a_labels, false)]).await;
     h.advance(Duration::from_secs(31)).await;
-    assert!(h.drain().is_empty(), "deduplicated against the restored log");
+    assert!(
+        h.drain().is_empty(),
+        "deduplicated against the restored log"
+    );
     // A new alert in the group is.
-    h.send(vec![alert(&h.clock, &[("alertname", "A"), ("instance", "2")], false)]).await;
+    h.send(vec![alert(
+        &h.clock,
+        &[("alertname", "A"), ("instance", "2")],
+        false,
+    )])
+    .await;
     let next = h.tapped.recv().await.unwrap();
-    assert_eq!(names(&next.data), vec![("1".into(), false), ("2".into(), false)]);
+    assert_eq!(
+        names(&next.data),
+        vec![("1".into(), false), ("2".into(), false)]
+    );
 }
 
 #[test]
@@ -283,24 +423,78 @@ fn needs_update_follows_alertmanager() {
     let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
     let hour = Duration::from_secs(3600);
     assert!(needs_update(None, &set(&["a"]), &set(&[]), true, hour, 0));
-    assert!(!needs_update(None, &set(&[]), &set(&["a"]), true, hour, 0), "only resolved, never notified");
-    let e = LogEntry { firing: set(&["a", "b"]), resolved: set(&[]), at_ms: 1_000 };
-    assert!(!needs_update(Some(&e), &set(&["a", "b"]), &set(&[]), true, hour, 2_000));
-    assert!(needs_update(Some(&e), &set(&["a", "c"]), &set(&[]), true, hour, 2_000), "new firing");
-    assert!(needs_update(Some(&e), &set(&["a"]), &set(&["b"]), true, hour, 2_000), "b resolved");
-    assert!(!needs_update(Some(&e), &set(&["a"]), &set(&["b"]), false, hour, 2_000), "resolved not wanted");
-    assert!(needs_update(Some(&e), &set(&[]), &set(&["a", "b"]), false, hour, 2_000), "all resolved clears");
-    assert!(needs_update(Some(&e), &set(&["a", "b"]), &set(&[]), true, hour, 1_000 + 3_600_001));
+    assert!(
+        !needs_update(None, &set(&[]), &set(&["a"]), true, hour, 0),
+        "only resolved, never notified"
+    );
+    let e = LogEntry {
+        firing: set(&["a", "b"]),
+        resolved: set(&[]),
+        at_ms: 1_000,
+    };
+    assert!(!needs_update(
+        Some(&e),
+        &set(&["a", "b"]),
+        &set(&[]),
+        true,
+        hour,
+        2_000
+    ));
+    assert!(
+        needs_update(Some(&e), &set(&["a", "c"]), &set(&[]), true, hour, 2_000),
+        "new firing"
+    );
+    assert!(
+        needs_update(Some(&e), &set(&["a"]), &set(&["b"]), true, hour, 2_000),
+        "b resolved"
+    );
+    assert!(
+        !needs_update(Some(&e), &set(&["a"]), &set(&["b"]), false, hour, 2_000),
+        "resolved not wanted"
+    );
+    assert!(
+        needs_update(Some(&e), &set(&[]), &set(&["a", "b"]), false, hour, 2_000),
+        "all resolved clears"
+    );
+    assert!(needs_update(
+        Some(&e),
+        &set(&["a", "b"]),
+        &set(&[]),
+        true,
+        hour,
+        1_000 + 3_600_001
+    ));
     let empty = LogEntry::default();
-    assert!(!needs_update(Some(&empty), &set(&[]), &set(&["x"]), true, hour, 0));
+    assert!(!needs_update(
+        Some(&empty),
+        &set(&[]),
+        &set(&["x"]),
+        true,
+        hour,
+        0
+    ));
 }
 
 #[test]
 fn routing_follows_continue_and_falls_back_to_the_parent() {
     let c = AmConfig::parse(CONFIG, None).unwrap();
-    let l = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
-    assert_eq!(match_routes(&c.route, &l(&[("team", "db")])), vec![vec![0], vec![1]]);
-    assert_eq!(match_routes(&c.route, &l(&[("team", "web")])), vec![vec![1]]);
-    assert_eq!(match_routes(&c.route, &l(&[("team", "x")])), vec![Vec::<usize>::new()]);
+    let l = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    assert_eq!(
+        match_routes(&c.route, &l(&[("team", "db")])),
+        vec![vec![0], vec![1]]
+    );
+    assert_eq!(
+        match_routes(&c.route, &l(&[("team", "web")])),
+        vec![vec![1]]
+    );
+    assert_eq!(
+        match_routes(&c.route, &l(&[("team", "x")])),
+        vec![Vec::<usize>::new()]
+    );
     let _ = system_time(0);
 }
