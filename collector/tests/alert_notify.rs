@@ -859,3 +859,78 @@ async fn the_api_refuses_bad_alerts_and_other_tenants_silences() {
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_teams_and_sms_receive_what_their_webhooks_accept() {
+    let (addr, mut rx) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            r#"
+route:
+  receiver: chat
+  group_by: [alertname]
+  group_wait: 1s
+  group_interval: 1s
+receivers:
+- name: chat
+  slack_configs:
+  - api_url: http://{addr}/slack
+    channel: '#ops'
+    title: '{{{{ template "slack.default.title" . }}}}'
+    text: 'Summary: {{{{ .CommonAnnotations.summary }}}}'
+  msteams_configs:
+  - webhook_url: http://{addr}/teams
+  sms_configs:
+  - url: http://{addr}/sms
+    http_config:
+      basic_auth: {{username: AC1, password: token}}
+    form:
+      To: "+15550100"
+      Body: '[{{{{ .Status }}}}] {{{{ .GroupLabels.alertname }}}}: {{{{ len .Alerts.Firing }}}} firing'
+"#
+        ),
+    );
+    let c = start_with(&dir.path().join("data"), &cfg);
+    post_alerts(
+        &c,
+        json!([alert(
+            json!({"alertname": "Chatty", "instance": "a"}),
+            false
+        )]),
+    )
+    .await;
+    let mut by_path = std::collections::BTreeMap::new();
+    while by_path.len() < 3 {
+        let r = next(&mut rx, "slack, teams and sms").await;
+        by_path.insert(r.path.clone(), r);
+    }
+    let slack = by_path["/slack"].json();
+    assert_eq!(slack["channel"], "#ops");
+    assert_eq!(slack["attachments"][0]["title"], "[FIRING:1] Chatty");
+    assert_eq!(
+        slack["attachments"][0]["text"],
+        "Summary: something <broke> & more"
+    );
+    assert_eq!(slack["attachments"][0]["color"], "danger");
+    let teams = by_path["/teams"].json();
+    assert_eq!(teams["@type"], "MessageCard");
+    assert_eq!(teams["title"], "[FIRING:1] Chatty");
+    assert!(
+        teams["text"]
+            .as_str()
+            .unwrap()
+            .contains("something <broke> & more")
+    );
+    let sms = &by_path["/sms"];
+    assert_eq!(
+        sms.headers["content-type"],
+        "application/x-www-form-urlencoded"
+    );
+    assert_eq!(sms.headers["authorization"], "Basic QUMxOnRva2Vu");
+    let form: std::collections::BTreeMap<String, String> =
+        serde_urlencoded::from_bytes(&sms.body).unwrap();
+    assert_eq!(form["To"], "+15550100");
+    assert_eq!(form["Body"], "[firing] Chatty: 1 firing");
+}
