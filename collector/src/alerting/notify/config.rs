@@ -1575,6 +1575,18 @@ receivers:
         let _ = AmConfig::empty();
     }
 
+    proptest::proptest! {
+        #[test]
+        fn parsing_never_panics(text in "(route|receiver|receivers|name|matchers|group_by|- |: |\\n|  |\\[|\\]|\\{|\\}|\"|=~|x|1s|\\.\\.\\.){0,60}") {
+            let _ = AmConfig::parse(&text, None);
+        }
+
+        #[test]
+        fn durations_never_panic(text in "[0-9a-z]{0,12}") {
+            let _ = parse_prom_duration(&text);
+        }
+    }
+
     #[test]
     fn prom_durations() {
         assert_eq!(

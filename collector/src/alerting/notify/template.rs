@@ -157,6 +157,13 @@ fn parse_action(action: &str) -> Result<Piece, String> {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #[test]
+        fn parsing_never_panics(text in "(\\{\\{|\\}\\}|-| |\\.Status|\\.CommonLabels\\.|len|\\||x|template|\"){0,30}") {
+            let _ = Template::parse(&text);
+        }
+    }
+
     #[test]
     fn parses_the_subset_and_refuses_the_rest() {
         let t = Template::parse(
