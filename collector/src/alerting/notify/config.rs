@@ -7,7 +7,7 @@
 //! `signing_secret` / `signing_secret_file` and `headers`; on a receiver,
 //! `sms_configs` (an HTTP form post) and `alertmanager_configs` (forward to another
 //! Alertmanager). Alertmanager features Vantage does not implement (other receiver
-//! types, template files, time intervals) are refused with a message saying so,
+//! types, template files, time zones other than UTC) are refused with a message saying so,
 //! never silently ignored.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,6 +19,7 @@ use serde_yaml_ng::Value;
 
 use super::matchers::{MatchOp, Matcher, matchers_string, parse_matchers, sort_matchers};
 use super::template::Template;
+use super::timeinterval::{NamedFile, TimeInterval};
 
 /// Alertmanager's default `resolve_timeout`.
 pub const DEFAULT_RESOLVE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
@@ -54,9 +55,9 @@ struct ConfigFile {
     #[serde(default)]
     templates: Vec<String>,
     #[serde(default)]
-    mute_time_intervals: Option<Value>,
+    mute_time_intervals: Vec<NamedFile>,
     #[serde(default)]
-    time_intervals: Option<Value>,
+    time_intervals: Vec<NamedFile>,
 }
 
 // The settings of receiver types Vantage refuses are parsed (so a file that sets them
@@ -151,8 +152,10 @@ struct RouteFile {
     group_wait: Option<String>,
     group_interval: Option<String>,
     repeat_interval: Option<String>,
-    mute_time_intervals: Option<Value>,
-    active_time_intervals: Option<Value>,
+    #[serde(default)]
+    mute_time_intervals: Vec<String>,
+    #[serde(default)]
+    active_time_intervals: Vec<String>,
     #[serde(default)]
     routes: Vec<RouteFile>,
 }
@@ -313,6 +316,8 @@ pub struct AmConfig {
     pub receivers: BTreeMap<String, Receiver>,
     /// Inhibition rules.
     pub inhibit_rules: Vec<InhibitRule>,
+    /// Named time intervals (`time_intervals` and `mute_time_intervals`).
+    pub time_intervals: BTreeMap<String, Vec<TimeInterval>>,
 }
 
 /// `group_by`: some labels, or every label (`...`).
@@ -343,6 +348,10 @@ pub struct Route {
     pub matchers: Vec<Matcher>,
     /// Keep looking at siblings after matching this route.
     pub continue_matching: bool,
+    /// Names of the time intervals during which this route sends nothing.
+    pub mute_time_intervals: Vec<String>,
+    /// Names of the time intervals outside which this route sends nothing.
+    pub active_time_intervals: Vec<String>,
     /// Child routes, in order.
     pub routes: Vec<Route>,
 }
@@ -903,18 +912,6 @@ fn build_route(
             "repeat_interval cannot be zero",
         );
     }
-    if r.mute_time_intervals.is_some() {
-        c.err(
-            &format!("{path}.mute_time_intervals"),
-            "time intervals are not supported by Vantage yet",
-        );
-    }
-    if r.active_time_intervals.is_some() {
-        c.err(
-            &format!("{path}.active_time_intervals"),
-            "time intervals are not supported by Vantage yet",
-        );
-    }
     let receiver = r
         .receiver
         .clone()
@@ -943,6 +940,8 @@ fn build_route(
         repeat_interval,
         matchers,
         continue_matching: r.continue_,
+        mute_time_intervals: r.mute_time_intervals.clone(),
+        active_time_intervals: r.active_time_intervals.clone(),
         routes,
     }
 }
@@ -954,7 +953,30 @@ fn route_receivers<'a>(route: &'a Route, path: &str, out: &mut Vec<(String, &'a 
     }
 }
 
+fn route_intervals<'a>(route: &'a Route, path: &str, out: &mut Vec<(String, &'a str)>) {
+    for n in &route.mute_time_intervals {
+        out.push((format!("{path}.mute_time_intervals"), n));
+    }
+    for n in &route.active_time_intervals {
+        out.push((format!("{path}.active_time_intervals"), n));
+    }
+    for (i, r) in route.routes.iter().enumerate() {
+        route_intervals(r, &format!("{path}.routes[{i}]"), out);
+    }
+}
+
 impl AmConfig {
+    /// Whether a route with these interval names sends nothing at `now_ms`: inside a
+    /// mute interval, or outside every active interval (when it has some).
+    pub fn muted(&self, mute: &[String], active: &[String], now_ms: i64) -> bool {
+        let inside = |name: &String| {
+            self.time_intervals
+                .get(name)
+                .is_some_and(|list| list.iter().any(|t| t.contains(now_ms)))
+        };
+        mute.iter().any(inside) || (!active.is_empty() && !active.iter().any(inside))
+    }
+
     /// Parses and validates `text`; `base_dir` resolves relative `*_file` paths (the
     /// configuration file's directory; `None` for API bodies, which then must use
     /// absolute paths).
@@ -1007,17 +1029,36 @@ impl AmConfig {
         if g.smtp_auth_secret.is_some() || g.smtp_auth_identity.is_some() {
             c.err("global", "smtp_auth_secret and smtp_auth_identity are not supported by Vantage (use smtp_auth_username/smtp_auth_password)");
         }
-        if file.mute_time_intervals.is_some() {
-            c.err(
-                "mute_time_intervals",
-                "time intervals are not supported by Vantage yet",
-            );
-        }
-        if file.time_intervals.is_some() {
-            c.err(
-                "time_intervals",
-                "time intervals are not supported by Vantage yet",
-            );
+        let mut time_intervals = BTreeMap::new();
+        for (key, list) in [
+            ("mute_time_intervals", &file.mute_time_intervals),
+            ("time_intervals", &file.time_intervals),
+        ] {
+            for (i, named) in list.iter().enumerate() {
+                let path = format!("{key}[{i}] ({})", named.name);
+                if named.name.is_empty() {
+                    c.err(&format!("{key}[{i}].name"), "missing name in time interval");
+                    continue;
+                }
+                let parsed: Vec<TimeInterval> = named
+                    .time_intervals
+                    .iter()
+                    .enumerate()
+                    .map(|(j, t)| {
+                        TimeInterval::parse(
+                            &format!("{path}.time_intervals[{j}]"),
+                            t,
+                            &mut c.errors,
+                        )
+                    })
+                    .collect();
+                if time_intervals.insert(named.name.clone(), parsed).is_some() {
+                    c.err(
+                        &path,
+                        format!("time interval {:?} is not unique", named.name),
+                    );
+                }
+            }
         }
         if !file.templates.is_empty() {
             c.err("templates", "template files are not supported by Vantage (see the README for the template subset of title/text fields)");
@@ -1377,6 +1418,30 @@ impl AmConfig {
                 build_route(&mut c, "route", r, &root_parent, 0)
             }
         };
+        if let Some(r) = &file.route {
+            if !r.mute_time_intervals.is_empty() {
+                c.err(
+                    "route.mute_time_intervals",
+                    "root route must not have any mute time intervals",
+                );
+            }
+            if !r.active_time_intervals.is_empty() {
+                c.err(
+                    "route.active_time_intervals",
+                    "root route must not have any active time intervals",
+                );
+            }
+        }
+        let mut intervals_used = Vec::new();
+        route_intervals(&route, "route", &mut intervals_used);
+        for (path, name) in intervals_used {
+            if !time_intervals.contains_key(name) {
+                c.err(
+                    &path,
+                    format!("undefined time interval {name:?} used in route"),
+                );
+            }
+        }
         let mut used = Vec::new();
         route_receivers(&route, "route", &mut used);
         for (path, name) in used {
@@ -1429,6 +1494,7 @@ impl AmConfig {
             route,
             receivers,
             inhibit_rules,
+            time_intervals,
         })
     }
 
@@ -1559,6 +1625,64 @@ receivers:
             "{text}"
         );
         assert!(AmConfig::parse("route:\n  receiver: a\nreceivers:\n- name: a\n  webhook_configs:\n  - url: http://x\n    bogus: 1\n", None).is_err());
+    }
+
+    #[test]
+    fn time_intervals_mute_and_activate_routes() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/alertmanager/good/time-intervals.yml"
+        ))
+        .unwrap();
+        let c = AmConfig::parse(&text, None).unwrap();
+        let r = &c.route.routes[0];
+        // 2026-11-25 is a Wednesday; 2026-11-28 a Saturday.
+        let at = |s: &str| {
+            let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                .unwrap();
+            (t.unix_timestamp_nanos() / 1_000_000) as i64
+        };
+        assert!(!c.muted(
+            &r.mute_time_intervals,
+            &r.active_time_intervals,
+            at("2026-11-25T10:00:00Z")
+        ));
+        assert!(
+            c.muted(
+                &r.mute_time_intervals,
+                &r.active_time_intervals,
+                at("2026-11-25T20:00:00Z")
+            ),
+            "outside business hours"
+        );
+        assert!(
+            c.muted(
+                &r.mute_time_intervals,
+                &r.active_time_intervals,
+                at("2026-11-28T10:00:00Z")
+            ),
+            "weekend"
+        );
+        assert!(
+            c.muted(
+                &r.mute_time_intervals,
+                &r.active_time_intervals,
+                at("2026-12-31T10:00:00Z")
+            ),
+            "last day of december"
+        );
+        assert!(!c.muted(&[], &[], at("2026-11-28T10:00:00Z")));
+        let e = AmConfig::parse(
+            "route:\n  receiver: a\n  mute_time_intervals: [x]\nreceivers:\n- name: a\n",
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("root route must not have any mute time intervals"),
+            "{e}"
+        );
+        assert!(e.contains("undefined time interval \"x\""), "{e}");
     }
 
     #[test]

@@ -115,6 +115,8 @@ struct GroupId {
 
 struct AggrGroup {
     key: String,
+    mute: Vec<String>,
+    active: Vec<String>,
     receiver: String,
     labels: BTreeMap<String, String>,
     group_interval: Duration,
@@ -432,6 +434,8 @@ impl Dispatcher {
             };
             let group = state.groups.entry(id).or_insert_with(|| AggrGroup {
                 key: format!("{}:{}", route.key, labels_string(&labels)),
+                mute: route.mute_time_intervals.clone(),
+                active: route.active_time_intervals.clone(),
                 receiver: route.receiver.clone(),
                 labels,
                 group_interval: route.group_interval,
@@ -512,6 +516,10 @@ impl Dispatcher {
             .filter(|(_, a)| a.is_resolved(now_ms))
             .map(|(fp, a)| (fp.clone(), a.clone()))
             .collect();
+        if config.muted(&group.mute, &group.active, now_ms) {
+            // Alertmanager's time-mute stage: nothing is sent and nothing logged.
+            notify.clear();
+        }
         let (key, receiver_name, group_labels, repeat) = (
             group.key.clone(),
             group.receiver.clone(),

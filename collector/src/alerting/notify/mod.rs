@@ -12,6 +12,7 @@ pub mod matchers;
 pub mod payload;
 pub mod silence;
 pub mod template;
+pub mod timeinterval;
 
 use std::collections::HashMap;
 use std::path::Path;

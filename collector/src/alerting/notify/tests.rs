@@ -498,3 +498,46 @@ fn routing_follows_continue_and_falls_back_to_the_parent() {
     );
     let _ = system_time(0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn time_intervals_hold_routes_back() {
+    let config = r#"
+route:
+  receiver: hook
+  group_by: [alertname]
+  group_wait: 30s
+  routes:
+  - matchers: [when="never"]
+    receiver: hook
+    active_time_intervals: [long-ago]
+  - matchers: [when="muted"]
+    receiver: hook
+    mute_time_intervals: [always]
+time_intervals:
+- name: long-ago
+  time_intervals: [{years: ['2001']}]
+- name: always
+  time_intervals: [{years: ['1:9999']}]
+receivers:
+- name: hook
+  webhook_configs: [{url: "http://127.0.0.1:9/hook"}]
+"#;
+    let mut h = start(config, None);
+    h.send(vec![
+        alert(
+            &h.clock,
+            &[("alertname", "Never"), ("when", "never")],
+            false,
+        ),
+        alert(
+            &h.clock,
+            &[("alertname", "Muted"), ("when", "muted")],
+            false,
+        ),
+        alert(&h.clock, &[("alertname", "Sent")], false),
+    ])
+    .await;
+    h.advance(Duration::from_secs(31)).await;
+    let keys: Vec<String> = h.drain().iter().map(|t| t.data.group_key.clone()).collect();
+    assert_eq!(keys, vec!["{}:{alertname=\"Sent\"}".to_string()]);
+}
