@@ -934,3 +934,26 @@ receivers:
     assert_eq!(form["To"], "+15550100");
     assert_eq!(form["Body"], "[firing] Chatty: 1 firing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_alertmanager_file_stops_the_start_with_every_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "route:\n  receiver: nobody\n  group_interval: 0s\nreceivers:\n- name: hook\n",
+    );
+    let result = Collector::builder()
+        .env(
+            "VANTAGE_ALERTING__ALERTMANAGER_CONFIG",
+            cfg.to_str().unwrap(),
+        )
+        .try_start(&dir.path().join("data"));
+    let Err(message) = result else {
+        panic!("the collector started with an invalid alertmanager.yml");
+    };
+    assert!(message.contains("undefined receiver"), "{message}");
+    assert!(
+        message.contains("group_interval cannot be zero"),
+        "{message}"
+    );
+}
