@@ -957,3 +957,52 @@ async fn an_invalid_alertmanager_file_stops_the_start_with_every_error() {
         "{message}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amtool_uses_vantage_as_its_alertmanager() {
+    let amtool = "/usr/bin/amtool";
+    assert!(
+        Path::new(amtool).exists(),
+        "{amtool} is missing; {INSTALL_HINT}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::start(&dir.path().join("data"));
+    let http_config = dir.path().join("http.yml");
+    std::fs::write(
+        &http_config,
+        format!("authorization:\n  credentials: {}\n", c.token()),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(amtool)
+            .arg(format!("--alertmanager.url=http://{}", c.addrs.api))
+            .arg(format!("--http.config.file={}", http_config.display()))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "amtool {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let id = run(&[
+        "silence",
+        "add",
+        "alertname=Foo",
+        "--comment=maintenance",
+        "--duration=1h",
+    ]);
+    let id = id.trim();
+    assert_eq!(id.len(), 36, "{id}");
+    assert!(run(&["silence", "query"]).contains(id));
+    run(&["alert", "add", "alertname=Bar", "severity=page"]);
+    assert!(run(&["alert", "query"]).contains("Bar"));
+    run(&["silence", "expire", id]);
+    assert!(
+        !run(&["silence", "query"]).contains(id),
+        "expired silences are not listed by default"
+    );
+    assert!(run(&["config", "show"]).contains("receiver: default"));
+}
