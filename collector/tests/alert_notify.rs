@@ -267,14 +267,23 @@ async fn webhook_gets_a_signed_v4_payload_then_the_resolution() {
     assert_eq!(body["status"], "resolved");
     assert_ne!(body["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
 
-    // The delivery log and the self-metrics saw both.
-    let log = c
-        .api_get("/api/v1/notifications?receiver=hook&status=delivered&limit=10")
-        .await;
-    assert_eq!(log.status, StatusCode::OK, "{}", log.text());
-    let rows = log.json()["data"].as_array().unwrap().clone();
-    assert!(rows.len() >= 2, "{rows:?}");
+    // The delivery log and the self-metrics saw both (the log is updated once the
+    // receiver has answered, so wait for it).
+    let deadline = tokio::time::Instant::now() + ARRIVAL;
+    let rows = loop {
+        let log = c
+            .api_get("/api/v1/notifications?receiver=hook&status=delivered&limit=10")
+            .await;
+        assert_eq!(log.status, StatusCode::OK, "{}", log.text());
+        let rows = log.json()["data"].as_array().unwrap().clone();
+        if rows.len() >= 2 {
+            break rows;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{rows:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(rows[0]["receiverType"], "webhook");
+    assert_eq!(rows[0]["resolved"], 1, "newest first");
     assert!(rows.iter().all(|r| r["attempts"] == 1));
     let metrics = c.metrics_text().await;
     let delivered = metric_value(
