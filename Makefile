@@ -9,7 +9,8 @@ run:
 
 # Installs what the tests need, idempotently: pip leaves already-satisfied pins alone;
 # the PromQL compliance test needs a real Prometheus (Debian's 2.42) and its promtool,
-# installed only when missing, refreshing the package lists only if the install fails.
+# installed only when missing, refreshing the package lists only if the install fails;
+# the notification tests need Debian's Alertmanager 0.25 and its amtool, the same way.
 test-deps:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r $(PY_REQUIREMENTS)
 	@if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then \
@@ -18,6 +19,13 @@ test-deps:
 		export DEBIAN_FRONTEND=noninteractive; \
 		apt-get install -y --no-install-recommends prometheus \
 		|| { apt-get update && apt-get install -y --no-install-recommends prometheus; }; \
+	fi
+	@if command -v prometheus-alertmanager >/dev/null 2>&1 && command -v amtool >/dev/null 2>&1; then \
+		echo "prometheus-alertmanager and amtool already installed"; \
+	else \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y --no-install-recommends prometheus-alertmanager \
+		|| { apt-get update && apt-get install -y --no-install-recommends prometheus-alertmanager; }; \
 	fi
 
 test: test-deps

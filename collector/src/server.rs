@@ -212,8 +212,31 @@ pub async fn run(
         ),
     };
     let engine = Arc::new(Engine::new(engine_options(&config)));
-    let (alerts_tx, mut alerts_rx) =
-        tokio::sync::mpsc::channel(crate::alerting::ALERT_CHANNEL_BATCHES);
+    // The API listener is bound first: its address is the default external URL in
+    // notifications.
+    let tls = TlsSetup::load(&config, &shutdown)?;
+    let api_listener = bind(config.api, "api").await?;
+    let api_addr = api_listener.local_addr()?;
+    let api_incoming = Incoming::new(api_listener, tls.as_ref().map(|t| &t.api))?;
+    let external_url = config.alerting.external_url.clone().unwrap_or_else(|| {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{api_addr}")
+    });
+    // Alerting: the evaluator sends into the channel, the notifier (an embedded
+    // Alertmanager) receives; `POST /api/v2/alerts` feeds the same channel.
+    let (alerts_tx, alerts_rx) = tokio::sync::mpsc::channel(crate::alerting::ALERT_CHANNEL_BATCHES);
+    let (notifier, notifier_task) = crate::alerting::notify::Notifier::start(
+        crate::alerting::notify::NotifierOptions {
+            store: Some(meta.clone()),
+            default_config_file: config.alerting.alertmanager_config.clone(),
+            external_url: external_url.clone(),
+            telemetry: telemetry.clone(),
+            retry: Default::default(),
+        },
+        alerts_tx.clone(),
+        alerts_rx,
+        shutdown.clone(),
+    )?;
     let rules = crate::alerting::rules::RulesManager::new(
         crate::alerting::rules::RulesDeps {
             tsdb: tsdb.clone(),
@@ -227,22 +250,13 @@ pub async fn run(
                 rules_dir: config.alerting.rules_dir.clone(),
                 default_interval: config.alerting.evaluation_interval,
                 query_offset: config.alerting.query_offset,
-                external_url: config
-                    .alerting
-                    .external_url
-                    .clone()
-                    .unwrap_or_else(|| format!("http://{}", config.api)),
+                external_url,
                 resend_delay: crate::alerting::rules::manager::RESEND_DELAY,
                 query_timeout: config.query_timeout,
             },
         },
         shutdown.clone(),
     );
-    let alerts_drain = tokio::spawn(async move {
-        while let Some(batch) = alerts_rx.recv().await {
-            tracing::debug!(tenant = %batch.tenant, alerts = batch.alerts.len(), "alerts ready for the notifier");
-        }
-    });
 
     let api_state = Arc::new(ApiState {
         logs: log_store.clone(),
@@ -264,11 +278,8 @@ pub async fn run(
         totp: Default::default(),
         sessions: config.sessions,
         rules: rules.clone(),
+        notifier: Some(notifier),
     });
-    let tls = TlsSetup::load(&config, &shutdown)?;
-    let api_listener = bind(config.api, "api").await?;
-    let api_addr = api_listener.local_addr()?;
-    let api_incoming = Incoming::new(api_listener, tls.as_ref().map(|t| &t.api))?;
     let api_task = tokio::spawn({
         let shutdown = shutdown.clone();
         let router = api::router(api_state.clone());
@@ -440,7 +451,7 @@ pub async fn run(
     tracing::info!("shutting down");
     let _ = rules_task.await;
     drop(rules);
-    alerts_drain.abort();
+    let _ = notifier_task.await;
     api_state.ready.store(false, Ordering::SeqCst);
     ingest.close();
     let servers = async {

@@ -204,6 +204,8 @@ pub struct Telemetry {
     pub trace_index_errors: Counter,
     /// Rule evaluation.
     pub rules: RuleMetrics,
+    /// The notifier's metrics.
+    pub notify: NotifyMetrics,
 }
 
 fn latency_histogram() -> Histogram {
@@ -344,7 +346,9 @@ impl Telemetry {
             "Batches the trace indexer failed on",
             trace_index_errors.clone(),
         );
+        let notify = NotifyMetrics::register(&mut registry);
         Telemetry {
+            notify,
             registry,
             ingest_records,
             ingest_bytes,
@@ -383,5 +387,55 @@ impl Telemetry {
 impl Default for Telemetry {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+// ---- Alerting: notifications -------------------------------------------------------
+
+/// Names of the notifier's metrics.
+pub mod notify_names {
+    /// Notification attempts by integration type and outcome (`delivered`, `retried`,
+    /// `failed`, `dropped`).
+    pub const NOTIFICATIONS: &str = "vantage_notifications";
+    /// Duration of each delivery attempt.
+    pub const NOTIFICATION_LATENCY_SECONDS: &str = "vantage_notification_latency_seconds";
+}
+
+/// Labels of notification counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    /// `webhook`, `email`, `slack`, `msteams`, `sms` or `alertmanager`.
+    pub receiver_type: &'static str,
+    /// `delivered`, `retried`, `failed` or `dropped`.
+    pub outcome: &'static str,
+}
+
+/// The notifier's metrics.
+pub struct NotifyMetrics {
+    /// See [`notify_names::NOTIFICATIONS`].
+    pub notifications: Family<NotificationLabels, Counter>,
+    /// See [`notify_names::NOTIFICATION_LATENCY_SECONDS`].
+    pub latency_seconds: Histogram,
+}
+
+impl NotifyMetrics {
+    fn register(registry: &mut Registry) -> NotifyMetrics {
+        let notifications = Family::<NotificationLabels, Counter>::default();
+        // 1 ms to ~33 s: SMTP and chat webhooks are slow, timeouts are 15 s.
+        let latency_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            notify_names::NOTIFICATIONS,
+            "Notification attempts by integration type and outcome",
+            notifications.clone(),
+        );
+        registry.register(
+            notify_names::NOTIFICATION_LATENCY_SECONDS,
+            "Duration of notification delivery attempts",
+            latency_seconds.clone(),
+        );
+        NotifyMetrics {
+            notifications,
+            latency_seconds,
+        }
     }
 }

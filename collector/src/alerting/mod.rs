@@ -14,6 +14,7 @@
 //!     --> notifier: inhibit, silence, route, group --> receivers (each its own task)
 //! ```
 
+pub mod notify;
 pub mod rules;
 
 use std::collections::BTreeMap;

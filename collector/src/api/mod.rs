@@ -3,6 +3,7 @@
 
 mod admin;
 mod agents;
+mod alertmanager;
 mod audit;
 mod gateway;
 mod jaeger;
@@ -71,6 +72,8 @@ pub struct ApiState {
     pub sessions: crate::config::SessionConfig,
     /// Alerting and recording rules (evaluation state, API rule groups).
     pub rules: Arc<crate::alerting::rules::RulesManager>,
+    /// The notifier behind the Alertmanager API (`None` until started).
+    pub notifier: Option<Arc<crate::alerting::notify::Notifier>>,
 }
 
 /// An API error: a code and a message, rendered as
@@ -209,6 +212,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .merge(traces::routes())
         .merge(jaeger::routes())
         .merge(rules::routes())
+        .merge(alertmanager::routes())
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
         .with_state(state);
     gateway::wrap(routes, &origins)

@@ -3,6 +3,7 @@
 
 mod agents;
 mod people;
+mod silences;
 mod traces;
 
 use std::io::Write as _;
@@ -102,6 +103,11 @@ enum Command {
     Traces {
         #[command(subcommand)]
         command: traces::TracesCommand,
+    },
+    /// Silence alerts: create, list, expire.
+    Silences {
+        #[command(subcommand)]
+        command: silences::SilencesCommand,
     },
 }
 
@@ -458,6 +464,9 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
                 }
             }
             Ok(())
+        }
+        Command::Silences { command } => {
+            silences::run(&client, &cli.url, cli.token.as_deref(), command).await
         }
         Command::Tenants { command } => {
             let token = cli.token.as_deref();

@@ -198,6 +198,59 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         ) STRICT;
     ",
     },
+    Migration {
+        version: 5,
+        name: "alert_notifications",
+        sql: "
+        -- The notification log: one row per notification of one alert group to one
+        -- integration of a receiver, written before the notification is sent. Its
+        -- firing/resolved sets are what deduplication compares against; its status is
+        -- the delivery log. No foreign key on tenant: with authentication off the
+        -- tenants table is empty.
+        CREATE TABLE alert_notifications (
+            id INTEGER NOT NULL PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            group_key TEXT NOT NULL,
+            receiver TEXT NOT NULL,
+            -- '<type>/<index>' within the receiver, e.g. 'webhook/0'.
+            integration TEXT NOT NULL,
+            receiver_type TEXT NOT NULL,
+            -- Sorted, comma-separated alert fingerprints.
+            firing TEXT NOT NULL,
+            resolved TEXT NOT NULL,
+            -- What is sent (JSON), so a delivery interrupted by a restart resumes.
+            content TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+            attempts INTEGER NOT NULL,
+            last_error TEXT,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX alert_notifications_key
+            ON alert_notifications (tenant, group_key, receiver, integration, id);
+        CREATE INDEX alert_notifications_status ON alert_notifications (status);
+
+        CREATE TABLE alert_silences (
+            id TEXT NOT NULL PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            -- JSON array of {name, value, isRegex, isEqual}, as Alertmanager's API.
+            matchers TEXT NOT NULL,
+            starts_at INTEGER NOT NULL,
+            ends_at INTEGER NOT NULL,
+            created_by TEXT NOT NULL,
+            comment TEXT NOT NULL,
+            updated_at INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX alert_silences_tenant ON alert_silences (tenant, ends_at);
+
+        -- Alertmanager configurations set through the API, per tenant (YAML text).
+        CREATE TABLE alertmanager_configs (
+            tenant TEXT NOT NULL PRIMARY KEY,
+            yaml TEXT NOT NULL,
+            updated_at INTEGER NOT NULL
+        ) STRICT;
+    ",
+    },
 ];
 
 /// The schema version a fully migrated database has with this build.

@@ -18,6 +18,7 @@ mod agents;
 mod audit;
 mod keys;
 mod migrations;
+mod notify;
 mod rules;
 mod sessions;
 mod users;
@@ -40,6 +41,9 @@ pub use users::{
     User, check_password,
 };
 
+pub use notify::{
+    DeliveryStatus, MAX_NOTIFICATION_LIST, NewNotification, NotificationRow, SilenceRow,
+};
 pub use rules::StoredRuleGroup;
 
 use crate::logs::valid_tenant;
