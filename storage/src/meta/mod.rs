@@ -233,6 +233,7 @@ impl MetaStore {
                 source,
             })?;
         }
+        restrict_permissions(path)?;
         let sqlite = |source| MetaError::sqlite(path, source);
         let mut conn = Connection::open(path).map_err(sqlite)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
@@ -499,6 +500,46 @@ impl MetaStore {
     pub(crate) fn err(&self, source: rusqlite::Error) -> MetaError {
         MetaError::sqlite(&self.path, source)
     }
+}
+
+/// The database holds password hashes, TOTP secrets and the key that signs access
+/// tokens, so only its owner may read it: created 0600, and an existing file with wider
+/// permissions is narrowed (SQLite gives its `-wal` and `-shm` files the database's mode).
+fn restrict_permissions(path: &Path) -> Result<(), MetaError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        let io = |source| MetaError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        match std::fs::metadata(path) {
+            Ok(meta) => {
+                if meta.permissions().mode() & 0o077 != 0 {
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                        .map_err(io)?;
+                    warn!(path = %path.display(), "metadata database was readable by others; narrowed to 0600");
+                }
+                for suffix in ["-wal", "-shm"] {
+                    let side = PathBuf::from(format!("{}{suffix}", path.display()));
+                    if std::fs::metadata(&side).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+                        std::fs::set_permissions(&side, std::fs::Permissions::from_mode(0o600))
+                            .map_err(io)?;
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(io)?;
+            }
+            Err(e) => return Err(io(e)),
+        }
+    }
+    Ok(())
 }
 
 fn check_tenant_name(name: &str) -> Result<(), MetaError> {

@@ -401,3 +401,27 @@ fn enrollment_tokens_enroll_agents_with_their_own_revocable_keys() {
         Err(MetaError::Invalid(_))
     ));
 }
+
+#[cfg(unix)]
+#[test]
+fn the_database_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.db");
+    let store = MetaStore::open(&path).unwrap();
+    store.bootstrap().unwrap();
+    store.signing_key().unwrap();
+    for file in ["meta.db", "meta.db-wal", "meta.db-shm"] {
+        let mode = std::fs::metadata(dir.path().join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}: {mode:o}");
+    }
+    drop(store);
+    // A database made readable by others (an old build, a careless copy) is narrowed.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let _store = MetaStore::open(&path).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
