@@ -16,11 +16,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use vantage_proto::ErrorCode;
@@ -38,21 +36,104 @@ pub(super) const MAX_POSTED_ALERTS: usize = 10_000;
 const DEFAULT_NOTIFICATION_LIMIT: usize = 100;
 
 /// The routes of this module.
-pub(super) fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
-        .route("/api/v2/alerts", get(get_alerts).post(post_alerts))
-        .route("/api/v2/silences", get(get_silences).post(post_silence))
-        .route(
-            "/api/v2/silence/{id}",
-            get(get_silence).delete(delete_silence),
-        )
-        .route("/api/v2/status", get(status))
-        .route("/api/v2/receivers", get(receivers))
-        .route("/api/v1/notifications", get(notifications))
-        .route(
-            "/api/v1/alertmanager/config",
-            get(get_config).put(put_config),
-        )
+pub(super) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
+    use super::catalog::Access;
+    use axum::http::Method;
+    const T: &str = "alerting: notifications (Alertmanager API v2)";
+    let (i, q, e, a) = (
+        Access::Scope(Scope::Ingest),
+        Access::Scope(Scope::Query),
+        Access::Scope(Scope::Edit),
+        Access::Scope(Scope::Admin),
+    );
+    c.add(
+        Method::GET,
+        "/api/v2/alerts",
+        q,
+        T,
+        "alerts, with silenced/inhibited state",
+        get_alerts,
+    )
+    .add(
+        Method::POST,
+        "/api/v2/alerts",
+        i,
+        T,
+        "post alerts (as Prometheus does)",
+        post_alerts,
+    )
+    .add(
+        Method::GET,
+        "/api/v2/silences",
+        q,
+        T,
+        "silences",
+        get_silences,
+    )
+    .add(
+        Method::POST,
+        "/api/v2/silences",
+        e,
+        T,
+        "create or update a silence",
+        post_silence,
+    )
+    .add(
+        Method::GET,
+        "/api/v2/silence/{id}",
+        q,
+        T,
+        "one silence",
+        get_silence,
+    )
+    .add(
+        Method::DELETE,
+        "/api/v2/silence/{id}",
+        e,
+        T,
+        "expire a silence",
+        delete_silence,
+    )
+    .add(
+        Method::GET,
+        "/api/v2/status",
+        q,
+        T,
+        "status, as amtool reads it",
+        status,
+    )
+    .add(
+        Method::GET,
+        "/api/v2/receivers",
+        q,
+        T,
+        "receiver names",
+        receivers,
+    )
+    .add(
+        Method::GET,
+        "/api/v1/notifications",
+        q,
+        T,
+        "the delivery log",
+        notifications,
+    )
+    .add(
+        Method::GET,
+        "/api/v1/alertmanager/config",
+        a,
+        T,
+        "the tenant's Alertmanager configuration",
+        get_config,
+    )
+    .add(
+        Method::PUT,
+        "/api/v1/alertmanager/config",
+        a,
+        T,
+        "replace it (YAML body, validated)",
+        put_config,
+    )
 }
 
 fn notifier(state: &ApiState) -> Result<&crate::alerting::notify::Notifier, ApiError> {

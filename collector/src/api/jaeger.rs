@@ -13,10 +13,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use vantage_proto::ErrorCode;
@@ -33,17 +31,59 @@ use super::{ApiError, ApiState};
 use crate::ingest::now_ns;
 
 /// The Jaeger routes.
-pub(super) fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
-        .route("/api/services", get(services))
-        .route(
-            "/api/services/{service}/operations",
-            get(service_operations),
-        )
-        .route("/api/operations", get(operations))
-        .route("/api/traces", get(find_traces))
-        .route("/api/traces/{trace_id}", get(trace_by_id))
-        .route("/api/dependencies", get(dependencies))
+pub(super) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
+    use super::catalog::Access;
+    use axum::http::Method;
+    const T: &str = "traces (Jaeger query API)";
+    let q = Access::Scope(vantage_storage::meta::Scope::Query);
+    c.add(
+        Method::GET,
+        "/api/services",
+        q,
+        T,
+        "services with spans",
+        services,
+    )
+    .add(
+        Method::GET,
+        "/api/services/{service}/operations",
+        q,
+        T,
+        "a service's operations",
+        service_operations,
+    )
+    .add(
+        Method::GET,
+        "/api/operations",
+        q,
+        T,
+        "operations with their span kind",
+        operations,
+    )
+    .add(
+        Method::GET,
+        "/api/traces",
+        q,
+        T,
+        "search traces",
+        find_traces,
+    )
+    .add(
+        Method::GET,
+        "/api/traces/{trace_id}",
+        q,
+        T,
+        "one trace",
+        trace_by_id,
+    )
+    .add(
+        Method::GET,
+        "/api/dependencies",
+        q,
+        T,
+        "service dependency edges",
+        dependencies,
+    )
 }
 
 /// Jaeger's `structuredResponse` around `data`.

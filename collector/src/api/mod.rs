@@ -5,6 +5,7 @@ mod admin;
 mod agents;
 mod alertmanager;
 mod audit;
+pub mod catalog;
 mod gateway;
 mod jaeger;
 mod login;
@@ -23,7 +24,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use catalog::{Access, Catalog};
 use serde_json::json;
 use vantage_proto::ErrorCode;
 use vantage_storage::logs::LogStore;
@@ -149,73 +150,300 @@ pub(crate) fn authenticate(
 /// All API routes.
 pub fn router(state: Arc<ApiState>) -> Router {
     let origins = state.cors_allowed_origins.clone();
-    let routes = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/logs/search", get(logs::search))
-        .route("/api/v1/logs/tail", get(logs::tail))
-        .route(
-            "/api/v1/keys",
-            get(admin::list_keys).post(admin::create_key),
-        )
-        .route(
-            "/api/v1/keys/{key_id}",
-            axum::routing::delete(admin::revoke_key),
-        )
-        .route(
-            "/api/v1/tenants",
-            get(admin::list_tenants).post(admin::create_tenant),
-        )
-        .route("/api/v1/auth/login", post(login::login))
-        .route("/api/v1/auth/refresh", post(login::refresh))
-        .route("/api/v1/auth/logout", post(login::logout))
-        .route("/api/v1/auth/me", get(login::me))
-        .route("/api/v1/auth/password", post(login::change_password))
-        .route("/api/v1/auth/sessions", get(login::list_sessions))
-        .route(
-            "/api/v1/auth/sessions/{session_id}",
-            axum::routing::delete(login::revoke_session),
-        )
-        .route("/api/v1/auth/totp/enroll", post(login::totp_enroll))
-        .route("/api/v1/auth/totp/confirm", post(login::totp_confirm))
-        .route("/api/v1/auth/totp/disable", post(login::totp_disable))
-        .route("/api/v1/users", get(users::list).post(users::create))
-        .route(
-            "/api/v1/users/{user_id}",
-            get(users::get).patch(users::patch).delete(users::delete),
-        )
-        .route(
-            "/api/v1/users/{user_id}/tenants/{tenant}",
-            axum::routing::put(users::put_role).delete(users::delete_role),
-        )
-        .route(
-            "/api/v1/users/{user_id}/password",
-            post(users::reset_password),
-        )
-        .route("/api/v1/audit", get(audit::list))
-        .route(
-            "/api/v1/enrollment-tokens",
-            get(agents::list_tokens).post(agents::create_token),
-        )
-        .route(
-            "/api/v1/enrollment-tokens/{token_id}",
-            axum::routing::delete(agents::revoke_token),
-        )
-        .route("/api/v1/agents", get(agents::list))
-        .route("/api/v1/agents/enroll", post(agents::enroll))
-        .route(
-            "/api/v1/agents/{agent_id}",
-            axum::routing::delete(agents::revoke),
-        )
-        .merge(prom::routes())
-        .merge(traces::routes())
-        .merge(jaeger::routes())
-        .merge(rules::routes())
-        .merge(alertmanager::routes())
+    let (routes, _operations) = catalog(Catalog::new()).finish();
+    let routes = routes
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
         .with_state(state);
     gateway::wrap(routes, &origins)
+}
+
+/// Every route of the API, each with who may call it and what it does.
+fn catalog(c: Catalog) -> Catalog {
+    use axum::http::Method;
+    use vantage_storage::meta::Scope;
+    let (open, any) = (Access::Open, Access::Scope(Scope::Query));
+    let (i, a) = (Access::Scope(Scope::Ingest), Access::Scope(Scope::Admin));
+    let c = c
+        .add(Method::GET, "/healthz", open, "probes", "alive", || async {
+            "ok\n"
+        })
+        .add(
+            Method::GET,
+            "/readyz",
+            open,
+            "probes",
+            "ready (WAL replayed)",
+            readyz,
+        )
+        .add(
+            Method::GET,
+            "/metrics",
+            open,
+            "probes",
+            "self-telemetry (query scope when auth.protect_metrics)",
+            metrics,
+        )
+        .add(
+            Method::GET,
+            "/api/v1/logs/search",
+            any,
+            "logs",
+            "search logs",
+            logs::search,
+        )
+        .add(
+            Method::GET,
+            "/api/v1/logs/tail",
+            any,
+            "logs",
+            "follow new logs (server-sent events)",
+            logs::tail,
+        )
+        .add(
+            Method::GET,
+            "/api/v1/keys",
+            a,
+            "keys and tenants",
+            "list API keys",
+            admin::list_keys,
+        )
+        .add(
+            Method::POST,
+            "/api/v1/keys",
+            a,
+            "keys and tenants",
+            "create an API key (shown once)",
+            admin::create_key,
+        )
+        .add(
+            Method::DELETE,
+            "/api/v1/keys/{key_id}",
+            a,
+            "keys and tenants",
+            "revoke an API key",
+            admin::revoke_key,
+        )
+        .add(
+            Method::GET,
+            "/api/v1/tenants",
+            a,
+            "keys and tenants",
+            "list tenants",
+            admin::list_tenants,
+        )
+        .add(
+            Method::POST,
+            "/api/v1/tenants",
+            a,
+            "keys and tenants",
+            "create a tenant (admins of default)",
+            admin::create_tenant,
+        )
+        .add(
+            Method::POST,
+            "/api/v1/auth/login",
+            open,
+            "people",
+            "log in: password (and TOTP) for tokens",
+            login::login,
+        )
+        .add(
+            Method::POST,
+            "/api/v1/auth/refresh",
+            open,
+            "people",
+            "exchange a refresh token",
+            login::refresh,
+        )
+        .add(
+            Method::POST,
+            "/api/v1/auth/logout",
+            any,
+            "people",
+            "end the caller's session",
+            login::logout,
+        )
+        .add(
+            Method::GET,
+            "/api/v1/auth/me",
+            i,
+            "people",
+            "who the credential is (any scope)",
+            login::me,
+        )
+        .add(
+            Method::POST,
+            "/api/v1/auth/password",
+            any,
+            "people",
+            "change the caller's password",
+            login::change_password,
+        )
+        .add(
+            Method::GET,
+            "/api/v1/auth/sessions",
+            any,
+            "people",
+            "the caller's sessions",
+            login::list_sessions,
+        )
+        .add(
+            Method::DELETE,
+            "/api/v1/auth/sessions/{session_id}",
+            any,
+            "people",
+            "end a session",
+            login::revoke_session,
+        )
+        .add(
+            Method::POST,
+            "/api/v1/auth/totp/enroll",
+            any,
+            "people",
+            "start TOTP enrolment",
+            login::totp_enroll,
+        )
+        .add(
+            Method::POST,
+            "/api/v1/auth/totp/confirm",
+            any,
+            "people",
+            "confirm TOTP with a code",
+            login::totp_confirm,
+        )
+        .add(
+            Method::POST,
+            "/api/v1/auth/totp/disable",
+            any,
+            "people",
+            "turn TOTP off",
+            login::totp_disable,
+        )
+        .add(
+            Method::GET,
+            "/api/v1/users",
+            a,
+            "people",
+            "list users",
+            users::list,
+        )
+        .add(
+            Method::POST,
+            "/api/v1/users",
+            a,
+            "people",
+            "create a user",
+            users::create,
+        )
+        .add(
+            Method::GET,
+            "/api/v1/users/{user_id}",
+            a,
+            "people",
+            "one user",
+            users::get,
+        )
+        .add(
+            Method::PATCH,
+            "/api/v1/users/{user_id}",
+            a,
+            "people",
+            "disable, enable, change role",
+            users::patch,
+        )
+        .add(
+            Method::DELETE,
+            "/api/v1/users/{user_id}",
+            a,
+            "people",
+            "delete a user",
+            users::delete,
+        )
+        .add(
+            Method::PUT,
+            "/api/v1/users/{user_id}/tenants/{tenant}",
+            a,
+            "people",
+            "give a role in a tenant",
+            users::put_role,
+        )
+        .add(
+            Method::DELETE,
+            "/api/v1/users/{user_id}/tenants/{tenant}",
+            a,
+            "people",
+            "remove from a tenant",
+            users::delete_role,
+        )
+        .add(
+            Method::POST,
+            "/api/v1/users/{user_id}/password",
+            a,
+            "people",
+            "set a user's password",
+            users::reset_password,
+        )
+        .add(
+            Method::GET,
+            "/api/v1/audit",
+            a,
+            "people",
+            "the audit log",
+            audit::list,
+        )
+        .add(
+            Method::GET,
+            "/api/v1/enrollment-tokens",
+            a,
+            "agents",
+            "list enrollment tokens",
+            agents::list_tokens,
+        )
+        .add(
+            Method::POST,
+            "/api/v1/enrollment-tokens",
+            a,
+            "agents",
+            "create an enrollment token (shown once)",
+            agents::create_token,
+        )
+        .add(
+            Method::DELETE,
+            "/api/v1/enrollment-tokens/{token_id}",
+            a,
+            "agents",
+            "revoke an enrollment token",
+            agents::revoke_token,
+        )
+        .add(
+            Method::GET,
+            "/api/v1/agents",
+            any,
+            "agents",
+            "the fleet",
+            agents::list,
+        )
+        .add(
+            Method::POST,
+            "/api/v1/agents/enroll",
+            open,
+            "agents",
+            "trade an enrollment token for an agent key",
+            agents::enroll,
+        )
+        .add(
+            Method::DELETE,
+            "/api/v1/agents/{agent_id}",
+            a,
+            "agents",
+            "revoke an agent",
+            agents::revoke,
+        );
+    let c = prom::routes(c);
+    let c = traces::routes(c);
+    let c = jaeger::routes(c);
+    let c = rules::routes(c);
+    alertmanager::routes(c)
 }
 
 async fn readyz(State(state): State<Arc<ApiState>>) -> Response {

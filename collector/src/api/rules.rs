@@ -8,11 +8,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde::Serialize;
 use vantage_proto::ErrorCode;
 use vantage_storage::meta::Scope;
@@ -27,18 +25,67 @@ use crate::alerting::rules::{GroupView, RulesApiError};
 const MAX_GROUP_BODY_BYTES: usize = 1024 * 1024;
 
 /// The routes.
-pub(crate) fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
-        .route("/api/v1/rules", get(prom_rules))
-        .route("/api/v1/alerts", get(prom_alerts))
-        .route(
-            "/api/v1/rules/{namespace}",
-            get(get_namespace).post(post_group).delete(delete_namespace),
-        )
-        .route(
-            "/api/v1/rules/{namespace}/{group}",
-            get(get_group).delete(delete_group),
-        )
+pub(crate) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
+    use super::catalog::Access;
+    use axum::http::Method;
+    const T: &str = "alerting: rules";
+    let (q, e) = (Access::Scope(Scope::Query), Access::Scope(Scope::Edit));
+    c.add(
+        Method::GET,
+        "/api/v1/rules",
+        q,
+        T,
+        "rule groups and their state (Prometheus's shape)",
+        prom_rules,
+    )
+    .add(
+        Method::GET,
+        "/api/v1/alerts",
+        q,
+        T,
+        "active alerts (Prometheus's shape)",
+        prom_alerts,
+    )
+    .add(
+        Method::GET,
+        "/api/v1/rules/{namespace}",
+        q,
+        T,
+        "a namespace's API rule groups (YAML)",
+        get_namespace,
+    )
+    .add(
+        Method::POST,
+        "/api/v1/rules/{namespace}",
+        e,
+        T,
+        "create or replace a rule group (YAML body)",
+        post_group,
+    )
+    .add(
+        Method::DELETE,
+        "/api/v1/rules/{namespace}",
+        e,
+        T,
+        "delete a namespace's groups",
+        delete_namespace,
+    )
+    .add(
+        Method::GET,
+        "/api/v1/rules/{namespace}/{group}",
+        q,
+        T,
+        "one API rule group (YAML)",
+        get_group,
+    )
+    .add(
+        Method::DELETE,
+        "/api/v1/rules/{namespace}/{group}",
+        e,
+        T,
+        "delete one rule group",
+        delete_group,
+    )
 }
 
 /// Go's `time.Time` JSON (RFC 3339 with nanoseconds, trailing zeros dropped); the

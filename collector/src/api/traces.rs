@@ -6,10 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use vantage_proto::ErrorCode;
@@ -37,11 +35,35 @@ const MAX_TRACE_LOGS: usize = 1_000;
 const LOG_WINDOW_NS: i64 = 3_600 * 1_000_000_000;
 
 /// The trace routes.
-pub(super) fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
-        .route("/api/v1/traces/search", get(search))
-        .route("/api/v1/traces/dependencies", get(dependencies))
-        .route("/api/v1/traces/{trace_id}", get(trace_by_id))
+pub(super) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
+    use super::catalog::Access;
+    use axum::http::Method;
+    const T: &str = "traces";
+    let q = Access::Scope(vantage_storage::meta::Scope::Query);
+    c.add(
+        Method::GET,
+        "/api/v1/traces/search",
+        q,
+        T,
+        "trace summaries matching filters",
+        search,
+    )
+    .add(
+        Method::GET,
+        "/api/v1/traces/dependencies",
+        q,
+        T,
+        "the service map over a time range",
+        dependencies,
+    )
+    .add(
+        Method::GET,
+        "/api/v1/traces/{trace_id}",
+        q,
+        T,
+        "one trace in tree order (withLogs=true adds its logs)",
+        trace_by_id,
+    )
 }
 
 pub(super) fn bad(message: impl Into<String>) -> ApiError {

@@ -12,40 +12,151 @@ mod params;
 mod query;
 mod write;
 
-use std::sync::Arc;
-
-use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use vantage_proto::ErrorCode;
 use vantage_storage::meta::Scope;
 use vantage_storage::metrics::promql::PromqlError;
 
+use super::catalog::{Access, Catalog};
 use super::{ApiState, authenticate, charge_query};
 use crate::auth::Principal;
+use axum::http::Method;
 
 pub(crate) use params::Params;
 
 /// The Prometheus API's routes.
-pub fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
-        .route("/api/v1/query", get(query::instant).post(query::instant))
-        .route("/api/v1/query_range", get(query::range).post(query::range))
-        .route(
-            "/api/v1/format_query",
-            get(query::format).post(query::format),
-        )
-        .route(
-            "/api/v1/query_exemplars",
-            get(query::exemplars).post(query::exemplars),
-        )
-        .route("/api/v1/status/buildinfo", get(query::buildinfo))
-        .route("/api/v1/series", get(meta::series).post(meta::series))
-        .route("/api/v1/labels", get(meta::labels).post(meta::labels))
-        .route("/api/v1/label/{name}/values", get(meta::label_values))
-        .route("/api/v1/metadata", get(meta::metadata))
-        .route("/api/v1/write", post(write::remote_write))
+pub(crate) fn routes(c: Catalog) -> Catalog {
+    const T: &str = "metrics (Prometheus API)";
+    let q = Access::Scope(Scope::Query);
+    c.add(
+        Method::GET,
+        "/api/v1/query",
+        q,
+        T,
+        "PromQL instant query",
+        query::instant,
+    )
+    .add(
+        Method::POST,
+        "/api/v1/query",
+        q,
+        T,
+        "PromQL instant query (form body)",
+        query::instant,
+    )
+    .add(
+        Method::GET,
+        "/api/v1/query_range",
+        q,
+        T,
+        "PromQL range query",
+        query::range,
+    )
+    .add(
+        Method::POST,
+        "/api/v1/query_range",
+        q,
+        T,
+        "PromQL range query (form body)",
+        query::range,
+    )
+    .add(
+        Method::GET,
+        "/api/v1/format_query",
+        q,
+        T,
+        "format a PromQL expression",
+        query::format,
+    )
+    .add(
+        Method::POST,
+        "/api/v1/format_query",
+        q,
+        T,
+        "format a PromQL expression (form body)",
+        query::format,
+    )
+    .add(
+        Method::GET,
+        "/api/v1/query_exemplars",
+        q,
+        T,
+        "exemplars (always empty)",
+        query::exemplars,
+    )
+    .add(
+        Method::POST,
+        "/api/v1/query_exemplars",
+        q,
+        T,
+        "exemplars (always empty)",
+        query::exemplars,
+    )
+    .add(
+        Method::GET,
+        "/api/v1/status/buildinfo",
+        q,
+        T,
+        "the Prometheus version this API follows",
+        query::buildinfo,
+    )
+    .add(
+        Method::GET,
+        "/api/v1/series",
+        q,
+        T,
+        "series matching selectors",
+        meta::series,
+    )
+    .add(
+        Method::POST,
+        "/api/v1/series",
+        q,
+        T,
+        "series matching selectors (form body)",
+        meta::series,
+    )
+    .add(
+        Method::GET,
+        "/api/v1/labels",
+        q,
+        T,
+        "label names",
+        meta::labels,
+    )
+    .add(
+        Method::POST,
+        "/api/v1/labels",
+        q,
+        T,
+        "label names (form body)",
+        meta::labels,
+    )
+    .add(
+        Method::GET,
+        "/api/v1/label/{name}/values",
+        q,
+        T,
+        "values of a label",
+        meta::label_values,
+    )
+    .add(
+        Method::GET,
+        "/api/v1/metadata",
+        q,
+        T,
+        "metric metadata",
+        meta::metadata,
+    )
+    .add(
+        Method::POST,
+        "/api/v1/write",
+        Access::Scope(Scope::Ingest),
+        T,
+        "Prometheus remote write 1.0",
+        write::remote_write,
+    )
 }
 
 /// An error in Prometheus's shape: `{"status":"error","errorType":"bad_data","error":"..."}`
