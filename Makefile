@@ -48,3 +48,11 @@ bench:
 bench-metrics:
 	cargo build --release --locked -p vantage-collector -p vantage-benches
 	target/release/vantage-metrics-e2e
+
+# Notification throughput of the embedded Alertmanager (about 1 minute): alerts posted to
+# POST /api/v2/alerts, delivered to a webhook receiver in the bench process (fast, then
+# 200 ms per request); one JSON line per run. Method and figures: benches/RESULTS.md.
+.PHONY: bench-notify
+bench-notify:
+	cargo build --release --locked -p vantage-collector -p vantage-benches
+	target/release/vantage-notify-bench
