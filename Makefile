@@ -48,3 +48,10 @@ bench:
 bench-metrics:
 	cargo build --release --locked -p vantage-collector -p vantage-benches
 	target/release/vantage-metrics-e2e
+
+# Trace benchmark over OTLP/gRPC (about 6 minutes, a few GB in target/traces-e2e): span
+# ingest rate, trace-by-id and search latency; one JSON report on stdout.
+.PHONY: bench-traces
+bench-traces:
+	cargo build --release --locked -p vantage-collector -p vantage-benches
+	target/release/vantage-traces-e2e
