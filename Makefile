@@ -49,7 +49,7 @@ bench-metrics:
 	cargo build --release --locked -p vantage-collector -p vantage-benches
 	target/release/vantage-metrics-e2e
 
-# Trace benchmark over OTLP/gRPC (about 6 minutes, a few GB in target/traces-e2e): span
+# Trace benchmark over OTLP/gRPC (about 4 minutes, ~2 GB in target/traces-e2e): span
 # ingest rate, trace-by-id and search latency; one JSON report on stdout.
 .PHONY: bench-traces
 bench-traces:

@@ -46,10 +46,10 @@ struct Args {
     #[arg(long, default_value = "target/release/vantage-collector")]
     collector: PathBuf,
     /// Spans sent in the measured ingest-rate phase.
-    #[arg(long, default_value_t = 2_000_000)]
+    #[arg(long, default_value_t = 5_000_000)]
     rate_spans: u64,
     /// Seconds of ingest in all (rate phase plus fill) before the lookups.
-    #[arg(long, default_value_t = 240)]
+    #[arg(long, default_value_t = 180)]
     fill_seconds: u64,
     /// Most spans stored in all.
     #[arg(long, default_value_t = 50_000_000)]
