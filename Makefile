@@ -56,3 +56,9 @@ bench-metrics:
 bench-notify:
 	cargo build --release --locked -p vantage-collector -p vantage-benches
 	target/release/vantage-notify-bench
+# Trace benchmark over OTLP/gRPC (about 4 minutes, ~2 GB in target/traces-e2e): span
+# ingest rate, trace-by-id and search latency; one JSON report on stdout.
+.PHONY: bench-traces
+bench-traces:
+	cargo build --release --locked -p vantage-collector -p vantage-benches
+	target/release/vantage-traces-e2e
