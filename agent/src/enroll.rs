@@ -54,9 +54,9 @@ fn save(state_dir: &Path, credential: &Credential) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The host name as the resource's `host.name` gets it (see `resource::host_resource`).
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
+    sysinfo::System::host_name()
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "unknown".to_string())

@@ -15,20 +15,12 @@ use vantage_storage::meta::{Agent, EnrollRejection, EnrollmentToken, Scope};
 
 use super::admin::{TenantParam, meta_error, parse_body, store, target_tenant, time};
 use super::audit::{Entry, RemoteAddr, record};
-use super::{ApiError, ApiState, authenticate};
+use super::{ApiError, ApiState, authenticate, blocking};
 use crate::config::parse_duration;
 
 /// Enrollment tokens live a week unless asked otherwise: long enough for a rollout,
 /// short enough that a token pasted into a ticket stops working.
 const DEFAULT_TOKEN_TTL: &str = "7d";
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("task failed: {e}")))
-}
 
 fn token_json(t: &EnrollmentToken) -> Value {
     json!({

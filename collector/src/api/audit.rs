@@ -17,7 +17,7 @@ use vantage_storage::meta::{AuditEvent, AuditQuery, MAX_AUDIT_LIMIT, Scope};
 
 use super::admin::{meta_error, store};
 use super::timeparse::{format_time, parse_time};
-use super::{ApiError, ApiState, authenticate};
+use super::{ApiError, ApiState, authenticate, blocking};
 use crate::auth::Principal;
 
 /// The client's address, when the server was started with connection info (always, in
@@ -134,9 +134,8 @@ pub(super) async fn list(
         limit,
     };
     let store = store(&state)?.clone();
-    let records = tokio::task::spawn_blocking(move || store.list_audit(&query))
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("audit query failed: {e}")))?
+    let records = blocking(move || store.list_audit(&query))
+        .await?
         .map_err(meta_error)?;
     let items: Vec<_> = records
         .iter()

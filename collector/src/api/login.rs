@@ -18,17 +18,8 @@ use vantage_storage::meta::{
 
 use super::admin::{meta_error, parse_body, store, time};
 use super::audit::{Entry, RemoteAddr, record};
-use super::{ApiError, ApiState, authenticate};
+use super::{ApiError, ApiState, authenticate, blocking};
 use crate::auth::{Principal, UserIdentity, totp};
-
-/// Runs a metadata-store call (SQLite, argon2) off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("task failed: {e}")))
-}
 
 fn unauthenticated(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::Unauthenticated, message)
@@ -53,7 +44,7 @@ fn person(principal: &Principal) -> Result<&UserIdentity, ApiError> {
     })
 }
 
-fn user_json(u: &User) -> Value {
+pub(super) fn user_json(u: &User) -> Value {
     json!({
         "user_id": u.user_id,
         "username": u.username,
@@ -63,10 +54,6 @@ fn user_json(u: &User) -> Value {
         "password_changed_at": time(u.password_changed_at),
         "roles": u.roles.iter().map(|(t, r)| json!({"tenant": t, "role": r.as_str()})).collect::<Vec<_>>(),
     })
-}
-
-pub(super) fn public_user_json(u: &User) -> Value {
-    user_json(u)
 }
 
 fn session_json(s: &Session, current: Option<&str>) -> Value {
@@ -398,8 +385,13 @@ pub(super) async fn me(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let principal = authenticate(&state, &headers, Scope::Ingest)
-        .or_else(|_| authenticate(&state, &headers, Scope::Query))?;
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let principal = state
+        .auth
+        .identify(header)
+        .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
     let scopes: Vec<&str> = principal.scopes.iter().map(|s| s.as_str()).collect();
     let mut body = json!({
         "tenant": principal.tenant,

@@ -123,6 +123,16 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Runs a metadata-store call (SQLite, argon2) off the async workers; a panic in it is an
+/// internal error, not a dropped connection.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("task failed: {e}")))
+}
+
 /// Charges one query to the caller's rate limits.
 pub(crate) fn charge_query(state: &ApiState, principal: &Principal) -> Result<(), ApiError> {
     state.limiter.query(principal).map_err(|wait| ApiError {

@@ -15,17 +15,9 @@ use vantage_storage::meta::{Role, Scope, User};
 
 use super::admin::{TenantParam, meta_error, parse_body, store, target_tenant};
 use super::audit::{Entry, RemoteAddr, record};
-use super::login::public_user_json;
-use super::{ApiError, ApiState, authenticate};
+use super::login::user_json;
+use super::{ApiError, ApiState, authenticate, blocking};
 use crate::auth::Principal;
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("task failed: {e}")))
-}
 
 fn parse_role(text: &str) -> Result<Role, ApiError> {
     text.parse().map_err(|_| {
@@ -102,10 +94,7 @@ pub(super) async fn list(
     let users = blocking(move || store.list_users(Some(&tenant)))
         .await?
         .map_err(meta_error)?;
-    Ok(
-        Json(json!({"users": users.iter().map(public_user_json).collect::<Vec<_>>()}))
-            .into_response(),
-    )
+    Ok(Json(json!({"users": users.iter().map(user_json).collect::<Vec<_>>()})).into_response())
 }
 
 /// Body of `POST /api/v1/users`.
@@ -143,7 +132,7 @@ pub(super) async fn create(
         Some(format!("{role} in {tenant}")),
     )
     .await;
-    Ok((StatusCode::CREATED, Json(public_user_json(&user))).into_response())
+    Ok((StatusCode::CREATED, Json(user_json(&user))).into_response())
 }
 
 /// One user.
@@ -154,7 +143,7 @@ pub(super) async fn get(
 ) -> Result<Response, ApiError> {
     let principal = authenticate(&state, &headers, Scope::Admin)?;
     let user = reachable(&state, &principal, &user_id).await?;
-    Ok(Json(public_user_json(&user)).into_response())
+    Ok(Json(user_json(&user)).into_response())
 }
 
 /// Body of `PATCH /api/v1/users/{id}`.
@@ -213,7 +202,7 @@ pub(super) async fn patch(
         )
         .await;
     }
-    Ok(Json(public_user_json(&user)).into_response())
+    Ok(Json(user_json(&user)).into_response())
 }
 
 /// Deletes a user. A tenant admin may delete only users who belong to no other tenant
@@ -286,7 +275,7 @@ pub(super) async fn put_role(
         Some(format!("{role} in {tenant}")),
     )
     .await;
-    Ok(Json(public_user_json(&user)).into_response())
+    Ok(Json(user_json(&user)).into_response())
 }
 
 /// Removes a user's role in a tenant; their sessions there end.
@@ -316,7 +305,7 @@ pub(super) async fn delete_role(
         Some(format!("from {tenant}")),
     )
     .await;
-    Ok(Json(public_user_json(&user)).into_response())
+    Ok(Json(user_json(&user)).into_response())
 }
 
 /// Body of `POST /api/v1/users/{id}/password`.

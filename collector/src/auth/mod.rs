@@ -159,6 +159,16 @@ impl Auth {
         authorization: Option<&str>,
         needed: Scope,
     ) -> Result<Principal, AuthError> {
+        let principal = self.identify(authorization)?;
+        if !principal.has(needed) {
+            return Err(AuthError::Forbidden(needed.as_str()));
+        }
+        Ok(principal)
+    }
+
+    /// Who the credential belongs to, whatever its scopes (`/api/v1/auth/me`); every
+    /// other caller wants [`Auth::check`].
+    pub fn identify(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
         let principal = match &self.mode {
             Mode::Disabled => Principal {
                 tenant: BOOTSTRAP_TENANT.to_string(),
@@ -175,11 +185,7 @@ impl Auth {
                     .filter(|t| !t.is_empty())
                     .ok_or(AuthError::Missing)?;
                 if tokens::looks_like_jwt(token) {
-                    let principal = self.check_access_token(store, token)?;
-                    if !principal.has(needed) {
-                        return Err(AuthError::Forbidden(needed.as_str()));
-                    }
-                    return Ok(principal);
+                    return self.check_access_token(store, token);
                 }
                 let key = store
                     .verify_api_key(token, SystemTime::now())
@@ -201,9 +207,6 @@ impl Auth {
                 }
             }
         };
-        if !principal.has(needed) {
-            return Err(AuthError::Forbidden(needed.as_str()));
-        }
         Ok(principal)
     }
 
@@ -390,7 +393,7 @@ fn bootstrap_admin_user(store: &MetaStore, path: &Path) -> anyhow::Result<()> {
 }
 
 /// Writes a file only the owner can read, atomically (temporary file, fsync, rename).
-fn write_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
+pub(crate) fn write_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write as _;
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
