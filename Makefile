@@ -10,7 +10,9 @@ run:
 # Installs what the tests need, idempotently: pip leaves already-satisfied pins alone;
 # the PromQL compliance test needs a real Prometheus (Debian's 2.42) and its promtool,
 # installed only when missing, refreshing the package lists only if the install fails;
-# the notification tests need Debian's Alertmanager 0.25 and its amtool, the same way.
+# the notification tests need Debian's Alertmanager 0.25 and its amtool, the same way;
+# the agent's journald tests need systemd-journal-remote (it writes journal files from
+# export format) and libsystemd0 (the agent loads it), the same way.
 test-deps:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r $(PY_REQUIREMENTS)
 	@if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then \
@@ -26,6 +28,13 @@ test-deps:
 		export DEBIAN_FRONTEND=noninteractive; \
 		apt-get install -y --no-install-recommends prometheus-alertmanager \
 		|| { apt-get update && apt-get install -y --no-install-recommends prometheus-alertmanager; }; \
+	fi
+	@if [ -x /lib/systemd/systemd-journal-remote ] && ldconfig -p | grep -q "libsystemd.so.0 "; then \
+		echo "systemd-journal-remote and libsystemd0 already installed"; \
+	else \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y --no-install-recommends systemd-journal-remote libsystemd0 \
+		|| { apt-get update && apt-get install -y --no-install-recommends systemd-journal-remote libsystemd0; }; \
 	fi
 
 test: test-deps
@@ -62,3 +71,10 @@ bench-notify:
 bench-traces:
 	cargo build --release --locked -p vantage-collector -p vantage-benches
 	target/release/vantage-traces-e2e
+
+# The agent's Debian package (cargo-deb, installed from crates.io when missing): binary,
+# systemd unit, default config, user creation. Output: target/debian/vantage-agent_*.deb.
+.PHONY: package-deb
+package-deb:
+	@command -v cargo-deb >/dev/null 2>&1 || cargo install --locked cargo-deb
+	cargo deb -p vantage-agent --locked

@@ -69,6 +69,10 @@ pub(crate) const DEFAULT_METRICS_PATH: &str = "/metrics";
 /// than that per target (Prometheus's default is unlimited; the agent must stay small).
 pub(crate) const DEFAULT_SCRAPE_BODY_LIMIT_BYTES: usize = 16 * 1024 * 1024;
 
+/// The smallest memory cap accepted. A cap under the agent's own idle footprint (about
+/// 10 MiB) keeps the sources paused for good; it is allowed, for tests of the pause.
+pub(crate) const MIN_MAX_MEMORY_MIB: u64 = 1;
+
 /// Top-level keys an environment variable may set; `VANTAGE_AGENT_TOKEN` is the exception.
 const TOP_LEVEL_KEYS: &[&str] = &[
     "state_dir",
@@ -81,6 +85,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "host_metrics",
     "receivers",
     "scrape_configs",
+    "journald",
+    "limits",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -96,6 +102,15 @@ struct FileConfig {
     host_metrics: HostMetricsFile,
     receivers: ReceiversFile,
     scrape_configs: Vec<ScrapeFile>,
+    journald: Option<crate::journald::JournaldFile>,
+    limits: LimitsFile,
+}
+
+/// `limits:` — what the agent may take from the host.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct LimitsFile {
+    max_memory_mib: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -355,6 +370,10 @@ pub(crate) struct Config {
     pub(crate) host_metrics_interval: Option<Duration>,
     pub(crate) receiver: ReceiverConfig,
     pub(crate) scrape_targets: Vec<ScrapeTarget>,
+    /// The journald source; `None`: off (no `journald:` section).
+    pub(crate) journald: Option<crate::journald::JournaldConfig>,
+    /// RSS above which the sources pause; `None`: no cap.
+    pub(crate) max_memory_bytes: Option<u64>,
 }
 
 /// Values given on the command line; `None`/empty leaves the file/environment value.
@@ -913,12 +932,34 @@ fn validate(f: FileConfig, text: &str) -> Result<Config, ConfigError> {
         ));
     }
     let scrape_targets = scrape_targets(f.scrape_configs, text, &mut errors);
+    let journald = f.journald.and_then(|j| {
+        let at_key =
+            |k: &'static str| at(text, &format!("journald.{k}"), &[Key("journald"), Key(k)]);
+        crate::journald::validate(j, &at_key, &mut errors)
+    });
+    let max_memory_bytes = match f.limits.max_memory_mib {
+        None => None,
+        Some(mib) if (MIN_MAX_MEMORY_MIB..=1024 * 1024).contains(&mib) => Some(mib << 20),
+        Some(_) => {
+            errors.push(format!(
+                "{}: must be between {MIN_MAX_MEMORY_MIB} and 1048576",
+                at(
+                    text,
+                    "limits.max_memory_mib",
+                    &[Key("limits"), Key("max_memory_mib")]
+                )
+            ));
+            None
+        }
+    };
     if !errors.is_empty() {
         return Err(ConfigError(errors));
     }
     Ok(Config {
         receiver,
         scrape_targets,
+        journald,
+        max_memory_bytes,
         state_dir: f
             .state_dir
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),

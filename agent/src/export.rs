@@ -300,6 +300,7 @@ impl Exporter {
         };
         let mut attempt = 0u32;
         loop {
+            let began = tokio::time::Instant::now();
             let result = match &request {
                 Request::Logs(r) => self.logs.export(r.clone()).await.map(|resp| {
                     let p = resp.into_inner().partial_success.unwrap_or_default();
@@ -323,6 +324,16 @@ impl Exporter {
                             "export succeeded after retries"
                         );
                     }
+                    let signal = match &request {
+                        Request::Logs(_) => "logs",
+                        Request::Metrics(_) => "metrics",
+                        Request::Traces(_) => "traces",
+                    };
+                    crate::selfmetrics::export_acknowledged(
+                        signal,
+                        began.elapsed().as_secs_f64(),
+                        envelope.request.len() as u64,
+                    );
                     match &request {
                         Request::Logs(r) => {
                             self.stats.log_batches_sent.add(1);

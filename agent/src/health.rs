@@ -23,6 +23,7 @@ pub(crate) async fn serve(
     let bound = listener.local_addr()?;
     let app = Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .with_state(stats);
     let handle = tokio::spawn(async move {
         let served = axum::serve(listener, app)
@@ -35,11 +36,31 @@ pub(crate) async fn serve(
     Ok((bound, handle))
 }
 
+/// The self-metrics in the Prometheus text format (OpenMetrics-compatible).
+async fn metrics(State(stats): State<Arc<Stats>>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::selfmetrics::render(&stats),
+    )
+}
+
 async fn healthz(State(stats): State<Arc<Stats>>) -> Json<Value> {
     let counters: Map<String, Value> = stats
         .snapshot()
         .into_iter()
         .map(|(k, v)| (k.to_string(), json!(v)))
         .collect();
-    Json(json!({ "status": "ok", "stats": counters }))
+    let targets: Vec<Value> = crate::selfmetrics::scrape_targets()
+        .into_iter()
+        .map(|(job, instance, up)| json!({ "job": job, "instance": instance, "up": up }))
+        .collect();
+    Json(json!({
+        "status": "ok",
+        "stats": counters,
+        "last_export_unix_ms": crate::selfmetrics::last_export_unix_ms(),
+        "scrape_targets": targets,
+    }))
 }

@@ -8,11 +8,15 @@ mod export;
 mod exposition;
 mod health;
 mod hostmetrics;
+mod journald;
 mod lines;
+mod memlimit;
 mod queue;
 mod receiver;
 mod resource;
 mod scrape;
+mod selfmetrics;
+mod service;
 mod stats;
 mod tail;
 mod tlsclient;
@@ -47,6 +51,13 @@ enum Command {
     /// Validates the configuration (file, VANTAGE_AGENT_* variables, flags) and exits:
     /// 0 when valid, 2 with every problem listed otherwise.
     CheckConfig(Flags),
+    /// Installs the agent as a systemd service: binary, unit, /etc/vantage-agent/agent.yaml
+    /// (0600), state dir, user; then enables and starts it when systemd runs.
+    Install(service::InstallArgs),
+    /// Stops and removes the service (the config and state stay unless --purge).
+    Uninstall(service::UninstallArgs),
+    /// Whether the agent runs, where it sends, its last export, queue and sources.
+    Status(service::StatusArgs),
 }
 
 #[derive(Args, Debug)]
@@ -106,6 +117,9 @@ impl Flags {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Install(a) => service::install(&a),
+        Command::Uninstall(a) => service::uninstall(&a),
+        Command::Status(a) => service::status(&a),
         Command::CheckConfig(flags) => match flags.load() {
             Ok(c) => {
                 let addr = |a: Option<std::net::SocketAddr>| {
@@ -266,6 +280,30 @@ async fn run(config: Config) -> anyhow::Result<()> {
         )
     };
 
+    let memory = config
+        .max_memory_bytes
+        .map(|limit| tokio::spawn(memlimit::run(limit, stats.clone(), cancel.clone())));
+
+    let journal = match config.journald.clone() {
+        None => None,
+        Some(j) => Some(
+            journald::spawn(
+                journald::Source {
+                    config: j,
+                    state_dir: config.state_dir.clone(),
+                    queue: queue.clone(),
+                    stats: stats.clone(),
+                    resource: resource.clone(),
+                    batch_max_records: config.exporter.batch_max_records,
+                    batch_max_bytes: config.exporter.batch_max_bytes,
+                },
+                tokio::runtime::Handle::current(),
+                cancel.clone(),
+            )
+            .context("cannot start the journald thread")?,
+        ),
+    };
+
     let sink = Arc::new(receiver::Sink::new(
         queue.clone(),
         stats.clone(),
@@ -352,6 +390,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let joined = tokio::task::spawn_blocking(move || t.join());
         if tokio::time::timeout_at(deadline, joined).await.is_err() {
             tracing::warn!("file tailer still busy at the shutdown deadline");
+        }
+    }
+    if let Some(h) = memory {
+        let _ = tokio::time::timeout_at(deadline, h).await;
+    }
+    if let Some(j) = journal {
+        // The journald thread wakes from its wait within half a second.
+        let joined = tokio::task::spawn_blocking(move || j.join());
+        if tokio::time::timeout_at(deadline, joined).await.is_err() {
+            tracing::warn!("journald source still busy at the shutdown deadline");
         }
     }
     tokio::task::spawn_blocking(move || queue.shutdown_blocking())

@@ -89,4 +89,12 @@ stats! {
     scrapes_failed,
     /// Samples read from successful scrapes.
     scrape_samples,
+    /// Journal entries read by the journald source.
+    journald_entries_read,
+    /// Journal open, read or cursor errors.
+    journald_errors,
+    /// Times the sources paused because RSS went over `limits.max_memory_mib`.
+    memory_pauses,
+    /// 1 while RSS is over `limits.max_memory_mib` (gauge).
+    memory_over_limit,
 }

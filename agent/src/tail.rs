@@ -178,7 +178,14 @@ impl Tailer {
     /// Polls until cancelled. Runs on a dedicated thread; `rt` runs the queue appends.
     pub(crate) fn run(mut self, rt: tokio::runtime::Handle, cancel: CancellationToken) {
         while !cancel.is_cancelled() {
-            let more = match self.poll_once(&rt, &cancel) {
+            // Over limits.max_memory_mib: read nothing (offsets stay put) until under it.
+            let paused = crate::memlimit::paused(&self.stats);
+            let more = if paused {
+                Ok(false)
+            } else {
+                self.poll_once(&rt, &cancel)
+            };
+            let more = match more {
                 Ok(more) => more,
                 Err(e) => {
                     tracing::error!(error = %e, "file tailing stopped");

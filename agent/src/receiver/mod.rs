@@ -134,6 +134,14 @@ impl Sink {
     }
 
     async fn push(&self, kind: Kind, items: u64, bytes: Vec<u8>) -> Result<(), Refusal> {
+        if crate::memlimit::paused(&self.stats) {
+            self.stats.receiver_requests_refused.add(1);
+            return Err(Refusal {
+                code: ErrorCode::Unavailable,
+                message: "the agent is over its memory limit; retry later".to_string(),
+                retry_after: Some(RETRY_DELAY),
+            });
+        }
         if items == 0 {
             // Nothing to keep: an empty export succeeds without a queue record.
             self.stats.receiver_requests_accepted.add(1);

@@ -151,6 +151,10 @@ pub(crate) async fn run(
             _ = ticker.tick() => {}
             () = cancel.cancelled() => return,
         }
+        if crate::memlimit::paused(&stats) {
+            // Over limits.max_memory_mib: this scrape is skipped, not queued.
+            continue;
+        }
         let began = tokio::time::Instant::now();
         let scrape_ns = now_ns();
         let result = tokio::select! {
@@ -195,6 +199,12 @@ pub(crate) async fn run(
                 )
             }
         };
+        crate::selfmetrics::scrape_observed(
+            &target.job,
+            &target.address,
+            report.up,
+            report.duration_seconds,
+        );
         let t = target.clone();
         let converted = tokio::task::spawn_blocking(move || {
             let c = convert::convert(
