@@ -206,6 +206,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     let queue = consumer.queue.clone();
     let resource = resource::host_resource(&config.resource_attributes);
+    // Before any source starts, so that a process already over the cap reads nothing.
+    let memory = config.max_memory_bytes.map(|limit| {
+        memlimit::check(limit, &stats);
+        tokio::spawn(memlimit::run(limit, stats.clone(), cancel.clone()))
+    });
 
     let health = match config.health_listen {
         Some(addr) => Some(
@@ -279,10 +284,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 .context("cannot start the file-tail thread")?,
         )
     };
-
-    let memory = config
-        .max_memory_bytes
-        .map(|limit| tokio::spawn(memlimit::run(limit, stats.clone(), cancel.clone())));
 
     let journal = match config.journald.clone() {
         None => None,

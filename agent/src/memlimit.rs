@@ -24,6 +24,13 @@ pub(crate) fn paused(stats: &Stats) -> bool {
     stats.memory_over_limit.get() > 0
 }
 
+/// One reading now (at start-up, before the sources run).
+pub(crate) fn check(limit_bytes: u64, stats: &Stats) {
+    if let Some(rss) = crate::selfmetrics::process_rss_bytes() {
+        update(stats, rss, limit_bytes);
+    }
+}
+
 /// Watches the RSS until cancelled.
 pub(crate) async fn run(limit_bytes: u64, stats: Arc<Stats>, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(CHECK_INTERVAL);
