@@ -81,6 +81,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "host_metrics",
     "receivers",
     "scrape_configs",
+    "control",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -96,6 +97,8 @@ struct FileConfig {
     host_metrics: HostMetricsFile,
     receivers: ReceiversFile,
     scrape_configs: Vec<ScrapeFile>,
+    /// Remote configuration over OpAMP (see `control`).
+    control: Option<crate::control::ControlFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -355,6 +358,8 @@ pub(crate) struct Config {
     pub(crate) host_metrics_interval: Option<Duration>,
     pub(crate) receiver: ReceiverConfig,
     pub(crate) scrape_targets: Vec<ScrapeTarget>,
+    /// `None`: no OpAMP client; the local configuration is all there is.
+    pub(crate) control: Option<crate::control::ControlConfig>,
 }
 
 /// Values given on the command line; `None`/empty leaves the file/environment value.
@@ -381,11 +386,30 @@ pub(crate) struct ConfigError(pub(crate) Vec<String>);
 
 impl Config {
     /// Builds the configuration from an optional file, the environment map and flags.
+    #[cfg_attr(
+        not(test),
+        allow(
+            dead_code,
+            reason = "`run` and `check-config` go through `layers` + `from_tree`"
+        )
+    )]
     pub(crate) fn load(
         file: Option<&Path>,
         env: &BTreeMap<String, String>,
         flags: &FlagOverrides,
     ) -> Result<Config, ConfigError> {
+        let (root, text) = Config::layers(file, env, flags)?;
+        Config::from_tree(crate::control::expand(root, env)?, &text)
+    }
+
+    /// The local tree (file, then `VANTAGE_AGENT_*` variables, then flags) before
+    /// validation, with the file's text for line numbers: the base a remote
+    /// configuration is merged over.
+    pub(crate) fn layers(
+        file: Option<&Path>,
+        env: &BTreeMap<String, String>,
+        flags: &FlagOverrides,
+    ) -> Result<(Value, String), ConfigError> {
         let mut text = String::new();
         let mut root = match file {
             Some(path) => {
@@ -470,12 +494,18 @@ impl Config {
             );
             push_input(&mut root, Value::Mapping(input));
         }
+        Ok((root, text))
+    }
+
+    /// Validates a configuration tree, the same checks for a local file and for a
+    /// merged remote configuration; `text` (may be empty) gives values their lines.
+    pub(crate) fn from_tree(root: Value, text: &str) -> Result<Config, ConfigError> {
         let parsed: FileConfig = serde_yaml_ng::from_value(root).map_err(|e| {
             ConfigError(vec![format!(
-                "after VANTAGE_AGENT_* variables and flags: {e}"
+                "after VANTAGE_AGENT_* variables, flags and remote configuration: {e}"
             )])
         })?;
-        validate(parsed, &text)
+        validate(parsed, text)
     }
 }
 
@@ -913,12 +943,16 @@ fn validate(f: FileConfig, text: &str) -> Result<Config, ConfigError> {
         ));
     }
     let scrape_targets = scrape_targets(f.scrape_configs, text, &mut errors);
+    let control = f
+        .control
+        .and_then(|c| crate::control::ControlConfig::validate(c, &mut errors));
     if !errors.is_empty() {
         return Err(ConfigError(errors));
     }
     Ok(Config {
         receiver,
         scrape_targets,
+        control,
         state_dir: f
             .state_dir
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
