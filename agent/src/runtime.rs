@@ -68,9 +68,20 @@ impl Task {
         }
     }
 
+    /// Cancels and waits until `deadline`; then aborts, so an old exporter can never
+    /// run beside its replacement (an aborted send is simply sent again: the batch
+    /// was not acknowledged).
     async fn stop(self, deadline: tokio::time::Instant) {
         self.cancel.cancel();
-        let _ = tokio::time::timeout_at(deadline, self.handle).await;
+        let mut handle = self.handle;
+        if tokio::time::timeout_at(deadline, &mut handle)
+            .await
+            .is_err()
+        {
+            tracing::warn!("a task did not stop within the grace period; aborting it");
+            handle.abort();
+            let _ = handle.await;
+        }
     }
 }
 
