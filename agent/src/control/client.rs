@@ -300,12 +300,11 @@ impl Agent {
 
     async fn handle(&mut self, msg: ServerToAgent, rt: &mut Runtime, attempt: &mut u32) -> Next {
         if let Some(err) = msg.error_response {
-            let retry = match err.details {
-                Some(server_error_response::Details::RetryInfo(r)) => {
-                    Some(Duration::from_nanos(r.retry_after_nanoseconds))
-                }
-                None => None,
-            };
+            let retry = err
+                .details
+                .map(|server_error_response::Details::RetryInfo(r)| {
+                    Duration::from_nanos(r.retry_after_nanoseconds)
+                });
             tracing::warn!(error = %err.error_message, kind = err.r#type, "opamp server answered with an error");
             if err.r#type == ServerErrorResponseType::Unavailable as i32 {
                 *attempt += 1;
