@@ -87,6 +87,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "scrape_configs",
     "journald",
     "limits",
+    "control",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -111,6 +112,8 @@ struct FileConfig {
 #[serde(deny_unknown_fields, default)]
 struct LimitsFile {
     max_memory_mib: Option<u64>,
+    /// Remote configuration over OpAMP (see `control`).
+    control: Option<crate::control::ControlFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -374,6 +377,8 @@ pub(crate) struct Config {
     pub(crate) journald: Option<crate::journald::JournaldConfig>,
     /// RSS above which the sources pause; `None`: no cap.
     pub(crate) max_memory_bytes: Option<u64>,
+    /// `None`: no OpAMP client; the local configuration is all there is.
+    pub(crate) control: Option<crate::control::ControlConfig>,
 }
 
 /// Values given on the command line; `None`/empty leaves the file/environment value.
@@ -400,11 +405,30 @@ pub(crate) struct ConfigError(pub(crate) Vec<String>);
 
 impl Config {
     /// Builds the configuration from an optional file, the environment map and flags.
+    #[cfg_attr(
+        not(test),
+        allow(
+            dead_code,
+            reason = "`run` and `check-config` go through `layers` + `from_tree`"
+        )
+    )]
     pub(crate) fn load(
         file: Option<&Path>,
         env: &BTreeMap<String, String>,
         flags: &FlagOverrides,
     ) -> Result<Config, ConfigError> {
+        let (root, text) = Config::layers(file, env, flags)?;
+        Config::from_tree(crate::control::expand(root, env)?, &text)
+    }
+
+    /// The local tree (file, then `VANTAGE_AGENT_*` variables, then flags) before
+    /// validation, with the file's text for line numbers: the base a remote
+    /// configuration is merged over.
+    pub(crate) fn layers(
+        file: Option<&Path>,
+        env: &BTreeMap<String, String>,
+        flags: &FlagOverrides,
+    ) -> Result<(Value, String), ConfigError> {
         let mut text = String::new();
         let mut root = match file {
             Some(path) => {
@@ -489,12 +513,18 @@ impl Config {
             );
             push_input(&mut root, Value::Mapping(input));
         }
+        Ok((root, text))
+    }
+
+    /// Validates a configuration tree, the same checks for a local file and for a
+    /// merged remote configuration; `text` (may be empty) gives values their lines.
+    pub(crate) fn from_tree(root: Value, text: &str) -> Result<Config, ConfigError> {
         let parsed: FileConfig = serde_yaml_ng::from_value(root).map_err(|e| {
             ConfigError(vec![format!(
-                "after VANTAGE_AGENT_* variables and flags: {e}"
+                "after VANTAGE_AGENT_* variables, flags and remote configuration: {e}"
             )])
         })?;
-        validate(parsed, &text)
+        validate(parsed, text)
     }
 }
 
@@ -952,6 +982,9 @@ fn validate(f: FileConfig, text: &str) -> Result<Config, ConfigError> {
             None
         }
     };
+    let control = f
+        .control
+        .and_then(|c| crate::control::ControlConfig::validate(c, &mut errors));
     if !errors.is_empty() {
         return Err(ConfigError(errors));
     }
@@ -960,6 +993,7 @@ fn validate(f: FileConfig, text: &str) -> Result<Config, ConfigError> {
         scrape_targets,
         journald,
         max_memory_bytes,
+        control,
         state_dir: f
             .state_dir
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),

@@ -3,6 +3,7 @@
 
 mod checkpoint;
 mod config;
+mod control;
 mod enroll;
 mod export;
 mod exposition;
@@ -14,6 +15,7 @@ mod memlimit;
 mod queue;
 mod receiver;
 mod resource;
+mod runtime;
 mod scrape;
 mod selfmetrics;
 mod service;
@@ -23,18 +25,13 @@ mod tlsclient;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use serde_yaml_ng::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, FlagOverrides, LogFormat};
-use crate::stats::Stats;
-
-/// How long shutdown waits for the tasks after cancelling them.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+use crate::runtime::{Applied, Runtime};
 
 /// The Vantage agent: host metrics and log files, shipped to the collector.
 #[derive(Parser, Debug)]
@@ -96,10 +93,22 @@ struct Flags {
 
 impl Flags {
     fn load(&self) -> Result<Config, config::ConfigError> {
-        let env: BTreeMap<String, String> = std::env::vars()
-            .filter(|(k, _)| k.starts_with("VANTAGE_AGENT_"))
-            .collect();
-        let overrides = FlagOverrides {
+        Ok(self.load_tree()?.0.config)
+    }
+
+    /// The validated local configuration, its unexpanded tree (the base of remote
+    /// configurations) and the process environment (`VANTAGE_AGENT_*`, `${env:}`).
+    fn load_tree(&self) -> Result<(Applied, Value, BTreeMap<String, String>), config::ConfigError> {
+        let env: BTreeMap<String, String> = std::env::vars().collect();
+        let overrides = self.overrides();
+        let (local, text) = Config::layers(self.config.as_deref(), &env, &overrides)?;
+        let tree = control::expand(local.clone(), &env)?;
+        let config = Config::from_tree(tree.clone(), &text)?;
+        Ok((Applied { config, tree }, local, env))
+    }
+
+    fn overrides(&self) -> FlagOverrides {
+        FlagOverrides {
             collector: self.collector.clone(),
             token: self.token.clone(),
             tail: self.tail.clone(),
@@ -109,8 +118,7 @@ impl Flags {
             log_format: self.log_format.clone(),
             otlp_grpc_listen: self.otlp_grpc_listen.clone(),
             otlp_http_listen: self.otlp_http_listen.clone(),
-        };
-        Config::load(self.config.as_deref(), &env, &overrides)
+        }
     }
 }
 
@@ -127,7 +135,7 @@ fn main() -> std::process::ExitCode {
                         .unwrap_or_else(|| "off".to_string())
                 };
                 println!(
-                    "configuration is valid: {} file input(s), host metrics {}, OTLP receiver grpc {} http {}, {} scrape target(s), exporting to {}",
+                    "configuration is valid: {} file input(s), host metrics {}, OTLP receiver grpc {} http {}, {} scrape target(s), exporting to {}, remote configuration {}",
                     c.inputs.len(),
                     match c.host_metrics_interval {
                         Some(d) => format!("every {d:?}"),
@@ -136,7 +144,11 @@ fn main() -> std::process::ExitCode {
                     addr(c.receiver.grpc),
                     addr(c.receiver.http),
                     c.scrape_targets.len(),
-                    c.exporter.endpoint
+                    c.exporter.endpoint,
+                    match &c.control {
+                        Some(control) => format!("from {}", control.endpoint.url),
+                        None => "off".to_string(),
+                    }
                 );
                 std::process::ExitCode::SUCCESS
             }
@@ -146,14 +158,14 @@ fn main() -> std::process::ExitCode {
             }
         },
         Command::Run(flags) => {
-            let config = match flags.load() {
+            let loaded = match flags.load_tree() {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
                     return std::process::ExitCode::from(2);
                 }
             };
-            init_logging(config.log_format);
+            init_logging(loaded.0.config.log_format);
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .max_blocking_threads(4)
@@ -165,7 +177,7 @@ fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(run(config)) {
+            match runtime.block_on(run(loaded)) {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "agent failed");
@@ -188,224 +200,71 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.state_dir)
-        .with_context(|| format!("cannot create state dir {}", config.state_dir.display()))?;
-    let stats = Arc::new(Stats::default());
-    let cancel = CancellationToken::new();
-    let consumer = {
-        let (dir, max, policy, stats) = (
-            config.state_dir.clone(),
-            config.queue_max_bytes,
-            config.queue_when_full,
-            stats.clone(),
-        );
-        tokio::task::spawn_blocking(move || queue::DiskQueue::open(&dir, max, policy, stats))
-            .await
-            .context("queue open task")??
-    };
-    let queue = consumer.queue.clone();
-    let resource = resource::host_resource(&config.resource_attributes);
-    // Before any source starts, so that a process already over the cap reads nothing.
-    let memory = config.max_memory_bytes.map(|limit| {
-        memlimit::check(limit, &stats);
-        tokio::spawn(memlimit::run(limit, stats.clone(), cancel.clone()))
-    });
-
-    let health = match config.health_listen {
-        Some(addr) => Some(
-            health::serve(addr, stats.clone(), cancel.clone())
-                .await
-                .with_context(|| format!("cannot listen on {addr} for /healthz"))?,
-        ),
+/// Starts the agent (with the last remote configuration, if one was saved), serves
+/// the OpAMP client when `control` is set, and shuts down on SIGTERM or Ctrl-C.
+async fn run(
+    (local, local_tree, env): (Applied, Value, BTreeMap<String, String>),
+) -> anyhow::Result<()> {
+    let stop = CancellationToken::new();
+    let control = match local.config.control.clone() {
+        Some(control) => {
+            let ctx = control::client::Context {
+                control,
+                local_tree,
+                env,
+                state_dir: local.config.state_dir.clone(),
+                tls: local.config.exporter.tls.clone().unwrap_or_default(),
+            };
+            Some(control::client::Agent::prepare(ctx, local.clone())?)
+        }
         None => None,
     };
-
-    let grpc_tls = config
-        .exporter
-        .tls
-        .as_ref()
-        .map(tlsclient::for_grpc)
-        .transpose()
-        .context("exporter.tls")?;
-    // Without a key but with an enrollment token, the exporter starts once enrolled;
-    // the sources below fill the disk queue meanwhile.
-    let exporter = {
-        let mut exporter_config = config.exporter.clone();
-        let (state_dir, cancel, stats) = (config.state_dir.clone(), cancel.clone(), stats.clone());
-        tokio::spawn(async move {
-            if exporter_config.token.is_none()
-                && let Some(enrollment) = exporter_config.enrollment.clone()
-            {
-                match enroll::credential(
-                    &state_dir,
-                    &enrollment,
-                    exporter_config.tls.as_ref(),
-                    &cancel,
-                )
-                .await
-                {
-                    Ok(Some(key)) => exporter_config.token = Some(config::Secret::new(key)),
-                    Ok(None) => return,
-                    Err(e) => {
-                        tracing::error!(
-                            error = format!("{e:#}"),
-                            "cannot enroll; nothing will be sent until the agent is given a token or a new enrollment token"
-                        );
-                        return;
-                    }
+    let (mut rt, agent) = match control {
+        None => (Runtime::start(local).await?, None),
+        Some((mut agent, applied)) => {
+            let remote = applied.tree != local.tree;
+            match Runtime::start(applied).await {
+                Ok(rt) => (rt, Some(agent)),
+                Err(e) if remote => {
+                    let error = format!("{e:#}");
+                    tracing::warn!(error = %error, "the saved remote configuration does not start; running the local one");
+                    agent.start_failed(error, &local.tree);
+                    (Runtime::start(local).await?, Some(agent))
                 }
+                Err(e) => return Err(e),
             }
-            match export::Exporter::new(exporter_config, consumer, stats, grpc_tls) {
-                Ok(exporter) => exporter.run(cancel).await,
-                Err(e) => tracing::error!(error = %e, "exporter endpoint"),
-            }
-        })
+        }
     };
-
-    let tailer = if config.inputs.is_empty() {
-        None
-    } else {
-        let (c, q, s, r) = (
-            config.clone(),
-            queue.clone(),
-            stats.clone(),
-            resource.clone(),
-        );
-        let tailer = tokio::task::spawn_blocking(move || tail::Tailer::new(&c, q, s, r))
-            .await
-            .context("tailer start task")??;
-        let rt = tokio::runtime::Handle::current();
-        let token = cancel.clone();
-        Some(
-            std::thread::Builder::new()
-                .name("file-tail".into())
-                .spawn(move || tailer.run(rt, token))
-                .context("cannot start the file-tail thread")?,
-        )
-    };
-
-    let journal = match config.journald.clone() {
-        None => None,
-        Some(j) => Some(
-            journald::spawn(
-                journald::Source {
-                    config: j,
-                    state_dir: config.state_dir.clone(),
-                    queue: queue.clone(),
-                    stats: stats.clone(),
-                    resource: resource.clone(),
-                    batch_max_records: config.exporter.batch_max_records,
-                    batch_max_bytes: config.exporter.batch_max_bytes,
-                },
-                tokio::runtime::Handle::current(),
-                cancel.clone(),
-            )
-            .context("cannot start the journald thread")?,
-        ),
-    };
-
-    let sink = Arc::new(receiver::Sink::new(
-        queue.clone(),
-        stats.clone(),
-        resource.clone(),
-    ));
-    let max_request = config.receiver.max_request_bytes;
-    let otlp_grpc = match config.receiver.grpc {
-        Some(addr) => Some(
-            receiver::grpc::serve(addr, sink.clone(), max_request, cancel.clone())
-                .await
-                .with_context(|| {
-                    format!("cannot listen on {addr} for OTLP/gRPC (receivers.otlp.grpc; `off` disables it)")
-                })?,
-        ),
-        None => None,
-    };
-    let otlp_http = match config.receiver.http {
-        Some(addr) => Some(
-            receiver::http::serve(addr, sink.clone(), max_request, cancel.clone())
-                .await
-                .with_context(|| {
-                    format!("cannot listen on {addr} for OTLP/HTTP (receivers.otlp.http; `off` disables it)")
-                })?,
-        ),
-        None => None,
-    };
-    drop(sink);
-
-    let host = config.host_metrics_interval.map(|interval| {
-        tokio::spawn(hostmetrics::run(
-            interval,
-            resource.clone(),
-            queue.clone(),
-            stats.clone(),
-            cancel.clone(),
-        ))
-    });
-
-    let scrapers: Vec<_> = config
-        .scrape_targets
-        .iter()
-        .map(|t| {
-            tokio::spawn(scrape::run(
-                t.clone(),
-                config.exporter.batch_max_bytes,
-                queue.clone(),
-                stats.clone(),
-                cancel.clone(),
-            ))
-        })
-        .collect();
-
+    let c = &rt.current().config;
+    let [health, otlp_grpc, otlp_http] = rt
+        .addresses()
+        .map(|(_, a)| a.map(|a| a.to_string()).unwrap_or_else(|| "off".into()));
     tracing::info!(
-        collector = %config.exporter.endpoint,
-        scrape_targets = config.scrape_targets.len(),
-        health = health.as_ref().map(|(a, _)| a.to_string()).unwrap_or_else(|| "off".into()),
-        otlp_grpc = otlp_grpc.as_ref().map(|(a, _)| a.to_string()).unwrap_or_else(|| "off".into()),
-        otlp_http = otlp_http.as_ref().map(|(a, _)| a.to_string()).unwrap_or_else(|| "off".into()),
-        file_inputs = config.inputs.len(),
-        host_metrics_interval_ms = config.host_metrics_interval.map(|d| d.as_millis() as u64),
-        state_dir = %config.state_dir.display(),
+        collector = %c.exporter.endpoint,
+        scrape_targets = c.scrape_targets.len(),
+        health = %health,
+        otlp_grpc = %otlp_grpc,
+        otlp_http = %otlp_http,
+        file_inputs = c.inputs.len(),
+        host_metrics_interval_ms = c.host_metrics_interval.map(|d| d.as_millis() as u64),
+        state_dir = %c.state_dir.display(),
+        opamp = c.control.as_ref().map(|c| c.endpoint.url.as_str()).unwrap_or("off"),
+        pid = std::process::id(),
         "ready"
     );
-
-    shutdown_signal().await;
+    match agent {
+        Some(agent) => {
+            let signal = stop.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                signal.cancel();
+            });
+            agent.run(&mut rt, stop).await;
+        }
+        None => shutdown_signal().await,
+    }
     tracing::info!("shutting down");
-    cancel.cancel();
-    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-    for (_, h) in [otlp_grpc, otlp_http].into_iter().flatten() {
-        let _ = tokio::time::timeout_at(deadline, h).await;
-    }
-    let _ = tokio::time::timeout_at(deadline, exporter).await;
-    if let Some(h) = host {
-        let _ = tokio::time::timeout_at(deadline, h).await;
-    }
-    for h in scrapers {
-        let _ = tokio::time::timeout_at(deadline, h).await;
-    }
-    if let Some((_, h)) = health {
-        let _ = tokio::time::timeout_at(deadline, h).await;
-    }
-    if let Some(t) = tailer {
-        // The tailer checks the token between files and polls; its appends finish fast.
-        let joined = tokio::task::spawn_blocking(move || t.join());
-        if tokio::time::timeout_at(deadline, joined).await.is_err() {
-            tracing::warn!("file tailer still busy at the shutdown deadline");
-        }
-    }
-    if let Some(h) = memory {
-        let _ = tokio::time::timeout_at(deadline, h).await;
-    }
-    if let Some(j) = journal {
-        // The journald thread wakes from its wait within half a second.
-        let joined = tokio::task::spawn_blocking(move || j.join());
-        if tokio::time::timeout_at(deadline, joined).await.is_err() {
-            tracing::warn!("journald source still busy at the shutdown deadline");
-        }
-    }
-    tokio::task::spawn_blocking(move || queue.shutdown_blocking())
-        .await
-        .context("queue shutdown task")?;
+    rt.shutdown().await?;
     tracing::info!("stopped");
     Ok(())
 }
