@@ -210,7 +210,6 @@ async fn connections_survive_sighup_and_a_new_rate_limit_takes_effect() {
         .unwrap()
             > 1.0e9
     );
-    c.wait_for_total(&[("query", "after-2")], 1).await;
 }
 
 #[tokio::test]
@@ -269,7 +268,7 @@ async fn a_broken_file_is_refused_whole_and_the_old_config_keeps_serving() {
         metric(&metrics, "vantage_config_reloads_total{result=\"failure\"}"),
         Some(3.0)
     );
-    c.assert_still_serves("after refused reloads").await;
+    c.assert_still_serves("refused").await;
 
     // Fixed: accepted.
     write_config(&file, "metrics:\n  query_timeout: 5s\n");
