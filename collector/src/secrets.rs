@@ -927,6 +927,32 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        // Each case opens a database: 64 cases keep this test to seconds.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Text without a reference comes back unchanged; any text at all expands or
+        /// fails with an error, never a panic, and never with the value in the error.
+        #[test]
+        fn expand_is_identity_without_references_and_never_panics(
+            text in "[a-z${}:$ \\n]{0,64}",
+            plain in "[^$]{0,64}",
+        ) {
+            let (_d, _s, secrets) = service(KeyRing::from_keys(key(1), vec![]));
+            secrets.put("a", "x", &value(PLAIN), "k").unwrap();
+            if !plain.contains("${secret:") {
+                proptest::prop_assert_eq!(secrets.expand("a", &plain).unwrap(), plain.clone());
+            }
+            match secrets.expand("a", &text) {
+                Ok(_) => {}
+                Err(e) => proptest::prop_assert!(!e.to_string().contains(PLAIN)),
+            }
+            let with_ref = format!("{text}${{secret:x}}");
+            if let Ok(out) = secrets.expand("a", &with_ref) {
+                proptest::prop_assert!(out.contains(PLAIN) || text.ends_with('$'));
+            }
+        }
+    }
+
     #[test]
     fn key_files_generated_raw_and_base64() {
         let dir = tempfile::tempdir().unwrap();
