@@ -83,6 +83,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "api",
     "alerting",
     "tls",
+    "secrets",
+    "log_level",
 ];
 
 /// The configuration file as written.
@@ -102,6 +104,19 @@ struct FileConfig {
     api: ApiFile,
     alerting: AlertingFile,
     tls: TlsFile,
+    secrets: SecretsFile,
+    log_level: Option<String>,
+}
+
+/// `secrets:` — where the key that encrypts `${secret:NAME}` values comes from.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct SecretsFile {
+    key_file: Option<PathBuf>,
+    /// Base64 of 32 bytes; meant for `VANTAGE_SECRETS__KEY`, not for the file.
+    key: Option<String>,
+    /// A YAML list, or one comma-separated string (how an environment variable says it).
+    previous_key_files: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -272,6 +287,11 @@ pub struct Config {
     pub alerting: AlertingConfig,
     /// TLS on every listener, when configured.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// The key of the secrets store.
+    pub secrets: crate::secrets::SecretsConfig,
+    /// The collector's own log filter (`info`, `vantage_collector=debug,info`, ...);
+    /// `None`: `VANTAGE_LOG`, else `info`. Changes on reload.
+    pub log_level: Option<String>,
 }
 
 /// How long people stay logged in.
@@ -576,10 +596,23 @@ fn validate(f: FileConfig) -> Result<Config, ConfigError> {
             None
         }
     };
+    let secrets = crate::secrets::SecretsConfig::validate(
+        f.secrets.key_file,
+        f.secrets.key,
+        f.secrets.previous_key_files,
+        &mut errors,
+    );
+    if let Some(level) = &f.log_level
+        && let Err(e) = tracing_subscriber::EnvFilter::try_new(level)
+    {
+        errors.push(format!("log_level: {level:?} is not a log filter: {e}"));
+    }
     if !errors.is_empty() {
         return Err(ConfigError(errors));
     }
     Ok(Config {
+        secrets,
+        log_level: f.log_level,
         data_dir: f
             .data_dir
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),

@@ -10,6 +10,8 @@ pub mod config;
 pub mod ingest;
 pub mod ratelimit;
 pub mod receivers;
+pub mod reload;
+pub mod secrets;
 pub mod server;
 pub mod telemetry;
 pub mod tls;

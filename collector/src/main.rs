@@ -51,15 +51,31 @@ struct Args {
     alertmanager_config: Option<PathBuf>,
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VANTAGE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// The log filter: `log_level` from the configuration, else `VANTAGE_LOG`, else info.
+/// A configuration reload can change it (see `vantage_collector::reload`).
+fn init_logging(format: LogFormat, log_level: Option<&str>) {
+    let filter = log_level
+        .and_then(|l| tracing_subscriber::EnvFilter::try_new(l).ok())
+        .or_else(|| tracing_subscriber::EnvFilter::try_from_env("VANTAGE_LOG").ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    macro_rules! install {
+        ($builder:expr) => {{
+            let builder = $builder;
+            let handle = builder.reload_handle();
+            builder.init();
+            vantage_collector::reload::set_log_filter_setter(Box::new(move |text: &str| {
+                let filter =
+                    tracing_subscriber::EnvFilter::try_new(text).map_err(|e| e.to_string())?;
+                handle.reload(filter).map_err(|e| e.to_string())
+            }));
+        }};
+    }
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => install!(builder.json().flatten_event(true).with_filter_reloading()),
+        LogFormat::Text => install!(builder.with_filter_reloading()),
     }
 }
 
@@ -98,6 +114,11 @@ fn main() -> anyhow::Result<()> {
         rules_dir: args.rules_dir,
         alertmanager_config: args.alertmanager_config,
     };
+    let source = vantage_collector::reload::ConfigSource {
+        file: args.config.clone(),
+        env: env.clone(),
+        flags: flags.clone(),
+    };
     let config = match Config::load(args.config.as_deref(), &env, &flags) {
         Ok(c) => c,
         Err(e) => {
@@ -105,14 +126,14 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    init_logging(config.log_format);
+    init_logging(config.log_format, config.log_level.as_deref());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let result = runtime.block_on(async {
         let token = CancellationToken::new();
         tokio::spawn(shutdown_signal(token.clone()));
-        vantage_collector::server::run(config, token, |_| {}).await
+        vantage_collector::server::run(config, Some(source), token, |_| {}).await
     });
     // Whatever is still running after the grace period (it was logged) must not keep the
     // process alive.

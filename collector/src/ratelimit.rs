@@ -4,7 +4,7 @@
 //! other overload; other tenants are unaffected.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -60,7 +60,8 @@ impl Bucket {
 /// Every bucket, keyed by what it limits.
 #[derive(Debug, Default)]
 pub struct RateLimiter {
-    rates: Rates,
+    /// Replaced on configuration reload; buckets keep their fill.
+    rates: RwLock<Rates>,
     buckets: Mutex<HashMap<(Kind, bool, String), Bucket>>,
 }
 
@@ -68,30 +69,41 @@ impl RateLimiter {
     /// Limits with the given rates.
     pub fn new(rates: Rates) -> Self {
         RateLimiter {
-            rates,
+            rates: RwLock::new(rates),
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Changes the rates (a configuration reload); from the next request on.
+    pub fn set_rates(&self, rates: Rates) {
+        *self.rates.write().unwrap_or_else(|e| e.into_inner()) = rates;
+    }
+
+    fn rates(&self) -> Rates {
+        *self.rates.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Takes `bytes` of ingest for the principal, or says how long to wait.
     pub fn ingest(&self, principal: &Principal, bytes: u64) -> Result<(), Duration> {
+        let rates = self.rates();
         self.take(
             Kind::Ingest,
             principal,
             bytes as f64,
-            self.rates.ingest_bytes_per_tenant,
-            self.rates.ingest_bytes_per_key,
+            rates.ingest_bytes_per_tenant,
+            rates.ingest_bytes_per_key,
         )
     }
 
     /// Takes one query for the principal, or says how long to wait.
     pub fn query(&self, principal: &Principal) -> Result<(), Duration> {
+        let rates = self.rates();
         self.take(
             Kind::Query,
             principal,
             1.0,
-            self.rates.queries_per_tenant,
-            self.rates.queries_per_key,
+            rates.queries_per_tenant,
+            rates.queries_per_key,
         )
     }
 

@@ -127,9 +127,11 @@ fn open_wal(
 }
 
 /// Runs the collector until `shutdown` is cancelled. `on_bound` is told the real
-/// addresses once every listener is up.
+/// addresses once every listener is up. With a `source`, the configuration can be
+/// reloaded (SIGHUP, `POST /api/v1/status/config/reload`).
 pub async fn run(
     config: Config,
+    source: Option<crate::reload::ConfigSource>,
     shutdown: CancellationToken,
     on_bound: impl FnOnce(Bound),
 ) -> anyhow::Result<()> {
@@ -243,7 +245,7 @@ pub async fn run(
             engine: engine.clone(),
             logs: log_store.clone(),
             ingest: ingest.clone(),
-            meta,
+            meta: meta.clone(),
             alerts: alerts_tx,
             telemetry: telemetry.clone(),
             options: crate::alerting::rules::RulesOptions {
@@ -258,6 +260,27 @@ pub async fn run(
         shutdown.clone(),
     );
 
+    // Secrets and configuration reload.
+    let secrets = Arc::new(
+        crate::secrets::Secrets::open(meta.clone(), &config.secrets, &config.data_dir)
+            .context("cannot load the secrets key")?,
+    );
+    let live = Arc::new(crate::reload::Live::new(config.clone()));
+    let reloader = source.map(|source| {
+        Arc::new(crate::reload::Reloader::new(
+            source,
+            live.clone(),
+            crate::reload::ReloadTargets {
+                limiter: limiter.clone(),
+                rules: Some(rules.clone()),
+                secrets: Some(secrets.clone()),
+            },
+            telemetry.clone(),
+        ))
+    });
+    if let Some(r) = &reloader {
+        crate::reload::spawn_sighup(r.clone(), shutdown.clone());
+    }
     let api_state = Arc::new(ApiState {
         logs: log_store.clone(),
         traces: trace_store.clone(),
@@ -265,20 +288,19 @@ pub async fn run(
         auth: auth.clone(),
         telemetry: telemetry.clone(),
         ready: Default::default(),
-        protect_metrics: config.protect_metrics,
         limiter,
         shutdown: shutdown.clone(),
         tsdb: tsdb.clone(),
         engine,
         query_slots: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_queries)),
-        query_timeout: config.query_timeout,
         max_request_bytes: config.max_request_bytes,
-        cors_allowed_origins: config.cors_allowed_origins.clone(),
         login_throttle: Default::default(),
         totp: Default::default(),
-        sessions: config.sessions,
         rules: rules.clone(),
         notifier: Some(notifier),
+        live,
+        reloader,
+        secrets: Some(secrets),
     });
     let api_task = tokio::spawn({
         let shutdown = shutdown.clone();

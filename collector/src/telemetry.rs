@@ -206,6 +206,8 @@ pub struct Telemetry {
     pub rules: RuleMetrics,
     /// The notifier's metrics.
     pub notify: NotifyMetrics,
+    /// Configuration reloads.
+    pub config: ConfigMetrics,
 }
 
 fn latency_histogram() -> Histogram {
@@ -347,7 +349,9 @@ impl Telemetry {
             trace_index_errors.clone(),
         );
         let notify = NotifyMetrics::register(&mut registry);
+        let config = ConfigMetrics::register(&mut registry);
         Telemetry {
+            config,
             notify,
             registry,
             ingest_records,
@@ -437,5 +441,63 @@ impl NotifyMetrics {
             notifications,
             latency_seconds,
         }
+    }
+}
+
+// ---- Configuration reloads ---------------------------------------------------------
+
+/// Names of the reload metrics, as Prometheus names its own.
+pub mod config_names {
+    /// Reloads by result (`success`, `failure`).
+    pub const CONFIG_RELOADS: &str = "vantage_config_reloads";
+    /// Whether the last reload succeeded (1) or was refused (0)
+    /// (`prometheus_config_last_reload_successful`).
+    pub const CONFIG_LAST_RELOAD_SUCCESSFUL: &str = "vantage_config_last_reload_successful";
+    /// When the configuration was last loaded successfully, start included
+    /// (`prometheus_config_last_reload_success_timestamp_seconds`).
+    pub const CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP: &str =
+        "vantage_config_last_reload_success_timestamp_seconds";
+}
+
+/// Labels of reload counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `success` or `failure`.
+    pub result: &'static str,
+}
+
+/// The reload metrics.
+pub struct ConfigMetrics {
+    /// See [`config_names::CONFIG_RELOADS`].
+    pub reloads: Family<ReloadLabels, Counter>,
+    /// See [`config_names::CONFIG_LAST_RELOAD_SUCCESSFUL`].
+    pub last_reload_successful: Gauge,
+    /// See [`config_names::CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP`].
+    pub last_reload_success_timestamp_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+impl ConfigMetrics {
+    fn register(registry: &mut Registry) -> ConfigMetrics {
+        let m = ConfigMetrics {
+            reloads: Family::default(),
+            last_reload_successful: Gauge::default(),
+            last_reload_success_timestamp_seconds: Gauge::default(),
+        };
+        registry.register(
+            config_names::CONFIG_RELOADS,
+            "Configuration reloads by result",
+            m.reloads.clone(),
+        );
+        registry.register(
+            config_names::CONFIG_LAST_RELOAD_SUCCESSFUL,
+            "Whether the last configuration reload succeeded",
+            m.last_reload_successful.clone(),
+        );
+        registry.register(
+            config_names::CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP,
+            "When the configuration was last loaded successfully",
+            m.last_reload_success_timestamp_seconds.clone(),
+        );
+        m
     }
 }

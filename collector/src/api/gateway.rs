@@ -23,16 +23,19 @@ const SECURITY_HEADERS: [(HeaderName, &str); 5] = [
     (header::CACHE_CONTROL, "no-store"),
 ];
 
-/// Wraps `router` in the CORS policy and the security headers.
-pub(super) fn wrap(router: Router, allowed_origins: &[String]) -> Router {
-    let origins: Vec<HeaderValue> = allowed_origins
-        .iter()
-        .filter_map(|o| HeaderValue::from_str(o).ok())
-        .collect();
+/// Wraps `router` in the CORS policy and the security headers. The allowed origins
+/// are read from the live configuration per request, so a reload changes them.
+pub(super) fn wrap(router: Router, live: std::sync::Arc<crate::reload::Live>) -> Router {
     // An empty list allows no origin: the layer then adds nothing and browsers refuse
     // cross-origin reads, which is the default a public API of secrets should have.
+    let allowed = AllowOrigin::predicate(move |origin: &HeaderValue, _| {
+        live.get()
+            .cors_allowed_origins
+            .iter()
+            .any(|o| o.as_bytes() == origin.as_bytes())
+    });
     let cors = CorsLayer::new()
-        .allow_origin(AllowOrigin::list(origins))
+        .allow_origin(allowed)
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .max_age(PREFLIGHT_MAX_AGE);

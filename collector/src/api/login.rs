@@ -218,10 +218,8 @@ pub(super) async fn login(
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let ttl = state
-        .sessions
-        .session_ttl
-        .min(state.sessions.session_max_age);
+    let sessions = state.live.get().sessions;
+    let ttl = sessions.session_ttl.min(sessions.session_max_age);
     let (session, refresh) = {
         let (store, user_id, tenant, addr) = (
             store.clone(),
@@ -322,7 +320,8 @@ pub(super) async fn refresh(
 ) -> Result<Response, ApiError> {
     let store = store(&state)?.clone();
     let req: Refresh = parse_body(&body)?;
-    let (ttl, max_age) = (state.sessions.session_ttl, state.sessions.session_max_age);
+    let sessions = state.live.get().sessions;
+    let (ttl, max_age) = (sessions.session_ttl, sessions.session_max_age);
     let result = blocking(move || store.refresh_session(&req.refresh_token, ttl, max_age)).await?;
     match result {
         Ok((grant, refresh)) => token_response(&state, &grant, refresh),

@@ -13,6 +13,8 @@ mod logs;
 pub mod prom;
 pub mod render;
 mod rules;
+mod secrets;
+pub mod status_config;
 pub mod timeparse;
 mod traces;
 mod users;
@@ -47,8 +49,6 @@ pub struct ApiState {
     pub telemetry: Arc<Telemetry>,
     /// Set once WAL replay has finished.
     pub ready: AtomicBool,
-    /// Whether `/metrics` needs a query key.
-    pub protect_metrics: bool,
     /// Query rate limits.
     pub limiter: Arc<crate::ratelimit::RateLimiter>,
     /// Cancelled at shutdown: long-lived responses (live tails) end so the server can stop.
@@ -59,22 +59,23 @@ pub struct ApiState {
     pub engine: Arc<vantage_storage::metrics::promql::Engine>,
     /// Bounds PromQL queries evaluated at once.
     pub query_slots: Arc<tokio::sync::Semaphore>,
-    /// Longest a PromQL query may run.
-    pub query_timeout: std::time::Duration,
     /// Largest remote-write body, compressed and decompressed.
     pub max_request_bytes: usize,
-    /// Origins allowed cross-origin access (CORS).
-    pub cors_allowed_origins: Vec<String>,
     /// Failed-login counts, to slow password guessing.
     pub login_throttle: crate::auth::throttle::LoginThrottle,
     /// TOTP codes seen, so each works once.
     pub totp: crate::auth::totp::TotpChecker,
-    /// Session lifetimes.
-    pub sessions: crate::config::SessionConfig,
     /// Alerting and recording rules (evaluation state, API rule groups).
     pub rules: Arc<crate::alerting::rules::RulesManager>,
     /// The notifier behind the Alertmanager API (`None` until started).
     pub notifier: Option<Arc<crate::alerting::notify::Notifier>>,
+    /// The configuration in effect (settings that change on reload are read here:
+    /// `/metrics` protection, the query timeout, CORS origins, session lifetimes).
+    pub live: Arc<crate::reload::Live>,
+    /// Reloads the configuration (`None` when started without a source).
+    pub reloader: Option<Arc<crate::reload::Reloader>>,
+    /// Secrets for agent configurations (`None`: no secrets store).
+    pub secrets: Option<Arc<crate::secrets::Secrets>>,
 }
 
 /// An API error: a code and a message, rendered as
@@ -159,12 +160,12 @@ pub(crate) fn authenticate(
 
 /// All API routes.
 pub fn router(state: Arc<ApiState>) -> Router {
-    let origins = state.cors_allowed_origins.clone();
+    let live = state.live.clone();
     let (routes, _operations) = catalog(Catalog::new()).finish();
     let routes = routes
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
         .with_state(state);
-    gateway::wrap(routes, &origins)
+    gateway::wrap(routes, live)
 }
 
 /// Every route of the API, each with who may call it and what it does.
@@ -453,6 +454,8 @@ fn catalog(c: Catalog) -> Catalog {
     let c = traces::routes(c);
     let c = jaeger::routes(c);
     let c = rules::routes(c);
+    let c = secrets::routes(c);
+    let c = status_config::routes(c);
     alertmanager::routes(c)
 }
 
@@ -469,7 +472,7 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<ApiState>>, headers: axum::http::HeaderMap) -> Response {
-    if state.protect_metrics
+    if state.live.get().protect_metrics
         && let Err(e) = authenticate(&state, &headers, vantage_storage::meta::Scope::Query)
     {
         return e.into_response();

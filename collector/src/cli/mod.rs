@@ -3,6 +3,7 @@
 
 mod agents;
 mod people;
+mod secrets;
 mod silences;
 mod traces;
 
@@ -108,6 +109,12 @@ enum Command {
     Silences {
         #[command(subcommand)]
         command: silences::SilencesCommand,
+    },
+    /// Secrets for ${secret:NAME} in agent configurations: set (value from stdin),
+    /// list, delete, rotate.
+    Secrets {
+        #[command(subcommand)]
+        command: secrets::SecretsCommand,
     },
 }
 
@@ -292,6 +299,9 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         }
         Command::Enrollment { command } => {
             agents::enrollment(&client, &cli.url, cli.token.as_deref(), command).await
+        }
+        Command::Secrets { command } => {
+            secrets::secrets(&client, &cli.url, cli.token.as_deref(), command).await
         }
         Command::Users { command } => {
             people::users(&client, &cli.url, cli.token.as_deref(), command).await

@@ -139,6 +139,8 @@ pub(crate) type LogsClient = LogsServiceClient<GrpcChannel>;
 pub(crate) struct CollectorBuilder {
     env: Vec<(String, String)>,
     insecure_no_auth: bool,
+    /// `--config FILE`; the file then sets the listen addresses (no `--otlp-*`/`--api`).
+    config_file: Option<PathBuf>,
 }
 
 impl CollectorBuilder {
@@ -164,12 +166,15 @@ impl CollectorBuilder {
     /// panicking when the collector does not get to `ready`.
     pub(crate) fn try_start(&self, data_dir: &Path) -> Result<Collector, String> {
         let mut command = Command::new(collector_bin());
+        command.arg("--data-dir").arg(data_dir);
+        match &self.config_file {
+            Some(file) => command.arg("--config").arg(file),
+            None => command
+                .args(["--otlp-grpc", "127.0.0.1:0"])
+                .args(["--otlp-http", "127.0.0.1:0"])
+                .args(["--api", "127.0.0.1:0"]),
+        };
         command
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--otlp-grpc", "127.0.0.1:0"])
-            .args(["--otlp-http", "127.0.0.1:0"])
-            .args(["--api", "127.0.0.1:0"])
             .args(["--log-format", "json"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -918,4 +923,26 @@ pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
 /// Hits of a search answer.
 pub(crate) fn hits(result: &Value) -> &Vec<Value> {
     result["hits"].as_array().expect("hits is an array")
+}
+
+impl CollectorBuilder {
+    /// Starts with `--config file` instead of the listen flags: the file must set
+    /// `listen.otlp_grpc`, `listen.otlp_http` and `listen.api` (port 0 is fine), so a
+    /// test can change them and reload.
+    pub(crate) fn config_file(mut self, file: &Path) -> Self {
+        self.config_file = Some(file.to_path_buf());
+        self
+    }
+}
+
+impl Collector {
+    /// Sends a signal (`"HUP"`, `"TERM"`) to the collector with kill(1).
+    pub(crate) fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
 }

@@ -251,6 +251,29 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         ) STRICT;
     ",
     },
+    Migration {
+        version: 6,
+        name: "encrypted_secrets",
+        sql: "
+        -- Named secrets per tenant, for ${secret:NAME} in agent configurations. Only
+        -- ciphertext is stored (XChaCha20-Poly1305, encrypted by the collector), with
+        -- the id of the key that encrypted it and its 24-byte nonce. No foreign key on
+        -- tenant: with authentication off the tenants table is empty.
+        CREATE TABLE secrets (
+            tenant TEXT NOT NULL,
+            name TEXT NOT NULL,
+            key_id TEXT NOT NULL,
+            nonce BLOB NOT NULL CHECK (length(nonce) = 24),
+            ciphertext BLOB NOT NULL,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            -- Who last set it: user:<name> or key:<id>.
+            author TEXT NOT NULL,
+            PRIMARY KEY (tenant, name)
+        ) STRICT;
+        CREATE INDEX secrets_key_id ON secrets (key_id);
+    ",
+    },
 ];
 
 /// The schema version a fully migrated database has with this build.

@@ -20,6 +20,7 @@ mod keys;
 mod migrations;
 mod notify;
 mod rules;
+mod secrets;
 mod sessions;
 mod users;
 
@@ -45,6 +46,7 @@ pub use notify::{
     DeliveryStatus, MAX_NOTIFICATION_LIST, NewNotification, NotificationRow, SilenceRow,
 };
 pub use rules::StoredRuleGroup;
+pub use secrets::{SECRET_NONCE_LEN, SecretInfo, StoredSecret};
 
 use crate::logs::valid_tenant;
 

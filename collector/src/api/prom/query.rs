@@ -20,7 +20,7 @@ pub(crate) const PROMETHEUS_API_VERSION: &str = "2.42.0";
 
 /// The effective timeout: the request's `timeout`, capped by the configured one.
 fn timeout(state: &ApiState, params: &Params) -> Result<Duration, PromError> {
-    let configured = state.query_timeout;
+    let configured = state.live.get().query_timeout;
     match params.get("timeout") {
         None => Ok(configured),
         Some(text) => {
