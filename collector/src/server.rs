@@ -211,6 +211,12 @@ pub async fn run(
                 .context("cannot open the metadata store")?,
         ),
     };
+    // OpAMP: agent state from the metadata store, written back in batches.
+    let opamp = Arc::new(
+        crate::opamp::OpampServer::open(meta.clone(), telemetry.clone())
+            .context("cannot load the opamp agents")?,
+    );
+    let opamp_task = opamp.spawn_maintenance(shutdown.clone());
     let engine = Arc::new(Engine::new(engine_options(&config)));
     // The API listener is bound first: its address is the default external URL in
     // notifications.
@@ -279,6 +285,7 @@ pub async fn run(
         sessions: config.sessions,
         rules: rules.clone(),
         notifier: Some(notifier),
+        opamp,
     });
     let api_task = tokio::spawn({
         let shutdown = shutdown.clone();
@@ -450,6 +457,7 @@ pub async fn run(
     shutdown.cancelled().await;
     tracing::info!("shutting down");
     let _ = rules_task.await;
+    let _ = opamp_task.await;
     drop(rules);
     let _ = notifier_task.await;
     api_state.ready.store(false, Ordering::SeqCst);

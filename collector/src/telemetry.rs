@@ -206,6 +206,8 @@ pub struct Telemetry {
     pub rules: RuleMetrics,
     /// The notifier's metrics.
     pub notify: NotifyMetrics,
+    /// The OpAMP server's metrics.
+    pub opamp: crate::opamp::metrics::OpampMetrics,
 }
 
 fn latency_histogram() -> Histogram {
@@ -347,8 +349,10 @@ impl Telemetry {
             trace_index_errors.clone(),
         );
         let notify = NotifyMetrics::register(&mut registry);
+        let opamp = crate::opamp::metrics::OpampMetrics::register(&mut registry);
         Telemetry {
             notify,
+            opamp,
             registry,
             ingest_records,
             ingest_bytes,

@@ -6,6 +6,7 @@ mod agents;
 mod alertmanager;
 mod audit;
 pub mod catalog;
+mod configs;
 mod gateway;
 mod jaeger;
 mod login;
@@ -75,6 +76,8 @@ pub struct ApiState {
     pub rules: Arc<crate::alerting::rules::RulesManager>,
     /// The notifier behind the Alertmanager API (`None` until started).
     pub notifier: Option<Arc<crate::alerting::notify::Notifier>>,
+    /// The OpAMP server: agent state and configuration pushes.
+    pub opamp: Arc<crate::opamp::OpampServer>,
 }
 
 /// An API error: a code and a message, rendered as
@@ -453,6 +456,7 @@ fn catalog(c: Catalog) -> Catalog {
     let c = traces::routes(c);
     let c = jaeger::routes(c);
     let c = rules::routes(c);
+    let c = configs::routes(c);
     alertmanager::routes(c)
 }
 

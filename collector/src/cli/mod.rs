@@ -2,6 +2,7 @@
 //! as a readable table or as JSON.
 
 mod agents;
+mod config;
 mod people;
 mod silences;
 mod traces;
@@ -80,6 +81,11 @@ enum Command {
     Enrollment {
         #[command(subcommand)]
         command: agents::EnrollmentCommand,
+    },
+    /// Agent configuration documents: list, show, history, diff, push, rollback, rollout.
+    Config {
+        #[command(subcommand)]
+        command: config::ConfigCommand,
     },
     /// Read the audit log (admin), newest first.
     Audit {
@@ -292,6 +298,9 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         }
         Command::Enrollment { command } => {
             agents::enrollment(&client, &cli.url, cli.token.as_deref(), command).await
+        }
+        Command::Config { command } => {
+            config::run(&client, &cli.url, cli.token.as_deref(), command).await
         }
         Command::Users { command } => {
             people::users(&client, &cli.url, cli.token.as_deref(), command).await
