@@ -32,7 +32,10 @@ async fn http_agent_registers_gets_its_documents_and_reports_status() {
     create_config(&c, c.token(), "dev-only", "env=dev", "x: 1\n").await;
     let ingest = new_key(&c, &["ingest"], None).await;
 
-    let mut agent = SimAgent::new(1, &[("env", "prod"), ("role", "web"), ("host.name", "h1")]);
+    let mut agent = SimAgent::new(
+        101,
+        &[("env", "prod"), ("role", "web"), ("host.name", "h1")],
+    );
     // A heartbeat from an unknown agent: the server asks for the full state.
     let (status, reply) = http_send(&c, &ingest, &agent.heartbeat()).await;
     assert_eq!(status, StatusCode::OK);
@@ -138,7 +141,7 @@ async fn websocket_agent_gets_changes_pushed_and_catches_up_after_being_away() {
     let c = Collector::start(dir.path());
     create_config(&c, c.token(), "base", "", BASE_V1).await;
     let ingest = new_key(&c, &["ingest"], None).await;
-    let mut agent = SimAgent::new(2, &[("env", "prod")]);
+    let mut agent = SimAgent::new(102, &[("env", "prod")]);
     let mut ws = WsConn::connect(&c, &ingest).await;
     let reply = ws.call(&agent.full_state(None)).await;
     assert_eq!(bodies(&reply).unwrap()["base"], BASE_V1);
@@ -204,7 +207,7 @@ async fn half_rollout_reaches_some_of_ten_agents_and_grows_stably() {
     put_config(&c, c.token(), "base", BASE_V2, false).await;
     let ingest = new_key(&c, &["ingest"], None).await;
     let mut agents: Vec<SimAgent> = (0..10)
-        .map(|i| SimAgent::new(10 + i, &[("env", "prod")]))
+        .map(|i| SimAgent::new(i, &[("env", "prod")]))
         .collect();
     let mut conns = Vec::new();
     for a in &mut agents {
@@ -353,7 +356,7 @@ async fn malformed_and_oversized_messages_are_refused_and_the_server_lives_on() 
             .error_message
             .contains("header")
     );
-    let mut agent = SimAgent::new(3, &[]);
+    let mut agent = SimAgent::new(103, &[]);
     let reply = ws.call(&agent.full_state(None)).await;
     assert!(reply.error_response.is_none());
     // An oversized frame closes the connection.
@@ -391,7 +394,7 @@ async fn an_instance_uid_belongs_to_the_credential_that_first_used_it() {
     create_config(&c, c.token(), "base", "", BASE_V1).await;
     let first = new_key(&c, &["ingest"], None).await;
     let second = new_key(&c, &["ingest"], None).await;
-    let mut agent = SimAgent::new(4, &[]);
+    let mut agent = SimAgent::new(104, &[]);
     let (_, reply) = http_send(&c, &first, &agent.full_state(None)).await;
     assert!(reply.remote_config.is_some());
     // Another credential presenting the same uid: refused and counted.
@@ -420,7 +423,7 @@ async fn an_instance_uid_belongs_to_the_credential_that_first_used_it() {
     assert!(reply.error_response.is_none());
 
     // RequestInstanceUid: the server assigns a fresh uid.
-    let mut msg = SimAgent::new(5, &[]).full_state(None);
+    let mut msg = SimAgent::new(105, &[]).full_state(None);
     msg.flags = AgentToServerFlags::RequestInstanceUid as u64;
     let (_, reply) = http_send(&c, &first, &msg).await;
     let new_uid = reply
@@ -458,7 +461,7 @@ async fn scopes_and_tenants_are_enforced() {
             &c,
             &query,
             &[],
-            SimAgent::new(6, &[]).full_state(None).encode_to_vec(),
+            SimAgent::new(106, &[]).full_state(None).encode_to_vec(),
         )
         .await;
         (r.status, r.text())
@@ -524,7 +527,7 @@ async fn scopes_and_tenants_are_enforced() {
     )
     .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    let mut b_agent = SimAgent::new(7, &[]);
+    let mut b_agent = SimAgent::new(107, &[]);
     let (_, reply) = http_send(&c, &b_ingest, &b_agent.full_state(None)).await;
     assert!(
         bodies(&reply).unwrap().is_empty(),

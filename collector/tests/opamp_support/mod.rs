@@ -69,9 +69,10 @@ pub(crate) struct SimAgent {
 }
 
 impl SimAgent {
-    pub(crate) fn new(uid_byte: u8, labels: &[(&str, &str)]) -> SimAgent {
-        let mut uid = vec![uid_byte; 16];
-        uid[0] = 0x42;
+    /// Agent number `n`: its uid is the first 16 bytes of SHA-256(`agent-<n>`), as
+    /// scattered as real random uids but the same on every run.
+    pub(crate) fn new(n: u8, labels: &[(&str, &str)]) -> SimAgent {
+        let uid = Sha256::digest(format!("agent-{n}").as_bytes())[..16].to_vec();
         SimAgent {
             uid,
             seq: 0,

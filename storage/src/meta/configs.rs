@@ -450,8 +450,7 @@ fn diff_ops(a: &[&str], b: &[&str]) -> Vec<Op> {
                 ops.push(Op::Same(prefix + i, prefix + j));
                 i += 1;
                 j += 1;
-            } else if j < m
-                && (i == n || table[i * (m + 1) + j + 1] >= table[(i + 1) * (m + 1) + j])
+            } else if j < m && (i == n || table[i * (m + 1) + j + 1] > table[(i + 1) * (m + 1) + j])
             {
                 ops.push(Op::Ins(prefix + i, prefix + j));
                 j += 1;
