@@ -522,11 +522,12 @@ impl OpampServer {
             tracing::info!(tenant = %tenant, instance_uid = %uid, "opamp agent connected for the first time");
         }
         // Sequence numbers: a gap, or a first message without a description (we lost
-        // our state or never had it), asks for the full state.
-        let gap = match state.last_seq {
-            Some(last) => msg.sequence_num != last.wrapping_add(1),
-            None => msg.agent_description.is_none(),
-        };
+        // our state or never had it), asks for the full state — unless this message
+        // carries the description, i.e. is a full state already (an agent restarted).
+        let gap = msg.agent_description.is_none()
+            && state
+                .last_seq
+                .is_none_or(|last| msg.sequence_num != last.wrapping_add(1));
         if gap {
             reply.flags |= ServerToAgentFlags::ReportFullState as u64;
         }
