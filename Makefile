@@ -36,6 +36,11 @@ test-deps:
 		apt-get install -y --no-install-recommends systemd-journal-remote libsystemd0 \
 		|| { apt-get update && apt-get install -y --no-install-recommends systemd-journal-remote libsystemd0; }; \
 	fi
+	@if [ -d collector/tests/node/node_modules/@elastic/opamp-client-node ]; then \
+		echo "@elastic/opamp-client-node already installed"; \
+	else \
+		cd collector/tests/node && npm ci --no-audit --no-fund; \
+	fi
 
 test: test-deps
 	cargo test --workspace --all-targets --locked

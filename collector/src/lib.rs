@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod ingest;
+pub mod opamp;
 pub mod ratelimit;
 pub mod receivers;
 pub mod reload;

@@ -265,6 +265,13 @@ pub async fn run(
         crate::secrets::Secrets::open(meta.clone(), &config.secrets, &config.data_dir)
             .context("cannot load the secrets key")?,
     );
+    // OpAMP: agent state from the metadata store, written back in batches; documents'
+    // `${secret:NAME}` expanded per agent tenant.
+    let opamp = Arc::new(
+        crate::opamp::OpampServer::open(meta.clone(), telemetry.clone(), Some(secrets.clone()))
+            .context("cannot load the opamp agents")?,
+    );
+    let opamp_task = opamp.spawn_maintenance(shutdown.clone());
     let live = Arc::new(crate::reload::Live::new(config.clone()));
     let reloader = source.map(|source| {
         Arc::new(crate::reload::Reloader::new(
@@ -301,6 +308,7 @@ pub async fn run(
         live,
         reloader,
         secrets: Some(secrets),
+        opamp,
     });
     let api_task = tokio::spawn({
         let shutdown = shutdown.clone();
@@ -472,6 +480,7 @@ pub async fn run(
     shutdown.cancelled().await;
     tracing::info!("shutting down");
     let _ = rules_task.await;
+    let _ = opamp_task.await;
     drop(rules);
     let _ = notifier_task.await;
     api_state.ready.store(false, Ordering::SeqCst);

@@ -208,6 +208,8 @@ pub struct Telemetry {
     pub notify: NotifyMetrics,
     /// Configuration reloads.
     pub config: ConfigMetrics,
+    /// The OpAMP server's metrics.
+    pub opamp: crate::opamp::metrics::OpampMetrics,
 }
 
 fn latency_histogram() -> Histogram {
@@ -350,9 +352,11 @@ impl Telemetry {
         );
         let notify = NotifyMetrics::register(&mut registry);
         let config = ConfigMetrics::register(&mut registry);
+        let opamp = crate::opamp::metrics::OpampMetrics::register(&mut registry);
         Telemetry {
             config,
             notify,
+            opamp,
             registry,
             ingest_records,
             ingest_bytes,

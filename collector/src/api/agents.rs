@@ -261,11 +261,75 @@ pub(super) async fn list(
     let Query(params) =
         params.map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e.body_text()))?;
     let tenant = target_tenant(&principal, params.tenant)?;
-    let store = store(&state)?.clone();
-    let agents = blocking(move || store.list_agents(Some(&tenant)))
-        .await?
-        .map_err(meta_error)?;
-    Ok(Json(json!({"agents": agents.iter().map(agent_json).collect::<Vec<_>>()})).into_response())
+    // Enrolled agents need the key store; with authentication off only OpAMP agents exist.
+    let agents = match state.auth.store() {
+        Some(store) => {
+            let (store, t) = (store.clone(), tenant.clone());
+            blocking(move || store.list_agents(Some(&t)))
+                .await?
+                .map_err(meta_error)?
+        }
+        None => Vec::new(),
+    };
+    let fleet = state.opamp.fleet(&tenant);
+    Ok(Json(json!({"agents": fleet_json(&agents, &fleet)})).into_response())
+}
+
+/// Enrolled agents with their OpAMP state (the most recently seen instance using the
+/// agent's key), then OpAMP agents that were not enrolled (third-party clients with an
+/// API key), listed with `agent_id: null` and their host name from `host.name`.
+fn fleet_json(agents: &[Agent], fleet: &[crate::opamp::FleetEntry]) -> Vec<Value> {
+    let mut out = Vec::with_capacity(agents.len() + fleet.len());
+    let mut used = std::collections::HashSet::new();
+    for a in agents {
+        let mut v = agent_json(a);
+        v["enrolled"] = Value::Bool(true);
+        let entry = fleet
+            .iter()
+            .filter(|f| f.record.key_id == a.key_id)
+            .max_by_key(|f| f.record.last_contact);
+        for f in fleet.iter().filter(|f| f.record.key_id == a.key_id) {
+            used.insert(f.record.instance_uid.clone());
+        }
+        merge_opamp(&mut v, entry);
+        out.push(v);
+    }
+    for f in fleet
+        .iter()
+        .filter(|f| !used.contains(&f.record.instance_uid))
+    {
+        let attrs: std::collections::BTreeMap<String, String> =
+            serde_json::from_str(&f.record.description).unwrap_or_default();
+        let mut v = json!({
+            "agent_id": null,
+            "tenant": f.record.tenant,
+            "hostname": attrs.get("host.name").cloned().unwrap_or_default(),
+            "version": attrs.get("service.version").cloned().unwrap_or_default(),
+            "os": attrs.get("os.type").cloned().unwrap_or_default(),
+            "key_id": f.record.key_id,
+            "enrolled": false,
+            "status": "active",
+        });
+        merge_opamp(&mut v, Some(f));
+        out.push(v);
+    }
+    out
+}
+
+fn merge_opamp(v: &mut Value, entry: Option<&crate::opamp::FleetEntry>) {
+    let extra = match entry {
+        Some(f) => f.json(),
+        None => json!({
+            "instance_uid": null, "desired_config_hash": null, "desired_config_versions": {},
+            "applied_config_hash": null, "config_status": "unknown", "last_error": null,
+            "last_contact": null, "connected": false,
+        }),
+    };
+    if let (Some(obj), Value::Object(extra)) = (v.as_object_mut(), extra) {
+        for (k, val) in extra {
+            obj.entry(k).or_insert(val);
+        }
+    }
 }
 
 /// Revokes an agent: its key is refused from its next request on.

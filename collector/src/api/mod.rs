@@ -6,6 +6,7 @@ mod agents;
 mod alertmanager;
 mod audit;
 pub mod catalog;
+mod configs;
 mod gateway;
 mod jaeger;
 mod login;
@@ -76,6 +77,8 @@ pub struct ApiState {
     pub reloader: Option<Arc<crate::reload::Reloader>>,
     /// Secrets for agent configurations (`None`: no secrets store).
     pub secrets: Option<Arc<crate::secrets::Secrets>>,
+    /// The OpAMP server: agent state and configuration pushes.
+    pub opamp: Arc<crate::opamp::OpampServer>,
 }
 
 /// An API error: a code and a message, rendered as
@@ -456,6 +459,7 @@ fn catalog(c: Catalog) -> Catalog {
     let c = rules::routes(c);
     let c = secrets::routes(c);
     let c = status_config::routes(c);
+    let c = configs::routes(c);
     alertmanager::routes(c)
 }
 

@@ -2,6 +2,7 @@
 //! as a readable table or as JSON.
 
 mod agents;
+mod config;
 mod people;
 mod secrets;
 mod silences;
@@ -81,6 +82,11 @@ enum Command {
     Enrollment {
         #[command(subcommand)]
         command: agents::EnrollmentCommand,
+    },
+    /// Agent configuration documents: list, show, history, diff, push, rollback, rollout.
+    Config {
+        #[command(subcommand)]
+        command: config::ConfigCommand,
     },
     /// Read the audit log (admin), newest first.
     Audit {
@@ -302,6 +308,9 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         }
         Command::Secrets { command } => {
             secrets::secrets(&client, &cli.url, cli.token.as_deref(), command).await
+        }
+        Command::Config { command } => {
+            config::run(&client, &cli.url, cli.token.as_deref(), command).await
         }
         Command::Users { command } => {
             people::users(&client, &cli.url, cli.token.as_deref(), command).await

@@ -272,6 +272,59 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             PRIMARY KEY (tenant, name)
         ) STRICT;
         CREATE INDEX secrets_key_id ON secrets (key_id);
+        ",
+    },
+    Migration {
+        version: 7,
+        name: "agent_configs_and_opamp_agents",
+        sql: "
+        -- Named agent configuration documents per tenant, targeted by a label selector.
+        -- No foreign key on tenant: with authentication off the tenants table is empty.
+        CREATE TABLE config_docs (
+            tenant TEXT NOT NULL,
+            name TEXT NOT NULL,
+            selector TEXT NOT NULL,
+            current_version INTEGER NOT NULL,
+            -- A roll-out in progress: this version goes to rollout_percent % of agents.
+            rollout_version INTEGER,
+            rollout_percent INTEGER CHECK (rollout_percent BETWEEN 1 AND 99),
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            PRIMARY KEY (tenant, name)
+        ) STRICT;
+
+        -- Immutable versions; a rollback appends a copy.
+        CREATE TABLE config_versions (
+            tenant TEXT NOT NULL,
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            body TEXT NOT NULL,
+            author TEXT NOT NULL,
+            message TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            PRIMARY KEY (tenant, name, version)
+        ) STRICT;
+
+        -- The last state each OpAMP agent reported; the instance uid is bound to the
+        -- key that first presented it.
+        CREATE TABLE opamp_agents (
+            instance_uid TEXT NOT NULL PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            key_id TEXT NOT NULL,
+            description TEXT NOT NULL,
+            capabilities INTEGER NOT NULL,
+            config_hash_sent TEXT NOT NULL,
+            config_hash_applied TEXT NOT NULL,
+            remote_status TEXT NOT NULL,
+            remote_error TEXT NOT NULL,
+            healthy INTEGER,
+            health_status TEXT NOT NULL,
+            effective_config TEXT NOT NULL,
+            first_seen INTEGER NOT NULL,
+            last_contact INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX opamp_agents_tenant ON opamp_agents (tenant);
     ",
     },
 ];

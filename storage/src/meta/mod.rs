@@ -16,6 +16,7 @@
 
 mod agents;
 mod audit;
+mod configs;
 mod keys;
 mod migrations;
 mod notify;
@@ -35,6 +36,11 @@ use tracing::{debug, error, info, warn};
 
 pub use agents::{Agent, ENROLLMENT_PREFIX, EnrollRejection, EnrollmentToken};
 pub use audit::{AuditEvent, AuditQuery, AuditRecord, MAX_AUDIT_LIMIT};
+pub use configs::{
+    ActiveConfig, ConfigDoc, ConfigVersion, MAX_CONFIG_BYTES, MAX_CONFIG_MESSAGE_CHARS,
+    MAX_SELECTOR_LEN, OpampAgentRecord, Rollout, Selector, SelectorTerm, in_rollout, unified_diff,
+    valid_config_name,
+};
 pub use keys::{KEY_ID_LEN, KEY_PREFIX, SECRET_LEN, Scope};
 pub use sessions::{REFRESH_PREFIX, Session, SessionGrant, SessionRejection};
 pub use users::{

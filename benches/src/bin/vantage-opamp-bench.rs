@@ -1,0 +1,347 @@
+//! OpAMP fleet benchmark: N simulated agents (default 1,000) hold WebSocket connections
+//! to one release collector, send a heartbeat every 10 s, and apply whatever
+//! configuration they are sent at once (answering APPLIED with its hash). One config
+//! change is made through the API; the figure is the time from that request until the
+//! fleet view (`GET /api/v1/agents`) shows every agent applied. Collector RSS (and peak)
+//! and CPU seconds are read from /proc. Bounded in time: `--max-seconds`.
+//!
+//! ```sh
+//! cargo build --release -p vantage-collector -p vantage-benches
+//! target/release/vantage-opamp-bench --agents 1000
+//! ```
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use futures::{SinkExt as _, StreamExt as _};
+use prost::Message as _;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use vantage_benches::procfs::{cpu_seconds, mib, status_bytes};
+use vantage_proto::opamp::{
+    AgentCapabilities, AgentDescription, AgentToServer, AnyValue, KeyValue, RemoteConfigStatus,
+    RemoteConfigStatuses, ServerToAgent, any_value,
+};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// The collector binary.
+    #[arg(long, default_value = "target/release/vantage-collector")]
+    collector: PathBuf,
+    /// Scratch data directory (wiped first).
+    #[arg(long, default_value = "target/opamp-bench")]
+    data_dir: PathBuf,
+    /// Simulated agents.
+    #[arg(long, default_value_t = 1000)]
+    agents: usize,
+    /// Seconds between heartbeats.
+    #[arg(long, default_value_t = 10)]
+    heartbeat_s: u64,
+    /// Seconds connected before the change (at least one heartbeat round).
+    #[arg(long, default_value_t = 15)]
+    settle_s: u64,
+    /// Whole run bound.
+    #[arg(long, default_value_t = 300)]
+    max_seconds: u64,
+}
+
+struct Collector {
+    child: Child,
+    api: String,
+    token: String,
+}
+
+impl Collector {
+    fn start(binary: &Path, data_dir: &Path) -> anyhow::Result<Collector> {
+        let _ = std::fs::remove_dir_all(data_dir);
+        let mut child = Command::new(binary)
+            .args(["--data-dir", &data_dir.display().to_string()])
+            .args(["--otlp-grpc", "127.0.0.1:0", "--otlp-http", "127.0.0.1:0"])
+            .args(["--api", "127.0.0.1:0", "--log-format", "json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        let mut lines = BufReader::new(stderr).lines();
+        let ready = loop {
+            let line = lines.next().context("collector exited before ready")??;
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && v["message"] == "ready"
+            {
+                break v;
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        let admin = std::fs::read_to_string(data_dir.join("initial-admin.txt"))?;
+        let token = admin
+            .lines()
+            .find_map(|l| l.strip_prefix("api_key: "))
+            .context("no api_key in initial-admin.txt")?
+            .to_string();
+        Ok(Collector {
+            api: ready["api"].as_str().context("no api addr")?.to_string(),
+            token,
+            child,
+        })
+    }
+}
+
+/// A minimal HTTP/1.1 request on loopback.
+fn http(c: &Collector, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+    let mut stream = TcpStream::connect(&c.api)?;
+    let body = body.map(Value::to_string).unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        c.api,
+        c.token,
+        body.len()
+    )?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    let (head, rest) = text.split_once("\r\n\r\n").context("no header end")?;
+    anyhow::ensure!(
+        head.starts_with("HTTP/1.1 2"),
+        "{method} {path}: {}",
+        head.lines().next().unwrap_or("")
+    );
+    // Chunked or not: the JSON object is between the first '{' and the last '}'.
+    let json = match (rest.find('{'), rest.rfind('}')) {
+        (Some(a), Some(b)) => &rest[a..=b],
+        _ => "null",
+    };
+    Ok(serde_json::from_str(json)?)
+}
+
+fn description(i: usize) -> AgentDescription {
+    let kv = |k: &str, v: String| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v)),
+        }),
+    };
+    AgentDescription {
+        identifying_attributes: vec![kv("service.name", "bench-agent".into())],
+        non_identifying_attributes: vec![
+            kv("host.name", format!("host-{i}")),
+            kv("env", "prod".into()),
+        ],
+    }
+}
+
+const CAPS: u64 = AgentCapabilities::ReportsStatus as u64
+    | AgentCapabilities::AcceptsRemoteConfig as u64
+    | AgentCapabilities::ReportsRemoteConfig as u64;
+
+fn frame(msg: &AgentToServer) -> WsMessage {
+    let mut out = vec![0u8];
+    out.extend(msg.encode_to_vec());
+    WsMessage::Binary(out.into())
+}
+
+/// One simulated agent: connect, full state, then heartbeats; applies every config.
+async fn agent(
+    i: usize,
+    url: String,
+    token: String,
+    heartbeat: Duration,
+    connected: Arc<AtomicUsize>,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let mut request = url.into_client_request()?;
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+    let (mut sink, mut stream) = ws.split();
+    let mut uid = [0u8; 16];
+    uid[..8].copy_from_slice(&(i as u64).to_be_bytes());
+    uid[8] = 0xbe;
+    let mut seq = 1u64;
+    let mut applied: Vec<u8> = Vec::new();
+    sink.send(frame(&AgentToServer {
+        instance_uid: uid.to_vec(),
+        sequence_num: seq,
+        capabilities: CAPS,
+        agent_description: Some(description(i)),
+        ..Default::default()
+    }))
+    .await?;
+    connected.fetch_add(1, Ordering::Relaxed);
+    let mut tick = tokio::time::interval(heartbeat);
+    tick.tick().await;
+    loop {
+        let reply = tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {
+                seq += 1;
+                sink.send(frame(&AgentToServer {
+                    instance_uid: uid.to_vec(),
+                    sequence_num: seq,
+                    capabilities: CAPS,
+                    ..Default::default()
+                })).await?;
+                continue;
+            }
+            next = stream.next() => match next {
+                Some(Ok(WsMessage::Binary(data))) => ServerToAgent::decode(&data[1..])?,
+                Some(Ok(_)) => continue,
+                _ => anyhow::bail!("agent {i}: connection closed"),
+            },
+        };
+        if let Some(rc) = reply.remote_config
+            && rc.config_hash != applied
+        {
+            applied = rc.config_hash.clone();
+            seq += 1;
+            sink.send(frame(&AgentToServer {
+                instance_uid: uid.to_vec(),
+                sequence_num: seq,
+                capabilities: CAPS,
+                remote_config_status: Some(RemoteConfigStatus {
+                    last_remote_config_hash: rc.config_hash,
+                    status: RemoteConfigStatuses::Applied as i32,
+                    error_message: String::new(),
+                }),
+                ..Default::default()
+            }))
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+fn applied_count(c: &Collector) -> anyhow::Result<usize> {
+    let fleet = http(c, "GET", "/api/v1/agents", None)?;
+    Ok(fleet["agents"]
+        .as_array()
+        .map(|a| a.iter().filter(|a| a["config_status"] == "applied").count())
+        .unwrap_or(0))
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let c = Collector::start(&args.collector, &args.data_dir)?;
+    let pid = c.child.id();
+    let deadline = std::time::Instant::now() + Duration::from_secs(args.max_seconds);
+    http(
+        &c,
+        "POST",
+        "/api/v1/configs",
+        Some(
+            &json!({"name": "base", "selector": "env=prod", "body": "logs:\n  files: [/var/log/a.log]\n", "message": "v1"}),
+        ),
+    )?;
+    let key = http(
+        &c,
+        "POST",
+        "/api/v1/keys",
+        Some(&json!({"name": "bench agents", "scopes": ["ingest"]})),
+    )?["key"]
+        .as_str()
+        .context("no key")?
+        .to_string();
+    let connected = Arc::new(AtomicUsize::new(0));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let url = format!("ws://{}/v1/opamp", c.api);
+    let cpu_before_connect = cpu_seconds(pid)?;
+    let tasks: Vec<_> = (0..args.agents)
+        .map(|i| {
+            runtime.spawn(agent(
+                i,
+                url.clone(),
+                key.clone(),
+                Duration::from_secs(args.heartbeat_s),
+                connected.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    while connected.load(Ordering::Relaxed) < args.agents {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "agents did not connect in time"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Everyone applied version 1 first.
+    while applied_count(&c)? < args.agents {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "v1 not applied in time"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let cpu_connected = cpu_seconds(pid)?;
+    std::thread::sleep(Duration::from_secs(args.settle_s));
+    let cpu_idle = cpu_seconds(pid)? - cpu_connected;
+    let rss_idle = status_bytes(pid, "VmRSS").unwrap_or(0);
+
+    let started = std::time::Instant::now();
+    http(
+        &c,
+        "PUT",
+        "/api/v1/configs/base",
+        Some(
+            &json!({"body": "logs:\n  files: [/var/log/a.log, /var/log/b.log]\n", "message": "v2"}),
+        ),
+    )?;
+    let mut all_applied = None;
+    while std::time::Instant::now() < deadline {
+        let fleet = http(&c, "GET", "/api/v1/agents", None)?;
+        let agents = fleet["agents"].as_array().cloned().unwrap_or_default();
+        let done = agents
+            .iter()
+            .filter(|a| {
+                a["config_status"] == "applied" && a["desired_config_versions"]["base"] == 2
+            })
+            .count();
+        if done >= args.agents {
+            all_applied = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rss_peak = status_bytes(pid, "VmHWM").unwrap_or(0);
+    let rss_after = status_bytes(pid, "VmRSS").unwrap_or(0);
+    let cpu_total = cpu_seconds(pid)?;
+    stop.cancel();
+    for t in tasks {
+        let _ = runtime.block_on(t);
+    }
+    let mut child = c.child;
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = child.wait();
+    let report = json!({
+        "agents": args.agents,
+        "heartbeat_s": args.heartbeat_s,
+        "all_applied_after_s": all_applied.map(|d| d.as_secs_f64()),
+        "rss_idle_mib": mib(rss_idle),
+        "rss_after_change_mib": mib(rss_after),
+        "rss_peak_mib": mib(rss_peak),
+        "cpu_s_connect_and_apply_v1": cpu_connected - cpu_before_connect,
+        "cpu_s_idle_per_s": cpu_idle / args.settle_s as f64,
+        "cpu_s_total": cpu_total,
+    });
+    println!("{report}");
+    anyhow::ensure!(
+        all_applied.is_some(),
+        "not every agent applied within the time bound"
+    );
+    Ok(())
+}
