@@ -81,6 +81,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "host_metrics",
     "receivers",
     "scrape_configs",
+    "redact",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -96,6 +97,8 @@ struct FileConfig {
     host_metrics: HostMetricsFile,
     receivers: ReceiversFile,
     scrape_configs: Vec<ScrapeFile>,
+    /// Redaction rules applied to every file input (before the input's own).
+    redact: Vec<crate::process::RedactFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -182,6 +185,15 @@ struct InputFile {
     encoding: Option<String>,
     max_line_bytes: Option<usize>,
     attributes: BTreeMap<String, String>,
+    // Log processing (see `process`): multiline joining, JSON lines, redaction.
+    multiline: Option<crate::process::MultilineFile>,
+    parse: Option<String>,
+    severity_field: Option<String>,
+    timestamp_field: Option<String>,
+    message_field: Option<String>,
+    json_max_depth: Option<usize>,
+    json_max_attributes: Option<usize>,
+    redact: Vec<crate::process::RedactFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -309,6 +321,8 @@ pub(crate) struct FileInput {
     pub(crate) encoding: Encoding,
     pub(crate) max_line_bytes: usize,
     pub(crate) attributes: BTreeMap<String, String>,
+    /// Multiline joining, JSON parsing and redaction of this input's records.
+    pub(crate) processing: crate::process::Processing,
 }
 
 /// The local OTLP receiver.
@@ -355,6 +369,8 @@ pub(crate) struct Config {
     pub(crate) host_metrics_interval: Option<Duration>,
     pub(crate) receiver: ReceiverConfig,
     pub(crate) scrape_targets: Vec<ScrapeTarget>,
+    /// The global `redact:` rules (file inputs hold them too, first in their own list).
+    pub(crate) redact: Vec<crate::process::redact::Rule>,
 }
 
 /// Values given on the command line; `None`/empty leaves the file/environment value.
@@ -797,6 +813,11 @@ fn validate(f: FileConfig, text: &str) -> Result<Config, ConfigError> {
             FullPolicy::Block
         }
     };
+    let global_redact = crate::process::redact_rules(
+        &f.redact,
+        &|i| at(text, &format!("redact[{i}]"), &[Key("redact"), Index(i)]),
+        &mut errors,
+    );
     let mut inputs = Vec::new();
     for (i, input) in f.files.inputs.into_iter().enumerate() {
         let key = |name: &str| format!("files.inputs[{i}].{name}");
@@ -863,6 +884,29 @@ fn validate(f: FileConfig, text: &str) -> Result<Config, ConfigError> {
                 at(text, &key("max_line_bytes"), &path("max_line_bytes"))
             ));
         }
+        let processing = crate::process::build(
+            crate::process::InputProcessingFile {
+                multiline: input.multiline,
+                parse: input.parse,
+                severity_field: input.severity_field,
+                timestamp_field: input.timestamp_field,
+                message_field: input.message_field,
+                json_max_depth: input.json_max_depth,
+                json_max_attributes: input.json_max_attributes,
+                redact: input.redact,
+            },
+            &global_redact,
+            max_line_bytes,
+            &|name| {
+                let first = name.split(['.', '[']).next().unwrap_or(name);
+                at(
+                    text,
+                    &key(name),
+                    &[Key("files"), Key("inputs"), Index(i), Key(first)],
+                )
+            },
+            &mut errors,
+        );
         inputs.push(FileInput {
             include,
             exclude,
@@ -870,6 +914,7 @@ fn validate(f: FileConfig, text: &str) -> Result<Config, ConfigError> {
             encoding,
             max_line_bytes,
             attributes: input.attributes,
+            processing,
         });
     }
     let mut listen =
@@ -917,6 +962,7 @@ fn validate(f: FileConfig, text: &str) -> Result<Config, ConfigError> {
         return Err(ConfigError(errors));
     }
     Ok(Config {
+        redact: global_redact,
         receiver,
         scrape_targets,
         state_dir: f

@@ -9,6 +9,7 @@ mod exposition;
 mod health;
 mod hostmetrics;
 mod lines;
+mod process;
 mod queue;
 mod receiver;
 mod resource;
@@ -266,11 +267,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         )
     };
 
-    let sink = Arc::new(receiver::Sink::new(
-        queue.clone(),
-        stats.clone(),
-        resource.clone(),
-    ));
+    let sink = Arc::new(
+        receiver::Sink::new(queue.clone(), stats.clone(), resource.clone())
+            .with_redaction(process::redact::Redactor::new(config.redact.clone())),
+    );
     let max_request = config.receiver.max_request_bytes;
     let otlp_grpc = match config.receiver.grpc {
         Some(addr) => Some(

@@ -89,4 +89,20 @@ stats! {
     scrapes_failed,
     /// Samples read from successful scrapes.
     scrape_samples,
+    /// Records joined from more than one line by `multiline`.
+    multiline_records,
+    /// Multiline records flushed because they reached `max_lines` or `max_bytes`.
+    multiline_flushed_full,
+    /// Multiline records flushed after waiting `multiline.timeout`.
+    multiline_flushed_timeout,
+    /// Lines parsed as JSON objects (`parse: json`).
+    json_lines_parsed,
+    /// Lines under `parse: json` that were not a JSON object (kept as plain text).
+    json_lines_invalid,
+    /// JSON fields left out over `json_max_attributes`.
+    json_attributes_dropped,
+    /// Matches replaced by redaction rules.
+    redactions,
+    /// Records with at least one redaction.
+    records_redacted,
 }
