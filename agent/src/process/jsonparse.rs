@@ -192,7 +192,7 @@ pub(crate) fn severity_of(v: &Value) -> (SeverityNumber, String) {
 /// seconds kept). `None` when unreadable or outside 1970..2262.
 pub(crate) fn time_of(v: &Value) -> Option<u64> {
     match v {
-        Value::Number(n) => epoch_ns(n.as_f64()?, n.as_u64()),
+        Value::Number(n) => epoch_text(&n.to_string()).or_else(|| epoch_ns(n.as_f64()?, None)),
         Value::String(s) => {
             let s = s.trim();
             if let Ok(t) =
@@ -200,11 +200,38 @@ pub(crate) fn time_of(v: &Value) -> Option<u64> {
             {
                 return u64::try_from(t.unix_timestamp_nanos()).ok();
             }
-            let f: f64 = s.parse().ok()?;
-            epoch_ns(f, s.parse::<u64>().ok())
+            epoch_text(s).or_else(|| epoch_ns(s.parse().ok()?, None))
         }
         _ => None,
     }
+}
+
+/// Exact decimal reading of `123.456` epoch numbers (no float rounding of the
+/// fraction); `None` for exponents, signs and anything else.
+fn epoch_text(s: &str) -> Option<u64> {
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    if int.is_empty()
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let whole: u64 = int.parse().ok()?;
+    if whole == 0 {
+        return None;
+    }
+    // Digits of the fraction that matter at this unit (s: 9, ms: 6, us: 3, ns: 0).
+    let (scale, places) = match whole {
+        ..100_000_000_000 => (1_000_000_000u64, 9usize),
+        ..100_000_000_000_000 => (1_000_000, 6),
+        ..100_000_000_000_000_000 => (1_000, 3),
+        _ => (1, 0),
+    };
+    let mut frac_ns = 0u64;
+    for (i, d) in frac.bytes().take(places).enumerate() {
+        frac_ns += u64::from(d - b'0') * 10u64.pow((places - 1 - i) as u32);
+    }
+    whole.checked_mul(scale)?.checked_add(frac_ns)
 }
 
 fn epoch_ns(f: f64, exact: Option<u64>) -> Option<u64> {

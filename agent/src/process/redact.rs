@@ -78,7 +78,7 @@ impl Rule {
                 Replace::Text("[REDACTED:aws_access_key]".into()),
             ),
             "password_assignment" => (
-                r#"(?i)\b(password|passwd|pwd|secret|api[_\-]?key|access[_\-]?token)(["']?\s*[=:]\s*)("[^"]*"|'[^']*'|[^\s,;&"']+)"#,
+                r#"(?i)\b(password|passwd|pwd|secret|api[_\-]?key|access[_\-]?token)(["']?\s*[=:]\s*["']?)([^\s,;&"']+)"#,
                 Replace::Text("$1$2[REDACTED]".into()),
             ),
             "ipv4" => (
@@ -102,11 +102,7 @@ impl Rule {
         let out = self.regex.replace_all(text, |caps: &Captures<'_>| {
             let whole = caps.get(0).map(|m| m.as_str()).unwrap_or_default();
             match &self.replace {
-                Replace::Luhn if !luhn(whole) => whole.to_string(),
-                Replace::Luhn => {
-                    n += 1;
-                    "[REDACTED:credit_card]".to_string()
-                }
+                Replace::Luhn => redact_cards(whole, &mut n),
                 Replace::Text(t) => {
                     n += 1;
                     let mut s = String::new();
@@ -117,6 +113,33 @@ impl Rule {
         });
         (n > 0).then(|| (out.into_owned(), n))
     }
+}
+
+/// Replaces, in a run of digit groups the card pattern matched, every span of whole
+/// groups with 13 to 19 digits that passes the Luhn check (the run may join a card to
+/// a number written next to it: `id 12 4111 1111 1111 1111`).
+fn redact_cards(run: &str, n: &mut u64) -> String {
+    let mut groups: Vec<(usize, usize)> = Vec::new();
+    for (i, c) in run.char_indices() {
+        if c.is_ascii_digit() {
+            match groups.last_mut() {
+                Some(g) if g.1 == i => g.1 = i + 1,
+                _ => groups.push((i, i + 1)),
+            }
+        }
+    }
+    for i in 0..groups.len() {
+        for j in (i..groups.len()).rev() {
+            let span = &run[groups[i].0..groups[j].1];
+            let digits = span.bytes().filter(u8::is_ascii_digit).count();
+            if (13..=19).contains(&digits) && luhn(span) {
+                *n += 1;
+                let rest = redact_cards(&run[groups[j].1..], n);
+                return format!("{}[REDACTED:credit_card]{rest}", &run[..groups[i].0]);
+            }
+        }
+    }
+    run.to_string()
 }
 
 /// True when the digits of `s` (separators ignored) pass the Luhn checksum.
@@ -242,6 +265,10 @@ mod tests {
         // Not a card: fails Luhn (an order id), stays.
         let (t, n) = redact(&r, "order 4111111111111112 shipped");
         assert_eq!((t.as_str(), n), ("order 4111111111111112 shipped", 0));
+        // A number right before the card joins the pattern's run; the card is found in it.
+        let (t, n) = redact(&r, "k=12 4111111111111111 and 5500-0000-0000-0004");
+        assert_eq!(t, "k=12 [REDACTED:credit_card] and [REDACTED:credit_card]");
+        assert_eq!(n, 2);
         let (t, _) = redact(&r, "mail bob.smith+x@example.co.uk now");
         assert_eq!(t, "mail [REDACTED:email] now");
         let (t, _) = redact(&r, "Authorization: Bearer abc.def-ghi_123==");
