@@ -303,20 +303,20 @@ impl Exporter {
         };
         // The same id on every attempt: the collector answers a replay of a batch it
         // already stored with success and does not store it again.
-        let batch_id: Option<MetadataValue<Ascii>> = envelope
-            .id
-            .and_then(|id| format!("{id:032x}").parse().ok());
+        let batch_id: Option<MetadataValue<Ascii>> =
+            envelope.id.and_then(|id| format!("{id:032x}").parse().ok());
         let mut attempt = 0u32;
         loop {
             let result = match &request {
-                Request::Logs(r) => self
-                    .logs
-                    .export(with_id(r.clone(), &batch_id))
-                    .await
-                    .map(|resp| {
-                        let p = resp.into_inner().partial_success.unwrap_or_default();
-                        (p.rejected_log_records, p.error_message)
-                    }),
+                Request::Logs(r) => {
+                    self.logs
+                        .export(with_id(r.clone(), &batch_id))
+                        .await
+                        .map(|resp| {
+                            let p = resp.into_inner().partial_success.unwrap_or_default();
+                            (p.rejected_log_records, p.error_message)
+                        })
+                }
                 Request::Metrics(r) => self
                     .metrics
                     .export(with_id(r.clone(), &batch_id))
@@ -325,14 +325,15 @@ impl Exporter {
                         let p = resp.into_inner().partial_success.unwrap_or_default();
                         (p.rejected_data_points, p.error_message)
                     }),
-                Request::Traces(r) => self
-                    .traces
-                    .export(with_id(r.clone(), &batch_id))
-                    .await
-                    .map(|resp| {
-                        let p = resp.into_inner().partial_success.unwrap_or_default();
-                        (p.rejected_spans, p.error_message)
-                    }),
+                Request::Traces(r) => {
+                    self.traces
+                        .export(with_id(r.clone(), &batch_id))
+                        .await
+                        .map(|resp| {
+                            let p = resp.into_inner().partial_success.unwrap_or_default();
+                            (p.rejected_spans, p.error_message)
+                        })
+                }
             };
             match result {
                 Ok((rejected, message)) => {

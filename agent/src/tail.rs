@@ -366,7 +366,15 @@ impl Tailer {
             let (path_attr, name_attr) = (&t.path_attr, &t.name_attr);
             let before = batch.records.len();
             t.assembler.finish(|r| {
-                push_multiline(batch, stats, r, &input.processing, path_attr, name_attr, attrs)
+                push_multiline(
+                    batch,
+                    stats,
+                    r,
+                    &input.processing,
+                    path_attr,
+                    name_attr,
+                    attrs,
+                )
             });
             t.in_batch |= batch.records.len() > before;
             self.stats.files_truncated.add(1);
@@ -423,10 +431,25 @@ impl Tailer {
             let text = decode_piece(stats, piece, input.encoding);
             match &input.processing.multiline {
                 Some(m) => assembler.push(m, text, start, end, at, |r| {
-                    push_multiline(batch, stats, r, &input.processing, path_attr, name_attr, attrs)
+                    push_multiline(
+                        batch,
+                        stats,
+                        r,
+                        &input.processing,
+                        path_attr,
+                        name_attr,
+                        attrs,
+                    )
                 }),
                 None => push_record(
-                    batch, stats, text, now, &input.processing, path_attr, name_attr, attrs,
+                    batch,
+                    stats,
+                    text,
+                    now,
+                    &input.processing,
+                    path_attr,
+                    name_attr,
+                    attrs,
                 ),
             }
         });
@@ -446,7 +469,15 @@ impl Tailer {
             let (path_attr, name_attr) = (&t.path_attr, &t.name_attr);
             let before = batch.records.len();
             t.assembler.flush_stale(m, now, |r| {
-                push_multiline(batch, stats, r, &input.processing, path_attr, name_attr, attrs)
+                push_multiline(
+                    batch,
+                    stats,
+                    r,
+                    &input.processing,
+                    path_attr,
+                    name_attr,
+                    attrs,
+                )
             });
             t.in_batch |= batch.records.len() > before;
         }
@@ -484,15 +515,38 @@ impl Tailer {
                     let text = decode_piece(stats, piece, input.encoding);
                     match &input.processing.multiline {
                         Some(m) => assembler.push(m, text, start, end, at, |r| {
-                            push_multiline(batch, stats, r, &input.processing, path_attr, name_attr, attrs)
+                            push_multiline(
+                                batch,
+                                stats,
+                                r,
+                                &input.processing,
+                                path_attr,
+                                name_attr,
+                                attrs,
+                            )
                         }),
                         None => push_record(
-                            batch, stats, text, now, &input.processing, path_attr, name_attr, attrs,
+                            batch,
+                            stats,
+                            text,
+                            now,
+                            &input.processing,
+                            path_attr,
+                            name_attr,
+                            attrs,
                         ),
                     }
                 });
                 assembler.finish(|r| {
-                    push_multiline(batch, stats, r, &input.processing, path_attr, name_attr, attrs)
+                    push_multiline(
+                        batch,
+                        stats,
+                        r,
+                        &input.processing,
+                        path_attr,
+                        name_attr,
+                        attrs,
+                    )
                 });
                 if batch.records.len() > before {
                     t.in_batch = true;
@@ -612,7 +666,11 @@ enum ReadError {
 }
 
 /// Decodes one piece of a line, counting invalid UTF-8 and forced cuts.
-fn decode_piece(stats: &Stats, piece: lines::Piece<'_>, encoding: crate::config::Encoding) -> String {
+fn decode_piece(
+    stats: &Stats,
+    piece: lines::Piece<'_>,
+    encoding: crate::config::Encoding,
+) -> String {
     let (text, invalid) = lines::decode(piece.bytes, encoding);
     if invalid {
         stats.lines_invalid_utf8.add(1);

@@ -68,7 +68,9 @@ async fn stack_traces_json_lines_and_redaction_reach_the_collector_processed() {
 
     // Two Java records: the trace (6 lines) and the next one, flushed by the timeout.
     collector.wait_count("javaword", 2, Some(&agent)).await;
-    let hits = collector.search("javaword AND IllegalStateException", 5).await;
+    let hits = collector
+        .search("javaword AND IllegalStateException", 5)
+        .await;
     assert_eq!(hits["total"], 1, "{hits}");
     let body = hits["hits"][0]["body"].as_str().unwrap().to_string();
     assert_eq!(body.lines().count(), 6, "{body}");
@@ -84,7 +86,11 @@ async fn stack_traces_json_lines_and_redaction_reach_the_collector_processed() {
     assert_eq!(hit["severity_text"], "error");
     let want_ns = five_minutes_ago.unix_timestamp_nanos() as u64;
     assert_eq!(
-        hit["time_unix_nano"].as_str().unwrap().parse::<u64>().unwrap(),
+        hit["time_unix_nano"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap(),
         want_ns
     );
     assert_eq!(hit["attributes"]["http.status"], 502);
@@ -125,12 +131,10 @@ async fn retried_batches_and_a_collector_restart_deliver_every_line_once() {
     );
     // A deadline shorter than the collector's fsync of a large batch: the agent gives up
     // on requests the collector then stores, and sends them again with the same id.
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace(
-            "  retry_initial_backoff: 100ms\n",
-            "  retry_initial_backoff: 50ms\n  request_timeout: 15ms\n  batch_max_records: 2000\n",
-        );
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "  retry_initial_backoff: 100ms\n",
+        "  retry_initial_backoff: 50ms\n  request_timeout: 150ms\n  batch_max_records: 2000\n",
+    );
     std::fs::write(&config, text).unwrap();
     let agent = Agent::start(&["--config", config.to_str().unwrap()], &collector.token);
     let pad = "x".repeat(150);
@@ -152,10 +156,13 @@ async fn retried_batches_and_a_collector_restart_deliver_every_line_once() {
     assert!(retries > 0, "the agent retried");
     eprintln!(
         "export retries {retries}, duplicates dropped by the restarted collector: {:?}",
-        common::http_get(&format!("http://{}/metrics", collector.api), Some(&collector.token))
-            .await
-            .split(|b| *b == b'\n')
-            .map(|l| String::from_utf8_lossy(l).into_owned())
-            .find(|l| l.starts_with("vantage_ingest_duplicate_batches_total"))
+        common::http_get(
+            &format!("http://{}/metrics", collector.api),
+            Some(&collector.token)
+        )
+        .await
+        .split(|b| *b == b'\n')
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .find(|l| l.starts_with("vantage_ingest_duplicate_batches_total"))
     );
 }

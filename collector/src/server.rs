@@ -211,7 +211,9 @@ pub async fn run(
             .await??,
         )
     };
-    let dedup_sync = dedup.clone().spawn_sync(Duration::from_secs(1), shutdown.clone());
+    let dedup_sync = dedup
+        .clone()
+        .spawn_sync(Duration::from_secs(1), shutdown.clone());
     let ingest = Arc::new(
         ingest
             .with_trace_max_age(config.retention_traces)

@@ -19,13 +19,23 @@ const HEADER: &str = "x-vantage-batch-id";
 
 fn batch(marker: &str, n: usize) -> ExportLogsServiceRequest {
     let records = (0..n)
-        .map(|i| log_record(&format!("{marker} record {i}"), vec![kv_str("marker", marker)]))
+        .map(|i| {
+            log_record(
+                &format!("{marker} record {i}"),
+                vec![kv_str("marker", marker)],
+            )
+        })
         .collect();
     logs_request("dedup", records)
 }
 
 /// Exports over gRPC with `auth` and, if given, the batch id; asserts success.
-async fn send(c: &Collector, auth: Option<&str>, request: ExportLogsServiceRequest, id: Option<u128>) {
+async fn send(
+    c: &Collector,
+    auth: Option<&str>,
+    request: ExportLogsServiceRequest,
+    id: Option<u128>,
+) {
     let mut client = match auth {
         Some(a) => c.logs_client_with(Some(a)).await,
         None => c.logs_client().await,
@@ -44,8 +54,12 @@ async fn send(c: &Collector, auth: Option<&str>, request: ExportLogsServiceReque
 }
 
 async fn duplicates_counted(c: &Collector) -> f64 {
-    metric_value(&c.metrics_text().await, "vantage_ingest_duplicate_batches_total", &[])
-        .unwrap_or(0.0)
+    metric_value(
+        &c.metrics_text().await,
+        "vantage_ingest_duplicate_batches_total",
+        &[],
+    )
+    .unwrap_or(0.0)
 }
 
 #[tokio::test]
@@ -100,7 +114,8 @@ async fn concurrent_duplicates_are_stored_once() {
     });
     join_all(sends).await;
     for id in 0..8 {
-        c.wait_for_query(&format!("attributes.marker:conc{id}"), 50).await;
+        c.wait_for_query(&format!("attributes.marker:conc{id}"), 50)
+            .await;
     }
     assert_eq!(duplicates_counted(&c).await, 24.0);
 }
@@ -131,7 +146,8 @@ async fn a_replay_after_kill_9_is_not_stored_again() {
     let c = Collector::start(dir.path());
     send(&c, None, batch("late", 20), Some(99)).await;
     for id in 0..5 {
-        c.wait_for_query(&format!("attributes.marker:early{id}"), 20).await;
+        c.wait_for_query(&format!("attributes.marker:early{id}"), 20)
+            .await;
     }
     c.wait_for_query("attributes.marker:late", 20).await;
     assert_eq!(c.search(&[("query", "")]).await["total"], json!(120));
@@ -145,7 +161,10 @@ async fn tenant_key(c: &Collector, name: &str) -> String {
             c.api_request(
                 Method::POST,
                 path,
-                &[("authorization", &admin), ("content-type", "application/json")],
+                &[
+                    ("authorization", &admin),
+                    ("content-type", "application/json"),
+                ],
                 Bytes::from(body.to_string()),
             )
             .await

@@ -69,7 +69,11 @@ pub(crate) fn apply(line: &str, config: &JsonConfig, record: &mut LogRecord) -> 
         record.severity_number = number as i32;
         record.severity_text = text;
     }
-    let timestamp = take(&mut map, config.timestamp_field.as_deref(), TIMESTAMP_FIELDS);
+    let timestamp = take(
+        &mut map,
+        config.timestamp_field.as_deref(),
+        TIMESTAMP_FIELDS,
+    );
     if let Some(v) = &timestamp {
         match time_of(v) {
             Some(ns) => record.time_unix_nano = ns,
@@ -95,7 +99,11 @@ pub(crate) fn apply(line: &str, config: &JsonConfig, record: &mut LogRecord) -> 
     }
 }
 
-fn take(map: &mut Map<String, Value>, configured: Option<&str>, defaults: &[&str]) -> Option<Value> {
+fn take(
+    map: &mut Map<String, Value>,
+    configured: Option<&str>,
+    defaults: &[&str],
+) -> Option<Value> {
     match configured {
         Some(name) => map.remove(name),
         None => defaults.iter().find_map(|name| map.remove(*name)),
@@ -172,9 +180,7 @@ pub(crate) fn severity_of(v: &Value) -> (SeverityNumber, String) {
             let number = match s.trim().to_ascii_lowercase().as_str() {
                 "trace" | "trc" | "finest" | "finer" => SeverityNumber::Trace,
                 "debug" | "dbg" | "fine" | "config" => SeverityNumber::Debug,
-                "info" | "inf" | "information" | "informational" | "notice" => {
-                    SeverityNumber::Info
-                }
+                "info" | "inf" | "information" | "informational" | "notice" => SeverityNumber::Info,
                 "warn" | "warning" | "wrn" => SeverityNumber::Warn,
                 "error" | "err" | "eror" | "severe" => SeverityNumber::Error,
                 "fatal" | "critical" | "crit" | "panic" | "alert" | "emerg" | "emergency"
@@ -346,7 +352,14 @@ mod tests {
         }
         // Huge integers that fit no i64 become doubles, absurd times stay attributes.
         let mut r = LogRecord::default();
-        assert!(apply(r#"{"big":184467440737095516150,"time":-5}"#, &config, &mut r).parsed);
+        assert!(
+            apply(
+                r#"{"big":184467440737095516150,"time":-5}"#,
+                &config,
+                &mut r
+            )
+            .parsed
+        );
         assert!(matches!(
             attr(&r, "big"),
             Some(any_value::Value::DoubleValue(_))

@@ -137,16 +137,14 @@ pub(crate) fn build(
     errors: &mut Vec<String>,
 ) -> Processing {
     let multiline = f.multiline.and_then(|m| {
-        let mut regex = |key: &str, p: &str| match regex::RegexBuilder::new(p)
-            .size_limit(1 << 20)
-            .build()
-        {
-            Ok(r) => Some(r),
-            Err(e) => {
-                errors.push(format!("{}: invalid pattern: {e}", here(key)));
-                None
-            }
-        };
+        let mut regex =
+            |key: &str, p: &str| match regex::RegexBuilder::new(p).size_limit(1 << 20).build() {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    errors.push(format!("{}: invalid pattern: {e}", here(key)));
+                    None
+                }
+            };
         let mode = match (&m.start, &m.continue_) {
             (Some(p), None) => regex("multiline.start", p).map(Mode::Start),
             (None, Some(p)) => regex("multiline.continue", p).map(Mode::Continue),
@@ -163,7 +161,10 @@ pub(crate) fn build(
         ) {
             Ok(d) if d > Duration::ZERO => d,
             Ok(_) => {
-                errors.push(format!("{}: must be more than 0", here("multiline.timeout")));
+                errors.push(format!(
+                    "{}: must be more than 0",
+                    here("multiline.timeout")
+                ));
                 Duration::from_secs(1)
             }
             Err(e) => {
@@ -173,7 +174,10 @@ pub(crate) fn build(
         };
         let max_lines = m.max_lines.unwrap_or(multiline::DEFAULT_MAX_LINES);
         if max_lines == 0 {
-            errors.push(format!("{}: must be at least 1", here("multiline.max_lines")));
+            errors.push(format!(
+                "{}: must be at least 1",
+                here("multiline.max_lines")
+            ));
         }
         let max_bytes = m.max_bytes.unwrap_or(max_line_bytes);
         if !(16..=max_line_bytes).contains(&max_bytes) {
@@ -201,7 +205,10 @@ pub(crate) fn build(
                 .json_max_attributes
                 .unwrap_or(jsonparse::DEFAULT_MAX_ATTRIBUTES);
             if !(1..=32).contains(&max_depth) {
-                errors.push(format!("{}: must be between 1 and 32", here("json_max_depth")));
+                errors.push(format!(
+                    "{}: must be between 1 and 32",
+                    here("json_max_depth")
+                ));
             }
             if !(1..=1000).contains(&max_attributes) {
                 errors.push(format!(
@@ -227,7 +234,10 @@ pub(crate) fn build(
             None
         }
         Some(other) => {
-            errors.push(format!("{}: {other:?} is not one of json, none", here("parse")));
+            errors.push(format!(
+                "{}: {other:?} is not one of json, none",
+                here("parse")
+            ));
             None
         }
     };
@@ -283,7 +293,10 @@ files:
         assert!(matches!(m.mode, super::Mode::Continue(_)));
         assert_eq!(m.timeout, std::time::Duration::from_millis(250));
         assert_eq!((m.max_lines, m.max_bytes), (50, 1024 * 1024));
-        assert_eq!(p.json.as_ref().unwrap().message_field.as_deref(), Some("text"));
+        assert_eq!(
+            p.json.as_ref().unwrap().message_field.as_deref(),
+            Some("text")
+        );
         let mut s = "a@b.io k=12 4111111111111111".to_string();
         assert_eq!(p.redact.redact_str(&mut s), 3);
         assert_eq!(s, "[REDACTED:email] [REDACTED] [REDACTED:credit_card]");

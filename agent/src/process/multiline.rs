@@ -118,7 +118,11 @@ impl Assembler {
                 self.begin(line, start, end, now);
             }
         }
-        if self.pending.as_ref().is_some_and(|p| p.lines >= config.max_lines) {
+        if self
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.lines >= config.max_lines)
+        {
             if let Some(r) = self.take(true, false) {
                 emit(r);
             }
@@ -221,7 +225,10 @@ mod tests {
         assert_eq!(records.len(), 2);
         assert_eq!(records[0].lines, 4);
         assert!(records[0].text.ends_with("(B.java:2)"));
-        assert_eq!(records[0].end, TRACE.find("2026-11-26 INFO").unwrap() as u64);
+        assert_eq!(
+            records[0].end,
+            TRACE.find("2026-11-26 INFO").unwrap() as u64
+        );
         assert_eq!(records[1].end, TRACE.len() as u64);
         let by_continue = config(Mode::Continue(
             Regex::new(r"^(\s+at |java\.|Caused by:)").unwrap(),

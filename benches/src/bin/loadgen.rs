@@ -584,7 +584,8 @@ impl Worker {
         Counters::add(&counters.records_sent, batch.records);
         let batch_id: Option<AsciiMetadataValue> =
             self.settings.batch_ids.as_ref().and_then(|(prefix, n)| {
-                let id = (u128::from(*prefix) << 64) | u128::from(n.fetch_add(1, Ordering::Relaxed));
+                let id =
+                    (u128::from(*prefix) << 64) | u128::from(n.fetch_add(1, Ordering::Relaxed));
                 format!("{id:032x}").parse().ok()
             });
         let mut retries = 0;
@@ -592,7 +593,9 @@ impl Worker {
             let mut request = tonic::Request::new(batch.request.clone());
             request.set_timeout(self.settings.timeout);
             if let Some(id) = &batch_id {
-                request.metadata_mut().insert("x-vantage-batch-id", id.clone());
+                request
+                    .metadata_mut()
+                    .insert("x-vantage-batch-id", id.clone());
             }
             if let Some(authorization) = &self.settings.authorization {
                 request

@@ -195,7 +195,11 @@ impl Dedup {
             state.unsynced.clear();
             state.journal_entries = loaded;
         }
-        tracing::info!(ids = dedup.lock().total, journal_entries = loaded, "batch id window loaded");
+        tracing::info!(
+            ids = dedup.lock().total,
+            journal_entries = loaded,
+            "batch id window loaded"
+        );
         Ok(dedup)
     }
 
@@ -411,7 +415,11 @@ fn decode_entries(data: &[u8]) -> Vec<(String, u128, u64)> {
         id.copy_from_slice(&body[1 + len..17 + len]);
         let mut ts = [0u8; 8];
         ts.copy_from_slice(&body[17 + len..25 + len]);
-        out.push((tenant.to_string(), u128::from_le_bytes(id), u64::from_le_bytes(ts)));
+        out.push((
+            tenant.to_string(),
+            u128::from_le_bytes(id),
+            u64::from_le_bytes(ts),
+        ));
         at = end;
     }
     out
@@ -424,7 +432,13 @@ mod tests {
     use std::sync::Arc;
 
     fn open(dir: &Path, max_ids: usize) -> Dedup {
-        Dedup::open(dir, max_ids, Duration::from_secs(3600), DedupMetrics::default()).unwrap()
+        Dedup::open(
+            dir,
+            max_ids,
+            Duration::from_secs(3600),
+            DedupMetrics::default(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -445,7 +459,10 @@ mod tests {
         };
         c.durable();
         assert!(matches!(d.admit("a", 1).await, Admission::Duplicate));
-        assert!(matches!(d.admit("b", 1).await, Admission::Proceed(_)), "tenants are independent");
+        assert!(
+            matches!(d.admit("b", 1).await, Admission::Proceed(_)),
+            "tenants are independent"
+        );
         // A claim dropped without `durable` (the write failed) leaves the id free.
         drop(d.admit("a", 2).await);
         assert!(matches!(d.admit("a", 2).await, Admission::Proceed(_)));
@@ -457,7 +474,10 @@ mod tests {
         drop(d);
         let d = open(dir.path(), 3);
         assert!(matches!(d.admit("a", 13).await, Admission::Duplicate));
-        assert!(matches!(d.admit("a", 1).await, Admission::Proceed(_)), "evicted by count");
+        assert!(
+            matches!(d.admit("a", 1).await, Admission::Proceed(_)),
+            "evicted by count"
+        );
         // Old entries are not loaded.
         d.remember("c", 5, 1);
         assert!(matches!(d.admit("c", 5).await, Admission::Proceed(_)));
@@ -471,9 +491,8 @@ mod tests {
             panic!()
         };
         let d2 = d.clone();
-        let second = tokio::spawn(async move {
-            matches!(d2.admit("t", 9).await, Admission::Duplicate)
-        });
+        let second =
+            tokio::spawn(async move { matches!(d2.admit("t", 9).await, Admission::Duplicate) });
         tokio::task::yield_now().await;
         first.durable();
         assert!(second.await.unwrap(), "the second sees the first's result");
@@ -482,9 +501,8 @@ mod tests {
             panic!()
         };
         let d3 = d.clone();
-        let third = tokio::spawn(async move {
-            matches!(d3.admit("t", 10).await, Admission::Proceed(_))
-        });
+        let third =
+            tokio::spawn(async move { matches!(d3.admit("t", 10).await, Admission::Proceed(_)) });
         tokio::task::yield_now().await;
         drop(first);
         assert!(third.await.unwrap());
@@ -500,10 +518,16 @@ mod tests {
         }
         let size = std::fs::metadata(dir.path().join(JOURNAL)).unwrap().len();
         // Entries here are 30 bytes; without compaction the journal would hold 300.
-        assert!(size <= (2 * COMPACT_MIN_ENTRIES as u64 + 1) * 30, "compacted: {size}");
+        assert!(
+            size <= (2 * COMPACT_MIN_ENTRIES as u64 + 1) * 30,
+            "compacted: {size}"
+        );
         drop(d);
         // A torn append.
-        let mut f = OpenOptions::new().append(true).open(dir.path().join(JOURNAL)).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(JOURNAL))
+            .unwrap();
         f.write_all(&[1, b'x', 3, 4]).unwrap();
         drop(f);
         let d = open(dir.path(), 10);
