@@ -122,10 +122,9 @@ impl Assembler {
             .pending
             .as_ref()
             .is_some_and(|p| p.lines >= config.max_lines)
+            && let Some(r) = self.take(true, false)
         {
-            if let Some(r) = self.take(true, false) {
-                emit(r);
-            }
+            emit(r);
         }
     }
 
