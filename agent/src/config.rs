@@ -88,6 +88,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "journald",
     "limits",
     "control",
+    "redact",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -114,6 +115,8 @@ struct LimitsFile {
     max_memory_mib: Option<u64>,
     /// Remote configuration over OpAMP (see `control`).
     control: Option<crate::control::ControlFile>,
+    /// Redaction rules applied to every file input (before the input's own).
+    redact: Vec<crate::process::RedactFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -200,6 +203,15 @@ struct InputFile {
     encoding: Option<String>,
     max_line_bytes: Option<usize>,
     attributes: BTreeMap<String, String>,
+    // Log processing (see `process`): multiline joining, JSON lines, redaction.
+    multiline: Option<crate::process::MultilineFile>,
+    parse: Option<String>,
+    severity_field: Option<String>,
+    timestamp_field: Option<String>,
+    message_field: Option<String>,
+    json_max_depth: Option<usize>,
+    json_max_attributes: Option<usize>,
+    redact: Vec<crate::process::RedactFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -327,6 +339,8 @@ pub(crate) struct FileInput {
     pub(crate) encoding: Encoding,
     pub(crate) max_line_bytes: usize,
     pub(crate) attributes: BTreeMap<String, String>,
+    /// Multiline joining, JSON parsing and redaction of this input's records.
+    pub(crate) processing: crate::process::Processing,
 }
 
 /// The local OTLP receiver.
@@ -379,6 +393,8 @@ pub(crate) struct Config {
     pub(crate) max_memory_bytes: Option<u64>,
     /// `None`: no OpAMP client; the local configuration is all there is.
     pub(crate) control: Option<crate::control::ControlConfig>,
+    /// The global `redact:` rules (file inputs hold them too, first in their own list).
+    pub(crate) redact: Vec<crate::process::redact::Rule>,
 }
 
 /// Values given on the command line; `None`/empty leaves the file/environment value.
@@ -846,6 +862,11 @@ fn validate(f: FileConfig, text: &str) -> Result<Config, ConfigError> {
             FullPolicy::Block
         }
     };
+    let global_redact = crate::process::redact_rules(
+        &f.redact,
+        &|i| at(text, &format!("redact[{i}]"), &[Key("redact"), Index(i)]),
+        &mut errors,
+    );
     let mut inputs = Vec::new();
     for (i, input) in f.files.inputs.into_iter().enumerate() {
         let key = |name: &str| format!("files.inputs[{i}].{name}");
@@ -912,6 +933,29 @@ fn validate(f: FileConfig, text: &str) -> Result<Config, ConfigError> {
                 at(text, &key("max_line_bytes"), &path("max_line_bytes"))
             ));
         }
+        let processing = crate::process::build(
+            crate::process::InputProcessingFile {
+                multiline: input.multiline,
+                parse: input.parse,
+                severity_field: input.severity_field,
+                timestamp_field: input.timestamp_field,
+                message_field: input.message_field,
+                json_max_depth: input.json_max_depth,
+                json_max_attributes: input.json_max_attributes,
+                redact: input.redact,
+            },
+            &global_redact,
+            max_line_bytes,
+            &|name| {
+                let first = name.split(['.', '[']).next().unwrap_or(name);
+                at(
+                    text,
+                    &key(name),
+                    &[Key("files"), Key("inputs"), Index(i), Key(first)],
+                )
+            },
+            &mut errors,
+        );
         inputs.push(FileInput {
             include,
             exclude,
@@ -919,6 +963,7 @@ fn validate(f: FileConfig, text: &str) -> Result<Config, ConfigError> {
             encoding,
             max_line_bytes,
             attributes: input.attributes,
+            processing,
         });
     }
     let mut listen =
@@ -989,6 +1034,7 @@ fn validate(f: FileConfig, text: &str) -> Result<Config, ConfigError> {
         return Err(ConfigError(errors));
     }
     Ok(Config {
+        redact: global_redact,
         receiver,
         scrape_targets,
         journald,

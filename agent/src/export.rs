@@ -39,6 +39,9 @@ use crate::stats::Stats;
 /// `batch_max_bytes`).
 const DISK_READ_BATCHES: usize = 8;
 const DISK_READ_BYTES: usize = 8 * 1024 * 1024;
+/// The gRPC metadata (and HTTP header) carrying a batch's id, 32 hex digits; see
+/// DESIGN "Delivery".
+pub(crate) const BATCH_ID_HEADER: &str = "x-vantage-batch-id";
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -298,22 +301,40 @@ impl Exporter {
                 return true;
             }
         };
+        // The same id on every attempt: the collector answers a replay of a batch it
+        // already stored with success and does not store it again.
+        let batch_id: Option<MetadataValue<Ascii>> =
+            envelope.id.and_then(|id| format!("{id:032x}").parse().ok());
         let mut attempt = 0u32;
         loop {
             let began = tokio::time::Instant::now();
             let result = match &request {
-                Request::Logs(r) => self.logs.export(r.clone()).await.map(|resp| {
-                    let p = resp.into_inner().partial_success.unwrap_or_default();
-                    (p.rejected_log_records, p.error_message)
-                }),
-                Request::Metrics(r) => self.metrics.export(r.clone()).await.map(|resp| {
-                    let p = resp.into_inner().partial_success.unwrap_or_default();
-                    (p.rejected_data_points, p.error_message)
-                }),
-                Request::Traces(r) => self.traces.export(r.clone()).await.map(|resp| {
-                    let p = resp.into_inner().partial_success.unwrap_or_default();
-                    (p.rejected_spans, p.error_message)
-                }),
+                Request::Logs(r) => {
+                    self.logs
+                        .export(with_id(r.clone(), &batch_id))
+                        .await
+                        .map(|resp| {
+                            let p = resp.into_inner().partial_success.unwrap_or_default();
+                            (p.rejected_log_records, p.error_message)
+                        })
+                }
+                Request::Metrics(r) => self
+                    .metrics
+                    .export(with_id(r.clone(), &batch_id))
+                    .await
+                    .map(|resp| {
+                        let p = resp.into_inner().partial_success.unwrap_or_default();
+                        (p.rejected_data_points, p.error_message)
+                    }),
+                Request::Traces(r) => {
+                    self.traces
+                        .export(with_id(r.clone(), &batch_id))
+                        .await
+                        .map(|resp| {
+                            let p = resp.into_inner().partial_success.unwrap_or_default();
+                            (p.rejected_spans, p.error_message)
+                        })
+                }
             };
             match result {
                 Ok((rejected, message)) => {
@@ -384,6 +405,15 @@ impl Exporter {
             }
         }
     }
+}
+
+/// A request carrying the batch id, when the batch has one.
+fn with_id<T>(message: T, id: &Option<MetadataValue<Ascii>>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(id) = id {
+        request.metadata_mut().insert(BATCH_ID_HEADER, id.clone());
+    }
+    request
 }
 
 enum Request {

@@ -15,6 +15,10 @@ pub(crate) struct Piece<'a> {
     pub(crate) bytes: &'a [u8],
     /// True when this piece is part of a line longer than the limit.
     pub(crate) split: bool,
+    /// Stream offset of the piece's first byte.
+    pub(crate) start: u64,
+    /// Stream offset just past the piece and its newline: where a restart would resume.
+    pub(crate) end: u64,
 }
 
 /// A line splitter for one file.
@@ -84,6 +88,8 @@ impl Splitter {
                         emit(Piece {
                             bytes: &self.buf[start..end],
                             split: self.in_split,
+                            start: self.buf_start + start as u64,
+                            end: self.buf_start + nl as u64 + 1,
                         });
                     }
                     self.in_split = false;
@@ -96,6 +102,8 @@ impl Splitter {
                         emit(Piece {
                             bytes: &self.buf[start..cut],
                             split: true,
+                            start: self.buf_start + start as u64,
+                            end: self.buf_start + cut as u64,
                         });
                         self.in_split = true;
                         start = cut;
@@ -125,11 +133,13 @@ impl Splitter {
         if self.buf[end - 1] == b'\r' {
             end -= 1;
         }
+        let n = self.buf.len();
         emit(Piece {
             bytes: &self.buf[..end],
             split: self.in_split,
+            start: self.buf_start,
+            end: self.buf_start + n as u64,
         });
-        let n = self.buf.len();
         self.reset(self.buf_start + n as u64);
         true
     }

@@ -12,6 +12,7 @@ mod hostmetrics;
 mod journald;
 mod lines;
 mod memlimit;
+mod process;
 mod queue;
 mod receiver;
 mod resource;

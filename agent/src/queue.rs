@@ -44,16 +44,34 @@ pub(crate) enum Kind {
     Traces = 3,
 }
 
-/// Version byte of the envelope format.
-const ENVELOPE_VERSION: u8 = 1;
+/// Version byte of the envelope format: 2 adds the batch id.
+const ENVELOPE_VERSION: u8 = 2;
+/// The format before batch ids, still read (a queue left by an older agent).
+const ENVELOPE_VERSION_NO_ID: u8 = 1;
 
-/// A queued batch: `u8 version | u8 kind | positions | OTLP request bytes`. The positions
-/// are the file offsets this batch advances to (empty for metrics).
+/// A queued batch: `u8 version | u8 kind | [16] batch id | positions | OTLP request
+/// bytes`. The positions are the file offsets this batch advances to (empty for
+/// metrics). The id is drawn when the batch enters the queue and stored with it, so
+/// every attempt to send it, also after an agent restart, carries the same id and the
+/// collector can drop the replays (`x-vantage-batch-id`).
 #[derive(Debug, PartialEq)]
 pub(crate) struct Envelope {
     pub(crate) kind: Kind,
+    /// `None` for batches queued by an agent without batch ids (version 1).
+    pub(crate) id: Option<u128>,
     pub(crate) positions: Vec<Position>,
     pub(crate) request: Bytes,
+}
+
+/// A fresh random 128-bit batch id from the operating system's generator: ids of all
+/// agents of a tenant share one window at the collector, so they must not collide.
+pub(crate) fn new_batch_id() -> u128 {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        // No OS randomness (never seen on Linux); fall back on a seeded generator.
+        return fastrand::u128(..);
+    }
+    u128::from_le_bytes(b)
 }
 
 /// A queued record that cannot be read back.
@@ -76,11 +94,22 @@ pub(crate) enum QueueError {
 }
 
 impl Envelope {
-    /// The bytes stored in the WAL.
+    /// The bytes stored in the WAL, with a fresh batch id.
     pub(crate) fn encode(kind: Kind, positions: &[Position], request: &[u8]) -> Bytes {
-        let mut out = Vec::with_capacity(2 + 4 + positions.len() * 64 + request.len());
+        Self::encode_with_id(kind, new_batch_id(), positions, request)
+    }
+
+    /// The bytes stored in the WAL, with the given batch id.
+    pub(crate) fn encode_with_id(
+        kind: Kind,
+        id: u128,
+        positions: &[Position],
+        request: &[u8],
+    ) -> Bytes {
+        let mut out = Vec::with_capacity(2 + 16 + 4 + positions.len() * 64 + request.len());
         out.push(ENVELOPE_VERSION);
         out.push(kind as u8);
+        out.extend_from_slice(&id.to_le_bytes());
         checkpoint::encode_positions(positions, &mut out);
         out.extend_from_slice(request);
         Bytes::from(out)
@@ -88,7 +117,9 @@ impl Envelope {
 
     /// Reads a stored record back.
     pub(crate) fn decode(payload: &Bytes) -> Result<Envelope, QueueError> {
-        if payload.len() < 2 || payload[0] != ENVELOPE_VERSION {
+        if payload.len() < 2
+            || (payload[0] != ENVELOPE_VERSION && payload[0] != ENVELOPE_VERSION_NO_ID)
+        {
             return Err(QueueError::Envelope("unknown version".into()));
         }
         let kind = match payload[1] {
@@ -97,11 +128,21 @@ impl Envelope {
             3 => Kind::Traces,
             other => return Err(QueueError::Envelope(format!("unknown kind {other}"))),
         };
-        let (positions, used) = checkpoint::decode_positions(&payload[2..])?;
+        let (id, header) = if payload[0] == ENVELOPE_VERSION {
+            let bytes: [u8; 16] = payload
+                .get(2..18)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| QueueError::Envelope("truncated batch id".into()))?;
+            (Some(u128::from_le_bytes(bytes)), 18)
+        } else {
+            (None, 2)
+        };
+        let (positions, used) = checkpoint::decode_positions(&payload[header..])?;
         Ok(Envelope {
             kind,
+            id,
             positions,
-            request: payload.slice(2 + used..),
+            request: payload.slice(header + used..),
         })
     }
 }
@@ -494,10 +535,24 @@ mod tests {
         ) {
             let kind = [Kind::Logs, Kind::Metrics, Kind::Traces][kind as usize];
             let positions: Vec<Position> = offsets.into_iter().map(pos).collect();
-            let payload = Envelope::encode(kind, &positions, &request);
+            let id = new_batch_id();
+            let payload = Envelope::encode_with_id(kind, id, &positions, &request);
             let env = Envelope::decode(&payload).unwrap();
             prop_assert_eq!(env.kind, kind);
+            prop_assert_eq!(env.id, Some(id));
             prop_assert_eq!(env.positions, positions);
+            prop_assert_eq!(&env.request[..], &request[..]);
+        }
+
+        /// A queue written before batch ids is still read, with no id.
+        #[test]
+        fn version_one_envelopes_decode_without_id(request in proptest::collection::vec(any::<u8>(), 0..100)) {
+            let mut v1 = vec![ENVELOPE_VERSION_NO_ID, Kind::Logs as u8];
+            checkpoint::encode_positions(&[pos(5)], &mut v1);
+            v1.extend_from_slice(&request);
+            let env = Envelope::decode(&Bytes::from(v1)).unwrap();
+            prop_assert_eq!(env.id, None);
+            prop_assert_eq!(env.positions, vec![pos(5)]);
             prop_assert_eq!(&env.request[..], &request[..]);
         }
 

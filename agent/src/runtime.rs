@@ -280,11 +280,10 @@ impl Runtime {
         let queue = consumer.queue.clone();
         let relay = Relay::new(consumer.hot);
         let resource = resource::host_resource(&config.resource_attributes);
-        let sink = Arc::new(receiver::Sink::new(
-            queue.clone(),
-            stats.clone(),
-            resource.clone(),
-        ));
+        let sink = Arc::new(
+            receiver::Sink::new(queue.clone(), stats.clone(), resource.clone())
+                .with_redaction(crate::process::redact::Redactor::new(config.redact.clone())),
+        );
         let credential = Arc::new(Mutex::new(config.exporter.token.clone()));
         let grpc_tls = config
             .exporter
@@ -565,6 +564,10 @@ impl Runtime {
         }
         if old.log_format != new.log_format {
             fixed.push("log_format");
+        }
+        // The receivers' sink holds the global rules; file inputs carry them too.
+        if format!("{:?}", old.redact) != format!("{:?}", new.redact) {
+            fixed.push("redact");
         }
         if !fixed.is_empty() {
             return Err(format!(

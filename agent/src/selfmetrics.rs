@@ -275,6 +275,62 @@ const METRICS: &[Row] = &[
         G,
         &[],
     ),
+    row(
+        "multiline_records",
+        "vantage_agent_multiline_records",
+        "Records joined from more than one line by multiline",
+        C,
+        &[],
+    ),
+    row(
+        "multiline_flushed_full",
+        "vantage_agent_multiline_flushed",
+        "Multiline records flushed before their end was seen",
+        C,
+        &[("reason", "full")],
+    ),
+    row(
+        "multiline_flushed_timeout",
+        "vantage_agent_multiline_flushed",
+        "Multiline records flushed before their end was seen",
+        C,
+        &[("reason", "timeout")],
+    ),
+    row(
+        "json_lines_parsed",
+        "vantage_agent_json_lines",
+        "Lines under parse: json, by whether they were a JSON object",
+        C,
+        &[("result", "parsed")],
+    ),
+    row(
+        "json_lines_invalid",
+        "vantage_agent_json_lines",
+        "Lines under parse: json, by whether they were a JSON object",
+        C,
+        &[("result", "invalid")],
+    ),
+    row(
+        "json_attributes_dropped",
+        "vantage_agent_json_attributes_dropped",
+        "JSON fields left out over json_max_attributes",
+        C,
+        &[],
+    ),
+    row(
+        "redactions",
+        "vantage_agent_redactions",
+        "Matches replaced by redaction rules",
+        C,
+        &[],
+    ),
+    row(
+        "records_redacted",
+        "vantage_agent_records_redacted",
+        "Records with at least one redaction",
+        C,
+        &[],
+    ),
 ];
 
 /// Figures that do not fit a flat counter, fed by hooks in the exporter and scraper.

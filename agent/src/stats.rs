@@ -97,4 +97,20 @@ stats! {
     memory_pauses,
     /// 1 while RSS is over `limits.max_memory_mib` (gauge).
     memory_over_limit,
+    /// Records joined from more than one line by `multiline`.
+    multiline_records,
+    /// Multiline records flushed because they reached `max_lines` or `max_bytes`.
+    multiline_flushed_full,
+    /// Multiline records flushed after waiting `multiline.timeout`.
+    multiline_flushed_timeout,
+    /// Lines parsed as JSON objects (`parse: json`).
+    json_lines_parsed,
+    /// Lines under `parse: json` that were not a JSON object (kept as plain text).
+    json_lines_invalid,
+    /// JSON fields left out over `json_max_attributes`.
+    json_attributes_dropped,
+    /// Matches replaced by redaction rules.
+    redactions,
+    /// Records with at least one redaction.
+    records_redacted,
 }

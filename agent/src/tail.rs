@@ -32,6 +32,8 @@ use vantage_proto::otlp::resource::v1::Resource;
 use crate::checkpoint::{self, FINGERPRINT_BYTES, MAX_PATH_BYTES, Position};
 use crate::config::{Config, FileInput, StartAt};
 use crate::lines::{self, Splitter};
+use crate::process::Processing;
+use crate::process::multiline::{Assembler, Record};
 use crate::queue::{DiskQueue, Kind, QueueError};
 use crate::resource::kv;
 use crate::stats::Stats;
@@ -57,6 +59,8 @@ struct Tracked {
     fp_len: u32,
     fp_hash: u64,
     splitter: Splitter,
+    /// Joins lines into records when the input has `multiline`.
+    assembler: Assembler,
     /// Offset durable in the queue (what the checkpoint says).
     durable: u64,
     /// Size at the last look, to notice growth and truncation.
@@ -74,6 +78,14 @@ struct Tracked {
 }
 
 impl Tracked {
+    /// Offset a checkpoint may record now: past every line in the batch, but not past
+    /// the first line of a multiline record still being assembled.
+    fn safe_offset(&self) -> u64 {
+        self.assembler
+            .pending_start()
+            .unwrap_or(self.splitter.committed())
+    }
+
     fn position(&self, offset: u64) -> Position {
         Position {
             path: self.path.clone(),
@@ -227,6 +239,7 @@ impl Tailer {
                 Err(ReadError::Queue(e)) => return Err(e.into()),
             }
         }
+        self.flush_stale_records();
         self.release_finished();
         self.flush(rt)?;
         if self.checkpoint_dirty {
@@ -323,6 +336,7 @@ impl Tailer {
             fp_len,
             fp_hash,
             splitter: Splitter::new(offset, config.max_line_bytes, config.encoding),
+            assembler: Assembler::default(),
             durable: offset,
             last_size: size,
             last_mtime: None,
@@ -353,6 +367,23 @@ impl Tailer {
         }
         if truncated {
             tracing::info!(path = %t.path.display(), size, "file truncated; reading from the start");
+            // A record being assembled from the old content leaves as it is.
+            let (input, batch, stats) = (&self.inputs[t.input], &mut self.batch, &self.stats);
+            let attrs = &self.input_attrs[t.input];
+            let (path_attr, name_attr) = (&t.path_attr, &t.name_attr);
+            let before = batch.records.len();
+            t.assembler.finish(|r| {
+                push_multiline(
+                    batch,
+                    stats,
+                    r,
+                    &input.processing,
+                    path_attr,
+                    name_attr,
+                    attrs,
+                )
+            });
+            t.in_batch |= batch.records.len() > before;
             self.stats.files_truncated.add(1);
             t.splitter.reset(0);
             t.durable = 0;
@@ -393,20 +424,70 @@ impl Tailer {
         let Some(t) = self.files.get_mut(&key) else {
             return;
         };
-        let encoding = self.inputs[t.input].encoding;
+        let input = &self.inputs[t.input];
         let now = now_ns();
         let batch = &mut self.batch;
         let stats = &self.stats;
         let attrs = &self.input_attrs[t.input];
         let (path_attr, name_attr) = (&t.path_attr, &t.name_attr);
-        let mut added = false;
+        let before = batch.records.len();
+        let assembler = &mut t.assembler;
+        let at = Instant::now();
         t.splitter.feed(data, |piece| {
-            push_record(
-                batch, stats, piece, encoding, now, path_attr, name_attr, attrs,
-            );
-            added = true;
+            let (start, end) = (piece.start, piece.end);
+            let text = decode_piece(stats, piece, input.encoding);
+            match &input.processing.multiline {
+                Some(m) => assembler.push(m, text, start, end, at, |r| {
+                    push_multiline(
+                        batch,
+                        stats,
+                        r,
+                        &input.processing,
+                        path_attr,
+                        name_attr,
+                        attrs,
+                    )
+                }),
+                None => push_record(
+                    batch,
+                    stats,
+                    text,
+                    now,
+                    &input.processing,
+                    path_attr,
+                    name_attr,
+                    attrs,
+                ),
+            }
         });
-        t.in_batch |= added;
+        t.in_batch |= batch.records.len() > before;
+    }
+
+    /// Moves multiline records that waited their `timeout` into the batch.
+    fn flush_stale_records(&mut self) {
+        let now = Instant::now();
+        for t in self.files.values_mut() {
+            let input = &self.inputs[t.input];
+            let Some(m) = &input.processing.multiline else {
+                continue;
+            };
+            let (batch, stats) = (&mut self.batch, &self.stats);
+            let attrs = &self.input_attrs[t.input];
+            let (path_attr, name_attr) = (&t.path_attr, &t.name_attr);
+            let before = batch.records.len();
+            t.assembler.flush_stale(m, now, |r| {
+                push_multiline(
+                    batch,
+                    stats,
+                    r,
+                    &input.processing,
+                    path_attr,
+                    name_attr,
+                    attrs,
+                )
+            });
+            t.in_batch |= batch.records.len() > before;
+        }
     }
 
     /// Releases files that were rotated away or deleted, have been read to their end
@@ -427,17 +508,54 @@ impl Tailer {
             .collect();
         for key in done {
             if let Some(t) = self.files.get_mut(&key) {
-                let encoding = self.inputs[t.input].encoding;
+                let input = &self.inputs[t.input];
                 let attrs = &self.input_attrs[t.input];
                 let batch = &mut self.batch;
                 let stats = &self.stats;
                 let (path_attr, name_attr) = (&t.path_attr, &t.name_attr);
                 let now = now_ns();
-                if t.splitter.finish(|piece| {
-                    push_record(
-                        batch, stats, piece, encoding, now, path_attr, name_attr, attrs,
+                let before = batch.records.len();
+                let assembler = &mut t.assembler;
+                let at = Instant::now();
+                t.splitter.finish(|piece| {
+                    let (start, end) = (piece.start, piece.end);
+                    let text = decode_piece(stats, piece, input.encoding);
+                    match &input.processing.multiline {
+                        Some(m) => assembler.push(m, text, start, end, at, |r| {
+                            push_multiline(
+                                batch,
+                                stats,
+                                r,
+                                &input.processing,
+                                path_attr,
+                                name_attr,
+                                attrs,
+                            )
+                        }),
+                        None => push_record(
+                            batch,
+                            stats,
+                            text,
+                            now,
+                            &input.processing,
+                            path_attr,
+                            name_attr,
+                            attrs,
+                        ),
+                    }
+                });
+                assembler.finish(|r| {
+                    push_multiline(
+                        batch,
+                        stats,
+                        r,
+                        &input.processing,
+                        path_attr,
+                        name_attr,
+                        attrs,
                     )
-                }) {
+                });
+                if batch.records.len() > before {
                     t.in_batch = true;
                 }
                 if t.in_batch {
@@ -488,7 +606,7 @@ impl Tailer {
             .iter()
             .filter(|(_, t)| t.in_batch)
             .map(|(k, t)| {
-                let mut p = t.position(t.splitter.committed());
+                let mut p = t.position(t.safe_offset());
                 (p.dev, p.ino) = *k;
                 (*k, p)
             })
@@ -554,17 +672,12 @@ enum ReadError {
     Queue(QueueError),
 }
 
-#[allow(clippy::too_many_arguments)]
-fn push_record(
-    batch: &mut Batch,
+/// Decodes one piece of a line, counting invalid UTF-8 and forced cuts.
+fn decode_piece(
     stats: &Stats,
     piece: lines::Piece<'_>,
     encoding: crate::config::Encoding,
-    now: u64,
-    path_attr: &str,
-    name_attr: &str,
-    attrs: &[KeyValue],
-) {
+) -> String {
     let (text, invalid) = lines::decode(piece.bytes, encoding);
     if invalid {
         stats.lines_invalid_utf8.add(1);
@@ -572,19 +685,66 @@ fn push_record(
     if piece.split {
         stats.lines_split.add(1);
     }
+    text
+}
+
+/// A record assembled from several lines, counted, into the batch.
+fn push_multiline(
+    batch: &mut Batch,
+    stats: &Stats,
+    record: Record,
+    processing: &Processing,
+    path_attr: &str,
+    name_attr: &str,
+    attrs: &[KeyValue],
+) {
+    if record.lines > 1 {
+        stats.multiline_records.add(1);
+    }
+    if record.full {
+        stats.multiline_flushed_full.add(1);
+    }
+    if record.timed_out {
+        stats.multiline_flushed_timeout.add(1);
+    }
+    push_record(
+        batch,
+        stats,
+        record.text,
+        now_ns(),
+        processing,
+        path_attr,
+        name_attr,
+        attrs,
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn push_record(
+    batch: &mut Batch,
+    stats: &Stats,
+    text: String,
+    now: u64,
+    processing: &Processing,
+    path_attr: &str,
+    name_attr: &str,
+    attrs: &[KeyValue],
+) {
     batch.bytes += text.len() + path_attr.len() + name_attr.len() + 64;
     let mut attributes = Vec::with_capacity(2 + attrs.len());
     attributes.push(kv("log.file.path", path_attr));
     attributes.push(kv("log.file.name", name_attr));
     attributes.extend(attrs.iter().cloned());
-    batch.records.push(LogRecord {
+    let mut record = LogRecord {
         observed_time_unix_nano: now,
         body: Some(AnyValue {
             value: Some(any_value::Value::StringValue(text)),
         }),
         attributes,
         ..Default::default()
-    });
+    };
+    processing.apply(&mut record, stats);
+    batch.records.push(record);
 }
 
 /// Nanoseconds since the Unix epoch, now.

@@ -189,6 +189,10 @@ struct IngestFile {
     max_attributes_per_record: Option<usize>,
     max_future_skew: Option<String>,
     retry_after: Option<String>,
+    /// Batch ids remembered per tenant for replay suppression.
+    dedup_max_ids: Option<usize>,
+    /// How long a batch id is remembered.
+    dedup_max_age: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -246,6 +250,10 @@ pub struct Config {
     pub max_future_skew: Duration,
     /// Delay suggested to clients that are throttled.
     pub retry_after: Duration,
+    /// Batch ids remembered per tenant (`ingest.dedup_max_ids`).
+    pub dedup_max_ids: usize,
+    /// How long a batch id is remembered (`ingest.dedup_max_age`).
+    pub dedup_max_age: Duration,
     /// WAL segment size.
     pub wal_segment_max_bytes: u64,
     /// Whether the WAL fsyncs (off only for benchmarks of other parts).
@@ -456,6 +464,15 @@ fn validate(f: FileConfig) -> Result<Config, ConfigError> {
         f.ingest.retry_after,
         DEFAULT_RETRY_AFTER,
     );
+    let dedup_max_age = duration(
+        "ingest.dedup_max_age",
+        f.ingest.dedup_max_age,
+        crate::ingest::dedup::DEFAULT_MAX_AGE,
+    );
+    let dedup_max_ids = f
+        .ingest
+        .dedup_max_ids
+        .unwrap_or(crate::ingest::dedup::DEFAULT_MAX_IDS);
     let retention_logs = duration("retention.logs", f.retention.logs, DEFAULT_RETENTION_LOGS);
     let retention_metrics = duration(
         "retention.metrics",
@@ -628,6 +645,8 @@ fn validate(f: FileConfig) -> Result<Config, ConfigError> {
             .unwrap_or(DEFAULT_MAX_ATTRIBUTES),
         max_future_skew,
         retry_after,
+        dedup_max_ids,
+        dedup_max_age,
         wal_segment_max_bytes: f.wal.segment_max_bytes.unwrap_or(DEFAULT_WAL_SEGMENT_BYTES),
         wal_fsync: f.wal.fsync.unwrap_or(true),
         commit_interval: Duration::from_millis(commit_interval_ms),

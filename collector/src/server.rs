@@ -202,7 +202,25 @@ pub async fn run(
         config.retry_after,
         telemetry.clone(),
     );
-    let ingest = Arc::new(ingest.with_trace_max_age(config.retention_traces));
+    // Replay suppression (x-vantage-batch-id): the window of stored batch ids.
+    let dedup = {
+        let (dir, metrics) = (config.data_dir.join("dedup"), telemetry.dedup.clone());
+        let (max_ids, max_age) = (config.dedup_max_ids, config.dedup_max_age);
+        Arc::new(
+            tokio::task::spawn_blocking(move || {
+                crate::ingest::dedup::Dedup::open(&dir, max_ids, max_age, metrics)
+            })
+            .await??,
+        )
+    };
+    let dedup_sync = dedup
+        .clone()
+        .spawn_sync(Duration::from_secs(1), shutdown.clone());
+    let ingest = Arc::new(
+        ingest
+            .with_trace_max_age(config.retention_traces)
+            .with_dedup(dedup.clone()),
+    );
 
     // Alert rules: the evaluator, and the channel to the notifier (drained here until
     // the notifier exists).
@@ -335,8 +353,14 @@ pub async fn run(
 
     let replay_wal = logs_wal.clone();
     let replay_telemetry = telemetry.clone();
+    let replay_dedup = dedup.clone();
     let (log_indexer, replayed) = tokio::task::spawn_blocking(move || {
-        let n = indexer::replay(&mut log_indexer, &replay_wal, &replay_telemetry);
+        let n = indexer::replay(
+            &mut log_indexer,
+            &replay_wal,
+            &replay_telemetry,
+            Some(&replay_dedup),
+        );
         (log_indexer, n)
     })
     .await?;
@@ -382,11 +406,18 @@ pub async fn run(
         durable_rx,
         config.commit_interval,
         telemetry.clone(),
+        Some(dedup.clone()),
     )?;
     // Traces: replay the WAL into the span store, then index as batches become durable.
     let (replay_wal, replay_telemetry) = (traces_wal.clone(), telemetry.clone());
+    let replay_dedup = dedup.clone();
     let (trace_indexer, replayed) = tokio::task::spawn_blocking(move || {
-        let n = crate::ingest::traces::replay(&mut trace_indexer, &replay_wal, &replay_telemetry);
+        let n = crate::ingest::traces::replay(
+            &mut trace_indexer,
+            &replay_wal,
+            &replay_telemetry,
+            Some(&replay_dedup),
+        );
         (trace_indexer, n)
     })
     .await?;
@@ -402,6 +433,7 @@ pub async fn run(
         traces_rx,
         config.commit_interval,
         telemetry.clone(),
+        Some(dedup.clone()),
     )?;
 
     let grpc_listener = bind(config.otlp_grpc, "otlp-grpc").await?;
@@ -534,6 +566,10 @@ pub async fn run(
     });
     if tokio::time::timeout(SHUTDOWN_GRACE, flushed).await.is_err() {
         tracing::warn!("metrics flush did not finish in time; the wal will be replayed at start");
+    }
+    let _ = dedup_sync.await;
+    if let Err(e) = tokio::task::spawn_blocking(move || dedup.sync()).await? {
+        tracing::warn!(error = %e, "batch id journal sync failed at shutdown");
     }
     tracing::info!("stopped");
     Ok(())

@@ -61,6 +61,10 @@ pub mod names {
     pub const RULE_GROUP_ITERATIONS_MISSED: &str = "vantage_rule_group_iterations_missed";
     /// Duration of the group's last evaluation (`prometheus_rule_group_last_duration_seconds`).
     pub const RULE_GROUP_LAST_DURATION_SECONDS: &str = "vantage_rule_group_last_duration_seconds";
+    /// Exports answered as replays of a stored batch (`x-vantage-batch-id`), not ingested.
+    pub const INGEST_DUPLICATE_BATCHES: &str = "vantage_ingest_duplicate_batches";
+    /// Batch ids in the replay window, all tenants.
+    pub const INGEST_DEDUP_IDS: &str = "vantage_ingest_dedup_ids";
 }
 
 /// Labels of rule-group metrics.
@@ -210,6 +214,8 @@ pub struct Telemetry {
     pub config: ConfigMetrics,
     /// The OpAMP server's metrics.
     pub opamp: crate::opamp::metrics::OpampMetrics,
+    /// Replay suppression (x-vantage-batch-id).
+    pub dedup: crate::ingest::dedup::DedupMetrics,
 }
 
 fn latency_histogram() -> Histogram {
@@ -353,8 +359,10 @@ impl Telemetry {
         let notify = NotifyMetrics::register(&mut registry);
         let config = ConfigMetrics::register(&mut registry);
         let opamp = crate::opamp::metrics::OpampMetrics::register(&mut registry);
+        let dedup = crate::ingest::dedup::DedupMetrics::register(&mut registry);
         Telemetry {
             config,
+            dedup,
             notify,
             opamp,
             registry,

@@ -61,6 +61,8 @@ pub(crate) struct Sink {
     host: Resource,
     /// Shared by both listeners: see [`MAX_INFLIGHT_REQUESTS`].
     pub(crate) inflight: Arc<tokio::sync::Semaphore>,
+    /// The global redaction rules, applied to application log records too.
+    redact: crate::process::redact::Redactor,
 }
 
 /// Adds the attributes of `host` that `resource` lacks.
@@ -80,7 +82,15 @@ impl Sink {
             stats,
             host,
             inflight: Arc::new(tokio::sync::Semaphore::new(MAX_INFLIGHT_REQUESTS)),
+            redact: Default::default(),
         }
+    }
+
+    /// Applies the global `redact:` rules to every application log record before it is
+    /// queued.
+    pub(crate) fn with_redaction(mut self, redact: crate::process::redact::Redactor) -> Sink {
+        self.redact = redact;
+        self
     }
 
     /// Queues application logs; `Ok` once they are on disk.
@@ -88,6 +98,15 @@ impl Sink {
         let mut items = 0;
         for rl in &mut r.resource_logs {
             enrich(&mut rl.resource, &self.host);
+            if !self.redact.is_empty() {
+                for record in rl.scope_logs.iter_mut().flat_map(|s| &mut s.log_records) {
+                    let n = self.redact.redact_record(record);
+                    if n > 0 {
+                        self.stats.redactions.add(n);
+                        self.stats.records_redacted.add(1);
+                    }
+                }
+            }
             items += rl
                 .scope_logs
                 .iter()

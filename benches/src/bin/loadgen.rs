@@ -133,6 +133,11 @@ struct Args {
     /// Retries of one batch after RESOURCE_EXHAUSTED before it is counted as failed.
     #[arg(long, default_value_t = DEFAULT_MAX_RETRIES)]
     max_retries: u32,
+
+    /// Send a unique `x-vantage-batch-id` with every batch (the same on its retries), as
+    /// the agent does, to measure the collector's replay suppression.
+    #[arg(long)]
+    batch_ids: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -177,6 +182,7 @@ struct Config {
     pool_batches: usize,
     timeout: Duration,
     max_retries: u32,
+    batch_ids: bool,
 }
 
 impl Args {
@@ -240,6 +246,7 @@ impl Args {
             pool_batches: self.pool_batches,
             timeout: Duration::from_millis(self.timeout_ms),
             max_retries: self.max_retries,
+            batch_ids: self.batch_ids,
         })
     }
 }
@@ -310,6 +317,14 @@ async fn run(config: &Config) -> anyhow::Result<Summary> {
         timeout: config.timeout,
         max_retries: config.max_retries,
         deadline,
+        // Unique per run (start time) and per batch (a counter).
+        batch_ids: config.batch_ids.then(|| {
+            let start = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            (start, AtomicU64::new(0))
+        }),
     });
     let progress = tokio::spawn(report_progress(Arc::clone(&counters), started));
     let workers: Vec<_> = (0..config.concurrency)
@@ -501,6 +516,8 @@ struct ExportSettings {
     timeout: Duration,
     max_retries: u32,
     deadline: Option<Instant>,
+    /// `--batch-ids`: the run's prefix and the batch counter.
+    batch_ids: Option<(u64, AtomicU64)>,
 }
 
 /// Failed requests with one gRPC code, and the first message seen.
@@ -565,10 +582,21 @@ impl Worker {
     async fn export(&mut self, batch: &Batch) {
         let counters = Arc::clone(&self.counters);
         Counters::add(&counters.records_sent, batch.records);
+        let batch_id: Option<AsciiMetadataValue> =
+            self.settings.batch_ids.as_ref().and_then(|(prefix, n)| {
+                let id =
+                    (u128::from(*prefix) << 64) | u128::from(n.fetch_add(1, Ordering::Relaxed));
+                format!("{id:032x}").parse().ok()
+            });
         let mut retries = 0;
         loop {
             let mut request = tonic::Request::new(batch.request.clone());
             request.set_timeout(self.settings.timeout);
+            if let Some(id) = &batch_id {
+                request
+                    .metadata_mut()
+                    .insert("x-vantage-batch-id", id.clone());
+            }
             if let Some(authorization) = &self.settings.authorization {
                 request
                     .metadata_mut()
@@ -807,6 +835,7 @@ impl Summary {
             "compression": config.compression.name(),
             "seed": config.seed,
             "pool_batches": config.pool_batches,
+            "batch_ids": config.batch_ids,
             "records_sent": self.records_sent,
             "records_acked": self.records_acked,
             "records_rejected": self.records_rejected,

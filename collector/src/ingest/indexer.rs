@@ -12,6 +12,7 @@ use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use vantage_storage::logs::{LogIndexer, LogStoreError};
 use vantage_storage::wal::{Durable, Wal};
 
+use super::dedup::Dedup;
 use super::payload;
 use crate::telemetry::Telemetry;
 
@@ -21,10 +22,19 @@ const RETENTION_CHECK: Duration = Duration::from_secs(600);
 /// Indexes one durable batch; a batch that cannot be decoded is logged, counted and
 /// skipped (it passed validation before it was written, so this means disk corruption
 /// that the WAL checksum missed, or a bug).
-fn index_one(indexer: &mut LogIndexer, durable: &Durable, telemetry: &Telemetry) {
-    let result = payload::decode(&durable.payload)
+fn index_one(
+    indexer: &mut LogIndexer,
+    durable: &Durable,
+    telemetry: &Telemetry,
+    dedup: Option<&Dedup>,
+) {
+    let result = payload::decode_framed(&durable.payload)
         .map_err(|e| e.to_string())
-        .and_then(|(tenant, body)| {
+        .and_then(|framed| {
+            if let (Some(d), Some(id)) = (dedup, framed.batch_id) {
+                d.remember(framed.tenant, id, super::now_ns());
+            }
+            let (tenant, body) = (framed.tenant, framed.body);
             let request = ExportLogsServiceRequest::decode(body).map_err(|e| e.to_string())?;
             indexer
                 .add_batch(tenant, durable.lsn, &request)
@@ -37,7 +47,20 @@ fn index_one(indexer: &mut LogIndexer, durable: &Durable, telemetry: &Telemetry)
 }
 
 /// Commits, then lets the WAL drop what the index now holds.
-fn commit(indexer: &mut LogIndexer, wal: &Wal, telemetry: &Telemetry) -> Result<(), LogStoreError> {
+fn commit(
+    indexer: &mut LogIndexer,
+    wal: &Wal,
+    telemetry: &Telemetry,
+    dedup: Option<&Dedup>,
+) -> Result<(), LogStoreError> {
+    // The batch ids of what this commit covers reach the journal first: once the
+    // checkpoint moves, replay will not read those records again.
+    if let Some(d) = dedup
+        && let Err(e) = d.sync()
+    {
+        tracing::error!(error = %e, "batch id journal sync failed; commit postponed");
+        return Ok(());
+    }
     let started = Instant::now();
     let checkpoint = indexer.commit()?;
     telemetry
@@ -54,15 +77,20 @@ fn commit(indexer: &mut LogIndexer, wal: &Wal, telemetry: &Telemetry) -> Result<
 
 /// Replays every WAL record after the index checkpoint, then commits. Returns how many
 /// batches were replayed.
-pub fn replay(indexer: &mut LogIndexer, wal: &Wal, telemetry: &Telemetry) -> anyhow::Result<u64> {
+pub fn replay(
+    indexer: &mut LogIndexer,
+    wal: &Wal,
+    telemetry: &Telemetry,
+    dedup: Option<&Dedup>,
+) -> anyhow::Result<u64> {
     let from = indexer.checkpoint_lsn() + 1;
     let mut batches = 0u64;
     for durable in wal.read_from(from)? {
         let durable = durable?;
-        index_one(indexer, &durable, telemetry);
+        index_one(indexer, &durable, telemetry, dedup);
         batches += 1;
     }
-    commit(indexer, wal, telemetry)?;
+    commit(indexer, wal, telemetry, dedup)?;
     Ok(batches)
 }
 
@@ -73,6 +101,7 @@ pub fn spawn(
     rx: Receiver<Durable>,
     commit_interval: Duration,
     telemetry: Arc<Telemetry>,
+    dedup: Option<Arc<Dedup>>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("log-indexer".into())
@@ -82,13 +111,13 @@ pub fn spawn(
             loop {
                 let wait = commit_interval.saturating_sub(last_commit.elapsed());
                 match rx.recv_timeout(wait) {
-                    Ok(durable) => index_one(&mut indexer, &durable, &telemetry),
+                    Ok(durable) => index_one(&mut indexer, &durable, &telemetry, dedup.as_deref()),
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
                 if last_commit.elapsed() >= commit_interval {
                     if indexer.has_uncommitted()
-                        && let Err(e) = commit(&mut indexer, &wal, &telemetry)
+                        && let Err(e) = commit(&mut indexer, &wal, &telemetry, dedup.as_deref())
                     {
                         telemetry.log_index_errors.inc();
                         tracing::error!(error = %e, "log index commit failed, data stays in the wal");
@@ -102,6 +131,11 @@ pub fn spawn(
                     }
                     last_retention = Some(Instant::now());
                 }
+            }
+            if let Some(d) = &dedup
+                && let Err(e) = d.sync()
+            {
+                tracing::error!(error = %e, "batch id journal sync failed at shutdown");
             }
             match indexer.close() {
                 Ok(lsn) => {

@@ -11,6 +11,7 @@
 //! by the TSDB (out-of-order, series limit) before the WAL, so what is written is what
 //! is stored; see [`metrics`].
 
+pub mod dedup;
 pub mod indexer;
 pub mod metrics;
 pub mod payload;
@@ -156,6 +157,16 @@ pub struct Ingest {
     metrics_applied: Arc<metrics::Applied>,
     span_limits: traces::SpanLimits,
     span_metrics: spanmetrics::SpanMetrics,
+    /// Replay suppression for exports carrying a batch id; `None`: ids are ignored.
+    dedup: Option<Arc<dedup::Dedup>>,
+}
+
+/// What [`Ingest::claim`] decided for an export.
+enum Claimed<'a> {
+    /// A replay of a stored batch: answer success, ingest nothing.
+    Duplicate,
+    /// Ingest it; call `durable` on the claim (if any) once it is in the WAL.
+    Proceed(Option<dedup::Claim<'a>>),
 }
 
 /// Labels for the reasons the TSDB refuses samples.
@@ -208,6 +219,29 @@ impl Ingest {
                 max_age: limits.max_age,
             },
             span_metrics: spanmetrics::SpanMetrics::default(),
+            dedup: None,
+        }
+    }
+
+    /// Turns on replay suppression: exports with a batch id already stored are answered
+    /// with success and not ingested again.
+    pub fn with_dedup(mut self, dedup: Arc<dedup::Dedup>) -> Self {
+        self.dedup = Some(dedup);
+        self
+    }
+
+    /// The replay window, for the indexers and the periodic journal sync.
+    pub fn dedup(&self) -> Option<&Arc<dedup::Dedup>> {
+        self.dedup.as_ref()
+    }
+
+    async fn claim(&self, tenant: &str, batch_id: Option<u128>) -> Claimed<'_> {
+        match (&self.dedup, batch_id) {
+            (Some(d), Some(id)) => match d.admit(tenant, id).await {
+                dedup::Admission::Duplicate => Claimed::Duplicate,
+                dedup::Admission::Proceed(c) => Claimed::Proceed(Some(c)),
+            },
+            _ => Claimed::Proceed(None),
         }
     }
 
@@ -301,9 +335,10 @@ impl Ingest {
         &self,
         signal: Signal,
         tenant: &str,
+        batch_id: Option<u128>,
         request: impl prost::Message,
     ) -> Result<(), IngestError> {
-        let payload = payload::encode(tenant, &request);
+        let payload = payload::encode_with_id(tenant, batch_id, &request);
         drop(request);
         self.append(signal, payload).await.map(|_| ())
     }
@@ -339,14 +374,19 @@ impl Ingest {
             .inc_by(bytes as u64);
     }
 
-    /// Makes a logs export durable. `size` is its decoded size in bytes.
+    /// Makes a logs export durable. `size` is its decoded size in bytes; `batch_id`
+    /// the client's `x-vantage-batch-id` (a replay of a stored batch is not ingested).
     pub async fn export_logs(
         &self,
         principal: &Principal,
         mut request: ExportLogsServiceRequest,
         size: usize,
+        batch_id: Option<u128>,
     ) -> Result<Accepted, IngestError> {
         let _permit = self.admit(principal, size)?;
+        let Claimed::Proceed(claim) = self.claim(&principal.tenant, batch_id).await else {
+            return Ok(Accepted::default());
+        };
         let verdict = validate::logs(&mut request, &self.limits, now_ns());
         for (reason, n) in &verdict.rejected {
             self.telemetry
@@ -358,9 +398,12 @@ impl Ingest {
                 .inc_by(*n);
         }
         if verdict.accepted > 0 {
-            self.make_durable(Signal::Logs, &principal.tenant, request)
+            self.make_durable(Signal::Logs, &principal.tenant, batch_id, request)
                 .await?;
             self.count(Signal::Logs, verdict.accepted, size);
+            if let Some(c) = claim {
+                c.durable();
+            }
         }
         Ok(Accepted {
             rejected: verdict.rejected_total(),
@@ -376,8 +419,12 @@ impl Ingest {
         principal: &Principal,
         request: ExportMetricsServiceRequest,
         size: usize,
+        batch_id: Option<u128>,
     ) -> Result<Accepted, IngestError> {
         let _permit = self.admit(principal, size)?;
+        let Claimed::Proceed(claim) = self.claim(&principal.tenant, batch_id).await else {
+            return Ok(Accepted::default());
+        };
         let mapped = {
             let mut deltas = self.deltas.lock().unwrap_or_else(PoisonError::into_inner);
             let state = deltas.entry(principal.tenant.clone()).or_default();
@@ -386,14 +433,19 @@ impl Ingest {
         };
         drop(request);
         self.count_rejected("unmappable", mapped.rejected_points);
-        self.write_metrics(
-            &principal.tenant,
-            mapped.batch,
-            mapped.rejected_points,
-            mapped.first_error,
-            size,
-        )
-        .await
+        let accepted = self
+            .write_metrics(
+                &principal.tenant,
+                mapped.batch,
+                mapped.rejected_points,
+                mapped.first_error,
+                size,
+            )
+            .await?;
+        if let Some(c) = claim {
+            c.durable();
+        }
+        Ok(accepted)
     }
 
     /// Decodes a Prometheus remote-write 1.0 body (snappy protobuf) and makes what the
@@ -488,8 +540,12 @@ impl Ingest {
         principal: &Principal,
         mut request: ExportTraceServiceRequest,
         size: usize,
+        batch_id: Option<u128>,
     ) -> Result<Accepted, IngestError> {
         let _permit = self.admit(principal, size)?;
+        let Claimed::Proceed(claim) = self.claim(&principal.tenant, batch_id).await else {
+            return Ok(Accepted::default());
+        };
         let verdict = traces::validate(&mut request, &self.span_limits, now_ns());
         for (reason, n) in &verdict.rejected {
             self.telemetry
@@ -502,9 +558,12 @@ impl Ingest {
         }
         if verdict.accepted > 0 {
             let counts = spanmetrics::Pending::of(&request);
-            self.make_durable(Signal::Traces, &principal.tenant, request)
+            self.make_durable(Signal::Traces, &principal.tenant, batch_id, request)
                 .await?;
             self.span_metrics.add(&principal.tenant, counts);
+            if let Some(c) = claim {
+                c.durable();
+            }
         }
         self.count(Signal::Traces, verdict.accepted, size);
         Ok(Accepted {

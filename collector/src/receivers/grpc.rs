@@ -168,6 +168,22 @@ pub struct OtlpGrpc {
     telemetry: Arc<Telemetry>,
 }
 
+/// The `x-vantage-batch-id` metadata, when present: 32 hex digits, else INVALID_ARGUMENT.
+fn batch_id<T>(request: &Request<T>) -> Result<Option<u128>, Status> {
+    let Some(value) = request
+        .metadata()
+        .get(crate::ingest::dedup::BATCH_ID_HEADER)
+    else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(crate::ingest::dedup::parse_batch_id)
+        .map(Some)
+        .ok_or_else(|| Status::invalid_argument("x-vantage-batch-id must be 32 hex digits"))
+}
+
 fn to_status(e: IngestError) -> Status {
     let code = e.code.grpc_code();
     match e.retry_after {
@@ -226,9 +242,13 @@ impl LogsService for OtlpGrpc {
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
         let principal = principal(&request)?;
+        let batch_id = batch_id(&request)?;
         let request = request.into_inner();
         let size = request.encoded_len();
-        let result = self.ingest.export_logs(&principal, request, size).await;
+        let result = self
+            .ingest
+            .export_logs(&principal, request, size, batch_id)
+            .await;
         self.record(Signal::Logs, &result);
         let accepted = result.map_err(to_status)?;
         Ok(Response::new(ExportLogsServiceResponse {
@@ -244,9 +264,13 @@ impl MetricsService for OtlpGrpc {
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
         let principal = principal(&request)?;
+        let batch_id = batch_id(&request)?;
         let request = request.into_inner();
         let size = request.encoded_len();
-        let result = self.ingest.export_metrics(&principal, request, size).await;
+        let result = self
+            .ingest
+            .export_metrics(&principal, request, size, batch_id)
+            .await;
         self.record(Signal::Metrics, &result);
         let accepted = result.map_err(to_status)?;
         Ok(Response::new(ExportMetricsServiceResponse {
@@ -262,9 +286,13 @@ impl TraceService for OtlpGrpc {
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let principal = principal(&request)?;
+        let batch_id = batch_id(&request)?;
         let request = request.into_inner();
         let size = request.encoded_len();
-        let result = self.ingest.export_traces(&principal, request, size).await;
+        let result = self
+            .ingest
+            .export_traces(&principal, request, size, batch_id)
+            .await;
         self.record(Signal::Traces, &result);
         let accepted = result.map_err(to_status)?;
         Ok(Response::new(ExportTraceServiceResponse {

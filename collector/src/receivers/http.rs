@@ -41,6 +41,24 @@ struct Receiver {
     max_request_bytes: usize,
 }
 
+/// The `x-vantage-batch-id` header, when present: 32 hex digits, else a clear 400.
+fn batch_id(headers: &HeaderMap) -> Result<Option<u128>, IngestError> {
+    let Some(value) = headers.get(crate::ingest::dedup::BATCH_ID_HEADER) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(crate::ingest::dedup::parse_batch_id)
+        .map(Some)
+        .ok_or_else(|| {
+            IngestError::new(
+                ErrorCode::InvalidArgument,
+                "x-vantage-batch-id must be 32 hex digits",
+            )
+        })
+}
+
 /// An error answer: status, message, retry delay, in the request's encoding.
 struct Failure {
     error: IngestError,
@@ -221,7 +239,17 @@ async fn logs(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body) ->
                 return failure.into_response();
             }
         };
-    let result = r.ingest.export_logs(&principal, request, size).await;
+    let batch_id = match batch_id(&headers) {
+        Ok(id) => id,
+        Err(error) => {
+            r.count(Signal::Logs, error.code.as_str());
+            return Failure { error, encoding }.into_response();
+        }
+    };
+    let result = r
+        .ingest
+        .export_logs(&principal, request, size, batch_id)
+        .await;
     r.finish(Signal::Logs, encoding, result, |a| {
         ExportLogsServiceResponse {
             partial_success: a.logs_partial_success(),
@@ -242,7 +270,17 @@ async fn metrics(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body)
                 return failure.into_response();
             }
         };
-    let result = r.ingest.export_metrics(&principal, request, size).await;
+    let batch_id = match batch_id(&headers) {
+        Ok(id) => id,
+        Err(error) => {
+            r.count(Signal::Metrics, error.code.as_str());
+            return Failure { error, encoding }.into_response();
+        }
+    };
+    let result = r
+        .ingest
+        .export_metrics(&principal, request, size, batch_id)
+        .await;
     r.finish(Signal::Metrics, encoding, result, |a| {
         ExportMetricsServiceResponse {
             partial_success: a.metrics_partial_success(),
@@ -263,7 +301,17 @@ async fn traces(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body) 
                 return failure.into_response();
             }
         };
-    let result = r.ingest.export_traces(&principal, request, size).await;
+    let batch_id = match batch_id(&headers) {
+        Ok(id) => id,
+        Err(error) => {
+            r.count(Signal::Traces, error.code.as_str());
+            return Failure { error, encoding }.into_response();
+        }
+    };
+    let result = r
+        .ingest
+        .export_traces(&principal, request, size, batch_id)
+        .await;
     r.finish(Signal::Traces, encoding, result, |accepted| {
         ExportTraceServiceResponse {
             partial_success: accepted.traces_partial_success(),
