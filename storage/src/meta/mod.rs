@@ -21,6 +21,7 @@ mod migrations;
 mod notify;
 mod rules;
 mod sessions;
+mod subscriptions;
 mod users;
 
 use std::fmt;
@@ -45,6 +46,7 @@ pub use notify::{
     DeliveryStatus, MAX_NOTIFICATION_LIST, NewNotification, NotificationRow, SilenceRow,
 };
 pub use rules::StoredRuleGroup;
+pub use subscriptions::{MAX_SUBSCRIPTIONS_PER_USER, Mute, SubscriptionRow};
 
 use crate::logs::valid_tenant;
 
