@@ -13,6 +13,8 @@ mod logs;
 pub mod prom;
 pub mod render;
 mod rules;
+mod schemas;
+mod subscriptions;
 pub mod timeparse;
 mod traces;
 mod users;
@@ -177,6 +179,7 @@ fn catalog(c: Catalog) -> Catalog {
         .add(Method::GET, "/healthz", open, "probes", "alive", || async {
             "ok\n"
         })
+        .produces("text/plain")
         .add(
             Method::GET,
             "/readyz",
@@ -185,6 +188,7 @@ fn catalog(c: Catalog) -> Catalog {
             "ready (WAL replayed)",
             readyz,
         )
+        .produces("text/plain")
         .add(
             Method::GET,
             "/metrics",
@@ -193,6 +197,7 @@ fn catalog(c: Catalog) -> Catalog {
             "self-telemetry (query scope when auth.protect_metrics)",
             metrics,
         )
+        .produces("application/openmetrics-text")
         .add(
             Method::GET,
             "/api/v1/logs/search",
@@ -201,6 +206,7 @@ fn catalog(c: Catalog) -> Catalog {
             "search logs",
             logs::search,
         )
+        .query::<logs::SearchParams>().response::<schemas::LogSearchResult>()
         .add(
             Method::GET,
             "/api/v1/logs/tail",
@@ -209,6 +215,7 @@ fn catalog(c: Catalog) -> Catalog {
             "follow new logs (server-sent events)",
             logs::tail,
         )
+        .query::<logs::TailParams>().produces("text/event-stream")
         .add(
             Method::GET,
             "/api/v1/keys",
@@ -217,6 +224,7 @@ fn catalog(c: Catalog) -> Catalog {
             "list API keys",
             admin::list_keys,
         )
+        .query::<admin::TenantParam>().response::<schemas::KeyList>()
         .add(
             Method::POST,
             "/api/v1/keys",
@@ -225,6 +233,7 @@ fn catalog(c: Catalog) -> Catalog {
             "create an API key (shown once)",
             admin::create_key,
         )
+        .request::<admin::NewKey>().response_status::<schemas::NewApiKeyJson>(StatusCode::CREATED)
         .add(
             Method::DELETE,
             "/api/v1/keys/{key_id}",
@@ -233,6 +242,7 @@ fn catalog(c: Catalog) -> Catalog {
             "revoke an API key",
             admin::revoke_key,
         )
+        .no_content()
         .add(
             Method::GET,
             "/api/v1/tenants",
@@ -241,6 +251,7 @@ fn catalog(c: Catalog) -> Catalog {
             "list tenants",
             admin::list_tenants,
         )
+        .response::<schemas::TenantList>()
         .add(
             Method::POST,
             "/api/v1/tenants",
@@ -249,6 +260,7 @@ fn catalog(c: Catalog) -> Catalog {
             "create a tenant (admins of default)",
             admin::create_tenant,
         )
+        .request::<admin::NewTenant>().response_status::<schemas::TenantJson>(StatusCode::CREATED)
         .add(
             Method::POST,
             "/api/v1/auth/login",
@@ -257,6 +269,7 @@ fn catalog(c: Catalog) -> Catalog {
             "log in: password (and TOTP) for tokens",
             login::login,
         )
+        .request::<login::Login>().response::<schemas::TokenResponse>()
         .add(
             Method::POST,
             "/api/v1/auth/refresh",
@@ -265,6 +278,7 @@ fn catalog(c: Catalog) -> Catalog {
             "exchange a refresh token",
             login::refresh,
         )
+        .request::<login::Refresh>().response::<schemas::TokenResponse>()
         .add(
             Method::POST,
             "/api/v1/auth/logout",
@@ -273,6 +287,7 @@ fn catalog(c: Catalog) -> Catalog {
             "end the caller's session",
             login::logout,
         )
+        .request::<subscriptions::Empty>().no_content()
         .add(
             Method::GET,
             "/api/v1/auth/me",
@@ -281,6 +296,7 @@ fn catalog(c: Catalog) -> Catalog {
             "who the credential is (any scope)",
             login::me,
         )
+        .response::<schemas::Me>()
         .add(
             Method::POST,
             "/api/v1/auth/password",
@@ -289,6 +305,7 @@ fn catalog(c: Catalog) -> Catalog {
             "change the caller's password",
             login::change_password,
         )
+        .request::<login::ChangePassword>().no_content()
         .add(
             Method::GET,
             "/api/v1/auth/sessions",
@@ -297,6 +314,7 @@ fn catalog(c: Catalog) -> Catalog {
             "the caller's sessions",
             login::list_sessions,
         )
+        .response::<schemas::SessionList>()
         .add(
             Method::DELETE,
             "/api/v1/auth/sessions/{session_id}",
@@ -305,6 +323,7 @@ fn catalog(c: Catalog) -> Catalog {
             "end a session",
             login::revoke_session,
         )
+        .no_content()
         .add(
             Method::POST,
             "/api/v1/auth/totp/enroll",
@@ -313,6 +332,7 @@ fn catalog(c: Catalog) -> Catalog {
             "start TOTP enrolment",
             login::totp_enroll,
         )
+        .request::<subscriptions::Empty>().response::<schemas::TotpEnrollment>()
         .add(
             Method::POST,
             "/api/v1/auth/totp/confirm",
@@ -321,6 +341,7 @@ fn catalog(c: Catalog) -> Catalog {
             "confirm TOTP with a code",
             login::totp_confirm,
         )
+        .request::<login::TotpConfirm>().response::<schemas::RecoveryCodes>()
         .add(
             Method::POST,
             "/api/v1/auth/totp/disable",
@@ -329,6 +350,7 @@ fn catalog(c: Catalog) -> Catalog {
             "turn TOTP off",
             login::totp_disable,
         )
+        .request::<login::TotpDisable>().no_content()
         .add(
             Method::GET,
             "/api/v1/users",
@@ -337,6 +359,7 @@ fn catalog(c: Catalog) -> Catalog {
             "list users",
             users::list,
         )
+        .query::<admin::TenantParam>().response::<schemas::UserList>()
         .add(
             Method::POST,
             "/api/v1/users",
@@ -345,6 +368,7 @@ fn catalog(c: Catalog) -> Catalog {
             "create a user",
             users::create,
         )
+        .request::<users::NewUser>().response_status::<schemas::UserJson>(StatusCode::CREATED)
         .add(
             Method::GET,
             "/api/v1/users/{user_id}",
@@ -353,6 +377,7 @@ fn catalog(c: Catalog) -> Catalog {
             "one user",
             users::get,
         )
+        .response::<schemas::UserJson>()
         .add(
             Method::PATCH,
             "/api/v1/users/{user_id}",
@@ -361,6 +386,7 @@ fn catalog(c: Catalog) -> Catalog {
             "disable, enable, change role",
             users::patch,
         )
+        .request::<users::Patch>().response::<schemas::UserJson>()
         .add(
             Method::DELETE,
             "/api/v1/users/{user_id}",
@@ -369,6 +395,7 @@ fn catalog(c: Catalog) -> Catalog {
             "delete a user",
             users::delete,
         )
+        .no_content()
         .add(
             Method::PUT,
             "/api/v1/users/{user_id}/tenants/{tenant}",
@@ -377,6 +404,7 @@ fn catalog(c: Catalog) -> Catalog {
             "give a role in a tenant",
             users::put_role,
         )
+        .request::<users::RoleBody>().response::<schemas::UserJson>()
         .add(
             Method::DELETE,
             "/api/v1/users/{user_id}/tenants/{tenant}",
@@ -385,6 +413,7 @@ fn catalog(c: Catalog) -> Catalog {
             "remove from a tenant",
             users::delete_role,
         )
+        .response::<schemas::UserJson>()
         .add(
             Method::POST,
             "/api/v1/users/{user_id}/password",
@@ -393,6 +422,7 @@ fn catalog(c: Catalog) -> Catalog {
             "set a user's password",
             users::reset_password,
         )
+        .request::<users::ResetPassword>().no_content()
         .add(
             Method::GET,
             "/api/v1/audit",
@@ -401,6 +431,7 @@ fn catalog(c: Catalog) -> Catalog {
             "the audit log",
             audit::list,
         )
+        .query::<audit::AuditParams>().response::<schemas::AuditList>()
         .add(
             Method::GET,
             "/api/v1/enrollment-tokens",
@@ -409,6 +440,7 @@ fn catalog(c: Catalog) -> Catalog {
             "list enrollment tokens",
             agents::list_tokens,
         )
+        .response::<schemas::EnrollmentTokenList>()
         .add(
             Method::POST,
             "/api/v1/enrollment-tokens",
@@ -417,6 +449,7 @@ fn catalog(c: Catalog) -> Catalog {
             "create an enrollment token (shown once)",
             agents::create_token,
         )
+        .request::<agents::NewToken>().response_status::<schemas::NewEnrollmentTokenJson>(StatusCode::CREATED)
         .add(
             Method::DELETE,
             "/api/v1/enrollment-tokens/{token_id}",
@@ -425,6 +458,7 @@ fn catalog(c: Catalog) -> Catalog {
             "revoke an enrollment token",
             agents::revoke_token,
         )
+        .no_content()
         .add(
             Method::GET,
             "/api/v1/agents",
@@ -433,6 +467,7 @@ fn catalog(c: Catalog) -> Catalog {
             "the fleet",
             agents::list,
         )
+        .response::<schemas::AgentList>()
         .add(
             Method::POST,
             "/api/v1/agents/enroll",
@@ -441,6 +476,7 @@ fn catalog(c: Catalog) -> Catalog {
             "trade an enrollment token for an agent key",
             agents::enroll,
         )
+        .request::<agents::Enroll>().response_status::<schemas::EnrolledAgentJson>(StatusCode::CREATED)
         .add(
             Method::DELETE,
             "/api/v1/agents/{agent_id}",
@@ -448,11 +484,13 @@ fn catalog(c: Catalog) -> Catalog {
             "agents",
             "revoke an agent",
             agents::revoke,
-        );
+        )
+        .response::<schemas::AgentJson>();
     let c = prom::routes(c);
     let c = traces::routes(c);
     let c = jaeger::routes(c);
     let c = rules::routes(c);
+    let c = subscriptions::routes(c);
     alertmanager::routes(c)
 }
 

@@ -4,6 +4,7 @@
 mod agents;
 mod people;
 mod silences;
+mod subscriptions;
 mod traces;
 
 use std::io::Write as _;
@@ -108,6 +109,11 @@ enum Command {
     Silences {
         #[command(subcommand)]
         command: silences::SilencesCommand,
+    },
+    /// Your own alert subscriptions: subscribe, unsubscribe, mute, unmute, list.
+    Alerts {
+        #[command(subcommand)]
+        command: subscriptions::AlertsCommand,
     },
 }
 
@@ -467,6 +473,9 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         }
         Command::Silences { command } => {
             silences::run(&client, &cli.url, cli.token.as_deref(), command).await
+        }
+        Command::Alerts { command } => {
+            subscriptions::run(&client, &cli.url, cli.token.as_deref(), command).await
         }
         Command::Tenants { command } => {
             let token = cli.token.as_deref();
