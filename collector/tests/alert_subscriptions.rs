@@ -247,7 +247,8 @@ async fn a_subscriber_is_mailed_alongside_the_webhook_unless_muted_and_never_twi
 
     // Subscriptions belong to people, name a receiver of the tenant and a real address.
     let path = "/api/v1/alerts/subscriptions";
-    let body = json!({"receiver": "hook", "email": "sam@example.com", "matchers": ["severity=\"page\""]});
+    let body =
+        json!({"receiver": "hook", "email": "sam@example.com", "matchers": ["severity=\"page\""]});
     let r = call(&c, None, Method::POST, path, body.clone()).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "an API key: {}", r.text());
     let r = call(
@@ -430,14 +431,35 @@ async fn subscriptions_stay_with_their_owner_and_tenant_and_the_cli_manages_them
             assert_eq!(r.status, StatusCode::NOT_FOUND, "{who} {p}: {}", r.text());
         }
     }
-    let r = call(&c, Some(&ann), Method::GET, &format!("{path}?all=true"), Value::Null).await;
+    let r = call(
+        &c,
+        Some(&ann),
+        Method::GET,
+        &format!("{path}?all=true"),
+        Value::Null,
+    )
+    .await;
     assert_eq!(r.json()["subscriptions"], json!([]), "{}", r.text());
     let r = call(&c, Some(&vic), Method::GET, path, Value::Null).await;
     assert_eq!(r.json()["subscriptions"], json!([]));
-    let r = call(&c, Some(&vic), Method::GET, &format!("{path}?all=true"), Value::Null).await;
+    let r = call(
+        &c,
+        Some(&vic),
+        Method::GET,
+        &format!("{path}?all=true"),
+        Value::Null,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
     // The tenant's admin key sees and manages every subscription of the tenant.
-    let r = call(&c, None, Method::GET, &format!("{path}?all=true"), Value::Null).await;
+    let r = call(
+        &c,
+        None,
+        Method::GET,
+        &format!("{path}?all=true"),
+        Value::Null,
+    )
+    .await;
     let list = r.json()["subscriptions"].as_array().unwrap().clone();
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0]["matchers"], json!(["severity=\"page\""]));

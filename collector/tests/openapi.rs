@@ -87,8 +87,7 @@ async fn the_document_is_valid_and_every_body_has_a_schema() {
             assert!(!has_content, "{method} {path}: {code} with a body");
         } else if !has_content {
             missing.push(format!("{method} {path}: no {code} body documented"));
-        } else if body["content"].get("application/json").is_some() && !json_schema.is_object()
-        {
+        } else if body["content"].get("application/json").is_some() && !json_schema.is_object() {
             missing.push(format!("{method} {path}: JSON {code} without a schema"));
         }
     }
@@ -129,19 +128,23 @@ async fn schemathesis_finds_no_server_error() {
     let c = Collector::start(&dir.path().join("data"));
     let base = format!("http://{}", c.addrs.api);
     let auth = format!("Authorization: Bearer {}", c.token());
-    // Bounded: a few examples per operation; the live tail streams until cancelled, so
-    // it is left out.
+    // Bounded: a few examples per operation. Left out: the live tail (it streams until
+    // cancelled), remote write (protobuf, which schemathesis cannot generate; the
+    // bad-input tests fuzz it), and revoking API keys (the run would revoke its own key
+    // and test nothing but 401s after that).
     let run = tokio::process::Command::new("st")
         .arg("run")
         .arg(format!("{base}/api/openapi.json"))
         .args(["--url", &base])
         .args(["-H", &auth])
         .args(["--checks", "not_a_server_error"])
-        .args(["--phases", "examples,fuzzing"])
-        .args(["--max-examples", "4"])
+        .args(["--phases", "examples,coverage,fuzzing"])
+        .args(["--max-examples", "8"])
         .args(["--workers", "2"])
         .args(["--request-timeout", "20"])
         .args(["--exclude-path", "/api/v1/logs/tail"])
+        .args(["--exclude-path", "/api/v1/write"])
+        .args(["--exclude-operation-id", "delete_v1_keys_key_id"])
         .args(["--generation-database", "none"])
         .args(["--seed", "7"])
         .arg("--no-color")
@@ -161,7 +164,7 @@ async fn schemathesis_finds_no_server_error() {
         c.log()
     );
     assert!(
-        stdout.contains("not_a_server_error"),
-        "schemathesis ran the check: {stdout}"
+        stdout.contains("Test cases:") && stdout.contains(" passed"),
+        "schemathesis generated and ran test cases: {stdout}"
     );
 }

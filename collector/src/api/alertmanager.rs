@@ -81,7 +81,8 @@ pub(super) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "create or update a silence",
         post_silence,
     )
-    .request::<crate::alerting::notify::PostableSilence>().response::<super::schemas::SilenceId>()
+    .request::<crate::alerting::notify::PostableSilence>()
+    .response::<super::schemas::SilenceId>()
     .add(
         Method::GET,
         "/api/v2/silence/{id}",
@@ -99,7 +100,6 @@ pub(super) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "expire a silence",
         delete_silence,
     )
-    
     .add(
         Method::GET,
         "/api/v2/status",
@@ -126,7 +126,8 @@ pub(super) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "the delivery log",
         notifications,
     )
-    .query::<NotificationsQuery>().response::<super::schemas::NotificationList>()
+    .query::<NotificationsQuery>()
+    .response::<super::schemas::NotificationList>()
     .add(
         Method::GET,
         "/api/v1/alertmanager/config",
@@ -144,7 +145,8 @@ pub(super) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "replace it (YAML body, validated)",
         put_config,
     )
-    .request_body("application/yaml").response::<super::schemas::StatusOnly>()
+    .request_body("application/yaml")
+    .response::<super::schemas::StatusOnly>()
 }
 
 pub(super) fn notifier(state: &ApiState) -> Result<&crate::alerting::notify::Notifier, ApiError> {

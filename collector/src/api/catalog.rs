@@ -18,7 +18,6 @@ use axum::http::{Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, on};
 use schemars::generate::{SchemaGenerator, SchemaSettings};
-use schemars::transform::Transform as _;
 use schemars::{JsonSchema, Schema};
 use serde_json::{Map, Value, json};
 use vantage_storage::meta::Scope;
@@ -327,6 +326,40 @@ fn content(body: &Body, generator: &mut SchemaGenerator) -> Value {
     json!({ body.content_type: { "schema": schema } })
 }
 
+/// OpenAPI 3.0 has no boolean schemas (JSON Schema's `true`, "anything", which
+/// `serde_json::Value` derives to); where a schema is expected, `true` becomes `{}`.
+fn no_bool_schemas(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                match key.as_str() {
+                    "items" | "not" if child.is_boolean() => *child = json!({}),
+                    "properties" => {
+                        if let Some(props) = child.as_object_mut() {
+                            for p in props.values_mut() {
+                                if p.is_boolean() {
+                                    *p = json!({});
+                                }
+                            }
+                        }
+                    }
+                    "allOf" | "anyOf" | "oneOf" => {
+                        if let Some(list) = child.as_array_mut() {
+                            for s in list.iter_mut().filter(|s| s.is_boolean()) {
+                                *s = json!({});
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                no_bool_schemas(child);
+            }
+        }
+        Value::Array(list) => list.iter_mut().for_each(no_bool_schemas),
+        _ => {}
+    }
+}
+
 /// The error body every failure has.
 #[derive(JsonSchema)]
 #[allow(dead_code)]
@@ -368,7 +401,8 @@ pub fn openapi(operations: &[Operation]) -> Value {
             params.extend(query_params(make, &mut generator));
         }
         if let Some(body) = &op.request {
-            item["requestBody"] = json!({"required": true, "content": content(body, &mut generator)});
+            item["requestBody"] =
+                json!({"required": true, "content": content(body, &mut generator)});
         }
         match op.access {
             Access::Open => {
@@ -387,7 +421,7 @@ pub fn openapi(operations: &[Operation]) -> Value {
             .or_insert_with(|| Value::Object(Map::new()));
         entry[op.method.as_str().to_ascii_lowercase()] = item;
     }
-    json!({
+    let mut doc = json!({
         "openapi": "3.0.3",
         "info": {
             "title": "Vantage collector API",
@@ -400,7 +434,9 @@ pub fn openapi(operations: &[Operation]) -> Value {
         },
         "security": [{"bearer": []}],
         "paths": paths,
-    })
+    });
+    no_bool_schemas(&mut doc);
+    doc
 }
 
 fn escape(s: &str) -> String {

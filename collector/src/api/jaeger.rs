@@ -62,7 +62,8 @@ pub(super) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "operations with their span kind",
         operations,
     )
-    .query::<OperationsParams>().response::<super::schemas::JaegerResponse>()
+    .query::<OperationsParams>()
+    .response::<super::schemas::JaegerResponse>()
     .add(
         Method::GET,
         "/api/traces",
@@ -71,7 +72,8 @@ pub(super) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "search traces",
         find_traces,
     )
-    .query::<FindParams>().response::<super::schemas::JaegerResponse>()
+    .query::<FindParams>()
+    .response::<super::schemas::JaegerResponse>()
     .add(
         Method::GET,
         "/api/traces/{trace_id}",
@@ -89,7 +91,8 @@ pub(super) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "service dependency edges",
         dependencies,
     )
-    .query::<DependencyParams>().response::<super::schemas::JaegerResponse>()
+    .query::<DependencyParams>()
+    .response::<super::schemas::JaegerResponse>()
 }
 
 /// Jaeger's `structuredResponse` around `data`.

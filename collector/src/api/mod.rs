@@ -206,7 +206,8 @@ fn catalog(c: Catalog) -> Catalog {
             "search logs",
             logs::search,
         )
-        .query::<logs::SearchParams>().response::<schemas::LogSearchResult>()
+        .query::<logs::SearchParams>()
+        .response::<schemas::LogSearchResult>()
         .add(
             Method::GET,
             "/api/v1/logs/tail",
@@ -215,7 +216,8 @@ fn catalog(c: Catalog) -> Catalog {
             "follow new logs (server-sent events)",
             logs::tail,
         )
-        .query::<logs::TailParams>().produces("text/event-stream")
+        .query::<logs::TailParams>()
+        .produces("text/event-stream")
         .add(
             Method::GET,
             "/api/v1/keys",
@@ -224,7 +226,8 @@ fn catalog(c: Catalog) -> Catalog {
             "list API keys",
             admin::list_keys,
         )
-        .query::<admin::TenantParam>().response::<schemas::KeyList>()
+        .query::<admin::TenantParam>()
+        .response::<schemas::KeyList>()
         .add(
             Method::POST,
             "/api/v1/keys",
@@ -233,7 +236,8 @@ fn catalog(c: Catalog) -> Catalog {
             "create an API key (shown once)",
             admin::create_key,
         )
-        .request::<admin::NewKey>().response_status::<schemas::NewApiKeyJson>(StatusCode::CREATED)
+        .request::<admin::NewKey>()
+        .response_status::<schemas::NewApiKeyJson>(StatusCode::CREATED)
         .add(
             Method::DELETE,
             "/api/v1/keys/{key_id}",
@@ -260,7 +264,8 @@ fn catalog(c: Catalog) -> Catalog {
             "create a tenant (admins of default)",
             admin::create_tenant,
         )
-        .request::<admin::NewTenant>().response_status::<schemas::TenantJson>(StatusCode::CREATED)
+        .request::<admin::NewTenant>()
+        .response_status::<schemas::TenantJson>(StatusCode::CREATED)
         .add(
             Method::POST,
             "/api/v1/auth/login",
@@ -269,7 +274,8 @@ fn catalog(c: Catalog) -> Catalog {
             "log in: password (and TOTP) for tokens",
             login::login,
         )
-        .request::<login::Login>().response::<schemas::TokenResponse>()
+        .request::<login::Login>()
+        .response::<schemas::TokenResponse>()
         .add(
             Method::POST,
             "/api/v1/auth/refresh",
@@ -278,7 +284,8 @@ fn catalog(c: Catalog) -> Catalog {
             "exchange a refresh token",
             login::refresh,
         )
-        .request::<login::Refresh>().response::<schemas::TokenResponse>()
+        .request::<login::Refresh>()
+        .response::<schemas::TokenResponse>()
         .add(
             Method::POST,
             "/api/v1/auth/logout",
@@ -287,7 +294,8 @@ fn catalog(c: Catalog) -> Catalog {
             "end the caller's session",
             login::logout,
         )
-        .request::<subscriptions::Empty>().no_content()
+        .request::<subscriptions::Empty>()
+        .no_content()
         .add(
             Method::GET,
             "/api/v1/auth/me",
@@ -305,7 +313,8 @@ fn catalog(c: Catalog) -> Catalog {
             "change the caller's password",
             login::change_password,
         )
-        .request::<login::ChangePassword>().no_content()
+        .request::<login::ChangePassword>()
+        .no_content()
         .add(
             Method::GET,
             "/api/v1/auth/sessions",
@@ -332,7 +341,8 @@ fn catalog(c: Catalog) -> Catalog {
             "start TOTP enrolment",
             login::totp_enroll,
         )
-        .request::<subscriptions::Empty>().response::<schemas::TotpEnrollment>()
+        .request::<subscriptions::Empty>()
+        .response::<schemas::TotpEnrollment>()
         .add(
             Method::POST,
             "/api/v1/auth/totp/confirm",
@@ -341,7 +351,8 @@ fn catalog(c: Catalog) -> Catalog {
             "confirm TOTP with a code",
             login::totp_confirm,
         )
-        .request::<login::TotpConfirm>().response::<schemas::RecoveryCodes>()
+        .request::<login::TotpConfirm>()
+        .response::<schemas::RecoveryCodes>()
         .add(
             Method::POST,
             "/api/v1/auth/totp/disable",
@@ -350,7 +361,8 @@ fn catalog(c: Catalog) -> Catalog {
             "turn TOTP off",
             login::totp_disable,
         )
-        .request::<login::TotpDisable>().no_content()
+        .request::<login::TotpDisable>()
+        .no_content()
         .add(
             Method::GET,
             "/api/v1/users",
@@ -359,7 +371,8 @@ fn catalog(c: Catalog) -> Catalog {
             "list users",
             users::list,
         )
-        .query::<admin::TenantParam>().response::<schemas::UserList>()
+        .query::<admin::TenantParam>()
+        .response::<schemas::UserList>()
         .add(
             Method::POST,
             "/api/v1/users",
@@ -368,7 +381,8 @@ fn catalog(c: Catalog) -> Catalog {
             "create a user",
             users::create,
         )
-        .request::<users::NewUser>().response_status::<schemas::UserJson>(StatusCode::CREATED)
+        .request::<users::NewUser>()
+        .response_status::<schemas::UserJson>(StatusCode::CREATED)
         .add(
             Method::GET,
             "/api/v1/users/{user_id}",
@@ -386,7 +400,8 @@ fn catalog(c: Catalog) -> Catalog {
             "disable, enable, change role",
             users::patch,
         )
-        .request::<users::Patch>().response::<schemas::UserJson>()
+        .request::<users::Patch>()
+        .response::<schemas::UserJson>()
         .add(
             Method::DELETE,
             "/api/v1/users/{user_id}",
@@ -404,7 +419,8 @@ fn catalog(c: Catalog) -> Catalog {
             "give a role in a tenant",
             users::put_role,
         )
-        .request::<users::RoleBody>().response::<schemas::UserJson>()
+        .request::<users::RoleBody>()
+        .response::<schemas::UserJson>()
         .add(
             Method::DELETE,
             "/api/v1/users/{user_id}/tenants/{tenant}",
@@ -422,7 +438,8 @@ fn catalog(c: Catalog) -> Catalog {
             "set a user's password",
             users::reset_password,
         )
-        .request::<users::ResetPassword>().no_content()
+        .request::<users::ResetPassword>()
+        .no_content()
         .add(
             Method::GET,
             "/api/v1/audit",
@@ -431,7 +448,8 @@ fn catalog(c: Catalog) -> Catalog {
             "the audit log",
             audit::list,
         )
-        .query::<audit::AuditParams>().response::<schemas::AuditList>()
+        .query::<audit::AuditParams>()
+        .response::<schemas::AuditList>()
         .add(
             Method::GET,
             "/api/v1/enrollment-tokens",
@@ -449,7 +467,8 @@ fn catalog(c: Catalog) -> Catalog {
             "create an enrollment token (shown once)",
             agents::create_token,
         )
-        .request::<agents::NewToken>().response_status::<schemas::NewEnrollmentTokenJson>(StatusCode::CREATED)
+        .request::<agents::NewToken>()
+        .response_status::<schemas::NewEnrollmentTokenJson>(StatusCode::CREATED)
         .add(
             Method::DELETE,
             "/api/v1/enrollment-tokens/{token_id}",
@@ -476,7 +495,8 @@ fn catalog(c: Catalog) -> Catalog {
             "trade an enrollment token for an agent key",
             agents::enroll,
         )
-        .request::<agents::Enroll>().response_status::<schemas::EnrolledAgentJson>(StatusCode::CREATED)
+        .request::<agents::Enroll>()
+        .response_status::<schemas::EnrolledAgentJson>(StatusCode::CREATED)
         .add(
             Method::DELETE,
             "/api/v1/agents/{agent_id}",

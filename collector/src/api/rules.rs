@@ -65,7 +65,8 @@ pub(crate) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "create or replace a rule group (YAML body)",
         post_group,
     )
-    .request_body("application/yaml").response_status::<super::schemas::Accepted>(StatusCode::ACCEPTED)
+    .request_body("application/yaml")
+    .response_status::<super::schemas::Accepted>(StatusCode::ACCEPTED)
     .add(
         Method::DELETE,
         "/api/v1/rules/{namespace}",

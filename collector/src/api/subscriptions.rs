@@ -204,7 +204,12 @@ fn reachable(
         .into_iter()
         .find(|s| s.row.id == id)
         .filter(|s| principal.has(Scope::Admin) || me == Some(s.row.user_id.as_str()))
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("subscription {id:?} not found")))
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NotFound,
+                format!("subscription {id:?} not found"),
+            )
+        })
 }
 
 async fn list(

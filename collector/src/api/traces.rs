@@ -48,7 +48,8 @@ pub(super) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "trace summaries matching filters",
         search,
     )
-    .query::<SearchParams>().response::<super::schemas::TraceSearchResult>()
+    .query::<SearchParams>()
+    .response::<super::schemas::TraceSearchResult>()
     .add(
         Method::GET,
         "/api/v1/traces/dependencies",
@@ -57,7 +58,8 @@ pub(super) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "the service map over a time range",
         dependencies,
     )
-    .query::<DependencyParams>().response::<super::schemas::Dependencies>()
+    .query::<DependencyParams>()
+    .response::<super::schemas::Dependencies>()
     .add(
         Method::GET,
         "/api/v1/traces/{trace_id}",
@@ -66,7 +68,8 @@ pub(super) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "one trace in tree order (withLogs=true adds its logs)",
         trace_by_id,
     )
-    .query::<TraceParams>().response::<super::schemas::TraceJson>()
+    .query::<TraceParams>()
+    .response::<super::schemas::TraceJson>()
 }
 
 pub(super) fn bad(message: impl Into<String>) -> ApiError {

@@ -136,7 +136,11 @@ pub(super) async fn run(
                 "{:<32} {:<16} {:<16} {:<28} {:<32} MATCHERS",
                 "ID", "RECEIVER", "USER", "EMAIL", "MUTED"
             )?;
-            for s in list["subscriptions"].as_array().cloned().unwrap_or_default() {
+            for s in list["subscriptions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+            {
                 let matchers: Vec<&str> = s["matchers"]
                     .as_array()
                     .map(|a| a.iter().filter_map(Value::as_str).collect())

@@ -537,8 +537,7 @@ impl Dispatcher {
                 let count = rows.len();
                 // Recorded before anything is sent: a crash from here on cannot lead
                 // to a second notification of the same sets.
-                match tokio::task::spawn_blocking(move || store.record_notifications(&rows)).await
-                {
+                match tokio::task::spawn_blocking(move || store.record_notifications(&rows)).await {
                     Ok(Ok(ids)) => ids.into_iter().map(Some).collect(),
                     Ok(Err(e)) => {
                         // Nothing is sent and nothing forgotten: the groups try again
@@ -735,7 +734,12 @@ impl Dispatcher {
 
     /// Resolved alerts have been dealt with: drops them from the group and, when no
     /// other group holds them, from the tenant.
-    fn drop_resolved(&mut self, tenant: &str, id: &GroupId, resolved_in_group: Vec<(String, Alert)>) {
+    fn drop_resolved(
+        &mut self,
+        tenant: &str,
+        id: &GroupId,
+        resolved_in_group: Vec<(String, Alert)>,
+    ) {
         let Some(state) = self.tenants.get_mut(tenant) else {
             return;
         };

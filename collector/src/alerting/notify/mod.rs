@@ -246,8 +246,7 @@ impl Notifier {
                 }
             }
         }
-        let mut subscriptions: HashMap<String, Vec<Arc<subscribe::Subscription>>> =
-            HashMap::new();
+        let mut subscriptions: HashMap<String, Vec<Arc<subscribe::Subscription>>> = HashMap::new();
         if let Some(store) = &options.store {
             for (tenant, s) in subscribe::load(store.all_subscriptions()?) {
                 subscriptions.entry(tenant).or_default().push(s);

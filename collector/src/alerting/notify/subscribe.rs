@@ -16,7 +16,7 @@ use vantage_storage::meta::{Mute, SubscriptionRow};
 
 use super::config::{EmailSettings, HttpOptions, Integration, IntegrationKind};
 use super::matchers::{Matcher, matches_all, parse_matchers};
-use super::{NotifyError, Notifier};
+use super::{Notifier, NotifyError};
 
 /// Prefix of a subscription's integration name in the notification log.
 pub const INTEGRATION_PREFIX: &str = "subscription/";
@@ -157,7 +157,10 @@ impl Notifier {
     ) -> Result<Arc<Subscription>, NotifyError> {
         let config = self.shared.config(tenant);
         if !config.receivers.contains_key(&new.receiver) {
-            return Err(NotifyError::NotFound(format!("receiver {:?}", new.receiver)));
+            return Err(NotifyError::NotFound(format!(
+                "receiver {:?}",
+                new.receiver
+            )));
         }
         if config.smtp.is_none() {
             return Err(NotifyError::Invalid(

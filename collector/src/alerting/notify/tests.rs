@@ -573,7 +573,11 @@ async fn subscribers_get_their_alerts_of_the_receivers_notifications_unless_mute
     h.shared.subscriptions.write().unwrap().insert(
         "t".into(),
         vec![
-            subscription("pages", &["severity=\"page\""], vantage_storage::meta::Mute::Off),
+            subscription(
+                "pages",
+                &["severity=\"page\""],
+                vantage_storage::meta::Mute::Off,
+            ),
             subscription("all", &[], vantage_storage::meta::Mute::Off),
             subscription("muted", &[], vantage_storage::meta::Mute::Indefinitely),
         ],
@@ -621,14 +625,16 @@ async fn subscribers_get_their_alerts_of_the_receivers_notifications_unless_mute
     h.advance(Duration::from_secs(5 * 60)).await;
     let mut got: Vec<String> = h.drain().iter().map(|t| t.integration.clone()).collect();
     got.sort();
-    assert_eq!(got, vec!["subscription/all".to_string(), "webhook/0".into()]);
+    assert_eq!(
+        got,
+        vec!["subscription/all".to_string(), "webhook/0".into()]
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_groups_due_in_one_tick_are_recorded_together_before_sending() {
     let dir = tempfile::tempdir().unwrap();
-    let store =
-        Arc::new(vantage_storage::meta::MetaStore::open(&dir.path().join("m.db")).unwrap());
+    let store = Arc::new(vantage_storage::meta::MetaStore::open(&dir.path().join("m.db")).unwrap());
     let mut h = start(CONFIG, Some((dir, store.clone())));
     let alerts: Vec<Alert> = (0..50)
         .map(|i| alert(&h.clock, &[("alertname", &format!("G{i}"))], false))
