@@ -86,7 +86,7 @@ pub(super) fn target_tenant(
 }
 
 /// `?tenant=` of the key list.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct TenantParam {
     pub(super) tenant: Option<String>,
@@ -108,7 +108,7 @@ pub(super) async fn list_keys(
 }
 
 /// Body of `POST /api/v1/keys`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NewKey {
     name: String,
@@ -236,7 +236,7 @@ pub(super) async fn list_tenants(
 }
 
 /// Body of `POST /api/v1/tenants`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NewTenant {
     name: String,

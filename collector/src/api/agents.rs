@@ -57,7 +57,7 @@ fn agent_json(a: &Agent) -> Value {
 }
 
 /// Body of `POST /api/v1/enrollment-tokens`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NewToken {
     name: String,
@@ -168,7 +168,7 @@ pub(super) async fn revoke_token(
 }
 
 /// Body of `POST /api/v1/agents/enroll`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Enroll {
     token: String,

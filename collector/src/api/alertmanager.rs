@@ -54,6 +54,7 @@ pub(super) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "alerts, with silenced/inhibited state",
         get_alerts,
     )
+    .response::<Vec<super::schemas::GettableAlert>>()
     .add(
         Method::POST,
         "/api/v2/alerts",
@@ -62,6 +63,7 @@ pub(super) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "post alerts (as Prometheus does)",
         post_alerts,
     )
+    .request::<Vec<PostableAlert>>()
     .add(
         Method::GET,
         "/api/v2/silences",
@@ -70,6 +72,7 @@ pub(super) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "silences",
         get_silences,
     )
+    .response::<Vec<super::schemas::GettableSilence>>()
     .add(
         Method::POST,
         "/api/v2/silences",
@@ -78,6 +81,8 @@ pub(super) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "create or update a silence",
         post_silence,
     )
+    .request::<crate::alerting::notify::PostableSilence>()
+    .response::<super::schemas::SilenceId>()
     .add(
         Method::GET,
         "/api/v2/silence/{id}",
@@ -86,6 +91,7 @@ pub(super) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "one silence",
         get_silence,
     )
+    .response::<super::schemas::GettableSilence>()
     .add(
         Method::DELETE,
         "/api/v2/silence/{id}",
@@ -102,6 +108,7 @@ pub(super) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "status, as amtool reads it",
         status,
     )
+    .response::<super::schemas::AmStatus>()
     .add(
         Method::GET,
         "/api/v2/receivers",
@@ -110,6 +117,7 @@ pub(super) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "receiver names",
         receivers,
     )
+    .response::<Vec<super::schemas::ReceiverName>>()
     .add(
         Method::GET,
         "/api/v1/notifications",
@@ -118,6 +126,8 @@ pub(super) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "the delivery log",
         notifications,
     )
+    .query::<NotificationsQuery>()
+    .response::<super::schemas::NotificationList>()
     .add(
         Method::GET,
         "/api/v1/alertmanager/config",
@@ -126,6 +136,7 @@ pub(super) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "the tenant's Alertmanager configuration",
         get_config,
     )
+    .produces("application/yaml")
     .add(
         Method::PUT,
         "/api/v1/alertmanager/config",
@@ -134,16 +145,18 @@ pub(super) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "replace it (YAML body, validated)",
         put_config,
     )
+    .request_body("application/yaml")
+    .response::<super::schemas::StatusOnly>()
 }
 
-fn notifier(state: &ApiState) -> Result<&crate::alerting::notify::Notifier, ApiError> {
+pub(super) fn notifier(state: &ApiState) -> Result<&crate::alerting::notify::Notifier, ApiError> {
     state
         .notifier
         .as_deref()
         .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "the notifier is not running"))
 }
 
-fn notify_error(e: NotifyError) -> ApiError {
+pub(super) fn notify_error(e: NotifyError) -> ApiError {
     match e {
         NotifyError::Invalid(m) => ApiError::new(ErrorCode::InvalidArgument, m),
         NotifyError::NotFound(m) => ApiError::new(ErrorCode::NotFound, format!("{m} not found")),
@@ -174,7 +187,7 @@ async fn read_body(
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct PostableAlert {
     labels: BTreeMap<String, String>,
@@ -502,7 +515,7 @@ async fn receivers(
     Ok(axum::Json(Value::Array(list)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct NotificationsQuery {
     receiver: Option<String>,
     status: Option<String>,

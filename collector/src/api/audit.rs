@@ -79,7 +79,7 @@ pub(crate) async fn record(
 }
 
 /// `GET /api/v1/audit` parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AuditParams {
     tenant: Option<String>,

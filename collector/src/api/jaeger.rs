@@ -44,6 +44,7 @@ pub(super) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "services with spans",
         services,
     )
+    .response::<super::schemas::JaegerResponse>()
     .add(
         Method::GET,
         "/api/services/{service}/operations",
@@ -52,6 +53,7 @@ pub(super) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "a service's operations",
         service_operations,
     )
+    .response::<super::schemas::JaegerResponse>()
     .add(
         Method::GET,
         "/api/operations",
@@ -60,6 +62,8 @@ pub(super) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "operations with their span kind",
         operations,
     )
+    .query::<OperationsParams>()
+    .response::<super::schemas::JaegerResponse>()
     .add(
         Method::GET,
         "/api/traces",
@@ -68,6 +72,8 @@ pub(super) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "search traces",
         find_traces,
     )
+    .query::<FindParams>()
+    .response::<super::schemas::JaegerResponse>()
     .add(
         Method::GET,
         "/api/traces/{trace_id}",
@@ -76,6 +82,7 @@ pub(super) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "one trace",
         trace_by_id,
     )
+    .response::<super::schemas::JaegerResponse>()
     .add(
         Method::GET,
         "/api/dependencies",
@@ -84,6 +91,8 @@ pub(super) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "service dependency edges",
         dependencies,
     )
+    .query::<DependencyParams>()
+    .response::<super::schemas::JaegerResponse>()
 }
 
 /// Jaeger's `structuredResponse` around `data`.
@@ -314,7 +323,7 @@ async fn service_operations(
     Ok(structured(json!(names), n))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 struct OperationsParams {
     service: Option<String>,
     #[serde(rename = "spanKind")]
@@ -368,7 +377,7 @@ async fn trace_by_id(
 
 /// `/api/traces` parameters; unknown ones (Grafana and the UI send a few) are ignored,
 /// as Jaeger does.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 struct FindParams {
     service: Option<String>,
     operation: Option<String>,
@@ -457,7 +466,7 @@ async fn find_traces(
     Ok(structured(json!(data), n))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 struct DependencyParams {
     #[serde(rename = "endTs")]
     end_ts: Option<String>,

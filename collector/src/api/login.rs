@@ -98,7 +98,7 @@ fn token_response(
 }
 
 /// Body of `POST /api/v1/auth/login`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Login {
     username: String,
@@ -305,7 +305,7 @@ async fn second_factor(
 }
 
 /// Body of `POST /api/v1/auth/refresh`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Refresh {
     refresh_token: String,
@@ -477,7 +477,7 @@ pub(super) async fn revoke_session(
 }
 
 /// Body of `POST /api/v1/auth/password`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ChangePassword {
     current_password: String,
@@ -562,7 +562,7 @@ pub(super) async fn totp_enroll(
 }
 
 /// Body of `POST /api/v1/auth/totp/confirm`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct TotpConfirm {
     code: String,
@@ -618,7 +618,7 @@ pub(super) async fn totp_confirm(
 }
 
 /// Body of `POST /api/v1/auth/totp/disable`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct TotpDisable {
     password: String,

@@ -33,7 +33,7 @@ const TAIL_POLL: Duration = Duration::from_millis(500);
 const TAIL_BATCH: usize = 1_000;
 
 /// Query-string parameters of a search.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SearchParams {
     #[serde(default)]
@@ -46,7 +46,7 @@ pub(super) struct SearchParams {
 }
 
 /// Query-string parameters of a tail.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct TailParams {
     #[serde(default)]

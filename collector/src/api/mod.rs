@@ -16,6 +16,8 @@ pub mod render;
 mod rules;
 mod secrets;
 pub mod status_config;
+mod schemas;
+mod subscriptions;
 pub mod timeparse;
 mod traces;
 mod users;
@@ -181,6 +183,7 @@ fn catalog(c: Catalog) -> Catalog {
         .add(Method::GET, "/healthz", open, "probes", "alive", || async {
             "ok\n"
         })
+        .produces("text/plain")
         .add(
             Method::GET,
             "/readyz",
@@ -189,6 +192,7 @@ fn catalog(c: Catalog) -> Catalog {
             "ready (WAL replayed)",
             readyz,
         )
+        .produces("text/plain")
         .add(
             Method::GET,
             "/metrics",
@@ -197,6 +201,7 @@ fn catalog(c: Catalog) -> Catalog {
             "self-telemetry (query scope when auth.protect_metrics)",
             metrics,
         )
+        .produces("application/openmetrics-text")
         .add(
             Method::GET,
             "/api/v1/logs/search",
@@ -205,6 +210,8 @@ fn catalog(c: Catalog) -> Catalog {
             "search logs",
             logs::search,
         )
+        .query::<logs::SearchParams>()
+        .response::<schemas::LogSearchResult>()
         .add(
             Method::GET,
             "/api/v1/logs/tail",
@@ -213,6 +220,8 @@ fn catalog(c: Catalog) -> Catalog {
             "follow new logs (server-sent events)",
             logs::tail,
         )
+        .query::<logs::TailParams>()
+        .produces("text/event-stream")
         .add(
             Method::GET,
             "/api/v1/keys",
@@ -221,6 +230,8 @@ fn catalog(c: Catalog) -> Catalog {
             "list API keys",
             admin::list_keys,
         )
+        .query::<admin::TenantParam>()
+        .response::<schemas::KeyList>()
         .add(
             Method::POST,
             "/api/v1/keys",
@@ -229,6 +240,8 @@ fn catalog(c: Catalog) -> Catalog {
             "create an API key (shown once)",
             admin::create_key,
         )
+        .request::<admin::NewKey>()
+        .response_status::<schemas::NewApiKeyJson>(StatusCode::CREATED)
         .add(
             Method::DELETE,
             "/api/v1/keys/{key_id}",
@@ -237,6 +250,7 @@ fn catalog(c: Catalog) -> Catalog {
             "revoke an API key",
             admin::revoke_key,
         )
+        .no_content()
         .add(
             Method::GET,
             "/api/v1/tenants",
@@ -245,6 +259,7 @@ fn catalog(c: Catalog) -> Catalog {
             "list tenants",
             admin::list_tenants,
         )
+        .response::<schemas::TenantList>()
         .add(
             Method::POST,
             "/api/v1/tenants",
@@ -253,6 +268,8 @@ fn catalog(c: Catalog) -> Catalog {
             "create a tenant (admins of default)",
             admin::create_tenant,
         )
+        .request::<admin::NewTenant>()
+        .response_status::<schemas::TenantJson>(StatusCode::CREATED)
         .add(
             Method::POST,
             "/api/v1/auth/login",
@@ -261,6 +278,8 @@ fn catalog(c: Catalog) -> Catalog {
             "log in: password (and TOTP) for tokens",
             login::login,
         )
+        .request::<login::Login>()
+        .response::<schemas::TokenResponse>()
         .add(
             Method::POST,
             "/api/v1/auth/refresh",
@@ -269,6 +288,8 @@ fn catalog(c: Catalog) -> Catalog {
             "exchange a refresh token",
             login::refresh,
         )
+        .request::<login::Refresh>()
+        .response::<schemas::TokenResponse>()
         .add(
             Method::POST,
             "/api/v1/auth/logout",
@@ -277,6 +298,8 @@ fn catalog(c: Catalog) -> Catalog {
             "end the caller's session",
             login::logout,
         )
+        .request::<subscriptions::Empty>()
+        .no_content()
         .add(
             Method::GET,
             "/api/v1/auth/me",
@@ -285,6 +308,7 @@ fn catalog(c: Catalog) -> Catalog {
             "who the credential is (any scope)",
             login::me,
         )
+        .response::<schemas::Me>()
         .add(
             Method::POST,
             "/api/v1/auth/password",
@@ -293,6 +317,8 @@ fn catalog(c: Catalog) -> Catalog {
             "change the caller's password",
             login::change_password,
         )
+        .request::<login::ChangePassword>()
+        .no_content()
         .add(
             Method::GET,
             "/api/v1/auth/sessions",
@@ -301,6 +327,7 @@ fn catalog(c: Catalog) -> Catalog {
             "the caller's sessions",
             login::list_sessions,
         )
+        .response::<schemas::SessionList>()
         .add(
             Method::DELETE,
             "/api/v1/auth/sessions/{session_id}",
@@ -309,6 +336,7 @@ fn catalog(c: Catalog) -> Catalog {
             "end a session",
             login::revoke_session,
         )
+        .no_content()
         .add(
             Method::POST,
             "/api/v1/auth/totp/enroll",
@@ -317,6 +345,8 @@ fn catalog(c: Catalog) -> Catalog {
             "start TOTP enrolment",
             login::totp_enroll,
         )
+        .request::<subscriptions::Empty>()
+        .response::<schemas::TotpEnrollment>()
         .add(
             Method::POST,
             "/api/v1/auth/totp/confirm",
@@ -325,6 +355,8 @@ fn catalog(c: Catalog) -> Catalog {
             "confirm TOTP with a code",
             login::totp_confirm,
         )
+        .request::<login::TotpConfirm>()
+        .response::<schemas::RecoveryCodes>()
         .add(
             Method::POST,
             "/api/v1/auth/totp/disable",
@@ -333,6 +365,8 @@ fn catalog(c: Catalog) -> Catalog {
             "turn TOTP off",
             login::totp_disable,
         )
+        .request::<login::TotpDisable>()
+        .no_content()
         .add(
             Method::GET,
             "/api/v1/users",
@@ -341,6 +375,8 @@ fn catalog(c: Catalog) -> Catalog {
             "list users",
             users::list,
         )
+        .query::<admin::TenantParam>()
+        .response::<schemas::UserList>()
         .add(
             Method::POST,
             "/api/v1/users",
@@ -349,6 +385,8 @@ fn catalog(c: Catalog) -> Catalog {
             "create a user",
             users::create,
         )
+        .request::<users::NewUser>()
+        .response_status::<schemas::UserJson>(StatusCode::CREATED)
         .add(
             Method::GET,
             "/api/v1/users/{user_id}",
@@ -357,6 +395,7 @@ fn catalog(c: Catalog) -> Catalog {
             "one user",
             users::get,
         )
+        .response::<schemas::UserJson>()
         .add(
             Method::PATCH,
             "/api/v1/users/{user_id}",
@@ -365,6 +404,8 @@ fn catalog(c: Catalog) -> Catalog {
             "disable, enable, change role",
             users::patch,
         )
+        .request::<users::Patch>()
+        .response::<schemas::UserJson>()
         .add(
             Method::DELETE,
             "/api/v1/users/{user_id}",
@@ -373,6 +414,7 @@ fn catalog(c: Catalog) -> Catalog {
             "delete a user",
             users::delete,
         )
+        .no_content()
         .add(
             Method::PUT,
             "/api/v1/users/{user_id}/tenants/{tenant}",
@@ -381,6 +423,8 @@ fn catalog(c: Catalog) -> Catalog {
             "give a role in a tenant",
             users::put_role,
         )
+        .request::<users::RoleBody>()
+        .response::<schemas::UserJson>()
         .add(
             Method::DELETE,
             "/api/v1/users/{user_id}/tenants/{tenant}",
@@ -389,6 +433,7 @@ fn catalog(c: Catalog) -> Catalog {
             "remove from a tenant",
             users::delete_role,
         )
+        .response::<schemas::UserJson>()
         .add(
             Method::POST,
             "/api/v1/users/{user_id}/password",
@@ -397,6 +442,8 @@ fn catalog(c: Catalog) -> Catalog {
             "set a user's password",
             users::reset_password,
         )
+        .request::<users::ResetPassword>()
+        .no_content()
         .add(
             Method::GET,
             "/api/v1/audit",
@@ -405,6 +452,8 @@ fn catalog(c: Catalog) -> Catalog {
             "the audit log",
             audit::list,
         )
+        .query::<audit::AuditParams>()
+        .response::<schemas::AuditList>()
         .add(
             Method::GET,
             "/api/v1/enrollment-tokens",
@@ -413,6 +462,7 @@ fn catalog(c: Catalog) -> Catalog {
             "list enrollment tokens",
             agents::list_tokens,
         )
+        .response::<schemas::EnrollmentTokenList>()
         .add(
             Method::POST,
             "/api/v1/enrollment-tokens",
@@ -421,6 +471,8 @@ fn catalog(c: Catalog) -> Catalog {
             "create an enrollment token (shown once)",
             agents::create_token,
         )
+        .request::<agents::NewToken>()
+        .response_status::<schemas::NewEnrollmentTokenJson>(StatusCode::CREATED)
         .add(
             Method::DELETE,
             "/api/v1/enrollment-tokens/{token_id}",
@@ -429,6 +481,7 @@ fn catalog(c: Catalog) -> Catalog {
             "revoke an enrollment token",
             agents::revoke_token,
         )
+        .no_content()
         .add(
             Method::GET,
             "/api/v1/agents",
@@ -437,6 +490,7 @@ fn catalog(c: Catalog) -> Catalog {
             "the fleet",
             agents::list,
         )
+        .response::<schemas::AgentList>()
         .add(
             Method::POST,
             "/api/v1/agents/enroll",
@@ -445,6 +499,8 @@ fn catalog(c: Catalog) -> Catalog {
             "trade an enrollment token for an agent key",
             agents::enroll,
         )
+        .request::<agents::Enroll>()
+        .response_status::<schemas::EnrolledAgentJson>(StatusCode::CREATED)
         .add(
             Method::DELETE,
             "/api/v1/agents/{agent_id}",
@@ -452,7 +508,8 @@ fn catalog(c: Catalog) -> Catalog {
             "agents",
             "revoke an agent",
             agents::revoke,
-        );
+        )
+        .response::<schemas::AgentJson>();
     let c = prom::routes(c);
     let c = traces::routes(c);
     let c = jaeger::routes(c);
@@ -460,6 +517,7 @@ fn catalog(c: Catalog) -> Catalog {
     let c = secrets::routes(c);
     let c = status_config::routes(c);
     let c = configs::routes(c);
+    let c = subscriptions::routes(c);
     alertmanager::routes(c)
 }
 

@@ -38,6 +38,7 @@ pub(crate) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "rule groups and their state (Prometheus's shape)",
         prom_rules,
     )
+    .response::<super::schemas::PromResponse<RulesData<'static>>>()
     .add(
         Method::GET,
         "/api/v1/alerts",
@@ -46,6 +47,7 @@ pub(crate) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "active alerts (Prometheus's shape)",
         prom_alerts,
     )
+    .response::<super::schemas::PromResponse<AlertsData<'static>>>()
     .add(
         Method::GET,
         "/api/v1/rules/{namespace}",
@@ -54,6 +56,7 @@ pub(crate) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "a namespace's API rule groups (YAML)",
         get_namespace,
     )
+    .produces("application/yaml")
     .add(
         Method::POST,
         "/api/v1/rules/{namespace}",
@@ -62,6 +65,8 @@ pub(crate) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "create or replace a rule group (YAML body)",
         post_group,
     )
+    .request_body("application/yaml")
+    .response_status::<super::schemas::Accepted>(StatusCode::ACCEPTED)
     .add(
         Method::DELETE,
         "/api/v1/rules/{namespace}",
@@ -70,6 +75,7 @@ pub(crate) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "delete a namespace's groups",
         delete_namespace,
     )
+    .response_status::<super::schemas::Accepted>(StatusCode::ACCEPTED)
     .add(
         Method::GET,
         "/api/v1/rules/{namespace}/{group}",
@@ -78,6 +84,7 @@ pub(crate) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "one API rule group (YAML)",
         get_group,
     )
+    .produces("application/yaml")
     .add(
         Method::DELETE,
         "/api/v1/rules/{namespace}/{group}",
@@ -86,6 +93,7 @@ pub(crate) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "delete one rule group",
         delete_group,
     )
+    .response_status::<super::schemas::Accepted>(StatusCode::ACCEPTED)
 }
 
 /// Go's `time.Time` JSON (RFC 3339 with nanoseconds, trailing zeros dropped); the
@@ -97,8 +105,8 @@ fn go_time(ms: i64) -> String {
     super::timeparse::format_time(ms.saturating_mul(1_000_000))
 }
 
-#[derive(Serialize)]
-struct ApiAlert<'a> {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(super) struct ApiAlert<'a> {
     labels: &'a BTreeMap<String, String>,
     annotations: &'a BTreeMap<String, String>,
     state: &'static str,
@@ -117,9 +125,9 @@ fn api_alert(a: &ActiveAlert) -> ApiAlert<'_> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 #[serde(untagged)]
-enum ApiRule<'a> {
+pub(super) enum ApiRule<'a> {
     Alerting {
         state: &'static str,
         name: &'a str,
@@ -157,8 +165,8 @@ enum ApiRule<'a> {
     },
 }
 
-#[derive(Serialize)]
-struct ApiGroup<'a> {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(super) struct ApiGroup<'a> {
     name: &'a str,
     file: &'a str,
     rules: Vec<ApiRule<'a>>,
@@ -168,6 +176,18 @@ struct ApiGroup<'a> {
     evaluation_time: f64,
     #[serde(rename = "lastEvaluation")]
     last_evaluation: String,
+}
+
+/// `data` of `GET /api/v1/rules`.
+#[derive(Serialize, schemars::JsonSchema)]
+pub(super) struct RulesData<'a> {
+    groups: Vec<ApiGroup<'a>>,
+}
+
+/// `data` of `GET /api/v1/alerts`.
+#[derive(Serialize, schemars::JsonSchema)]
+pub(super) struct AlertsData<'a> {
+    alerts: Vec<ApiAlert<'a>>,
 }
 
 fn rules_of(
@@ -282,12 +302,8 @@ async fn prom_rules(
             last_evaluation: go_time(rt.last_evaluation_ms),
         });
     }
-    #[derive(Serialize)]
-    struct Data<'a> {
-        groups: Vec<ApiGroup<'a>>,
-    }
     Ok(success(
-        serde_json::to_string(&Data { groups }).unwrap_or_default(),
+        serde_json::to_string(&RulesData { groups }).unwrap_or_default(),
     ))
 }
 
@@ -305,12 +321,8 @@ async fn prom_alerts(
         .filter(|a| a.state != AlertState::Inactive)
         .map(api_alert)
         .collect();
-    #[derive(Serialize)]
-    struct Data<'a> {
-        alerts: Vec<ApiAlert<'a>>,
-    }
     Ok(success(
-        serde_json::to_string(&Data { alerts }).unwrap_or_default(),
+        serde_json::to_string(&AlertsData { alerts }).unwrap_or_default(),
     ))
 }
 

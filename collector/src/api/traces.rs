@@ -48,6 +48,8 @@ pub(super) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "trace summaries matching filters",
         search,
     )
+    .query::<SearchParams>()
+    .response::<super::schemas::TraceSearchResult>()
     .add(
         Method::GET,
         "/api/v1/traces/dependencies",
@@ -56,6 +58,8 @@ pub(super) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "the service map over a time range",
         dependencies,
     )
+    .query::<DependencyParams>()
+    .response::<super::schemas::Dependencies>()
     .add(
         Method::GET,
         "/api/v1/traces/{trace_id}",
@@ -64,6 +68,8 @@ pub(super) fn routes(c: super::catalog::Catalog) -> super::catalog::Catalog {
         "one trace in tree order (withLogs=true adds its logs)",
         trace_by_id,
     )
+    .query::<TraceParams>()
+    .response::<super::schemas::TraceJson>()
 }
 
 pub(super) fn bad(message: impl Into<String>) -> ApiError {
@@ -313,7 +319,7 @@ pub(super) async fn lookup(
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "trace not found"))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct TraceParams {
     #[serde(rename = "withLogs", default)]
@@ -374,7 +380,7 @@ async fn trace_by_id(
     Ok(Json(body).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SearchParams {
     service: Option<String>,
@@ -462,7 +468,7 @@ async fn search(
     .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct DependencyParams {
     start: Option<String>,

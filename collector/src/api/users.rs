@@ -98,7 +98,7 @@ pub(super) async fn list(
 }
 
 /// Body of `POST /api/v1/users`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NewUser {
     username: String,
@@ -147,7 +147,7 @@ pub(super) async fn get(
 }
 
 /// Body of `PATCH /api/v1/users/{id}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Patch {
     disabled: Option<bool>,
@@ -240,7 +240,7 @@ pub(super) async fn delete(
 }
 
 /// Body of `PUT /api/v1/users/{id}/tenants/{tenant}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RoleBody {
     role: String,
@@ -309,7 +309,7 @@ pub(super) async fn delete_role(
 }
 
 /// Body of `POST /api/v1/users/{id}/password`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ResetPassword {
     password: String,

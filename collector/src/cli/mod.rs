@@ -6,6 +6,7 @@ mod config;
 mod people;
 mod secrets;
 mod silences;
+mod subscriptions;
 mod traces;
 
 use std::io::Write as _;
@@ -121,6 +122,11 @@ enum Command {
     Secrets {
         #[command(subcommand)]
         command: secrets::SecretsCommand,
+    },
+    /// Your own alert subscriptions: subscribe, unsubscribe, mute, unmute, list.
+    Alerts {
+        #[command(subcommand)]
+        command: subscriptions::AlertsCommand,
     },
 }
 
@@ -486,6 +492,9 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         }
         Command::Silences { command } => {
             silences::run(&client, &cli.url, cli.token.as_deref(), command).await
+        }
+        Command::Alerts { command } => {
+            subscriptions::run(&client, &cli.url, cli.token.as_deref(), command).await
         }
         Command::Tenants { command } => {
             let token = cli.token.as_deref();

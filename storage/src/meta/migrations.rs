@@ -325,6 +325,32 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             last_contact INTEGER NOT NULL
         ) STRICT;
         CREATE INDEX opamp_agents_tenant ON opamp_agents (tenant);
+        ",
+    },
+    Migration {
+        version: 8,
+        name: "alert_subscriptions",
+        sql: "
+        -- People's own subscriptions to a tenant's notification receivers: an e-mail
+        -- to them whenever the receiver is notified (of alerts matching their extra
+        -- matchers), unless muted. Their notifications go to alert_notifications with
+        -- integration 'subscription/<id>'.
+        CREATE TABLE alert_subscriptions (
+            id TEXT NOT NULL PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            user_id TEXT NOT NULL REFERENCES users (user_id) ON DELETE CASCADE,
+            username TEXT NOT NULL,
+            receiver TEXT NOT NULL,
+            -- JSON array of matcher strings in Alertmanager's syntax.
+            matchers TEXT NOT NULL,
+            email TEXT NOT NULL,
+            muted INTEGER NOT NULL CHECK (muted IN (0, 1)),
+            -- With muted = 1: the end of the mute, or NULL for until unmuted.
+            muted_until INTEGER,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX alert_subscriptions_tenant ON alert_subscriptions (tenant, user_id);
     ",
     },
 ];

@@ -23,6 +23,7 @@ mod notify;
 mod rules;
 mod secrets;
 mod sessions;
+mod subscriptions;
 mod users;
 
 use std::fmt;
@@ -53,6 +54,7 @@ pub use notify::{
 };
 pub use rules::StoredRuleGroup;
 pub use secrets::{SECRET_NONCE_LEN, SecretInfo, StoredSecret};
+pub use subscriptions::{MAX_SUBSCRIPTIONS_PER_USER, Mute, SubscriptionRow};
 
 use crate::logs::valid_tenant;
 

@@ -318,6 +318,9 @@ pub struct AmConfig {
     pub inhibit_rules: Vec<InhibitRule>,
     /// Named time intervals (`time_intervals` and `mute_time_intervals`).
     pub time_intervals: BTreeMap<String, Vec<TimeInterval>>,
+    /// The `global.smtp_*` settings (with an empty `to`), when `smtp_from` and a valid
+    /// `smtp_smarthost` are set: how people's own subscriptions are e-mailed.
+    pub smtp: Option<EmailSettings>,
 }
 
 /// `group_by`: some labels, or every label (`...`).
@@ -1488,6 +1491,28 @@ impl AmConfig {
         if !c.errors.is_empty() {
             return Err(AmConfigError(c.errors));
         }
+        let smtp = match (&g.smtp_from, &g.smtp_smarthost) {
+            (Some(from), Some(smarthost))
+                if smarthost
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) =>
+            {
+                Some(EmailSettings {
+                    to: String::new(),
+                    from: from.clone(),
+                    hello: g.smtp_hello.clone().unwrap_or_else(|| "localhost".into()),
+                    smarthost: smarthost.clone(),
+                    auth_username: g.smtp_auth_username.clone(),
+                    auth_password: g.smtp_auth_password.clone(),
+                    require_tls: g.smtp_require_tls.unwrap_or(true),
+                    insecure_skip_verify: false,
+                    headers: Vec::new(),
+                    html: None,
+                    text: None,
+                })
+            }
+            _ => None,
+        };
         Ok(AmConfig {
             original: text.to_owned(),
             resolve_timeout,
@@ -1495,6 +1520,7 @@ impl AmConfig {
             receivers,
             inhibit_rules,
             time_intervals,
+            smtp,
         })
     }
 

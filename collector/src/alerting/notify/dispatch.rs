@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use vantage_storage::meta::{MetaStore, NewNotification};
 
-use super::config::{AmConfig, GroupBy, InhibitRule, Route};
+use super::config::{AmConfig, GroupBy, InhibitRule, Integration, Route};
 use super::deliver::{Deliverer, Delivery};
 use super::matchers::matches_all;
 use super::payload::{Data, NotifyAlert, fingerprint, labels_string};
@@ -138,6 +138,59 @@ pub struct LogEntry {
 }
 
 type LogKey = (String, String, String, String);
+
+/// One notification a flush decided to make, not yet recorded.
+struct Planned {
+    log_key: LogKey,
+    integration: Arc<Integration>,
+    /// `None`: nothing to send (only resolved alerts, `send_resolved: false`).
+    to_send: Option<Data>,
+    firing: BTreeSet<String>,
+    resolved: BTreeSet<String>,
+}
+
+impl Planned {
+    fn row(&self, at: SystemTime) -> NewNotification {
+        NewNotification {
+            tenant: self.log_key.0.clone(),
+            group_key: self.log_key.1.clone(),
+            receiver: self.log_key.2.clone(),
+            integration: self.log_key.3.clone(),
+            receiver_type: self.integration.kind_name().to_owned(),
+            firing: self.firing.iter().cloned().collect(),
+            resolved: self.resolved.iter().cloned().collect(),
+            content: self
+                .to_send
+                .as_ref()
+                .and_then(|d| serde_json::to_string(d).ok())
+                .unwrap_or_default(),
+            at,
+        }
+    }
+}
+
+/// What flushing one group decided.
+struct FlushPlan {
+    tenant: String,
+    id: GroupId,
+    planned: Vec<Planned>,
+    resolved_in_group: Vec<(String, Alert)>,
+}
+
+/// The firing and the resolved fingerprints of a notification's alerts.
+fn fingerprint_sets(alerts: &[NotifyAlert]) -> (BTreeSet<String>, BTreeSet<String>) {
+    let firing = alerts
+        .iter()
+        .filter(|a| !a.resolved)
+        .map(|a| a.fingerprint.clone())
+        .collect();
+    let resolved = alerts
+        .iter()
+        .filter(|a| a.resolved)
+        .map(|a| a.fingerprint.clone())
+        .collect();
+    (firing, resolved)
+}
 
 #[derive(Default)]
 struct TenantState {
@@ -453,7 +506,9 @@ impl Dispatcher {
         }
     }
 
-    /// Flushes every group whose timer is due.
+    /// Flushes every group whose timer is due. What the groups of one tick will send is
+    /// recorded in the notification log in one transaction (one fsync, not one per
+    /// group), before any of it is sent.
     pub async fn flush_due(&mut self) {
         let now = Instant::now();
         let due: Vec<(String, GroupId)> = self
@@ -466,29 +521,79 @@ impl Dispatcher {
                     .map(|(id, _)| (t.clone(), id.clone()))
             })
             .collect();
-        for (tenant, id) in due {
-            self.flush(&tenant, &id).await;
+        let now_ms = self.clock.now_ms();
+        let plans: Vec<FlushPlan> = due
+            .into_iter()
+            .filter_map(|(tenant, id)| self.plan(tenant, id, now_ms))
+            .collect();
+        let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(now_ms).unwrap_or(0));
+        let rows: Vec<NewNotification> = plans
+            .iter()
+            .flat_map(|p| p.planned.iter().map(|d| d.row(at)))
+            .collect();
+        let ids: Vec<Option<i64>> = match (&self.store, rows.is_empty()) {
+            (Some(store), false) => {
+                let store = store.clone();
+                let count = rows.len();
+                // Recorded before anything is sent: a crash from here on cannot lead
+                // to a second notification of the same sets.
+                match tokio::task::spawn_blocking(move || store.record_notifications(&rows)).await {
+                    Ok(Ok(ids)) => ids.into_iter().map(Some).collect(),
+                    Ok(Err(e)) => {
+                        // Nothing is sent and nothing forgotten: the groups try again
+                        // at their next group_interval.
+                        tracing::error!(notifications = count, error = %e, "cannot record notifications; not sending them");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "notification log task failed");
+                        return;
+                    }
+                }
+            }
+            _ => vec![None; rows.len()],
+        };
+        let mut ids = ids.into_iter();
+        for plan in plans {
+            for d in plan.planned {
+                let id = ids.next().flatten();
+                self.nflog.insert(
+                    d.log_key.clone(),
+                    LogEntry {
+                        firing: d.firing,
+                        resolved: d.resolved,
+                        at_ms: now_ms,
+                    },
+                );
+                match d.to_send {
+                    Some(data) => self.deliverer.spawn(Delivery {
+                        id,
+                        tenant: d.log_key.0,
+                        integration: d.integration,
+                        data,
+                        attempts_before: 0,
+                    }),
+                    None => self.deliverer.nothing_to_send(id),
+                }
+            }
+            self.drop_resolved(&plan.tenant, &plan.id, plan.resolved_in_group);
         }
     }
 
-    async fn flush(&mut self, tenant: &str, id: &GroupId) {
-        let now_ms = self.clock.now_ms();
+    /// Decides what flushing one group sends (to the receiver's integrations and to
+    /// its subscribers) without recording or sending it; `None` when the group is gone.
+    fn plan(&mut self, tenant: String, id: GroupId, now_ms: i64) -> Option<FlushPlan> {
         let external_url = self.shared.external_url.clone();
-        let silences = self.shared.silences(tenant);
-        let Some(state) = self.tenants.get_mut(tenant) else {
-            return;
-        };
-        let Some(config) = state.config.clone() else {
-            return;
-        };
-        let Some(group) = state.groups.get_mut(id) else {
-            return;
-        };
+        let silences = self.shared.silences(&tenant);
+        let subscriptions = self.shared.subscriptions(&tenant);
+        let state = self.tenants.get_mut(&tenant)?;
+        let config = state.config.clone()?;
+        let group = state.groups.get_mut(&id)?;
         group.next_flush = Instant::now() + group.group_interval;
         group.has_flushed = true;
         if group.alerts.is_empty() {
-            state.groups.remove(id);
-            return;
+            state.groups.remove(&id);
+            return None;
         }
         let firing_all: Vec<(&String, &Alert)> = state
             .alerts
@@ -528,27 +633,27 @@ impl Dispatcher {
         );
         drop(firing_all);
 
-        let mut deliveries = Vec::new();
+        let mut planned = Vec::new();
         if !notify.is_empty() {
-            let firing: BTreeSet<String> = notify
-                .iter()
-                .filter(|a| !a.resolved)
-                .map(|a| a.fingerprint.clone())
-                .collect();
-            let resolved: BTreeSet<String> = notify
-                .iter()
-                .filter(|a| a.resolved)
-                .map(|a| a.fingerprint.clone())
-                .collect();
-            let data = Data::new(&receiver_name, &key, group_labels, notify, &external_url);
+            let (firing, resolved) = fingerprint_sets(&notify);
+            let log_key = |integration: String| {
+                (
+                    tenant.clone(),
+                    key.clone(),
+                    receiver_name.clone(),
+                    integration,
+                )
+            };
             if let Some(receiver) = config.receivers.get(&receiver_name) {
+                let data = Data::new(
+                    &receiver_name,
+                    &key,
+                    group_labels.clone(),
+                    notify.clone(),
+                    &external_url,
+                );
                 for integration in &receiver.integrations {
-                    let log_key = (
-                        tenant.to_owned(),
-                        key.clone(),
-                        receiver_name.clone(),
-                        integration.name.clone(),
-                    );
+                    let log_key = log_key(integration.name.clone());
                     if !needs_update(
                         self.nflog.get(&log_key),
                         &firing,
@@ -564,73 +669,77 @@ impl Dispatcher {
                     } else {
                         data.without_resolved()
                     };
-                    deliveries.push((log_key, integration.clone(), to_send));
+                    planned.push(Planned {
+                        log_key,
+                        integration: integration.clone(),
+                        to_send,
+                        firing: firing.clone(),
+                        resolved: resolved.clone(),
+                    });
                 }
             }
-            if !deliveries.is_empty() {
-                let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(now_ms).unwrap_or(0));
-                let rows: Vec<NewNotification> = deliveries
-                    .iter()
-                    .map(|(k, integration, to_send)| NewNotification {
-                        tenant: k.0.clone(),
-                        group_key: k.1.clone(),
-                        receiver: k.2.clone(),
-                        integration: k.3.clone(),
-                        receiver_type: integration.kind_name().to_owned(),
-                        firing: firing.iter().cloned().collect(),
-                        resolved: resolved.iter().cloned().collect(),
-                        content: to_send
-                            .as_ref()
-                            .and_then(|d| serde_json::to_string(d).ok())
-                            .unwrap_or_default(),
-                        at,
-                    })
-                    .collect();
-                // Recorded before anything is sent: a crash from here on cannot lead to
-                // a second notification of the same sets.
-                let ids = match &self.store {
-                    Some(store) => {
-                        let store = store.clone();
-                        match tokio::task::spawn_blocking(move || store.record_notifications(&rows))
-                            .await
-                        {
-                            Ok(Ok(ids)) => ids.into_iter().map(Some).collect(),
-                            Ok(Err(e)) => {
-                                tracing::error!(tenant = %tenant, group_key = %key, error = %e, "cannot record notifications; not sending them");
-                                return;
-                            }
-                            Err(e) => {
-                                tracing::error!(error = %e, "notification log task failed");
-                                return;
-                            }
-                        }
-                    }
-                    None => vec![None; deliveries.len()],
+            // People's own subscriptions to this receiver: each its own integration,
+            // deduplicated against its own last notification, of the alerts it wants.
+            let subscribers = subscriptions
+                .iter()
+                .filter(|s| s.row.receiver == receiver_name && !s.muted(now_ms));
+            for sub in subscribers {
+                let Some(smtp) = &config.smtp else {
+                    tracing::debug!(tenant = %tenant, subscription = %sub.row.id, "no global smtp settings; subscription not notified");
+                    continue;
                 };
-                for ((log_key, integration, to_send), id) in deliveries.into_iter().zip(ids) {
-                    self.nflog.insert(
-                        log_key.clone(),
-                        LogEntry {
-                            firing: firing.clone(),
-                            resolved: resolved.clone(),
-                            at_ms: now_ms,
-                        },
-                    );
-                    match to_send {
-                        Some(data) => self.deliverer.spawn(Delivery {
-                            id,
-                            tenant: log_key.0,
-                            integration,
-                            data,
-                            attempts_before: 0,
-                        }),
-                        None => self.deliverer.nothing_to_send(id),
-                    }
+                let mine: Vec<NotifyAlert> = notify
+                    .iter()
+                    .filter(|a| sub.wants(&a.alert.labels))
+                    .cloned()
+                    .collect();
+                if mine.is_empty() {
+                    continue;
                 }
+                let (firing, resolved) = fingerprint_sets(&mine);
+                let log_key = log_key(sub.integration_name());
+                if !needs_update(
+                    self.nflog.get(&log_key),
+                    &firing,
+                    &resolved,
+                    true,
+                    repeat,
+                    now_ms,
+                ) {
+                    continue;
+                }
+                let data = Data::new(
+                    &receiver_name,
+                    &key,
+                    group_labels.clone(),
+                    mine,
+                    &external_url,
+                );
+                planned.push(Planned {
+                    log_key,
+                    integration: sub.integration(smtp),
+                    to_send: Some(data),
+                    firing,
+                    resolved,
+                });
             }
         }
-        // Resolved alerts have been dealt with: drop them from the group and, when no
-        // other group holds them, from the tenant.
+        Some(FlushPlan {
+            tenant,
+            id,
+            planned,
+            resolved_in_group,
+        })
+    }
+
+    /// Resolved alerts have been dealt with: drops them from the group and, when no
+    /// other group holds them, from the tenant.
+    fn drop_resolved(
+        &mut self,
+        tenant: &str,
+        id: &GroupId,
+        resolved_in_group: Vec<(String, Alert)>,
+    ) {
         let Some(state) = self.tenants.get_mut(tenant) else {
             return;
         };

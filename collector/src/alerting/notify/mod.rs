@@ -11,6 +11,7 @@ pub mod dispatch;
 pub mod matchers;
 pub mod payload;
 pub mod silence;
+pub mod subscribe;
 pub mod template;
 pub mod timeinterval;
 
@@ -72,6 +73,7 @@ pub struct Shared {
     configs: RwLock<HashMap<String, Arc<AmConfig>>>,
     empty: Arc<AmConfig>,
     silences: RwLock<HashMap<String, Vec<Arc<Silence>>>>,
+    subscriptions: RwLock<HashMap<String, Vec<Arc<subscribe::Subscription>>>>,
     /// Link to the collector in notifications.
     pub external_url: String,
 }
@@ -90,6 +92,16 @@ impl Shared {
     /// A tenant's silences, expired ones included.
     pub fn silences(&self, tenant: &str) -> Vec<Arc<Silence>> {
         self.silences
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(tenant)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// A tenant's subscriptions, muted ones included.
+    pub fn subscriptions(&self, tenant: &str) -> Vec<Arc<subscribe::Subscription>> {
+        self.subscriptions
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(tenant)
@@ -123,7 +135,7 @@ pub struct Notifier {
 }
 
 /// A silence as posted to the API.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PostableSilence {
     /// Set to update an existing silence.
@@ -234,10 +246,17 @@ impl Notifier {
                 }
             }
         }
+        let mut subscriptions: HashMap<String, Vec<Arc<subscribe::Subscription>>> = HashMap::new();
+        if let Some(store) = &options.store {
+            for (tenant, s) in subscribe::load(store.all_subscriptions()?) {
+                subscriptions.entry(tenant).or_default().push(s);
+            }
+        }
         let shared = Arc::new(Shared {
             configs: RwLock::new(configs),
             empty: Arc::new(AmConfig::empty()),
             silences: RwLock::new(silences),
+            subscriptions: RwLock::new(subscriptions),
             external_url: options.external_url,
         });
         let deliverer = Deliverer::new(options.store.clone(), options.telemetry, options.retry);
@@ -460,11 +479,19 @@ impl Notifier {
 /// Restarts the delivery of a notification a restart interrupted.
 fn resume(shared: &Shared, deliverer: &Deliverer, store: &MetaStore, row: NotificationRow) {
     let config = shared.config(&row.tenant);
-    let integration = config
-        .receivers
-        .get(&row.receiver)
-        .and_then(|r| r.integrations.iter().find(|i| i.name == row.integration))
-        .cloned();
+    let integration = match row.integration.strip_prefix(subscribe::INTEGRATION_PREFIX) {
+        Some(id) => shared
+            .subscriptions(&row.tenant)
+            .into_iter()
+            .find(|s| s.row.id == id)
+            .zip(config.smtp.as_ref())
+            .map(|(s, smtp)| s.integration(smtp)),
+        None => config
+            .receivers
+            .get(&row.receiver)
+            .and_then(|r| r.integrations.iter().find(|i| i.name == row.integration))
+            .cloned(),
+    };
     let data: Option<Data> = serde_json::from_str(&row.content).ok();
     match (integration, data) {
         (Some(integration), Some(data)) => {

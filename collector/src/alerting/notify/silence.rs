@@ -15,7 +15,7 @@ pub const MAX_SILENCE_MATCHERS: usize = 64;
 pub const MAX_SILENCE_TEXT: usize = 4096;
 
 /// A matcher as the API writes it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApiMatcher {
     /// Label name.

@@ -61,6 +61,7 @@ fn shared(yaml: &str) -> Arc<Shared> {
         configs: RwLock::new(configs),
         empty: Arc::new(AmConfig::empty()),
         silences: RwLock::new(HashMap::new()),
+        subscriptions: RwLock::new(HashMap::new()),
         external_url: "http://vantage".into(),
     })
 }
@@ -540,4 +541,115 @@ receivers:
     h.advance(Duration::from_secs(31)).await;
     let keys: Vec<String> = h.drain().iter().map(|t| t.data.group_key.clone()).collect();
     assert_eq!(keys, vec!["{}:{alertname=\"Sent\"}".to_string()]);
+}
+
+fn subscription(
+    id: &str,
+    matchers: &[&str],
+    mute: vantage_storage::meta::Mute,
+) -> Arc<super::subscribe::Subscription> {
+    let row = vantage_storage::meta::SubscriptionRow {
+        id: id.into(),
+        tenant: "t".into(),
+        user_id: "u".into(),
+        username: "sam".into(),
+        receiver: "hook".into(),
+        matchers: matchers.iter().map(|m| m.to_string()).collect(),
+        email: format!("{id}@example.com"),
+        mute,
+        created_at: std::time::UNIX_EPOCH,
+        updated_at: std::time::UNIX_EPOCH,
+    };
+    super::subscribe::load(vec![row]).remove(0).1
+}
+
+#[tokio::test(start_paused = true)]
+async fn subscribers_get_their_alerts_of_the_receivers_notifications_unless_muted() {
+    let config = format!(
+        "global:\n  smtp_from: v@example.com\n  smtp_smarthost: 127.0.0.1:25\n{}",
+        CONFIG
+    );
+    let mut h = start(&config, None);
+    h.shared.subscriptions.write().unwrap().insert(
+        "t".into(),
+        vec![
+            subscription(
+                "pages",
+                &["severity=\"page\""],
+                vantage_storage::meta::Mute::Off,
+            ),
+            subscription("all", &[], vantage_storage::meta::Mute::Off),
+            subscription("muted", &[], vantage_storage::meta::Mute::Indefinitely),
+        ],
+    );
+    h.send(vec![
+        alert(
+            &h.clock,
+            &[("alertname", "A"), ("instance", "1"), ("severity", "page")],
+            false,
+        ),
+        alert(
+            &h.clock,
+            &[("alertname", "A"), ("instance", "2"), ("severity", "info")],
+            false,
+        ),
+        // Another receiver's alert: no subscriber of hook hears of it.
+        alert(&h.clock, &[("alertname", "B"), ("team", "web")], false),
+    ])
+    .await;
+    h.advance(Duration::from_secs(31)).await;
+    let mut sent: Vec<(String, Vec<(String, bool)>)> = h
+        .drain()
+        .iter()
+        .map(|t| (t.integration.clone(), names(&t.data)))
+        .collect();
+    sent.sort();
+    let one = ("1".to_string(), false);
+    let two = ("2".to_string(), false);
+    assert_eq!(
+        sent,
+        vec![
+            ("subscription/all".into(), vec![one.clone(), two.clone()]),
+            ("subscription/pages".into(), vec![one.clone()]),
+            ("webhook/0".into(), vec![(String::new(), false)]),
+            ("webhook/0".into(), vec![one.clone(), two.clone()]),
+        ]
+    );
+    // A new info alert: the receiver and "all" hear of it; "pages" has nothing new.
+    h.send(vec![alert(
+        &h.clock,
+        &[("alertname", "A"), ("instance", "3"), ("severity", "info")],
+        false,
+    )])
+    .await;
+    h.advance(Duration::from_secs(5 * 60)).await;
+    let mut got: Vec<String> = h.drain().iter().map(|t| t.integration.clone()).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec!["subscription/all".to_string(), "webhook/0".into()]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_groups_due_in_one_tick_are_recorded_together_before_sending() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(vantage_storage::meta::MetaStore::open(&dir.path().join("m.db")).unwrap());
+    let mut h = start(CONFIG, Some((dir, store.clone())));
+    let alerts: Vec<Alert> = (0..50)
+        .map(|i| alert(&h.clock, &[("alertname", &format!("G{i}"))], false))
+        .collect();
+    h.send(alerts).await;
+    for _ in 0..50 {
+        h.tapped.recv().await.unwrap();
+    }
+    h.advance(Duration::from_secs(1)).await;
+    assert!(h.drain().is_empty(), "one notification per group");
+    let rows = store.latest_notifications().unwrap();
+    assert_eq!(rows.len(), 50, "each recorded once");
+    // Recorded in one transaction: consecutive ids, one creation time.
+    let mut ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    ids.sort();
+    assert_eq!(ids.last().unwrap() - ids[0], 49);
+    assert!(rows.iter().all(|r| r.created_at == rows[0].created_at));
 }

@@ -37,6 +37,7 @@ pub(crate) fn routes(c: Catalog) -> Catalog {
         "PromQL instant query",
         query::instant,
     )
+    .query::<super::schemas::InstantQuery>().response::<super::schemas::PromResponse<super::schemas::QueryData>>()
     .add(
         Method::POST,
         "/api/v1/query",
@@ -45,6 +46,7 @@ pub(crate) fn routes(c: Catalog) -> Catalog {
         "PromQL instant query (form body)",
         query::instant,
     )
+    .request_as::<super::schemas::InstantQuery>("application/x-www-form-urlencoded").response::<super::schemas::PromResponse<super::schemas::QueryData>>()
     .add(
         Method::GET,
         "/api/v1/query_range",
@@ -53,6 +55,7 @@ pub(crate) fn routes(c: Catalog) -> Catalog {
         "PromQL range query",
         query::range,
     )
+    .query::<super::schemas::RangeQuery>().response::<super::schemas::PromResponse<super::schemas::QueryData>>()
     .add(
         Method::POST,
         "/api/v1/query_range",
@@ -61,6 +64,7 @@ pub(crate) fn routes(c: Catalog) -> Catalog {
         "PromQL range query (form body)",
         query::range,
     )
+    .request_as::<super::schemas::RangeQuery>("application/x-www-form-urlencoded").response::<super::schemas::PromResponse<super::schemas::QueryData>>()
     .add(
         Method::GET,
         "/api/v1/format_query",
@@ -69,6 +73,7 @@ pub(crate) fn routes(c: Catalog) -> Catalog {
         "format a PromQL expression",
         query::format,
     )
+    .query::<super::schemas::FormatQuery>().response::<super::schemas::PromResponse<String>>()
     .add(
         Method::POST,
         "/api/v1/format_query",
@@ -77,6 +82,7 @@ pub(crate) fn routes(c: Catalog) -> Catalog {
         "format a PromQL expression (form body)",
         query::format,
     )
+    .request_as::<super::schemas::FormatQuery>("application/x-www-form-urlencoded").response::<super::schemas::PromResponse<String>>()
     .add(
         Method::GET,
         "/api/v1/query_exemplars",
@@ -85,6 +91,7 @@ pub(crate) fn routes(c: Catalog) -> Catalog {
         "exemplars (always empty)",
         query::exemplars,
     )
+    .query::<super::schemas::ExemplarQuery>().response::<super::schemas::PromResponse<Vec<serde_json::Value>>>()
     .add(
         Method::POST,
         "/api/v1/query_exemplars",
@@ -93,6 +100,7 @@ pub(crate) fn routes(c: Catalog) -> Catalog {
         "exemplars (always empty)",
         query::exemplars,
     )
+    .request_as::<super::schemas::ExemplarQuery>("application/x-www-form-urlencoded").response::<super::schemas::PromResponse<Vec<serde_json::Value>>>()
     .add(
         Method::GET,
         "/api/v1/status/buildinfo",
@@ -101,6 +109,7 @@ pub(crate) fn routes(c: Catalog) -> Catalog {
         "the Prometheus version this API follows",
         query::buildinfo,
     )
+    .response::<super::schemas::PromResponse<std::collections::BTreeMap<String, String>>>()
     .add(
         Method::GET,
         "/api/v1/series",
@@ -109,6 +118,7 @@ pub(crate) fn routes(c: Catalog) -> Catalog {
         "series matching selectors",
         meta::series,
     )
+    .query::<super::schemas::SeriesQuery>().response::<super::schemas::PromResponse<Vec<std::collections::BTreeMap<String, String>>>>()
     .add(
         Method::POST,
         "/api/v1/series",
@@ -117,6 +127,7 @@ pub(crate) fn routes(c: Catalog) -> Catalog {
         "series matching selectors (form body)",
         meta::series,
     )
+    .request_as::<super::schemas::SeriesQuery>("application/x-www-form-urlencoded").response::<super::schemas::PromResponse<Vec<std::collections::BTreeMap<String, String>>>>()
     .add(
         Method::GET,
         "/api/v1/labels",
@@ -125,6 +136,7 @@ pub(crate) fn routes(c: Catalog) -> Catalog {
         "label names",
         meta::labels,
     )
+    .query::<super::schemas::SeriesQuery>().response::<super::schemas::PromResponse<Vec<String>>>()
     .add(
         Method::POST,
         "/api/v1/labels",
@@ -133,6 +145,7 @@ pub(crate) fn routes(c: Catalog) -> Catalog {
         "label names (form body)",
         meta::labels,
     )
+    .request_as::<super::schemas::SeriesQuery>("application/x-www-form-urlencoded").response::<super::schemas::PromResponse<Vec<String>>>()
     .add(
         Method::GET,
         "/api/v1/label/{name}/values",
@@ -141,6 +154,7 @@ pub(crate) fn routes(c: Catalog) -> Catalog {
         "values of a label",
         meta::label_values,
     )
+    .query::<super::schemas::SeriesQuery>().response::<super::schemas::PromResponse<Vec<String>>>()
     .add(
         Method::GET,
         "/api/v1/metadata",
@@ -149,6 +163,7 @@ pub(crate) fn routes(c: Catalog) -> Catalog {
         "metric metadata",
         meta::metadata,
     )
+    .query::<super::schemas::MetadataQuery>().response::<super::schemas::PromResponse<std::collections::BTreeMap<String, Vec<serde_json::Value>>>>()
     .add(
         Method::POST,
         "/api/v1/write",
@@ -157,6 +172,7 @@ pub(crate) fn routes(c: Catalog) -> Catalog {
         "Prometheus remote write 1.0",
         write::remote_write,
     )
+    .request_body("application/x-protobuf").no_content()
 }
 
 /// An error in Prometheus's shape: `{"status":"error","errorType":"bad_data","error":"..."}`
