@@ -106,6 +106,10 @@ struct FileConfig {
     scrape_configs: Vec<ScrapeFile>,
     journald: Option<crate::journald::JournaldFile>,
     limits: LimitsFile,
+    /// Remote configuration over OpAMP (see `control`).
+    control: Option<crate::control::ControlFile>,
+    /// Redaction rules applied to every file input (before the input's own).
+    redact: Vec<crate::process::RedactFile>,
 }
 
 /// `limits:` — what the agent may take from the host.
@@ -113,10 +117,6 @@ struct FileConfig {
 #[serde(deny_unknown_fields, default)]
 struct LimitsFile {
     max_memory_mib: Option<u64>,
-    /// Remote configuration over OpAMP (see `control`).
-    control: Option<crate::control::ControlFile>,
-    /// Redaction rules applied to every file input (before the input's own).
-    redact: Vec<crate::process::RedactFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
