@@ -874,10 +874,10 @@ impl Runtime {
                 tracing::warn!("file tailer still busy at the shutdown deadline");
             }
         }
-        if let Some(j) = self.journal {
-            if tokio::time::timeout_at(deadline, j.stop()).await.is_err() {
-                tracing::warn!("journald source still busy at the shutdown deadline");
-            }
+        if let Some(j) = self.journal
+            && tokio::time::timeout_at(deadline, j.stop()).await.is_err()
+        {
+            tracing::warn!("journald source still busy at the shutdown deadline");
         }
         if let Some((_, t)) = self.memory {
             t.stop(deadline).await;

@@ -164,6 +164,14 @@ impl Catalog {
         self
     }
 
+    /// The last added operation is a WebSocket upgrade: it answers 101, no body.
+    pub fn upgrade(mut self) -> Self {
+        let op = self.last();
+        op.response = None;
+        op.status = 101;
+        self
+    }
+
     /// The last added operation takes a JSON body of type `T`.
     pub fn request<T: JsonSchema>(mut self) -> Self {
         self.last().request = Some(Body::json::<T>());

@@ -32,6 +32,8 @@ pub(super) fn routes(c: Catalog) -> Catalog {
         "OpAMP over plain HTTP: one AgentToServer in, one ServerToAgent out (protobuf)",
         crate::opamp::http,
     )
+    .request_body(vantage_proto::opamp::CONTENT_TYPE)
+    .produces(vantage_proto::opamp::CONTENT_TYPE)
     .add(
         Method::GET,
         "/v1/opamp",
@@ -40,6 +42,7 @@ pub(super) fn routes(c: Catalog) -> Catalog {
         "OpAMP over WebSocket (upgrade); frames are a 0 header byte and one message",
         crate::opamp::websocket,
     )
+    .upgrade()
     .add(
         Method::GET,
         "/api/v1/configs",
@@ -48,6 +51,8 @@ pub(super) fn routes(c: Catalog) -> Catalog {
         "list config documents",
         list,
     )
+    .query::<TenantParam>()
+    .response::<ConfigList>()
     .add(
         Method::POST,
         "/api/v1/configs",
@@ -56,6 +61,9 @@ pub(super) fn routes(c: Catalog) -> Catalog {
         "create a config document",
         create,
     )
+    .query::<TenantParam>()
+    .request::<NewConfig>()
+    .response_status::<ConfigWithVersion>(StatusCode::CREATED)
     .add(
         Method::GET,
         "/api/v1/configs/{name}",
@@ -64,6 +72,8 @@ pub(super) fn routes(c: Catalog) -> Catalog {
         "one document: current version, roll-out, matching agents",
         get,
     )
+    .query::<TenantParam>()
+    .response::<ConfigWithCurrent>()
     .add(
         Method::PUT,
         "/api/v1/configs/{name}",
@@ -72,6 +82,9 @@ pub(super) fn routes(c: Catalog) -> Catalog {
         "add a version (current unless activate is false)",
         put_version,
     )
+    .query::<TenantParam>()
+    .request::<NewVersion>()
+    .response::<ConfigWithVersion>()
     .add(
         Method::DELETE,
         "/api/v1/configs/{name}",
@@ -80,6 +93,8 @@ pub(super) fn routes(c: Catalog) -> Catalog {
         "delete a document and its history",
         delete,
     )
+    .query::<TenantParam>()
+    .no_content()
     .add(
         Method::GET,
         "/api/v1/configs/{name}/versions",
@@ -88,6 +103,8 @@ pub(super) fn routes(c: Catalog) -> Catalog {
         "a document's versions",
         versions,
     )
+    .query::<TenantParam>()
+    .response::<VersionList>()
     .add(
         Method::GET,
         "/api/v1/configs/{name}/versions/{version}",
@@ -96,6 +113,8 @@ pub(super) fn routes(c: Catalog) -> Catalog {
         "one version with its body",
         version,
     )
+    .query::<TenantParam>()
+    .response::<VersionJson>()
     .add(
         Method::GET,
         "/api/v1/configs/{name}/diff",
@@ -104,6 +123,8 @@ pub(super) fn routes(c: Catalog) -> Catalog {
         "unified diff between versions ?from=&to=",
         diff,
     )
+    .query::<DiffParams>()
+    .response::<DiffJson>()
     .add(
         Method::POST,
         "/api/v1/configs/{name}/rollback",
@@ -112,6 +133,9 @@ pub(super) fn routes(c: Catalog) -> Catalog {
         "roll back: a new version copying an old one",
         rollback,
     )
+    .query::<TenantParam>()
+    .request::<RollbackBody>()
+    .response::<ConfigWithVersion>()
     .add(
         Method::PUT,
         "/api/v1/configs/{name}/rollout",
@@ -120,6 +144,9 @@ pub(super) fn routes(c: Catalog) -> Catalog {
         "offer a version to a percentage of the matching agents",
         rollout,
     )
+    .query::<TenantParam>()
+    .request::<RolloutBody>()
+    .response::<ConfigJson>()
 }
 
 /// Checks a document body: YAML that parses to a mapping.
@@ -242,7 +269,7 @@ async fn list(
 }
 
 /// Body of `POST /api/v1/configs`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct NewConfig {
     name: String,
@@ -306,7 +333,7 @@ async fn get(
 }
 
 /// Body of `PUT /api/v1/configs/{name}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct NewVersion {
     body: String,
@@ -437,7 +464,7 @@ fn parse_version(what: &str, text: &str) -> Result<u32, ApiError> {
 }
 
 /// Query of the diff endpoint.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct DiffParams {
     from: String,
     to: String,
@@ -478,7 +505,7 @@ async fn diff(
 }
 
 /// Body of the rollback endpoint.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RollbackBody {
     version: u32,
@@ -522,7 +549,7 @@ async fn rollback(
 }
 
 /// Body of the roll-out endpoint.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RolloutBody {
     version: u32,
@@ -574,4 +601,88 @@ mod tests {
             assert!(e.contains(says), "{bad:?}: {e}");
         }
     }
+}
+
+// The shapes of the JSON answers above (built with `json!` in `doc_json` and
+// `version_json`), for the OpenAPI document; never built.
+
+/// A version without its body (with `body` where a single version is asked for).
+#[allow(dead_code)]
+#[derive(schemars::JsonSchema)]
+struct VersionJson {
+    version: u32,
+    /// A user name or `key:<id>`.
+    author: String,
+    message: String,
+    created_at: String,
+    sha256: String,
+    size_bytes: u64,
+    /// The YAML document (only for one version, and in `current`).
+    body: Option<String>,
+}
+
+/// A roll-out in progress.
+#[allow(dead_code)]
+#[derive(schemars::JsonSchema)]
+struct RolloutJson {
+    version: u32,
+    percent: u8,
+}
+
+/// A config document.
+#[allow(dead_code)]
+#[derive(schemars::JsonSchema)]
+struct ConfigJson {
+    name: String,
+    tenant: String,
+    /// `key=value,key!=value`; empty selects every agent.
+    selector: String,
+    current_version: u32,
+    latest_version: u32,
+    rollout: Option<RolloutJson>,
+    created_at: String,
+    updated_at: String,
+    matching_agents: u64,
+    matching_instance_uids: Vec<String>,
+}
+
+/// A document with the version just written.
+#[allow(dead_code)]
+#[derive(schemars::JsonSchema)]
+struct ConfigWithVersion {
+    #[serde(flatten)]
+    doc: ConfigJson,
+    version: VersionJson,
+}
+
+/// A document with its current version and body.
+#[allow(dead_code)]
+#[derive(schemars::JsonSchema)]
+struct ConfigWithCurrent {
+    #[serde(flatten)]
+    doc: ConfigJson,
+    current: VersionJson,
+}
+
+/// `GET /api/v1/configs`.
+#[allow(dead_code)]
+#[derive(schemars::JsonSchema)]
+struct ConfigList {
+    configs: Vec<ConfigJson>,
+}
+
+/// `GET /api/v1/configs/{name}/versions`.
+#[allow(dead_code)]
+#[derive(schemars::JsonSchema)]
+struct VersionList {
+    versions: Vec<VersionJson>,
+}
+
+/// A unified diff between two versions.
+#[allow(dead_code)]
+#[derive(schemars::JsonSchema)]
+struct DiffJson {
+    from: u32,
+    to: u32,
+    diff: String,
 }

@@ -59,7 +59,7 @@ fn service(state: &ApiState) -> Result<Arc<crate::secrets::Secrets>, ApiError> {
 }
 
 /// Body of `PUT /api/v1/secrets/{name}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct NewValue {
     value: String,
@@ -197,6 +197,40 @@ pub(super) async fn rotate(
 }
 
 /// The secrets routes, for the catalog.
+// The shapes of the JSON answers (built with `json!`), for the OpenAPI document.
+
+/// A secret's metadata; the value is never returned.
+#[allow(dead_code)]
+#[derive(schemars::JsonSchema)]
+struct SecretInfoJson {
+    name: String,
+    tenant: String,
+    /// The key the value is encrypted under.
+    key_id: String,
+    created_at: String,
+    updated_at: String,
+    /// `user:<name>` or `key:<id>`.
+    author: String,
+}
+
+/// `GET /api/v1/secrets`.
+#[allow(dead_code)]
+#[derive(schemars::JsonSchema)]
+struct SecretList {
+    secrets: Vec<SecretInfoJson>,
+}
+
+/// What a rotation did (`crate::secrets::RotationReport`).
+#[allow(dead_code)]
+#[derive(schemars::JsonSchema)]
+struct RotationJson {
+    key_id: String,
+    reencrypted: u64,
+    unchanged: u64,
+    skipped: u64,
+    failed: u64,
+}
+
 pub(super) fn routes(c: Catalog) -> Catalog {
     let edit = Access::Scope(Scope::Edit);
     c.add(
@@ -207,6 +241,8 @@ pub(super) fn routes(c: Catalog) -> Catalog {
         "set a secret of the caller's tenant (the value is never returned)",
         put,
     )
+    .request::<NewValue>()
+    .response::<SecretInfoJson>()
     .add(
         Method::GET,
         "/api/v1/secrets",
@@ -215,6 +251,7 @@ pub(super) fn routes(c: Catalog) -> Catalog {
         "list secrets: names, times, author, key id; never values",
         list,
     )
+    .response::<SecretList>()
     .add(
         Method::DELETE,
         "/api/v1/secrets/{name}",
@@ -223,6 +260,7 @@ pub(super) fn routes(c: Catalog) -> Catalog {
         "delete a secret",
         delete,
     )
+    .no_content()
     .add(
         Method::POST,
         "/api/v1/secrets/rotate",
@@ -231,4 +269,6 @@ pub(super) fn routes(c: Catalog) -> Catalog {
         "re-encrypt every secret under the current key (admins of default)",
         rotate,
     )
+    .request::<super::subscriptions::Empty>()
+    .response::<RotationJson>()
 }

@@ -171,7 +171,7 @@ pub fn mask(value: &mut Value) {
 }
 
 /// `?format=` of the status page.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FormatParam {
     format: Option<String>,
@@ -269,6 +269,45 @@ pub(super) async fn reload(
 }
 
 /// The status routes, for the catalog.
+// The shapes of the JSON answers (built with `json!`), for the OpenAPI document.
+
+/// One reload (`crate::reload::ReloadOutcome`).
+#[allow(dead_code)]
+#[derive(schemars::JsonSchema)]
+struct ReloadOutcomeJson {
+    /// `success` or `failure`.
+    result: String,
+    /// `sighup` or `api`.
+    trigger: String,
+    at: String,
+    /// Keys whose new value is in effect.
+    applied: Vec<String>,
+    /// Keys that changed in the file but keep their old value until a restart.
+    restart_required: Vec<String>,
+    error: Option<String>,
+}
+
+/// `GET /api/v1/status/config`.
+#[allow(dead_code)]
+#[derive(schemars::JsonSchema)]
+struct StatusConfigJson {
+    /// The effective configuration, every secret `<redacted>`.
+    config: serde_json::Map<String, Value>,
+    loaded_at: Option<String>,
+    /// Where the file, environment and flags came from.
+    loaded_from: Option<Value>,
+    last_reload: Option<ReloadOutcomeJson>,
+}
+
+/// `POST /api/v1/status/config/reload`.
+#[allow(dead_code)]
+#[derive(schemars::JsonSchema)]
+struct ReloadJson {
+    /// `success`.
+    status: String,
+    reload: ReloadOutcomeJson,
+}
+
 pub(super) fn routes(c: Catalog) -> Catalog {
     let admin = Access::Scope(Scope::Admin);
     c.add(
@@ -279,6 +318,8 @@ pub(super) fn routes(c: Catalog) -> Catalog {
         "the effective configuration, secrets masked (?format=yaml)",
         get,
     )
+    .query::<FormatParam>()
+    .response::<StatusConfigJson>()
     .add(
         Method::POST,
         "/api/v1/status/config/reload",
@@ -287,6 +328,8 @@ pub(super) fn routes(c: Catalog) -> Catalog {
         "re-read the configuration file and apply what can change live",
         reload,
     )
+    .request::<super::subscriptions::Empty>()
+    .response::<ReloadJson>()
 }
 
 #[cfg(test)]
