@@ -196,7 +196,6 @@ pub(super) async fn rotate(
     Ok(Json(json!(report)).into_response())
 }
 
-/// The secrets routes, for the catalog.
 // The shapes of the JSON answers (built with `json!`), for the OpenAPI document.
 
 /// A secret's metadata; the value is never returned.
@@ -231,6 +230,7 @@ struct RotationJson {
     failed: u64,
 }
 
+/// The secrets routes, for the catalog.
 pub(super) fn routes(c: Catalog) -> Catalog {
     let edit = Access::Scope(Scope::Edit);
     c.add(

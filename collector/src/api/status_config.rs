@@ -268,7 +268,6 @@ pub(super) async fn reload(
     }
 }
 
-/// The status routes, for the catalog.
 // The shapes of the JSON answers (built with `json!`), for the OpenAPI document.
 
 /// One reload (`crate::reload::ReloadOutcome`).
@@ -308,6 +307,7 @@ struct ReloadJson {
     reload: ReloadOutcomeJson,
 }
 
+/// The status routes, for the catalog.
 pub(super) fn routes(c: Catalog) -> Catalog {
     let admin = Access::Scope(Scope::Admin);
     c.add(
