@@ -230,14 +230,18 @@ fn tenant_of(principal: &Principal, params: TenantQuery) -> Result<String, ApiEr
     target_tenant(principal, params.tenant)
 }
 
-async fn audit(
+/// After every write: push the change to the tenant's agents, then audit it. One place,
+/// so no write can forget either.
+async fn written(
     state: &ApiState,
     principal: &Principal,
     remote: &RemoteAddr,
+    tenant: &str,
     action: &'static str,
     name: &str,
     detail: String,
 ) {
+    state.opamp.config_changed(tenant).await;
     record(
         state,
         Some(principal),
@@ -296,11 +300,11 @@ async fn create(
     let (doc, v) = blocking(move || s.create_config(&t, &name, &selector, &body, &a, &message))
         .await?
         .map_err(meta_error)?;
-    state.opamp.config_changed(&tenant).await;
-    audit(
+    written(
         &state,
         &principal,
         &remote,
+        &tenant,
         "config.create",
         &doc.name,
         format!("version 1, selector {:?}", doc.selector),
@@ -375,11 +379,11 @@ async fn put_version(
     })
     .await?
     .map_err(meta_error)?;
-    state.opamp.config_changed(&tenant).await;
-    audit(
+    written(
         &state,
         &principal,
         &remote,
+        &tenant,
         "config.version",
         &name,
         format!("version {} (activate: {activate})", v.version),
@@ -403,11 +407,11 @@ async fn delete(
     blocking(move || s.delete_config(&t, &n))
         .await?
         .map_err(meta_error)?;
-    state.opamp.config_changed(&tenant).await;
-    audit(
+    written(
         &state,
         &principal,
         &remote,
+        &tenant,
         "config.delete",
         &name,
         "deleted".into(),
@@ -533,11 +537,11 @@ async fn rollback(
     let (doc, v) = blocking(move || s.rollback_config(&t, &n, req.version, &a, &req.message))
         .await?
         .map_err(meta_error)?;
-    state.opamp.config_changed(&tenant).await;
-    audit(
+    written(
         &state,
         &principal,
         &remote,
+        &tenant,
         "config.rollback",
         &name,
         format!("to version {} as version {}", req.version, v.version),
@@ -571,11 +575,11 @@ async fn rollout(
     let doc = blocking(move || s.set_config_rollout(&t, &n, req.version, req.percent))
         .await?
         .map_err(meta_error)?;
-    state.opamp.config_changed(&tenant).await;
-    audit(
+    written(
         &state,
         &principal,
         &remote,
+        &tenant,
         "config.rollout",
         &name,
         format!("version {} to {}%", req.version, req.percent),
