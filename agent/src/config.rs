@@ -310,7 +310,7 @@ pub(crate) struct ExporterConfig {
 }
 
 /// How the agent verifies the collector, and proves itself with a client certificate.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ClientTls {
     /// PEM CA certificates to trust; `None`: the system's trust store.
     pub(crate) ca_file: Option<PathBuf>,

@@ -209,12 +209,18 @@ async fn run(
     let stop = CancellationToken::new();
     let control = match local.config.control.clone() {
         Some(control) => {
+            // `control.opamp.tls` when given, else the exporter's TLS settings.
+            let tls = control
+                .tls
+                .clone()
+                .or_else(|| local.config.exporter.tls.clone())
+                .unwrap_or_default();
             let ctx = control::client::Context {
                 control,
                 local_tree,
                 env,
                 state_dir: local.config.state_dir.clone(),
-                tls: local.config.exporter.tls.clone().unwrap_or_default(),
+                tls,
             };
             Some(control::client::Agent::prepare(ctx, local.clone())?)
         }

@@ -16,6 +16,7 @@ pub(crate) mod state;
 pub(crate) mod transport;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -23,7 +24,7 @@ use serde_yaml_ng::Value;
 
 pub(crate) use merge::expand;
 
-use crate::config::{ConfigError, parse_duration};
+use crate::config::{ClientTls, ConfigError, parse_duration};
 
 /// OpAMP's default heartbeat: the specification's recommended 30 s, which keeps a
 /// thousand idle agents cheap for the collector.
@@ -45,6 +46,18 @@ struct OpampFile {
     endpoint: Option<String>,
     heartbeat: Option<String>,
     labels: BTreeMap<String, String>,
+    tls: Option<OpampTlsFile>,
+}
+
+/// `control.opamp.tls`: the same keys as `exporter.tls`, for an OpAMP endpoint that is
+/// not the exporter's collector (or not behind the same CA).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct OpampTlsFile {
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    server_name: Option<String>,
 }
 
 /// Which OpAMP transport an endpoint selects.
@@ -120,6 +133,9 @@ pub(crate) struct ControlConfig {
     pub(crate) labels: BTreeMap<String, String>,
     /// Dotted key paths the local configuration keeps, whatever the server says.
     pub(crate) pinned: Vec<Vec<String>>,
+    /// `control.opamp.tls`; `None`: `wss://`/`https://` use `exporter.tls` (or the
+    /// system's roots when the exporter has none).
+    pub(crate) tls: Option<ClientTls>,
 }
 
 impl ControlConfig {
@@ -171,6 +187,32 @@ impl ControlConfig {
                 None
             }
         };
+        let tls = opamp.tls.and_then(|t| {
+            if endpoint.as_ref().is_some_and(|e| !e.tls) {
+                errors.push(
+                    "control.opamp.tls: TLS settings need a wss:// or https:// control.opamp.endpoint"
+                        .to_string(),
+                );
+                ok = false;
+            }
+            let identity = match (t.cert_file, t.key_file) {
+                (Some(c), Some(k)) => Some((c, k)),
+                (None, None) => None,
+                _ => {
+                    errors.push(
+                        "control.opamp.tls.cert_file: cert_file and key_file go together"
+                            .to_string(),
+                    );
+                    ok = false;
+                    None
+                }
+            };
+            Some(ClientTls {
+                ca_file: t.ca_file,
+                identity,
+                server_name: t.server_name,
+            })
+        });
         for (k, v) in &opamp.labels {
             if k.is_empty() || k.contains([',', '=', ' ']) || v.contains(',') {
                 errors.push(format!(
@@ -184,6 +226,7 @@ impl ControlConfig {
             heartbeat: heartbeat?,
             labels: opamp.labels,
             pinned,
+            tls,
         })
         .filter(|_| ok)
     }
@@ -224,6 +267,36 @@ mod tests {
         assert!(Endpoint::parse("ftp://h/x").is_err());
         assert!(Endpoint::parse("collector:7070").is_err());
         assert!(Endpoint::parse("").is_err());
+    }
+
+    #[test]
+    fn opamp_tls_needs_a_tls_endpoint_and_a_whole_identity() {
+        let parse = |text: &str| {
+            let mut errors = Vec::new();
+            let f: ControlFile = serde_yaml_ng::from_str(text).unwrap();
+            (ControlConfig::validate(f, &mut errors), errors)
+        };
+        let (c, errors) = parse(
+            "opamp: {endpoint: 'wss://c:7070/v1/opamp', tls: {ca_file: /etc/ca.pem, server_name: collector}}\n",
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let tls = c.unwrap().tls.unwrap();
+        assert_eq!(tls.ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(tls.server_name.as_deref(), Some("collector"));
+        assert_eq!(tls.identity, None);
+        // Without the section the exporter's settings apply (decided by the caller).
+        let (c, _) = parse("opamp: {endpoint: 'https://c/v1/opamp'}\n");
+        assert_eq!(c.unwrap().tls, None);
+        let (c, errors) = parse("opamp: {endpoint: 'ws://c/v1/opamp', tls: {ca_file: /ca.pem}}\n");
+        assert!(c.is_none());
+        assert!(errors[0].starts_with("control.opamp.tls:"), "{errors:?}");
+        let (c, errors) = parse("opamp: {endpoint: 'wss://c/v1/opamp', tls: {cert_file: /a.pem}}\n");
+        assert!(c.is_none());
+        assert!(errors[0].contains("cert_file and key_file go together"), "{errors:?}");
+        assert!(
+            serde_yaml_ng::from_str::<ControlFile>("opamp: {tls: {ca: /a.pem}}\n").is_err(),
+            "unknown keys are refused"
+        );
     }
 
     #[test]

@@ -100,6 +100,9 @@ struct AgentState {
     ws: Option<(u64, mpsc::Sender<ServerToAgent>)>,
     /// The hash last offered on the open WebSocket.
     offered_on_ws: Option<Vec<u8>>,
+    /// It sent `agent_disconnect` or its WebSocket closed: not connected until its next
+    /// message, however recent its last contact.
+    gone: bool,
 }
 
 impl AgentState {
@@ -109,9 +112,10 @@ impl AgentState {
 
     fn connected(&self, now: SystemTime) -> bool {
         self.ws.is_some()
-            || now
-                .duration_since(self.record.last_contact)
-                .is_ok_and(|d| d < HTTP_CONNECTED_FOR)
+            || (!self.gone
+                && now
+                    .duration_since(self.record.last_contact)
+                    .is_ok_and(|d| d < HTTP_CONNECTED_FOR))
     }
 
     /// `applied`, `applying`, `failed`, `lagging` or `none`.
@@ -353,6 +357,7 @@ impl OpampServer {
                     desired_since: now,
                     ws: None,
                     offered_on_ws: None,
+                    gone: false,
                 },
             );
         }
@@ -529,6 +534,7 @@ impl OpampServer {
                 desired_since: now,
                 ws: None,
                 offered_on_ws: None,
+                gone: false,
             });
         if is_new {
             tracing::info!(tenant = %tenant, instance_uid = %uid, "opamp agent connected for the first time");
@@ -593,7 +599,8 @@ impl OpampServer {
             }
             Conn::Http => {}
         }
-        if msg.agent_disconnect.is_some() {
+        state.gone = msg.agent_disconnect.is_some();
+        if state.gone {
             state.ws = None;
             state.offered_on_ws = None;
         }
@@ -653,6 +660,7 @@ impl OpampServer {
             if state.ws.as_ref().is_some_and(|(known, _)| *known == id) {
                 state.ws = None;
                 state.offered_on_ws = None;
+                state.gone = true;
             }
         }
     }
