@@ -210,13 +210,12 @@ fn client_tls(ca: &Path) -> Arc<ClientConfig> {
     roots
         .add(rustls_pki_types::CertificateDer::from_pem_file(ca).expect("a PEM CA"))
         .unwrap();
-    let mut config = ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Arc::new(config)
 }
@@ -227,12 +226,14 @@ fn write_pki(dir: &Path) {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, "fleet test ca");
+    ca.distinguished_name
+        .push(DnType::CommonName, "fleet test ca");
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca, ca_key);
     let key = KeyPair::generate().unwrap();
     let mut leaf = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    leaf.distinguished_name.push(DnType::CommonName, "collector");
+    leaf.distinguished_name
+        .push(DnType::CommonName, "collector");
     let cert = leaf.signed_by(&key, &issuer).unwrap();
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("ca.crt"), ca_cert.pem()).unwrap();
@@ -347,7 +348,14 @@ async fn websocket_agent_follows_a_push_refuses_a_bad_version_and_rolls_back() {
     let out = Command::new(agent_bin_sibling("vantage"))
         .args(["--url", &format!("http://{}", c.api), "config", "push"])
         .arg(&doc)
-        .args(["--name", "files", "--selector", "fleet=ws", "-m", "tail app"])
+        .args([
+            "--name",
+            "files",
+            "--selector",
+            "fleet=ws",
+            "-m",
+            "tail app",
+        ])
         .env("VANTAGE_TOKEN", &c.admin)
         .output()
         .expect("run the vantage CLI");
@@ -584,10 +592,15 @@ async fn half_rollout_over_ten_agents_reaches_the_ones_the_fleet_view_names() {
     let mut entries = Vec::new();
     for (uid, agent) in &agents {
         let entry = c
-            .wait_entry(uid, "settled on its desired version", Some(&agent.proc), |e| {
-                e["config_status"] == "applied"
-                    && e["applied_config_hash"] == e["desired_config_hash"]
-            })
+            .wait_entry(
+                uid,
+                "settled on its desired version",
+                Some(&agent.proc),
+                |e| {
+                    e["config_status"] == "applied"
+                        && e["applied_config_hash"] == e["desired_config_hash"]
+                },
+            )
             .await;
         entries.push(entry);
     }
@@ -623,7 +636,11 @@ async fn half_rollout_over_ten_agents_reaches_the_ones_the_fleet_view_names() {
         .iter()
         .map(|e| e["applied_config_hash"].as_str().unwrap())
         .collect();
-    assert_eq!(hashes.len(), 2, "two configurations in the fleet: {fleet:?}");
+    assert_eq!(
+        hashes.len(),
+        2,
+        "two configurations in the fleet: {fleet:?}"
+    );
     assert_eq!(fleet.len(), 10);
 
     // 100 %: version 2 becomes current and every agent runs it; no one restarted.
@@ -727,11 +744,21 @@ async fn agents_reach_a_tls_collector_with_the_exporters_ca_or_their_own() {
     let none = start_agent(&config, &token);
     let uid_none = uid_of(&state);
 
-    c.wait_entry(&uid_a, "on files v1 over wss", Some(&a.proc), applied("files", 1))
-        .await;
+    c.wait_entry(
+        &uid_a,
+        "on files v1 over wss",
+        Some(&a.proc),
+        applied("files", 1),
+    )
+    .await;
     c.wait_count("tlsword", 15, &a.proc).await;
-    c.wait_entry(&uid_b, "on own v1 over https", Some(&b.proc), applied("own", 1))
-        .await;
+    c.wait_entry(
+        &uid_b,
+        "on own v1 over https",
+        Some(&b.proc),
+        applied("own", 1),
+    )
+    .await;
     let deadline = tokio::time::Instant::now() + WAIT;
     while !(none.proc.log().contains("cannot reach the opamp server")
         && none.proc.log().contains("TLS with"))

@@ -290,9 +290,13 @@ mod tests {
         let (c, errors) = parse("opamp: {endpoint: 'ws://c/v1/opamp', tls: {ca_file: /ca.pem}}\n");
         assert!(c.is_none());
         assert!(errors[0].starts_with("control.opamp.tls:"), "{errors:?}");
-        let (c, errors) = parse("opamp: {endpoint: 'wss://c/v1/opamp', tls: {cert_file: /a.pem}}\n");
+        let (c, errors) =
+            parse("opamp: {endpoint: 'wss://c/v1/opamp', tls: {cert_file: /a.pem}}\n");
         assert!(c.is_none());
-        assert!(errors[0].contains("cert_file and key_file go together"), "{errors:?}");
+        assert!(
+            errors[0].contains("cert_file and key_file go together"),
+            "{errors:?}"
+        );
         assert!(
             serde_yaml_ng::from_str::<ControlFile>("opamp: {tls: {ca: /a.pem}}\n").is_err(),
             "unknown keys are refused"
