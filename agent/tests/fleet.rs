@@ -589,20 +589,12 @@ async fn half_rollout_over_ten_agents_reaches_the_ones_the_fleet_view_names() {
         .await;
     assert_eq!(answer["rollout"]["percent"], 50, "{answer}");
     // Every agent settles on what the fleet view says it should run.
-    let mut entries = Vec::new();
     for (uid, agent) in &agents {
-        let entry = c
-            .wait_entry(
-                uid,
-                "settled on its desired version",
-                Some(&agent.proc),
-                |e| {
-                    e["config_status"] == "applied"
-                        && e["applied_config_hash"] == e["desired_config_hash"]
-                },
-            )
+        let settled = |e: &Value| {
+            e["config_status"] == "applied" && e["applied_config_hash"] == e["desired_config_hash"]
+        };
+        c.wait_entry(uid, "settled", Some(&agent.proc), settled)
             .await;
-        entries.push(entry);
     }
     // Re-read once all settled: a late push would have changed an early entry.
     let fleet = c.fleet().await;

@@ -187,7 +187,7 @@ impl ControlConfig {
                 None
             }
         };
-        let tls = opamp.tls.and_then(|t| {
+        let tls = opamp.tls.map(|t| {
             if endpoint.as_ref().is_some_and(|e| !e.tls) {
                 errors.push(
                     "control.opamp.tls: TLS settings need a wss:// or https:// control.opamp.endpoint"
@@ -207,11 +207,11 @@ impl ControlConfig {
                     None
                 }
             };
-            Some(ClientTls {
+            ClientTls {
                 ca_file: t.ca_file,
                 identity,
                 server_name: t.server_name,
-            })
+            }
         });
         for (k, v) in &opamp.labels {
             if k.is_empty() || k.contains([',', '=', ' ']) || v.contains(',') {
