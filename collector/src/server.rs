@@ -139,7 +139,9 @@ pub async fn run(
     tracing::info!(data_dir = %config.data_dir.display(), "starting vantage collector");
     let telemetry = Arc::new(Telemetry::new());
     let auth = if config.auth_enabled {
-        Arc::new(Auth::with_store(auth::open_and_bootstrap(&config.data_dir)?))
+        Arc::new(Auth::with_store(auth::open_and_bootstrap(
+            &config.data_dir,
+        )?))
     } else {
         tracing::warn!(
             "AUTHENTICATION IS OFF (--insecure-no-auth): anyone who reaches these ports can read and write all data; for local experiments only"

@@ -558,9 +558,7 @@ async fn request_limits_and_the_access_token_lifetime_apply_after_reload() {
         .expect("the record is rejected");
     assert_eq!(partial.rejected_log_records, 1, "{partial:?}");
     // A small request still passes, and people's tokens get the new lifetime.
-    let r = c
-        .post_otlp("/v1/logs", &headers, json_logs_body(100))
-        .await;
+    let r = c.post_otlp("/v1/logs", &headers, json_logs_body(100)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(login().await, 60);
     let s = status(&c).await;
@@ -587,7 +585,10 @@ async fn shorter_log_retention_drops_an_old_partition_at_once() {
     let week = [("query", "attributes.marker:old1"), ("start", "now-6d")];
     c.wait_for_total(&week, 1).await;
 
-    write_config(&file, "retention:\n  logs: 1d\n  traces: 2d\n  metrics: 12h\n");
+    write_config(
+        &file,
+        "retention:\n  logs: 1d\n  traces: 2d\n  metrics: 12h\n",
+    );
     c.signal("HUP");
     let events = wait_for_log(&c, "configuration reloaded", 1).await;
     let applied = events[0]["applied"].as_str().unwrap().to_string();
@@ -645,7 +646,10 @@ async fn webhook_sink() -> (
 }
 
 /// Waits for a notification about `alertname`; returns the path it was posted to.
-async fn notified(rx: &mut tokio::sync::mpsc::Receiver<(String, Value)>, alertname: &str) -> String {
+async fn notified(
+    rx: &mut tokio::sync::mpsc::Receiver<(String, Value)>,
+    alertname: &str,
+) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let got = tokio::time::timeout_at(deadline, rx.recv())
@@ -724,7 +728,9 @@ async fn alerting_settings_and_the_alertmanager_file_apply_after_reload() {
     std::fs::create_dir_all(&rules_a).unwrap();
     std::fs::create_dir_all(&rules_b).unwrap();
     let group = |name: &str| {
-        format!("groups:\n  - name: {name}\n    rules:\n      - record: {name}_one\n        expr: vector(1)\n")
+        format!(
+            "groups:\n  - name: {name}\n    rules:\n      - record: {name}_one\n        expr: vector(1)\n"
+        )
     };
     std::fs::write(rules_a.join("a.yml"), group("group_a")).unwrap();
     std::fs::write(rules_b.join("b.yml"), group("group_b")).unwrap();
@@ -839,10 +845,15 @@ async fn shorter_metrics_retention_drops_old_blocks_at_the_next_maintenance() {
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
     // A head older than the block span is cut into a block at the next maintenance.
     wait_for_blocks(&c, 1.0).await;
-    let at = format!("{}", three_hours_ago / 1000);
+    // A second after the sample (the query time is in whole seconds).
+    let at = format!("{}", three_hours_ago / 1000 + 1);
     let query = format!("/api/v1/query?query=aged&time={at}");
     let found = c.api_get(&query).await.json();
-    assert_eq!(found["data"]["result"].as_array().unwrap().len(), 1, "{found}");
+    assert_eq!(
+        found["data"]["result"].as_array().unwrap().len(),
+        1,
+        "{found}"
+    );
 
     write_config(&file, "retention:\n  metrics: 1h\n");
     let outcome = reload_ok(&c).await;

@@ -31,10 +31,7 @@ pub struct RetentionSweep {
 
 impl RetentionSweep {
     /// A sweep of the retention `of` selects (`retention.logs`, ...), as set at open.
-    pub fn new(
-        live: Arc<crate::reload::Live>,
-        of: fn(&crate::config::Config) -> Duration,
-    ) -> Self {
+    pub fn new(live: Arc<crate::reload::Live>, of: fn(&crate::config::Config) -> Duration) -> Self {
         let current = of(&live.get());
         RetentionSweep {
             live,
@@ -53,7 +50,10 @@ impl RetentionSweep {
         }
         self.current = wanted;
         self.last = Some(Instant::now());
-        Some((i64::try_from(wanted.as_nanos()).unwrap_or(i64::MAX), changed))
+        Some((
+            i64::try_from(wanted.as_nanos()).unwrap_or(i64::MAX),
+            changed,
+        ))
     }
 }
 

@@ -225,14 +225,19 @@ async fn logs(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body) ->
         Ok(p) => p,
         Err(response) => return *response,
     };
-    let (request, size, encoding) =
-        match decode::<ExportLogsServiceRequest>(&headers, body, r.ingest.max_request_bytes()).await {
-            Ok(decoded) => decoded,
-            Err(failure) => {
-                r.count(Signal::Logs, failure.error.code.as_str());
-                return failure.into_response();
-            }
-        };
+    let (request, size, encoding) = match decode::<ExportLogsServiceRequest>(
+        &headers,
+        body,
+        r.ingest.max_request_bytes(),
+    )
+    .await
+    {
+        Ok(decoded) => decoded,
+        Err(failure) => {
+            r.count(Signal::Logs, failure.error.code.as_str());
+            return failure.into_response();
+        }
+    };
     let batch_id = match batch_id(&headers) {
         Ok(id) => id,
         Err(error) => {
@@ -257,7 +262,9 @@ async fn metrics(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body)
         Err(response) => return *response,
     };
     let (request, size, encoding) =
-        match decode::<ExportMetricsServiceRequest>(&headers, body, r.ingest.max_request_bytes()).await {
+        match decode::<ExportMetricsServiceRequest>(&headers, body, r.ingest.max_request_bytes())
+            .await
+        {
             Ok(decoded) => decoded,
             Err(failure) => {
                 r.count(Signal::Metrics, failure.error.code.as_str());
@@ -288,7 +295,9 @@ async fn traces(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body) 
         Err(response) => return *response,
     };
     let (request, size, encoding) =
-        match decode::<ExportTraceServiceRequest>(&headers, body, r.ingest.max_request_bytes()).await {
+        match decode::<ExportTraceServiceRequest>(&headers, body, r.ingest.max_request_bytes())
+            .await
+        {
             Ok(decoded) => decoded,
             Err(failure) => {
                 r.count(Signal::Traces, failure.error.code.as_str());

@@ -409,9 +409,11 @@ impl Notifier {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner) = None;
                 let stored = match self.store.clone() {
-                    Some(store) => tokio::task::spawn_blocking(move || store.alertmanager_configs())
-                        .await
-                        .map_err(|_| NotifyError::Unavailable)??,
+                    Some(store) => {
+                        tokio::task::spawn_blocking(move || store.alertmanager_configs())
+                            .await
+                            .map_err(|_| NotifyError::Unavailable)??
+                    }
                     None => Vec::new(),
                 };
                 stored
