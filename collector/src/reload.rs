@@ -3,12 +3,16 @@
 //! start and the flags are layered again exactly as at start ([`ConfigSource`]).
 //!
 //! A configuration that does not parse or validate is refused as a whole and the
-//! running one stays. Otherwise the settings that can change live are taken (rate
-//! limits, CORS origins, the query timeout, session lifetimes, `/metrics` protection,
-//! the log filter, the secrets keys; rule files are re-read), and every other change is
-//! reported as `restart_required` and keeps its old value. The effective configuration
-//! is one `Arc<Config>` swapped whole ([`Live`]): a request sees the old one or the new
-//! one, never half of each. Established connections are not touched.
+//! running one stays; so is one whose Alertmanager configuration file does not read
+//! or validate. Otherwise the settings that can change live are taken (rate limits,
+//! CORS origins, the query timeout, session and access-token lifetimes, `/metrics`
+//! protection, the log filter, the secrets keys, retention, request-size and record
+//! limits, every `alerting.*` setting; rule files and the Alertmanager file are
+//! re-read), and every other change is reported as `restart_required` and keeps its old
+//! value. The effective configuration is one `Arc<Config>` swapped whole ([`Live`]): a
+//! request sees the old one or the new one, never half of each. Components that do not
+//! read [`Live`] per use are told ([`ReloadTargets`]). Established connections are not
+//! touched.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -124,10 +128,17 @@ pub fn set_log_filter_setter(setter: LogFilterSetter) {
 pub struct ReloadTargets {
     /// Rate limits.
     pub limiter: Arc<crate::ratelimit::RateLimiter>,
-    /// Rule files are re-read on reload.
+    /// Rule files are re-read on reload, with the new `alerting.*` settings.
     pub rules: Option<Arc<crate::alerting::rules::RulesManager>>,
     /// Keys are re-read on reload (a rotation needs no restart).
     pub secrets: Option<Arc<crate::secrets::Secrets>>,
+    /// Its retention changes on reload (blocks go at the next maintenance pass).
+    pub tsdb: vantage_storage::metrics::tsdb::Tsdb,
+    /// Its `alerting.alertmanager_config` file is re-read on reload.
+    pub notifier: Arc<crate::alerting::notify::Notifier>,
+    /// The link in notifications when `alerting.external_url` is not set (derived from
+    /// the API address at start).
+    pub default_external_url: String,
 }
 
 /// Reloads the configuration; one reload at a time.
@@ -151,16 +162,37 @@ fn rfc3339(t: SystemTime) -> String {
 
 /// The old configuration with every live setting taken from `new`: what is in effect
 /// after a reload. The list of what may change live is this function.
+///
+/// Everything else waits for a restart, because it is baked into something opened or
+/// bound at start: listen addresses and TLS files (the sockets and their acceptors; the
+/// certificate *contents* are re-read by the TLS watcher anyway), `data_dir`, WAL
+/// segment size and fsync (open segment files), the Tantivy writer heap, threads and
+/// commit cadence (the indexing threads' writers), `ingest.max_inflight_bytes` (the
+/// admission semaphore is sized at start; shrinking it would have to wait for the
+/// requests holding it), the batch-id window (`ingest.dedup_*`: the journal is opened
+/// with it), the series limit, out-of-order window, sample limit and query slots (the
+/// TSDB's and the PromQL engine's options at open), `auth.enabled` (the credential
+/// store is opened or not), and `log_format` (the installed subscriber's formatter).
 fn merge_live(old: &Config, new: &Config) -> Config {
     let mut effective = old.clone();
     effective.rates = new.rates;
     effective.cors_allowed_origins = new.cors_allowed_origins.clone();
     effective.query_timeout = new.query_timeout;
-    effective.sessions.session_ttl = new.sessions.session_ttl;
-    effective.sessions.session_max_age = new.sessions.session_max_age;
+    effective.sessions = new.sessions;
     effective.protect_metrics = new.protect_metrics;
     effective.log_level = new.log_level.clone();
     effective.secrets = new.secrets.clone();
+    // Read per request by the ingest path and the receivers.
+    effective.max_request_bytes = new.max_request_bytes;
+    effective.max_attributes_per_record = new.max_attributes_per_record;
+    effective.max_future_skew = new.max_future_skew;
+    effective.retry_after = new.retry_after;
+    // The indexing threads and the TSDB maintenance read these at their next pass.
+    effective.retention_logs = new.retention_logs;
+    effective.retention_metrics = new.retention_metrics;
+    effective.retention_traces = new.retention_traces;
+    // The rules manager and the notifier are told (see `Reloader::reload`).
+    effective.alerting = new.alerting.clone();
     effective
 }
 
@@ -293,7 +325,8 @@ impl Reloader {
         let source = self.source.clone();
         let secrets = self.targets.secrets.clone();
         let data_dir = old.data_dir.clone();
-        // Loading reads files (config, keys): off the async workers.
+        // Loading reads files (config, keys, the Alertmanager file): off the async
+        // workers. Any of them bad refuses the whole reload.
         let loaded = tokio::task::spawn_blocking(move || {
             let new = source.load().map_err(|e| e.to_string())?;
             let keys = match secrets {
@@ -303,10 +336,17 @@ impl Reloader {
                 ),
                 None => None,
             };
-            Ok::<_, String>((new, keys))
+            let am = match &new.alerting.alertmanager_config {
+                Some(path) => {
+                    let (config, text) = crate::alerting::notify::load_config_file(path)?;
+                    Some((path.clone(), text, config))
+                }
+                None => None,
+            };
+            Ok::<_, String>((new, keys, am))
         })
         .await;
-        let (new, keys) = match loaded {
+        let (new, keys, am) = match loaded {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => return self.finish(failure(e)),
             Err(e) => return self.finish(failure(format!("reload task failed: {e}"))),
@@ -320,6 +360,13 @@ impl Reloader {
         let mut applied = changed_paths(&old_tree, &eff_tree);
         if old.secrets.key != effective.secrets.key && !applied.iter().any(|p| p == "secrets.key") {
             applied.push("secrets.key".into());
+        }
+        // The Alertmanager file's contents count as a change of the setting naming it.
+        let notifier = &self.targets.notifier;
+        let am_changed =
+            notifier.file_config_differs(am.as_ref().map(|(p, t, _)| (p.as_path(), t.as_str())));
+        if am_changed && !applied.iter().any(|p| p == "alerting.alertmanager_config") {
+            applied.push("alerting.alertmanager_config".into());
         }
         let restart_required = changed_paths(&eff_tree, &new_tree);
         if effective.log_level != old.log_level
@@ -338,13 +385,35 @@ impl Reloader {
         if let (Some(secrets), Some(keys)) = (&self.targets.secrets, keys) {
             secrets.set_keys(keys);
         }
+        self.targets.tsdb.set_retention_ms(
+            i64::try_from(effective.retention_metrics.as_millis()).unwrap_or(i64::MAX),
+        );
+        let external_url = effective
+            .alerting
+            .external_url
+            .clone()
+            .unwrap_or_else(|| self.targets.default_external_url.clone());
+        notifier.set_external_url(external_url.clone());
+        if am_changed && let Err(e) = notifier.set_file_config(am).await {
+            tracing::warn!(error = %e, "alertmanager configuration not changed");
+        }
+        if let Some(rules) = &self.targets.rules {
+            let mut options = rules.options();
+            options.rules_dir = effective.alerting.rules_dir.clone();
+            options.default_interval = effective.alerting.evaluation_interval;
+            options.query_offset = effective.alerting.query_offset;
+            options.query_timeout = effective.query_timeout;
+            options.external_url = external_url;
+            rules.set_options(options);
+        }
         self.live.set(effective);
         *self
             .loaded_at
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = SystemTime::now();
         if let Some(rules) = self.targets.rules.clone() {
-            // Rule files are polled anyway; a reload re-reads them now.
+            // Rule files are polled anyway; a reload re-reads them now, from the new
+            // directory, and restarts groups whose interval changed.
             let _ = tokio::task::spawn_blocking(move || rules.resync()).await;
         }
         self.finish(ReloadOutcome {
@@ -403,20 +472,40 @@ mod tests {
     #[test]
     fn live_settings_are_taken_and_the_rest_waits_for_a_restart() {
         let old = load("limits:\n  query_requests_per_second: 5\nlisten:\n  api: 127.0.0.1:7070\n");
-        let new = load(
-            "limits:\n  query_requests_per_second: 1\nlisten:\n  api: 127.0.0.1:7071\nretention:\n  logs: 9d\n",
-        );
+        let new = load(concat!(
+            "limits:\n  query_requests_per_second: 1\nlisten:\n  api: 127.0.0.1:7071\n",
+            "retention:\n  logs: 9d\n  metrics: 2h\n  traces: 3d\n",
+            "ingest:\n  max_request_bytes: 4096\n  max_inflight_bytes: 8192\n",
+            "alerting:\n  evaluation_interval: 5s\n  rules_dir: /r\n",
+            "auth:\n  access_token_ttl: 1m\n",
+            "wal:\n  segment_max_bytes: 1048576\n",
+        ));
         let eff = merge_live(&old, &new);
         assert_eq!(eff.rates.queries_per_tenant, 1);
         assert_eq!(eff.api.port(), 7070);
+        assert_eq!(eff.max_request_bytes, 4096);
+        assert_eq!(eff.max_inflight_bytes, old.max_inflight_bytes);
         let render = crate::api::status_config::render;
         assert_eq!(
             changed_paths(&render(&old), &render(&eff)),
-            vec!["limits.query_requests_per_second"]
+            vec![
+                "alerting.evaluation_interval",
+                "alerting.rules_dir",
+                "auth.access_token_ttl",
+                "ingest.max_request_bytes",
+                "limits.query_requests_per_second",
+                "retention.logs",
+                "retention.metrics",
+                "retention.traces",
+            ]
         );
         assert_eq!(
             changed_paths(&render(&eff), &render(&new)),
-            vec!["listen.api", "retention.logs"]
+            vec![
+                "ingest.max_inflight_bytes",
+                "listen.api",
+                "wal.segment_max_bytes"
+            ]
         );
     }
 

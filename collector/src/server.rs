@@ -18,7 +18,6 @@ use vantage_storage::wal::{Wal, WalOptions};
 use crate::api::{self, ApiState};
 use crate::auth::{self, Auth};
 use crate::config::Config;
-use crate::ingest::validate::Limits;
 use crate::ingest::{Ingest, Wals, indexer, metrics};
 use crate::ratelimit::RateLimiter;
 use crate::receivers;
@@ -140,9 +139,9 @@ pub async fn run(
     tracing::info!(data_dir = %config.data_dir.display(), "starting vantage collector");
     let telemetry = Arc::new(Telemetry::new());
     let auth = if config.auth_enabled {
-        let mut auth = Auth::with_store(auth::open_and_bootstrap(&config.data_dir)?);
-        auth.access_token_ttl = config.sessions.access_token_ttl;
-        Arc::new(auth)
+        Arc::new(Auth::with_store(auth::open_and_bootstrap(
+            &config.data_dir,
+        )?))
     } else {
         tracing::warn!(
             "AUTHENTICATION IS OFF (--insecure-no-auth): anyone who reaches these ports can read and write all data; for local experiments only"
@@ -186,20 +185,14 @@ pub async fn run(
     let traces_wal = wals.traces.clone();
     let logs_wal = wals.logs.clone();
     let metrics_wal = wals.metrics.clone();
-    let limits = Limits {
-        max_attributes: config.max_attributes_per_record,
-        max_future_skew: config.max_future_skew,
-        max_age: config.retention_logs,
-    };
+    // The configuration in effect; what changes on reload is read from it.
+    let live = Arc::new(crate::reload::Live::new(config.clone()));
     let limiter = Arc::new(RateLimiter::new(config.rates));
     let ingest = Ingest::new(
         wals,
         tsdb.clone(),
-        config.max_request_bytes,
-        config.max_inflight_bytes,
-        limits,
+        live.clone(),
         limiter.clone(),
-        config.retry_after,
         telemetry.clone(),
     );
     // Replay suppression (x-vantage-batch-id): the window of stored batch ids.
@@ -216,11 +209,7 @@ pub async fn run(
     let dedup_sync = dedup
         .clone()
         .spawn_sync(Duration::from_secs(1), shutdown.clone());
-    let ingest = Arc::new(
-        ingest
-            .with_trace_max_age(config.retention_traces)
-            .with_dedup(dedup.clone()),
-    );
+    let ingest = Arc::new(ingest.with_dedup(dedup.clone()));
 
     // Alert rules: the evaluator, and the channel to the notifier (drained here until
     // the notifier exists).
@@ -238,10 +227,15 @@ pub async fn run(
     let api_listener = bind(config.api, "api").await?;
     let api_addr = api_listener.local_addr()?;
     let api_incoming = Incoming::new(api_listener, tls.as_ref().map(|t| &t.api))?;
-    let external_url = config.alerting.external_url.clone().unwrap_or_else(|| {
+    let default_external_url = {
         let scheme = if tls.is_some() { "https" } else { "http" };
         format!("{scheme}://{api_addr}")
-    });
+    };
+    let external_url = config
+        .alerting
+        .external_url
+        .clone()
+        .unwrap_or_else(|| default_external_url.clone());
     // Alerting: the evaluator sends into the channel, the notifier (an embedded
     // Alertmanager) receives; `POST /api/v2/alerts` feeds the same channel.
     let (alerts_tx, alerts_rx) = tokio::sync::mpsc::channel(crate::alerting::ALERT_CHANNEL_BATCHES);
@@ -290,7 +284,6 @@ pub async fn run(
             .context("cannot load the opamp agents")?,
     );
     let opamp_task = opamp.spawn_maintenance(shutdown.clone());
-    let live = Arc::new(crate::reload::Live::new(config.clone()));
     let reloader = source.map(|source| {
         Arc::new(crate::reload::Reloader::new(
             source,
@@ -299,6 +292,9 @@ pub async fn run(
                 limiter: limiter.clone(),
                 rules: Some(rules.clone()),
                 secrets: Some(secrets.clone()),
+                tsdb: tsdb.clone(),
+                notifier: notifier.clone(),
+                default_external_url,
             },
             telemetry.clone(),
         ))
@@ -318,12 +314,11 @@ pub async fn run(
         tsdb: tsdb.clone(),
         engine,
         query_slots: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_queries)),
-        max_request_bytes: config.max_request_bytes,
         login_throttle: Default::default(),
         totp: Default::default(),
         rules: rules.clone(),
         notifier: Some(notifier),
-        live,
+        live: live.clone(),
         reloader,
         secrets: Some(secrets),
         opamp,
@@ -407,6 +402,7 @@ pub async fn run(
         config.commit_interval,
         telemetry.clone(),
         Some(dedup.clone()),
+        indexer::RetentionSweep::new(live.clone(), |c| c.retention_logs),
     )?;
     // Traces: replay the WAL into the span store, then index as batches become durable.
     let (replay_wal, replay_telemetry) = (traces_wal.clone(), telemetry.clone());
@@ -434,6 +430,7 @@ pub async fn run(
         config.commit_interval,
         telemetry.clone(),
         Some(dedup.clone()),
+        indexer::RetentionSweep::new(live.clone(), |c| c.retention_traces),
     )?;
 
     let grpc_listener = bind(config.otlp_grpc, "otlp-grpc").await?;
@@ -478,12 +475,7 @@ pub async fn run(
         }
     });
     let http_task = tokio::spawn({
-        let router = receivers::http::router(
-            ingest.clone(),
-            auth.clone(),
-            telemetry.clone(),
-            config.max_request_bytes,
-        );
+        let router = receivers::http::router(ingest.clone(), auth.clone(), telemetry.clone());
         let shutdown = shutdown.clone();
         async move {
             match http_incoming {

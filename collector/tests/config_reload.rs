@@ -294,7 +294,7 @@ async fn settings_that_cannot_change_live_are_reported_and_kept() {
         .start(&dir.path().join("data"));
     std::fs::write(
         &file,
-        "listen:\n  otlp_grpc: 127.0.0.1:0\n  otlp_http: 127.0.0.1:0\n  api: 127.0.0.1:1\nretention:\n  logs: 9d\napi:\n  cors_allowed_origins: [\"https://grafana.example.com\"]\n",
+        "listen:\n  otlp_grpc: 127.0.0.1:0\n  otlp_http: 127.0.0.1:0\n  api: 127.0.0.1:1\nwal:\n  segment_max_bytes: 1048576\napi:\n  cors_allowed_origins: [\"https://grafana.example.com\"]\n",
     )
     .unwrap();
     let r = reload(&c).await;
@@ -302,7 +302,7 @@ async fn settings_that_cannot_change_live_are_reported_and_kept() {
     let outcome = &r.json()["reload"];
     assert_eq!(
         outcome["restart_required"],
-        serde_json::json!(["listen.api", "retention.logs"]),
+        serde_json::json!(["listen.api", "wal.segment_max_bytes"]),
         "{outcome}"
     );
     assert_eq!(
@@ -314,7 +314,7 @@ async fn settings_that_cannot_change_live_are_reported_and_kept() {
         s["config"]["listen"]["api"], "127.0.0.1:0",
         "the old address stays"
     );
-    assert_eq!(s["config"]["retention"]["logs"], "7d");
+    assert_eq!(s["config"]["wal"]["segment_max_bytes"], 64 * 1024 * 1024);
     // The new CORS origin is served at once.
     let r = c
         .api_request(
@@ -435,4 +435,434 @@ async fn the_effective_config_never_shows_a_secret() {
         )
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+/// The reload's outcome from `POST /api/v1/status/config/reload`, which must succeed.
+async fn reload_ok(c: &Collector) -> Value {
+    let r = reload(c).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    r.json()["reload"].clone()
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// An OTLP/JSON logs body of about `bytes` bytes.
+fn json_logs_body(bytes: usize) -> String {
+    let text = "x".repeat(bytes);
+    serde_json::json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [{
+        "timeUnixNano": (now_ns() - 1_000_000_000).to_string(),
+        "body": {"stringValue": text},
+    }]}]}]})
+    .to_string()
+}
+
+#[tokio::test]
+async fn request_limits_and_the_access_token_lifetime_apply_after_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("collector.yaml");
+    write_config(&file, "");
+    let c = Collector::builder()
+        .config_file(&file)
+        .start(&dir.path().join("data"));
+    let auth = bearer(c.token());
+    let headers = [
+        ("content-type", "application/json"),
+        ("authorization", auth.as_str()),
+    ];
+    let body = json_logs_body(8 * 1024);
+    let r = c.post_otlp("/v1/logs", &headers, body.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let login = || async {
+        let text = std::fs::read_to_string(c.data_dir().join(INITIAL_ADMIN_FILE)).unwrap();
+        let password = text
+            .lines()
+            .find_map(|l| l.strip_prefix("admin_password: "))
+            .expect("admin_password line")
+            .to_string();
+        let url = format!("http://{}/api/v1/auth/login", c.addrs.api);
+        let r = c
+            .request_anonymous(
+                Method::POST,
+                &url,
+                &[("content-type", "application/json")],
+                serde_json::json!({"username": "admin", "password": password}).to_string(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        r.json()["expires_in"].as_u64().unwrap()
+    };
+    assert_eq!(login().await, 15 * 60, "the default lifetime");
+
+    write_config(
+        &file,
+        "ingest:\n  max_request_bytes: 4096\n  max_attributes_per_record: 1\nauth:\n  access_token_ttl: 1m\n",
+    );
+    let outcome = reload_ok(&c).await;
+    assert_eq!(
+        strings(&outcome["applied"]),
+        [
+            "auth.access_token_ttl",
+            "ingest.max_attributes_per_record",
+            "ingest.max_request_bytes"
+        ],
+        "{outcome}"
+    );
+    assert_eq!(outcome["restart_required"], serde_json::json!([]));
+
+    // OTLP/HTTP: the body that passed is now too large.
+    let r = c.post_otlp("/v1/logs", &headers, body.clone()).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text());
+    // OTLP/gRPC: its decoder's limit is the one at start; the ingest path checks the
+    // new one, so the same record is refused there too, as not retryable.
+    let big = logs_request("reload", vec![log_record(&"y".repeat(8 * 1024), vec![])]);
+    let e = c
+        .logs_client()
+        .await
+        .export(big)
+        .await
+        .expect_err("over the reloaded limit");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("ingest.max_request_bytes"), "{e:?}");
+    // Remote write reads the same limit.
+    let r = c
+        .api_request(
+            Method::POST,
+            "/api/v1/write",
+            &[
+                ("content-type", "application/x-protobuf"),
+                ("content-encoding", "snappy"),
+            ],
+            vec![0u8; 8 * 1024],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text());
+    // The record limits: a second attribute is now one too many.
+    let two = logs_request(
+        "reload",
+        vec![log_record("two", vec![kv_str("a", "1"), kv_str("b", "2")])],
+    );
+    let partial = c
+        .logs_client()
+        .await
+        .export(two)
+        .await
+        .expect("accepted with a rejection")
+        .into_inner()
+        .partial_success
+        .expect("the record is rejected");
+    assert_eq!(partial.rejected_log_records, 1, "{partial:?}");
+    // A small request still passes, and people's tokens get the new lifetime.
+    let r = c.post_otlp("/v1/logs", &headers, json_logs_body(100)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(login().await, 60);
+    let s = status(&c).await;
+    assert_eq!(s["config"]["ingest"]["max_request_bytes"], 4096);
+    assert_eq!(s["config"]["auth"]["access_token_ttl"], "1m");
+}
+
+#[tokio::test]
+async fn shorter_log_retention_drops_an_old_partition_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("collector.yaml");
+    write_config(&file, "");
+    let c = Collector::builder()
+        .config_file(&file)
+        .start(&dir.path().join("data"));
+    let old_record = |marker: &str| {
+        let mut r = log_record("from three days ago", vec![kv_str("marker", marker)]);
+        r.time_unix_nano = now_ns() - 3 * 86_400 * 1_000_000_000;
+        r.observed_time_unix_nano = r.time_unix_nano;
+        r
+    };
+    c.export_ok(logs_request("retention", vec![old_record("old1")]))
+        .await;
+    let week = [("query", "attributes.marker:old1"), ("start", "now-6d")];
+    c.wait_for_total(&week, 1).await;
+
+    write_config(
+        &file,
+        "retention:\n  logs: 1d\n  traces: 2d\n  metrics: 12h\n",
+    );
+    c.signal("HUP");
+    let events = wait_for_log(&c, "configuration reloaded", 1).await;
+    let applied = events[0]["applied"].as_str().unwrap().to_string();
+    for key in ["retention.logs", "retention.metrics", "retention.traces"] {
+        assert!(applied.contains(key), "{applied}");
+    }
+    assert_eq!(events[0]["restart_required"], "[]", "{}", events[0]);
+    // The sweeper notices the change at its next pass (about a second), not in ten
+    // minutes: the partition from three days ago is gone.
+    wait_for_log(&c, "log partition past retention deleted", 1).await;
+    c.wait_for_total(&week, 0).await;
+    // And records that old are now refused at the door.
+    let partial = c
+        .logs_client()
+        .await
+        .export(logs_request("retention", vec![old_record("old2")]))
+        .await
+        .expect("accepted with a rejection")
+        .into_inner()
+        .partial_success
+        .expect("the old record is rejected");
+    assert_eq!(partial.rejected_log_records, 1, "{partial:?}");
+    assert!(
+        partial.error_message.contains("timestamp_too_old"),
+        "{partial:?}"
+    );
+    let s = status(&c).await;
+    assert_eq!(s["config"]["retention"]["logs"], "1d");
+    assert_eq!(s["config"]["retention"]["metrics"], "12h");
+    c.assert_still_serves("retention").await;
+}
+
+/// A webhook sink on 127.0.0.1:0: the path of every POST it gets, with its body.
+async fn webhook_sink() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::Receiver<(String, Value)>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let tx = tx.clone();
+        async move {
+            let path = req.uri().path().to_string();
+            let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+                .await
+                .unwrap_or_default();
+            let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let _ = tx.send((path, json)).await;
+            StatusCode::OK
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, rx)
+}
+
+/// Waits for a notification about `alertname`; returns the path it was posted to.
+async fn notified(
+    rx: &mut tokio::sync::mpsc::Receiver<(String, Value)>,
+    alertname: &str,
+) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no notification for {alertname} within 60 s"))
+            .expect("the sink runs");
+        if got.1["commonLabels"]["alertname"] == alertname {
+            return got.0;
+        }
+    }
+}
+
+fn alertmanager_yaml(sink: std::net::SocketAddr, path: &str) -> String {
+    format!(
+        "route:\n  receiver: hook\n  group_by: [alertname]\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n- name: hook\n  webhook_configs:\n  - url: http://{sink}{path}\n"
+    )
+}
+
+async fn post_alert(c: &Collector, alertname: &str) {
+    let body = serde_json::json!([{
+        "labels": {"alertname": alertname},
+        "annotations": {"summary": "reload test"},
+    }]);
+    let r = c
+        .api_request(
+            Method::POST,
+            "/api/v2/alerts",
+            &[("content-type", "application/json")],
+            body.to_string(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+}
+
+/// `(file, group name, interval in seconds)` of the default tenant's rule groups.
+async fn rule_groups(c: &Collector) -> Vec<(String, String, f64)> {
+    let r = c.api_get("/api/v1/rules").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    r.json()["data"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["file"].as_str().unwrap().to_string(),
+                g["name"].as_str().unwrap().to_string(),
+                g["interval"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+async fn wait_for_groups(c: &Collector, want: &[(&str, f64)]) {
+    let deadline = tokio::time::Instant::now() + RELOAD_TIMEOUT;
+    loop {
+        let got = rule_groups(c).await;
+        let names: Vec<(&str, f64)> = got.iter().map(|(_, n, i)| (n.as_str(), *i)).collect();
+        if names == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rule groups {names:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn alerting_settings_and_the_alertmanager_file_apply_after_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, mut notifications) = webhook_sink().await;
+    let am = dir.path().join("alertmanager.yml");
+    std::fs::write(&am, alertmanager_yaml(sink, "/first")).unwrap();
+    let (rules_a, rules_b) = (dir.path().join("rules-a"), dir.path().join("rules-b"));
+    std::fs::create_dir_all(&rules_a).unwrap();
+    std::fs::create_dir_all(&rules_b).unwrap();
+    let group = |name: &str| {
+        format!(
+            "groups:\n  - name: {name}\n    rules:\n      - record: {name}_one\n        expr: vector(1)\n"
+        )
+    };
+    std::fs::write(rules_a.join("a.yml"), group("group_a")).unwrap();
+    std::fs::write(rules_b.join("b.yml"), group("group_b")).unwrap();
+    let file = dir.path().join("collector.yaml");
+    let alerting = |rules: &std::path::Path, interval: &str| {
+        format!(
+            "alerting:\n  alertmanager_config: {}\n  rules_dir: {}\n  evaluation_interval: {interval}\n  external_url: https://vantage.example.com\n",
+            am.display(),
+            rules.display()
+        )
+    };
+    write_config(&file, &alerting(&rules_a, "1m"));
+    let c = Collector::builder()
+        .config_file(&file)
+        .start(&dir.path().join("data"));
+    wait_for_groups(&c, &[("group_a", 60.0)]).await;
+    post_alert(&c, "BeforeReload").await;
+    assert_eq!(notified(&mut notifications, "BeforeReload").await, "/first");
+
+    // A new route in the same file, a new rules directory and a new default interval.
+    std::fs::write(&am, alertmanager_yaml(sink, "/second")).unwrap();
+    write_config(&file, &alerting(&rules_b, "7s"));
+    c.signal("HUP");
+    let events = wait_for_log(&c, "configuration reloaded", 1).await;
+    let applied = events[0]["applied"].as_str().unwrap().to_string();
+    for key in [
+        "alerting.alertmanager_config",
+        "alerting.evaluation_interval",
+        "alerting.rules_dir",
+    ] {
+        assert!(applied.contains(key), "{applied}");
+    }
+    assert_eq!(events[0]["restart_required"], "[]", "{}", events[0]);
+    wait_for_groups(&c, &[("group_b", 7.0)]).await;
+    post_alert(&c, "AfterReload").await;
+    assert_eq!(notified(&mut notifications, "AfterReload").await, "/second");
+
+    // Only the file's contents changed: that is reported under the key naming it.
+    std::fs::write(&am, alertmanager_yaml(sink, "/third")).unwrap();
+    let outcome = reload_ok(&c).await;
+    assert_eq!(
+        outcome["applied"],
+        serde_json::json!(["alerting.alertmanager_config"]),
+        "{outcome}"
+    );
+    post_alert(&c, "ContentsOnly").await;
+    assert_eq!(notified(&mut notifications, "ContentsOnly").await, "/third");
+
+    // A broken Alertmanager file refuses the whole reload, the interval change with it.
+    std::fs::write(&am, "route:\n  receiver: nobody\nreceivers: []\n").unwrap();
+    write_config(&file, &alerting(&rules_b, "9s"));
+    let r = reload(&c).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert!(r.text().contains("alertmanager.yml"), "{}", r.text());
+    let s = status(&c).await;
+    assert_eq!(s["config"]["alerting"]["evaluation_interval"], "7s");
+    assert_eq!(rule_groups(&c).await[0].2, 7.0);
+    post_alert(&c, "AfterRefusal").await;
+    assert_eq!(notified(&mut notifications, "AfterRefusal").await, "/third");
+}
+
+/// `POST /api/v1/write` of one sample of series `aged` at `t_ms`.
+async fn write_aged(c: &Collector, t_ms: i64) -> Reply {
+    use vantage_proto::prom::{Labels, MetricBatch, Sample, SeriesSamples};
+    let batch = MetricBatch {
+        series: vec![SeriesSamples {
+            labels: Labels::from_pairs([("__name__", "aged"), ("job", "reload")]),
+            samples: vec![Sample { t: t_ms, v: 1.0 }],
+        }],
+        metadata: vec![],
+    };
+    let body = vantage_proto::prom::remote::encode_write_request(&batch).unwrap();
+    c.api_request(
+        Method::POST,
+        "/api/v1/write",
+        &[
+            ("content-type", "application/x-protobuf"),
+            ("content-encoding", "snappy"),
+            ("x-prometheus-remote-write-version", "0.1.0"),
+        ],
+        body,
+    )
+    .await
+}
+
+/// Polls `/metrics` until `vantage_metrics_blocks` is `want`.
+async fn wait_for_blocks(c: &Collector, want: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let text = c.metrics_text().await;
+        if metric_value(&text, "vantage_metrics_blocks", &[]) == Some(want) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "vantage_metrics_blocks never became {want}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn shorter_metrics_retention_drops_old_blocks_at_the_next_maintenance() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("collector.yaml");
+    write_config(&file, "");
+    let c = Collector::builder()
+        .config_file(&file)
+        .start(&dir.path().join("data"));
+    let three_hours_ago = (now_ns() / 1_000_000) as i64 - 3 * 3_600_000;
+    let r = write_aged(&c, three_hours_ago).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    // A head older than the block span is cut into a block at the next maintenance.
+    wait_for_blocks(&c, 1.0).await;
+    // A second after the sample (the query time is in whole seconds).
+    let at = format!("{}", three_hours_ago / 1000 + 1);
+    let query = format!("/api/v1/query?query=aged&time={at}");
+    let found = c.api_get(&query).await.json();
+    assert_eq!(
+        found["data"]["result"].as_array().unwrap().len(),
+        1,
+        "{found}"
+    );
+
+    write_config(&file, "retention:\n  metrics: 1h\n");
+    let outcome = reload_ok(&c).await;
+    assert_eq!(outcome["applied"], serde_json::json!(["retention.metrics"]));
+    // Admission uses the new value at once ...
+    let r = write_aged(&c, three_hours_ago + 1_000).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    // ... and the next maintenance pass deletes the block.
+    wait_for_blocks(&c, 0.0).await;
+    let gone = c.api_get(&query).await.json();
+    assert_eq!(gone["data"]["result"], serde_json::json!([]), "{gone}");
 }

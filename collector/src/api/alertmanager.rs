@@ -178,7 +178,7 @@ async fn read_body(
     state: &ApiState,
     body: axum::body::Body,
 ) -> Result<axum::body::Bytes, ApiError> {
-    let max = state.max_request_bytes;
+    let max = state.live.get().max_request_bytes;
     axum::body::to_bytes(body, max).await.map_err(|_| {
         ApiError::new(
             ErrorCode::PayloadTooLarge,

@@ -77,7 +77,7 @@ fn token_response(
 ) -> Result<Response, ApiError> {
     let (access, ttl) = state
         .auth
-        .issue_access_token(grant)
+        .issue_access_token(grant, state.live.get().sessions.access_token_ttl)
         .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
     let body = json!({
         "access_token": access,

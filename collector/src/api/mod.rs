@@ -62,8 +62,6 @@ pub struct ApiState {
     pub engine: Arc<vantage_storage::metrics::promql::Engine>,
     /// Bounds PromQL queries evaluated at once.
     pub query_slots: Arc<tokio::sync::Semaphore>,
-    /// Largest remote-write body, compressed and decompressed.
-    pub max_request_bytes: usize,
     /// Failed-login counts, to slow password guessing.
     pub login_throttle: crate::auth::throttle::LoginThrottle,
     /// TOTP codes seen, so each works once.
@@ -73,7 +71,8 @@ pub struct ApiState {
     /// The notifier behind the Alertmanager API (`None` until started).
     pub notifier: Option<Arc<crate::alerting::notify::Notifier>>,
     /// The configuration in effect (settings that change on reload are read here:
-    /// `/metrics` protection, the query timeout, CORS origins, session lifetimes).
+    /// `/metrics` protection, the query timeout, CORS origins, session lifetimes, the
+    /// request-size limit).
     pub live: Arc<crate::reload::Live>,
     /// Reloads the configuration (`None` when started without a source).
     pub reloader: Option<Arc<crate::reload::Reloader>>,

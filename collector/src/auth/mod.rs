@@ -117,8 +117,6 @@ pub struct Auth {
     touched: Mutex<HashMap<String, Instant>>,
     /// Access-token keys, loaded from the store on first use.
     token_keys: std::sync::OnceLock<tokens::TokenKeys>,
-    /// Lifetime of access tokens issued at login and refresh.
-    pub access_token_ttl: Duration,
 }
 
 impl Auth {
@@ -128,7 +126,6 @@ impl Auth {
             mode: Mode::Keys(store),
             touched: Mutex::new(HashMap::new()),
             token_keys: std::sync::OnceLock::new(),
-            access_token_ttl: DEFAULT_ACCESS_TOKEN_TTL,
         }
     }
 
@@ -138,7 +135,6 @@ impl Auth {
             mode: Mode::Disabled,
             touched: Mutex::new(HashMap::new()),
             token_keys: std::sync::OnceLock::new(),
-            access_token_ttl: DEFAULT_ACCESS_TOKEN_TTL,
         }
     }
 
@@ -251,10 +247,12 @@ impl Auth {
         Ok(principal_of(grant))
     }
 
-    /// Signs an access token for a session; `(token, lifetime)`.
+    /// Signs an access token for a session, valid for `ttl` (`auth.access_token_ttl` as
+    /// it is now: it changes on reload); `(token, lifetime)`.
     pub fn issue_access_token(
         &self,
         grant: &SessionGrant,
+        ttl: Duration,
     ) -> Result<(String, Duration), AuthError> {
         let Mode::Keys(store) = &self.mode else {
             return Err(AuthError::Rejected(
@@ -268,13 +266,13 @@ impl Auth {
                 &grant.session_id,
                 &grant.tenant,
                 grant.role.as_str(),
-                self.access_token_ttl,
+                ttl,
             )
             .map_err(|e| {
                 tracing::error!(error = %e, "cannot sign an access token");
                 AuthError::Internal
             })?;
-        Ok((token, self.access_token_ttl))
+        Ok((token, ttl))
     }
 
     fn touch(&self, store: &MetaStore, key_id: &str) {

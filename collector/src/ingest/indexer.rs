@@ -19,6 +19,44 @@ use crate::telemetry::Telemetry;
 /// How often partitions past retention are looked for.
 const RETENTION_CHECK: Duration = Duration::from_secs(600);
 
+/// When an indexing thread sweeps partitions past retention: every [`RETENTION_CHECK`],
+/// and at once when a reload changed the retention (read from the live configuration,
+/// so the sweep uses the value in effect).
+pub struct RetentionSweep {
+    live: Arc<crate::reload::Live>,
+    of: fn(&crate::config::Config) -> Duration,
+    current: Duration,
+    last: Option<Instant>,
+}
+
+impl RetentionSweep {
+    /// A sweep of the retention `of` selects (`retention.logs`, ...), as set at open.
+    pub fn new(live: Arc<crate::reload::Live>, of: fn(&crate::config::Config) -> Duration) -> Self {
+        let current = of(&live.get());
+        RetentionSweep {
+            live,
+            of,
+            current,
+            last: None,
+        }
+    }
+
+    /// `Some((retention_ns, changed))` when a sweep is due now.
+    pub(crate) fn due(&mut self) -> Option<(i64, bool)> {
+        let wanted = (self.of)(&self.live.get());
+        let changed = wanted != self.current;
+        if !changed && self.last.is_some_and(|t| t.elapsed() < RETENTION_CHECK) {
+            return None;
+        }
+        self.current = wanted;
+        self.last = Some(Instant::now());
+        Some((
+            i64::try_from(wanted.as_nanos()).unwrap_or(i64::MAX),
+            changed,
+        ))
+    }
+}
+
 /// Indexes one durable batch; a batch that cannot be decoded is logged, counted and
 /// skipped (it passed validation before it was written, so this means disk corruption
 /// that the WAL checksum missed, or a bug).
@@ -102,12 +140,12 @@ pub fn spawn(
     commit_interval: Duration,
     telemetry: Arc<Telemetry>,
     dedup: Option<Arc<Dedup>>,
+    mut retention: RetentionSweep,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("log-indexer".into())
         .spawn(move || {
             let mut last_commit = Instant::now();
-            let mut last_retention: Option<Instant> = None;
             loop {
                 let wait = commit_interval.saturating_sub(last_commit.elapsed());
                 match rx.recv_timeout(wait) {
@@ -124,12 +162,15 @@ pub fn spawn(
                     }
                     last_commit = Instant::now();
                 }
-                if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_CHECK) {
+                if let Some((retention_ns, changed)) = retention.due() {
+                    if changed {
+                        indexer.set_retention_ns(retention_ns);
+                        tracing::info!(retention_ns, "log retention changed; sweeping now");
+                    }
                     let now = i64::try_from(super::now_ns()).unwrap_or(i64::MAX);
                     if let Err(e) = indexer.apply_retention(now) {
                         tracing::error!(error = %e, "log retention failed");
                     }
-                    last_retention = Some(Instant::now());
                 }
             }
             if let Some(d) = &dedup

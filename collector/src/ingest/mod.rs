@@ -143,9 +143,11 @@ pub struct Ingest {
     wals: Wals,
     inflight: Arc<Semaphore>,
     inflight_limit: u32,
-    limits: Limits,
+    /// The configuration in effect: the request-size limit, record limits, retry
+    /// delay and retention-based age limits are read from it per request, so a reload
+    /// changes them for the next request.
+    live: Arc<crate::reload::Live>,
     limiter: Arc<RateLimiter>,
-    retry_after: Duration,
     telemetry: Arc<Telemetry>,
     open: AtomicBool,
     tsdb: Tsdb,
@@ -153,9 +155,7 @@ pub struct Ingest {
     /// a restart a delta series starts a new cumulative count, which PromQL's `rate`
     /// treats as a counter reset.
     deltas: Mutex<HashMap<String, DeltaToCumulative>>,
-    max_request_bytes: usize,
     metrics_applied: Arc<metrics::Applied>,
-    span_limits: traces::SpanLimits,
     span_metrics: spanmetrics::SpanMetrics,
     /// Replay suppression for exports carrying a batch id; `None`: ids are ignored.
     dedup: Option<Arc<dedup::Dedup>>,
@@ -187,40 +187,41 @@ pub fn now_ns() -> u64 {
 }
 
 impl Ingest {
-    /// Builds the ingest path over the given WALs; closed until [`Ingest::open`].
-    #[allow(clippy::too_many_arguments)]
+    /// Builds the ingest path over the given WALs; closed until [`Ingest::open`]. The
+    /// in-flight byte budget is sized from `live` now (`ingest.max_inflight_bytes`
+    /// takes a restart); every other ingest setting is read from `live` per request.
     pub fn new(
         wals: Wals,
         tsdb: Tsdb,
-        max_request_bytes: usize,
-        max_inflight_bytes: usize,
-        limits: Limits,
+        live: Arc<crate::reload::Live>,
         limiter: Arc<RateLimiter>,
-        retry_after: Duration,
         telemetry: Arc<Telemetry>,
     ) -> Self {
-        let inflight_limit = u32::try_from(max_inflight_bytes).unwrap_or(u32::MAX);
+        let inflight_limit = u32::try_from(live.get().max_inflight_bytes).unwrap_or(u32::MAX);
         Ingest {
             wals,
             inflight: Arc::new(Semaphore::new(inflight_limit as usize)),
             inflight_limit,
-            limits,
+            live,
             limiter,
-            retry_after,
             telemetry,
             open: AtomicBool::new(false),
             tsdb,
             deltas: Mutex::new(HashMap::new()),
-            max_request_bytes,
             metrics_applied: Arc::new(metrics::Applied::default()),
-            span_limits: traces::SpanLimits {
-                max_attributes: limits.max_attributes,
-                max_future_skew: limits.max_future_skew,
-                max_age: limits.max_age,
-            },
             span_metrics: spanmetrics::SpanMetrics::default(),
             dedup: None,
         }
+    }
+
+    /// Largest request body accepted now (`ingest.max_request_bytes`, live).
+    pub fn max_request_bytes(&self) -> usize {
+        self.live.get().max_request_bytes
+    }
+
+    /// What clients are told to wait now (`ingest.retry_after`, live).
+    fn retry_after(&self) -> Duration {
+        self.live.get().retry_after
     }
 
     /// Turns on replay suppression: exports with a batch id already stored are answered
@@ -248,12 +249,6 @@ impl Ingest {
     /// The RED counters computed from accepted spans.
     pub fn span_metrics(&self) -> &spanmetrics::SpanMetrics {
         &self.span_metrics
-    }
-
-    /// Spans older than `max_age` (the trace retention) are rejected.
-    pub fn with_trace_max_age(mut self, max_age: Duration) -> Self {
-        self.span_limits.max_age = max_age;
-        self
     }
 
     /// Starts accepting exports (after WAL replay).
@@ -301,12 +296,25 @@ impl Ingest {
         principal: &Principal,
         bytes: usize,
     ) -> Result<OwnedSemaphorePermit, IngestError> {
+        let config = self.live.get();
         if !self.is_open() {
             return Err(IngestError {
                 code: ErrorCode::Unavailable,
                 message: "collector is starting or stopping".into(),
-                retry_after: Some(self.retry_after),
+                retry_after: Some(config.retry_after),
             });
+        }
+        // The receivers check the body against the limit too; this catches what
+        // OTLP/gRPC's decoder let through when the limit was lowered by a reload (its
+        // own limit is fixed at start).
+        if bytes > config.max_request_bytes {
+            return Err(IngestError::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "request of {bytes} bytes is larger than the limit of {} bytes (ingest.max_request_bytes)",
+                    config.max_request_bytes
+                ),
+            ));
         }
         if let Err(wait) = self.limiter.ingest(principal, bytes as u64) {
             return Err(IngestError {
@@ -324,7 +332,7 @@ impl Ingest {
             .map_err(|_| IngestError {
                 code: ErrorCode::ResourceExhausted,
                 message: "ingest is behind: too many bytes waiting for durable storage".into(),
-                retry_after: Some(self.retry_after),
+                retry_after: Some(config.retry_after),
             })
     }
 
@@ -355,7 +363,7 @@ impl Ingest {
             IngestError {
                 code: ErrorCode::Unavailable,
                 message: "could not make the batch durable".into(),
-                retry_after: Some(self.retry_after),
+                retry_after: Some(self.retry_after()),
             }
         })
     }
@@ -387,7 +395,15 @@ impl Ingest {
         let Claimed::Proceed(claim) = self.claim(&principal.tenant, batch_id).await else {
             return Ok(Accepted::default());
         };
-        let verdict = validate::logs(&mut request, &self.limits, now_ns());
+        let limits = {
+            let c = self.live.get();
+            Limits {
+                max_attributes: c.max_attributes_per_record,
+                max_future_skew: c.max_future_skew,
+                max_age: c.retention_logs,
+            }
+        };
+        let verdict = validate::logs(&mut request, &limits, now_ns());
         for (reason, n) in &verdict.rejected {
             self.telemetry
                 .rejected_records
@@ -457,7 +473,7 @@ impl Ingest {
     ) -> Result<Accepted, IngestError> {
         let _permit = self.admit(principal, body.len())?;
         let decoded =
-            vantage_proto::prom::remote::decode_write_request(body, self.max_request_bytes)
+            vantage_proto::prom::remote::decode_write_request(body, self.max_request_bytes())
                 .map_err(|e| IngestError::new(ErrorCode::InvalidArgument, e.to_string()))?;
         self.count_rejected("invalid", decoded.rejected_samples);
         self.write_metrics(
@@ -495,7 +511,7 @@ impl Ingest {
             return Err(IngestError {
                 code: ErrorCode::Unavailable,
                 message: "collector is starting or stopping".into(),
-                retry_after: Some(self.retry_after),
+                retry_after: Some(self.retry_after()),
             });
         }
         self.write_metrics(tenant, batch, 0, None, 0).await
@@ -546,7 +562,15 @@ impl Ingest {
         let Claimed::Proceed(claim) = self.claim(&principal.tenant, batch_id).await else {
             return Ok(Accepted::default());
         };
-        let verdict = traces::validate(&mut request, &self.span_limits, now_ns());
+        let limits = {
+            let c = self.live.get();
+            traces::SpanLimits {
+                max_attributes: c.max_attributes_per_record,
+                max_future_skew: c.max_future_skew,
+                max_age: c.retention_traces,
+            }
+        };
+        let verdict = traces::validate(&mut request, &limits, now_ns());
         for (reason, n) in &verdict.rejected {
             self.telemetry
                 .rejected_records

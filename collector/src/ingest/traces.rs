@@ -261,9 +261,6 @@ pub fn validate(
     verdict
 }
 
-/// How often partitions past retention are looked for.
-const RETENTION_CHECK: Duration = Duration::from_secs(600);
-
 /// Indexes one durable batch; one that cannot be decoded is logged, counted and skipped.
 fn index_one(
     indexer: &mut TraceIndexer,
@@ -345,12 +342,12 @@ pub fn spawn(
     commit_interval: Duration,
     telemetry: Arc<Telemetry>,
     dedup: Option<Arc<Dedup>>,
+    mut retention: super::indexer::RetentionSweep,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("trace-indexer".into())
         .spawn(move || {
             let mut last_commit = Instant::now();
-            let mut last_retention: Option<Instant> = None;
             loop {
                 let wait = commit_interval.saturating_sub(last_commit.elapsed());
                 match rx.recv_timeout(wait) {
@@ -367,12 +364,15 @@ pub fn spawn(
                     }
                     last_commit = Instant::now();
                 }
-                if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_CHECK) {
+                if let Some((retention_ns, changed)) = retention.due() {
+                    if changed {
+                        indexer.set_retention_ns(retention_ns);
+                        tracing::info!(retention_ns, "trace retention changed; sweeping now");
+                    }
                     let now = i64::try_from(super::now_ns()).unwrap_or(i64::MAX);
                     if let Err(e) = indexer.apply_retention(now) {
                         tracing::error!(error = %e, "trace retention failed");
                     }
-                    last_retention = Some(Instant::now());
                 }
             }
             if let Some(d) = &dedup

@@ -38,7 +38,6 @@ struct Receiver {
     ingest: Arc<Ingest>,
     auth: Arc<Auth>,
     telemetry: Arc<Telemetry>,
-    max_request_bytes: usize,
 }
 
 /// The `x-vantage-batch-id` header, when present: 32 hex digits, else a clear 400.
@@ -85,18 +84,13 @@ impl IntoResponse for Failure {
     }
 }
 
-/// Routes for the OTLP/HTTP listener.
-pub fn router(
-    ingest: Arc<Ingest>,
-    auth: Arc<Auth>,
-    telemetry: Arc<Telemetry>,
-    max_request_bytes: usize,
-) -> Router {
+/// Routes for the OTLP/HTTP listener; the body limit is `ingest.max_request_bytes` as
+/// it is when each request arrives (it changes on reload).
+pub fn router(ingest: Arc<Ingest>, auth: Arc<Auth>, telemetry: Arc<Telemetry>) -> Router {
     let state = Arc::new(Receiver {
         ingest,
         auth,
         telemetry,
-        max_request_bytes,
     });
     Router::new()
         .route("/v1/logs", post(logs))
@@ -231,14 +225,19 @@ async fn logs(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body) ->
         Ok(p) => p,
         Err(response) => return *response,
     };
-    let (request, size, encoding) =
-        match decode::<ExportLogsServiceRequest>(&headers, body, r.max_request_bytes).await {
-            Ok(decoded) => decoded,
-            Err(failure) => {
-                r.count(Signal::Logs, failure.error.code.as_str());
-                return failure.into_response();
-            }
-        };
+    let (request, size, encoding) = match decode::<ExportLogsServiceRequest>(
+        &headers,
+        body,
+        r.ingest.max_request_bytes(),
+    )
+    .await
+    {
+        Ok(decoded) => decoded,
+        Err(failure) => {
+            r.count(Signal::Logs, failure.error.code.as_str());
+            return failure.into_response();
+        }
+    };
     let batch_id = match batch_id(&headers) {
         Ok(id) => id,
         Err(error) => {
@@ -263,7 +262,9 @@ async fn metrics(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body)
         Err(response) => return *response,
     };
     let (request, size, encoding) =
-        match decode::<ExportMetricsServiceRequest>(&headers, body, r.max_request_bytes).await {
+        match decode::<ExportMetricsServiceRequest>(&headers, body, r.ingest.max_request_bytes())
+            .await
+        {
             Ok(decoded) => decoded,
             Err(failure) => {
                 r.count(Signal::Metrics, failure.error.code.as_str());
@@ -294,7 +295,9 @@ async fn traces(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body) 
         Err(response) => return *response,
     };
     let (request, size, encoding) =
-        match decode::<ExportTraceServiceRequest>(&headers, body, r.max_request_bytes).await {
+        match decode::<ExportTraceServiceRequest>(&headers, body, r.ingest.max_request_bytes())
+            .await
+        {
             Ok(decoded) => decoded,
             Err(failure) => {
                 r.count(Signal::Traces, failure.error.code.as_str());

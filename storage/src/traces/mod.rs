@@ -490,6 +490,12 @@ impl TraceIndexer {
         Ok(())
     }
 
+    /// Changes the retention period (the collector's configuration reload); the next
+    /// [`Self::apply_retention`] uses it.
+    pub fn set_retention_ns(&mut self, retention_ns: i64) {
+        self.opts.retention_ns = retention_ns;
+    }
+
     /// Deletes every partition that ended more than the retention period before `now_ns`.
     /// Returns how many were deleted.
     pub fn apply_retention(&mut self, now_ns: i64) -> Result<usize, TraceStoreError> {

@@ -583,7 +583,7 @@ impl Dispatcher {
     /// Decides what flushing one group sends (to the receiver's integrations and to
     /// its subscribers) without recording or sending it; `None` when the group is gone.
     fn plan(&mut self, tenant: String, id: GroupId, now_ms: i64) -> Option<FlushPlan> {
-        let external_url = self.shared.external_url.clone();
+        let external_url = self.shared.external_url();
         let silences = self.shared.silences(&tenant);
         let subscriptions = self.shared.subscriptions(&tenant);
         let state = self.tenants.get_mut(&tenant)?;

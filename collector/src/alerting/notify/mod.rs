@@ -74,11 +74,19 @@ pub struct Shared {
     empty: Arc<AmConfig>,
     silences: RwLock<HashMap<String, Vec<Arc<Silence>>>>,
     subscriptions: RwLock<HashMap<String, Vec<Arc<subscribe::Subscription>>>>,
-    /// Link to the collector in notifications.
-    pub external_url: String,
+    /// Link to the collector in notifications (changes on reload).
+    external_url: RwLock<String>,
 }
 
 impl Shared {
+    /// Link to the collector in notifications, as configured now.
+    pub fn external_url(&self) -> String {
+        self.external_url
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// A tenant's configuration (the built-in empty one when it has none).
     pub fn config(&self, tenant: &str) -> Arc<AmConfig> {
         self.configs
@@ -130,8 +138,29 @@ pub struct Notifier {
     store: Option<Arc<MetaStore>>,
     commands: mpsc::Sender<Command>,
     alerts: mpsc::Sender<AlertBatch>,
-    file_configured: bool,
+    /// The file tenant `default`'s configuration comes from and the text last loaded
+    /// from it (`None`: it is set through the API); changes on reload.
+    file_config: std::sync::Mutex<Option<(std::path::PathBuf, String)>>,
     started_at: SystemTime,
+}
+
+/// Reads and validates an Alertmanager configuration file (blocking); `(config, text)`.
+/// Relative paths inside it (templates, password files) are taken from its directory.
+pub fn load_config_file(path: &Path) -> Result<(AmConfig, String), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "cannot read alertmanager configuration {}: {e}",
+            path.display()
+        )
+    })?;
+    let config = AmConfig::parse(
+        &text,
+        path.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .or(Some(Path::new("."))),
+    )
+    .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((config, text))
 }
 
 /// A silence as posted to the API.
@@ -214,25 +243,15 @@ impl Notifier {
                 }
             }
         }
+        let mut file_config = None;
         if let Some(path) = &options.default_config_file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot read alertmanager configuration {}: {e}",
-                    path.display()
-                )
-            })?;
-            let config = AmConfig::parse(
-                &text,
-                path.parent()
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .or(Some(Path::new("."))),
-            )
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let (config, text) = load_config_file(path).map_err(|e| anyhow::anyhow!(e))?;
             tracing::info!(path = %path.display(), receivers = config.receivers.len(), "loaded alertmanager configuration for tenant default");
             configs.insert(
                 vantage_storage::meta::DEFAULT_TENANT.to_owned(),
                 Arc::new(config),
             );
+            file_config = Some((path.clone(), text));
         }
         let mut silences: HashMap<String, Vec<Arc<Silence>>> = HashMap::new();
         if let Some(store) = &options.store {
@@ -257,7 +276,7 @@ impl Notifier {
             empty: Arc::new(AmConfig::empty()),
             silences: RwLock::new(silences),
             subscriptions: RwLock::new(subscriptions),
-            external_url: options.external_url,
+            external_url: RwLock::new(options.external_url),
         });
         let deliverer = Deliverer::new(options.store.clone(), options.telemetry, options.retry);
         if let Some(store) = &options.store {
@@ -273,7 +292,7 @@ impl Notifier {
             store: options.store,
             commands: commands_tx,
             alerts: alerts_tx,
-            file_configured: options.default_config_file.is_some(),
+            file_config: std::sync::Mutex::new(file_config),
             started_at: SystemTime::now(),
         };
         Ok((Arc::new(notifier), task))
@@ -321,7 +340,12 @@ impl Notifier {
 
     /// Validates and stores a tenant's configuration, then regroups its alerts.
     pub async fn set_config(&self, tenant: &str, yaml: String) -> Result<(), NotifyError> {
-        if self.file_configured && tenant == vantage_storage::meta::DEFAULT_TENANT {
+        let file_configured = self
+            .file_config
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some();
+        if file_configured && tenant == vantage_storage::meta::DEFAULT_TENANT {
             return Err(NotifyError::Conflict(
                 "tenant default's alertmanager configuration comes from the file given by --alertmanager-config; edit that file".into(),
             ));
@@ -349,6 +373,81 @@ impl Notifier {
             .map_err(|_| NotifyError::Unavailable)?;
         tracing::info!(tenant = %tenant, "alertmanager configuration updated");
         Ok(())
+    }
+
+    /// Whether `loaded` (a file and its text, or none) differs from the file
+    /// configuration in effect: a reload applies and reports only a change.
+    pub fn file_config_differs(&self, loaded: Option<(&Path, &str)>) -> bool {
+        let current = self
+            .file_config
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        current.as_ref().map(|(p, t)| (p.as_path(), t.as_str())) != loaded
+    }
+
+    /// Takes a new configuration of tenant `default` from its file (a reload; validated
+    /// by [`load_config_file`] before), or, with `None`, goes back to the one set
+    /// through the API, if any. Its alerts are regrouped; the notification log stays,
+    /// so nothing is sent twice.
+    pub async fn set_file_config(
+        &self,
+        loaded: Option<(std::path::PathBuf, String, AmConfig)>,
+    ) -> Result<(), NotifyError> {
+        let tenant = vantage_storage::meta::DEFAULT_TENANT;
+        let config = match loaded {
+            Some((path, text, config)) => {
+                tracing::info!(path = %path.display(), receivers = config.receivers.len(), "alertmanager configuration of tenant default reloaded");
+                *self
+                    .file_config
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some((path, text));
+                Some(config)
+            }
+            None => {
+                *self
+                    .file_config
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = None;
+                let stored = match self.store.clone() {
+                    Some(store) => {
+                        tokio::task::spawn_blocking(move || store.alertmanager_configs())
+                            .await
+                            .map_err(|_| NotifyError::Unavailable)??
+                    }
+                    None => Vec::new(),
+                };
+                stored
+                    .into_iter()
+                    .find(|(t, _)| t == tenant)
+                    .and_then(|(_, yaml)| AmConfig::parse(&yaml, None).ok())
+            }
+        };
+        {
+            let mut configs = self
+                .shared
+                .configs
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            match config {
+                Some(c) => configs.insert(tenant.to_owned(), Arc::new(c)),
+                None => configs.remove(tenant),
+            };
+        }
+        self.commands
+            .send(Command::ConfigChanged {
+                tenant: tenant.to_owned(),
+            })
+            .await
+            .map_err(|_| NotifyError::Unavailable)
+    }
+
+    /// Changes the link to the collector in notifications (a reload).
+    pub fn set_external_url(&self, url: String) {
+        *self
+            .shared
+            .external_url
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = url;
     }
 
     /// The tenant's silences.

@@ -62,7 +62,7 @@ fn shared(yaml: &str) -> Arc<Shared> {
         empty: Arc::new(AmConfig::empty()),
         silences: RwLock::new(HashMap::new()),
         subscriptions: RwLock::new(HashMap::new()),
-        external_url: "http://vantage".into(),
+        external_url: RwLock::new("http://vantage".into()),
     })
 }
 

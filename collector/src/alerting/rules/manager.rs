@@ -56,7 +56,7 @@ pub struct RulesDeps {
     pub alerts: mpsc::Sender<AlertBatch>,
     /// Self-metrics.
     pub telemetry: Arc<Telemetry>,
-    /// Settings.
+    /// Settings at start; [`RulesManager::set_options`] replaces them (a reload).
     pub options: RulesOptions,
 }
 
@@ -155,6 +155,8 @@ pub enum RulesApiError {
 /// Loads, runs and reloads rule groups.
 pub struct RulesManager {
     deps: RulesDeps,
+    /// The settings in effect (`deps.options` until a reload replaces them).
+    options: std::sync::RwLock<RulesOptions>,
     groups: Mutex<BTreeMap<GroupKey, Running>>,
     scan: Mutex<FileScan>,
     shutdown: CancellationToken,
@@ -175,11 +177,27 @@ impl RulesManager {
     /// A manager; nothing runs until [`RulesManager::start`].
     pub fn new(deps: RulesDeps, shutdown: CancellationToken) -> Arc<RulesManager> {
         Arc::new(RulesManager {
+            options: std::sync::RwLock::new(deps.options.clone()),
             deps,
             groups: Mutex::new(BTreeMap::new()),
             scan: Mutex::new(FileScan::default()),
             shutdown,
         })
+    }
+
+    /// The settings in effect.
+    pub fn options(&self) -> RulesOptions {
+        self.options
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the settings (a configuration reload). The next evaluation of every
+    /// group uses the new offset, timeout and URL; call [`RulesManager::resync`] after
+    /// it so a new rules directory is read and groups whose interval changed restart.
+    pub fn set_options(&self, options: RulesOptions) {
+        *self.options.write().unwrap_or_else(PoisonError::into_inner) = options;
     }
 
     /// Loads every group and starts evaluating; then watches the rules directory.
@@ -200,7 +218,7 @@ impl RulesManager {
                     _ = this.shutdown.cancelled() => break,
                     _ = tick.tick() => {}
                 }
-                if this.deps.options.rules_dir.is_some() {
+                if this.options().rules_dir.is_some() {
                     let t = this.clone();
                     let _ = tokio::task::spawn_blocking(move || t.resync()).await;
                 }
@@ -323,8 +341,9 @@ impl RulesManager {
 
     /// Recomputes the wanted groups and starts, replaces or stops tasks (blocking).
     pub fn resync(self: &Arc<Self>) {
+        let options = self.options();
         let mut desired: BTreeMap<GroupKey, RuleGroup> = BTreeMap::new();
-        if let Some(dir) = self.deps.options.rules_dir.clone() {
+        if let Some(dir) = options.rules_dir.clone() {
             for (path, tenant, groups) in self.scan_files(&dir) {
                 for g in groups {
                     desired.insert(
@@ -369,7 +388,7 @@ impl RulesManager {
                 }
             }
         }
-        let default_ms = self.deps.options.default_interval.as_millis() as i64;
+        let default_ms = options.default_interval.as_millis() as i64;
         let mut groups = lock(&self.groups);
         let gone: Vec<GroupKey> = groups
             .keys()
@@ -391,7 +410,9 @@ impl RulesManager {
         }
         for (k, g) in desired {
             let existing = groups.get(&k);
-            if existing.is_some_and(|r| r.spec.group == g) {
+            // Unchanged, and on the same interval (the default one may have changed).
+            let interval_ms = g.interval_ms().unwrap_or(default_ms).max(1);
+            if existing.is_some_and(|r| r.spec.group == g && r.spec.interval_ms == interval_ms) {
                 continue;
             }
             let spec = Arc::new(CompiledGroup::new(g, default_ms));
@@ -587,7 +608,7 @@ impl GroupTask {
     /// alerts to send.
     async fn evaluate(&self) -> Option<((u64, u64), Vec<crate::alerting::Alert>)> {
         let deps = &self.manager.deps;
-        let opts = deps.options.clone();
+        let opts = self.manager.options();
         let tsdb = deps.tsdb.clone();
         let engine = deps.engine.clone();
         let logs = deps.logs.clone();

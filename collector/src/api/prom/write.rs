@@ -36,7 +36,7 @@ pub(crate) async fn remote_write(
         )
         .into_response();
     }
-    let max = state.max_request_bytes;
+    let max = state.live.get().max_request_bytes;
     let body = match axum::body::to_bytes(body, max).await {
         Ok(b) => b,
         Err(_) => {

@@ -40,7 +40,7 @@ mod tests;
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 
 use serde::{Deserialize, Serialize};
@@ -224,6 +224,9 @@ struct MetadataEntry {
 
 struct Inner {
     opts: TsdbOptions,
+    /// The retention in effect: `opts.retention_ms` at open, changed by
+    /// [`Tsdb::set_retention_ms`]. Compaction windows keep the value at open.
+    retention_ms: AtomicI64,
     tenants: RwLock<HashMap<String, Arc<TenantDb>>>,
     persisted_lsn: AtomicU64,
     applied_lsn: AtomicU64,
@@ -360,6 +363,7 @@ impl Tsdb {
         let lsn = cp.persisted_lsn;
         Ok(Tsdb {
             inner: Arc::new(Inner {
+                retention_ms: AtomicI64::new(opts.retention_ms),
                 opts,
                 tenants: RwLock::new(tenants),
                 persisted_lsn: AtomicU64::new(lsn),
@@ -419,7 +423,7 @@ impl Tsdb {
             batch,
             &admit::Limits {
                 now_ms,
-                retention_ms: o.retention_ms,
+                retention_ms: self.retention_ms(),
                 ooo_window_ms: o.ooo_window_ms,
                 max_series: o.max_series_per_tenant,
             },
@@ -742,9 +746,23 @@ impl Tsdb {
         Ok(())
     }
 
+    /// The retention in effect.
+    pub fn retention_ms(&self) -> i64 {
+        self.inner.retention_ms.load(Ordering::Relaxed)
+    }
+
+    /// Changes the retention (the collector's configuration reload): admission refuses
+    /// samples older than it at once, and the next [`Tsdb::maintain`] deletes blocks
+    /// past it.
+    pub fn set_retention_ms(&self, retention_ms: i64) {
+        self.inner
+            .retention_ms
+            .store(retention_ms, Ordering::Relaxed);
+    }
+
     /// Deletes whole blocks whose newest sample is older than the retention.
     fn retention(&self, now_ms: i64) -> Result<(), MetricsError> {
-        let cutoff = now_ms.saturating_sub(self.inner.opts.retention_ms);
+        let cutoff = now_ms.saturating_sub(self.retention_ms());
         for t in self.tenants() {
             let expired: Vec<Arc<Block>> = t
                 .read_state()
