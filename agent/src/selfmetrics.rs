@@ -23,6 +23,8 @@ use crate::stats::Stats;
 
 /// Label set of every family here: few labels, known at the call site.
 type Labels = Vec<(String, String)>;
+/// A gauge of seconds (the queue age).
+type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Whether a [`Stats`] field only grows or goes up and down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -462,7 +464,7 @@ pub(crate) fn render(stats: &Stats) -> String {
     let values: BTreeMap<&str, u64> = stats.snapshot().into_iter().collect();
     let mut counters: BTreeMap<&str, (&str, Family<Labels, Counter>)> = BTreeMap::new();
     let mut gauges: BTreeMap<&str, (&str, Family<Labels, Gauge>)> = BTreeMap::new();
-    let mut ages: BTreeMap<&str, (&str, Family<Labels, Gauge<f64, AtomicU64>>)> = BTreeMap::new();
+    let mut ages: BTreeMap<&str, (&str, Family<Labels, FloatGauge>)> = BTreeMap::new();
     let now_ms = crate::tail::now_ns() / 1_000_000;
     for r in METRICS {
         let Some(&v) = values.get(r.stat) else {
@@ -532,7 +534,7 @@ pub(crate) fn render(stats: &Stats) -> String {
             .flatten();
         match value {
             Some(v) => {
-                let plain: Gauge<f64, AtomicU64> = Gauge::default();
+                let plain: FloatGauge = Gauge::default();
                 plain.set(v);
                 registry.register(name, help, plain);
             }
