@@ -12,7 +12,9 @@ run:
 # installed only when missing, refreshing the package lists only if the install fails;
 # the notification tests need Debian's Alertmanager 0.25 and its amtool, the same way;
 # the agent's journald tests need systemd-journal-remote (it writes journal files from
-# export format) and libsystemd0 (the agent loads it), the same way.
+# export format) and libsystemd0 (the agent loads it), the same way; the agent's .deb
+# test (agent/tests/deb_install.rs) needs cargo-deb, pinned, built once when missing.
+CARGO_DEB_VERSION := 3.8.0
 test-deps:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r $(PY_REQUIREMENTS)
 	@if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then \
@@ -40,6 +42,11 @@ test-deps:
 		echo "@elastic/opamp-client-node already installed"; \
 	else \
 		cd collector/tests/node && npm ci --no-audit --no-fund; \
+	fi
+	@if cargo deb --version 2>/dev/null | grep -q "^cargo-deb $(CARGO_DEB_VERSION)$$"; then \
+		echo "cargo-deb $(CARGO_DEB_VERSION) already installed"; \
+	else \
+		cargo install --locked cargo-deb --version $(CARGO_DEB_VERSION); \
 	fi
 
 test: test-deps
@@ -81,5 +88,5 @@ bench-traces:
 # systemd unit, default config, user creation. Output: target/debian/vantage-agent_*.deb.
 .PHONY: package-deb
 package-deb:
-	@command -v cargo-deb >/dev/null 2>&1 || cargo install --locked cargo-deb
+	@command -v cargo-deb >/dev/null 2>&1 || cargo install --locked cargo-deb --version $(CARGO_DEB_VERSION)
 	cargo deb -p vantage-agent --locked

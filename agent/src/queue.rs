@@ -16,8 +16,11 @@
 //! - The cap counts the WAL's bytes on disk. Full with `block`: `push` waits (the
 //!   sources pause, their offsets stay put). Full with `drop_oldest`: the oldest sealed
 //!   segment is deleted and its unsent records counted as dropped.
+//! - Each batch carries the time it entered the queue, so the age of the oldest
+//!   unacknowledged one (the self-metric that says how far behind the agent is) survives
+//!   a restart; in memory a sampled list of `(lsn, time)` answers it (see [`Ages`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -44,21 +47,26 @@ pub(crate) enum Kind {
     Traces = 3,
 }
 
-/// Version byte of the envelope format: 2 adds the batch id.
-const ENVELOPE_VERSION: u8 = 2;
-/// The format before batch ids, still read (a queue left by an older agent).
+/// Version byte of the envelope format: 2 adds the batch id, 3 the enqueue time.
+const ENVELOPE_VERSION: u8 = 3;
+/// The format before enqueue times, still read (a queue left by an older agent).
+const ENVELOPE_VERSION_NO_TIME: u8 = 2;
+/// The format before batch ids, still read.
 const ENVELOPE_VERSION_NO_ID: u8 = 1;
 
-/// A queued batch: `u8 version | u8 kind | [16] batch id | positions | OTLP request
-/// bytes`. The positions are the file offsets this batch advances to (empty for
-/// metrics). The id is drawn when the batch enters the queue and stored with it, so
-/// every attempt to send it, also after an agent restart, carries the same id and the
-/// collector can drop the replays (`x-vantage-batch-id`).
+/// A queued batch: `u8 version | u8 kind | [16] batch id | u64 enqueued (Unix ms) |
+/// positions | OTLP request bytes`. The positions are the file offsets this batch
+/// advances to (empty for metrics). The id is drawn when the batch enters the queue and
+/// stored with it, so every attempt to send it, also after an agent restart, carries the
+/// same id and the collector can drop the replays (`x-vantage-batch-id`). The enqueue
+/// time lets a restarted agent report how old its backlog is.
 #[derive(Debug, PartialEq)]
 pub(crate) struct Envelope {
     pub(crate) kind: Kind,
     /// `None` for batches queued by an agent without batch ids (version 1).
     pub(crate) id: Option<u128>,
+    /// When the batch entered the queue, Unix milliseconds; `None` before version 3.
+    pub(crate) enqueued_unix_ms: Option<u64>,
     pub(crate) positions: Vec<Position>,
     pub(crate) request: Bytes,
 }
@@ -94,22 +102,19 @@ pub(crate) enum QueueError {
 }
 
 impl Envelope {
-    /// The bytes stored in the WAL, with a fresh batch id.
-    pub(crate) fn encode(kind: Kind, positions: &[Position], request: &[u8]) -> Bytes {
-        Self::encode_with_id(kind, new_batch_id(), positions, request)
-    }
-
-    /// The bytes stored in the WAL, with the given batch id.
-    pub(crate) fn encode_with_id(
+    /// The bytes stored in the WAL, with the given batch id and enqueue time.
+    pub(crate) fn encode_at(
         kind: Kind,
         id: u128,
+        enqueued_unix_ms: u64,
         positions: &[Position],
         request: &[u8],
     ) -> Bytes {
-        let mut out = Vec::with_capacity(2 + 16 + 4 + positions.len() * 64 + request.len());
+        let mut out = Vec::with_capacity(2 + 16 + 8 + 4 + positions.len() * 64 + request.len());
         out.push(ENVELOPE_VERSION);
         out.push(kind as u8);
         out.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(&enqueued_unix_ms.to_le_bytes());
         checkpoint::encode_positions(positions, &mut out);
         out.extend_from_slice(request);
         Bytes::from(out)
@@ -118,7 +123,10 @@ impl Envelope {
     /// Reads a stored record back.
     pub(crate) fn decode(payload: &Bytes) -> Result<Envelope, QueueError> {
         if payload.len() < 2
-            || (payload[0] != ENVELOPE_VERSION && payload[0] != ENVELOPE_VERSION_NO_ID)
+            || !matches!(
+                payload[0],
+                ENVELOPE_VERSION | ENVELOPE_VERSION_NO_TIME | ENVELOPE_VERSION_NO_ID
+            )
         {
             return Err(QueueError::Envelope("unknown version".into()));
         }
@@ -128,19 +136,29 @@ impl Envelope {
             3 => Kind::Traces,
             other => return Err(QueueError::Envelope(format!("unknown kind {other}"))),
         };
-        let (id, header) = if payload[0] == ENVELOPE_VERSION {
+        let (id, header) = if payload[0] == ENVELOPE_VERSION_NO_ID {
+            (None, 2)
+        } else {
             let bytes: [u8; 16] = payload
                 .get(2..18)
                 .and_then(|b| b.try_into().ok())
                 .ok_or_else(|| QueueError::Envelope("truncated batch id".into()))?;
             (Some(u128::from_le_bytes(bytes)), 18)
+        };
+        let (enqueued_unix_ms, header) = if payload[0] == ENVELOPE_VERSION {
+            let bytes: [u8; 8] = payload
+                .get(header..header + 8)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| QueueError::Envelope("truncated enqueue time".into()))?;
+            (Some(u64::from_le_bytes(bytes)), header + 8)
         } else {
-            (None, 2)
+            (None, header)
         };
         let (positions, used) = checkpoint::decode_positions(&payload[header..])?;
         Ok(Envelope {
             kind,
             id,
+            enqueued_unix_ms,
             positions,
             request: payload.slice(header + used..),
         })
@@ -160,6 +178,52 @@ struct Gate {
     published: Lsn,
     /// Pushed but not yet released (their checkpoint is not on disk yet).
     held: BTreeSet<Lsn>,
+    /// Enqueue times of the unacknowledged batches, sampled.
+    ages: Ages,
+}
+
+/// Enqueue times kept in memory, at most this many; then every other one goes. 16 KiB.
+const AGE_SAMPLES: usize = 1024;
+
+/// Enqueue times of the unacknowledged batches as `(lsn, Unix ms)`, oldest first: one per
+/// batch while the queue holds at most [`AGE_SAMPLES`] of them (the oldest age is then
+/// exact); past that every other sample is dropped (the first and the newest stay), so
+/// memory stays flat and the oldest age is understated by at most the time between two
+/// kept samples, a small fraction of the backlog's span.
+#[derive(Debug, Default)]
+struct Ages {
+    samples: VecDeque<(Lsn, u64)>,
+}
+
+impl Ages {
+    /// A batch entered the queue (LSNs come in increasing order).
+    fn pushed(&mut self, lsn: Lsn, enqueued_unix_ms: u64) {
+        if self.samples.len() >= AGE_SAMPLES {
+            let mut i = 0usize;
+            self.samples.retain(|_| {
+                i += 1;
+                i % 2 == 1
+            });
+        }
+        self.samples.push_back((lsn, enqueued_unix_ms));
+    }
+
+    /// Every batch through `lsn` left the queue (acknowledged, or dropped when full).
+    fn gone_through(&mut self, lsn: Lsn) {
+        while self.samples.front().is_some_and(|(l, _)| *l <= lsn) {
+            self.samples.pop_front();
+        }
+    }
+
+    /// Enqueue time of the oldest batch still in the queue, as far as sampled.
+    fn oldest_unix_ms(&self) -> Option<u64> {
+        self.samples.front().map(|(_, t)| *t)
+    }
+}
+
+/// Milliseconds since the Unix epoch (the enqueue time stored with each batch).
+fn now_unix_ms() -> u64 {
+    crate::tail::now_ns() / 1_000_000
 }
 
 /// The queue, shared by the sources (push) and the exporter (consume, ack).
@@ -227,6 +291,7 @@ impl DiskQueue {
             }
         };
         let last = wal.last_lsn();
+        let ages = seed_ages(&wal, &dir, acked.min(last), last, now_unix_ms());
         let (hot_tx, hot) = mpsc::channel(HOT_CAPACITY);
         let queue = DiskQueue {
             inner: Arc::new(Inner {
@@ -239,6 +304,7 @@ impl DiskQueue {
                 gate: Mutex::new(Gate {
                     published: last,
                     held: BTreeSet::new(),
+                    ages,
                 }),
                 acked: AtomicU64::new(acked.min(last)),
                 hot_tx,
@@ -295,7 +361,8 @@ impl DiskQueue {
         request: &[u8],
         hold: bool,
     ) -> Result<Lsn, QueueError> {
-        let payload = Envelope::encode(kind, positions, request);
+        let at = now_unix_ms();
+        let payload = Envelope::encode_at(kind, new_batch_id(), at, positions, request);
         let _turn = self.inner.append.lock().await;
         self.make_room(payload.len() as u64).await?;
         let lsn = self.inner.wal.append(payload.clone()).await?;
@@ -306,6 +373,7 @@ impl DiskQueue {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             gate.published = lsn;
+            gate.ages.pushed(lsn, at);
             if hold {
                 gate.held.insert(lsn);
             }
@@ -323,7 +391,8 @@ impl DiskQueue {
     /// with a retry delay instead of holding the request (and its memory). Under
     /// `drop_oldest` it makes room as [`DiskQueue::push`] does. Resolves once fsynced.
     pub(crate) async fn try_push(&self, kind: Kind, request: &[u8]) -> Result<Lsn, QueueError> {
-        let payload = Envelope::encode(kind, &[], request);
+        let at = now_unix_ms();
+        let payload = Envelope::encode_at(kind, new_batch_id(), at, &[], request);
         let len = payload.len() as u64;
         // Checked before taking the turn too: a source blocked in `push` holds the turn
         // exactly when the queue is full, and the answer must not wait for it.
@@ -332,11 +401,15 @@ impl DiskQueue {
         self.check_room(len)?;
         self.make_room(len).await?;
         let lsn = self.inner.wal.append(payload.clone()).await?;
-        self.inner
-            .gate
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .published = lsn;
+        {
+            let mut gate = self
+                .inner
+                .gate
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            gate.published = lsn;
+            gate.ages.pushed(lsn, at);
+        }
         if self.inner.hot_tx.try_send(Queued { lsn, payload }).is_err() {
             // The exporter is behind; it will read this one from disk.
         }
@@ -387,6 +460,12 @@ impl DiskQueue {
                     .await
                     .map_err(|e| QueueError::Envelope(format!("drop task failed: {e}")))??;
                 if let Some((from, through)) = dropped {
+                    self.inner
+                        .gate
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .ages
+                        .gone_through(through);
                     let acked = self.acked();
                     let lost = through.saturating_sub(acked.max(from - 1));
                     self.inner.stats.queue_dropped_batches.add(lost);
@@ -423,6 +502,12 @@ impl DiskQueue {
         data.extend_from_slice(&crc32fast::hash(&data).to_le_bytes());
         checkpoint::write_atomic(&self.inner.acked_path, &data)?;
         self.inner.acked.store(lsn, Ordering::Release);
+        self.inner
+            .gate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .ages
+            .gone_through(lsn);
         let freed = self.inner.wal.truncate_through(lsn)?;
         if freed > 0 {
             self.inner.freed.notify_waiters();
@@ -464,16 +549,30 @@ impl DiskQueue {
     fn update_stats(&self) {
         let s = self.inner.wal.stats();
         self.inner.stats.queue_bytes.set(s.disk_bytes);
-        let published = self
-            .inner
-            .gate
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .published;
+        let (published, oldest) = {
+            let gate = self
+                .inner
+                .gate
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            (gate.published, gate.ages.oldest_unix_ms())
+        };
+        let acked = self.acked();
         self.inner
             .stats
             .queue_batches
-            .set(published.saturating_sub(self.acked()));
+            .set(published.saturating_sub(acked));
+        let oldest = if published > acked { oldest } else { None };
+        self.inner
+            .stats
+            .queue_oldest_unix_ms
+            .set(oldest.unwrap_or(0));
+    }
+
+    /// Enqueue time (Unix ms) of the oldest batch not yet acknowledged; `None`: empty.
+    #[cfg(test)]
+    fn oldest_unix_ms(&self) -> Option<u64> {
+        Some(self.inner.stats.queue_oldest_unix_ms.get()).filter(|&t| t > 0)
     }
 
     /// Closes the WAL and waits for its writer. Blocking.
@@ -486,9 +585,48 @@ impl DiskQueue {
     }
 }
 
-/// Deletes the oldest sealed segment; returns the LSN range it held. `None` if only the
-/// active segment exists. Blocking.
-fn drop_oldest_segment(wal: &Wal, dir: &Path) -> Result<Option<(Lsn, Lsn)>, QueueError> {
+/// Enqueue times of what an earlier run left unacknowledged (`acked < lsn <= last`): the
+/// first such batch, the first of every later segment and the last one, one record read
+/// each (at most 18 with sixteen segments under the cap; finding the last one scans the
+/// active segment once). Between two of them the age is understated as after thinning;
+/// the last one keeps the list from running dry while the queue still holds batches.
+/// Batches written before enqueue times count from `now_ms`, which understates their
+/// age. Blocking.
+fn seed_ages(wal: &Wal, dir: &Path, acked: Lsn, last: Lsn, now_ms: u64) -> Ages {
+    let mut ages = Ages::default();
+    if last <= acked {
+        return ages;
+    }
+    let mut starts = vec![acked + 1];
+    match segment_firsts(dir) {
+        Ok(firsts) => starts.extend(firsts.into_iter().filter(|&f| f > acked + 1 && f <= last)),
+        Err(e) => tracing::warn!(error = %e, "cannot list the disk queue's segments"),
+    }
+    starts.push(last);
+    for from in starts {
+        let first = wal
+            .read_from(from)
+            .map_err(QueueError::from)
+            .and_then(|mut r| r.next().transpose().map_err(QueueError::from));
+        match first {
+            Ok(Some(record)) if ages.samples.back().is_none_or(|(l, _)| *l < record.lsn) => {
+                let at = Envelope::decode(&record.payload)
+                    .ok()
+                    .and_then(|e| e.enqueued_unix_ms)
+                    .unwrap_or(now_ms);
+                ages.pushed(record.lsn, at);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(lsn = from, error = %e, "cannot read a queued batch's enqueue time")
+            }
+        }
+    }
+    ages
+}
+
+/// First LSNs of the WAL's segment files (their names), sorted.
+fn segment_firsts(dir: &Path) -> Result<Vec<Lsn>, QueueError> {
     let mut firsts: Vec<Lsn> = std::fs::read_dir(dir)
         .map_err(|source| QueueError::Acked {
             path: dir.to_path_buf(),
@@ -502,6 +640,13 @@ fn drop_oldest_segment(wal: &Wal, dir: &Path) -> Result<Option<(Lsn, Lsn)>, Queu
         })
         .collect();
     firsts.sort_unstable();
+    Ok(firsts)
+}
+
+/// Deletes the oldest sealed segment; returns the LSN range it held. `None` if only the
+/// active segment exists. Blocking.
+fn drop_oldest_segment(wal: &Wal, dir: &Path) -> Result<Option<(Lsn, Lsn)>, QueueError> {
+    let firsts = segment_firsts(dir)?;
     if firsts.len() < 2 {
         return Ok(None);
     }
@@ -532,14 +677,16 @@ mod tests {
             offsets in proptest::collection::vec(any::<u64>(), 0..4),
             request in proptest::collection::vec(any::<u8>(), 0..200),
             kind in 0u8..3,
+            at in any::<u64>(),
         ) {
             let kind = [Kind::Logs, Kind::Metrics, Kind::Traces][kind as usize];
             let positions: Vec<Position> = offsets.into_iter().map(pos).collect();
             let id = new_batch_id();
-            let payload = Envelope::encode_with_id(kind, id, &positions, &request);
+            let payload = Envelope::encode_at(kind, id, at, &positions, &request);
             let env = Envelope::decode(&payload).unwrap();
             prop_assert_eq!(env.kind, kind);
             prop_assert_eq!(env.id, Some(id));
+            prop_assert_eq!(env.enqueued_unix_ms, Some(at));
             prop_assert_eq!(env.positions, positions);
             prop_assert_eq!(&env.request[..], &request[..]);
         }
@@ -552,8 +699,59 @@ mod tests {
             v1.extend_from_slice(&request);
             let env = Envelope::decode(&Bytes::from(v1)).unwrap();
             prop_assert_eq!(env.id, None);
+            prop_assert_eq!(env.enqueued_unix_ms, None);
             prop_assert_eq!(env.positions, vec![pos(5)]);
             prop_assert_eq!(&env.request[..], &request[..]);
+        }
+
+        /// A queue written before enqueue times is still read, with its ids and no time.
+        #[test]
+        fn version_two_envelopes_decode_without_time(
+            id in any::<u128>(),
+            request in proptest::collection::vec(any::<u8>(), 0..100),
+        ) {
+            let mut v2 = vec![ENVELOPE_VERSION_NO_TIME, Kind::Metrics as u8];
+            v2.extend_from_slice(&id.to_le_bytes());
+            checkpoint::encode_positions(&[pos(9)], &mut v2);
+            v2.extend_from_slice(&request);
+            let env = Envelope::decode(&Bytes::from(v2)).unwrap();
+            prop_assert_eq!(env.id, Some(id));
+            prop_assert_eq!(env.enqueued_unix_ms, None);
+            prop_assert_eq!(env.positions, vec![pos(9)]);
+            prop_assert_eq!(&env.request[..], &request[..]);
+        }
+
+        /// Whatever the pushes and acknowledgements, the sampled oldest time lies between
+        /// the true one and the newest push, and is exact while nothing was thinned.
+        #[test]
+        fn ages_bound_the_true_oldest(
+            gaps in proptest::collection::vec(0u64..5_000, 1..3_000),
+            acks in proptest::collection::vec(any::<proptest::sample::Index>(), 0..8),
+        ) {
+            let mut ages = Ages::default();
+            let mut times = Vec::new();
+            let mut t = 1_000_000u64;
+            for (i, gap) in gaps.iter().enumerate() {
+                t += gap;
+                times.push(t);
+                ages.pushed(i as Lsn + 1, t);
+                prop_assert!(ages.samples.len() <= AGE_SAMPLES);
+            }
+            let mut sorted: Vec<usize> = acks.iter().map(|a| a.index(times.len() + 1)).collect();
+            sorted.sort_unstable();
+            for a in sorted {
+                ages.gone_through(a as Lsn);
+                match times.get(a) {
+                    None => prop_assert_eq!(ages.oldest_unix_ms(), None),
+                    Some(&truth) => {
+                        let got = ages.oldest_unix_ms().unwrap();
+                        prop_assert!(got >= truth && got <= *times.last().unwrap());
+                        if times.len() <= AGE_SAMPLES {
+                            prop_assert_eq!(got, truth);
+                        }
+                    }
+                }
+            }
         }
 
         #[test]
@@ -599,6 +797,49 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn oldest_age_follows_acks_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Arc::new(Stats::default());
+        let c = DiskQueue::open(dir.path(), 64 << 20, FullPolicy::Block, stats.clone()).unwrap();
+        let q = c.queue.clone();
+        assert_eq!(q.oldest_unix_ms(), None, "empty queue: no age");
+        let mut bounds = Vec::new();
+        for i in 0..3u8 {
+            let before = now_unix_ms();
+            let lsn = q.push(Kind::Metrics, &[], &[i], false).await.unwrap();
+            bounds.push((lsn, before, now_unix_ms()));
+        }
+        let within =
+            |t: Option<u64>, (_, lo, hi): (Lsn, u64, u64)| t.is_some_and(|t| lo <= t && t <= hi);
+        assert!(
+            within(q.oldest_unix_ms(), bounds[0]),
+            "{:?} {bounds:?}",
+            q.oldest_unix_ms()
+        );
+        assert_eq!(
+            stats.queue_oldest_unix_ms.get(),
+            q.oldest_unix_ms().unwrap()
+        );
+        tokio::task::block_in_place(|| q.ack_blocking(bounds[0].0)).unwrap();
+        assert!(within(q.oldest_unix_ms(), bounds[1]));
+        let second = q.oldest_unix_ms();
+        drop(c);
+        tokio::task::spawn_blocking(move || q.shutdown_blocking())
+            .await
+            .unwrap();
+        // A restarted agent reads the time stored with the batch, not its own start.
+        let stats = Arc::new(Stats::default());
+        let c = DiskQueue::open(dir.path(), 64 << 20, FullPolicy::Block, stats.clone()).unwrap();
+        let q = c.queue.clone();
+        assert_eq!(q.oldest_unix_ms(), second);
+        tokio::task::block_in_place(|| q.ack_blocking(bounds[1].0)).unwrap();
+        assert!(within(q.oldest_unix_ms(), bounds[2]));
+        tokio::task::block_in_place(|| q.ack_blocking(bounds[2].0)).unwrap();
+        assert_eq!(q.oldest_unix_ms(), None);
+        assert_eq!(stats.queue_oldest_unix_ms.get(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn drop_oldest_frees_space_and_counts() {
         let dir = tempfile::tempdir().unwrap();
         let stats = Arc::new(Stats::default());
@@ -616,6 +857,11 @@ mod tests {
         }
         assert!(stats.queue_dropped_batches.get() > 0);
         assert!(q.first_lsn().unwrap() > 1);
+        // The dropped batches no longer count as the oldest.
+        let first = q.first_lsn().unwrap();
+        let read = tokio::task::block_in_place(|| q.read_blocking(first, 1, 1 << 30)).unwrap();
+        let env = Envelope::decode(&read[0].payload).unwrap();
+        assert!(q.oldest_unix_ms() >= env.enqueued_unix_ms);
         assert!(stats.queue_bytes.get() <= MIN_TEST_CAP);
     }
 

@@ -23,12 +23,18 @@ use crate::stats::Stats;
 
 /// Label set of every family here: few labels, known at the call site.
 type Labels = Vec<(String, String)>;
+/// A gauge of seconds (the queue age).
+type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Whether a [`Stats`] field only grows or goes up and down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Type {
     Counter,
     Gauge,
+    /// The field holds a Unix time in milliseconds (0: none); exported as a gauge of the
+    /// seconds since then (0 when none), computed when the page is rendered so the age
+    /// grows between the events that set the time.
+    AgeSince,
 }
 
 /// One `Stats` field as a Prometheus series: family name (without `_total`; the encoder
@@ -57,7 +63,7 @@ const fn row(
     }
 }
 
-use Type::{Counter as C, Gauge as G};
+use Type::{AgeSince as A, Counter as C, Gauge as G};
 
 const READ: &str = "Records read by a source (log lines, samples, OTLP items, journal entries)";
 const BATCHES_SENT: &str = "Batches acknowledged by the collector";
@@ -161,6 +167,13 @@ const METRICS: &[Row] = &[
         "vantage_agent_queue_batches",
         "Batches in the disk queue not yet acknowledged",
         G,
+        &[],
+    ),
+    row(
+        "queue_oldest_unix_ms",
+        "vantage_agent_queue_oldest_age_seconds",
+        "Age of the oldest disk-queue batch not yet acknowledged (0: queue empty)",
+        A,
         &[],
     ),
     row(
@@ -431,6 +444,15 @@ fn process_cpu_seconds() -> Option<f64> {
     Some(ticks as f64 / rustix::param::clock_ticks_per_second().max(1) as f64)
 }
 
+/// Seconds from `since_ms` (Unix ms, 0: nothing) to `now_ms`; never negative, so a clock
+/// stepped back shows 0 rather than a negative age.
+fn age_seconds(since_ms: u64, now_ms: u64) -> f64 {
+    if since_ms == 0 {
+        return 0.0;
+    }
+    now_ms.saturating_sub(since_ms) as f64 / 1000.0
+}
+
 /// Whether `name` is fed by one row only.
 fn single(name: &str) -> bool {
     METRICS.iter().filter(|r| r.name == name).count() == 1
@@ -442,6 +464,8 @@ pub(crate) fn render(stats: &Stats) -> String {
     let values: BTreeMap<&str, u64> = stats.snapshot().into_iter().collect();
     let mut counters: BTreeMap<&str, (&str, Family<Labels, Counter>)> = BTreeMap::new();
     let mut gauges: BTreeMap<&str, (&str, Family<Labels, Gauge>)> = BTreeMap::new();
+    let mut ages: BTreeMap<&str, (&str, Family<Labels, FloatGauge>)> = BTreeMap::new();
+    let now_ms = crate::tail::now_ns() / 1_000_000;
     for r in METRICS {
         let Some(&v) = values.get(r.stat) else {
             continue;
@@ -461,6 +485,10 @@ pub(crate) fn render(stats: &Stats) -> String {
             Type::Gauge => {
                 let (_, f) = gauges.entry(r.name).or_insert((r.help, Family::default()));
                 f.get_or_create(&labels).set(v.min(i64::MAX as u64) as i64);
+            }
+            Type::AgeSince => {
+                let (_, f) = ages.entry(r.name).or_insert((r.help, Family::default()));
+                f.get_or_create(&labels).set(age_seconds(v, now_ms));
             }
         }
     }
@@ -494,6 +522,19 @@ pub(crate) fn render(stats: &Stats) -> String {
         match value {
             Some(v) => {
                 let plain: Gauge = Gauge::default();
+                plain.set(v);
+                registry.register(name, help, plain);
+            }
+            _ => registry.register(name, help, f),
+        }
+    }
+    for (name, (help, f)) in ages {
+        let value = single(name)
+            .then(|| f.get(&Vec::new()).map(|g| g.get()))
+            .flatten();
+        match value {
+            Some(v) => {
+                let plain: FloatGauge = Gauge::default();
                 plain.set(v);
                 registry.register(name, help, plain);
             }
@@ -638,6 +679,35 @@ mod tests {
             text.matches("# TYPE vantage_agent_records_read ").count(),
             1
         );
+    }
+
+    fn value_of(text: &str, name: &str) -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {text}"));
+        line[name.len() + 1..].trim().parse().unwrap()
+    }
+
+    #[test]
+    fn the_queue_age_is_zero_when_empty_and_grows_from_the_oldest_time() {
+        let stats = Stats::default();
+        let name = "vantage_agent_queue_oldest_age_seconds";
+        let text = render(&stats);
+        assert!(text.contains(&format!("# TYPE {name} gauge")), "{text}");
+        assert_eq!(value_of(&text, name), 0.0);
+        let now_ms = crate::tail::now_ns() / 1_000_000;
+        stats.queue_oldest_unix_ms.set(now_ms - 90_000);
+        let age = value_of(&render(&stats), name);
+        // At least the 90 s set; the render happens later than `now_ms`, never earlier.
+        assert!((90.0..90.0 + 3600.0).contains(&age), "{age}");
+        assert_eq!(age_seconds(0, now_ms), 0.0);
+        assert_eq!(
+            age_seconds(now_ms + 5_000, now_ms),
+            0.0,
+            "clock stepped back"
+        );
+        assert_eq!(age_seconds(1_500, 4_000), 2.5);
     }
 
     #[test]

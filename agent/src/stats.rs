@@ -75,6 +75,9 @@ stats! {
     queue_full_waits,
     /// Receiver requests refused because the queue was full under `block`.
     queue_full_refusals,
+    /// When the oldest unacknowledged batch entered the disk queue, Unix ms; 0: empty
+    /// (exported as its age in seconds).
+    queue_oldest_unix_ms,
     /// Trace batches acknowledged by the collector.
     trace_batches_sent,
     /// OTLP requests the local receiver accepted (queued), all signals and protocols.

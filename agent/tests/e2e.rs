@@ -6,6 +6,13 @@ use std::time::Duration;
 
 use common::{Agent, Collector, append_lines, free_port, write_config};
 
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
 fn endpoint(c: &Collector) -> String {
     format!("http://{}", c.grpc)
 }
@@ -197,12 +204,34 @@ async fn unreachable_collector_then_outage_loses_nothing() {
     let token = first.token.clone();
     first.proc.kill_9();
     let mut agent = Agent::start(&["--config", config.to_str().unwrap()], &token);
+    let before_ms = unix_ms();
     append_lines(&file, (0..300).map(|i| format!("outword {i}")));
     agent.wait_stat("export_retries", 1).await;
     agent.wait_stat("queue_batches", 1).await;
     assert!(agent.proc.is_running());
+    // The queue's oldest batch: queued after `before_ms`, and its age on /metrics counts
+    // at least the wait below (the collector is down, nothing leaves the queue).
+    let oldest = agent.stat("queue_oldest_unix_ms").await;
+    assert!((before_ms..=unix_ms()).contains(&oldest), "{oldest}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let page = common::http_get(&format!("http://{}/metrics", agent.health), None).await;
+    let age: f64 = String::from_utf8_lossy(&page)
+        .lines()
+        .find_map(|l| l.strip_prefix("vantage_agent_queue_oldest_age_seconds "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the queue age on /metrics");
+    assert!(age >= 1.5, "{age}");
     let collector = Collector::start(&data, port);
     collector.wait_count("outword", 300, Some(&agent)).await;
+    // Drained: the age is back to 0 (the acknowledgement follows the export).
+    let deadline = tokio::time::Instant::now() + common::ARRIVAL_TIMEOUT;
+    while agent.stat("queue_oldest_unix_ms").await != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the queue never drained"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // A second outage while lines keep coming.
     collector.proc.kill_9();
     append_lines(&file, (300..600).map(|i| format!("outword {i}")));

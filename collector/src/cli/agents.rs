@@ -10,11 +10,15 @@ use super::{HttpClient, call_json, url};
 /// The fleet.
 #[derive(Debug, Subcommand)]
 pub(super) enum AgentsCommand {
-    /// List agents with host, version and last contact.
+    /// List agents: host, version, labels, remote configuration (state, desired and
+    /// applied versions, last error), connected, last contact, key status.
     List {
         /// Tenant [default: the caller's].
         #[arg(long)]
         tenant: Option<String>,
+        /// Print the API's JSON (every field of `GET /api/v1/agents`).
+        #[arg(long)]
+        json: bool,
     },
     /// Revoke an agent: its key is refused from its next request on.
     Revoke {
@@ -66,25 +70,14 @@ pub(super) async fn agents(
 ) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match command {
-        AgentsCommand::List { tenant } => {
+        AgentsCommand::List { tenant, json } => {
             let uri = url(base, "/api/v1/agents", &tenant_params(tenant))?;
             let list = call_json(client, hyper::Method::GET, uri, token, None).await?;
-            writeln!(
-                out,
-                "{:<18} {:<24} {:<10} {:<8} {:<31} STATUS",
-                "AGENT_ID", "HOSTNAME", "VERSION", "OS", "LAST_SEEN"
-            )?;
-            for a in list["agents"].as_array().cloned().unwrap_or_default() {
-                writeln!(
-                    out,
-                    "{:<18} {:<24} {:<10} {:<8} {:<31} {}",
-                    a["agent_id"].as_str().unwrap_or(""),
-                    a["hostname"].as_str().unwrap_or(""),
-                    a["version"].as_str().unwrap_or(""),
-                    a["os"].as_str().unwrap_or(""),
-                    a["last_seen_at"].as_str().unwrap_or("never"),
-                    a["status"].as_str().unwrap_or("")
-                )?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+            } else {
+                let agents = list["agents"].as_array().cloned().unwrap_or_default();
+                out.write_all(super::fleet::table(&agents).as_bytes())?;
             }
         }
         AgentsCommand::Revoke { agent_id } => {

@@ -3,6 +3,7 @@
 
 mod agents;
 mod config;
+mod fleet;
 mod people;
 mod secrets;
 mod silences;
