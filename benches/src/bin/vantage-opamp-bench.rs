@@ -190,10 +190,9 @@ async fn connect(
             .insert("authorization", format!("Bearer {token}").parse()?);
         match tokio_tungstenite::connect_async(request).await {
             Ok((ws, _)) => return Ok(ws),
-            Err(e) if tries < 5 => {
+            Err(_) if tries < 5 => {
                 tries += 1;
                 tokio::time::sleep(Duration::from_millis(200 * tries)).await;
-                let _ = e;
             }
             Err(e) => return Err(e.into()),
         }
@@ -351,10 +350,10 @@ fn main() -> anyhow::Result<()> {
             );
             runtime.spawn(async move {
                 let result = task.await;
-                if let Err(e) = &result {
-                    if fleet.failed.fetch_add(1, Ordering::Relaxed) == 0 {
-                        eprintln!("agent {i}: {e:#}");
-                    }
+                if let Err(e) = &result
+                    && fleet.failed.fetch_add(1, Ordering::Relaxed) == 0
+                {
+                    eprintln!("agent {i}: {e:#}");
                 }
                 result
             })
