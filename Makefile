@@ -84,6 +84,15 @@ bench-traces:
 	cargo build --release --locked -p vantage-collector -p vantage-benches
 	target/release/vantage-traces-e2e
 
+# Configuration service (about 1 minute): 1,000 simulated OpAMP agents on WebSockets
+# (heartbeat 10 s) against one collector, one config change pushed through the API; time
+# until all applied, collector RSS and CPU seconds; one JSON line. Each agent holds two
+# sockets, so the open-files limit is raised first. Method and figures: benches/RESULTS.md.
+.PHONY: bench-opamp
+bench-opamp:
+	cargo build --release --locked -p vantage-collector -p vantage-benches
+	[ "$$(ulimit -n)" -ge 4096 ] || ulimit -n 4096; target/release/vantage-opamp-bench
+
 # The agent's Debian package (cargo-deb, installed from crates.io when missing): binary,
 # systemd unit, default config, user creation. Output: target/debian/vantage-agent_*.deb.
 .PHONY: package-deb

@@ -518,13 +518,21 @@ pub struct RotationReport {
     pub failed: usize,
 }
 
+/// Decrypted values, and a counter of changes so that a read that began before a
+/// change does not put the old value back.
+#[derive(Default)]
+struct ValueCache {
+    generation: u64,
+    values: HashMap<(String, String), SecretValue>,
+}
+
 /// The secrets service: stores, lists, deletes and expands secrets of every tenant.
 pub struct Secrets {
     store: Arc<MetaStore>,
     keys: RwLock<Arc<KeyRing>>,
     /// Decrypted values by (tenant, name), dropped on every change: expanding a
     /// configuration for many agents decrypts each secret once.
-    cache: Mutex<HashMap<(String, String), SecretValue>>,
+    cache: Mutex<ValueCache>,
 }
 
 impl fmt::Debug for Secrets {
@@ -541,7 +549,7 @@ impl Secrets {
         Secrets {
             store,
             keys: RwLock::new(Arc::new(keys)),
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(ValueCache::default()),
         }
     }
 
@@ -569,10 +577,9 @@ impl Secrets {
     }
 
     fn invalidate(&self) {
-        self.cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        cache.generation += 1;
+        cache.values.clear();
     }
 
     /// Sets a secret (creates or replaces), encrypted under the current key. Blocking
@@ -624,14 +631,13 @@ impl Secrets {
     pub fn get(&self, tenant: &str, name: &str) -> Result<SecretValue, SecretError> {
         check_name(name)?;
         let cache_key = (tenant.to_string(), name.to_string());
-        if let Some(v) = self
-            .cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&cache_key)
-        {
-            return Ok(v.clone());
-        }
+        let generation = {
+            let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(v) = cache.values.get(&cache_key) {
+                return Ok(v.clone());
+            }
+            cache.generation
+        };
         let stored = self
             .store
             .get_secret(tenant, name)?
@@ -640,10 +646,11 @@ impl Secrets {
                 name: name.into(),
             })?;
         let value = open(&self.keys(), &stored)?;
-        self.cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(cache_key, value.clone());
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        // A value read before a change must not outlive it.
+        if cache.generation == generation {
+            cache.values.insert(cache_key, value.clone());
+        }
         Ok(value)
     }
 

@@ -545,3 +545,125 @@ async fn scopes_and_tenants_are_enforced() {
     let (_, reply) = http_send(&c, &b_ingest, &b_agent.heartbeat()).await;
     assert_eq!(bodies(&reply).unwrap()["secret-layout"], "b: 2\n");
 }
+
+/// Sets secret `name` of the key's tenant; panics unless 200.
+async fn set_secret(c: &Collector, token: &str, name: &str, value: &str) {
+    let r = api(
+        c,
+        token,
+        Method::PUT,
+        &format!("/api/v1/secrets/{name}"),
+        Some(serde_json::json!({ "value": value })),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "set {name}: {}", r.text());
+}
+
+#[tokio::test]
+async fn a_changed_secret_is_pushed_to_the_agents_whose_config_references_it() {
+    const DB: &str = "db:\n  password: ${secret:db_pass}\n";
+    let with = |v: &str| DB.replace("${secret:db_pass}", v);
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::start(dir.path());
+    set_secret(&c, c.token(), "db_pass", "one").await;
+    create_config(&c, c.token(), "db", "role=db", DB).await;
+    create_config(&c, c.token(), "web", "role=web", WEB).await;
+    let ingest = new_key(&c, &["ingest"], None).await;
+    // Tenant B has a secret of the same name and a document referencing it.
+    new_tenant(&c, "tenant-b").await;
+    let b_edit = new_key(&c, &["edit"], Some("tenant-b")).await;
+    let b_ingest = new_key(&c, &["ingest"], Some("tenant-b")).await;
+    set_secret(&c, &b_edit, "db_pass", "b-value").await;
+    create_config(&c, &b_edit, "db", "", DB).await;
+
+    // Three agents hold WebSockets and run what they were given.
+    let mut db_agent = SimAgent::new(120, &[("role", "db")]);
+    let mut web_agent = SimAgent::new(121, &[("role", "web")]);
+    let mut b_agent = SimAgent::new(122, &[("role", "db")]);
+    let mut db_ws = WsConn::connect(&c, &ingest).await;
+    let mut web_ws = WsConn::connect(&c, &ingest).await;
+    let mut b_ws = WsConn::connect(&c, &b_ingest).await;
+    for (agent, ws, want) in [
+        (&mut db_agent, &mut db_ws, ("db", with("one"))),
+        (&mut web_agent, &mut web_ws, ("web", WEB.to_string())),
+        (&mut b_agent, &mut b_ws, ("db", with("b-value"))),
+    ] {
+        let reply = ws.call(&agent.full_state(None)).await;
+        assert_eq!(bodies(&reply).unwrap()[want.0], want.1);
+        let hash = reply.remote_config.unwrap().config_hash;
+        let reply = ws
+            .call(&agent.status(&hash, RemoteConfigStatuses::Applied, ""))
+            .await;
+        assert!(reply.remote_config.is_none());
+    }
+
+    // A new value: pushed at once to the agent whose body references it, without it
+    // sending anything.
+    set_secret(&c, c.token(), "db_pass", "two").await;
+    let push = db_ws.recv().await.expect("a push after the secret changed");
+    assert_eq!(bodies(&push).unwrap()["db"], with("two"));
+    let hash = push.remote_config.unwrap().config_hash;
+    assert_eq!(hash, expected_hash(&[("db", &with("two"))]));
+    let entry = fleet_entry(&c, c.token(), &db_agent.uid_hex())
+        .await
+        .unwrap();
+    assert_eq!(entry["desired_config_hash"], hex::encode(&hash));
+    assert_eq!(entry["config_status"], "applying", "{entry}");
+    let reply = db_ws
+        .call(&db_agent.status(&hash, RemoteConfigStatuses::Applied, ""))
+        .await;
+    assert!(reply.remote_config.is_none());
+
+    // The push happens before the API answers, so anything pushed to the others would
+    // be queued ahead of the answer to their heartbeat: the first message they get is
+    // that answer, with nothing to apply.
+    for (agent, ws) in [(&mut web_agent, &mut web_ws), (&mut b_agent, &mut b_ws)] {
+        let reply = ws.call(&agent.heartbeat()).await;
+        assert!(reply.remote_config.is_none(), "{reply:?}");
+    }
+    // Tenant B's own change reaches B's agent and not A's.
+    set_secret(&c, &b_edit, "db_pass", "b-two").await;
+    let push = b_ws.recv().await.expect("a push to tenant B's agent");
+    assert_eq!(bodies(&push).unwrap()["db"], with("b-two"));
+    let reply = db_ws.call(&db_agent.heartbeat()).await;
+    assert!(reply.remote_config.is_none(), "{reply:?}");
+
+    // Setting the same value again changes nothing visible: nothing is pushed.
+    set_secret(&c, c.token(), "db_pass", "two").await;
+    let reply = db_ws.call(&db_agent.heartbeat()).await;
+    assert!(reply.remote_config.is_none(), "{reply:?}");
+
+    // Deleted while referenced: nothing to send (the body cannot be expanded), the
+    // agent keeps what it runs; set again, the new value is pushed.
+    let r = api(
+        &c,
+        c.token(),
+        Method::DELETE,
+        "/api/v1/secrets/db_pass",
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    let reply = db_ws.call(&db_agent.heartbeat()).await;
+    assert!(reply.remote_config.is_none(), "{reply:?}");
+    assert!(
+        metric(
+            &c,
+            "vantage_opamp_protocol_errors_total{reason=\"expand_failed\"}"
+        )
+        .await
+            >= 1.0
+    );
+    set_secret(&c, c.token(), "db_pass", "three").await;
+    let push = db_ws
+        .recv()
+        .await
+        .expect("a push after the secret came back");
+    assert_eq!(bodies(&push).unwrap()["db"], with("three"));
+    // The secret's value never reached the log.
+    let log = c.log();
+    for value in ["one", "two", "three", "b-value", "b-two"] {
+        let needle = format!("password: {value}");
+        assert!(!log.contains(&needle), "{needle} in the log");
+    }
+}

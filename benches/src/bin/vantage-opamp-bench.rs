@@ -1,13 +1,18 @@
 //! OpAMP fleet benchmark: N simulated agents (default 1,000) hold WebSocket connections
 //! to one release collector, send a heartbeat every 10 s, and apply whatever
 //! configuration they are sent at once (answering APPLIED with its hash). One config
-//! change is made through the API; the figure is the time from that request until the
-//! fleet view (`GET /api/v1/agents`) shows every agent applied. Collector RSS (and peak)
-//! and CPU seconds are read from /proc. Bounded in time: `--max-seconds`.
+//! change is made through the API; the figures are the time from that request until
+//! every agent has received the change and sent its APPLIED status (the agents' view),
+//! and until the fleet view (`GET /api/v1/agents`) shows every agent applied at the new
+//! version. Collector RSS (and peak) and CPU seconds are read from /proc. Bounded in
+//! time: `--max-seconds`.
+//!
+//! Each agent holds one socket here and one in the collector: the soft limit of open
+//! files must be above the agent count (`ulimit -n 4096`; checked at start).
 //!
 //! ```sh
 //! cargo build --release -p vantage-collector -p vantage-benches
-//! target/release/vantage-opamp-bench --agents 1000
+//! ulimit -n 4096; target/release/vantage-opamp-bench --agents 1000
 //! ```
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -80,7 +85,16 @@ impl Collector {
                 break v;
             }
         };
-        std::thread::spawn(move || for _ in lines {});
+        // Keep draining the log so the pipe never fills; print warnings and errors.
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && (v["level"] == "WARN" || v["level"] == "ERROR")
+                {
+                    eprintln!("collector: {line}");
+                }
+            }
+        });
         let admin = std::fs::read_to_string(data_dir.join("initial-admin.txt"))?;
         let token = admin
             .lines()
@@ -148,20 +162,55 @@ fn frame(msg: &AgentToServer) -> WsMessage {
     WsMessage::Binary(out.into())
 }
 
-/// One simulated agent: connect, full state, then heartbeats; applies every config.
+/// What the simulated agents tell the bench.
+#[derive(Default)]
+struct Fleet {
+    /// Agents whose first message was sent.
+    connected: AtomicUsize,
+    /// Agents that received a configuration after their first one and reported it
+    /// applied.
+    changed: AtomicUsize,
+    /// Agents that gave up (connection refused or closed).
+    failed: AtomicUsize,
+}
+
+/// Connects, retrying a refused or reset handshake a few times (a thousand connects
+/// at once can overflow the listen backlog).
+async fn connect(
+    url: &str,
+    token: &str,
+) -> anyhow::Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+> {
+    let mut tries = 0;
+    loop {
+        let mut request = url.into_client_request()?;
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse()?);
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((ws, _)) => return Ok(ws),
+            Err(_) if tries < 5 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// One simulated agent: connect, full state, then heartbeats (the first after
+/// `offset`, so the fleet's heartbeats spread over the period); applies every config.
 async fn agent(
     i: usize,
     url: String,
     token: String,
     heartbeat: Duration,
-    connected: Arc<AtomicUsize>,
+    offset: Duration,
+    fleet: Arc<Fleet>,
     stop: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut request = url.into_client_request()?;
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse()?);
-    let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+    let ws = connect(&url, &token).await?;
     let (mut sink, mut stream) = ws.split();
     let mut uid = [0u8; 16];
     uid[..8].copy_from_slice(&(i as u64).to_be_bytes());
@@ -176,9 +225,9 @@ async fn agent(
         ..Default::default()
     }))
     .await?;
-    connected.fetch_add(1, Ordering::Relaxed);
-    let mut tick = tokio::time::interval(heartbeat);
-    tick.tick().await;
+    fleet.connected.fetch_add(1, Ordering::Relaxed);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, heartbeat);
+    let mut configs = 0u32;
     loop {
         let reply = tokio::select! {
             _ = stop.cancelled() => break,
@@ -202,6 +251,7 @@ async fn agent(
             && rc.config_hash != applied
         {
             applied = rc.config_hash.clone();
+            configs += 1;
             seq += 1;
             sink.send(frame(&AgentToServer {
                 instance_uid: uid.to_vec(),
@@ -215,9 +265,19 @@ async fn agent(
                 ..Default::default()
             }))
             .await?;
+            if configs == 2 {
+                fleet.changed.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
     Ok(())
+}
+
+/// The soft limit of open files of this process (inherited by the collector).
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 fn applied_count(c: &Collector) -> anyhow::Result<usize> {
@@ -228,8 +288,23 @@ fn applied_count(c: &Collector) -> anyhow::Result<usize> {
         .unwrap_or(0))
 }
 
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let need = 2 * args.agents as u64 + 256;
+    if let Some(limit) = open_files_limit() {
+        anyhow::ensure!(
+            limit >= need,
+            "open files limit is {limit}; {} agents need about {need} (one socket each here and in the collector): run `ulimit -n 4096` first",
+            args.agents
+        );
+    }
+    let load_at_start = load_average();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -254,42 +329,67 @@ fn main() -> anyhow::Result<()> {
         .as_str()
         .context("no key")?
         .to_string();
-    let connected = Arc::new(AtomicUsize::new(0));
+    let fleet = Arc::new(Fleet::default());
     let stop = tokio_util::sync::CancellationToken::new();
     let url = format!("ws://{}/v1/opamp", c.api);
+    let heartbeat = Duration::from_secs(args.heartbeat_s);
     let cpu_before_connect = cpu_seconds(pid)?;
+    let connect_started = std::time::Instant::now();
     let tasks: Vec<_> = (0..args.agents)
         .map(|i| {
-            runtime.spawn(agent(
+            let fleet = fleet.clone();
+            let offset = heartbeat.mul_f64(i as f64 / args.agents as f64);
+            let task = agent(
                 i,
                 url.clone(),
                 key.clone(),
-                Duration::from_secs(args.heartbeat_s),
-                connected.clone(),
+                heartbeat,
+                offset,
+                fleet.clone(),
                 stop.clone(),
-            ))
+            );
+            runtime.spawn(async move {
+                let result = task.await;
+                if let Err(e) = &result
+                    && fleet.failed.fetch_add(1, Ordering::Relaxed) == 0
+                {
+                    eprintln!("agent {i}: {e:#}");
+                }
+                result
+            })
         })
         .collect();
-    while connected.load(Ordering::Relaxed) < args.agents {
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "agents did not connect in time"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let wait = |what: &str, done: &dyn Fn() -> anyhow::Result<bool>| -> anyhow::Result<()> {
+        loop {
+            if done()? {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                fleet.failed.load(Ordering::Relaxed) == 0,
+                "{} agents failed while waiting for {what}",
+                fleet.failed.load(Ordering::Relaxed)
+            );
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "{what}: not within --max-seconds"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait("every agent to connect", &|| {
+        Ok(fleet.connected.load(Ordering::Relaxed) >= args.agents)
+    })?;
     // Everyone applied version 1 first.
-    while applied_count(&c)? < args.agents {
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "v1 not applied in time"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait("version 1 applied everywhere", &|| {
+        Ok(applied_count(&c)? >= args.agents)
+    })?;
+    let connect_and_v1_s = connect_started.elapsed().as_secs_f64();
     let cpu_connected = cpu_seconds(pid)?;
     std::thread::sleep(Duration::from_secs(args.settle_s));
     let cpu_idle = cpu_seconds(pid)? - cpu_connected;
     let rss_idle = status_bytes(pid, "VmRSS").unwrap_or(0);
 
+    let cpu_before_change = cpu_seconds(pid)?;
     let started = std::time::Instant::now();
     http(
         &c,
@@ -299,8 +399,19 @@ fn main() -> anyhow::Result<()> {
             &json!({"body": "logs:\n  files: [/var/log/a.log, /var/log/b.log]\n", "message": "v2"}),
         ),
     )?;
-    let mut all_applied = None;
+    let api_answered = started.elapsed();
+    // The agents' view: every agent received version 2 and sent APPLIED.
+    let mut all_received = None;
     while std::time::Instant::now() < deadline {
+        if fleet.changed.load(Ordering::Relaxed) >= args.agents {
+            all_received = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The fleet view: every agent listed as applied at version 2.
+    let mut all_applied = None;
+    while all_received.is_some() && std::time::Instant::now() < deadline {
         let fleet = http(&c, "GET", "/api/v1/agents", None)?;
         let agents = fleet["agents"].as_array().cloned().unwrap_or_default();
         let done = agents
@@ -313,8 +424,9 @@ fn main() -> anyhow::Result<()> {
             all_applied = Some(started.elapsed());
             break;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
+    let cpu_change = cpu_seconds(pid)? - cpu_before_change;
     let rss_peak = status_bytes(pid, "VmHWM").unwrap_or(0);
     let rss_after = status_bytes(pid, "VmRSS").unwrap_or(0);
     let cpu_total = cpu_seconds(pid)?;
@@ -330,13 +442,19 @@ fn main() -> anyhow::Result<()> {
     let report = json!({
         "agents": args.agents,
         "heartbeat_s": args.heartbeat_s,
-        "all_applied_after_s": all_applied.map(|d| d.as_secs_f64()),
+        "connect_and_v1_applied_s": connect_and_v1_s,
+        "change_api_answered_s": api_answered.as_secs_f64(),
+        "all_received_and_reported_s": all_received.map(|d| d.as_secs_f64()),
+        "fleet_view_all_applied_s": all_applied.map(|d| d.as_secs_f64()),
         "rss_idle_mib": mib(rss_idle),
         "rss_after_change_mib": mib(rss_after),
         "rss_peak_mib": mib(rss_peak),
         "cpu_s_connect_and_apply_v1": cpu_connected - cpu_before_connect,
         "cpu_s_idle_per_s": cpu_idle / args.settle_s as f64,
+        "cpu_s_change": cpu_change,
         "cpu_s_total": cpu_total,
+        "load_average_at_start": load_at_start,
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
     });
     println!("{report}");
     anyhow::ensure!(

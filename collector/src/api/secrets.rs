@@ -1,6 +1,8 @@
 //! `/api/v1/secrets`: set, list and delete the caller's tenant's secrets, and rotate the
 //! key (admins of the default tenant). There is deliberately no route that returns a
 //! value: a secret goes out only inside a configuration sent to an agent of its tenant.
+//! Setting or deleting one pushes the configuration again, at once, to the tenant's
+//! connected agents whose bodies reference it (their expanded hash changes).
 
 use std::sync::Arc;
 
@@ -98,6 +100,10 @@ pub(super) async fn put(
     let secrets = service(&state)?;
     let (tenant, n, actor) = (principal.tenant.clone(), name.clone(), principal.actor());
     let result = blocking(move || secrets.put(&tenant, &n, &value, &actor)).await?;
+    if result.is_ok() {
+        // The agents given a body that references it get the new value now.
+        state.opamp.secrets_changed(&principal.tenant).await;
+    }
     let outcome = if result.is_ok() { "ok" } else { "failed" };
     record(
         &state,
@@ -141,6 +147,11 @@ pub(super) async fn delete(
     let secrets = service(&state)?;
     let (tenant, n) = (principal.tenant.clone(), name.clone());
     let result = blocking(move || secrets.delete(&tenant, &n)).await?;
+    if result.is_ok() {
+        // Bodies that still reference it no longer expand: those agents are sent
+        // nothing and keep what they run (logged, counted as expand_failed).
+        state.opamp.secrets_changed(&principal.tenant).await;
+    }
     record(
         &state,
         Some(&principal),

@@ -7,15 +7,17 @@
 //! document (key = document name, `text/yaml`); the agent merges them in lexical key
 //! order. Its `config_hash` is SHA-256 over the sorted (name, body) pairs, so an agent
 //! that reports the hash it runs tells the server whether it is up to date. A change
-//! (new version, rollback, roll-out, delete) is pushed at once to every WebSocket
-//! agent whose desired hash changed; plain-HTTP agents get it in the answer to their
-//! next poll, and an agent that was away gets it when it comes back (its reported hash
-//! differs).
+//! (new version, rollback, roll-out, delete, or a new value of a secret a body
+//! references) is pushed at once to every WebSocket agent whose desired hash changed;
+//! plain-HTTP agents get it in the answer to their next poll, and an agent that was
+//! away gets it when it comes back (its reported hash differs). Bodies are expanded
+//! once per change of the tenant's documents or secrets (module `docs`), not per message.
 //!
 //! State lives in memory (one mutex, short critical sections, no await inside) and is
 //! written to the metadata store in batches once a second, so the fleet view survives
 //! a restart without a database write per heartbeat.
 
+mod docs;
 pub mod metrics;
 mod transport;
 
@@ -33,10 +35,11 @@ use vantage_proto::opamp::{
     ServerErrorResponse, ServerErrorResponseType, ServerToAgent, ServerToAgentFlags, any_value,
     server_error_response,
 };
-use vantage_storage::meta::{ActiveConfig, MetaStore, OpampAgentRecord, Selector};
+use vantage_storage::meta::{MetaStore, OpampAgentRecord, Selector};
 
 use crate::auth::Principal;
 use crate::telemetry::Telemetry;
+use docs::{DocCache, TenantDocs};
 
 pub(crate) use transport::{http, websocket};
 
@@ -324,7 +327,8 @@ pub struct OpampServer {
     store: Arc<MetaStore>,
     telemetry: Arc<Telemetry>,
     inner: Mutex<Inner>,
-    configs: Mutex<HashMap<String, Arc<Vec<ActiveConfig>>>>,
+    /// Per tenant: its documents and their bodies as agents receive them.
+    configs: DocCache,
     /// `${secret:NAME}` in documents is expanded with these (None: left as written).
     secrets: Option<Arc<crate::secrets::Secrets>>,
 }
@@ -365,7 +369,7 @@ impl OpampServer {
             store,
             telemetry,
             inner: Mutex::new(inner),
-            configs: Mutex::new(HashMap::new()),
+            configs: DocCache::default(),
             secrets,
         })
     }
@@ -383,48 +387,43 @@ impl OpampServer {
         &self.telemetry.opamp
     }
 
-    /// The tenant's current documents, from the cache or the store.
-    async fn active(&self, tenant: &str) -> Result<Arc<Vec<ActiveConfig>>, OpampError> {
-        if let Some(found) = self
-            .configs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(tenant)
-        {
-            return Ok(found.clone());
-        }
-        let (store, t) = (self.store.clone(), tenant.to_string());
-        let loaded = tokio::task::spawn_blocking(move || store.active_configs(&t))
-            .await
-            .map_err(|_| OpampError::Unavailable)?
-            .map_err(|e| {
-                tracing::error!(tenant = %tenant, error = %e, "cannot load agent configurations");
-                OpampError::Unavailable
-            })?;
+    /// The tenant's current documents with expanded bodies, from the cache or the store.
+    async fn active(&self, tenant: &str) -> Result<Arc<TenantDocs>, OpampError> {
+        let generation = match self.configs.get(tenant) {
+            Ok(found) => return Ok(found),
+            Err(generation) => generation,
+        };
+        let (store, secrets, t) = (self.store.clone(), self.secrets.clone(), tenant.to_string());
+        let loaded = tokio::task::spawn_blocking(move || {
+            TenantDocs::load(&store, secrets.as_deref(), &t)
+        })
+        .await
+        .map_err(|_| OpampError::Unavailable)?
+        .map_err(|e| {
+            tracing::error!(tenant = %tenant, error = %e, "cannot load agent configurations");
+            OpampError::Unavailable
+        })?;
         let loaded = Arc::new(loaded);
-        self.configs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(tenant.to_string(), loaded.clone());
+        self.configs.insert(tenant, generation, loaded.clone());
         Ok(loaded)
     }
 
     /// The configuration agent `uid` with `labels` should run.
+    /// `None` when a body it should get cannot be expanded (a missing secret, logged
+    /// when the documents were loaded): it keeps what it has.
     fn desired_for(
         &self,
-        tenant: &str,
         uid: &str,
         labels: &BTreeMap<String, String>,
-        docs: &[ActiveConfig],
+        docs: &TenantDocs,
     ) -> Option<Desired> {
         let mut versions = BTreeMap::new();
         let mut map = HashMap::new();
-        for doc in docs.iter().filter(|d| d.selector.matches(labels)) {
+        for doc in docs.docs.iter().filter(|d| d.selector.matches(labels)) {
             let version = doc.version_for(uid);
-            let body = match expand_for_agent(self.secrets.as_deref(), tenant, &version.body) {
-                Ok(body) => body,
-                Err(e) => {
-                    tracing::warn!(tenant = %tenant, config = %doc.name, error = %e, "cannot expand configuration for an agent");
+            let body = match docs.body(&doc.name, version.version) {
+                Some(Ok(body)) => body.clone(),
+                _ => {
                     self.metrics().error("expand_failed");
                     return None;
                 }
@@ -606,7 +605,7 @@ impl OpampServer {
         }
         // The configuration it should run, and whether to offer it.
         let labels = state.labels.clone();
-        let desired = self.desired_for(tenant, &uid, &labels, &docs);
+        let desired = self.desired_for(&uid, &labels, &docs);
         let state = inner.agents.get_mut(&uid).ok_or(OpampError::Unavailable)?;
         if let Some(desired) = desired {
             if state.desired.as_ref().map(|d| &d.hash) != Some(&desired.hash) {
@@ -668,10 +667,22 @@ impl OpampServer {
     /// The tenant's documents changed: reload them and push the new configuration to
     /// every WebSocket agent whose desired configuration changed.
     pub async fn config_changed(&self, tenant: &str) {
-        self.configs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(tenant);
+        self.configs.invalidate(tenant);
+        self.push_changes(tenant, "document").await;
+    }
+
+    /// A secret of the tenant was set or deleted: the bodies that reference it expand
+    /// differently, so the agents given one of them get the new configuration now, not
+    /// at their next message. Agents whose bodies do not reference it see the same hash
+    /// and get nothing; other tenants are not looked at.
+    pub async fn secrets_changed(&self, tenant: &str) {
+        self.configs.invalidate(tenant);
+        self.push_changes(tenant, "secret").await;
+    }
+
+    /// Recomputes the desired configuration of the tenant's agents and pushes it to
+    /// the WebSocket agents whose desired hash changed.
+    async fn push_changes(&self, tenant: &str, why: &'static str) {
         let docs = match self.active(tenant).await {
             Ok(docs) => docs,
             Err(_) => return,
@@ -689,7 +700,7 @@ impl OpampServer {
             let Some(labels) = inner.agents.get(&uid).map(|s| s.labels.clone()) else {
                 continue;
             };
-            let Some(desired) = self.desired_for(tenant, &uid, &labels, &docs) else {
+            let Some(desired) = self.desired_for(&uid, &labels, &docs) else {
                 continue;
             };
             let Some(state) = inner.agents.get_mut(&uid) else {
@@ -730,7 +741,7 @@ impl OpampServer {
         }
         drop(inner);
         self.metrics().config_pushes.inc_by(pushed);
-        tracing::info!(tenant = %tenant, pushed, "agent configuration changed");
+        tracing::info!(tenant = %tenant, pushed, cause = why, "agent configuration changed");
     }
 
     /// Instance uids of the tenant's known agents that `selector` matches.
