@@ -69,9 +69,7 @@ impl<T> Default for GlobScan<T> {
 /// The directory a pattern lists, when every wildcard is in its last component.
 fn listed_dir(pattern: &str) -> Option<&Path> {
     let dir = Path::new(pattern).parent()?;
-    let literal = !dir
-        .to_str()?
-        .contains(|c| matches!(c, '*' | '?' | '[' | ']' | '{' | '}'));
+    let literal = !dir.to_str()?.contains(['*', '?', '[', ']', '{', '}']);
     (literal && !dir.as_os_str().is_empty()).then_some(dir)
 }
 

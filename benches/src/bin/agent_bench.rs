@@ -406,10 +406,7 @@ fn http_get(addr: SocketAddr, path: &str, gzip: bool) -> anyhow::Result<Vec<u8>>
     }
     let mut out = Vec::new();
     let mut rest = body;
-    loop {
-        let Some(nl) = rest.windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
+    while let Some(nl) = rest.windows(2).position(|w| w == b"\r\n") {
         let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..nl]).trim(), 16)?;
         if size == 0 || rest.len() < nl + 2 + size {
             break;
