@@ -93,6 +93,41 @@ bench-opamp:
 	cargo build --release --locked -p vantage-collector -p vantage-benches
 	[ "$$(ulimit -n)" -ge 4096 ] || ulimit -n 4096; target/release/vantage-opamp-bench
 
+# The agent's footprint and throughput (about 20 minutes; method and figures:
+# benches/RESULTS.md, "Agent"): idle RSS and CPU against a collector, file discovery
+# with 10,000 matching files, tail throughput to an acking sink and to a collector
+# (SIZE_MB), host-metrics cost beside Debian's prometheus-node-exporter (installed when
+# missing), the collector's batch-id cost. One figure per line on stdout; JSON reports
+# in target/agent-bench/.
+SIZE_MB ?= 1000
+AGENT_BENCH := target/release/vantage-agent-bench --work-dir target/agent-bench
+.PHONY: bench-agent bench-agent-build bench-agent-idle bench-agent-discovery \
+	bench-agent-throughput bench-agent-host-metrics bench-agent-batch-ids
+bench-agent: bench-agent-idle bench-agent-discovery bench-agent-throughput \
+	bench-agent-host-metrics bench-agent-batch-ids
+bench-agent-build:
+	cargo build --release --locked -p vantage-agent -p vantage-collector -p vantage-benches
+bench-agent-idle: bench-agent-build
+	$(AGENT_BENCH) --json target/agent-bench/idle.json idle
+bench-agent-discovery: bench-agent-build
+	$(AGENT_BENCH) --json target/agent-bench/discovery.json discovery
+bench-agent-throughput: bench-agent-build
+	benches/agent-tail-throughput.sh target/release/vantage-agent $(SIZE_MB)
+	benches/agent-tail-throughput.sh target/release/vantage-agent $(SIZE_MB) \
+		target/release/vantage-collector
+bench-agent-host-metrics: bench-agent-build
+	@if command -v prometheus-node-exporter >/dev/null 2>&1; then \
+		echo "prometheus-node-exporter already installed"; \
+	else \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y --no-install-recommends prometheus-node-exporter \
+		|| { apt-get update && apt-get install -y --no-install-recommends prometheus-node-exporter; }; \
+	fi
+	$(AGENT_BENCH) --json target/agent-bench/host-metrics.json host-metrics \
+		--node-exporter "$$(command -v prometheus-node-exporter)"
+bench-agent-batch-ids: bench-agent-build
+	$(AGENT_BENCH) --json target/agent-bench/batch-ids.json batch-ids
+
 # The agent's Debian package (cargo-deb, installed from crates.io when missing): binary,
 # systemd unit, default config, user creation. Output: target/debian/vantage-agent_*.deb.
 .PHONY: package-deb

@@ -636,6 +636,59 @@ pub(crate) async fn run(
     }
 }
 
+/// Nanoseconds the calling thread has run on a CPU (`/proc/thread-self/schedstat`,
+/// nanosecond resolution where `/proc/<pid>/stat` has 10 ms ticks).
+fn thread_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_ascii_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The hidden `bench-host-metrics` subcommand (used by `vantage-agent-bench
+/// host-metrics`, see benches/RESULTS.md): `cycles` collections, each encoded as the
+/// OTLP request the agent queues, on this thread; prints the CPU time per cycle as one
+/// JSON object. The request is not queued or sent: this is the collection's own cost.
+pub(crate) fn bench(cycles: u64) -> std::process::ExitCode {
+    let resource = crate::resource::host_resource(&Default::default());
+    let mut source = HostMetrics::default();
+    // One warm-up collection: the first has no CPU deltas and fills the caches.
+    let _ = source.collect();
+    let (Some(start_ns), started) = (thread_cpu_ns(), std::time::Instant::now()) else {
+        eprintln!("/proc/thread-self/schedstat is not readable");
+        return std::process::ExitCode::FAILURE;
+    };
+    let (mut points, mut bytes) = (0usize, 0usize);
+    for _ in 0..cycles {
+        let metrics = source.collect();
+        points = metrics
+            .iter()
+            .map(|m| match &m.data {
+                Some(metric::Data::Sum(s)) => s.data_points.len(),
+                Some(metric::Data::Gauge(g)) => g.data_points.len(),
+                _ => 0,
+            })
+            .sum();
+        bytes = request(&resource, metrics).encode_to_vec().len();
+    }
+    let cpu_ns = thread_cpu_ns().unwrap_or(start_ns) - start_ns;
+    let wall = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({
+            "cycles": cycles,
+            "cpu_ms_total": cpu_ns as f64 / 1e6,
+            "cpu_ms_per_cycle": cpu_ns as f64 / 1e6 / cycles.max(1) as f64,
+            "wall_ms_per_cycle": wall * 1e3 / cycles.max(1) as f64,
+            "points": points,
+            "request_bytes": bytes,
+        })
+    );
+    std::process::ExitCode::SUCCESS
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

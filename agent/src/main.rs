@@ -7,6 +7,7 @@ mod control;
 mod enroll;
 mod export;
 mod exposition;
+mod globscan;
 mod health;
 mod hostmetrics;
 mod journald;
@@ -56,6 +57,14 @@ enum Command {
     Uninstall(service::UninstallArgs),
     /// Whether the agent runs, where it sends, its last export, queue and sources.
     Status(service::StatusArgs),
+    /// Benchmark hook (benches/RESULTS.md, "Agent"): collects host metrics N times and
+    /// prints the CPU time per collection as JSON.
+    #[command(hide = true)]
+    BenchHostMetrics {
+        /// Collections to time.
+        #[arg(long, default_value_t = 200)]
+        cycles: u64,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -129,6 +138,7 @@ fn main() -> std::process::ExitCode {
         Command::Install(a) => service::install(&a),
         Command::Uninstall(a) => service::uninstall(&a),
         Command::Status(a) => service::status(&a),
+        Command::BenchHostMetrics { cycles } => hostmetrics::bench(cycles),
         Command::CheckConfig(flags) => match flags.load() {
             Ok(c) => {
                 let addr = |a: Option<std::net::SocketAddr>| {

@@ -31,6 +31,7 @@ use vantage_proto::otlp::resource::v1::Resource;
 
 use crate::checkpoint::{self, FINGERPRINT_BYTES, MAX_PATH_BYTES, Position};
 use crate::config::{Config, FileInput, StartAt};
+use crate::globscan::{self, GlobScan};
 use crate::lines::{self, Splitter};
 use crate::process::Processing;
 use crate::process::multiline::{Assembler, Record};
@@ -43,6 +44,11 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Bytes read from one file per poll before moving to the next (fairness); a file with
 /// more pending makes the next poll start at once.
 const READ_BUDGET_PER_POLL: u64 = 4 * 1024 * 1024;
+/// Polls without change after which a file is looked at only every
+/// [`IDLE_CHECK_EVERY`] polls (at the default 1 s poll: after a minute of silence, every
+/// 5 s), so thousands of quiet files cost little; a rotated-away file is always looked at.
+const IDLE_POLLS: u32 = 60;
+const IDLE_CHECK_EVERY: u64 = 5;
 /// Name of the checkpoint file in the state directory.
 pub(crate) const CHECKPOINT_FILE: &str = "checkpoints";
 /// Instrumentation scope of file log records.
@@ -69,6 +75,8 @@ struct Tracked {
     /// between two polls changes it even when the size is equal.
     last_mtime: Option<SystemTime>,
     last_growth: Instant,
+    /// Consecutive polls that found the file unchanged (see [`IDLE_POLLS`]).
+    idle_polls: u32,
     /// When the path stopped leading to this file (rotated away or deleted).
     gone_since: Option<Instant>,
     /// Lines of this file are in the batch being built.
@@ -123,6 +131,10 @@ pub(crate) struct Tailer {
     batch: Batch,
     /// Input attributes, converted once.
     input_attrs: Vec<Vec<KeyValue>>,
+    /// Glob expansions kept while their directory is unchanged.
+    scans: GlobScan<(PathBuf, Key)>,
+    /// Polls made, to spread the looks at quiet files.
+    polls: u64,
 }
 
 /// Errors that stop the tailer (the queue is gone); file errors are logged and counted.
@@ -184,6 +196,8 @@ impl Tailer {
                 .iter()
                 .map(|i| i.attributes.iter().map(|(k, v)| kv(k, v.clone())).collect())
                 .collect(),
+            scans: GlobScan::default(),
+            polls: 0,
         })
     }
 
@@ -223,7 +237,19 @@ impl Tailer {
     ) -> Result<bool, TailError> {
         self.discover();
         let mut more = false;
-        let keys: Vec<Key> = self.files.keys().copied().collect();
+        self.polls = self.polls.wrapping_add(1);
+        let polls = self.polls;
+        // Quiet files are looked at in turn, a fifth of them per poll (by inode).
+        let keys: Vec<Key> = self
+            .files
+            .iter()
+            .filter(|(k, t)| {
+                t.idle_polls < IDLE_POLLS
+                    || t.gone_since.is_some()
+                    || (polls.wrapping_add(k.1)).is_multiple_of(IDLE_CHECK_EVERY)
+            })
+            .map(|(k, _)| *k)
+            .collect();
         for key in keys {
             if cancel.is_cancelled() {
                 break;
@@ -253,6 +279,19 @@ impl Tailer {
         let mut seen: HashSet<Key> = HashSet::new();
         for idx in 0..self.inputs.len() {
             for pattern in self.inputs[idx].include.clone() {
+                let scan_key = (idx, pattern.as_str().to_string());
+                if let Some(matched) = self.scans.unchanged(&scan_key) {
+                    // The directory has not changed: the same paths lead to the same
+                    // files (see globscan).
+                    for (_, key) in matched {
+                        seen.insert(*key);
+                        if let Some(t) = self.files.get_mut(key) {
+                            t.gone_since = None;
+                        }
+                    }
+                    continue;
+                }
+                let mut listing = GlobScan::begin(pattern.as_str());
                 let Ok(paths) = glob::glob(pattern.as_str()) else {
                     continue;
                 };
@@ -271,6 +310,8 @@ impl Tailer {
                         continue;
                     }
                     let key = (meta.dev(), meta.ino());
+                    listing.uncacheable |= globscan::is_symlink(&path);
+                    listing.result.push((path.clone(), key));
                     if !seen.insert(key) {
                         continue;
                     }
@@ -285,8 +326,11 @@ impl Tailer {
                     if let Err(e) = self.open_file(path.clone(), idx, key, meta.len()) {
                         self.stats.file_errors.add(1);
                         tracing::warn!(path = %path.display(), error = %e, "cannot open file");
+                        // Try it again next poll.
+                        listing.uncacheable = true;
                     }
                 }
+                self.scans.store(scan_key, listing);
             }
         }
         let now = Instant::now();
@@ -341,6 +385,7 @@ impl Tailer {
             last_size: size,
             last_mtime: None,
             last_growth: Instant::now(),
+            idle_polls: 0,
             gone_since: None,
             in_batch: false,
             releasing: false,
@@ -391,10 +436,17 @@ impl Tailer {
         }
         if truncated || changed {
             t.last_growth = Instant::now();
+            t.idle_polls = 0;
+        } else {
+            t.idle_polls = t.idle_polls.saturating_add(1);
         }
         t.last_size = size;
         if (t.fp_len as usize) < FINGERPRINT_BYTES && size > t.fp_len as u64 || truncated {
             (t.fp_len, t.fp_hash) = checkpoint::fingerprint(&t.file, FINGERPRINT_BYTES)?;
+        }
+        if t.splitter.fed() >= size {
+            // Nothing new: no read buffer (most files, most polls).
+            return Ok(false);
         }
         let mut buf = vec![0u8; READ_CHUNK];
         let budget_end = t.splitter.fed() + READ_BUDGET_PER_POLL;
