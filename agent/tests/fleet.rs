@@ -52,8 +52,10 @@ impl Collector {
             .args(["--api", "127.0.0.1:0", "--log-format", "json"])
             .env("VANTAGE_LOG", "info");
         let tls = pki.map(|dir| {
+            // Secrets go only over TLS here, so an agent that gets one proves it.
             c.env("VANTAGE_TLS__CERT_FILE", dir.join("tls.crt"))
-                .env("VANTAGE_TLS__KEY_FILE", dir.join("tls.key"));
+                .env("VANTAGE_TLS__KEY_FILE", dir.join("tls.key"))
+                .env("VANTAGE_SECRETS__WITHOUT_TLS", "refuse");
             client_tls(&dir.join("ca.crt"))
         });
         let (proc, ready) = Proc::spawn(c);
@@ -677,10 +679,18 @@ async fn agents_reach_a_tls_collector_with_the_exporters_ca_or_their_own() {
         })),
     )
     .await;
+    // This one holds a secret: the collector refuses secrets without TLS, so its
+    // being applied shows the value went over TLS.
+    c.ok(
+        "PUT",
+        "/api/v1/secrets/team",
+        Some(json!({"value": "payments"})),
+    )
+    .await;
     c.ok(
         "POST",
         "/api/v1/configs",
-        Some(json!({"name": "own", "selector": "via=own", "body": "resource_attributes: {via: own}\n"})),
+        Some(json!({"name": "own", "selector": "via=own", "body": "resource_attributes: {via: own, team: \"${secret:team}\"}\n"})),
     )
     .await;
     append_lines(

@@ -117,6 +117,7 @@ struct SecretsFile {
     key: Option<String>,
     /// A YAML list, or one comma-separated string (how an environment variable says it).
     previous_key_files: Option<Value>,
+    without_tls: Option<crate::secrets::WithoutTls>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -297,6 +298,8 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsFiles>,
     /// The key of the secrets store.
     pub secrets: crate::secrets::SecretsConfig,
+    /// Which agents may be sent expanded secrets over a connection without TLS.
+    pub secrets_without_tls: crate::secrets::WithoutTls,
     /// The collector's own log filter (`info`, `vantage_collector=debug,info`, ...);
     /// `None`: `VANTAGE_LOG`, else `info`. Changes on reload.
     pub log_level: Option<String>,
@@ -629,6 +632,7 @@ fn validate(f: FileConfig) -> Result<Config, ConfigError> {
     }
     Ok(Config {
         secrets,
+        secrets_without_tls: f.secrets.without_tls.unwrap_or_default(),
         log_level: f.log_level,
         data_dir: f
             .data_dir

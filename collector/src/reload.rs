@@ -182,6 +182,8 @@ fn merge_live(old: &Config, new: &Config) -> Config {
     effective.protect_metrics = new.protect_metrics;
     effective.log_level = new.log_level.clone();
     effective.secrets = new.secrets.clone();
+    // Read per OpAMP message by the transport.
+    effective.secrets_without_tls = new.secrets_without_tls;
     // Read per request by the ingest path and the receivers.
     effective.max_request_bytes = new.max_request_bytes;
     effective.max_attributes_per_record = new.max_attributes_per_record;

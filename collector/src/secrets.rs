@@ -207,6 +207,47 @@ impl SecretsConfig {
     }
 }
 
+/// `secrets.without_tls`: whether an agent whose OpAMP connection has no TLS may be sent
+/// a configuration with its `${secret:NAME}` values filled in. Without TLS the value
+/// would cross the network in clear text, so by default only an agent on this host
+/// (a loopback peer) gets it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WithoutTls {
+    /// Only agents connecting from a loopback address.
+    #[default]
+    Loopback,
+    /// No agent: secrets travel only over TLS.
+    Refuse,
+    /// Every agent: TLS ends at a proxy in front of the collector.
+    Allow,
+}
+
+impl WithoutTls {
+    /// The name in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WithoutTls::Loopback => "loopback",
+            WithoutTls::Refuse => "refuse",
+            WithoutTls::Allow => "allow",
+        }
+    }
+
+    /// May secrets be sent to `peer` over this connection?
+    pub fn permits(self, tls: bool, peer: Option<std::net::IpAddr>) -> bool {
+        tls || match self {
+            WithoutTls::Allow => true,
+            WithoutTls::Refuse => false,
+            WithoutTls::Loopback => peer.is_some_and(|ip| match ip {
+                std::net::IpAddr::V6(v6) => v6
+                    .to_ipv4_mapped()
+                    .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+                std::net::IpAddr::V4(v4) => v4.is_loopback(),
+            }),
+        }
+    }
+}
+
 /// One 32-byte key and its id (a digest of it: it names the key in the database and the
 /// API without revealing it).
 #[derive(Clone)]
@@ -758,6 +799,23 @@ mod tests {
 
     fn value(s: &str) -> SecretValue {
         SecretValue::new(s.to_string())
+    }
+
+    #[test]
+    fn secrets_travel_without_tls_only_as_configured() {
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+        let local = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let mapped = Some(IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped()));
+        let remote = Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7)));
+        let v6_local = Some(IpAddr::V6(Ipv6Addr::LOCALHOST));
+        let d = WithoutTls::default();
+        assert_eq!(d, WithoutTls::Loopback);
+        assert!(d.permits(false, local) && d.permits(false, mapped) && d.permits(false, v6_local));
+        assert!(!d.permits(false, remote) && !d.permits(false, None));
+        assert!(d.permits(true, remote), "TLS always may");
+        assert!(!WithoutTls::Refuse.permits(false, local));
+        assert!(WithoutTls::Refuse.permits(true, None));
+        assert!(WithoutTls::Allow.permits(false, remote));
     }
 
     #[test]

@@ -667,3 +667,78 @@ async fn a_changed_secret_is_pushed_to_the_agents_whose_config_references_it() {
         assert!(!log.contains(&needle), "{needle} in the log");
     }
 }
+
+#[tokio::test]
+async fn a_config_holding_a_secret_is_withheld_from_agents_without_tls_when_refused() {
+    const DB: &str = "db:\n  password: ${secret:db_pass}\n";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("collector.yaml");
+    let listen =
+        "listen:\n  otlp_grpc: 127.0.0.1:0\n  otlp_http: 127.0.0.1:0\n  api: 127.0.0.1:0\n";
+    std::fs::write(&file, format!("{listen}secrets:\n  without_tls: refuse\n")).unwrap();
+    let c = Collector::builder()
+        .config_file(&file)
+        .start(&dir.path().join("data"));
+    set_secret(&c, c.token(), "db_pass", "hunter2").await;
+    create_config(&c, c.token(), "db", "role=db", DB).await;
+    create_config(&c, c.token(), "web", "role=web", WEB).await;
+    let ingest = new_key(&c, &["ingest"], None).await;
+
+    // Plain HTTP, no TLS: the body holding the secret is not sent, and the fleet view
+    // says why; a body without secrets still is.
+    let mut db_agent = SimAgent::new(130, &[("role", "db")]);
+    let mut web_agent = SimAgent::new(131, &[("role", "web")]);
+    let (status, reply) = http_send(&c, &ingest, &db_agent.full_state(None)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(reply.error_response.is_none(), "{reply:?}");
+    assert!(reply.remote_config.is_none(), "withheld: {reply:?}");
+    let entry = fleet_entry(&c, c.token(), &db_agent.uid_hex())
+        .await
+        .unwrap();
+    assert_eq!(entry["config_status"], "failed");
+    let error = entry["last_error"].as_str().unwrap();
+    assert!(error.contains("no TLS") && error.contains("db"), "{error}");
+    assert!(!error.contains("hunter2"));
+    let (_, reply) = http_send(&c, &ingest, &web_agent.full_state(None)).await;
+    assert_eq!(bodies(&reply).unwrap()["web"], WEB);
+    let (_, reply) = http_send(&c, &ingest, &db_agent.heartbeat()).await;
+    assert!(reply.remote_config.is_none(), "still withheld");
+
+    // The default (loopback peers may have it), taken live on SIGHUP: the next poll
+    // gets the body with the value, and the reason is gone once it is applied.
+    std::fs::write(
+        &file,
+        format!("{listen}secrets:\n  without_tls: loopback\n"),
+    )
+    .unwrap();
+    c.signal("HUP");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let reply = loop {
+        let (_, reply) = http_send(&c, &ingest, &db_agent.heartbeat()).await;
+        if reply.remote_config.is_some() {
+            break reply;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never sent after the reload"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        bodies(&reply).unwrap()["db"],
+        DB.replace("${secret:db_pass}", "hunter2")
+    );
+    let hash = reply.remote_config.unwrap().config_hash;
+    http_send(
+        &c,
+        &ingest,
+        &db_agent.status(&hash, RemoteConfigStatuses::Applied, ""),
+    )
+    .await;
+    let entry = fleet_entry(&c, c.token(), &db_agent.uid_hex())
+        .await
+        .unwrap();
+    assert_eq!(entry["config_status"], "applied");
+    assert!(entry["last_error"].is_null(), "{entry}");
+    assert!(!c.log().contains("hunter2"), "the value is never logged");
+}

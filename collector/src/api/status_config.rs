@@ -110,6 +110,7 @@ pub fn render(c: &Config) -> Value {
             "key_file": c.secrets.key_file.as_deref().map(path),
             "key": c.secrets.key.as_ref().map(|_| REDACTED),
             "previous_key_files": c.secrets.previous_key_files.iter().map(|p| path(p)).collect::<Vec<_>>(),
+            "without_tls": c.secrets_without_tls.as_str(),
         },
     })
 }

@@ -8,7 +8,7 @@
 //! documents or secrets changes ([`DocCache::invalidate`]); a load that began before
 //! such a change never replaces the newer state (a generation counter).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use vantage_storage::meta::{ActiveConfig, MetaError, MetaStore};
@@ -22,6 +22,8 @@ pub(super) struct TenantDocs {
     pub(super) docs: Vec<ActiveConfig>,
     /// (document, version) -> the body agents receive, or why it cannot be expanded.
     bodies: HashMap<(String, u32), Result<String, String>>,
+    /// (document, version) whose body changed when expanded: it holds a secret's value.
+    with_secrets: HashSet<(String, u32)>,
 }
 
 impl TenantDocs {
@@ -35,6 +37,7 @@ impl TenantDocs {
     ) -> Result<TenantDocs, MetaError> {
         let docs = store.active_configs(tenant)?;
         let mut bodies = HashMap::new();
+        let mut with_secrets = HashSet::new();
         for doc in &docs {
             let candidates =
                 std::iter::once(&doc.current).chain(doc.rollout.as_ref().map(|(_, v)| v));
@@ -52,11 +55,23 @@ impl TenantDocs {
                                 "cannot expand configuration for agents; they keep what they run"
                             );
                         }
+                        if expanded.as_ref().is_ok_and(|b| *b != version.body) {
+                            with_secrets.insert((doc.name.clone(), version.version));
+                        }
                         expanded
                     });
             }
         }
-        Ok(TenantDocs { docs, bodies })
+        Ok(TenantDocs {
+            docs,
+            bodies,
+            with_secrets,
+        })
+    }
+
+    /// Whether the body agents get of `doc` at `version` holds a secret's value.
+    pub(super) fn has_secrets(&self, doc: &str, version: u32) -> bool {
+        self.with_secrets.contains(&(doc.to_string(), version))
     }
 
     /// The expanded body of `doc` at `version`: `None` when it was not loaded, the
@@ -71,7 +86,11 @@ impl TenantDocs {
         docs: Vec<ActiveConfig>,
         bodies: HashMap<(String, u32), Result<String, String>>,
     ) -> TenantDocs {
-        TenantDocs { docs, bodies }
+        TenantDocs {
+            docs,
+            bodies,
+            with_secrets: HashSet::new(),
+        }
     }
 }
 

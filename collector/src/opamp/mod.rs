@@ -12,6 +12,9 @@
 //! plain-HTTP agents get it in the answer to their next poll, and an agent that was
 //! away gets it when it comes back (its reported hash differs). Bodies are expanded
 //! once per change of the tenant's documents or secrets (module `docs`), not per message.
+//! A configuration holding a secret's value is withheld from an agent whose connection
+//! has no TLS unless `secrets.without_tls` permits it (by default: loopback peers only);
+//! the fleet view shows that agent `failed` with the reason.
 //!
 //! State lives in memory (one mutex, short critical sections, no await inside) and is
 //! written to the metadata store in batches once a second, so the fleet view survives
@@ -106,6 +109,10 @@ struct AgentState {
     /// It sent `agent_disconnect` or its WebSocket closed: not connected until its next
     /// message, however recent its last contact.
     gone: bool,
+    /// Its last message came over a connection that may carry secrets.
+    secure: bool,
+    /// Why its configuration is withheld (it would carry a secret without TLS).
+    withheld: Option<String>,
 }
 
 impl AgentState {
@@ -125,6 +132,9 @@ impl AgentState {
     fn config_state(&self, now: SystemTime) -> &'static str {
         if !self.accepts_remote_config() {
             return "none";
+        }
+        if self.withheld.is_some() {
+            return "failed";
         }
         let desired = self
             .desired
@@ -152,6 +162,14 @@ struct Inner {
     dirty: HashSet<String>,
     ws_per_tenant: HashMap<String, usize>,
     next_conn_id: u64,
+}
+
+/// Why an agent is sent no configuration.
+enum Withheld {
+    /// A body references a secret that cannot be read.
+    Unexpandable,
+    /// A body holds a secret and the connection has no TLS (the reason, for the fleet view).
+    NeedsTls(String),
 }
 
 /// Why a message was refused; becomes an `error_response`.
@@ -362,6 +380,8 @@ impl OpampServer {
                     ws: None,
                     offered_on_ws: None,
                     gone: false,
+                    secure: false,
+                    withheld: None,
                 },
             );
         }
@@ -408,26 +428,35 @@ impl OpampServer {
         Ok(loaded)
     }
 
-    /// The configuration agent `uid` with `labels` should run.
-    /// `None` when a body it should get cannot be expanded (a missing secret, logged
-    /// when the documents were loaded): it keeps what it has.
+    /// The configuration agent `uid` with `labels` should run, or why it gets none
+    /// (it keeps what it has). `secure`: its connection may carry secrets.
     fn desired_for(
         &self,
         uid: &str,
         labels: &BTreeMap<String, String>,
         docs: &TenantDocs,
-    ) -> Option<Desired> {
+        secure: bool,
+    ) -> Result<Desired, Withheld> {
         let mut versions = BTreeMap::new();
         let mut map = HashMap::new();
         for doc in docs.docs.iter().filter(|d| d.selector.matches(labels)) {
             let version = doc.version_for(uid);
             let body = match docs.body(&doc.name, version.version) {
                 Some(Ok(body)) => body.clone(),
+                // A missing secret; logged when the documents were loaded.
                 _ => {
                     self.metrics().error("expand_failed");
-                    return None;
+                    return Err(Withheld::Unexpandable);
                 }
             };
+            if !secure && docs.has_secrets(&doc.name, version.version) {
+                self.metrics().error("secrets_need_tls");
+                return Err(Withheld::NeedsTls(format!(
+                    "configuration {} version {} holds secrets and this agent's connection has no TLS; \
+                     connect with wss:// or https:// (or see secrets.without_tls)",
+                    doc.name, version.version
+                )));
+            }
             versions.insert(doc.name.clone(), version.version);
             map.insert(
                 doc.name.clone(),
@@ -438,7 +467,7 @@ impl OpampServer {
             );
         }
         let hash = config_hash(map.iter().map(|(k, v)| (k.as_str(), v.body.as_slice())));
-        Some(Desired {
+        Ok(Desired {
             hash,
             versions,
             map: AgentConfigMap { config_map: map },
@@ -446,14 +475,16 @@ impl OpampServer {
     }
 
     /// Handles one message from an agent and returns the answer.
+    /// `secure`: the connection may carry secrets (TLS, or `secrets.without_tls` permits).
     pub(crate) async fn handle(
         &self,
         principal: &Principal,
         msg: AgentToServer,
         conn: &Conn,
+        secure: bool,
     ) -> ServerToAgent {
         let instance_uid = msg.instance_uid.clone();
-        match self.handle_inner(principal, msg, conn).await {
+        match self.handle_inner(principal, msg, conn, secure).await {
             Ok(reply) => reply,
             Err(e) => {
                 self.metrics().error(e.reason());
@@ -478,6 +509,7 @@ impl OpampServer {
         principal: &Principal,
         msg: AgentToServer,
         conn: &Conn,
+        secure: bool,
     ) -> Result<ServerToAgent, OpampError> {
         let uid_len = msg.instance_uid.len();
         if uid_len == 0 || uid_len > MAX_INSTANCE_UID_BYTES {
@@ -534,6 +566,8 @@ impl OpampServer {
                 ws: None,
                 offered_on_ws: None,
                 gone: false,
+                secure: false,
+                withheld: None,
             });
         if is_new {
             tracing::info!(tenant = %tenant, instance_uid = %uid, "opamp agent connected for the first time");
@@ -599,14 +633,16 @@ impl OpampServer {
             Conn::Http => {}
         }
         state.gone = msg.agent_disconnect.is_some();
+        state.secure = secure;
         if state.gone {
             state.ws = None;
             state.offered_on_ws = None;
         }
         // The configuration it should run, and whether to offer it.
         let labels = state.labels.clone();
-        let desired = self.desired_for(&uid, &labels, &docs);
+        let desired = self.desired_for(&uid, &labels, &docs, secure);
         let state = inner.agents.get_mut(&uid).ok_or(OpampError::Unavailable)?;
+        let desired = withhold(state, &uid, tenant, desired);
         if let Some(desired) = desired {
             if state.desired.as_ref().map(|d| &d.hash) != Some(&desired.hash) {
                 state.desired_since = now;
@@ -697,13 +733,16 @@ impl OpampServer {
             .map(|(uid, _)| uid.clone())
             .collect();
         for uid in uids {
-            let Some(labels) = inner.agents.get(&uid).map(|s| s.labels.clone()) else {
+            let Some((labels, secure)) =
+                inner.agents.get(&uid).map(|s| (s.labels.clone(), s.secure))
+            else {
                 continue;
             };
-            let Some(desired) = self.desired_for(&uid, &labels, &docs) else {
-                continue;
-            };
+            let desired = self.desired_for(&uid, &labels, &docs, secure);
             let Some(state) = inner.agents.get_mut(&uid) else {
+                continue;
+            };
+            let Some(desired) = withhold(state, &uid, tenant, desired) else {
                 continue;
             };
             if state.desired.as_ref().map(|d| &d.hash) == Some(&desired.hash) {
@@ -766,7 +805,13 @@ impl OpampServer {
             .values()
             .filter(|s| s.record.tenant == tenant)
             .map(|s| FleetEntry {
-                record: s.record.clone(),
+                record: match &s.withheld {
+                    Some(reason) => OpampAgentRecord {
+                        remote_error: reason.clone(),
+                        ..s.record.clone()
+                    },
+                    None => s.record.clone(),
+                },
                 desired_hash: s
                     .desired
                     .as_ref()
@@ -848,6 +893,30 @@ impl OpampServer {
 }
 
 /// Decodes one `AgentToServer` (size already bounded by the transport).
+/// Records on `state` whether its configuration is withheld, logging when that starts;
+/// the configuration to offer, if any.
+fn withhold(
+    state: &mut AgentState,
+    uid: &str,
+    tenant: &str,
+    desired: Result<Desired, Withheld>,
+) -> Option<Desired> {
+    match desired {
+        Ok(desired) => {
+            state.withheld = None;
+            Some(desired)
+        }
+        Err(Withheld::Unexpandable) => None,
+        Err(Withheld::NeedsTls(reason)) => {
+            if state.withheld.is_none() {
+                tracing::warn!(tenant = %tenant, instance_uid = %uid, reason = %reason, "configuration withheld from an agent");
+            }
+            state.withheld = Some(reason);
+            None
+        }
+    }
+}
+
 pub(crate) fn decode(bytes: &[u8]) -> Result<AgentToServer, prost::DecodeError> {
     AgentToServer::decode(bytes)
 }

@@ -4,14 +4,15 @@
 //! time). Both authenticate with `Authorization: Bearer` holding the `ingest` scope.
 
 use std::io::Read as _;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::State;
 use axum::extract::ws::{
     CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
 };
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{Extensions, HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt as _, StreamExt as _};
 use prost::Message as _;
@@ -22,6 +23,18 @@ use vantage_storage::meta::Scope;
 
 use super::{Conn, MAX_MESSAGE_BYTES, OpampServer, SEND_QUEUE, decode, error_response};
 use crate::api::{ApiError, ApiState, authenticate};
+
+/// Whether this connection may carry secrets: the API listener has TLS, or
+/// `secrets.without_tls` permits the peer (read when a WebSocket opens, per poll on HTTP).
+fn may_carry_secrets(state: &ApiState, extensions: &Extensions) -> bool {
+    let config = state.live.get();
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
+    config
+        .secrets_without_tls
+        .permits(config.tls.is_some(), peer)
+}
 
 fn protobuf(status: StatusCode, msg: &ServerToAgent) -> Response {
     (
@@ -83,6 +96,7 @@ async fn read_body(body: Body) -> Result<Option<Vec<u8>>, axum::Error> {
 pub(crate) async fn http(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
+    extensions: Extensions,
     body: Body,
 ) -> Result<Response, ApiError> {
     let principal = authenticate(&state, &headers, Scope::Ingest)?;
@@ -153,7 +167,8 @@ pub(crate) async fn http(
             ));
         }
     };
-    let reply = server.handle(&principal, msg, &Conn::Http).await;
+    let secure = may_carry_secrets(&state, &extensions);
+    let reply = server.handle(&principal, msg, &Conn::Http, secure).await;
     Ok(protobuf(StatusCode::OK, &reply))
 }
 
@@ -183,6 +198,7 @@ fn ws_frame(msg: &ServerToAgent) -> Message {
 pub(crate) async fn websocket(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
+    extensions: Extensions,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let principal = authenticate(&state, &headers, Scope::Ingest)?;
@@ -205,13 +221,14 @@ pub(crate) async fn websocket(
     };
     let server = state.opamp.clone();
     let shutdown = state.shutdown.clone();
+    let secure = may_carry_secrets(&state, &extensions);
     Ok(upgrade
         .read_buffer_size(WS_READ_BUFFER_BYTES)
         .max_message_size(MAX_MESSAGE_BYTES + 16)
         .max_frame_size(MAX_MESSAGE_BYTES + 16)
         .on_upgrade(move |socket| async move {
             let tenant = principal.tenant.clone();
-            serve(server.clone(), principal, socket, conn_id, shutdown).await;
+            serve(server.clone(), principal, socket, conn_id, secure, shutdown).await;
             server.close_connection(&tenant, conn_id);
         }))
 }
@@ -221,6 +238,7 @@ async fn serve(
     principal: crate::auth::Principal,
     socket: WebSocket,
     conn_id: u64,
+    secure: bool,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let (mut sink, mut stream) = socket.split();
@@ -305,7 +323,7 @@ async fn serve(
             }) {
             Ok(msg) => {
                 let disconnect = msg.agent_disconnect.is_some();
-                let reply = server.handle(&principal, msg, &conn).await;
+                let reply = server.handle(&principal, msg, &conn, secure).await;
                 if disconnect {
                     let _ = tx.send(reply).await;
                     break;
