@@ -135,6 +135,8 @@ pub(crate) struct Tailer {
     scans: GlobScan<(PathBuf, Key)>,
     /// Polls made, to spread the looks at quiet files.
     polls: u64,
+    /// [`READ_BUDGET_PER_POLL`]; a field so a test can make a backlog of many polls small.
+    read_budget: u64,
 }
 
 /// Errors that stop the tailer (the queue is gone); file errors are logged and counted.
@@ -198,6 +200,7 @@ impl Tailer {
                 .collect(),
             scans: GlobScan::default(),
             polls: 0,
+            read_budget: READ_BUDGET_PER_POLL,
         })
     }
 
@@ -437,6 +440,10 @@ impl Tailer {
         if truncated || changed {
             t.last_growth = Instant::now();
             t.idle_polls = 0;
+        } else if t.splitter.fed() < size {
+            // Unread bytes are a backlog, not silence: counted quiet, a big file was read
+            // one budget per ~5 s after its first minute of polls (500 MB ran at 2 MB/s).
+            t.idle_polls = 0;
         } else {
             t.idle_polls = t.idle_polls.saturating_add(1);
         }
@@ -449,7 +456,7 @@ impl Tailer {
             return Ok(false);
         }
         let mut buf = vec![0u8; READ_CHUNK];
-        let budget_end = t.splitter.fed() + READ_BUDGET_PER_POLL;
+        let budget_end = t.splitter.fed() + self.read_budget;
         loop {
             let Some(t) = self.files.get(&key) else {
                 return Ok(false);
@@ -805,4 +812,78 @@ pub(crate) fn now_ns() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FullPolicy;
+
+    /// A file whose backlog takes more polls than [`IDLE_POLLS`] is read on every poll
+    /// until its end: unread bytes never make it a quiet file looked at every 5th poll
+    /// (which, with the poll interval's sleep in between, stalled big files). No clock:
+    /// the polls are driven directly, and the file never grows during them.
+    #[test]
+    fn a_backlog_longer_than_the_idle_threshold_is_read_on_every_poll() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        // A poll reads whole chunks, so one chunk is the smallest budget.
+        let budget = READ_CHUNK as u64;
+        let polls_needed = u64::from(IDLE_POLLS) + 20;
+        let line = format!("{}\n", "x".repeat(99));
+        let lines = polls_needed * budget / line.len() as u64;
+        std::fs::write(logs.join("big.log"), line.repeat(lines as usize)).unwrap();
+        let text = format!(
+            "state_dir: {}\nhealth_listen: 'off'\nreceivers: {{otlp: {{grpc: 'off', http: 'off'}}}}\n\
+             host_metrics: {{enabled: false}}\nexporter: {{endpoint: 'http://127.0.0.1:9'}}\n\
+             files: {{inputs: [{{include: ['{}/*.log'], start_at: beginning}}]}}\n",
+            state.display(),
+            logs.display()
+        );
+        let config =
+            crate::config::Config::from_tree(serde_yaml_ng::from_str(&text).unwrap(), "").unwrap();
+        let stats = Arc::new(Stats::default());
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let consumer =
+            crate::queue::DiskQueue::open(&state, 64 << 20, FullPolicy::Block, stats.clone())
+                .unwrap();
+        let mut tailer = Tailer::new(
+            &config,
+            consumer.queue.clone(),
+            stats.clone(),
+            Resource::default(),
+        )
+        .unwrap();
+        tailer.read_budget = budget;
+        let cancel = CancellationToken::new();
+        let mut polls = 0;
+        loop {
+            let more = tailer.poll_once(rt.handle(), &cancel).unwrap();
+            polls += 1;
+            if stats.lines_read.get() >= lines {
+                break;
+            }
+            assert!(
+                more,
+                "poll {polls} left {} of {lines} lines unread and reported nothing more: \
+                 the tailer would sleep a poll interval with a backlog",
+                lines - stats.lines_read.get()
+            );
+            assert!(
+                polls <= polls_needed + 2,
+                "backlog not read within {polls} polls"
+            );
+        }
+        assert!(
+            polls > u64::from(IDLE_POLLS),
+            "the backlog must outlast the idle threshold"
+        );
+        drop(tailer);
+        let queue = consumer.queue;
+        drop(consumer.hot);
+        queue.shutdown_blocking();
+    }
 }
