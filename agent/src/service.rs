@@ -521,7 +521,13 @@ fn status_report(a: &StatusArgs) -> Value {
             } else {
                 json!(now_ms.saturating_sub(last) / 1000)
             };
-            out["queue"] = json!({ "batches": n("queue_batches"), "bytes": n("queue_bytes") });
+            let oldest = n("queue_oldest_unix_ms");
+            out["queue"] = json!({
+                "batches": n("queue_batches"),
+                "bytes": n("queue_bytes"),
+                // How far behind the collector is: what an operator asks first in an outage.
+                "oldest_age_seconds": (oldest > 0).then(|| now_ms.saturating_sub(oldest) / 1000),
+            });
             out["sources"] = json!({
                 "files": { "tailed": n("files_tailed"), "lines_read": n("lines_read"), "errors": n("file_errors") },
                 "journald": { "entries_read": n("journald_entries_read"), "errors": n("journald_errors") },
@@ -569,8 +575,13 @@ fn text(report: &Value) -> String {
         }
     ));
     out.push_str(&format!(
-        "queue:       {} batches, {} bytes\n",
-        report["queue"]["batches"], report["queue"]["bytes"]
+        "queue:       {} batches, {} bytes{}\n",
+        report["queue"]["batches"],
+        report["queue"]["bytes"],
+        match report["queue"]["oldest_age_seconds"].as_u64() {
+            Some(age) => format!(", oldest queued {age} s ago"),
+            None => String::new(),
+        }
     ));
     let src = &report["sources"];
     out.push_str(&format!(
@@ -773,5 +784,23 @@ mod tests {
         assert_eq!(report["running"], false);
         assert!(report["health_error"].is_string());
         assert!(text(&report).contains("not answering"));
+    }
+
+    #[test]
+    fn status_text_says_how_old_the_queue_is() {
+        let mut report = json!({
+            "service": "active", "config": "/etc/vantage-agent/agent.yaml",
+            "collector": "http://c:4317", "health": "127.0.0.1:13133",
+            "last_export_age_seconds": 3,
+            "queue": {"batches": 12, "bytes": 4096, "oldest_age_seconds": 95},
+            "sources": {},
+        });
+        assert!(
+            text(&report).contains("queue:       12 batches, 4096 bytes, oldest queued 95 s ago\n"),
+            "{}",
+            text(&report)
+        );
+        report["queue"] = json!({"batches": 0, "bytes": 0, "oldest_age_seconds": null});
+        assert!(text(&report).contains("queue:       0 batches, 0 bytes\n"));
     }
 }
