@@ -439,14 +439,14 @@ impl Tailer {
         }
         if truncated || changed {
             t.last_growth = Instant::now();
-            t.idle_polls = 0;
-        } else if t.splitter.fed() < size {
-            // Unread bytes are a backlog, not silence: counted quiet, a big file was read
-            // one budget per ~5 s after its first minute of polls (500 MB ran at 2 MB/s).
-            t.idle_polls = 0;
-        } else {
-            t.idle_polls = t.idle_polls.saturating_add(1);
         }
+        // Unread bytes are a backlog, not silence: counted quiet, a big file was read one
+        // budget per ~5 s after its first minute of polls (500 MB ran at 2 MB/s).
+        t.idle_polls = if truncated || changed || t.splitter.fed() < size {
+            0
+        } else {
+            t.idle_polls.saturating_add(1)
+        };
         t.last_size = size;
         if (t.fp_len as usize) < FINGERPRINT_BYTES && size > t.fp_len as u64 || truncated {
             (t.fp_len, t.fp_hash) = checkpoint::fingerprint(&t.file, FINGERPRINT_BYTES)?;
@@ -483,43 +483,20 @@ impl Tailer {
         let Some(t) = self.files.get_mut(&key) else {
             return;
         };
-        let input = &self.inputs[t.input];
-        let now = now_ns();
-        let batch = &mut self.batch;
-        let stats = &self.stats;
-        let attrs = &self.input_attrs[t.input];
-        let (path_attr, name_attr) = (&t.path_attr, &t.name_attr);
-        let before = batch.records.len();
+        let mut out = Out {
+            batch: &mut self.batch,
+            stats: &self.stats,
+            input: &self.inputs[t.input],
+            attrs: &self.input_attrs[t.input],
+            path_attr: &t.path_attr,
+            name_attr: &t.name_attr,
+        };
+        let before = out.batch.records.len();
         let assembler = &mut t.assembler;
-        let at = Instant::now();
-        t.splitter.feed(data, |piece| {
-            let (start, end) = (piece.start, piece.end);
-            let text = decode_piece(stats, piece, input.encoding);
-            match &input.processing.multiline {
-                Some(m) => assembler.push(m, text, start, end, at, |r| {
-                    push_multiline(
-                        batch,
-                        stats,
-                        r,
-                        &input.processing,
-                        path_attr,
-                        name_attr,
-                        attrs,
-                    )
-                }),
-                None => push_record(
-                    batch,
-                    stats,
-                    text,
-                    now,
-                    &input.processing,
-                    path_attr,
-                    name_attr,
-                    attrs,
-                ),
-            }
-        });
-        t.in_batch |= batch.records.len() > before;
+        let (now, at) = (now_ns(), Instant::now());
+        t.splitter
+            .feed(data, |piece| out.piece(assembler, piece, now, at));
+        t.in_batch |= out.batch.records.len() > before;
     }
 
     /// Moves multiline records that waited their `timeout` into the batch.
@@ -530,22 +507,17 @@ impl Tailer {
             let Some(m) = &input.processing.multiline else {
                 continue;
             };
-            let (batch, stats) = (&mut self.batch, &self.stats);
-            let attrs = &self.input_attrs[t.input];
-            let (path_attr, name_attr) = (&t.path_attr, &t.name_attr);
-            let before = batch.records.len();
-            t.assembler.flush_stale(m, now, |r| {
-                push_multiline(
-                    batch,
-                    stats,
-                    r,
-                    &input.processing,
-                    path_attr,
-                    name_attr,
-                    attrs,
-                )
-            });
-            t.in_batch |= batch.records.len() > before;
+            let mut out = Out {
+                batch: &mut self.batch,
+                stats: &self.stats,
+                input,
+                attrs: &self.input_attrs[t.input],
+                path_attr: &t.path_attr,
+                name_attr: &t.name_attr,
+            };
+            let before = out.batch.records.len();
+            t.assembler.flush_stale(m, now, |r| out.record(r));
+            t.in_batch |= out.batch.records.len() > before;
         }
     }
 
@@ -567,56 +539,21 @@ impl Tailer {
             .collect();
         for key in done {
             if let Some(t) = self.files.get_mut(&key) {
-                let input = &self.inputs[t.input];
-                let attrs = &self.input_attrs[t.input];
-                let batch = &mut self.batch;
-                let stats = &self.stats;
-                let (path_attr, name_attr) = (&t.path_attr, &t.name_attr);
-                let now = now_ns();
-                let before = batch.records.len();
+                let mut out = Out {
+                    batch: &mut self.batch,
+                    stats: &self.stats,
+                    input: &self.inputs[t.input],
+                    attrs: &self.input_attrs[t.input],
+                    path_attr: &t.path_attr,
+                    name_attr: &t.name_attr,
+                };
+                let before = out.batch.records.len();
                 let assembler = &mut t.assembler;
-                let at = Instant::now();
-                t.splitter.finish(|piece| {
-                    let (start, end) = (piece.start, piece.end);
-                    let text = decode_piece(stats, piece, input.encoding);
-                    match &input.processing.multiline {
-                        Some(m) => assembler.push(m, text, start, end, at, |r| {
-                            push_multiline(
-                                batch,
-                                stats,
-                                r,
-                                &input.processing,
-                                path_attr,
-                                name_attr,
-                                attrs,
-                            )
-                        }),
-                        None => push_record(
-                            batch,
-                            stats,
-                            text,
-                            now,
-                            &input.processing,
-                            path_attr,
-                            name_attr,
-                            attrs,
-                        ),
-                    }
-                });
-                assembler.finish(|r| {
-                    push_multiline(
-                        batch,
-                        stats,
-                        r,
-                        &input.processing,
-                        path_attr,
-                        name_attr,
-                        attrs,
-                    )
-                });
-                if batch.records.len() > before {
-                    t.in_batch = true;
-                }
+                let (now, at) = (now_ns(), Instant::now());
+                t.splitter
+                    .finish(|piece| out.piece(assembler, piece, now, at));
+                assembler.finish(|r| out.record(r));
+                t.in_batch |= out.batch.records.len() > before;
                 if t.in_batch {
                     // Keep it until the flush has made its last lines durable.
                     t.releasing = true;
@@ -732,6 +669,51 @@ enum ReadError {
 }
 
 /// Decodes one piece of a line, counting invalid UTF-8 and forced cuts.
+/// Where a file's lines go: the batch, with the file's attributes and its input's
+/// processing; one per feed, so the splitter's callbacks need one borrow, not seven.
+struct Out<'a> {
+    batch: &'a mut Batch,
+    stats: &'a Stats,
+    input: &'a FileInput,
+    attrs: &'a [KeyValue],
+    path_attr: &'a str,
+    name_attr: &'a str,
+}
+
+impl Out<'_> {
+    /// One line from the splitter: into the multiline assembler, or a record at once.
+    fn piece(&mut self, assembler: &mut Assembler, piece: lines::Piece<'_>, now: u64, at: Instant) {
+        let (start, end) = (piece.start, piece.end);
+        let text = decode_piece(self.stats, piece, self.input.encoding);
+        match &self.input.processing.multiline {
+            Some(m) => assembler.push(m, text, start, end, at, |r| self.record(r)),
+            None => push_record(
+                self.batch,
+                self.stats,
+                text,
+                now,
+                &self.input.processing,
+                self.path_attr,
+                self.name_attr,
+                self.attrs,
+            ),
+        }
+    }
+
+    /// A record the multiline assembler finished.
+    fn record(&mut self, r: Record) {
+        push_multiline(
+            self.batch,
+            self.stats,
+            r,
+            &self.input.processing,
+            self.path_attr,
+            self.name_attr,
+            self.attrs,
+        );
+    }
+}
+
 fn decode_piece(
     stats: &Stats,
     piece: lines::Piece<'_>,
