@@ -109,8 +109,9 @@ struct AgentState {
     /// It sent `agent_disconnect` or its WebSocket closed: not connected until its next
     /// message, however recent its last contact.
     gone: bool,
-    /// Its last message came over a connection that may carry secrets.
-    secure: bool,
+    /// Its last message came over a connection that may carry secrets; `None` until it
+    /// talks to this process (restored from the store).
+    secure: Option<bool>,
     /// Why its configuration is withheld (it would carry a secret without TLS).
     withheld: Option<String>,
 }
@@ -380,7 +381,7 @@ impl OpampServer {
                     ws: None,
                     offered_on_ws: None,
                     gone: false,
-                    secure: false,
+                    secure: None,
                     withheld: None,
                 },
             );
@@ -566,7 +567,7 @@ impl OpampServer {
                 ws: None,
                 offered_on_ws: None,
                 gone: false,
-                secure: false,
+                secure: None,
                 withheld: None,
             });
         if is_new {
@@ -633,7 +634,7 @@ impl OpampServer {
             Conn::Http => {}
         }
         state.gone = msg.agent_disconnect.is_some();
-        state.secure = secure;
+        state.secure = Some(secure);
         if state.gone {
             state.ws = None;
             state.offered_on_ws = None;
@@ -733,8 +734,12 @@ impl OpampServer {
             .map(|(uid, _)| uid.clone())
             .collect();
         for uid in uids {
-            let Some((labels, secure)) =
-                inner.agents.get(&uid).map(|s| (s.labels.clone(), s.secure))
+            // One not heard from since start is sent nothing before it talks, and then
+            // its connection decides: until then it is not "withheld".
+            let Some((labels, secure)) = inner
+                .agents
+                .get(&uid)
+                .map(|s| (s.labels.clone(), s.secure.unwrap_or(true)))
             else {
                 continue;
             };
