@@ -741,4 +741,25 @@ async fn a_config_holding_a_secret_is_withheld_from_agents_without_tls_when_refu
     assert_eq!(entry["config_status"], "applied");
     assert!(entry["last_error"].is_null(), "{entry}");
     assert!(!c.log().contains("hunter2"), "the value is never logged");
+
+    // Restarted under `refuse`: the agent is restored from the store, but how it
+    // connects is unknown until it talks, so a change pushed before then does not mark
+    // it withheld; its first plain-HTTP poll does.
+    std::fs::write(&file, format!("{listen}secrets:\n  without_tls: refuse\n")).unwrap();
+    let token = c.token().to_string();
+    let (exit, _) = c.terminate().await;
+    assert!(exit.success());
+    let c = Collector::builder()
+        .config_file(&file)
+        .start(&dir.path().join("data"));
+    set_secret(&c, &token, "db_pass", "hunter3").await;
+    let entry = fleet_entry(&c, &token, &db_agent.uid_hex()).await.unwrap();
+    assert_eq!(entry["config_status"], "applying", "{entry}");
+    assert!(entry["last_error"].is_null(), "{entry}");
+    let (_, reply) = http_send(&c, &ingest, &db_agent.heartbeat()).await;
+    assert!(reply.remote_config.is_none(), "withheld again: {reply:?}");
+    let entry = fleet_entry(&c, &token, &db_agent.uid_hex()).await.unwrap();
+    assert_eq!(entry["config_status"], "failed", "{entry}");
+    assert!(entry["last_error"].as_str().unwrap().contains("no TLS"));
+    assert!(!c.log().contains("hunter3"), "the value is never logged");
 }
