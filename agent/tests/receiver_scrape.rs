@@ -696,6 +696,8 @@ async fn a_real_prometheus_servers_own_metrics_are_scraped() {
         .spawn()
         .expect("the prometheus binary (Debian package prometheus)");
     let target = format!("127.0.0.1:{prom_port}");
+    // Scraped before it listens, the first scrape fails and `up` starts at 0.
+    wait_ready(&target, &mut prometheus).await;
     let config = dir.path().join("agent.yaml");
     std::fs::write(
         &config,
@@ -751,4 +753,33 @@ async fn a_real_prometheus_servers_own_metrics_are_scraped() {
     );
     let _ = prometheus.kill();
     let _ = prometheus.wait();
+}
+
+/// Waits until the Prometheus at `addr` answers `/-/ready` with 200 (60 s at most).
+async fn wait_ready(addr: &str, prometheus: &mut std::process::Child) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(mut conn) = tokio::net::TcpStream::connect(addr).await {
+            let mut reply = Vec::new();
+            if conn
+                .write_all(b"GET /-/ready HTTP/1.0\r\n\r\n")
+                .await
+                .is_ok()
+                && conn.read_to_end(&mut reply).await.is_ok()
+                && reply.starts_with(b"HTTP/1.0 200")
+            {
+                return;
+            }
+        }
+        assert!(
+            prometheus.try_wait().unwrap().is_none(),
+            "prometheus exited before it was ready"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "prometheus not ready on {addr} after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
