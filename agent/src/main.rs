@@ -12,6 +12,7 @@ mod health;
 mod hostmetrics;
 mod journald;
 mod lines;
+mod logbatch;
 mod memlimit;
 mod otlpwire;
 mod process;
