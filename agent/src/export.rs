@@ -300,16 +300,14 @@ impl Exporter {
             let began = tokio::time::Instant::now();
             let request = with_id(envelope.request.clone(), &batch_id);
             let result = match envelope.kind {
-                Kind::Logs => rawgrpc::unary::<_, ExportLogsServiceResponse>(
-                    &mut self.grpc,
-                    method,
-                    request,
-                )
-                .await
-                .map(|resp| {
-                    let p = resp.into_inner().partial_success.unwrap_or_default();
-                    (p.rejected_log_records, p.error_message)
-                }),
+                Kind::Logs => {
+                    rawgrpc::unary::<_, ExportLogsServiceResponse>(&mut self.grpc, method, request)
+                        .await
+                        .map(|resp| {
+                            let p = resp.into_inner().partial_success.unwrap_or_default();
+                            (p.rejected_log_records, p.error_message)
+                        })
+                }
                 Kind::Metrics => rawgrpc::unary::<_, ExportMetricsServiceResponse>(
                     &mut self.grpc,
                     method,
@@ -320,16 +318,14 @@ impl Exporter {
                     let p = resp.into_inner().partial_success.unwrap_or_default();
                     (p.rejected_data_points, p.error_message)
                 }),
-                Kind::Traces => rawgrpc::unary::<_, ExportTraceServiceResponse>(
-                    &mut self.grpc,
-                    method,
-                    request,
-                )
-                .await
-                .map(|resp| {
-                    let p = resp.into_inner().partial_success.unwrap_or_default();
-                    (p.rejected_spans, p.error_message)
-                }),
+                Kind::Traces => {
+                    rawgrpc::unary::<_, ExportTraceServiceResponse>(&mut self.grpc, method, request)
+                        .await
+                        .map(|resp| {
+                            let p = resp.into_inner().partial_success.unwrap_or_default();
+                            (p.rejected_spans, p.error_message)
+                        })
+                }
             };
             match result {
                 Ok((rejected, message)) => {

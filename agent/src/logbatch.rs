@@ -5,7 +5,7 @@
 //! every record, and freeing them all afterwards (a fifth of the tailer's CPU).
 
 use prost::Message as _;
-use prost::encoding::{encode_key, encode_varint, encoded_len_varint, message, WireType};
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, message};
 use vantage_proto::otlp::common::v1::InstrumentationScope;
 use vantage_proto::otlp::logs::v1::LogRecord;
 use vantage_proto::otlp::resource::v1::Resource;
@@ -147,6 +147,10 @@ mod tests {
             .into_request(&Resource::default(), &InstrumentationScope::default());
         let decoded = ExportLogsServiceRequest::decode(&bytes[..]).unwrap();
         assert_eq!(decoded.resource_logs.len(), 1);
-        assert!(decoded.resource_logs[0].scope_logs[0].log_records.is_empty());
+        assert!(
+            decoded.resource_logs[0].scope_logs[0]
+                .log_records
+                .is_empty()
+        );
     }
 }

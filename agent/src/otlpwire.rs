@@ -114,8 +114,8 @@ fn varint(buf: &[u8]) -> Option<(u64, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prost::Message as _;
     use proptest::prelude::*;
+    use prost::Message as _;
     use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
     use vantage_proto::otlp::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
     use vantage_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};

@@ -137,7 +137,7 @@ mod tests {
     use tonic::transport::Channel;
     use vantage_proto::otlp::collector::logs::v1::logs_service_client::LogsServiceClient;
     use vantage_proto::otlp::collector::logs::v1::{
-        ExportLogsServiceRequest, ExportLogsServiceResponse, ExportLogsPartialSuccess,
+        ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
     };
     use vantage_proto::otlp::common::v1::{AnyValue, any_value};
     use vantage_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
@@ -169,9 +169,7 @@ mod tests {
                                 .headers()
                                 .iter()
                                 .filter(|(k, _)| !matches!(k.as_str(), "user-agent"))
-                                .map(|(k, v)| {
-                                    (k.to_string(), v.to_str().unwrap_or("").to_string())
-                                })
+                                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
                                 .collect();
                             headers.sort();
                             let body = req.into_body().collect().await.unwrap().to_bytes();
@@ -234,8 +232,10 @@ mod tests {
 
     fn with_metadata<T>(message: T) -> tonic::Request<T> {
         let mut r = tonic::Request::new(message);
-        r.metadata_mut()
-            .insert("x-vantage-batch-id", "0123456789abcdef0123456789abcdef".parse().unwrap());
+        r.metadata_mut().insert(
+            "x-vantage-batch-id",
+            "0123456789abcdef0123456789abcdef".parse().unwrap(),
+        );
         r.metadata_mut()
             .insert("authorization", "Bearer t0ken".parse().unwrap());
         r
@@ -247,7 +247,11 @@ mod tests {
     async fn the_raw_call_sends_what_the_generated_client_sends() {
         let (endpoint, seen) = capture().await;
         let channel = Channel::from_shared(endpoint).unwrap().connect_lazy();
-        for encoding in [Some(CompressionEncoding::Zstd), Some(CompressionEncoding::Gzip), None] {
+        for encoding in [
+            Some(CompressionEncoding::Zstd),
+            Some(CompressionEncoding::Gzip),
+            None,
+        ] {
             seen.lock().unwrap().clear();
             let mut typed = LogsServiceClient::new(channel.clone());
             let mut raw = tonic::client::Grpc::new(channel.clone());
@@ -258,7 +262,9 @@ mod tests {
             let typed_resp = typed.export(with_metadata(sample())).await.unwrap();
             let bytes = Bytes::from(sample().encode_to_vec());
             let raw_resp: tonic::Response<ExportLogsServiceResponse> =
-                unary(&mut raw, LOGS_EXPORT, with_metadata(bytes)).await.unwrap();
+                unary(&mut raw, LOGS_EXPORT, with_metadata(bytes))
+                    .await
+                    .unwrap();
             assert_eq!(typed_resp.into_inner(), raw_resp.into_inner());
             let seen = seen.lock().unwrap();
             assert_eq!(seen.len(), 2);
