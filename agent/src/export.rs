@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prost::Message as _;
+use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -23,16 +23,15 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
-use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
-use vantage_proto::otlp::collector::logs::v1::logs_service_client::LogsServiceClient;
-use vantage_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
-use vantage_proto::otlp::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
-use vantage_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
-use vantage_proto::otlp::collector::trace::v1::trace_service_client::TraceServiceClient;
+use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceResponse;
+use vantage_proto::otlp::collector::metrics::v1::ExportMetricsServiceResponse;
+use vantage_proto::otlp::collector::trace::v1::ExportTraceServiceResponse;
 use vantage_storage::wal::Lsn;
 
 use crate::config::{Compression, ExporterConfig};
-use crate::queue::{Consumer, DiskQueue, Envelope, Kind, Queued};
+use crate::otlpwire;
+use crate::queue::{Consumer, DiskQueue, Envelope, Kind, QueueError, Queued};
+use crate::rawgrpc::{self, LOGS_EXPORT, METRICS_EXPORT, TRACES_EXPORT};
 use crate::stats::Stats;
 
 /// Batches read from disk at once while catching up: bounded memory (each is at most
@@ -109,9 +108,9 @@ pub(crate) struct Exporter {
     queue: DiskQueue,
     hot: tokio::sync::mpsc::Receiver<Queued>,
     stats: Arc<Stats>,
-    logs: LogsServiceClient<Grpc>,
-    metrics: MetricsServiceClient<Grpc>,
-    traces: TraceServiceClient<Grpc>,
+    /// One client for the three services: a queued batch is sent as the encoded
+    /// request it was queued as (see [`rawgrpc`]).
+    grpc: tonic::client::Grpc<Grpc>,
 }
 
 impl Exporter {
@@ -137,39 +136,39 @@ impl Exporter {
                 .as_ref()
                 .and_then(|t| format!("Bearer {}", t.expose()).parse().ok()),
         );
-        let grpc = InterceptedService::new(channel, auth);
-        let mut logs = LogsServiceClient::new(grpc.clone());
-        let mut metrics = MetricsServiceClient::new(grpc.clone());
-        let mut traces = TraceServiceClient::new(grpc);
+        let mut grpc = tonic::client::Grpc::new(InterceptedService::new(channel, auth));
         let encoding = match config.compression {
             Compression::Zstd => Some(CompressionEncoding::Zstd),
             Compression::Gzip => Some(CompressionEncoding::Gzip),
             Compression::None => None,
         };
         if let Some(e) = encoding {
-            logs = logs.send_compressed(e).accept_compressed(e);
-            metrics = metrics.send_compressed(e).accept_compressed(e);
-            traces = traces.send_compressed(e).accept_compressed(e);
+            grpc = grpc.send_compressed(e).accept_compressed(e);
         }
         Ok(Exporter {
             config,
             queue: consumer.queue,
             hot: consumer.hot,
             stats,
-            logs,
-            metrics,
-            traces,
+            grpc,
         })
     }
 
     /// Sends until cancelled; what is unsent stays in the queue for the next run.
+    ///
+    /// The acknowledgement of a batch is persisted (fsync) while the next batch is being
+    /// sent: it is written only after the collector's success, as before, but the next
+    /// send does not wait for the disk. Acknowledgements that arrive while one is being
+    /// written are folded into the next write (the acknowledged LSN covers every batch up
+    /// to it). Before idling and before returning, everything acknowledged is written.
     pub(crate) async fn run(mut self, cancel: CancellationToken) {
         let mut cursor: Lsn = self.queue.acked() + 1;
         let mut disk: VecDeque<Queued> = VecDeque::new();
         let mut hot: Option<Queued> = None;
+        let mut acks = Acks::default();
         loop {
             if cancel.is_cancelled() {
-                return;
+                break;
             }
             if let Some(first) = self.queue.first_lsn()
                 && first > cursor
@@ -185,6 +184,7 @@ impl Exporter {
             }
             let next = self.next_record(cursor, &mut disk, &mut hot).await;
             let Some(record) = next else {
+                acks.settle(&self.queue).await;
                 tokio::select! {
                     () = self.queue.wait_pushed() => {}
                     received = self.hot.recv(), if hot.is_none() => {
@@ -193,24 +193,18 @@ impl Exporter {
                         }
                     }
                     () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    () = cancel.cancelled() => return,
+                    () = cancel.cancelled() => break,
                 }
                 continue;
             };
             let lsn = record.lsn;
             if !self.send(record, &cancel).await {
-                return;
+                break;
             }
-            let queue = self.queue.clone();
-            match tokio::task::spawn_blocking(move || queue.ack_blocking(lsn)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(lsn, error = %e, "cannot record the acknowledgement; the batch may be sent again after a restart")
-                }
-                Err(e) => tracing::warn!(lsn, error = %e, "acknowledgement task failed"),
-            }
+            acks.acknowledged(&self.queue, lsn).await;
             cursor = lsn + 1;
         }
+        acks.settle(&self.queue).await;
     }
 
     /// The record with LSN `cursor`, from memory or disk, if it may be sent now.
@@ -282,19 +276,15 @@ impl Exporter {
                 return true;
             }
         };
-        let request = match envelope.kind {
-            Kind::Logs => {
-                ExportLogsServiceRequest::decode(envelope.request.clone()).map(Request::Logs)
-            }
-            Kind::Metrics => {
-                ExportMetricsServiceRequest::decode(envelope.request.clone()).map(Request::Metrics)
-            }
-            Kind::Traces => {
-                ExportTraceServiceRequest::decode(envelope.request.clone()).map(Request::Traces)
-            }
+        // Sent as queued: only the framing is checked on the way (and the log records
+        // counted), the collector validates the rest.
+        let (method, path, signal) = match envelope.kind {
+            Kind::Logs => (LOGS_EXPORT, otlpwire::LOG_RECORDS, "logs"),
+            Kind::Metrics => (METRICS_EXPORT, otlpwire::RESOURCE_METRICS, "metrics"),
+            Kind::Traces => (TRACES_EXPORT, otlpwire::SPANS, "traces"),
         };
-        let request = match request {
-            Ok(r) => r,
+        let items = match otlpwire::count(&envelope.request, path) {
+            Ok(n) => n,
             Err(e) => {
                 self.stats.export_failed_batches.add(1);
                 tracing::error!(lsn = record.lsn, error = %e, "undecodable queued batch skipped");
@@ -308,27 +298,28 @@ impl Exporter {
         let mut attempt = 0u32;
         loop {
             let began = tokio::time::Instant::now();
-            let result = match &request {
-                Request::Logs(r) => {
-                    self.logs
-                        .export(with_id(r.clone(), &batch_id))
+            let request = with_id(envelope.request.clone(), &batch_id);
+            let result = match envelope.kind {
+                Kind::Logs => {
+                    rawgrpc::unary::<_, ExportLogsServiceResponse>(&mut self.grpc, method, request)
                         .await
                         .map(|resp| {
                             let p = resp.into_inner().partial_success.unwrap_or_default();
                             (p.rejected_log_records, p.error_message)
                         })
                 }
-                Request::Metrics(r) => self
-                    .metrics
-                    .export(with_id(r.clone(), &batch_id))
-                    .await
-                    .map(|resp| {
-                        let p = resp.into_inner().partial_success.unwrap_or_default();
-                        (p.rejected_data_points, p.error_message)
-                    }),
-                Request::Traces(r) => {
-                    self.traces
-                        .export(with_id(r.clone(), &batch_id))
+                Kind::Metrics => rawgrpc::unary::<_, ExportMetricsServiceResponse>(
+                    &mut self.grpc,
+                    method,
+                    request,
+                )
+                .await
+                .map(|resp| {
+                    let p = resp.into_inner().partial_success.unwrap_or_default();
+                    (p.rejected_data_points, p.error_message)
+                }),
+                Kind::Traces => {
+                    rawgrpc::unary::<_, ExportTraceServiceResponse>(&mut self.grpc, method, request)
                         .await
                         .map(|resp| {
                             let p = resp.into_inner().partial_success.unwrap_or_default();
@@ -345,23 +336,18 @@ impl Exporter {
                             "export succeeded after retries"
                         );
                     }
-                    let signal = match &request {
-                        Request::Logs(_) => "logs",
-                        Request::Metrics(_) => "metrics",
-                        Request::Traces(_) => "traces",
-                    };
                     crate::selfmetrics::export_acknowledged(
                         signal,
                         began.elapsed().as_secs_f64(),
                         envelope.request.len() as u64,
                     );
-                    match &request {
-                        Request::Logs(r) => {
+                    match envelope.kind {
+                        Kind::Logs => {
                             self.stats.log_batches_sent.add(1);
-                            self.stats.log_records_sent.add(count_logs(r));
+                            self.stats.log_records_sent.add(items);
                         }
-                        Request::Metrics(_) => self.stats.metric_batches_sent.add(1),
-                        Request::Traces(_) => self.stats.trace_batches_sent.add(1),
+                        Kind::Metrics => self.stats.metric_batches_sent.add(1),
+                        Kind::Traces => self.stats.trace_batches_sent.add(1),
                     }
                     if rejected > 0 {
                         self.stats.export_rejected_records.add(rejected as u64);
@@ -407,27 +393,66 @@ impl Exporter {
     }
 }
 
+/// Acknowledgements on their way to disk: at most one write at a time.
+#[derive(Default)]
+struct Acks {
+    /// The write in progress, of this LSN.
+    writing: Option<(Lsn, tokio::task::JoinHandle<Result<(), QueueError>>)>,
+    /// Acknowledged by the collector, not yet handed to a write.
+    pending: Option<Lsn>,
+}
+
+impl Acks {
+    /// The collector acknowledged `lsn` (and everything before it was acknowledged
+    /// already): start its write unless one is running, in which case it follows.
+    async fn acknowledged(&mut self, queue: &DiskQueue, lsn: Lsn) {
+        self.pending = Some(lsn);
+        if self.writing.as_ref().is_none_or(|(_, h)| h.is_finished()) {
+            self.finish_write().await;
+            self.start(queue);
+        }
+    }
+
+    /// Waits until every acknowledgement so far is on disk.
+    async fn settle(&mut self, queue: &DiskQueue) {
+        self.finish_write().await;
+        if self.pending.is_some() {
+            self.start(queue);
+            self.finish_write().await;
+        }
+    }
+
+    fn start(&mut self, queue: &DiskQueue) {
+        if let Some(lsn) = self.pending.take() {
+            let queue = queue.clone();
+            self.writing = Some((
+                lsn,
+                tokio::task::spawn_blocking(move || queue.ack_blocking(lsn)),
+            ));
+        }
+    }
+
+    async fn finish_write(&mut self) {
+        let Some((lsn, handle)) = self.writing.take() else {
+            return;
+        };
+        match handle.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(lsn, error = %e, "cannot record the acknowledgement; the batch may be sent again after a restart")
+            }
+            Err(e) => tracing::warn!(lsn, error = %e, "acknowledgement task failed"),
+        }
+    }
+}
+
 /// A request carrying the batch id, when the batch has one.
-fn with_id<T>(message: T, id: &Option<MetadataValue<Ascii>>) -> tonic::Request<T> {
+fn with_id(message: Bytes, id: &Option<MetadataValue<Ascii>>) -> tonic::Request<Bytes> {
     let mut request = tonic::Request::new(message);
     if let Some(id) = id {
         request.metadata_mut().insert(BATCH_ID_HEADER, id.clone());
     }
     request
-}
-
-enum Request {
-    Logs(ExportLogsServiceRequest),
-    Metrics(ExportMetricsServiceRequest),
-    Traces(ExportTraceServiceRequest),
-}
-
-fn count_logs(r: &ExportLogsServiceRequest) -> u64 {
-    r.resource_logs
-        .iter()
-        .flat_map(|rl| &rl.scope_logs)
-        .map(|sl| sl.log_records.len() as u64)
-        .sum()
 }
 
 #[cfg(test)]

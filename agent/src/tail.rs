@@ -22,17 +22,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use prost::Message as _;
 use tokio_util::sync::CancellationToken;
-use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use vantage_proto::otlp::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
-use vantage_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use vantage_proto::otlp::logs::v1::LogRecord;
 use vantage_proto::otlp::resource::v1::Resource;
 
 use crate::checkpoint::{self, FINGERPRINT_BYTES, MAX_PATH_BYTES, Position};
 use crate::config::{Config, FileInput, StartAt};
 use crate::globscan::{self, GlobScan};
 use crate::lines::{self, Splitter};
+use crate::logbatch::EncodedRecords;
 use crate::process::Processing;
 use crate::process::multiline::{Assembler, Record};
 use crate::queue::{DiskQueue, Kind, QueueError};
@@ -108,7 +107,8 @@ impl Tracked {
 
 #[derive(Default)]
 struct Batch {
-    records: Vec<LogRecord>,
+    /// Encoded as they come (see [`crate::logbatch`]).
+    records: EncodedRecords,
     bytes: usize,
 }
 
@@ -581,22 +581,12 @@ impl Tailer {
         }
         let batch = std::mem::take(&mut self.batch);
         let count = batch.records.len() as u64;
-        let request = ExportLogsServiceRequest {
-            resource_logs: vec![ResourceLogs {
-                resource: Some(self.resource.clone()),
-                scope_logs: vec![ScopeLogs {
-                    scope: Some(InstrumentationScope {
-                        name: SCOPE.to_string(),
-                        version: env!("CARGO_PKG_VERSION").to_string(),
-                        ..Default::default()
-                    }),
-                    log_records: batch.records,
-                    schema_url: String::new(),
-                }],
-                schema_url: String::new(),
-            }],
-        }
-        .encode_to_vec();
+        let scope = InstrumentationScope {
+            name: SCOPE.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            ..Default::default()
+        };
+        let request = batch.records.into_request(&self.resource, &scope);
         let touched: Vec<(Key, Position)> = self
             .files
             .iter()
