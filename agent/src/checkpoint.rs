@@ -171,7 +171,9 @@ pub(crate) fn decode_file(data: &[u8]) -> Result<Vec<Position>, CheckpointError>
     Ok(positions)
 }
 
-/// Reads the checkpoint file; a missing file is an empty checkpoint.
+/// Reads the checkpoint file alone (the agent reads it with its journal, in
+/// `checkpoint_store`); a missing file is an empty checkpoint.
+#[cfg(test)]
 pub(crate) fn load(path: &Path) -> Result<Vec<Position>, CheckpointError> {
     match std::fs::read(path) {
         Ok(data) => decode_file(&data),

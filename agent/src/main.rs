@@ -2,8 +2,10 @@
 //! OTLP/gRPC, through a disk queue, with end-to-end acknowledgement for files.
 
 mod checkpoint;
+mod checkpoint_store;
 mod config;
 mod control;
+mod dirwatch;
 mod enroll;
 mod export;
 mod exposition;

@@ -28,7 +28,9 @@ use vantage_proto::otlp::logs::v1::LogRecord;
 use vantage_proto::otlp::resource::v1::Resource;
 
 use crate::checkpoint::{self, FINGERPRINT_BYTES, MAX_PATH_BYTES, Position};
+use crate::checkpoint_store::{CheckpointStore, PositionRef};
 use crate::config::{Config, FileInput, StartAt};
+use crate::dirwatch::{self, DirWatch};
 use crate::globscan::{self, GlobScan};
 use crate::lines::{self, Splitter};
 use crate::logbatch::EncodedRecords;
@@ -82,6 +84,9 @@ struct Tracked {
     in_batch: bool,
     /// Finished: release it once the batch holding its last lines is durable.
     releasing: bool,
+    /// Its directory is watched and events name it: when quiet it is looked at on an
+    /// event or the sweep, not every [`IDLE_CHECK_EVERY`] polls (see `dirwatch`).
+    watched: bool,
 }
 
 impl Tracked {
@@ -122,7 +127,8 @@ pub(crate) struct Tailer {
     queue: DiskQueue,
     stats: Arc<Stats>,
     resource: Resource,
-    checkpoint_path: PathBuf,
+    /// The checkpoint file and its journal of changed positions.
+    checkpoints: CheckpointStore,
     /// Positions from the last run, consumed by the first scan.
     saved: HashMap<Key, Position>,
     files: HashMap<Key, Tracked>,
@@ -135,6 +141,10 @@ pub(crate) struct Tailer {
     scans: GlobScan<(PathBuf, Key)>,
     /// Polls made, to spread the looks at quiet files.
     polls: u64,
+    /// Directory watches; `None` where inotify is unavailable (quiet files are polled).
+    watch: Option<DirWatch>,
+    /// Last time every quiet watched file was looked at.
+    last_sweep: Instant,
     /// [`READ_BUDGET_PER_POLL`]; a field so a test can make a backlog of many polls small.
     read_budget: u64,
 }
@@ -158,7 +168,8 @@ impl Tailer {
     ) -> Result<Tailer, TailError> {
         let checkpoint_path = config.state_dir.join(CHECKPOINT_FILE);
         let mut saved: HashMap<Key, Position> = HashMap::new();
-        let from_file = checkpoint::load(&checkpoint_path).unwrap_or_else(|e| {
+        let (checkpoints, loaded) = CheckpointStore::open(&checkpoint_path);
+        let from_file = loaded.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "checkpoint unreadable; files start per start_at");
             Vec::new()
         });
@@ -187,7 +198,7 @@ impl Tailer {
             queue,
             stats,
             resource,
-            checkpoint_path,
+            checkpoints,
             saved,
             files: HashMap::new(),
             first_scan: true,
@@ -200,6 +211,8 @@ impl Tailer {
                 .collect(),
             scans: GlobScan::default(),
             polls: 0,
+            watch: DirWatch::new(),
+            last_sweep: Instant::now(),
             read_budget: READ_BUDGET_PER_POLL,
         })
     }
@@ -242,17 +255,26 @@ impl Tailer {
         let mut more = false;
         self.polls = self.polls.wrapping_add(1);
         let polls = self.polls;
-        // Quiet files are looked at in turn, a fifth of them per poll (by inode).
-        let keys: Vec<Key> = self
+        // Events are read before any file is looked at: a write after the look is in
+        // the next poll's events.
+        let (woken, sweep) = self.changed_files();
+        // Quiet files: in a watched directory, on an event or at the sweep; elsewhere in
+        // turn, a fifth of them per poll (by inode).
+        let mut keys: Vec<Key> = self
             .files
             .iter()
             .filter(|(k, t)| {
                 t.idle_polls < IDLE_POLLS
                     || t.gone_since.is_some()
-                    || (polls.wrapping_add(k.1)).is_multiple_of(IDLE_CHECK_EVERY)
+                    || if t.watched {
+                        sweep
+                    } else {
+                        (polls.wrapping_add(k.1)).is_multiple_of(IDLE_CHECK_EVERY)
+                    }
             })
             .map(|(k, _)| *k)
             .collect();
+        keys.extend(woken);
         for key in keys {
             if cancel.is_cancelled() {
                 break;
@@ -313,7 +335,8 @@ impl Tailer {
                         continue;
                     }
                     let key = (meta.dev(), meta.ino());
-                    listing.uncacheable |= globscan::is_symlink(&path);
+                    let symlink = globscan::is_symlink(&path);
+                    listing.uncacheable |= symlink;
                     listing.result.push((path.clone(), key));
                     if !seen.insert(key) {
                         continue;
@@ -321,16 +344,26 @@ impl Tailer {
                     if let Some(t) = self.files.get_mut(&key) {
                         if t.path != path {
                             tracing::info!(from = %t.path.display(), to = %path.display(), "file renamed");
+                            // Events come from its new directory, if that is watched.
+                            t.watched = t.watched
+                                && !symlink
+                                && path
+                                    .parent()
+                                    .zip(self.watch.as_ref())
+                                    .is_some_and(|(d, w)| w.is_watched(d));
                             t.set_path(path);
                         }
                         t.gone_since = None;
                         continue;
                     }
-                    if let Err(e) = self.open_file(path.clone(), idx, key, meta.len()) {
-                        self.stats.file_errors.add(1);
-                        tracing::warn!(path = %path.display(), error = %e, "cannot open file");
-                        // Try it again next poll.
-                        listing.uncacheable = true;
+                    match self.open_file(path.clone(), idx, key, meta.len()) {
+                        Ok(()) => self.watch_file(key, meta.nlink(), symlink),
+                        Err(e) => {
+                            self.stats.file_errors.add(1);
+                            tracing::warn!(path = %path.display(), error = %e, "cannot open file");
+                            // Try it again next poll.
+                            listing.uncacheable = true;
+                        }
                     }
                 }
                 self.scans.store(scan_key, listing);
@@ -392,11 +425,56 @@ impl Tailer {
             gone_since: None,
             in_batch: false,
             releasing: false,
+            watched: false,
         };
         t.set_path(path);
         self.files.insert(key, t);
         self.checkpoint_dirty = true;
         Ok(())
+    }
+
+    /// Watches a new file's directory when events there would tell its changes: not
+    /// through a symlink, not with a second hard link elsewhere (see `dirwatch`).
+    fn watch_file(&mut self, key: Key, nlink: u64, symlink: bool) {
+        let (Some(t), Some(watch)) = (self.files.get_mut(&key), self.watch.as_mut()) else {
+            return;
+        };
+        t.watched = nlink == 1 && !symlink && t.path.parent().is_some_and(|d| watch.watch(d));
+    }
+
+    /// The quiet watched files that events named since the last poll (not otherwise
+    /// looked at this poll), and whether this poll sweeps every quiet watched file.
+    fn changed_files(&mut self) -> (Vec<Key>, bool) {
+        let Some(watch) = self.watch.as_mut() else {
+            return (Vec::new(), false);
+        };
+        let changes = watch.drain();
+        if changes.resync {
+            for t in self.files.values_mut() {
+                t.watched = t.watched && t.path.parent().is_some_and(|d| watch.is_watched(d));
+            }
+        }
+        let sweep = changes.resync || self.last_sweep.elapsed() >= dirwatch::SWEEP_INTERVAL;
+        if sweep {
+            self.last_sweep = Instant::now();
+            return (Vec::new(), true);
+        }
+        // An event names a path; the file there now is what it changed (a new file at
+        // the path is discovery's, through the directory's stamp).
+        let mut woken: Vec<Key> = changes
+            .paths
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| (m.dev(), m.ino()))
+            .filter(|k| {
+                self.files.get(k).is_some_and(|t| {
+                    t.watched && t.idle_polls >= IDLE_POLLS && t.gone_since.is_none()
+                })
+            })
+            .collect();
+        woken.sort_unstable();
+        woken.dedup();
+        (woken, false)
     }
 
     fn read_file(&mut self, key: Key, rt: &tokio::runtime::Handle) -> Result<bool, ReadError> {
@@ -618,18 +696,18 @@ impl Tailer {
         Ok(())
     }
 
+    /// Makes the checkpoint say every tracked file's durable offset: only the files
+    /// that changed since the last write are written (see `checkpoint_store`).
     fn write_checkpoint(&mut self) {
-        let positions: Vec<Position> = self
-            .files
-            .iter()
-            .map(|(k, t)| {
-                let mut p = t.position(t.durable);
-                (p.dev, p.ino) = *k;
-                p
-            })
-            .collect();
-        match checkpoint::write_atomic(&self.checkpoint_path, &checkpoint::encode_file(&positions))
-        {
+        let current = self.files.iter().map(|(k, t)| PositionRef {
+            path: &t.path,
+            dev: k.0,
+            ino: k.1,
+            offset: t.durable,
+            fp_len: t.fp_len,
+            fp_hash: t.fp_hash,
+        });
+        match self.checkpoints.save(current) {
             Ok(()) => self.checkpoint_dirty = false,
             Err(e) => {
                 self.stats.file_errors.add(1);
@@ -852,6 +930,102 @@ mod tests {
         assert!(
             polls > u64::from(IDLE_POLLS),
             "the backlog must outlast the idle threshold"
+        );
+        drop(tailer);
+        let queue = consumer.queue;
+        drop(consumer.hot);
+        queue.shutdown_blocking();
+    }
+
+    /// A tailer on `logs/*.log` with a fresh queue in `state`; the queue's consumer is
+    /// returned to be shut down by the caller.
+    fn tailer_on(
+        logs: &std::path::Path,
+        state: &std::path::Path,
+        stats: &Arc<Stats>,
+    ) -> (Tailer, crate::queue::Consumer) {
+        let text = format!(
+            "state_dir: {}\nhealth_listen: 'off'\nreceivers: {{otlp: {{grpc: 'off', http: 'off'}}}}\n\
+             host_metrics: {{enabled: false}}\nexporter: {{endpoint: 'http://127.0.0.1:9'}}\n\
+             files: {{inputs: [{{include: ['{}/*.log'], start_at: beginning}}]}}\n",
+            state.display(),
+            logs.display()
+        );
+        let config =
+            crate::config::Config::from_tree(serde_yaml_ng::from_str(&text).unwrap(), "").unwrap();
+        let consumer =
+            crate::queue::DiskQueue::open(state, 64 << 20, FullPolicy::Block, stats.clone())
+                .unwrap();
+        let tailer = Tailer::new(
+            &config,
+            consumer.queue.clone(),
+            stats.clone(),
+            Resource::default(),
+        )
+        .unwrap();
+        (tailer, consumer)
+    }
+
+    /// A quiet file in a watched directory is read on the first poll after it grows (an
+    /// event names it), not when its turn among the quiet files comes (up to
+    /// [`IDLE_CHECK_EVERY`] polls later); a quiet neighbour stays quiet. Polls are
+    /// driven directly, no clock.
+    #[test]
+    fn a_quiet_watched_file_is_read_on_the_poll_after_it_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&logs).unwrap();
+        std::fs::create_dir_all(&state).unwrap();
+        let busy = logs.join("busy.log");
+        std::fs::write(&busy, "first\n").unwrap();
+        std::fs::write(logs.join("quiet.log"), "only\n").unwrap();
+        let stats = Arc::new(Stats::default());
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (mut tailer, consumer) = tailer_on(&logs, &state, &stats);
+        let cancel = CancellationToken::new();
+        for _ in 0..=IDLE_POLLS {
+            tailer.poll_once(rt.handle(), &cancel).unwrap();
+        }
+        assert_eq!(stats.lines_read.get(), 2);
+        assert!(
+            tailer
+                .files
+                .values()
+                .all(|t| t.watched && t.idle_polls >= IDLE_POLLS),
+            "both files quiet and watched"
+        );
+        let quiet_polls = |t: &Tailer| {
+            t.files
+                .values()
+                .find(|t| t.path.ends_with("quiet.log"))
+                .unwrap()
+                .idle_polls
+        };
+        let before = quiet_polls(&tailer);
+        // Consecutive polls: by turn alone, at most one in IDLE_CHECK_EVERY reads it.
+        for i in 1..=IDLE_CHECK_EVERY {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&busy)
+                .unwrap();
+            std::io::Write::write_all(&mut f, b"more\n").unwrap();
+            drop(f);
+            tailer.poll_once(rt.handle(), &cancel).unwrap();
+            assert_eq!(
+                stats.lines_read.get(),
+                2 + i,
+                "line {i} read on the next poll"
+            );
+            // Once read, the file is active again; make it quiet for the next round.
+            for t in tailer.files.values_mut() {
+                t.idle_polls = t.idle_polls.max(IDLE_POLLS);
+            }
+        }
+        assert_eq!(
+            quiet_polls(&tailer),
+            before,
+            "the quiet file was not looked at: no event named it"
         );
         drop(tailer);
         let queue = consumer.queue;
