@@ -8,7 +8,10 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicIsize, Ordering};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use vantage_storage::metrics::tsdb::{Tsdb, TsdbOptions};
+use vantage_proto::prom::remote::{
+    decode_write_request, decode_write_view, decompress, encode_write_request,
+};
+use vantage_storage::metrics::tsdb::{Tsdb, TsdbOptions, decode_record, encode_record};
 use vantage_storage::metrics::{Labels, Matcher, MetricBatch, Querier, Sample, SeriesSamples};
 
 /// Counts live heap bytes, to measure the head's memory per series.
@@ -159,6 +162,50 @@ fn ingest(c: &mut Criterion) {
                     lsn += 1;
                     db.apply(lsn, "t", &a.accepted);
                     black_box(a.rejected())
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    // The collector's whole remote-write path minus HTTP and the WAL's fsync: decode a
+    // snappy body, admit, encode the WAL payload, decode it, apply. "owned" is the path
+    // before the borrowed decoders (every label string copied at decode and again at
+    // WAL decode), "borrowed" the path the collector takes now.
+    for borrowed in [false, true] {
+        let n_series = 1000;
+        let labels = series_labels(n_series);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = open(dir.path());
+        let mut synth = Gen::new(n_series);
+        let mut base = T0;
+        let mut lsn = 0;
+        let name = if borrowed { "borrowed" } else { "owned" };
+        g.throughput(Throughput::Elements(n_series as u64));
+        g.bench_function(format!("remote_write_{name}_1000x1"), |b| {
+            b.iter_batched(
+                || {
+                    base += 15_000;
+                    let batch = synth.batch(&labels, base, 1, 15_000);
+                    (encode_write_request(&batch).expect("encode"), base)
+                },
+                |(body, at)| {
+                    lsn += 1;
+                    let now = at + 15_000;
+                    if borrowed {
+                        let raw = decompress(&body, 64 << 20).expect("snappy");
+                        let view = decode_write_view(&raw).expect("decode");
+                        let enc = db.admit_encode("t", view.series(), &view.metadata, now);
+                        let payload = enc.record.expect("accepted");
+                        db.apply_record(lsn, &payload).expect("apply");
+                        black_box(enc.admission.rejected())
+                    } else {
+                        let rw = decode_write_request(&body, 64 << 20).expect("decode");
+                        let a = db.admit("t", rw.batch, now);
+                        let payload = encode_record("t", &a.accepted);
+                        let (tenant, batch) = decode_record(&payload).expect("record");
+                        db.apply(lsn, &tenant, &batch);
+                        black_box(a.rejected())
+                    }
                 },
                 BatchSize::SmallInput,
             )

@@ -16,7 +16,7 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
-use vantage_storage::metrics::tsdb::{self, Tsdb};
+use vantage_storage::metrics::tsdb::Tsdb;
 use vantage_storage::wal::{Durable, Wal};
 
 use crate::telemetry::Telemetry;
@@ -64,8 +64,8 @@ pub fn now_ms() -> i64 {
 /// skipped (it was encoded by this process before it was written, so this means disk
 /// corruption that the WAL checksum missed, or a bug).
 fn apply_one(tsdb: &Tsdb, durable: &Durable, telemetry: &Telemetry) {
-    match tsdb::decode_record(&durable.payload) {
-        Ok((tenant, batch)) => tsdb.apply(durable.lsn, &tenant, &batch),
+    match tsdb.apply_record(durable.lsn, &durable.payload) {
+        Ok(()) => {}
         Err(error) => {
             telemetry.metrics_apply_errors.inc();
             tracing::error!(lsn = durable.lsn, %error, "metric batch could not be applied");

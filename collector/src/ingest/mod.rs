@@ -471,19 +471,26 @@ impl Ingest {
         principal: &Principal,
         body: &[u8],
     ) -> Result<Accepted, IngestError> {
+        use vantage_proto::prom::remote;
         let _permit = self.admit(principal, body.len())?;
-        let decoded =
-            vantage_proto::prom::remote::decode_write_request(body, self.max_request_bytes())
-                .map_err(|e| IngestError::new(ErrorCode::InvalidArgument, e.to_string()))?;
-        self.count_rejected("invalid", decoded.rejected_samples);
-        self.write_metrics(
-            &principal.tenant,
-            decoded.batch,
-            decoded.rejected_samples,
-            decoded.first_error,
-            body.len(),
-        )
-        .await
+        let bad = |e: remote::RemoteWriteError| IngestError::new(ErrorCode::InvalidArgument, e.to_string());
+        // Labels stay borrowed from `raw` until admission copies the accepted ones into
+        // the WAL payload.
+        let raw = remote::decompress(body, self.max_request_bytes()).map_err(bad)?;
+        let (encoded, rejected_before, first_error) = {
+            let view = remote::decode_write_view(&raw).map_err(bad)?;
+            self.count_rejected("invalid", view.rejected_samples);
+            let encoded = self.tsdb.admit_encode(
+                &principal.tenant,
+                view.series(),
+                &view.metadata,
+                metrics::now_ms(),
+            );
+            (encoded, view.rejected_samples, view.first_error)
+        };
+        drop(raw);
+        self.store_admitted(encoded, rejected_before, first_error, body.len())
+            .await
     }
 
     fn count_rejected(&self, reason: &'static str, n: u64) {
@@ -526,7 +533,34 @@ impl Ingest {
         first_error: Option<String>,
         size: usize,
     ) -> Result<Accepted, IngestError> {
-        let admission = self.tsdb.admit(tenant, batch, metrics::now_ms());
+        let mut admission = self.tsdb.admit(tenant, batch, metrics::now_ms());
+        let samples = admission.accepted.sample_count() as u64;
+        let record = (samples > 0 || !admission.accepted.metadata.is_empty())
+            .then(|| tsdb::encode_record(tenant, &admission.accepted));
+        admission.accepted = MetricBatch::default();
+        let encoded = tsdb::EncodedAdmission {
+            admission,
+            record,
+            samples,
+        };
+        self.store_admitted(encoded, rejected_before, first_error, size)
+            .await
+    }
+
+    /// Counts what admission refused, appends its WAL payload and waits until it is
+    /// applied (read-your-writes).
+    async fn store_admitted(
+        &self,
+        encoded: tsdb::EncodedAdmission,
+        rejected_before: u64,
+        first_error: Option<String>,
+        size: usize,
+    ) -> Result<Accepted, IngestError> {
+        let tsdb::EncodedAdmission {
+            admission,
+            record,
+            samples,
+        } = encoded;
         let counts = [
             admission.out_of_order,
             admission.too_old,
@@ -537,10 +571,8 @@ impl Ingest {
         for (reason, n) in SAMPLE_REJECT_REASONS.into_iter().zip(counts) {
             self.count_rejected(reason, n);
         }
-        let samples = admission.accepted.sample_count() as u64;
-        if samples > 0 || !admission.accepted.metadata.is_empty() {
-            let payload = bytes::Bytes::from(tsdb::encode_record(tenant, &admission.accepted));
-            let lsn = self.append(Signal::Metrics, payload).await?;
+        if let Some(record) = record {
+            let lsn = self.append(Signal::Metrics, bytes::Bytes::from(record)).await?;
             self.metrics_applied.wait_for(lsn).await;
         }
         self.count(Signal::Metrics, samples, size);

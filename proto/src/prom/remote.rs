@@ -115,18 +115,26 @@ pub struct RemoteWrite {
     pub first_error: Option<String>,
 }
 
-/// Decodes a snappy-compressed `WriteRequest`. The decompressed length in the snappy
-/// header is checked against `max_decoded_bytes` before anything is allocated, so a
-/// small hostile body cannot claim gigabytes.
-///
-/// Series are then validated one by one: a series with an invalid or duplicate label
-/// name, or without `__name__`, is refused and its samples counted in
-/// [`RemoteWrite::rejected_samples`]; the rest is kept. Labels with empty values are
-/// dropped (Prometheus treats them as absent).
+/// Decodes a snappy-compressed `WriteRequest` into owned series (see
+/// [`decode_write_view`] for the checks; this is that decoder followed by
+/// [`WriteView::to_batch`]).
 pub fn decode_write_request(
     snappy_body: &[u8],
     max_decoded_bytes: usize,
 ) -> Result<RemoteWrite, RemoteWriteError> {
+    let raw = decompress(snappy_body, max_decoded_bytes)?;
+    let view = decode_write_view(&raw)?;
+    Ok(RemoteWrite {
+        batch: view.to_batch(),
+        rejected_samples: view.rejected_samples,
+        first_error: view.first_error,
+    })
+}
+
+/// Decompresses a snappy block body. The decompressed length in the snappy header is
+/// checked against `max_decoded_bytes` before anything is allocated, so a small hostile
+/// body cannot claim gigabytes.
+pub fn decompress(snappy_body: &[u8], max_decoded_bytes: usize) -> Result<Vec<u8>, RemoteWriteError> {
     let len = snap::raw::decompress_len(snappy_body)
         .map_err(|e| RemoteWriteError::Snappy(e.to_string()))?;
     if len > max_decoded_bytes {
@@ -135,101 +143,337 @@ pub fn decode_write_request(
             max: max_decoded_bytes,
         });
     }
-    let raw = snap::raw::Decoder::new()
+    snap::raw::Decoder::new()
         .decompress_vec(snappy_body)
-        .map_err(|e| RemoteWriteError::Snappy(e.to_string()))?;
-    let req = WriteRequest::decode(raw.as_slice())
-        .map_err(|e| RemoteWriteError::Protobuf(e.to_string()))?;
-    Ok(from_wire(req))
+        .map_err(|e| RemoteWriteError::Snappy(e.to_string()))
 }
 
-fn from_wire(req: WriteRequest) -> RemoteWrite {
-    let mut out = RemoteWrite::default();
-    let reject = |out: &mut RemoteWrite, n: u64, why: &dyn Fn() -> String| {
-        out.rejected_samples += n;
-        if out.first_error.is_none() {
-            out.first_error = Some(why());
-        }
-    };
-    for ts in req.timeseries {
-        let sample_count = ts.samples.len() as u64;
-        if !ts.histograms.is_empty() {
-            let n = ts.histograms.len() as u64;
-            let name = series_name(&ts.labels);
-            reject(&mut out, n, &|| {
-                format!("series {name}: native histograms are not supported")
-            });
-        }
-        if ts.samples.is_empty() {
-            continue;
-        }
-        match validate_labels(ts.labels) {
-            Ok(labels) => out.batch.series.push(SeriesSamples {
-                labels,
-                samples: ts
-                    .samples
-                    .iter()
-                    .map(|s| Sample {
-                        t: s.timestamp,
-                        v: s.value,
-                    })
-                    .collect(),
-            }),
-            Err(why) => reject(&mut out, sample_count, &|| why.clone()),
+/// A decoded remote-write request whose label strings borrow the decompressed body, so
+/// decoding allocates a few vectors per request instead of two strings per label: with
+/// one sample per series per request (as Prometheus forwards scrapes) the label strings
+/// are most of the work.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WriteView<'a> {
+    /// Labels of all kept series, each series' run sorted by name, names unique, no
+    /// empty values.
+    labels: Vec<(&'a str, &'a str)>,
+    /// Samples of all kept series, in wire order.
+    samples: Vec<Sample>,
+    /// Per kept series: end of its labels and of its samples in the vectors above.
+    ends: Vec<(u32, u32)>,
+    /// Family metadata.
+    pub metadata: Vec<MetricMetadata>,
+    /// Samples refused (those of invalid series, and native histogram samples).
+    pub rejected_samples: u64,
+    /// The first reason something was refused, naming the series.
+    pub first_error: Option<String>,
+}
+
+impl<'a> WriteView<'a> {
+    /// The kept series: labels (sorted by name) and samples (in wire order, never empty).
+    pub fn series(&self) -> impl Iterator<Item = (&[(&'a str, &'a str)], &[Sample])> + '_ {
+        let mut start = (0usize, 0usize);
+        self.ends.iter().map(move |&(l, s)| {
+            let (l, s) = (l as usize, s as usize);
+            let out = (&self.labels[start.0..l], &self.samples[start.1..s]);
+            start = (l, s);
+            out
+        })
+    }
+
+    /// Number of kept series.
+    pub fn series_count(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Number of kept samples.
+    pub fn sample_count(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// The same data with owned strings.
+    pub fn to_batch(&self) -> MetricBatch {
+        let series = self
+            .series()
+            .map(|(labels, samples)| SeriesSamples {
+                labels: Labels::from_sorted(
+                    labels
+                        .iter()
+                        .map(|(n, v)| Label {
+                            name: (*n).to_owned(),
+                            value: (*v).to_owned(),
+                        })
+                        .collect(),
+                )
+                .unwrap_or_default(),
+                samples: samples.to_vec(),
+            })
+            .collect();
+        MetricBatch {
+            series,
+            metadata: self.metadata.clone(),
         }
     }
-    for m in req.metadata {
-        if m.metric_family_name.is_empty() {
-            continue;
+
+    fn reject(&mut self, n: u64, why: impl FnOnce() -> String) {
+        self.rejected_samples += n;
+        if self.first_error.is_none() {
+            self.first_error = Some(why());
         }
-        out.batch.metadata.push(MetricMetadata {
-            metric: m.metric_family_name,
-            kind: metric_type_from_wire(m.r#type),
-            help: m.help,
-            unit: m.unit,
+    }
+}
+
+/// Decodes a decompressed `WriteRequest` (see [`decompress`]), borrowing label strings.
+///
+/// Series are validated one by one: a series with an invalid or duplicate label name,
+/// or without `__name__`, is refused and its samples counted in
+/// [`WriteView::rejected_samples`]; the rest is kept. Labels with empty values are
+/// dropped (Prometheus treats them as absent). Unknown fields (exemplars, field 3 of a
+/// series) are skipped.
+pub fn decode_write_view(raw: &[u8]) -> Result<WriteView<'_>, RemoteWriteError> {
+    let mut out = WriteView::default();
+    let mut r = Wire::new(raw);
+    while let Some((field, wt)) = r.key()? {
+        match (field, wt) {
+            (1, WT_LEN) => {
+                let ts = r.bytes()?;
+                decode_series(ts, &mut out)?;
+            }
+            (3, WT_LEN) => {
+                let m = r.bytes()?;
+                if let Some(m) = decode_metadata(m)? {
+                    out.metadata.push(m);
+                }
+            }
+            _ => r.skip(wt)?,
+        }
+    }
+    Ok(out)
+}
+
+fn decode_series<'a>(raw: &'a [u8], out: &mut WriteView<'a>) -> Result<(), RemoteWriteError> {
+    let (l0, s0) = (out.labels.len(), out.samples.len());
+    let mut histograms = 0u64;
+    let mut r = Wire::new(raw);
+    while let Some((field, wt)) = r.key()? {
+        match (field, wt) {
+            (1, WT_LEN) => {
+                let mut name = "";
+                let mut value = "";
+                let mut lr = Wire::new(r.bytes()?);
+                while let Some((f, wt)) = lr.key()? {
+                    match (f, wt) {
+                        (1, WT_LEN) => name = lr.str()?,
+                        (2, WT_LEN) => value = lr.str()?,
+                        _ => lr.skip(wt)?,
+                    }
+                }
+                out.labels.push((name, value));
+            }
+            (2, WT_LEN) => {
+                let mut s = Sample { t: 0, v: 0.0 };
+                let mut sr = Wire::new(r.bytes()?);
+                while let Some((f, wt)) = sr.key()? {
+                    match (f, wt) {
+                        (1, WT_I64) => s.v = f64::from_bits(sr.fixed64()?),
+                        (2, WT_VARINT) => s.t = sr.varint()? as i64,
+                        _ => sr.skip(wt)?,
+                    }
+                }
+                out.samples.push(s);
+            }
+            (4, WT_LEN) => {
+                r.bytes()?;
+                histograms += 1;
+            }
+            _ => r.skip(wt)?,
+        }
+    }
+    let sample_count = (out.samples.len() - s0) as u64;
+    if histograms > 0 {
+        let name = series_name(&out.labels[l0..]);
+        out.reject(histograms, || {
+            format!("series {name}: native histograms are not supported")
         });
     }
-    out
+    if sample_count == 0 {
+        out.labels.truncate(l0);
+        return Ok(());
+    }
+    match validate_labels(&mut out.labels[l0..]) {
+        Ok(()) => {
+            // Drop empty values, keeping the order.
+            let mut w = l0;
+            for i in l0..out.labels.len() {
+                if !out.labels[i].1.is_empty() {
+                    out.labels[w] = out.labels[i];
+                    w += 1;
+                }
+            }
+            out.labels.truncate(w);
+            let ends = (u32::try_from(w), u32::try_from(out.samples.len()));
+            match ends {
+                (Ok(l), Ok(s)) => out.ends.push((l, s)),
+                _ => {
+                    return Err(RemoteWriteError::Protobuf(
+                        "too many labels or samples in one request".into(),
+                    ));
+                }
+            }
+        }
+        Err(why) => {
+            out.labels.truncate(l0);
+            out.samples.truncate(s0);
+            out.reject(sample_count, || why);
+        }
+    }
+    Ok(())
 }
 
-fn series_name(labels: &[WireLabel]) -> String {
+fn decode_metadata(raw: &[u8]) -> Result<Option<MetricMetadata>, RemoteWriteError> {
+    let (mut kind, mut metric, mut help, mut unit) = (0i32, "", "", "");
+    let mut r = Wire::new(raw);
+    while let Some((f, wt)) = r.key()? {
+        match (f, wt) {
+            // int32 on the wire: a varint, negative values sign-extended to 64 bits.
+            (1, WT_VARINT) => kind = r.varint()? as i32,
+            (2, WT_LEN) => metric = r.str()?,
+            (4, WT_LEN) => help = r.str()?,
+            (5, WT_LEN) => unit = r.str()?,
+            _ => r.skip(wt)?,
+        }
+    }
+    Ok((!metric.is_empty()).then(|| MetricMetadata {
+        metric: metric.to_owned(),
+        kind: metric_type_from_wire(kind),
+        help: help.to_owned(),
+        unit: unit.to_owned(),
+    }))
+}
+
+const WT_VARINT: u8 = 0;
+const WT_I64: u8 = 1;
+const WT_LEN: u8 = 2;
+const WT_I32: u8 = 5;
+
+/// A bounds-checked protobuf wire reader: every malformed input is an error, never a
+/// panic or a read past the end.
+struct Wire<'a> {
+    buf: &'a [u8],
+}
+
+fn malformed(what: &str) -> RemoteWriteError {
+    RemoteWriteError::Protobuf(what.to_owned())
+}
+
+impl<'a> Wire<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Wire { buf }
+    }
+
+    fn varint(&mut self) -> Result<u64, RemoteWriteError> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let (&b, rest) = self
+                .buf
+                .split_first()
+                .ok_or_else(|| malformed("varint ends early"))?;
+            self.buf = rest;
+            if i == 9 && b > 1 {
+                return Err(malformed("varint overflows 64 bits"));
+            }
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(malformed("varint longer than 10 bytes"))
+    }
+
+    /// The next field number and wire type, or `None` at the end.
+    fn key(&mut self) -> Result<Option<(u64, u8)>, RemoteWriteError> {
+        if self.buf.is_empty() {
+            return Ok(None);
+        }
+        let k = self.varint()?;
+        let field = k >> 3;
+        if field == 0 {
+            return Err(malformed("field number 0"));
+        }
+        Ok(Some((field, (k & 7) as u8)))
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], RemoteWriteError> {
+        if n > self.buf.len() {
+            return Err(malformed("field runs past the end of its message"));
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], RemoteWriteError> {
+        let n = self.varint()?;
+        let n = usize::try_from(n).map_err(|_| malformed("length overflows"))?;
+        self.take(n)
+    }
+
+    fn str(&mut self) -> Result<&'a str, RemoteWriteError> {
+        std::str::from_utf8(self.bytes()?).map_err(|_| malformed("string is not valid UTF-8"))
+    }
+
+    fn fixed64(&mut self) -> Result<u64, RemoteWriteError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    /// Skips a field of an unknown number. Groups (wire types 3 and 4, deprecated since
+    /// proto2 and never in remote write) are refused.
+    fn skip(&mut self, wt: u8) -> Result<(), RemoteWriteError> {
+        match wt {
+            WT_VARINT => self.varint().map(drop),
+            WT_I64 => self.take(8).map(drop),
+            WT_LEN => self.bytes().map(drop),
+            WT_I32 => self.take(4).map(drop),
+            _ => Err(malformed("unsupported wire type")),
+        }
+    }
+}
+
+fn series_name(labels: &[(&str, &str)]) -> String {
     labels
         .iter()
-        .find(|l| l.name == METRIC_NAME)
-        .map(|l| format!("{:?}", l.value))
+        .find(|l| l.0 == METRIC_NAME)
+        .map(|l| format!("{:?}", l.1))
         .unwrap_or_else(|| "without __name__".to_owned())
 }
 
-/// Sorts and checks a series' labels.
-fn validate_labels(mut labels: Vec<WireLabel>) -> Result<Labels, String> {
-    labels.sort_by(|a, b| a.name.cmp(&b.name));
-    let name = series_name(&labels);
+/// Sorts and checks a series' labels (empty values are still in, and dropped by the
+/// caller).
+fn validate_labels(labels: &mut [(&str, &str)]) -> Result<(), String> {
+    if !labels.windows(2).all(|w| w[0].0 <= w[1].0) {
+        labels.sort_by(|a, b| a.0.cmp(b.0));
+    }
     for w in labels.windows(2) {
-        if w[0].name == w[1].name {
+        if w[0].0 == w[1].0 {
+            let name = series_name(labels);
             return Err(format!(
                 "series {name}: duplicate label name {:?}",
-                w[0].name
+                w[0].0
             ));
         }
     }
-    if let Some(bad) = labels.iter().find(|l| !is_valid_label_name(&l.name)) {
-        return Err(format!("series {name}: invalid label name {:?}", bad.name));
+    if let Some(bad) = labels.iter().find(|l| !is_valid_label_name(l.0)) {
+        let name = series_name(labels);
+        return Err(format!("series {name}: invalid label name {:?}", bad.0));
     }
-    if !labels
-        .iter()
-        .any(|l| l.name == METRIC_NAME && !l.value.is_empty())
-    {
+    if !labels.iter().any(|l| l.0 == METRIC_NAME && !l.1.is_empty()) {
+        let name = series_name(labels);
         return Err(format!("series {name}: missing metric name"));
     }
-    let kept: Vec<Label> = labels
-        .into_iter()
-        .filter(|l| !l.value.is_empty())
-        .map(|l| Label {
-            name: l.name,
-            value: l.value,
-        })
-        .collect();
-    Labels::from_sorted(kept).ok_or_else(|| format!("series {name}: labels not in order"))
+    Ok(())
 }
 
 fn metric_type_from_wire(t: i32) -> MetricType {
@@ -302,6 +546,98 @@ mod tests {
     use proptest::prelude::*;
 
     const MAX: usize = 32 << 20;
+
+    // The decoder before the borrowed one (prost types, owned strings), kept as the
+    // reference the borrowed decoder must agree with.
+    fn reference(req: WriteRequest) -> RemoteWrite {
+        let mut out = RemoteWrite::default();
+        let reject = |out: &mut RemoteWrite, n: u64, why: &dyn Fn() -> String| {
+            out.rejected_samples += n;
+            if out.first_error.is_none() {
+                out.first_error = Some(why());
+            }
+        };
+        for ts in req.timeseries {
+            let sample_count = ts.samples.len() as u64;
+            if !ts.histograms.is_empty() {
+                let n = ts.histograms.len() as u64;
+                let name = ref_series_name(&ts.labels);
+                reject(&mut out, n, &|| {
+                    format!("series {name}: native histograms are not supported")
+                });
+            }
+            if ts.samples.is_empty() {
+                continue;
+            }
+            match ref_validate_labels(ts.labels) {
+                Ok(labels) => out.batch.series.push(SeriesSamples {
+                    labels,
+                    samples: ts
+                        .samples
+                        .iter()
+                        .map(|s| Sample {
+                            t: s.timestamp,
+                            v: s.value,
+                        })
+                        .collect(),
+                }),
+                Err(why) => reject(&mut out, sample_count, &|| why.clone()),
+            }
+        }
+        for m in req.metadata {
+            if m.metric_family_name.is_empty() {
+                continue;
+            }
+            out.batch.metadata.push(MetricMetadata {
+                metric: m.metric_family_name,
+                kind: metric_type_from_wire(m.r#type),
+                help: m.help,
+                unit: m.unit,
+            });
+        }
+        out
+    }
+
+    fn ref_series_name(labels: &[WireLabel]) -> String {
+        labels
+            .iter()
+            .find(|l| l.name == METRIC_NAME)
+            .map(|l| format!("{:?}", l.value))
+            .unwrap_or_else(|| "without __name__".to_owned())
+    }
+
+    /// Sorts and checks a series' labels.
+    fn ref_validate_labels(mut labels: Vec<WireLabel>) -> Result<Labels, String> {
+        labels.sort_by(|a, b| a.name.cmp(&b.name));
+        let name = ref_series_name(&labels);
+        for w in labels.windows(2) {
+            if w[0].name == w[1].name {
+                return Err(format!(
+                    "series {name}: duplicate label name {:?}",
+                    w[0].name
+                ));
+            }
+        }
+        if let Some(bad) = labels.iter().find(|l| !is_valid_label_name(&l.name)) {
+            return Err(format!("series {name}: invalid label name {:?}", bad.name));
+        }
+        if !labels
+            .iter()
+            .any(|l| l.name == METRIC_NAME && !l.value.is_empty())
+        {
+            return Err(format!("series {name}: missing metric name"));
+        }
+        let kept: Vec<Label> = labels
+            .into_iter()
+            .filter(|l| !l.value.is_empty())
+            .map(|l| Label {
+                name: l.name,
+                value: l.value,
+            })
+            .collect();
+        Labels::from_sorted(kept).ok_or_else(|| format!("series {name}: labels not in order"))
+    }
+
 
     fn compress(raw: &[u8]) -> Vec<u8> {
         snap::raw::Encoder::new().compress_vec(raw).unwrap()
@@ -535,6 +871,48 @@ mod tests {
             .prop_map(|(series, metadata)| MetricBatch { series, metadata })
     }
 
+    /// Wire requests as senders might build them: labels in any order, sometimes a
+    /// repeated, invalid or empty one, series without samples or with histograms.
+    fn arb_wire_request() -> impl Strategy<Value = WriteRequest> {
+        let name = prop_oneof![
+            Just("__name__".to_owned()),
+            "[a-c_][a-c0-9_]{0,3}",
+            Just("1bad".to_owned()),
+        ];
+        let label = (name, prop_oneof![Just(String::new()), "[a-z\u{e9}]{1,4}"])
+            .prop_map(|(name, value)| WireLabel { name, value });
+        let sample = (any::<i64>(), any::<f64>()).prop_map(|(timestamp, value)| WireSample {
+            value,
+            timestamp,
+        });
+        let series = (
+            proptest::collection::vec(label, 0..6),
+            proptest::collection::vec(sample, 0..4),
+            0..2usize,
+        )
+            .prop_map(|(labels, samples, h)| TimeSeries {
+                labels,
+                samples,
+                histograms: vec![vec![0x08, 0x01]; h],
+            });
+        let meta = (0..8i32, "[a-z]{0,4}", "[a-z ]{0,6}", "[a-z]{0,3}").prop_map(
+            |(r#type, metric_family_name, help, unit)| WireMetadata {
+                r#type,
+                metric_family_name,
+                help,
+                unit,
+            },
+        );
+        (
+            proptest::collection::vec(series, 0..6),
+            proptest::collection::vec(meta, 0..3),
+        )
+            .prop_map(|(timeseries, metadata)| WriteRequest {
+                timeseries,
+                metadata,
+            })
+    }
+
     /// Sample values by bit pattern (NaN payloads included), except that -0.0 reads
     /// back as 0.0: proto3 does not write a zero double, whatever its sign.
     fn bits(b: &MetricBatch) -> Vec<(Labels, Vec<(i64, u64)>)> {
@@ -560,6 +938,26 @@ mod tests {
             prop_assert_eq!(rw.rejected_samples, 0);
             prop_assert_eq!(bits(&rw.batch), bits(&batch));
             prop_assert_eq!(rw.batch.metadata, batch.metadata);
+        }
+
+        #[test]
+        fn prop_borrowed_decoder_agrees_with_prost(req in arb_wire_request()) {
+            let raw = req.encode_to_vec();
+            let want = reference(WriteRequest::decode(raw.as_slice()).unwrap());
+            let got = decode_write_request(&compress(&raw), MAX).unwrap();
+            prop_assert_eq!(bits(&got.batch), bits(&want.batch));
+            prop_assert_eq!(got.batch.metadata, want.batch.metadata);
+            prop_assert_eq!(got.rejected_samples, want.rejected_samples);
+            prop_assert_eq!(got.first_error, want.first_error);
+        }
+
+        #[test]
+        fn prop_view_counts_match_batch(req in arb_wire_request()) {
+            let raw = req.encode_to_vec();
+            let view = decode_write_view(&raw).unwrap();
+            let batch = view.to_batch();
+            prop_assert_eq!(view.series_count(), batch.series.len());
+            prop_assert_eq!(view.sample_count(), batch.sample_count());
         }
 
         #[test]

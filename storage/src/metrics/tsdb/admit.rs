@@ -6,8 +6,9 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
-use super::head::{Head, labels_hash};
-use super::{Labels, METRIC_NAME, MetricBatch, lock};
+use super::head::{Head, HeadIndex, LabelSet, MemSeries, labels_hash};
+use super::record::RecordEncoder;
+use super::{METRIC_NAME, MetricBatch, Sample, lock};
 use vantage_proto::prom::names::is_valid_label_name;
 
 /// Samples further in the future than this are refused: a clock that far off would
@@ -48,41 +49,58 @@ impl Admission {
         self.out_of_order + self.too_old + self.duplicate + self.series_limit + self.invalid
     }
 
-    fn note(&mut self, labels: &Labels, why: impl FnOnce(&mut String)) {
+    fn note<L: LabelSet + ?Sized>(&mut self, labels: &L, why: impl FnOnce(&mut String)) {
         if self.first_error.is_none() {
-            let mut m = format!("series {labels}: ");
+            let mut m = format!("series {}: ", labels.to_owned_labels());
             why(&mut m);
             self.first_error = Some(m);
         }
     }
 }
 
+/// The outcome of [`super::Tsdb::admit_encode`]: what was refused, and the WAL payload
+/// of what was accepted.
+#[derive(Clone, Debug, Default)]
+pub struct EncodedAdmission {
+    /// Rejection counts and message (`accepted` stays empty: it is in `record`).
+    pub admission: Admission,
+    /// The WAL payload, `None` when nothing was accepted and there is no metadata.
+    pub record: Option<Vec<u8>>,
+    /// Samples accepted (in `record`).
+    pub samples: u64,
+}
+
 /// Why a label set cannot be stored, if it cannot.
-pub(crate) fn invalid_labels(labels: &Labels) -> Option<String> {
-    if labels.get(METRIC_NAME).is_none() {
+pub(crate) fn invalid_labels<L: LabelSet + ?Sized>(labels: &L) -> Option<String> {
+    if labels.value(METRIC_NAME).is_none() {
         return Some("missing or empty __name__".to_owned());
     }
-    if labels.len() > MAX_LABELS_PER_SERIES {
+    if labels.count() > MAX_LABELS_PER_SERIES {
         return Some(format!(
             "{} labels, more than the limit of {MAX_LABELS_PER_SERIES}",
-            labels.len()
+            labels.count()
         ));
     }
-    for l in labels {
-        if !is_valid_label_name(&l.name) {
-            return Some(format!("invalid label name {:?}", l.name));
+    let mut prev: Option<&str> = None;
+    for (name, value) in labels.pairs() {
+        // Borrowed sets come from decoders that sort them; a set that is not sorted
+        // would never be found again and must not reach the WAL.
+        if prev.is_some_and(|p| p >= name) || value.is_empty() {
+            return Some("labels not sorted by name, repeated or with an empty value".to_owned());
         }
-        if l.name.starts_with("__") && l.name != METRIC_NAME {
+        prev = Some(name);
+        if !is_valid_label_name(name) {
+            return Some(format!("invalid label name {name:?}"));
+        }
+        if name.starts_with("__") && name != METRIC_NAME {
             return Some(format!(
-                "label name {:?} is reserved (starts with \"__\")",
-                l.name
+                "label name {name:?} is reserved (starts with \"__\")"
             ));
         }
-        if l.value.len() > MAX_LABEL_VALUE_BYTES {
+        if value.len() > MAX_LABEL_VALUE_BYTES {
             return Some(format!(
-                "value of label {:?} is {} bytes, more than {MAX_LABEL_VALUE_BYTES}",
-                l.name,
-                l.value.len()
+                "value of label {name:?} is {} bytes, more than {MAX_LABEL_VALUE_BYTES}",
+                value.len()
             ));
         }
     }
@@ -107,37 +125,105 @@ pub(crate) fn admit(head: Option<&Head>, batch: MetricBatch, lim: &Limits) -> Ad
         ..Admission::default()
     };
     let guard = head.map(Head::read);
-    let idx = guard.as_deref();
-    let head_series = idx.map_or(0, |i| i.len());
-    let mut new_series = 0usize;
-    let max_future = lim.now_ms.saturating_add(MAX_FUTURE_MS);
-    let min_time = lim.now_ms.saturating_sub(lim.retention_ms);
+    let mut ctx = Ctx::new(guard.as_deref(), lim);
     for mut s in batch.series {
         if s.samples.is_empty() {
             continue;
         }
-        let n = s.samples.len() as u64;
-        let found = idx
-            .and_then(|i| i.find(labels_hash(&s.labels), &s.labels))
-            .map(|(_, ms)| ms);
+        if ctx.series(&mut adm, &s.labels, &mut s.samples) {
+            adm.accepted.series.push(s);
+        }
+    }
+    adm
+}
+
+/// Series given as borrowed labels (name order) and samples, as a decoded request
+/// holds them.
+pub(crate) type BorrowedSeries<'s, 'a> = (&'s [(&'a str, &'a str)], &'s [Sample]);
+
+/// Like [`admit`] for borrowed series, writing what is accepted straight into `rec`
+/// (labels are copied once, into the WAL payload); `adm.accepted` stays empty.
+/// Returns the samples accepted.
+pub(crate) fn admit_into<'s, 'a: 's>(
+    head: Option<&Head>,
+    series: impl Iterator<Item = BorrowedSeries<'s, 'a>>,
+    lim: &Limits,
+    adm: &mut Admission,
+    rec: &mut RecordEncoder,
+) -> u64 {
+    let guard = head.map(Head::read);
+    let mut ctx = Ctx::new(guard.as_deref(), lim);
+    let mut scratch: Vec<Sample> = Vec::new();
+    let mut accepted = 0u64;
+    for (labels, samples) in series {
+        if samples.is_empty() {
+            continue;
+        }
+        scratch.clear();
+        scratch.extend_from_slice(samples);
+        if ctx.series(adm, labels, &mut scratch) {
+            accepted += scratch.len() as u64;
+            rec.series(labels.len(), labels.iter().map(|&(n, v)| (n, v)), &scratch);
+        }
+    }
+    accepted
+}
+
+/// Admission state over one batch: the head index (read-locked) and the limits.
+struct Ctx<'i> {
+    idx: Option<&'i HeadIndex>,
+    head_series: usize,
+    new_series: usize,
+    max_future: i64,
+    min_time: i64,
+    ooo_window_ms: i64,
+    max_series: usize,
+}
+
+impl<'i> Ctx<'i> {
+    fn new(idx: Option<&'i HeadIndex>, lim: &Limits) -> Self {
+        Ctx {
+            idx,
+            head_series: idx.map_or(0, |i| i.len()),
+            new_series: 0,
+            max_future: lim.now_ms.saturating_add(MAX_FUTURE_MS),
+            min_time: lim.now_ms.saturating_sub(lim.retention_ms),
+            ooo_window_ms: lim.ooo_window_ms,
+            max_series: lim.max_series,
+        }
+    }
+
+    /// Filters one series' samples in place (sorted, refused ones removed, counted in
+    /// `adm`); returns whether any is left to store.
+    fn series<L: LabelSet + ?Sized>(
+        &mut self,
+        adm: &mut Admission,
+        labels: &L,
+        samples: &mut Vec<Sample>,
+    ) -> bool {
+        let n = samples.len() as u64;
+        let found: Option<&MemSeries> = self
+            .idx
+            .and_then(|i| i.find(labels_hash(labels), labels))
+            .map(|(_, ms)| &**ms);
         if found.is_none() {
-            if let Some(reason) = invalid_labels(&s.labels) {
+            if let Some(reason) = invalid_labels(labels) {
                 adm.invalid += n;
-                adm.note(&s.labels, |m| m.push_str(&reason));
-                continue;
+                adm.note(labels, |m| m.push_str(&reason));
+                return false;
             }
-            if head_series + new_series >= lim.max_series {
+            if self.head_series + self.new_series >= self.max_series {
                 adm.series_limit += n;
-                let max = lim.max_series;
-                adm.note(&s.labels, |m| {
+                let max = self.max_series;
+                adm.note(labels, |m| {
                     let _ = write!(m, "tenant is at its limit of {max} active series");
                 });
-                continue;
+                return false;
             }
-            new_series += 1;
+            self.new_series += 1;
         }
-        if !s.samples.windows(2).all(|w| w[0].t < w[1].t) {
-            s.samples.sort_by_key(|x| x.t);
+        if !samples.windows(2).all(|w| w[0].t < w[1].t) {
+            samples.sort_by_key(|x| x.t);
         }
         let (max_t, last_v) = found.map_or((i64::MIN, 0), |ms| {
             (
@@ -148,15 +234,17 @@ pub(crate) fn admit(head: Option<&Head>, batch: MetricBatch, lim: &Limits) -> Ad
         let ooo_floor = if max_t == i64::MIN {
             i64::MIN
         } else {
-            max_t.saturating_sub(lim.ooo_window_ms)
+            max_t.saturating_sub(self.ooo_window_ms)
         };
+        let (max_future, min_time, ooo_window_ms) =
+            (self.max_future, self.min_time, self.ooo_window_ms);
         let mut data = None;
         let (mut future, mut old, mut ooo, mut dup) = (0u64, 0u64, 0u64, 0u64);
         let mut first_reason: Option<String> = None;
         // Filter in place: `kept` samples are compacted to the front of the vector.
         let mut kept = 0usize;
-        for i in 0..s.samples.len() {
-            let smp = s.samples[i];
+        for i in 0..samples.len() {
+            let smp = samples[i];
             let bits = smp.v.to_bits();
             if smp.t > max_future {
                 future += 1;
@@ -176,12 +264,12 @@ pub(crate) fn admit(head: Option<&Head>, batch: MetricBatch, lim: &Limits) -> Ad
                 first_reason.get_or_insert_with(|| {
                     format!(
                         "sample at {} ms is out of order: newest is {max_t} ms and the out-of-order window is {} ms",
-                        smp.t, lim.ooo_window_ms
+                        smp.t, ooo_window_ms
                     )
                 });
             } else if let Some(prev) = kept
                 .checked_sub(1)
-                .map(|k| s.samples[k])
+                .map(|k| samples[k])
                 .filter(|p| p.t == smp.t)
             {
                 if prev.v.to_bits() != bits {
@@ -202,12 +290,12 @@ pub(crate) fn admit(head: Option<&Head>, batch: MetricBatch, lim: &Limits) -> Ad
                         });
                     }
                     None => {
-                        s.samples[kept] = smp;
+                        samples[kept] = smp;
                         kept += 1;
                     }
                 }
             } else {
-                s.samples[kept] = smp;
+                samples[kept] = smp;
                 kept += 1;
             }
         }
@@ -217,12 +305,9 @@ pub(crate) fn admit(head: Option<&Head>, batch: MetricBatch, lim: &Limits) -> Ad
         adm.out_of_order += ooo;
         adm.duplicate += dup;
         if let Some(r) = first_reason {
-            adm.note(&s.labels, |m| m.push_str(&r));
+            adm.note(labels, |m| m.push_str(&r));
         }
-        if kept > 0 {
-            s.samples.truncate(kept);
-            adm.accepted.series.push(s);
-        }
+        samples.truncate(kept);
+        kept > 0
     }
-    adm
 }

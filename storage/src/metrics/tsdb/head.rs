@@ -37,16 +37,66 @@ pub(crate) fn to_labels(l: &[(Arc<str>, Arc<str>)]) -> Labels {
     Labels::from_sorted(v).unwrap_or_default()
 }
 
-/// Hash of a public label set, equal to that of the same shared set.
-pub(crate) fn labels_hash(l: &Labels) -> u64 {
-    hash_labels(l.iter().map(|l| (l.name.as_str(), l.value.as_str())))
+/// A label set in name order, owned ([`Labels`]) or borrowed from a WAL record or a
+/// request body (`[(&str, &str)]`): series are found by either without copying strings.
+pub(crate) trait LabelSet {
+    /// Number of labels.
+    fn count(&self) -> usize;
+    /// The (name, value) pairs in name order.
+    fn pairs(&self) -> impl Iterator<Item = (&str, &str)>;
+    /// An owned copy, for messages and new series.
+    fn to_owned_labels(&self) -> Labels;
+    /// The value of `name`, if present.
+    fn value(&self, name: &str) -> Option<&str> {
+        self.pairs().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
 }
 
-fn same_labels(a: &[(Arc<str>, Arc<str>)], b: &Labels) -> bool {
-    a.len() == b.len()
+impl LabelSet for Labels {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.iter().map(|l| (l.name.as_str(), l.value.as_str()))
+    }
+    fn to_owned_labels(&self) -> Labels {
+        self.clone()
+    }
+    fn value(&self, name: &str) -> Option<&str> {
+        self.get(name)
+    }
+}
+
+impl LabelSet for [(&str, &str)] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.iter().map(|&(n, v)| (n, v))
+    }
+    fn to_owned_labels(&self) -> Labels {
+        Labels::from_sorted(
+            self.iter()
+                .map(|&(n, v)| Label {
+                    name: n.to_owned(),
+                    value: v.to_owned(),
+                })
+                .collect(),
+        )
+        .unwrap_or_default()
+    }
+}
+
+/// Hash of a label set, equal to that of the same shared set.
+pub(crate) fn labels_hash<L: LabelSet + ?Sized>(l: &L) -> u64 {
+    hash_labels(l.pairs())
+}
+
+fn same_labels<L: LabelSet + ?Sized>(a: &[(Arc<str>, Arc<str>)], b: &L) -> bool {
+    a.len() == b.count()
         && a.iter()
-            .zip(b.iter())
-            .all(|((n, v), l)| **n == *l.name && **v == *l.value)
+            .zip(b.pairs())
+            .all(|((n, v), (bn, bv))| **n == *bn && **v == *bv)
 }
 
 /// One series in the head.
@@ -267,7 +317,11 @@ pub(crate) struct HeadIndex {
 }
 
 impl HeadIndex {
-    pub(crate) fn find(&self, hash: u64, labels: &Labels) -> Option<(u32, &Arc<MemSeries>)> {
+    pub(crate) fn find<L: LabelSet + ?Sized>(
+        &self,
+        hash: u64,
+        labels: &L,
+    ) -> Option<(u32, &Arc<MemSeries>)> {
         let check = |id: u32| {
             self.series
                 .get(id as usize)
@@ -289,7 +343,7 @@ impl HeadIndex {
         self.count
     }
 
-    fn create(&mut self, hash: u64, labels: &Labels) -> u32 {
+    fn create<L: LabelSet + ?Sized>(&mut self, hash: u64, labels: &L) -> u32 {
         let id = match self.free.pop() {
             Some(id) => id,
             None => {
@@ -298,8 +352,8 @@ impl HeadIndex {
             }
         };
         let shared: SharedLabels = labels
-            .iter()
-            .map(|l| self.postings.add(&l.name, &l.value, id))
+            .pairs()
+            .map(|(n, v)| self.postings.add(n, v, id))
             .collect();
         self.postings.all.insert(id);
         let s = Arc::new(MemSeries {
@@ -398,43 +452,47 @@ impl Head {
             + chunks) as u64
     }
 
-    /// Applies a batch (see [`super::Tsdb::apply`]). `scratch` is reused between calls.
-    pub(crate) fn apply(&self, series: &[super::SeriesSamples], scratch: &mut Vec<Sample>) {
-        let mut missing: Vec<usize> = Vec::new();
+    /// Applies a batch (see [`super::Tsdb::apply`]): each series' labels and samples.
+    /// Each label set is hashed once; a series the head has is found under the read
+    /// lock without copying its labels. `scratch` is reused between calls.
+    pub(crate) fn apply<'b, L: LabelSet + ?Sized + 'b>(
+        &self,
+        series: impl Iterator<Item = (&'b L, &'b [Sample])>,
+        scratch: &mut Vec<Sample>,
+    ) {
+        let mut missing: Vec<(u64, &'b L, &'b [Sample])> = Vec::new();
         let mut batch_min = i64::MAX;
         let mut batch_max = i64::MIN;
         let mut added = 0u64;
         let mut bytes = 0i64;
         {
             let idx = self.read();
-            for (i, s) in series.iter().enumerate() {
-                if s.samples.is_empty() {
+            for (labels, samples) in series {
+                if samples.is_empty() {
                     continue;
                 }
-                let hash = labels_hash(&s.labels);
-                match idx.find(hash, &s.labels) {
+                let hash = labels_hash(labels);
+                match idx.find(hash, labels) {
                     Some((_, ms)) => {
-                        let (lo, hi, n, b) = append_samples(ms, &s.samples, scratch);
+                        let (lo, hi, n, b) = append_samples(ms, samples, scratch);
                         batch_min = batch_min.min(lo);
                         batch_max = batch_max.max(hi);
                         added += n;
                         bytes += b;
                     }
-                    None => missing.push(i),
+                    None => missing.push((hash, labels, samples)),
                 }
             }
         }
         if !missing.is_empty() {
             let mut idx = self.write();
-            for i in missing {
-                let s = &series[i];
-                let hash = labels_hash(&s.labels);
-                let id = match idx.find(hash, &s.labels) {
+            for (hash, labels, samples) in missing {
+                let id = match idx.find(hash, labels) {
                     Some((id, _)) => id,
-                    None => idx.create(hash, &s.labels),
+                    None => idx.create(hash, labels),
                 };
                 if let Some(ms) = idx.get(id) {
-                    let (lo, hi, n, b) = append_samples(ms, &s.samples, scratch);
+                    let (lo, hi, n, b) = append_samples(ms, samples, scratch);
                     batch_min = batch_min.min(lo);
                     batch_max = batch_max.max(hi);
                     added += n;

@@ -45,7 +45,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 
 use serde::{Deserialize, Serialize};
 
-pub use admit::{Admission, MAX_FUTURE_MS, MAX_LABEL_VALUE_BYTES, MAX_LABELS_PER_SERIES};
+pub use admit::{Admission, EncodedAdmission, MAX_FUTURE_MS, MAX_LABEL_VALUE_BYTES, MAX_LABELS_PER_SERIES};
 pub use query::TsdbQuerier;
 pub use record::{decode_record, encode_record};
 
@@ -430,6 +430,43 @@ impl Tsdb {
         )
     }
 
+    /// Admits borrowed series (labels sorted by name, as
+    /// [`vantage_proto::prom::remote::WriteView::series`] gives them) and encodes what
+    /// is accepted, with `metadata`, as the WAL payload [`encode_record`] would write for
+    /// the accepted batch: the remote-write path, which then never copies label strings
+    /// into an owned batch.
+    pub fn admit_encode<'s, 'a: 's>(
+        &self,
+        tenant: &str,
+        series: impl Iterator<Item = (&'s [(&'a str, &'a str)], &'s [Sample])>,
+        metadata: &[MetricMetadata],
+        now_ms: i64,
+    ) -> EncodedAdmission {
+        let t = self.tenant(tenant);
+        let o = &self.inner.opts;
+        let mut admission = Admission::default();
+        let mut enc = record::RecordEncoder::default();
+        let samples = admit::admit_into(
+            t.as_ref().map(|t| &t.head),
+            series,
+            &admit::Limits {
+                now_ms,
+                retention_ms: self.retention_ms(),
+                ooo_window_ms: o.ooo_window_ms,
+                max_series: o.max_series_per_tenant,
+            },
+            &mut admission,
+            &mut enc,
+        );
+        let record =
+            (enc.series_count() > 0 || !metadata.is_empty()).then(|| enc.finish(tenant, metadata));
+        EncodedAdmission {
+            admission,
+            record,
+            samples,
+        }
+    }
+
     /// Stores an admitted batch from WAL record `lsn`. Called by one thread in LSN order,
     /// live and at replay alike; never rejects (admit decided), deterministic: a sample
     /// at an existing timestamp replaces it (the later record wins).
@@ -437,11 +474,34 @@ impl Tsdb {
         let t = self.tenant_or_create(tenant);
         {
             let mut scratch = lock(&self.inner.scratch);
-            t.head.apply(&batch.series, &mut scratch);
+            t.head.apply(
+                batch.series.iter().map(|s| (&s.labels, s.samples.as_slice())),
+                &mut scratch,
+            );
         }
-        if !batch.metadata.is_empty() {
+        self.after_apply(lsn, &t, &batch.metadata);
+    }
+
+    /// [`Tsdb::apply`] of a WAL payload written by [`encode_record`] (or
+    /// [`Tsdb::admit_encode`]), decoded without copying label strings: a series the
+    /// head already has costs no allocation. A payload that does not decode is a
+    /// `Corrupt` error and changes nothing.
+    pub fn apply_record(&self, lsn: u64, payload: &[u8]) -> Result<(), MetricsError> {
+        let view = record::decode_record_view(payload)?;
+        let t = self.tenant_or_create(view.tenant);
+        {
+            let mut scratch = lock(&self.inner.scratch);
+            t.head.apply(view.series(), &mut scratch);
+        }
+        self.after_apply(lsn, &t, &view.metadata);
+        Ok(())
+    }
+
+    /// Metadata, the applied LSN, and a cut when the head spans too long.
+    fn after_apply(&self, lsn: u64, t: &TenantDb, metadata: &[MetricMetadata]) {
+        if !metadata.is_empty() {
             let mut map = t.metadata.write().unwrap_or_else(PoisonError::into_inner);
-            for m in &batch.metadata {
+            for m in metadata {
                 if map.get(&m.metric) != Some(m) {
                     map.insert(m.metric.clone(), m.clone());
                     t.metadata_dirty.store(true, Ordering::Release);

@@ -41,33 +41,45 @@ fn kind_from(c: u8) -> Option<MetricType> {
 
 /// Encodes one tenant's admitted batch as a WAL payload.
 pub fn encode_record(tenant: &str, batch: &MetricBatch) -> Vec<u8> {
-    let labels_bytes: usize = batch
-        .series
-        .iter()
-        .map(|s| {
-            s.labels
-                .iter()
-                .map(|l| l.name.len() + l.value.len() + 2)
-                .sum::<usize>()
-                + s.samples.len() * 10
-                + 4
-        })
-        .sum();
-    let mut out = Vec::with_capacity(16 + tenant.len() + labels_bytes);
-    out.push(RECORD_VERSION);
-    put_str(&mut out, tenant);
-    put_uvarint(&mut out, batch.series.len() as u64);
+    let mut enc = RecordEncoder::default();
     for s in &batch.series {
-        put_uvarint(&mut out, s.labels.len() as u64);
-        for l in &s.labels {
-            put_str(&mut out, &l.name);
-            put_str(&mut out, &l.value);
+        enc.series(
+            s.labels.len(),
+            s.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())),
+            &s.samples,
+        );
+    }
+    enc.finish(tenant, &batch.metadata)
+}
+
+/// Builds a record one series at a time, for admission that writes what it accepts
+/// straight into the WAL payload (no owned batch in between).
+#[derive(Default)]
+pub(crate) struct RecordEncoder {
+    series: Vec<u8>,
+    nseries: u64,
+}
+
+impl RecordEncoder {
+    /// Appends one series (labels in name order).
+    pub(crate) fn series<'a>(
+        &mut self,
+        nlabels: usize,
+        labels: impl Iterator<Item = (&'a str, &'a str)>,
+        samples: &[Sample],
+    ) {
+        let out = &mut self.series;
+        out.reserve(nlabels * 24 + samples.len() * 10 + 4);
+        put_uvarint(out, nlabels as u64);
+        for (n, v) in labels {
+            put_str(out, n);
+            put_str(out, v);
         }
-        put_uvarint(&mut out, s.samples.len() as u64);
+        put_uvarint(out, samples.len() as u64);
         let mut prev = 0i64;
-        for (i, smp) in s.samples.iter().enumerate() {
+        for (i, smp) in samples.iter().enumerate() {
             put_ivarint(
-                &mut out,
+                out,
                 if i == 0 {
                     smp.t
                 } else {
@@ -77,15 +89,58 @@ pub fn encode_record(tenant: &str, batch: &MetricBatch) -> Vec<u8> {
             prev = smp.t;
             out.extend_from_slice(&smp.v.to_bits().to_le_bytes());
         }
+        self.nseries += 1;
     }
-    put_uvarint(&mut out, batch.metadata.len() as u64);
-    for m in &batch.metadata {
-        put_str(&mut out, &m.metric);
-        out.push(kind_code(m.kind));
-        put_str(&mut out, &m.help);
-        put_str(&mut out, &m.unit);
+
+    /// Series appended so far.
+    pub(crate) fn series_count(&self) -> u64 {
+        self.nseries
     }
-    out
+
+    /// The payload: header, the series, then `metadata`.
+    pub(crate) fn finish(self, tenant: &str, metadata: &[MetricMetadata]) -> Vec<u8> {
+        let meta_bytes: usize = metadata
+            .iter()
+            .map(|m| m.metric.len() + m.help.len() + m.unit.len() + 8)
+            .sum();
+        let mut out = Vec::with_capacity(24 + tenant.len() + self.series.len() + meta_bytes);
+        out.push(RECORD_VERSION);
+        put_str(&mut out, tenant);
+        put_uvarint(&mut out, self.nseries);
+        out.extend_from_slice(&self.series);
+        put_uvarint(&mut out, metadata.len() as u64);
+        for m in metadata {
+            put_str(&mut out, &m.metric);
+            out.push(kind_code(m.kind));
+            put_str(&mut out, &m.help);
+            put_str(&mut out, &m.unit);
+        }
+        out
+    }
+}
+
+/// A decoded record whose label strings borrow the payload, so the applier allocates
+/// nothing per label for a series the head already has.
+#[derive(Debug, Default)]
+pub(crate) struct RecordView<'a> {
+    pub(crate) tenant: &'a str,
+    labels: Vec<(&'a str, &'a str)>,
+    samples: Vec<Sample>,
+    /// Per series: end of its labels and of its samples in the vectors above.
+    ends: Vec<(usize, usize)>,
+    pub(crate) metadata: Vec<MetricMetadata>,
+}
+
+impl<'a> RecordView<'a> {
+    /// The series: labels in name order, samples in record order.
+    pub(crate) fn series(&self) -> impl Iterator<Item = (&[(&'a str, &'a str)], &[Sample])> {
+        let mut start = (0usize, 0usize);
+        self.ends.iter().map(move |&(l, s)| {
+            let out = (&self.labels[start.0..l], &self.samples[start.1..s]);
+            start = (l, s);
+            out
+        })
+    }
 }
 
 fn corrupt(reason: impl Into<String>) -> MetricsError {
@@ -97,46 +152,84 @@ fn corrupt(reason: impl Into<String>) -> MetricsError {
 
 /// Decodes a payload written by [`encode_record`]; a `Corrupt` error on anything else.
 pub fn decode_record(bytes: &[u8]) -> Result<(String, MetricBatch), MetricsError> {
+    let view = decode_record_view(bytes)?;
+    let series = view
+        .series()
+        .map(|(labels, samples)| SeriesSamples {
+            labels: Labels::from_sorted(
+                labels
+                    .iter()
+                    .map(|(n, v)| Label {
+                        name: (*n).to_owned(),
+                        value: (*v).to_owned(),
+                    })
+                    .collect(),
+            )
+            .unwrap_or_default(),
+            samples: samples.to_vec(),
+        })
+        .collect();
+    Ok((
+        view.tenant.to_owned(),
+        MetricBatch {
+            series,
+            metadata: view.metadata,
+        },
+    ))
+}
+
+/// Decodes a payload without copying label strings; the same checks as
+/// [`decode_record`] (which is this plus copies).
+pub(crate) fn decode_record_view(bytes: &[u8]) -> Result<RecordView<'_>, MetricsError> {
     let mut r = Reader::new(bytes);
     let short = || corrupt("record ends early or holds a malformed field");
     let version = r.u8().ok_or_else(short)?;
     if version != RECORD_VERSION {
         return Err(corrupt(format!("unknown record version {version}")));
     }
-    let tenant = r.str().ok_or_else(short)?.to_owned();
+    let tenant = r.str().ok_or_else(short)?;
     // Each element takes at least one byte, so counts are bounded by what is left.
     let nseries = r.len(r.remaining()).ok_or_else(short)?;
-    let mut series = Vec::with_capacity(nseries);
+    let mut view = RecordView {
+        tenant,
+        labels: Vec::with_capacity((r.remaining() / 2).min(nseries * 8)),
+        samples: Vec::with_capacity(nseries),
+        ends: Vec::with_capacity(nseries),
+        metadata: Vec::new(),
+    };
     for _ in 0..nseries {
         let nlabels = r.len(r.remaining() / 2).ok_or_else(short)?;
-        let mut labels = Vec::with_capacity(nlabels);
+        let l0 = view.labels.len();
         for _ in 0..nlabels {
-            let name = r.str().ok_or_else(short)?.to_owned();
-            let value = r.str().ok_or_else(short)?.to_owned();
-            labels.push(Label { name, value });
+            let name = r.str().ok_or_else(short)?;
+            let value = r.str().ok_or_else(short)?;
+            view.labels.push((name, value));
         }
-        let labels = Labels::from_sorted(labels)
-            .ok_or_else(|| corrupt("label set not sorted, repeated or with an empty value"))?;
+        let labels = &view.labels[l0..];
+        if !(labels.windows(2).all(|w| w[0].0 < w[1].0) && labels.iter().all(|l| !l.1.is_empty()))
+        {
+            return Err(corrupt("label set not sorted, repeated or with an empty value"));
+        }
         let nsamples = r.len(r.remaining() / 9).ok_or_else(short)?;
-        let mut samples = Vec::with_capacity(nsamples);
+        view.samples.reserve(nsamples);
         let mut t = 0i64;
         for i in 0..nsamples {
             let d = r.ivarint().ok_or_else(short)?;
             t = if i == 0 { d } else { t.wrapping_add(d) };
             let v = f64::from_bits(r.u64_le().ok_or_else(short)?);
-            samples.push(Sample { t, v });
+            view.samples.push(Sample { t, v });
         }
-        series.push(SeriesSamples { labels, samples });
+        view.ends.push((view.labels.len(), view.samples.len()));
     }
     let nmeta = r.len(r.remaining() / 4).ok_or_else(short)?;
-    let mut metadata = Vec::with_capacity(nmeta);
+    view.metadata.reserve(nmeta);
     for _ in 0..nmeta {
         let metric = r.str().ok_or_else(short)?.to_owned();
         let kind =
             kind_from(r.u8().ok_or_else(short)?).ok_or_else(|| corrupt("unknown metric type"))?;
         let help = r.str().ok_or_else(short)?.to_owned();
         let unit = r.str().ok_or_else(short)?.to_owned();
-        metadata.push(MetricMetadata {
+        view.metadata.push(MetricMetadata {
             metric,
             kind,
             help,
@@ -146,7 +239,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<(String, MetricBatch), MetricsError
     if !r.is_empty() {
         return Err(corrupt(format!("{} trailing bytes", r.remaining())));
     }
-    Ok((tenant, MetricBatch { series, metadata }))
+    Ok(view)
 }
 
 #[cfg(test)]

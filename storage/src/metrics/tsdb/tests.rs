@@ -53,12 +53,46 @@ impl Fixture {
     }
 
     /// Admit then apply, as the collector does; returns the admission.
+    /// Admit then apply, as the collector does; returns the admission. Odd calls take
+    /// the owned path (admit, encode, decode, apply), even calls the borrowed one
+    /// (admit_encode, apply_record); both admissions are computed every time and must
+    /// agree byte for byte on the WAL payload.
     fn ingest(&mut self, tenant: &str, b: MetricBatch, now: i64) -> Admission {
-        let a = self.db.admit(tenant, b, now);
-        // Through the WAL encoding, like the real path.
-        let (t, decoded) = decode_record(&encode_record(tenant, &a.accepted)).unwrap();
+        let pairs: Vec<Vec<(&str, &str)>> = b
+            .series
+            .iter()
+            .map(|s| {
+                s.labels
+                    .iter()
+                    .map(|l| (l.name.as_str(), l.value.as_str()))
+                    .collect()
+            })
+            .collect();
+        let enc = self.db.admit_encode(
+            tenant,
+            pairs
+                .iter()
+                .zip(&b.series)
+                .map(|(p, s)| (p.as_slice(), s.samples.as_slice())),
+            &b.metadata,
+            now,
+        );
+        let a = self.db.admit(tenant, b.clone(), now);
+        let owned = encode_record(tenant, &a.accepted);
+        let nothing = a.accepted.series.is_empty() && a.accepted.metadata.is_empty();
+        assert_eq!(enc.record.as_deref(), (!nothing).then_some(owned.as_slice()));
+        assert_eq!(enc.samples, a.accepted.sample_count() as u64);
+        assert_eq!(
+            (enc.admission.rejected(), &enc.admission.first_error),
+            (a.rejected(), &a.first_error)
+        );
         self.lsn += 1;
-        self.db.apply(self.lsn, &t, &decoded);
+        if self.lsn % 2 == 1 {
+            let (t, decoded) = decode_record(&owned).unwrap();
+            self.db.apply(self.lsn, &t, &decoded);
+        } else {
+            self.db.apply_record(self.lsn, &owned).unwrap();
+        }
         a
     }
 
@@ -781,4 +815,59 @@ pub(crate) fn realistic_bytes_per_sample(
         st.disk_bytes as f64 / st.block_samples as f64,
         head.max(head_total),
     )
+}
+
+#[test]
+fn version_1_record_written_by_hand_applies_and_garbage_changes_nothing() {
+    // A record as the code before the borrowed decoder wrote it, byte by byte:
+    // version 1, tenant "t", one series {__name__="up", job="a"} with samples
+    // (1000, 1.0) and (1015, 2.0), no metadata.
+    let mut b = vec![1u8, 1, b't', 1, 2, 8];
+    b.extend_from_slice(b"__name__");
+    b.extend_from_slice(&[2, b'u', b'p', 3, b'j', b'o', b'b', 1, b'a', 2]);
+    b.extend_from_slice(&[0xd0, 0x0f]); // zigzag(1000) = 2000
+    b.extend_from_slice(&1.0f64.to_bits().to_le_bytes());
+    b.push(30); // zigzag(15)
+    b.extend_from_slice(&2.0f64.to_bits().to_le_bytes());
+    b.push(0);
+    let want = batch(vec![series(
+        &labels("up", &[("job", "a")]),
+        &[(1000, 1.0), (1015, 2.0)],
+    )]);
+    assert_eq!(encode_record("t", &want), b);
+    let f = Fixture::new();
+    f.db.apply_record(1, &b).unwrap();
+    assert_eq!(
+        all(&f.db, "t"),
+        vec![(
+            labels("up", &[("job", "a")]),
+            vec![(1000, 1.0f64.to_bits()), (1015, 2.0f64.to_bits())]
+        )]
+    );
+    // Every truncation and a wrong version are errors that store nothing more.
+    for cut in 0..b.len() {
+        assert!(f.db.apply_record(2, &b[..cut]).is_err(), "cut at {cut}");
+    }
+    let mut v9 = b.clone();
+    v9[0] = 9;
+    assert!(f.db.apply_record(2, &v9).is_err());
+    assert_eq!(all(&f.db, "t").len(), 1);
+    assert_eq!(f.db.stats().head_samples, 2);
+}
+
+#[test]
+fn admit_encode_refuses_unsorted_or_empty_borrowed_labels() {
+    let f = Fixture::new();
+    let smp = [Sample { t: T0, v: 1.0 }];
+    let unsorted: &[(&str, &str)] = &[(METRIC_NAME, "up"), ("b", "1"), ("a", "2")];
+    let repeated: &[(&str, &str)] = &[(METRIC_NAME, "up"), ("a", "1"), ("a", "2")];
+    let empty: &[(&str, &str)] = &[(METRIC_NAME, "up"), ("a", "")];
+    for l in [unsorted, repeated, empty] {
+        let enc = f
+            .db
+            .admit_encode("t", [(l, &smp[..])].into_iter(), &[], T0);
+        assert_eq!(enc.admission.invalid, 1, "{l:?}");
+        assert!(enc.record.is_none());
+        assert_eq!(enc.samples, 0);
+    }
 }
