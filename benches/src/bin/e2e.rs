@@ -78,12 +78,24 @@ struct Args {
     /// Run only the auth-on/auth-off comparison.
     #[arg(long)]
     only_auth: bool,
+    /// Run only phases 1 and 2 (raw Tantivy and Vantage's indexer in-process), `n`
+    /// times alternating, with the in-process index's bytes per file kind against the
+    /// zstd of the same records' JSON lines: the fast loop for schema work.
+    #[arg(long)]
+    only_indexer: Option<usize>,
     /// Rounds of the auth-on/auth-off comparison (0 skips it).
     #[arg(long, default_value_t = 2)]
     auth_rounds: usize,
     /// Exports in flight during overload.
     #[arg(long, default_value_t = 256)]
     overload_concurrency: usize,
+    /// zstd levels of the doc store tried by `--only-indexer` (one in-process indexer
+    /// run per level and block size, after the default).
+    #[arg(long, value_delimiter = ',')]
+    docstore_levels: Vec<i32>,
+    /// Doc store block sizes in KiB tried by `--only-indexer`.
+    #[arg(long, value_delimiter = ',')]
+    docstore_block_kib: Vec<usize>,
     /// Collector indexing threads.
     #[arg(long, default_value_t = 1)]
     indexing_threads: usize,
@@ -345,9 +357,17 @@ fn ceiling(args: &Args) -> anyhow::Result<Value> {
 /// documents, one commit at the end): what the service path around it costs is the gap
 /// between this and the collector.
 fn indexer_ceiling(args: &Args) -> anyhow::Result<Value> {
+    indexer_ceiling_with(args, vantage_storage::logs::DocStoreOptions::default())
+}
+
+fn indexer_ceiling_with(
+    args: &Args,
+    docstore: vantage_storage::logs::DocStoreOptions,
+) -> anyhow::Result<Value> {
     let dir = args.work_dir.join("indexer-ceiling");
     let _ = std::fs::remove_dir_all(&dir);
     let mut opts = vantage_storage::logs::LogStoreOptions::new(&dir);
+    opts.docstore = docstore;
     opts.indexing_threads = args.indexing_threads;
     opts.writer_heap_bytes = args.indexing_threads * 96 * 1024 * 1024;
     opts.retention_ns = i64::MAX;
@@ -365,11 +385,138 @@ fn indexer_ceiling(args: &Args) -> anyhow::Result<Value> {
     let docs = store.num_docs();
     drop(store);
     let bytes = dir_bytes(&dir);
+    let by_kind = bytes_by_extension(&dir);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(json!({
         "docs": docs, "cpu_s": cpu, "wall_s": wall,
         "docs_per_cpu_s": docs as f64 / cpu, "index_bytes": bytes,
+        "index_bytes_by_kind": by_kind,
+        "docstore_zstd_level": docstore.zstd_level, "docstore_block_bytes": docstore.block_bytes,
     }))
+}
+
+/// Bytes of the files under `dir` by extension (Tantivy's `.store`, `.pos`, `.idx`, ...):
+/// where the index's bytes go.
+fn bytes_by_extension(dir: &Path) -> serde_json::Map<String, Value> {
+    fn walk(dir: &Path, out: &mut std::collections::BTreeMap<String, u64>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => walk(&e.path(), out),
+                Ok(m) => {
+                    let ext = e
+                        .path()
+                        .extension()
+                        .and_then(|x| x.to_str())
+                        .unwrap_or("")
+                        .to_string();
+                    *out.entry(ext).or_default() += m.len();
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, &mut out);
+    out.into_iter().map(|(k, v)| (k, json!(v))).collect()
+}
+
+/// Phases 1 and 2 only, `rounds` times alternating, plus the zstd -3 of the same records
+/// as JSON lines: the in-process index ÷ zstd ratio without starting a collector.
+fn only_indexer(args: &Args, rounds: usize) -> anyhow::Result<Value> {
+    let mut runs = Vec::new();
+    for round in 0..rounds.max(1) {
+        phase(&format!("raw tantivy ceiling, round {}", round + 1));
+        let c = ceiling(args)?;
+        eprintln!("{c}");
+        phase(&format!(
+            "vantage log indexer in-process, round {}",
+            round + 1
+        ));
+        let i = indexer_ceiling(args)?;
+        eprintln!("{i}");
+        let ratio = i["docs_per_cpu_s"].as_f64().unwrap_or(0.0)
+            / c["docs_per_cpu_s"].as_f64().unwrap_or(f64::NAN);
+        runs.push(json!({"ceiling": c, "indexer_in_process": i, "indexer_vs_raw_tantivy": ratio}));
+    }
+    let mut variants = Vec::new();
+    let default = vantage_storage::logs::DocStoreOptions::default();
+    let levels = if args.docstore_levels.is_empty() {
+        vec![default.zstd_level]
+    } else {
+        args.docstore_levels.clone()
+    };
+    let blocks = if args.docstore_block_kib.is_empty() {
+        vec![default.block_bytes / 1024]
+    } else {
+        args.docstore_block_kib.clone()
+    };
+    for &zstd_level in &levels {
+        for &kib in &blocks {
+            let docstore = vantage_storage::logs::DocStoreOptions {
+                zstd_level,
+                block_bytes: kib * 1024,
+            };
+            if docstore == default && args.docstore_levels.is_empty() {
+                continue;
+            }
+            phase(&format!(
+                "indexer with doc store zstd {zstd_level}, {kib} KiB blocks"
+            ));
+            let v = indexer_ceiling_with(args, docstore)?;
+            eprintln!("{v}");
+            variants.push(v);
+        }
+    }
+    let batches = ceiling_batches(args);
+    let zstd_bytes = json_lines_zstd3(&batches)?.1;
+    let over_zstd = |v: &Value| v["index_bytes"].as_u64().unwrap_or(0) as f64 / zstd_bytes as f64;
+    let index_over_zstd = runs
+        .last()
+        .map(|r| over_zstd(&r["indexer_in_process"]))
+        .unwrap_or(f64::NAN);
+    let variants: Vec<Value> = variants
+        .into_iter()
+        .map(|mut v| {
+            v["index_over_zstd"] = json!(over_zstd(&v));
+            v
+        })
+        .collect();
+    Ok(json!({
+        "records": args.ceiling_records, "runs": runs, "docstore_variants": variants,
+        "raw_json_zstd3_bytes": zstd_bytes,
+        "in_process_index_over_zstd": index_over_zstd,
+    }))
+}
+
+/// The records as JSON lines (what a log file of them would hold) and their zstd -3
+/// size: (raw JSON bytes, compressed bytes).
+fn json_lines_zstd3<B: std::borrow::Borrow<ExportLogsServiceRequest>>(
+    batches: impl IntoIterator<Item = B>,
+) -> anyhow::Result<(u64, u64)> {
+    let mut encoder = zstd::stream::write::Encoder::new(CountingSink::default(), 3)?;
+    let mut raw_json = 0u64;
+    for batch in batches {
+        for view in records(batch.borrow()) {
+            let r = view.record;
+            let line = json!({
+                "time_unix_nano": r.time_unix_nano.to_string(),
+                "severity": r.severity_text,
+                "body": r.body.as_ref().map(any_value_to_json),
+                "attributes": attributes_to_json(&r.attributes),
+                "resource": attributes_to_json(&view.resource.attributes),
+                "trace_id": hex::encode(&r.trace_id),
+                "span_id": hex::encode(&r.span_id),
+            })
+            .to_string();
+            raw_json += line.len() as u64 + 1;
+            encoder.write_all(line.as_bytes())?;
+            encoder.write_all(b"\n")?;
+        }
+    }
+    Ok((raw_json, encoder.finish()?.0))
 }
 
 /// Samples a process's resident memory until told to stop: (VmRSS, RssAnon) in bytes.
@@ -517,11 +664,8 @@ fn disk(args: &Args) -> anyhow::Result<Value> {
     let wal_bytes = dir_bytes(&data_dir.join("wal"));
     let _ = std::fs::remove_dir_all(&data_dir);
 
-    // The same records as JSON lines (what a log file of them would hold), zstd level 3.
-    let mut encoder = zstd::stream::write::Encoder::new(CountingSink::default(), 3)?;
-    let mut raw_json = 0u64;
     let mut raw_text = 0u64;
-    for i in 0..args.size_records.div_ceil(args.batch_size as u64) {
+    let batches = (0..args.size_records.div_ceil(args.batch_size as u64)).map(|i| {
         let batch = log_batch(
             SEED,
             i * args.batch_size as u64,
@@ -530,24 +674,9 @@ fn disk(args: &Args) -> anyhow::Result<Value> {
             1_800_000_000_000_000_000,
         );
         raw_text += raw_text_len(&batch) as u64;
-        for view in records(&batch) {
-            let r = view.record;
-            let line = json!({
-                "time_unix_nano": r.time_unix_nano.to_string(),
-                "severity": r.severity_text,
-                "body": r.body.as_ref().map(any_value_to_json),
-                "attributes": attributes_to_json(&r.attributes),
-                "resource": attributes_to_json(&view.resource.attributes),
-                "trace_id": hex::encode(&r.trace_id),
-                "span_id": hex::encode(&r.span_id),
-            })
-            .to_string();
-            raw_json += line.len() as u64 + 1;
-            encoder.write_all(line.as_bytes())?;
-            encoder.write_all(b"\n")?;
-        }
-    }
-    let zstd_bytes = encoder.finish()?.0;
+        batch
+    });
+    let (raw_json, zstd_bytes) = json_lines_zstd3(batches)?;
     Ok(json!({
         "records": acked, "index_bytes": index_bytes, "wal_bytes_after_stop": wal_bytes,
         "raw_json_bytes": raw_json, "raw_text_bytes": raw_text, "raw_json_zstd3_bytes": zstd_bytes,
@@ -695,6 +824,11 @@ fn main() -> anyhow::Result<()> {
     if args.only_auth {
         let auth = auth_overhead(&args, args.auth_rounds.max(1))?;
         println!("{}", serde_json::to_string_pretty(&auth)?);
+        return Ok(());
+    }
+    if let Some(rounds) = args.only_indexer {
+        let report = only_indexer(&args, rounds)?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
     phase("raw tantivy ceiling");

@@ -82,6 +82,27 @@ pub struct LogStoreOptions {
     pub max_open_writers: usize,
     /// Partitions that end more than this long ago are deleted.
     pub retention_ns: i64,
+    /// How new partitions compress their stored records.
+    pub docstore: DocStoreOptions,
+}
+
+/// Compression of the stored records (half the index): applies to partitions created
+/// after it is set; existing ones keep what they were written with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DocStoreOptions {
+    /// zstd level of each block.
+    pub zstd_level: i32,
+    /// Bytes of records compressed together; one hit decompresses one block.
+    pub block_bytes: usize,
+}
+
+impl Default for DocStoreOptions {
+    fn default() -> Self {
+        DocStoreOptions {
+            zstd_level: partition::DOCSTORE_ZSTD_LEVEL,
+            block_bytes: partition::DOCSTORE_BLOCK_BYTES,
+        }
+    }
 }
 
 impl LogStoreOptions {
@@ -93,12 +114,14 @@ impl LogStoreOptions {
             indexing_threads: 1,
             max_open_writers: DEFAULT_MAX_OPEN_WRITERS,
             retention_ns: DEFAULT_RETENTION_NS,
+            docstore: DocStoreOptions::default(),
         }
     }
 }
 
 struct Shared {
     root: PathBuf,
+    docstore: DocStoreOptions,
     fields: LogFields,
     tokenizers: TokenizerManager,
     partitions: RwLock<BTreeMap<PartitionKey, PartitionReader>>,
@@ -149,7 +172,7 @@ pub fn open(opts: LogStoreOptions) -> Result<(LogStore, LogIndexer), LogStoreErr
     let mut partitions = BTreeMap::new();
     let mut committed = HashMap::new();
     for (key, _) in scan_partitions(&root)? {
-        let (reader, lsn) = partition::open(&root, &key, &fields)?;
+        let (reader, lsn) = partition::open(&root, &key, &fields, &opts.docstore)?;
         committed.insert(key.clone(), lsn);
         partitions.insert(key, reader);
     }
@@ -157,6 +180,7 @@ pub fn open(opts: LogStoreOptions) -> Result<(LogStore, LogIndexer), LogStoreErr
     let store = LogStore {
         shared: Arc::new(Shared {
             root,
+            docstore: opts.docstore,
             fields,
             tokenizers,
             partitions: RwLock::new(partitions),
@@ -453,8 +477,8 @@ impl LogIndexer {
         {
             return Ok(p.clone());
         }
-        let (reader, lsn) =
-            partition::open(&self.store.shared.root, key, &self.store.shared.fields)?;
+        let shared = &self.store.shared;
+        let (reader, lsn) = partition::open(&shared.root, key, &shared.fields, &shared.docstore)?;
         self.committed.insert(key.clone(), lsn);
         self.store
             .shared

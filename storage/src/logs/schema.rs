@@ -9,9 +9,9 @@ use tantivy::schema::{
 use tantivy::tokenizer::{LowerCaser, RawTokenizer, TextAnalyzer, TokenizerManager};
 use tantivy::{TantivyDocument, schema::OwnedValue};
 use vantage_proto::json::any_value_to_json;
-use vantage_proto::logs::{LogView, hex_id};
+use vantage_proto::logs::{LogView, decode_envelope, hex_id};
 use vantage_proto::otlp::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
-use vantage_proto::otlp::logs::v1::LogRecord;
+use vantage_proto::otlp::logs::v1::{LogRecord, ResourceLogs};
 use vantage_proto::otlp::resource::v1::Resource;
 
 /// Tokenizer for exact, case-insensitive keywords (severity text).
@@ -62,7 +62,8 @@ pub mod names {
     pub const SCOPE_VERSION: &str = "scope.version";
     /// OTLP event name.
     pub const EVENT_NAME: &str = "event_name";
-    /// The exact record (protobuf envelope); the only stored field.
+    /// The exact record (a protobuf envelope, compact: see `STORED_COMPACT`); the only
+    /// stored field.
     pub const RECORD: &str = "record";
 }
 
@@ -244,15 +245,37 @@ impl LogFields {
     }
 }
 
-/// Encodes stored envelopes (a `ResourceLogs` holding one record, the same bytes as
-/// [`LogView::to_envelope`]) without re-encoding the shared resource and scope for every
-/// record: protobuf messages concatenate, so their encoded fields are kept and reused.
+/// First byte of a stored record in the compact form ([`EnvelopeEncoder`]). A stored
+/// record without it is a plain `ResourceLogs` envelope as older versions wrote it: those
+/// always begin with the resource field's key (0x0a), so the two never collide.
+pub(crate) const STORED_COMPACT: u8 = 0x02;
+
+/// Which parts of a compact stored record were left out because a column holds them
+/// exactly; the byte after [`STORED_COMPACT`].
+pub(crate) mod left_out {
+    /// `time_unix_nano`: the `timestamp` column.
+    pub(crate) const TIME: u8 = 1;
+    /// `observed_time_unix_nano`: the `observed_timestamp` column.
+    pub(crate) const OBSERVED: u8 = 2;
+    /// A 16-byte `trace_id`: the `_trace_hi` and `_trace_lo` columns.
+    pub(crate) const TRACE_ID: u8 = 4;
+    /// An 8-byte `span_id`: the `_span` column.
+    pub(crate) const SPAN_ID: u8 = 8;
+}
+
+/// Encodes stored records: `[STORED_COMPACT, left_out flags]` and then a `ResourceLogs`
+/// holding the one record, without the timestamps and ids the columns already hold
+/// exactly (random ids and nanosecond times are the part zstd cannot shrink: ~20 bytes
+/// a record). The shared resource and scope are encoded once per batch and reused:
+/// protobuf messages concatenate, so their encoded fields are kept as bytes.
 #[derive(Default)]
 pub(crate) struct EnvelopeEncoder {
     /// `ResourceLogs.resource` as encoded field bytes.
     resource_field: Vec<u8>,
     /// `ScopeLogs.scope` as encoded field bytes.
     scope_field: Vec<u8>,
+    /// The record's fields, then the record as a field: reused across records.
+    fields: Vec<u8>,
     record: Vec<u8>,
     out: Vec<u8>,
 }
@@ -270,13 +293,30 @@ impl EnvelopeEncoder {
         prost::encoding::message::encode(1, scope, &mut self.scope_field);
     }
 
-    /// The envelope of one record under the current resource and scope.
+    /// The stored form of one record under the current resource and scope.
     pub(crate) fn encode(&mut self, record: &LogRecord) -> &[u8] {
         use prost::encoding::{WireType, encode_key, encode_varint};
+        let mut flags = 0u8;
+        // Exactly what the columns hold: see `LogFields::document`.
+        if record.time_unix_nano != 0 && i64::try_from(record.time_unix_nano).is_ok() {
+            flags |= left_out::TIME;
+        }
+        if record.observed_time_unix_nano != 0
+            && i64::try_from(record.observed_time_unix_nano).is_ok()
+        {
+            flags |= left_out::OBSERVED;
+        }
+        if record.trace_id.len() == 16 {
+            flags |= left_out::TRACE_ID;
+        }
+        if record.span_id.len() == 8 {
+            flags |= left_out::SPAN_ID;
+        }
         self.record.clear();
-        prost::encoding::message::encode(2, record, &mut self.record);
+        encode_record(record, flags, &mut self.fields, &mut self.record);
         let scope_logs_len = self.scope_field.len() + self.record.len();
         self.out.clear();
+        self.out.extend_from_slice(&[STORED_COMPACT, flags]);
         self.out.extend_from_slice(&self.resource_field);
         encode_key(2, WireType::LengthDelimited, &mut self.out);
         encode_varint(scope_logs_len as u64, &mut self.out);
@@ -284,6 +324,141 @@ impl EnvelopeEncoder {
         self.out.extend_from_slice(&self.record);
         &self.out
     }
+}
+
+/// `ScopeLogs.log_records` (field 2) holding `record` without the parts `flags` leaves
+/// out; with no flags, byte for byte what prost encodes (fields in tag order).
+fn encode_record(record: &LogRecord, flags: u8, scratch: &mut Vec<u8>, out: &mut Vec<u8>) {
+    use prost::encoding::{
+        WireType, bytes, encode_key, encode_varint, fixed32, fixed64, int32, message, string,
+        uint32,
+    };
+    // Destructured so that a field added to the message fails to compile here.
+    let LogRecord {
+        time_unix_nano,
+        observed_time_unix_nano,
+        severity_number,
+        severity_text,
+        body,
+        attributes,
+        dropped_attributes_count,
+        flags: trace_flags,
+        trace_id,
+        span_id,
+        event_name,
+    } = record;
+    scratch.clear();
+    let b = &mut *scratch;
+    if *time_unix_nano != 0 && flags & left_out::TIME == 0 {
+        fixed64::encode(1, time_unix_nano, b);
+    }
+    if *severity_number != 0 {
+        int32::encode(2, severity_number, b);
+    }
+    if !severity_text.is_empty() {
+        string::encode(3, severity_text, b);
+    }
+    if let Some(body) = body {
+        message::encode(5, body, b);
+    }
+    for kv in attributes {
+        message::encode(6, kv, b);
+    }
+    if *dropped_attributes_count != 0 {
+        uint32::encode(7, dropped_attributes_count, b);
+    }
+    if *trace_flags != 0 {
+        fixed32::encode(8, trace_flags, b);
+    }
+    if !trace_id.is_empty() && flags & left_out::TRACE_ID == 0 {
+        bytes::encode(9, trace_id, b);
+    }
+    if !span_id.is_empty() && flags & left_out::SPAN_ID == 0 {
+        bytes::encode(10, span_id, b);
+    }
+    if *observed_time_unix_nano != 0 && flags & left_out::OBSERVED == 0 {
+        fixed64::encode(11, observed_time_unix_nano, b);
+    }
+    if !event_name.is_empty() {
+        string::encode(12, event_name, b);
+    }
+    encode_key(2, WireType::LengthDelimited, out);
+    encode_varint(scratch.len() as u64, out);
+    out.extend_from_slice(scratch);
+}
+
+/// The column values a compact stored record may have left out, read only when its
+/// flags say so.
+pub(crate) trait LeftOutColumns {
+    /// The `timestamp` column.
+    fn time_ns(&self) -> Option<i64>;
+    /// The `observed_timestamp` column.
+    fn observed_ns(&self) -> Option<i64>;
+    /// The `_trace_hi` and `_trace_lo` columns.
+    fn trace(&self) -> Option<(u64, u64)>;
+    /// The `_span` column.
+    fn span(&self) -> Option<u64>;
+}
+
+/// Decodes a stored record, either form, putting back what the compact form left out.
+pub(crate) fn decode_stored(
+    stored: &[u8],
+    columns: &dyn LeftOutColumns,
+) -> Result<ResourceLogs, StoredRecordError> {
+    let Some((&STORED_COMPACT, rest)) = stored.split_first() else {
+        return Ok(decode_envelope(stored)?);
+    };
+    let (&flags, envelope) = rest.split_first().ok_or(StoredRecordError::Truncated)?;
+    let mut out = decode_envelope(envelope)?;
+    let record = out
+        .scope_logs
+        .first_mut()
+        .and_then(|sl| sl.log_records.first_mut())
+        .ok_or(StoredRecordError::NoRecord)?;
+    let missing = |what: &'static str| StoredRecordError::MissingColumn(what);
+    if flags & left_out::TIME != 0 {
+        let t = columns.time_ns().ok_or(missing(names::TIMESTAMP))?;
+        record.time_unix_nano = u64::try_from(t).map_err(|_| missing(names::TIMESTAMP))?;
+    }
+    if flags & left_out::OBSERVED != 0 {
+        let t = columns
+            .observed_ns()
+            .ok_or(missing(names::OBSERVED_TIMESTAMP))?;
+        record.observed_time_unix_nano =
+            u64::try_from(t).map_err(|_| missing(names::OBSERVED_TIMESTAMP))?;
+    }
+    if flags & left_out::TRACE_ID != 0 {
+        let (hi, lo) = columns.trace().ok_or(missing(names::TRACE_HI))?;
+        let mut id = Vec::with_capacity(16);
+        id.extend_from_slice(&hi.to_be_bytes());
+        id.extend_from_slice(&lo.to_be_bytes());
+        record.trace_id = id;
+    }
+    if flags & left_out::SPAN_ID != 0 {
+        record.span_id = columns
+            .span()
+            .ok_or(missing(names::SPAN))?
+            .to_be_bytes()
+            .to_vec();
+    }
+    Ok(out)
+}
+
+/// Why a stored record could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoredRecordError {
+    /// Not a protobuf envelope.
+    #[error("stored record does not decode: {0}")]
+    Decode(#[from] prost::DecodeError),
+    /// The compact header ends early.
+    #[error("stored record is truncated")]
+    Truncated,
+    /// The envelope holds no record.
+    #[error("stored envelope holds no record")]
+    NoRecord,
+    /// A column the record left out has no value for it.
+    #[error("stored record left out {0}, but the column has no value for it")]
+    MissingColumn(&'static str),
 }
 
 /// An id as (bucket, first 8 bytes, next 8 bytes): the bucket is the hex of its first two
@@ -399,6 +574,7 @@ fn owned_value(value: &AnyValue) -> OwnedValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use vantage_proto::logs::records;
     use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
     use vantage_proto::otlp::logs::v1::{ResourceLogs, ScopeLogs};
@@ -461,5 +637,176 @@ mod tests {
             }
         }
         assert_eq!(n, 3);
+    }
+
+    /// The columns `LogFields::document` writes for `view`.
+    struct DocColumns {
+        time_ns: i64,
+        observed_ns: i64,
+        trace: Option<(u64, u64)>,
+        span: Option<u64>,
+    }
+
+    impl DocColumns {
+        fn of(record: &LogRecord) -> Self {
+            let effective = if record.time_unix_nano != 0 {
+                record.time_unix_nano
+            } else {
+                record.observed_time_unix_nano
+            };
+            let id = |id: &[u8]| (!id.is_empty()).then(|| id_parts(id));
+            DocColumns {
+                time_ns: clamp_ns(effective),
+                observed_ns: clamp_ns(record.observed_time_unix_nano),
+                trace: id(&record.trace_id).map(|(_, hi, lo)| (hi, lo)),
+                span: id(&record.span_id).map(|(_, hi, _)| hi),
+            }
+        }
+    }
+
+    impl LeftOutColumns for DocColumns {
+        fn time_ns(&self) -> Option<i64> {
+            Some(self.time_ns)
+        }
+        fn observed_ns(&self) -> Option<i64> {
+            Some(self.observed_ns)
+        }
+        fn trace(&self) -> Option<(u64, u64)> {
+            self.trace
+        }
+        fn span(&self) -> Option<u64> {
+            self.span
+        }
+    }
+
+    struct NoColumns;
+
+    impl LeftOutColumns for NoColumns {
+        fn time_ns(&self) -> Option<i64> {
+            None
+        }
+        fn observed_ns(&self) -> Option<i64> {
+            None
+        }
+        fn trace(&self) -> Option<(u64, u64)> {
+            None
+        }
+        fn span(&self) -> Option<u64> {
+            None
+        }
+    }
+
+    fn arb_record() -> impl Strategy<Value = LogRecord> {
+        let time = prop_oneof![Just(0u64), any::<u64>(), 1u64..=i64::MAX as u64];
+        let id = |max: usize| prop::collection::vec(any::<u8>(), 0..=max);
+        (
+            (time.clone(), time, any::<i32>(), ".{0,8}", ".{0,40}"),
+            (
+                prop::collection::vec(("[a-z.]{1,8}", any::<i64>()), 0..4),
+                any::<u32>(),
+                any::<u32>(),
+                prop_oneof![id(20), prop::collection::vec(any::<u8>(), 16)],
+                prop_oneof![id(10), prop::collection::vec(any::<u8>(), 8)],
+                ".{0,8}",
+            ),
+        )
+            .prop_map(
+                |(
+                    (time, observed, severity, severity_text, body),
+                    (attrs, dropped, flags, trace_id, span_id, event_name),
+                )| LogRecord {
+                    time_unix_nano: time,
+                    observed_time_unix_nano: observed,
+                    severity_number: severity,
+                    severity_text,
+                    body: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(body)),
+                    }),
+                    attributes: attrs
+                        .into_iter()
+                        .map(|(k, v)| KeyValue {
+                            key: k,
+                            value: Some(AnyValue {
+                                value: Some(any_value::Value::IntValue(v)),
+                            }),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    dropped_attributes_count: dropped,
+                    flags,
+                    trace_id,
+                    span_id,
+                    event_name,
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn compact_records_round_trip_exactly(record in arb_record()) {
+            let resource = Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue { value: Some(any_value::Value::StringValue("s".into())) }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            };
+            let scope = InstrumentationScope { name: "lib".into(), ..Default::default() };
+            let view = LogView { resource: &resource, scope: &scope, record: &record };
+            let mut enc = EnvelopeEncoder::default();
+            enc.set_resource(&resource);
+            enc.set_scope(&scope);
+            let stored = enc.encode(&record).to_vec();
+            prop_assert_eq!(stored[0], STORED_COMPACT);
+            let back = decode_stored(&stored, &DocColumns::of(&record)).unwrap();
+            prop_assert_eq!(back, decode_envelope(&view.to_envelope()).unwrap());
+            // The plain envelope older versions stored still reads as it is.
+            let old = decode_stored(&view.to_envelope(), &NoColumns).unwrap();
+            prop_assert_eq!(old.scope_logs[0].log_records[0].clone(), record);
+        }
+
+        #[test]
+        fn nothing_left_out_is_prost_encoding(record in arb_record()) {
+            let mut ours = Vec::new();
+            encode_record(&record, 0, &mut Vec::new(), &mut ours);
+            let mut reference = Vec::new();
+            prost::encoding::message::encode(2, &record, &mut reference);
+            prop_assert_eq!(ours, reference);
+        }
+
+        #[test]
+        fn hostile_stored_bytes_fail_cleanly(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            let mut compact = vec![STORED_COMPACT];
+            compact.extend_from_slice(&bytes);
+            let _ = decode_stored(&compact, &NoColumns);
+            let _ = decode_stored(&bytes, &NoColumns);
+        }
+    }
+
+    #[test]
+    fn compact_record_without_its_columns_is_an_error() {
+        let record = LogRecord {
+            time_unix_nano: 5,
+            trace_id: vec![1; 16],
+            ..Default::default()
+        };
+        let mut enc = EnvelopeEncoder::default();
+        enc.set_resource(&Resource::default());
+        enc.set_scope(&InstrumentationScope::default());
+        let stored = enc.encode(&record).to_vec();
+        assert_eq!(stored[1], left_out::TIME | left_out::TRACE_ID);
+        assert!(matches!(
+            decode_stored(&stored, &NoColumns),
+            Err(StoredRecordError::MissingColumn(_))
+        ));
+        assert!(matches!(
+            decode_stored(&[STORED_COMPACT], &NoColumns),
+            Err(StoredRecordError::Truncated)
+        ));
+        assert!(matches!(
+            decode_stored(&[STORED_COMPACT, 0], &NoColumns),
+            Err(StoredRecordError::NoRecord)
+        ));
     }
 }

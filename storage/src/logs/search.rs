@@ -11,11 +11,10 @@ use tantivy::query_grammar::{
 };
 use tantivy::schema::Value as _;
 use tantivy::{DocAddress, DocId, Order, Score, SegmentReader, TantivyDocument, Term};
-use vantage_proto::logs::decode_envelope;
 use vantage_proto::otlp::logs::v1::ResourceLogs;
 
 use super::LogStore;
-use super::schema::{id_parts, names};
+use super::schema::{LeftOutColumns, decode_stored, id_parts, names};
 
 /// Most hits one search may return; deeper paging narrows the time range instead.
 pub const MAX_LIMIT: usize = 10_000;
@@ -224,15 +223,20 @@ impl LogStore {
             let doc: TantivyDocument = searcher.doc(address)?;
             let segment = searcher.segment_reader(address.segment_ord);
             let ff = segment.fast_fields();
-            let time_ns = ff.i64(names::TIMESTAMP)?.first(address.doc_id).unwrap_or(0);
+            let time_column = ff.i64(names::TIMESTAMP)?.first(address.doc_id);
+            let time_ns = time_column.unwrap_or(0);
             let lsn = ff.u64(names::LSN)?.first(address.doc_id).unwrap_or(0);
             let bytes = doc
                 .get_first(fields.record)
                 .and_then(|v| v.as_bytes())
                 .unwrap_or_default();
-            let envelope = decode_envelope(bytes).map_err(|e| {
-                tantivy::TantivyError::InternalError(format!("stored record does not decode: {e}"))
-            })?;
+            let columns = HitColumns {
+                fast: ff,
+                doc: address.doc_id,
+                time_ns: time_column,
+            };
+            let envelope = decode_stored(bytes, &columns)
+                .map_err(|e| tantivy::TantivyError::InternalError(e.to_string()))?;
             hits.push(LogHit {
                 lsn,
                 time_ns,
@@ -275,6 +279,40 @@ impl LogStore {
             ));
         }
         Ok(Box::new(BooleanQuery::new(clauses)))
+    }
+}
+
+/// The columns of one hit, for what its stored record left out.
+struct HitColumns<'a> {
+    fast: &'a tantivy::fastfield::FastFieldReaders,
+    doc: DocId,
+    time_ns: Option<i64>,
+}
+
+impl HitColumns<'_> {
+    fn u64_of(&self, name: &str) -> Option<u64> {
+        self.fast.u64(name).ok()?.first(self.doc)
+    }
+}
+
+impl LeftOutColumns for HitColumns<'_> {
+    fn time_ns(&self) -> Option<i64> {
+        self.time_ns
+    }
+
+    fn observed_ns(&self) -> Option<i64> {
+        self.fast
+            .i64(names::OBSERVED_TIMESTAMP)
+            .ok()?
+            .first(self.doc)
+    }
+
+    fn trace(&self) -> Option<(u64, u64)> {
+        Some((self.u64_of(names::TRACE_HI)?, self.u64_of(names::TRACE_LO)?))
+    }
+
+    fn span(&self) -> Option<u64> {
+        self.u64_of(names::SPAN)
     }
 }
 
