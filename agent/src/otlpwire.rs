@@ -135,6 +135,7 @@ mod tests {
                     value: Some(AnyValue {
                         value: Some(any_value::Value::IntValue(i as i64)),
                     }),
+                    ..Default::default()
                 })
                 .collect(),
             flags: 1,
@@ -151,6 +152,7 @@ mod tests {
                         attributes: vec![KeyValue {
                             key: "host.name".into(),
                             value: None,
+                            ..Default::default()
                         }],
                         ..Default::default()
                     }),

@@ -161,44 +161,48 @@ mod tests {
             while let Ok((stream, _)) = listener.accept().await {
                 let seen = shared.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
-                        let seen = seen.clone();
-                        async move {
-                            let path = req.uri().path().to_string();
-                            let mut headers: Vec<(String, String)> = req
-                                .headers()
-                                .iter()
-                                .filter(|(k, _)| !matches!(k.as_str(), "user-agent"))
-                                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
-                                .collect();
-                            headers.sort();
-                            let body = req.into_body().collect().await.unwrap().to_bytes();
-                            seen.lock().unwrap().push(Seen {
-                                path,
-                                headers,
-                                body: body.to_vec(),
-                            });
-                            let message = ExportLogsServiceResponse {
-                                partial_success: Some(ExportLogsPartialSuccess {
-                                    rejected_log_records: 3,
-                                    error_message: "three".into(),
-                                }),
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let seen = seen.clone();
+                            async move {
+                                let path = req.uri().path().to_string();
+                                let mut headers: Vec<(String, String)> = req
+                                    .headers()
+                                    .iter()
+                                    .filter(|(k, _)| !matches!(k.as_str(), "user-agent"))
+                                    .map(|(k, v)| {
+                                        (k.to_string(), v.to_str().unwrap_or("").to_string())
+                                    })
+                                    .collect();
+                                headers.sort();
+                                let body = req.into_body().collect().await.unwrap().to_bytes();
+                                seen.lock().unwrap().push(Seen {
+                                    path,
+                                    headers,
+                                    body: body.to_vec(),
+                                });
+                                let message = ExportLogsServiceResponse {
+                                    partial_success: Some(ExportLogsPartialSuccess {
+                                        rejected_log_records: 3,
+                                        error_message: "three".into(),
+                                    }),
+                                }
+                                .encode_to_vec();
+                                let mut framed = vec![0u8];
+                                framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+                                framed.extend_from_slice(&message);
+                                let mut trailers = hyper::HeaderMap::new();
+                                trailers.insert("grpc-status", "0".parse().unwrap());
+                                let body = Full::new(Bytes::from(framed))
+                                    .with_trailers(async move { Some(Ok(trailers)) });
+                                let mut response = hyper::Response::new(body);
+                                response
+                                    .headers_mut()
+                                    .insert("content-type", "application/grpc".parse().unwrap());
+                                Ok::<_, Infallible>(response)
                             }
-                            .encode_to_vec();
-                            let mut framed = vec![0u8];
-                            framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
-                            framed.extend_from_slice(&message);
-                            let mut trailers = hyper::HeaderMap::new();
-                            trailers.insert("grpc-status", "0".parse().unwrap());
-                            let body = Full::new(Bytes::from(framed))
-                                .with_trailers(async move { Some(Ok(trailers)) });
-                            let mut response = hyper::Response::new(body);
-                            response
-                                .headers_mut()
-                                .insert("content-type", "application/grpc".parse().unwrap());
-                            Ok::<_, Infallible>(response)
-                        }
-                    });
+                        },
+                    );
                     let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
