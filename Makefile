@@ -108,7 +108,8 @@ bench-agent: bench-agent-idle bench-agent-discovery bench-agent-throughput \
 bench-agent-build:
 	cargo build --release --locked -p vantage-agent -p vantage-collector -p vantage-benches
 bench-agent-idle: bench-agent-build
-	$(AGENT_BENCH) --json target/agent-bench/idle.json idle
+	cargo build --profile dist --locked -p vantage-agent --bin vantage-agent
+	$(AGENT_BENCH) --agent target/dist/vantage-agent --json target/agent-bench/idle.json idle
 bench-agent-discovery: bench-agent-build
 	$(AGENT_BENCH) --json target/agent-bench/discovery.json discovery
 bench-agent-throughput: bench-agent-build
@@ -130,7 +131,8 @@ bench-agent-batch-ids: bench-agent-build
 
 # The agent's Debian package (cargo-deb, installed from crates.io when missing): binary,
 # systemd unit, default config, user creation. Output: target/debian/vantage-agent_*.deb.
+# Built with the `dist` profile (fat LTO, one codegen unit: smaller, fewer resident pages).
 .PHONY: package-deb
 package-deb:
 	@command -v cargo-deb >/dev/null 2>&1 || cargo install --locked cargo-deb --version $(CARGO_DEB_VERSION)
-	cargo deb -p vantage-agent --locked
+	cargo deb -p vantage-agent --locked --profile dist

@@ -112,6 +112,11 @@ impl<T> GlobScan<T> {
         }
     }
 
+    /// Whether pattern `key`'s last expansion was kept (see [`GlobScan::store`]).
+    pub(crate) fn is_cached(&self, key: &(usize, String)) -> bool {
+        self.cached.contains_key(key)
+    }
+
     /// Keeps a full expansion when it may be reused; forgets the pattern otherwise.
     pub(crate) fn store(&mut self, key: (usize, String), listing: Listing<T>) {
         let settled = |s: &DirStamp| {
