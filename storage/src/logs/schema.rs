@@ -631,7 +631,16 @@ mod tests {
                 );
                 for r in &sl.log_records {
                     let view = records(&request).nth(n).unwrap();
-                    assert_eq!(enc.encode(r), view.to_envelope().as_slice());
+                    let reference = view.to_envelope();
+                    let stored = enc.encode(r).to_vec();
+                    assert_eq!(
+                        decode_stored(&stored, &DocColumns::of(r)).unwrap(),
+                        decode_envelope(&reference).unwrap()
+                    );
+                    if stored[1] == 0 {
+                        // Nothing left out: the reference encoding behind the header.
+                        assert_eq!(&stored[2..], reference.as_slice());
+                    }
                     n += 1;
                 }
             }
