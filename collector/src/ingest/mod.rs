@@ -473,7 +473,9 @@ impl Ingest {
     ) -> Result<Accepted, IngestError> {
         use vantage_proto::prom::remote;
         let _permit = self.admit(principal, body.len())?;
-        let bad = |e: remote::RemoteWriteError| IngestError::new(ErrorCode::InvalidArgument, e.to_string());
+        let bad = |e: remote::RemoteWriteError| {
+            IngestError::new(ErrorCode::InvalidArgument, e.to_string())
+        };
         // Labels stay borrowed from `raw` until admission copies the accepted ones into
         // the WAL payload.
         let raw = remote::decompress(body, self.max_request_bytes()).map_err(bad)?;
@@ -572,7 +574,9 @@ impl Ingest {
             self.count_rejected(reason, n);
         }
         if let Some(record) = record {
-            let lsn = self.append(Signal::Metrics, bytes::Bytes::from(record)).await?;
+            let lsn = self
+                .append(Signal::Metrics, bytes::Bytes::from(record))
+                .await?;
             self.metrics_applied.wait_for(lsn).await;
         }
         self.count(Signal::Metrics, samples, size);

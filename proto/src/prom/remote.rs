@@ -134,7 +134,10 @@ pub fn decode_write_request(
 /// Decompresses a snappy block body. The decompressed length in the snappy header is
 /// checked against `max_decoded_bytes` before anything is allocated, so a small hostile
 /// body cannot claim gigabytes.
-pub fn decompress(snappy_body: &[u8], max_decoded_bytes: usize) -> Result<Vec<u8>, RemoteWriteError> {
+pub fn decompress(
+    snappy_body: &[u8],
+    max_decoded_bytes: usize,
+) -> Result<Vec<u8>, RemoteWriteError> {
     let len = snap::raw::decompress_len(snappy_body)
         .map_err(|e| RemoteWriteError::Snappy(e.to_string()))?;
     if len > max_decoded_bytes {
@@ -459,10 +462,7 @@ fn validate_labels(labels: &mut [(&str, &str)]) -> Result<(), String> {
     for w in labels.windows(2) {
         if w[0].0 == w[1].0 {
             let name = series_name(labels);
-            return Err(format!(
-                "series {name}: duplicate label name {:?}",
-                w[0].0
-            ));
+            return Err(format!("series {name}: duplicate label name {:?}", w[0].0));
         }
     }
     if let Some(bad) = labels.iter().find(|l| !is_valid_label_name(l.0)) {
@@ -637,7 +637,6 @@ mod tests {
             .collect();
         Labels::from_sorted(kept).ok_or_else(|| format!("series {name}: labels not in order"))
     }
-
 
     fn compress(raw: &[u8]) -> Vec<u8> {
         snap::raw::Encoder::new().compress_vec(raw).unwrap()
@@ -881,10 +880,8 @@ mod tests {
         ];
         let label = (name, prop_oneof![Just(String::new()), "[a-z\u{e9}]{1,4}"])
             .prop_map(|(name, value)| WireLabel { name, value });
-        let sample = (any::<i64>(), any::<f64>()).prop_map(|(timestamp, value)| WireSample {
-            value,
-            timestamp,
-        });
+        let sample = (any::<i64>(), any::<f64>())
+            .prop_map(|(timestamp, value)| WireSample { value, timestamp });
         let series = (
             proptest::collection::vec(label, 0..6),
             proptest::collection::vec(sample, 0..4),

@@ -45,7 +45,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 
 use serde::{Deserialize, Serialize};
 
-pub use admit::{Admission, EncodedAdmission, MAX_FUTURE_MS, MAX_LABEL_VALUE_BYTES, MAX_LABELS_PER_SERIES};
+pub use admit::{
+    Admission, EncodedAdmission, MAX_FUTURE_MS, MAX_LABEL_VALUE_BYTES, MAX_LABELS_PER_SERIES,
+};
 pub use query::TsdbQuerier;
 pub use record::{decode_record, encode_record};
 
@@ -475,7 +477,10 @@ impl Tsdb {
         {
             let mut scratch = lock(&self.inner.scratch);
             t.head.apply(
-                batch.series.iter().map(|s| (&s.labels, s.samples.as_slice())),
+                batch
+                    .series
+                    .iter()
+                    .map(|s| (&s.labels, s.samples.as_slice())),
                 &mut scratch,
             );
         }

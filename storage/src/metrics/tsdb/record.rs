@@ -206,9 +206,10 @@ pub(crate) fn decode_record_view(bytes: &[u8]) -> Result<RecordView<'_>, Metrics
             view.labels.push((name, value));
         }
         let labels = &view.labels[l0..];
-        if !(labels.windows(2).all(|w| w[0].0 < w[1].0) && labels.iter().all(|l| !l.1.is_empty()))
-        {
-            return Err(corrupt("label set not sorted, repeated or with an empty value"));
+        if !(labels.windows(2).all(|w| w[0].0 < w[1].0) && labels.iter().all(|l| !l.1.is_empty())) {
+            return Err(corrupt(
+                "label set not sorted, repeated or with an empty value",
+            ));
         }
         let nsamples = r.len(r.remaining() / 9).ok_or_else(short)?;
         view.samples.reserve(nsamples);

@@ -80,7 +80,10 @@ impl Fixture {
         let a = self.db.admit(tenant, b.clone(), now);
         let owned = encode_record(tenant, &a.accepted);
         let nothing = a.accepted.series.is_empty() && a.accepted.metadata.is_empty();
-        assert_eq!(enc.record.as_deref(), (!nothing).then_some(owned.as_slice()));
+        assert_eq!(
+            enc.record.as_deref(),
+            (!nothing).then_some(owned.as_slice())
+        );
         assert_eq!(enc.samples, a.accepted.sample_count() as u64);
         assert_eq!(
             (enc.admission.rejected(), &enc.admission.first_error),
@@ -863,9 +866,7 @@ fn admit_encode_refuses_unsorted_or_empty_borrowed_labels() {
     let repeated: &[(&str, &str)] = &[(METRIC_NAME, "up"), ("a", "1"), ("a", "2")];
     let empty: &[(&str, &str)] = &[(METRIC_NAME, "up"), ("a", "")];
     for l in [unsorted, repeated, empty] {
-        let enc = f
-            .db
-            .admit_encode("t", [(l, &smp[..])].into_iter(), &[], T0);
+        let enc = f.db.admit_encode("t", [(l, &smp[..])].into_iter(), &[], T0);
         assert_eq!(enc.admission.invalid, 1, "{l:?}");
         assert!(enc.record.is_none());
         assert_eq!(enc.samples, 0);
