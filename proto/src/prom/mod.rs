@@ -212,6 +212,27 @@ pub struct SeriesSamples {
     pub samples: Vec<Sample>,
 }
 
+impl SeriesSamples {
+    /// Copies a series out of a borrowed view (a remote-write body or a WAL record) whose
+    /// labels are already sorted and unique; an unsorted set becomes empty, as the views
+    /// refuse those before they get here.
+    pub fn from_borrowed(labels: &[(&str, &str)], samples: &[Sample]) -> SeriesSamples {
+        SeriesSamples {
+            labels: Labels::from_sorted(
+                labels
+                    .iter()
+                    .map(|(n, v)| Label {
+                        name: (*n).to_owned(),
+                        value: (*v).to_owned(),
+                    })
+                    .collect(),
+            )
+            .unwrap_or_default(),
+            samples: samples.to_vec(),
+        }
+    }
+}
+
 /// Prometheus metric types, as `/api/v1/metadata` reports them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MetricType {

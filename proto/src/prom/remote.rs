@@ -10,9 +10,7 @@
 use prost::Message as _;
 
 use super::names::is_valid_label_name;
-use super::{
-    Label, Labels, METRIC_NAME, MetricBatch, MetricMetadata, MetricType, Sample, SeriesSamples,
-};
+use super::{METRIC_NAME, MetricBatch, MetricMetadata, MetricType, Sample, SeriesSamples};
 
 /// `prometheus.WriteRequest`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -198,19 +196,7 @@ impl<'a> WriteView<'a> {
     pub fn to_batch(&self) -> MetricBatch {
         let series = self
             .series()
-            .map(|(labels, samples)| SeriesSamples {
-                labels: Labels::from_sorted(
-                    labels
-                        .iter()
-                        .map(|(n, v)| Label {
-                            name: (*n).to_owned(),
-                            value: (*v).to_owned(),
-                        })
-                        .collect(),
-                )
-                .unwrap_or_default(),
-                samples: samples.to_vec(),
-            })
+            .map(|(labels, samples)| SeriesSamples::from_borrowed(labels, samples))
             .collect();
         MetricBatch {
             series,
@@ -543,6 +529,7 @@ pub fn encode_write_request(batch: &MetricBatch) -> Result<Vec<u8>, RemoteWriteE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prom::{Label, Labels};
     use proptest::prelude::*;
 
     const MAX: usize = 32 << 20;

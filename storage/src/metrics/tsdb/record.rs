@@ -12,9 +12,7 @@
 use std::path::PathBuf;
 
 use super::codec::{Reader, put_ivarint, put_str, put_uvarint};
-use super::{
-    Label, Labels, MetricBatch, MetricMetadata, MetricType, MetricsError, Sample, SeriesSamples,
-};
+use super::{MetricBatch, MetricMetadata, MetricType, MetricsError, Sample, SeriesSamples};
 
 const RECORD_VERSION: u8 = 1;
 
@@ -155,19 +153,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<(String, MetricBatch), MetricsError
     let view = decode_record_view(bytes)?;
     let series = view
         .series()
-        .map(|(labels, samples)| SeriesSamples {
-            labels: Labels::from_sorted(
-                labels
-                    .iter()
-                    .map(|(n, v)| Label {
-                        name: (*n).to_owned(),
-                        value: (*v).to_owned(),
-                    })
-                    .collect(),
-            )
-            .unwrap_or_default(),
-            samples: samples.to_vec(),
-        })
+        .map(|(labels, samples)| SeriesSamples::from_borrowed(labels, samples))
         .collect();
     Ok((
         view.tenant.to_owned(),
@@ -247,6 +233,7 @@ pub(crate) fn decode_record_view(bytes: &[u8]) -> Result<RecordView<'_>, Metrics
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use vantage_proto::prom::Labels;
 
     fn batch_strategy() -> impl Strategy<Value = MetricBatch> {
         let labels = proptest::collection::btree_map("[a-z_]{1,6}", "\\PC{1,8}", 0..5)
