@@ -90,6 +90,20 @@ struct Tracked {
 }
 
 impl Tracked {
+    /// Looked at only when an event names it or at the sweep: quiet, watched, and its
+    /// path still leads to it.
+    fn dormant(&self) -> bool {
+        self.watched && self.idle_polls >= IDLE_POLLS && self.gone_since.is_none()
+    }
+
+    /// Notes that lines of this file went into the batch (`added`).
+    fn joined_batch(&mut self, key: Key, added: bool, batch_files: &mut Vec<Key>) {
+        if added && !self.in_batch {
+            self.in_batch = true;
+            batch_files.push(key);
+        }
+    }
+
     /// Offset a checkpoint may record now: past every line in the batch, but not past
     /// the first line of a multiline record still being assembled.
     fn safe_offset(&self) -> u64 {
@@ -137,6 +151,20 @@ pub(crate) struct Tailer {
     /// stays unchanged, discovery would find the same files and change nothing.
     listings_settled: bool,
     checkpoint_dirty: bool,
+    /// Files whose checkpoint position may have changed since the last save, and files
+    /// released since: a save looks at these, not at every tracked file.
+    checkpoint_changed: HashSet<Key>,
+    checkpoint_removed: Vec<Key>,
+    /// The next checkpoint save compares every tracked file (the first one drops the
+    /// last run's files no longer found; later, one per sweep, a safety net).
+    checkpoint_full: bool,
+    /// Every file not [`Tracked::dormant`] (and perhaps some that became so since): a
+    /// poll walks these, not every tracked file.
+    awake: HashSet<Key>,
+    /// Files whose multiline assembler holds a record (its timeout is checked per poll).
+    assembling: HashSet<Key>,
+    /// Files with `in_batch` set, in the order they joined the batch.
+    batch_files: Vec<Key>,
     batch: Batch,
     /// Input attributes, converted once.
     input_attrs: Vec<Vec<KeyValue>>,
@@ -207,6 +235,12 @@ impl Tailer {
             first_scan: true,
             listings_settled: false,
             checkpoint_dirty: false,
+            checkpoint_changed: HashSet::new(),
+            checkpoint_removed: Vec::new(),
+            checkpoint_full: true,
+            awake: HashSet::new(),
+            assembling: HashSet::new(),
+            batch_files: Vec::new(),
             batch: Batch::default(),
             input_attrs: config
                 .inputs
@@ -262,28 +296,46 @@ impl Tailer {
         // Events are read before any file is looked at: a write after the look is in
         // the next poll's events.
         let (woken, sweep) = self.changed_files();
-        // Quiet files: in a watched directory, on an event or at the sweep; elsewhere in
-        // turn, a fifth of them per poll (by inode).
-        let mut keys: Vec<Key> = self
-            .files
-            .iter()
-            .filter(|(k, t)| {
-                t.idle_polls < IDLE_POLLS
-                    || t.gone_since.is_some()
-                    || if t.watched {
-                        sweep
-                    } else {
-                        (polls.wrapping_add(k.1)).is_multiple_of(IDLE_CHECK_EVERY)
-                    }
-            })
-            .map(|(k, _)| *k)
-            .collect();
+        // Quiet files: in a watched directory (dormant), on an event or at the sweep;
+        // elsewhere in turn, a fifth of them per poll (by inode). Only the awake set is
+        // walked: with 10,000 dormant files a poll costs what the active ones cost.
+        let mut keys: Vec<Key> = Vec::new();
+        let files = &self.files;
+        self.awake.retain(|k| {
+            let Some(t) = files.get(k) else {
+                return false;
+            };
+            if t.dormant() {
+                return false;
+            }
+            if t.idle_polls < IDLE_POLLS
+                || t.gone_since.is_some()
+                || (polls.wrapping_add(k.1)).is_multiple_of(IDLE_CHECK_EVERY)
+            {
+                keys.push(*k);
+            }
+            true
+        });
+        if sweep {
+            keys.extend(
+                self.files
+                    .iter()
+                    .filter(|(_, t)| t.dormant())
+                    .map(|(k, _)| *k),
+            );
+            // The safety net of the checkpoint's change tracking, at the same pace.
+            self.checkpoint_full = true;
+        }
         keys.extend(woken);
         for key in keys {
             if cancel.is_cancelled() {
                 break;
             }
-            match self.read_file(key, rt) {
+            let read = self.read_file(key, rt);
+            if self.files.get(&key).is_some_and(|t| !t.dormant()) {
+                self.awake.insert(key);
+            }
+            match read {
                 Ok(m) => more |= m,
                 Err(ReadError::Io(e)) => {
                     self.stats.file_errors.add(1);
@@ -363,6 +415,9 @@ impl Tailer {
                                     .zip(self.watch.as_ref())
                                     .is_some_and(|(d, w)| w.is_watched(d));
                             t.set_path(path);
+                            self.checkpoint_changed.insert(key);
+                            self.checkpoint_dirty = true;
+                            self.awake.insert(key);
                         }
                         t.gone_since = None;
                         continue;
@@ -387,6 +442,7 @@ impl Tailer {
             if !seen.contains(key) && t.gone_since.is_none() {
                 tracing::info!(path = %t.path.display(), "file rotated away or deleted; draining it");
                 t.gone_since = Some(now);
+                self.awake.insert(*key);
             }
         }
         if self.first_scan {
@@ -453,6 +509,8 @@ impl Tailer {
         };
         t.set_path(path);
         self.files.insert(key, t);
+        self.awake.insert(key);
+        self.checkpoint_changed.insert(key);
         self.checkpoint_dirty = true;
         Ok(())
     }
@@ -474,8 +532,11 @@ impl Tailer {
         };
         let changes = watch.drain();
         if changes.resync {
-            for t in self.files.values_mut() {
+            for (key, t) in &mut self.files {
                 t.watched = t.watched && t.path.parent().is_some_and(|d| watch.is_watched(d));
+                if !t.watched {
+                    self.awake.insert(*key);
+                }
             }
         }
         let sweep = changes.resync || self.last_sweep.elapsed() >= dirwatch::SWEEP_INTERVAL;
@@ -533,10 +594,11 @@ impl Tailer {
                     attrs,
                 )
             });
-            t.in_batch |= batch.records.len() > before;
+            t.joined_batch(key, batch.records.len() > before, &mut self.batch_files);
             self.stats.files_truncated.add(1);
             t.splitter.reset(0);
             t.durable = 0;
+            self.checkpoint_changed.insert(key);
             self.checkpoint_dirty = true;
         }
         if truncated || changed {
@@ -552,6 +614,7 @@ impl Tailer {
         t.last_size = size;
         if (t.fp_len as usize) < FINGERPRINT_BYTES && size > t.fp_len as u64 || truncated {
             (t.fp_len, t.fp_hash) = checkpoint::fingerprint(&t.file, FINGERPRINT_BYTES)?;
+            self.checkpoint_changed.insert(key);
         }
         if t.splitter.fed() >= size {
             // Nothing new: no read buffer (most files, most polls).
@@ -598,15 +661,29 @@ impl Tailer {
         let (now, at) = (now_ns(), Instant::now());
         t.splitter
             .feed(data, |piece| out.piece(assembler, piece, now, at));
-        t.in_batch |= out.batch.records.len() > before;
+        let added = out.batch.records.len() > before;
+        t.joined_batch(key, added, &mut self.batch_files);
+        if t.assembler.pending_start().is_some() {
+            self.assembling.insert(key);
+        }
     }
 
     /// Moves multiline records that waited their `timeout` into the batch.
+    /// Only files holding a record are looked at.
     fn flush_stale_records(&mut self) {
+        if self.assembling.is_empty() {
+            return;
+        }
         let now = Instant::now();
-        for t in self.files.values_mut() {
+        let keys: Vec<Key> = self.assembling.iter().copied().collect();
+        for key in keys {
+            let Some(t) = self.files.get_mut(&key) else {
+                self.assembling.remove(&key);
+                continue;
+            };
             let input = &self.inputs[t.input];
             let Some(m) = &input.processing.multiline else {
+                self.assembling.remove(&key);
                 continue;
             };
             let mut out = Out {
@@ -619,17 +696,23 @@ impl Tailer {
             };
             let before = out.batch.records.len();
             t.assembler.flush_stale(m, now, |r| out.record(r));
-            t.in_batch |= out.batch.records.len() > before;
+            let added = out.batch.records.len() > before;
+            t.joined_batch(key, added, &mut self.batch_files);
+            if t.assembler.pending_start().is_none() {
+                self.assembling.remove(&key);
+            }
         }
     }
 
     /// Releases files that were rotated away or deleted, have been read to their end
     /// and have not grown for `rotate_wait`; their unterminated last line is sent.
+    /// Only awake files are looked at (a file whose path is gone is never dormant).
     fn release_finished(&mut self) {
         let now = Instant::now();
         let done: Vec<Key> = self
-            .files
+            .awake
             .iter()
+            .filter_map(|k| self.files.get(k).map(|t| (k, t)))
             .filter(|(_, t)| {
                 !t.releasing
                     && t.gone_since.is_some()
@@ -655,7 +738,8 @@ impl Tailer {
                 t.splitter
                     .finish(|piece| out.piece(assembler, piece, now, at));
                 assembler.finish(|r| out.record(r));
-                t.in_batch |= out.batch.records.len() > before;
+                let added = out.batch.records.len() > before;
+                t.joined_batch(key, added, &mut self.batch_files);
                 if t.in_batch {
                     // Keep it until the flush has made its last lines durable.
                     t.releasing = true;
@@ -671,6 +755,10 @@ impl Tailer {
         if let Some(t) = self.files.remove(&key) {
             tracing::info!(path = %t.path.display(), "released file");
             self.stats.files_released.add(1);
+            self.awake.remove(&key);
+            self.assembling.remove(&key);
+            self.checkpoint_changed.remove(&key);
+            self.checkpoint_removed.push(key);
             self.checkpoint_dirty = true;
         }
     }
@@ -689,16 +777,7 @@ impl Tailer {
             ..Default::default()
         };
         let request = batch.records.into_request(&self.resource, &scope);
-        let touched: Vec<(Key, Position)> = self
-            .files
-            .iter()
-            .filter(|(_, t)| t.in_batch)
-            .map(|(k, t)| {
-                let mut p = t.position(t.safe_offset());
-                (p.dev, p.ino) = *k;
-                (*k, p)
-            })
-            .collect();
+        let touched = self.batch_positions();
         let positions: Vec<Position> = touched.iter().map(|(_, p)| p.clone()).collect();
         let lsn = rt.block_on(self.queue.push(Kind::Logs, &positions, &request, true))?;
         self.stats.lines_read.add(count);
@@ -707,6 +786,7 @@ impl Tailer {
             if let Some(t) = self.files.get_mut(&key) {
                 t.durable = p.offset;
                 t.in_batch = false;
+                self.checkpoint_changed.insert(key);
                 if t.releasing {
                     finished.push(key);
                 }
@@ -720,18 +800,53 @@ impl Tailer {
         Ok(())
     }
 
+    /// The positions of the files in the batch (taken; their `in_batch` stays set
+    /// until the flush makes them durable).
+    fn batch_positions(&mut self) -> Vec<(Key, Position)> {
+        std::mem::take(&mut self.batch_files)
+            .into_iter()
+            .filter_map(|k| {
+                let t = self.files.get(&k).filter(|t| t.in_batch)?;
+                let mut p = t.position(t.safe_offset());
+                (p.dev, p.ino) = k;
+                Some((k, p))
+            })
+            .collect()
+    }
+
     /// Makes the checkpoint say every tracked file's durable offset: only the files
-    /// that changed since the last write are written (see `checkpoint_store`).
+    /// noted as changed or released since the last write are compared and written
+    /// (see `checkpoint_store`); every tracked file on the first write and after a
+    /// sweep.
     fn write_checkpoint(&mut self) {
-        let current = self.files.iter().map(|(k, t)| PositionRef {
-            path: &t.path,
-            dev: k.0,
-            ino: k.1,
-            offset: t.durable,
-            fp_len: t.fp_len,
-            fp_hash: t.fp_hash,
-        });
-        match self.checkpoints.save(current) {
+        fn position<'a>((k, t): (&Key, &'a Tracked)) -> PositionRef<'a> {
+            PositionRef {
+                path: &t.path,
+                dev: k.0,
+                ino: k.1,
+                offset: t.durable,
+                fp_len: t.fp_len,
+                fp_hash: t.fp_hash,
+            }
+        }
+        let saved = if self.checkpoint_full {
+            self.checkpoints.save(self.files.iter().map(position))
+        } else {
+            let files = &self.files;
+            let changed = self
+                .checkpoint_changed
+                .iter()
+                .filter_map(|k| files.get_key_value(k))
+                .map(position);
+            self.checkpoints
+                .save_changes(changed, &self.checkpoint_removed)
+        };
+        // Noted changes are in the store's memory even when the write failed (the store
+        // then compacts on its next save), so they are not needed again.
+        self.checkpoint_changed.clear();
+        self.checkpoint_removed.clear();
+        self.checkpoint_full &= saved.is_err();
+        match saved {
             Ok(()) => self.checkpoint_dirty = false,
             Err(e) => {
                 self.stats.file_errors.add(1);
@@ -1051,6 +1166,109 @@ mod tests {
             before,
             "the quiet file was not looked at: no event named it"
         );
+        drop(tailer);
+        let queue = consumer.queue;
+        drop(consumer.hot);
+        queue.shutdown_blocking();
+    }
+    /// What the change tracking must keep true after every poll: each file that is not
+    /// dormant is in the awake set (else no poll would look at it), and the checkpoint
+    /// on disk says every tracked file's durable position and nothing else (else a
+    /// missed note would resume a file wrongly after a restart).
+    fn check_tracking(tailer: &Tailer, state: &std::path::Path, step: &str) {
+        for (k, t) in &tailer.files {
+            assert!(
+                t.dormant() || tailer.awake.contains(k),
+                "{step}: {} is not dormant but not awake",
+                t.path.display()
+            );
+        }
+        let mut on_disk = CheckpointStore::open(&state.join(CHECKPOINT_FILE))
+            .1
+            .unwrap();
+        on_disk.sort_by_key(|p| (p.dev, p.ino));
+        let mut tracked: Vec<Position> = tailer
+            .files
+            .iter()
+            .map(|(k, t)| {
+                let mut p = t.position(t.durable);
+                (p.dev, p.ino) = *k;
+                p
+            })
+            .collect();
+        tracked.sort_by_key(|p| (p.dev, p.ino));
+        assert_eq!(on_disk, tracked, "{step}: checkpoint on disk");
+    }
+
+    fn append(path: &std::path::Path, text: &str) {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .unwrap();
+        std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+    }
+
+    /// Quiet watched files cost a poll nothing (the awake set empties), and new,
+    /// grown, rotated, truncated and deleted files are still noticed, with the
+    /// checkpoint written from change notes alone (no full save after the first).
+    #[test]
+    fn polls_walk_only_awake_files_and_every_change_still_reaches_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&logs).unwrap();
+        std::fs::create_dir_all(&state).unwrap();
+        for name in ["a", "b", "c", "d"] {
+            std::fs::write(logs.join(format!("{name}.log")), format!("{name} 1\n")).unwrap();
+        }
+        let stats = Arc::new(Stats::default());
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (mut tailer, consumer) = tailer_on(&logs, &state, &stats);
+        tailer.rotate_wait = Duration::ZERO;
+        let cancel = CancellationToken::new();
+        let poll = |tailer: &mut Tailer, step: &str| {
+            tailer.poll_once(rt.handle(), &cancel).unwrap();
+            assert!(!tailer.checkpoint_full, "{step}: a full save would hide misses");
+            check_tracking(tailer, &state, step);
+        };
+        poll(&mut tailer, "first");
+        assert_eq!(stats.lines_read.get(), 4);
+        for _ in 0..=IDLE_POLLS {
+            poll(&mut tailer, "quiet");
+        }
+        assert!(tailer.files.values().all(|t| t.dormant()));
+        assert!(tailer.awake.is_empty(), "dormant files are not walked");
+        // Growth of a dormant file: read on the next poll, awake again.
+        append(&logs.join("a.log"), "a 2\n");
+        poll(&mut tailer, "grown");
+        assert_eq!(stats.lines_read.get(), 5);
+        assert_eq!(tailer.awake.len(), 1);
+        // Rotation by rename plus a new file at the path.
+        std::fs::rename(logs.join("b.log"), logs.join("b.log.1")).unwrap();
+        append(&logs.join("b.log.1"), "b 2\n");
+        std::fs::write(logs.join("b.log"), "b new 1\n").unwrap();
+        poll(&mut tailer, "rotated");
+        assert_eq!(stats.lines_read.get(), 7, "old file drained, new one read");
+        assert_eq!(stats.files_released.get(), 1, "the old b released");
+        assert_eq!(tailer.files.len(), 4);
+        // Copytruncate of a dormant file: shorter content, read from its start.
+        std::fs::write(logs.join("c.log"), "c\n").unwrap();
+        poll(&mut tailer, "truncated");
+        assert_eq!(stats.lines_read.get(), 8);
+        assert_eq!(stats.files_truncated.get(), 1);
+        // A deleted dormant file is released and leaves the checkpoint.
+        let released = stats.files_released.get();
+        std::fs::remove_file(logs.join("d.log")).unwrap();
+        poll(&mut tailer, "deleted");
+        poll(&mut tailer, "released");
+        assert_eq!(stats.files_released.get(), released + 1);
+        assert_eq!(tailer.files.len(), 3);
+        assert!(!tailer.files.values().any(|t| t.path.ends_with("d.log")));
+        // A renamed file that still matches keeps its position under its new path.
+        std::fs::rename(logs.join("a.log"), logs.join("e.log")).unwrap();
+        poll(&mut tailer, "renamed");
+        assert!(tailer.files.values().any(|t| t.path.ends_with("e.log")));
         drop(tailer);
         let queue = consumer.queue;
         drop(consumer.hot);
