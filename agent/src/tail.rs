@@ -1252,9 +1252,17 @@ mod tests {
         assert_eq!(stats.lines_read.get(), 7, "old file drained, new one read");
         assert_eq!(stats.files_released.get(), 1, "the old b released");
         assert_eq!(tailer.files.len(), 4);
-        // Copytruncate of a dormant file: shorter content, read from its start.
-        std::fs::write(logs.join("c.log"), "c\n").unwrap();
+        // Copytruncate of a dormant file: emptied (offset 0 on disk with no line to
+        // flush), then new content read from its start.
+        std::fs::File::options()
+            .write(true)
+            .open(logs.join("c.log"))
+            .unwrap()
+            .set_len(0)
+            .unwrap();
         poll(&mut tailer, "truncated");
+        append(&logs.join("c.log"), "c\n");
+        poll(&mut tailer, "rewritten");
         assert_eq!(stats.lines_read.get(), 8);
         assert_eq!(stats.files_truncated.get(), 1);
         // A deleted dormant file is released and leaves the checkpoint.
