@@ -1229,7 +1229,10 @@ mod tests {
         let cancel = CancellationToken::new();
         let poll = |tailer: &mut Tailer, step: &str| {
             tailer.poll_once(rt.handle(), &cancel).unwrap();
-            assert!(!tailer.checkpoint_full, "{step}: a full save would hide misses");
+            assert!(
+                !tailer.checkpoint_full,
+                "{step}: a full save would hide misses"
+            );
             check_tracking(tailer, &state, step);
         };
         poll(&mut tailer, "first");
