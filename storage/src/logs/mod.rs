@@ -196,8 +196,7 @@ pub(crate) fn open_versioned(
     let mut partitions = BTreeMap::new();
     let mut committed = HashMap::new();
     for (key, _) in scan_partitions(&root)? {
-        let (reader, lsn) =
-            partition::open(&root, &key, &versions, new_version, &opts.docstore)?;
+        let (reader, lsn) = partition::open(&root, &key, &versions, new_version, &opts.docstore)?;
         committed.insert(key.clone(), lsn);
         partitions.insert(key, reader);
     }
@@ -346,8 +345,7 @@ impl LogIndexer {
         let mut outcome = AddOutcome::default();
         // One batch of operations per partition: Tantivy takes a whole batch through its
         // channel at once instead of waking its indexing thread per document.
-        let mut per_partition: Vec<(PartitionKey, Arc<LogFields>, Vec<UserOperation>)> =
-            Vec::new();
+        let mut per_partition: Vec<(PartitionKey, Arc<LogFields>, Vec<UserOperation>)> = Vec::new();
         let mut envelopes = EnvelopeEncoder::default();
         for rl in &request.resource_logs {
             let resource = rl.resource.as_ref().unwrap_or(&EMPTY_RESOURCE);
