@@ -83,6 +83,10 @@ struct Args {
     /// zstd of the same records' JSON lines: the fast loop for schema work.
     #[arg(long)]
     only_indexer: Option<usize>,
+    /// Run only phase 3 (throughput through the collector, then search latency):
+    /// alternate invocations with `--collector` to compare two builds in one run.
+    #[arg(long)]
+    only_throughput: bool,
     /// Rounds of the auth-on/auth-off comparison (0 skips it).
     #[arg(long, default_value_t = 2)]
     auth_rounds: usize,
@@ -824,6 +828,13 @@ fn main() -> anyhow::Result<()> {
     if args.only_auth {
         let auth = auth_overhead(&args, args.auth_rounds.max(1))?;
         println!("{}", serde_json::to_string_pretty(&auth)?);
+        return Ok(());
+    }
+    if args.only_throughput {
+        let (ingest, search) = throughput(&args)?;
+        let report = json!({"collector": args.collector, "indexing_threads": args.indexing_threads,
+                            "ingest": ingest, "search": search});
+        println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
     if let Some(rounds) = args.only_indexer {

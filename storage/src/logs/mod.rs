@@ -28,7 +28,7 @@ use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 pub use partition::valid_tenant;
 use partition::{PartitionKey, PartitionReader};
 pub use schema::names as field_names;
-use schema::{EnvelopeEncoder, LogFields};
+use schema::{EnvelopeEncoder, LogFields, SchemaVersion};
 pub use search::{
     HistogramBucket, LogHit, LogQuery, LogQueryError, LogSearchResult, MAX_BUCKETS, MAX_LIMIT,
     SortOrder,
@@ -67,6 +67,15 @@ pub enum LogStoreError {
     /// A tenant name that cannot be stored.
     #[error("invalid tenant name {0:?}")]
     InvalidTenant(String),
+    /// A partition names a schema version this build does not know (written by a newer
+    /// version, or damaged).
+    #[error("log partition schema version file {path}: unknown version {found:?}")]
+    UnknownSchemaVersion {
+        /// The version file.
+        path: PathBuf,
+        /// What it holds.
+        found: String,
+    },
 }
 
 /// How the log store is laid out and how much it may hold.
@@ -122,7 +131,10 @@ impl LogStoreOptions {
 struct Shared {
     root: PathBuf,
     docstore: DocStoreOptions,
-    fields: LogFields,
+    /// The fields of every schema version, oldest first; partitions share these.
+    versions: Vec<Arc<LogFields>>,
+    /// The version new partitions are created with.
+    new_version: SchemaVersion,
     tokenizers: TokenizerManager,
     partitions: RwLock<BTreeMap<PartitionKey, PartitionReader>>,
 }
@@ -161,18 +173,30 @@ pub struct AddOutcome {
 
 /// Opens (or creates) the store in `opts.dir`.
 pub fn open(opts: LogStoreOptions) -> Result<(LogStore, LogIndexer), LogStoreError> {
+    open_versioned(opts, SchemaVersion::CURRENT)
+}
+
+/// [`open`], creating new partitions with schema `new_version` (tests write partitions
+/// of older versions with it).
+pub(crate) fn open_versioned(
+    opts: LogStoreOptions,
+    new_version: SchemaVersion,
+) -> Result<(LogStore, LogIndexer), LogStoreError> {
     let root = opts.dir.clone();
     std::fs::create_dir_all(&root).map_err(|source| LogStoreError::Io {
         path: root.clone(),
         source,
     })?;
-    let fields = LogFields::new();
+    let versions: Vec<Arc<LogFields>> = SchemaVersion::ALL
+        .into_iter()
+        .map(|v| Arc::new(LogFields::for_version(v)))
+        .collect();
     let tokenizers = TokenizerManager::default();
     schema::register_tokenizers(&tokenizers);
     let mut partitions = BTreeMap::new();
     let mut committed = HashMap::new();
     for (key, _) in scan_partitions(&root)? {
-        let (reader, lsn) = partition::open(&root, &key, &fields, &opts.docstore)?;
+        let (reader, lsn) = partition::open(&root, &key, &versions, new_version, &opts.docstore)?;
         committed.insert(key.clone(), lsn);
         partitions.insert(key, reader);
     }
@@ -181,7 +205,8 @@ pub fn open(opts: LogStoreOptions) -> Result<(LogStore, LogIndexer), LogStoreErr
         shared: Arc::new(Shared {
             root,
             docstore: opts.docstore,
-            fields,
+            versions,
+            new_version,
             tokenizers,
             partitions: RwLock::new(partitions),
         }),
@@ -320,7 +345,7 @@ impl LogIndexer {
         let mut outcome = AddOutcome::default();
         // One batch of operations per partition: Tantivy takes a whole batch through its
         // channel at once instead of waking its indexing thread per document.
-        let mut per_partition: Vec<(PartitionKey, Vec<UserOperation>)> = Vec::new();
+        let mut per_partition: Vec<(PartitionKey, Arc<LogFields>, Vec<UserOperation>)> = Vec::new();
         let mut envelopes = EnvelopeEncoder::default();
         for rl in &request.resource_logs {
             let resource = rl.resource.as_ref().unwrap_or(&EMPTY_RESOURCE);
@@ -341,21 +366,24 @@ impl LogIndexer {
                         continue;
                     }
                     let envelope = envelopes.encode(record);
-                    let doc = self
-                        .store
-                        .shared
-                        .fields
-                        .document(&view, lsn, time_ns, envelope);
-                    match per_partition.iter_mut().find(|(k, _)| *k == key) {
-                        Some((_, ops)) => ops.push(UserOperation::Add(doc)),
-                        None => per_partition.push((key, vec![UserOperation::Add(doc)])),
-                    }
+                    // Each partition's documents in its own schema version.
+                    let i = match per_partition.iter().position(|(k, _, _)| *k == key) {
+                        Some(i) => i,
+                        None => {
+                            let fields = self.partition_reader(&key)?.fields;
+                            per_partition.push((key, fields, Vec::new()));
+                            per_partition.len() - 1
+                        }
+                    };
+                    let (_, fields, ops) = &mut per_partition[i];
+                    let doc = fields.document(&view, lsn, time_ns, envelope);
+                    ops.push(UserOperation::Add(doc));
                     outcome.added += 1;
                 }
             }
         }
-        let keys: Vec<PartitionKey> = per_partition.iter().map(|(k, _)| k.clone()).collect();
-        for (i, (key, ops)) in per_partition.into_iter().enumerate() {
+        let keys: Vec<PartitionKey> = per_partition.iter().map(|(k, _, _)| k.clone()).collect();
+        for (i, (key, _, ops)) in per_partition.into_iter().enumerate() {
             // Partitions whose documents of this batch are not added yet: if one has to
             // be closed to make room, its commit must not claim this batch.
             let writer = self.writer_for(&key, lsn, &keys[i + 1..])?;
@@ -478,7 +506,13 @@ impl LogIndexer {
             return Ok(p.clone());
         }
         let shared = &self.store.shared;
-        let (reader, lsn) = partition::open(&shared.root, key, &shared.fields, &shared.docstore)?;
+        let (reader, lsn) = partition::open(
+            &shared.root,
+            key,
+            &shared.versions,
+            shared.new_version,
+            &shared.docstore,
+        )?;
         self.committed.insert(key.clone(), lsn);
         self.store
             .shared

@@ -4,12 +4,13 @@
 //! opens only the days its time range touches.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tantivy::directory::MmapDirectory;
 use tantivy::store::{Compressor, ZstdCompressor};
 use tantivy::{Index, IndexReader, IndexSettings, ReloadPolicy};
 
-use super::schema::{LogFields, register_tokenizers};
+use super::schema::{LogFields, SCHEMA_VERSION_FILE, SchemaVersion, register_tokenizers};
 use super::{DocStoreOptions, LogStoreError};
 
 /// Length of a partition: one UTC day.
@@ -63,6 +64,9 @@ pub(crate) struct PartitionReader {
     pub(crate) key: PartitionKey,
     pub(crate) index: Index,
     pub(crate) reader: IndexReader,
+    /// The fields of the schema this partition was created with: its documents are
+    /// built, and its queries parsed, with these.
+    pub(crate) fields: Arc<LogFields>,
 }
 
 /// Default doc store block size; see [`settings`].
@@ -85,18 +89,23 @@ fn settings(docstore: &DocStoreOptions) -> IndexSettings {
     }
 }
 
-/// Opens a partition's index, creating it if `create` is set and it does not exist.
+/// Opens a partition's index, creating it with schema `new_version` if it does not
+/// exist. An existing partition keeps the schema it was created with: its version comes
+/// from [`SCHEMA_VERSION_FILE`] (none: version 1, written before versions existed) and
+/// must match the schema in its `meta.json`.
 pub(crate) fn open(
     root: &Path,
     key: &PartitionKey,
-    fields: &LogFields,
+    versions: &[Arc<LogFields>],
+    new_version: SchemaVersion,
     docstore: &DocStoreOptions,
 ) -> Result<(PartitionReader, u64), LogStoreError> {
     let dir = key.dir(root);
-    std::fs::create_dir_all(&dir).map_err(|source| LogStoreError::Io {
-        path: dir.clone(),
-        source,
-    })?;
+    let io_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| LogStoreError::Io { path, source }
+    };
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let tantivy_err = |source: tantivy::TantivyError| LogStoreError::Index {
         path: dir.clone(),
         source,
@@ -105,8 +114,44 @@ pub(crate) fn open(
         path: dir.clone(),
         source: e.into(),
     })?;
+    let exists = Index::exists(&mmap).map_err(|e| tantivy_err(e.into()))?;
+    let version_path = dir.join(SCHEMA_VERSION_FILE);
+    let version = match std::fs::read_to_string(&version_path) {
+        Ok(text) => text
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .and_then(SchemaVersion::from_number)
+            .ok_or_else(|| LogStoreError::UnknownSchemaVersion {
+                path: version_path.clone(),
+                found: text.trim().chars().take(32).collect(),
+            })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let version = if exists {
+                SchemaVersion::V1
+            } else {
+                new_version
+            };
+            // Before the index, so that an index never exists without its version.
+            super::write_atomic(&version_path, version.number().to_string().as_bytes())
+                .map_err(io_err(&version_path))?;
+            version
+        }
+        Err(source) => {
+            return Err(LogStoreError::Io {
+                path: version_path,
+                source,
+            });
+        }
+    };
+    let fields = versions
+        .iter()
+        .find(|f| f.version == version)
+        .cloned()
+        .unwrap_or_else(|| Arc::new(LogFields::for_version(version)));
     let tokenizers = tantivy::tokenizer::TokenizerManager::default();
     register_tokenizers(&tokenizers);
+    // `open_or_create` refuses an index whose stored schema differs from the one given.
     let index = Index::builder()
         .schema(fields.schema.clone())
         .settings(settings(docstore))
@@ -130,6 +175,7 @@ pub(crate) fn open(
             key: key.clone(),
             index,
             reader,
+            fields,
         },
         committed_lsn,
     ))

@@ -14,6 +14,9 @@ use vantage_proto::otlp::common::v1::{AnyValue, InstrumentationScope, KeyValue, 
 use vantage_proto::otlp::logs::v1::{LogRecord, ResourceLogs};
 use vantage_proto::otlp::resource::v1::Resource;
 
+/// The resource attribute the `service.name` field holds (when it is a string).
+const SERVICE_NAME_KEY: &str = "service.name";
+
 /// Tokenizer for exact, case-insensitive keywords (severity text).
 pub(crate) const LOWERCASE_KEYWORD: &str = "keyword_lowercase";
 
@@ -67,9 +70,52 @@ pub mod names {
     pub const RECORD: &str = "record";
 }
 
+/// Versions of the log schema. Each partition keeps the schema it was created with
+/// (Tantivy stores it in the partition's `meta.json`; the version is also written to
+/// [`SCHEMA_VERSION_FILE`]), so partitions of an older version stay searchable and take
+/// late records in their own layout. Every version has the same fields in the same
+/// order; they differ in what is indexed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum SchemaVersion {
+    /// Up to session 6 (no version file): `severity_number` is a term and a column, and
+    /// the resource JSON holds `service.name` again next to the `service.name` field.
+    V1,
+    /// `severity_number` is a column only (its equality and range queries read the
+    /// column; ranges already did), and a string `service.name` is indexed once, in the
+    /// `service.name` field, not again in the resource JSON (`resource.service.name`
+    /// queries are rewritten to ask both). Two fewer terms per record.
+    V2,
+}
+
+impl SchemaVersion {
+    /// The version new partitions are created with.
+    pub(crate) const CURRENT: SchemaVersion = SchemaVersion::V2;
+
+    /// Every version this code reads, oldest first.
+    pub(crate) const ALL: [SchemaVersion; 2] = [SchemaVersion::V1, SchemaVersion::V2];
+
+    /// The number written to [`SCHEMA_VERSION_FILE`].
+    pub(crate) fn number(self) -> u32 {
+        match self {
+            SchemaVersion::V1 => 1,
+            SchemaVersion::V2 => 2,
+        }
+    }
+
+    /// The version of a number read from [`SCHEMA_VERSION_FILE`].
+    pub(crate) fn from_number(n: u32) -> Option<Self> {
+        SchemaVersion::ALL.into_iter().find(|v| v.number() == n)
+    }
+}
+
+/// File in a partition directory naming its schema version (decimal). Partitions
+/// created before schema versions existed have none and are version 1.
+pub(crate) const SCHEMA_VERSION_FILE: &str = "vantage-schema-version";
+
 /// Handles to every field of the log schema.
 #[derive(Clone, Debug)]
 pub(crate) struct LogFields {
+    pub(crate) version: SchemaVersion,
     pub(crate) schema: Schema,
     pub(crate) timestamp: Field,
     pub(crate) observed_timestamp: Field,
@@ -93,7 +139,8 @@ pub(crate) struct LogFields {
 }
 
 impl LogFields {
-    pub(crate) fn new() -> Self {
+    /// The fields of schema `version`.
+    pub(crate) fn for_version(version: SchemaVersion) -> Self {
         let mut b = Schema::builder();
         // Keywords match whole values and are never scored, so they need no field norms
         // (a byte per document and field saved).
@@ -117,7 +164,13 @@ impl LogFields {
         let timestamp = b.add_i64_field(names::TIMESTAMP, FAST);
         let observed_timestamp = b.add_i64_field(names::OBSERVED_TIMESTAMP, FAST);
         let lsn = b.add_u64_field(names::LSN, FAST);
-        let severity_number = b.add_i64_field(names::SEVERITY_NUMBER, INDEXED | FAST);
+        // 24 values: as a term it was one more posting per record for queries the column
+        // answers (Tantivy runs ranges on fast fields from the column; equality is
+        // rewritten to a one-value range, see `search::rewrite`).
+        let severity_number = match version {
+            SchemaVersion::V1 => b.add_i64_field(names::SEVERITY_NUMBER, INDEXED | FAST),
+            SchemaVersion::V2 => b.add_i64_field(names::SEVERITY_NUMBER, FAST),
+        };
         let severity_text = b.add_text_field(names::SEVERITY_TEXT, keyword_text(LOWERCASE_KEYWORD));
         let body = b.add_text_field(
             names::BODY,
@@ -155,6 +208,7 @@ impl LogFields {
         let event_name = b.add_text_field(names::EVENT_NAME, keyword_text("raw"));
         let record = b.add_bytes_field(names::RECORD, STORED);
         LogFields {
+            version,
             schema: b.build(),
             timestamp,
             observed_timestamp,
@@ -229,7 +283,19 @@ impl LogFields {
             }
         }
         if !view.resource.attributes.is_empty() {
-            doc.add_object(self.resource, attributes_object(&view.resource.attributes));
+            let mut resource = attributes_object(&view.resource.attributes);
+            // Version 2 indexes the service name once, in `service.name`: the resource
+            // JSON leaves it out when it is that same string (with duplicate keys the
+            // JSON holds the last value and the field the first; then both stay).
+            if self.version >= SchemaVersion::V2
+                && let Some(service) = view.service_name()
+                && matches!(resource.get(SERVICE_NAME_KEY), Some(OwnedValue::Str(s)) if s == service)
+            {
+                resource.remove(SERVICE_NAME_KEY);
+            }
+            if !resource.is_empty() {
+                doc.add_object(self.resource, resource);
+            }
         }
         if !view.scope.name.is_empty() {
             doc.add_text(self.scope_name, &view.scope.name);

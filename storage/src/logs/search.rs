@@ -14,7 +14,7 @@ use tantivy::{DocAddress, DocId, Order, Score, SegmentReader, TantivyDocument, T
 use vantage_proto::otlp::logs::v1::ResourceLogs;
 
 use super::LogStore;
-use super::schema::{LeftOutColumns, decode_stored, id_parts, names};
+use super::schema::{LeftOutColumns, LogFields, SchemaVersion, decode_stored, id_parts, names};
 
 /// Most hits one search may return; deeper paging narrows the time range instead.
 pub const MAX_LIMIT: usize = 10_000;
@@ -109,10 +109,28 @@ pub enum LogQueryError {
 impl LogStore {
     /// Parses a query the way [`LogStore::search`] does, to validate it early.
     pub fn parse_query(&self, text: &str) -> Result<Box<dyn Query>, LogQueryError> {
+        self.parse_query_for(self.current_fields()?, text)
+    }
+
+    /// The schema new partitions are created with.
+    fn current_fields(&self) -> Result<&LogFields, LogQueryError> {
+        self.shared
+            .versions
+            .iter()
+            .find(|f| f.version == self.shared.new_version)
+            .map(|f| &**f)
+            .ok_or_else(|| LogQueryError::Invalid("no schema for new partitions".into()))
+    }
+
+    /// Parses a query against one schema version (every partition's own).
+    fn parse_query_for(
+        &self,
+        fields: &LogFields,
+        text: &str,
+    ) -> Result<Box<dyn Query>, LogQueryError> {
         if text.trim().is_empty() || text.trim() == "*" {
             return Ok(Box::new(AllQuery));
         }
-        let fields = &self.shared.fields;
         let mut parser = QueryParser::new(
             fields.schema.clone(),
             vec![fields.body],
@@ -167,7 +185,12 @@ impl LogStore {
             }
             None => None,
         };
-        let query = self.filtered_query(q)?;
+        // Every query form means the same in every schema version (`rewrite`), but each
+        // partition's query is built against its own schema; parsed once per version.
+        let mut queries: Vec<(SchemaVersion, Box<dyn Query>)> = Vec::new();
+        let current = self.current_fields()?;
+        let parsed = self.parse_query_for(current, &q.query)?;
+        queries.push((current.version, self.filtered_query(q, current, parsed)?));
         let mut total = 0u64;
         let mut counts = histogram.as_ref().map(|h| vec![0u64; h.buckets]);
         // (sort key, partition, doc) for every partition's top candidates.
@@ -175,6 +198,16 @@ impl LogStore {
         let readers = self.readers_for(&q.tenant, q.start_ns, q.end_ns);
         let searchers: Vec<_> = readers.iter().map(|r| r.reader.searcher()).collect();
         for (pi, searcher) in searchers.iter().enumerate() {
+            let fields = &readers[pi].fields;
+            let qi = match queries.iter().position(|(v, _)| *v == fields.version) {
+                Some(qi) => qi,
+                None => {
+                    let parsed = self.parse_query_for(fields, &q.query)?;
+                    queries.push((fields.version, self.filtered_query(q, fields, parsed)?));
+                    queries.len() - 1
+                }
+            };
+            let query = &queries[qi].1;
             if q.limit > 0 {
                 let top = match q.order {
                     SortOrder::TimeAsc | SortOrder::TimeDesc => {
@@ -185,7 +218,7 @@ impl LogStore {
                         };
                         let collector = TopDocs::with_limit(q.limit)
                             .order_by_fast_field::<i64>(names::TIMESTAMP, order);
-                        let (count, docs) = searcher.search(&query, &(Count, collector))?;
+                        let (count, docs) = searcher.search(query, &(Count, collector))?;
                         total += count as u64;
                         docs.into_iter()
                             .map(|(k, d)| (i128::from(k.unwrap_or(0)), d))
@@ -194,7 +227,7 @@ impl LogStore {
                     SortOrder::ArrivalAsc => {
                         let collector = TopDocs::with_limit(q.limit)
                             .order_by_fast_field::<u64>(names::LSN, Order::Asc);
-                        let (count, docs) = searcher.search(&query, &(Count, collector))?;
+                        let (count, docs) = searcher.search(query, &(Count, collector))?;
                         total += count as u64;
                         docs.into_iter()
                             .map(|(k, d)| (i128::from(k.unwrap_or(0)), d))
@@ -203,10 +236,10 @@ impl LogStore {
                 };
                 candidates.extend(top.into_iter().map(|(k, d)| (k, pi, d)));
             } else {
-                total += searcher.search(&query, &Count)? as u64;
+                total += searcher.search(query, &Count)? as u64;
             }
             if let (Some(h), Some(counts)) = (&histogram, counts.as_mut()) {
-                for (c, n) in counts.iter_mut().zip(searcher.search(&query, h)?) {
+                for (c, n) in counts.iter_mut().zip(searcher.search(query, h)?) {
                     *c += n;
                 }
             }
@@ -216,10 +249,10 @@ impl LogStore {
             _ => candidates.sort_by_key(|c| c.0),
         }
         candidates.truncate(q.limit);
-        let fields = &self.shared.fields;
         let mut hits = Vec::with_capacity(candidates.len());
         for (_, pi, address) in candidates {
             let searcher = &searchers[pi];
+            let fields = &readers[pi].fields;
             let doc: TantivyDocument = searcher.doc(address)?;
             let segment = searcher.segment_reader(address.segment_ord);
             let ff = segment.fast_fields();
@@ -260,9 +293,13 @@ impl LogStore {
         })
     }
 
-    fn filtered_query(&self, q: &LogQuery) -> Result<Box<dyn Query>, LogQueryError> {
-        let fields = &self.shared.fields;
-        let parsed = self.parse_query(&q.query)?;
+    /// `parsed` limited to the time range (and LSNs) of `q`, in schema `fields`.
+    fn filtered_query(
+        &self,
+        q: &LogQuery,
+        fields: &LogFields,
+        parsed: Box<dyn Query>,
+    ) -> Result<Box<dyn Query>, LogQueryError> {
         let time = RangeQuery::new(
             Bound::Included(Term::from_field_i64(fields.timestamp, q.start_ns)),
             Bound::Excluded(Term::from_field_i64(fields.timestamp, q.end_ns)),
@@ -374,9 +411,45 @@ fn id_lookup(field: &str, text: &str) -> Result<UserInputAst, LogQueryError> {
     })
 }
 
-/// Maps the fields people write onto how they are stored: ids to their bucket term and
-/// columns, and numbers on `attributes.<key>` (exact values, ranges, existence) to the
-/// numeric attribute columns. A numeric-looking literal still matches string values too.
+/// `resource.service.name` as a query names it.
+const RESOURCE_SERVICE_NAME: &str = "resource.service.name";
+
+fn leaf_field(leaf: &UserInputLeaf) -> Option<&str> {
+    match leaf {
+        UserInputLeaf::Literal(lit) => lit.field_name.as_deref(),
+        UserInputLeaf::Range { field, .. }
+        | UserInputLeaf::Set { field, .. }
+        | UserInputLeaf::Regex { field, .. } => field.as_deref(),
+        UserInputLeaf::Exists { field } => Some(field),
+        UserInputLeaf::All => None,
+    }
+}
+
+/// The same leaf on another field; `None` for leaves that stay as they are (`*`, `:*`:
+/// existence needs a column, which neither field has).
+fn with_field(leaf: UserInputLeaf, field: &str) -> Option<UserInputLeaf> {
+    let field = Some(field.to_string());
+    Some(match leaf {
+        UserInputLeaf::Literal(mut lit) => {
+            lit.field_name = field;
+            UserInputLeaf::Literal(lit)
+        }
+        UserInputLeaf::Range { lower, upper, .. } => UserInputLeaf::Range {
+            field,
+            lower,
+            upper,
+        },
+        UserInputLeaf::Set { elements, .. } => UserInputLeaf::Set { field, elements },
+        UserInputLeaf::Regex { pattern, .. } => UserInputLeaf::Regex { field, pattern },
+        UserInputLeaf::Exists { .. } | UserInputLeaf::All => return None,
+    })
+}
+
+/// Maps the fields people write onto how they are stored: severity numbers to their
+/// column, `resource.service.name` to the `service.name` field as well, ids to their
+/// bucket term and columns, and numbers on `attributes.<key>` (exact values, ranges,
+/// existence) to the numeric attribute columns. A numeric-looking literal still matches
+/// string values too. The result means the same in every schema version.
 fn rewrite(ast: UserInputAst) -> Result<UserInputAst, LogQueryError> {
     let numeric_path = |field: Option<&str>| -> Option<String> {
         let rest = field?.strip_prefix(names::ATTRIBUTES)?.strip_prefix('.')?;
@@ -439,6 +512,45 @@ fn rewrite(ast: UserInputAst) -> Result<UserInputAst, LogQueryError> {
                     lower,
                     upper,
                 })
+            }
+            // A column only since schema version 2: equality is the one-value range.
+            UserInputLeaf::Literal(lit)
+                if lit.field_name.as_deref() == Some(names::SEVERITY_NUMBER) && !lit.prefix =>
+            {
+                let value = lit.phrase.trim().to_string();
+                leaf(UserInputLeaf::Range {
+                    field: lit.field_name,
+                    lower: UserInputBound::Inclusive(value.clone()),
+                    upper: UserInputBound::Inclusive(value),
+                })
+            }
+            UserInputLeaf::Set { field, elements }
+                if field.as_deref() == Some(names::SEVERITY_NUMBER) =>
+            {
+                UserInputAst::Clause(
+                    elements
+                        .into_iter()
+                        .map(|v| {
+                            let one = leaf(UserInputLeaf::Range {
+                                field: field.clone(),
+                                lower: UserInputBound::Inclusive(v.clone()),
+                                upper: UserInputBound::Inclusive(v),
+                            });
+                            (Some(GrammarOccur::Should), one)
+                        })
+                        .collect(),
+                )
+            }
+            // Since schema version 2 a string service name is indexed only in the
+            // `service.name` field, not again in the resource JSON: ask both.
+            l if leaf_field(&l) == Some(RESOURCE_SERVICE_NAME) => {
+                match with_field(l.clone(), names::SERVICE_NAME) {
+                    Some(service) => UserInputAst::Clause(vec![
+                        (Some(GrammarOccur::Should), leaf(service)),
+                        (Some(GrammarOccur::Should), leaf(l)),
+                    ]),
+                    None => leaf(l),
+                }
             }
             UserInputLeaf::Exists { field } if numeric_path(Some(&field)).is_some() => {
                 leaf(UserInputLeaf::Exists {

@@ -92,7 +92,11 @@ fn small(dir: &Path) -> LogStoreOptions {
 }
 
 fn seeded(dir: &Path) -> (LogStore, LogIndexer) {
-    let (store, mut indexer) = open(small(dir)).unwrap();
+    seeded_with(dir, SchemaVersion::CURRENT)
+}
+
+/// The batches `seeded` adds, with their LSNs.
+fn seed_batches() -> Vec<(u64, ExportLogsServiceRequest)> {
     let batch = request(
         "checkout",
         vec![
@@ -106,12 +110,19 @@ fn seeded(dir: &Path) -> (LogStore, LogIndexer) {
             record(T0 + 2_000, "error", "database connection refused", 503),
         ],
     );
-    indexer.add_batch("default", 1, &batch).unwrap();
     let other = request(
         "cart",
         vec![record(T0 + DAY, "INFO", "cart emptied by user", 200)],
     );
-    indexer.add_batch("default", 2, &other).unwrap();
+    vec![(1, batch), (2, other)]
+}
+
+/// Four records over two days, in partitions of schema `version`.
+fn seeded_with(dir: &Path, version: SchemaVersion) -> (LogStore, LogIndexer) {
+    let (store, mut indexer) = open_versioned(small(dir), version).unwrap();
+    for (lsn, batch) in seed_batches() {
+        indexer.add_batch("default", lsn, &batch).unwrap();
+    }
     assert_eq!(indexer.commit().unwrap(), 2);
     (store, indexer)
 }
@@ -129,70 +140,111 @@ fn bodies(r: &LogSearchResult) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn terms_phrases_fields_and_booleans() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _ix) = seeded(dir.path());
-    let n = |q: &str| store.search(&query(q)).unwrap().total;
-    assert_eq!(n(""), 4);
-    assert_eq!(n("timeout"), 1);
-    assert_eq!(n("\"gateway timeout\""), 1);
-    assert_eq!(n("\"timeout gateway\""), 0);
-    assert_eq!(n("user"), 2);
-    assert_eq!(n("user berlin"), 1, "terms are ANDed by default");
-    assert_eq!(n("berlin OR refused"), 2);
-    assert_eq!(n("user -berlin"), 1);
-    assert_eq!(n("user NOT berlin"), 1);
-    assert_eq!(n("user AND NOT berlin"), 1);
-    assert_eq!(n("NOT user"), 2);
-    assert_eq!(n("-user"), 2);
-    assert_eq!(n("(timeout OR refused) AND NOT gateway"), 1);
-    assert_eq!(
-        n("severity_text:error"),
-        2,
-        "severity text is case-insensitive"
-    );
-    assert_eq!(n("severity_text:ERROR"), 2);
-    assert_eq!(n("severity_number:[17 TO 24]"), 1);
-    assert_eq!(n("service.name:checkout"), 3);
-    assert_eq!(n("service.name:cart"), 1);
-    assert_eq!(n("resource.host.name:web-1"), 4);
-    assert_eq!(n("attributes.http.method:GET"), 4);
-    assert_eq!(n("attributes.http.status_code:500"), 1);
-    assert_eq!(n("attributes.http.status_code:[500 TO 599]"), 2);
-    assert_eq!(n("attributes.http.status_code:{500 TO *}"), 1);
-    assert_eq!(n("attributes.ratio:[4.5 TO 5.5]"), 4);
-    assert_eq!(n("attributes.http.status_code:* AND timeout"), 1);
-    assert_eq!(n("attributes.ratio:5.0"), 4);
-    assert_eq!(n("attributes.ratio:5"), 4);
-    assert_eq!(
-        n("attributes.http.status_code:500 OR attributes.http.status_code:503"),
-        2
-    );
-    assert_eq!(
-        n("attributes.http.status_code:500 AND attributes.http.method:GET"),
-        1
-    );
-    assert_eq!(n("NOT attributes.http.status_code:200"), 2);
-    assert_eq!(n(&format!("span_id:{}", "cd".repeat(8))), 4);
-    assert_eq!(n(&format!("trace_id:{}", "ab".repeat(15) + "ac")), 0);
-    assert_eq!(n(&format!("trace_id:{} AND timeout", "ab".repeat(16))), 1);
-    assert!(store.search(&query("trace_id:xyz")).is_err());
+/// Every query form of the README's log query syntax, with its count over the records
+/// `seeded` writes; the same in every schema version.
+fn standard_queries() -> Vec<(String, u64)> {
+    let mut q: Vec<(String, u64)> = [
+        ("", 4),
+        ("*", 4),
+        ("timeout", 1),
+        ("\"gateway timeout\"", 1),
+        ("\"timeout gateway\"", 0),
+        ("user", 2),
+        ("user berlin", 1),
+        ("berlin OR refused", 2),
+        ("user -berlin", 1),
+        ("user NOT berlin", 1),
+        ("user AND NOT berlin", 1),
+        ("NOT user", 2),
+        ("-user", 2),
+        ("(timeout OR refused) AND NOT gateway", 1),
+        ("(timeout OR refused) AND service.name:checkout", 2),
+        ("severity_text:error", 2),
+        ("severity_text:ERROR", 2),
+        ("severity_number:[17 TO 24]", 1),
+        ("severity_number:{9 TO 24]", 1),
+        ("severity_number:17", 1),
+        ("severity_number:9", 3),
+        ("severity_number:\"9\"", 3),
+        ("severity_number:10", 0),
+        ("severity_number: IN [9 17]", 4),
+        ("NOT severity_number:17", 3),
+        ("severity_number:* AND timeout", 1),
+        ("service.name:checkout", 3),
+        ("service.name:cart", 1),
+        ("resource.service.name:checkout", 3),
+        ("resource.service.name:cart AND user", 1),
+        ("NOT resource.service.name:checkout", 1),
+        ("resource.service.name: IN [cart nothing]", 1),
+        (
+            "resource.service.name:checkout AND resource.host.name:web-1",
+            3,
+        ),
+        ("resource.host.name:web-1", 4),
+        ("attributes.http.method:GET", 4),
+        ("attributes.http.status_code:500", 1),
+        ("attributes.http.status_code:[500 TO 599]", 2),
+        ("attributes.http.status_code:{500 TO *}", 1),
+        ("attributes.ratio:[4.5 TO 5.5]", 4),
+        ("attributes.http.status_code:* AND timeout", 1),
+        ("attributes.ratio:5.0", 4),
+        ("attributes.ratio:5", 4),
+        (
+            "attributes.http.status_code:500 OR attributes.http.status_code:503",
+            2,
+        ),
+        (
+            "attributes.http.status_code:500 AND attributes.http.method:GET",
+            1,
+        ),
+        ("NOT attributes.http.status_code:200", 2),
+        ("attributes.nested.inner:deep", 4),
+        ("scope.name:checkout-lib", 3),
+        ("scope.version:1.2", 3),
+        ("service.name:checkout AND severity_text:error", 2),
+    ]
+    .into_iter()
+    .map(|(q, n)| (q.to_string(), n))
+    .collect();
+    q.push((format!("span_id:{}", "cd".repeat(8)), 4));
+    q.push((format!("trace_id:{}", "ab".repeat(15) + "ac"), 0));
+    q.push((format!("trace_id:{} AND timeout", "ab".repeat(16)), 1));
+    q.push((format!("trace_id:{}", "ab".repeat(16)), 4));
+    q
+}
+
+/// Queries that must fail, whatever the schema version.
+const INVALID_QUERIES: [&str; 5] = [
+    "trace_id:xyz",
+    // Tantivy ranges JSON fields only when they are columns.
+    "resource.service.name:[a TO cb]",
+    "attributes.http.method:[A TO Z]",
+    "nosuchfield:x",
+    "severity_number:abc",
+];
+
+fn assert_standard_queries(store: &LogStore, what: &str) {
+    for (text, want) in standard_queries() {
+        let got = store
+            .search(&query(&text))
+            .unwrap_or_else(|e| panic!("{what}: {text}: {e}"));
+        assert_eq!(got.total, want, "{what}: {text}");
+    }
+    for text in INVALID_QUERIES {
+        assert!(store.search(&query(text)).is_err(), "{what}: {text}");
+    }
     assert!(
         store
             .search(&query(&format!("trace_id:{}", "ab".repeat(17))))
             .is_err()
     );
-    assert!(
-        store
-            .search(&query("attributes.http.method:[A TO Z]"))
-            .is_err()
-    );
-    assert_eq!(n("attributes.nested.inner:deep"), 4);
-    assert_eq!(n("scope.name:checkout-lib"), 3);
-    assert_eq!(n("scope.version:1.2"), 3);
-    assert_eq!(n(&format!("trace_id:{}", "ab".repeat(16))), 4);
-    assert_eq!(n("service.name:checkout AND severity_text:error"), 2);
+}
+
+#[test]
+fn terms_phrases_fields_and_booleans() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _ix) = seeded(dir.path());
+    assert_standard_queries(&store, "current schema");
 }
 
 #[test]
@@ -417,13 +469,11 @@ fn plain_envelopes_of_older_versions_still_read_back() {
         vec![record(T0, "INFO", "written by an older version", 200)],
     );
     {
-        let (store, mut indexer) = open(small(dir.path())).unwrap();
+        let (_store, mut indexer) = open(small(dir.path())).unwrap();
         let view = vantage_proto::logs::records(&old).next().unwrap();
-        let doc = store
-            .shared
-            .fields
-            .document(&view, 1, T0, &view.to_envelope());
         let key = PartitionKey::for_time("default", T0);
+        let fields = indexer.partition_reader(&key).unwrap().fields;
+        let doc = fields.document(&view, 1, T0, &view.to_envelope());
         let w = indexer.writer_for(&key, 1, &[]).unwrap();
         w.writer.add_document(doc).unwrap();
         w.dirty = true;
@@ -490,4 +540,217 @@ fn doc_store_options_apply_to_new_partitions() {
     );
     assert_eq!(block(T0 + DAY), DocStoreOptions::default().block_bytes);
     assert_eq!(store.search(&query("day")).unwrap().total, 2);
+}
+
+/// Every record of a store, as (service name, record), oldest first.
+fn everything(store: &LogStore, end_ns: i64) -> Vec<(Option<String>, LogRecord)> {
+    let mut q = query("");
+    q.end_ns = end_ns;
+    store
+        .search(&q)
+        .unwrap()
+        .hits
+        .into_iter()
+        .map(|h| {
+            let service = vantage_proto::logs::string_attribute(
+                &h.envelope.resource.as_ref().unwrap().attributes,
+                "service.name",
+            )
+            .map(str::to_string);
+            (service, h.envelope.scope_logs[0].log_records[0].clone())
+        })
+        .collect()
+}
+
+fn seeded_records() -> Vec<(Option<String>, LogRecord)> {
+    let mut all: Vec<_> = seed_batches()
+        .into_iter()
+        .flat_map(|(_, b)| {
+            vantage_proto::logs::records(&b)
+                .map(|v| (v.service_name().map(str::to_string), v.record.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    all.sort_by_key(|(_, r)| r.time_unix_nano);
+    all
+}
+
+fn version_file(dir: &Path, day_ns: i64) -> String {
+    let key = PartitionKey::for_time("default", day_ns);
+    std::fs::read_to_string(key.dir(dir).join(schema::SCHEMA_VERSION_FILE)).unwrap()
+}
+
+#[test]
+fn every_schema_version_answers_every_query_alike() {
+    for version in SchemaVersion::ALL {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _ix) = seeded_with(dir.path(), version);
+        assert_eq!(
+            version_file(dir.path(), T0).trim(),
+            version.number().to_string()
+        );
+        assert_standard_queries(&store, &format!("{version:?}"));
+        assert_eq!(everything(&store, T0 + 2 * DAY), seeded_records());
+    }
+}
+
+/// Version 2 leaves out the `severity_number` terms and the resource's `service.name`
+/// JSON terms; version 1 has both.
+#[test]
+fn version_two_indexes_fewer_terms() {
+    let terms = |version: SchemaVersion| {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _ix) = seeded_with(dir.path(), version);
+        let reader = &store.readers_for("default", T0, T0 + 1)[0];
+        let searcher = reader.reader.searcher();
+        let segment = &searcher.segment_readers()[0];
+        let count = |field| {
+            let index = segment.inverted_index(field).unwrap();
+            let mut stream = index.terms().stream().unwrap();
+            let mut keys = Vec::new();
+            while stream.advance() {
+                keys.push(String::from_utf8_lossy(stream.key()).into_owned());
+            }
+            keys
+        };
+        (
+            count(reader.fields.severity_number).len(),
+            count(reader.fields.resource),
+        )
+    };
+    let (v1_severity, v1_resource) = terms(SchemaVersion::V1);
+    assert_eq!(v1_severity, 2, "17 and 9");
+    assert!(
+        v1_resource.iter().any(|t| t.contains("checkout")),
+        "{v1_resource:?}"
+    );
+    let (v2_severity, v2_resource) = terms(SchemaVersion::V2);
+    assert_eq!(v2_severity, 0);
+    assert!(
+        !v2_resource.iter().any(|t| t.contains("checkout")),
+        "{v2_resource:?}"
+    );
+    assert!(
+        v2_resource.iter().any(|t| t.contains("web-1")),
+        "{v2_resource:?}"
+    );
+}
+
+/// A service name the resource holds twice, or not as a string, stays in the resource
+/// JSON: `resource.service.name` finds what version 1 found.
+#[test]
+fn odd_service_names_stay_in_the_resource() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut ix) = open(small(dir.path())).unwrap();
+    let mut twice = request("first", vec![record(T0, "INFO", "twice", 200)]);
+    let attrs = &mut twice.resource_logs[0].resource.as_mut().unwrap().attributes;
+    attrs.push(kv("service.name", s("second")));
+    let mut number = request("x", vec![record(T0, "INFO", "number", 200)]);
+    number.resource_logs[0]
+        .resource
+        .as_mut()
+        .unwrap()
+        .attributes[0] = kv("service.name", any_value::Value::IntValue(7));
+    ix.add_batch("default", 1, &twice).unwrap();
+    ix.add_batch("default", 2, &number).unwrap();
+    ix.commit().unwrap();
+    let n = |q: &str| store.search(&query(q)).unwrap().total;
+    assert_eq!(n("resource.service.name:second"), 1);
+    assert_eq!(n("service.name:first"), 1);
+    assert_eq!(n("service.name:second"), 0);
+    assert_eq!(n("resource.service.name:7"), 1);
+    assert_eq!(n("service.name:7"), 0);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A store written by the code before schema versions (`write_fixture` at commit
+/// 370f0e5): its partitions open with their own schema, answer every query form as
+/// before, return every record exactly, take late records, and sit next to partitions
+/// of the current version.
+#[test]
+fn partitions_of_the_old_schema_stay_searchable() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/logs-v1"),
+        dir.path(),
+    );
+    let (store, mut ix) = open(small(dir.path())).unwrap();
+    assert_eq!(ix.checkpoint_lsn(), 2);
+    assert_eq!(version_file(dir.path(), T0), "1");
+    assert_eq!(version_file(dir.path(), T0 + DAY), "1");
+    for r in store.readers_for("default", T0, T0 + 2 * DAY) {
+        assert_eq!(r.fields.version, SchemaVersion::V1);
+    }
+    assert_standard_queries(&store, "v1 fixture");
+    assert_eq!(everything(&store, T0 + 2 * DAY), seeded_records());
+    // The replayed batches are recognised as indexed.
+    for (lsn, batch) in seed_batches() {
+        assert_eq!(ix.add_batch("default", lsn, &batch).unwrap().added, 0);
+    }
+    // A late record into an old partition, a new day in a new one.
+    let late = request(
+        "checkout",
+        vec![record(T0 + 3_000, "ERROR", "late timeout", 500)],
+    );
+    let next = request(
+        "checkout",
+        vec![record(T0 + 2 * DAY, "ERROR", "new timeout", 500)],
+    );
+    ix.add_batch("default", 3, &late).unwrap();
+    ix.add_batch("default", 4, &next).unwrap();
+    ix.close().unwrap();
+    let (store, _ix) = open(small(dir.path())).unwrap();
+    assert_eq!(version_file(dir.path(), T0), "1");
+    assert_eq!(
+        version_file(dir.path(), T0 + 2 * DAY).trim(),
+        SchemaVersion::CURRENT.number().to_string()
+    );
+    let mut q = query("timeout AND severity_number:17 AND resource.service.name:checkout");
+    q.end_ns = T0 + 3 * DAY;
+    let r = store.search(&q).unwrap();
+    assert_eq!(r.total, 3);
+    let mut want = seeded_records();
+    for b in [&late, &next] {
+        let v = vantage_proto::logs::records(b).next().unwrap();
+        want.push((v.service_name().map(str::to_string), v.record.clone()));
+    }
+    want.sort_by_key(|(_, r)| r.time_unix_nano);
+    assert_eq!(everything(&store, T0 + 3 * DAY), want);
+}
+
+#[test]
+fn an_unknown_schema_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    seeded(dir.path()).1.close().unwrap();
+    let key = PartitionKey::for_time("default", T0);
+    std::fs::write(key.dir(dir.path()).join(schema::SCHEMA_VERSION_FILE), "99").unwrap();
+    assert!(matches!(
+        open(small(dir.path())),
+        Err(LogStoreError::UnknownSchemaVersion { .. })
+    ));
+}
+
+/// Writes the store `seeded` builds (two partitions, four records) to the directory in
+/// `VANTAGE_WRITE_LOG_FIXTURE`: how `storage/tests/fixtures/logs-v1` was made, by this
+/// test at commit 370f0e5 (before schema versions).
+#[test]
+#[ignore = "writes a fixture; run by hand"]
+fn write_fixture() {
+    let Some(dir) = std::env::var_os("VANTAGE_WRITE_LOG_FIXTURE") else {
+        return;
+    };
+    let (_store, indexer) = seeded(Path::new(&dir));
+    indexer.close().unwrap();
 }
