@@ -31,7 +31,8 @@ use tokio::sync::{Notify, mpsc};
 use vantage_storage::wal::{Lsn, Wal, WalOptions};
 
 use crate::checkpoint::{self, Position};
-use crate::config::FullPolicy;
+use crate::config::{Compression, FullPolicy};
+use crate::otlpwire;
 use crate::stats::Stats;
 
 /// Batches handed to the exporter in memory; beyond this it reads them from disk. Small,
@@ -47,19 +48,117 @@ pub(crate) enum Kind {
     Traces = 3,
 }
 
-/// Version byte of the envelope format: 2 adds the batch id, 3 the enqueue time.
-const ENVELOPE_VERSION: u8 = 3;
-/// The format before enqueue times, still read (a queue left by an older agent).
+/// Version byte of the envelope format: 2 adds the batch id, 3 the enqueue time, 4 the
+/// stored request's compression and its item count.
+const ENVELOPE_VERSION: u8 = 4;
+/// The format before compression at enqueue: the request stored as encoded, uncompressed,
+/// still read (a queue left by an older agent) and still written for a request whose
+/// framing the item count refuses (the exporter then skips it, as it always did).
+const ENVELOPE_VERSION_NO_CODEC: u8 = 3;
+/// The format before enqueue times, still read.
 const ENVELOPE_VERSION_NO_TIME: u8 = 2;
 /// The format before batch ids, still read.
 const ENVELOPE_VERSION_NO_ID: u8 = 1;
 
+/// How a queued request is stored: its bytes are the gRPC message as it goes on the wire,
+/// so the exporter sends them without compressing again (see [`crate::rawgrpc`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stored {
+    /// The encoded request as is.
+    Raw = 0,
+    /// A zstd frame of the encoded request (`grpc-encoding: zstd`).
+    Zstd = 1,
+    /// A gzip member of the encoded request (`grpc-encoding: gzip`).
+    Gzip = 2,
+}
+
+impl Stored {
+    /// The `grpc-encoding` of a message stored this way; `None` for raw.
+    pub(crate) fn grpc_encoding(self) -> Option<&'static str> {
+        match self {
+            Stored::Raw => None,
+            Stored::Zstd => Some("zstd"),
+            Stored::Gzip => Some("gzip"),
+        }
+    }
+}
+
+/// How batches are compressed as they enter the queue: once, on the source's thread, so
+/// a batch resent after an outage or a restart is not compressed again, and the queue's
+/// cap counts the bytes that will be sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BatchCodec {
+    pub(crate) stored: Stored,
+    pub(crate) level: i32,
+}
+
+impl BatchCodec {
+    /// No compression (the default of a queue opened without an exporter config).
+    pub(crate) const RAW: BatchCodec = BatchCodec {
+        stored: Stored::Raw,
+        level: 0,
+    };
+
+    /// The codec the exporter's `compression` and `compression_level` ask for.
+    pub(crate) fn from_config(compression: Compression, level: i32) -> BatchCodec {
+        let stored = match compression {
+            Compression::Zstd => Stored::Zstd,
+            Compression::Gzip => Stored::Gzip,
+            Compression::None => Stored::Raw,
+        };
+        BatchCodec { stored, level }
+    }
+
+    /// Appends `data` compressed by this codec to `out`.
+    pub(crate) fn compress_into(self, data: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
+        match self.stored {
+            Stored::Raw => {
+                out.extend_from_slice(data);
+                Ok(())
+            }
+            Stored::Zstd => zstd_into(data, self.level, out),
+            Stored::Gzip => {
+                use std::io::Write as _;
+                let level = flate2::Compression::new(self.level.clamp(0, 9) as u32);
+                let mut gz = flate2::write::GzEncoder::new(out, level);
+                gz.write_all(data)?;
+                gz.finish().map(|_| ())
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// One zstd context per pushing thread, kept between batches: building one per batch
+    /// (what tonic does per request) allocates and clears its tables every time.
+    static ZSTD: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Appends the zstd frame of `data` at `level` to `out`.
+fn zstd_into(data: &[u8], level: i32, out: &mut Vec<u8>) -> std::io::Result<()> {
+    ZSTD.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let compressor = match &mut *cell {
+            Some((l, c)) if *l == level => c,
+            slot => &mut slot.insert((level, zstd::bulk::Compressor::new(level)?)).1,
+        };
+        let start = out.len();
+        out.resize(start + zstd::zstd_safe::compress_bound(data.len()), 0);
+        let written = compressor.compress_to_buffer(data, &mut out[start..]);
+        out.truncate(start + *written.as_ref().unwrap_or(&0));
+        written.map(|_| ())
+    })
+}
+
 /// A queued batch: `u8 version | u8 kind | [16] batch id | u64 enqueued (Unix ms) |
-/// positions | OTLP request bytes`. The positions are the file offsets this batch
-/// advances to (empty for metrics). The id is drawn when the batch enters the queue and
-/// stored with it, so every attempt to send it, also after an agent restart, carries the
-/// same id and the collector can drop the replays (`x-vantage-batch-id`). The enqueue
-/// time lets a restarted agent report how old its backlog is.
+/// u8 stored | u64 items | positions | request`. The positions are the file offsets this
+/// batch advances to (empty for metrics). The id is drawn when the batch enters the queue
+/// and stored with it, so every attempt to send it, also after an agent restart, carries
+/// the same id and the collector can drop the replays (`x-vantage-batch-id`). The enqueue
+/// time lets a restarted agent report how old its backlog is. The request is stored as it
+/// is sent, compressed (`stored`), with the count of its items (log records, resource
+/// metrics, spans) taken before, so the exporter needs neither to compress nor to walk it.
 #[derive(Debug, PartialEq)]
 pub(crate) struct Envelope {
     pub(crate) kind: Kind,
@@ -67,8 +166,23 @@ pub(crate) struct Envelope {
     pub(crate) id: Option<u128>,
     /// When the batch entered the queue, Unix milliseconds; `None` before version 3.
     pub(crate) enqueued_unix_ms: Option<u64>,
+    /// How `request` is compressed; raw before version 4.
+    pub(crate) stored: Stored,
+    /// How many items the request holds; `None` before version 4 (count the request).
+    pub(crate) items: Option<u64>,
     pub(crate) positions: Vec<Position>,
     pub(crate) request: Bytes,
+}
+
+impl Kind {
+    /// The field path [`otlpwire::count`] counts the items of this kind's request along.
+    pub(crate) fn items_path(self) -> &'static [u32] {
+        match self {
+            Kind::Logs => otlpwire::LOG_RECORDS,
+            Kind::Metrics => otlpwire::RESOURCE_METRICS,
+            Kind::Traces => otlpwire::SPANS,
+        }
+    }
 }
 
 /// A fresh random 128-bit batch id from the operating system's generator: ids of all
@@ -99,11 +213,51 @@ pub(crate) enum QueueError {
     /// The cap is reached under `block` and the caller asked not to wait.
     #[error("disk queue full: {used} of {max} bytes used")]
     Full { used: u64, max: u64 },
+    #[error("compressing a batch for the disk queue: {0}")]
+    Compress(std::io::Error),
 }
 
 impl Envelope {
-    /// The bytes stored in the WAL, with the given batch id and enqueue time.
+    /// The bytes stored in the WAL, with the given batch id and enqueue time: the request
+    /// counted and compressed by `codec`. A request whose framing the count refuses is
+    /// stored raw in the version-3 form, for the exporter to skip as before.
     pub(crate) fn encode_at(
+        kind: Kind,
+        id: u128,
+        enqueued_unix_ms: u64,
+        positions: &[Position],
+        request: &[u8],
+        codec: BatchCodec,
+    ) -> Result<Bytes, QueueError> {
+        let Ok(items) = otlpwire::count(request, kind.items_path()) else {
+            return Ok(Self::encode_uncompressed(
+                kind,
+                id,
+                enqueued_unix_ms,
+                positions,
+                request,
+            ));
+        };
+        let estimate = match codec.stored {
+            Stored::Raw => request.len(),
+            _ => request.len() / 4,
+        };
+        let mut out = Vec::with_capacity(2 + 16 + 8 + 9 + positions.len() * 64 + estimate);
+        out.push(ENVELOPE_VERSION);
+        out.push(kind as u8);
+        out.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(&enqueued_unix_ms.to_le_bytes());
+        out.push(codec.stored as u8);
+        out.extend_from_slice(&items.to_le_bytes());
+        checkpoint::encode_positions(positions, &mut out);
+        codec
+            .compress_into(request, &mut out)
+            .map_err(QueueError::Compress)?;
+        Ok(Bytes::from(out))
+    }
+
+    /// The version-3 form: the request stored as encoded, no codec, no count.
+    pub(crate) fn encode_uncompressed(
         kind: Kind,
         id: u128,
         enqueued_unix_ms: u64,
@@ -111,7 +265,7 @@ impl Envelope {
         request: &[u8],
     ) -> Bytes {
         let mut out = Vec::with_capacity(2 + 16 + 8 + 4 + positions.len() * 64 + request.len());
-        out.push(ENVELOPE_VERSION);
+        out.push(ENVELOPE_VERSION_NO_CODEC);
         out.push(kind as u8);
         out.extend_from_slice(&id.to_le_bytes());
         out.extend_from_slice(&enqueued_unix_ms.to_le_bytes());
@@ -122,21 +276,22 @@ impl Envelope {
 
     /// Reads a stored record back.
     pub(crate) fn decode(payload: &Bytes) -> Result<Envelope, QueueError> {
-        if payload.len() < 2
-            || !matches!(
-                payload[0],
-                ENVELOPE_VERSION | ENVELOPE_VERSION_NO_TIME | ENVELOPE_VERSION_NO_ID
-            )
-        {
-            return Err(QueueError::Envelope("unknown version".into()));
-        }
+        let version = match payload.first() {
+            Some(
+                &v @ (ENVELOPE_VERSION
+                | ENVELOPE_VERSION_NO_CODEC
+                | ENVELOPE_VERSION_NO_TIME
+                | ENVELOPE_VERSION_NO_ID),
+            ) if payload.len() >= 2 => v,
+            _ => return Err(QueueError::Envelope("unknown version".into())),
+        };
         let kind = match payload[1] {
             1 => Kind::Logs,
             2 => Kind::Metrics,
             3 => Kind::Traces,
             other => return Err(QueueError::Envelope(format!("unknown kind {other}"))),
         };
-        let (id, header) = if payload[0] == ENVELOPE_VERSION_NO_ID {
+        let (id, header) = if version == ENVELOPE_VERSION_NO_ID {
             (None, 2)
         } else {
             let bytes: [u8; 16] = payload
@@ -145,7 +300,7 @@ impl Envelope {
                 .ok_or_else(|| QueueError::Envelope("truncated batch id".into()))?;
             (Some(u128::from_le_bytes(bytes)), 18)
         };
-        let (enqueued_unix_ms, header) = if payload[0] == ENVELOPE_VERSION {
+        let (enqueued_unix_ms, header) = if version >= ENVELOPE_VERSION_NO_CODEC {
             let bytes: [u8; 8] = payload
                 .get(header..header + 8)
                 .and_then(|b| b.try_into().ok())
@@ -154,11 +309,31 @@ impl Envelope {
         } else {
             (None, header)
         };
+        let (stored, items, header) = if version >= ENVELOPE_VERSION {
+            let stored = match payload.get(header) {
+                Some(0) => Stored::Raw,
+                Some(1) => Stored::Zstd,
+                Some(2) => Stored::Gzip,
+                Some(other) => {
+                    return Err(QueueError::Envelope(format!("unknown compression {other}")));
+                }
+                None => return Err(QueueError::Envelope("truncated compression".into())),
+            };
+            let bytes: [u8; 8] = payload
+                .get(header + 1..header + 9)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| QueueError::Envelope("truncated item count".into()))?;
+            (stored, Some(u64::from_le_bytes(bytes)), header + 9)
+        } else {
+            (Stored::Raw, None, header)
+        };
         let (positions, used) = checkpoint::decode_positions(&payload[header..])?;
         Ok(Envelope {
             kind,
             id,
             enqueued_unix_ms,
+            stored,
+            items,
             positions,
             request: payload.slice(header + used..),
         })
@@ -247,6 +422,8 @@ struct Inner {
     /// Woken when space was freed (blocked pushers wait on it).
     freed: Notify,
     stats: Arc<Stats>,
+    /// How batches are compressed as they enter (the exporter's settings).
+    codec: Mutex<BatchCodec>,
 }
 
 /// The consumer side, owned by the exporter.
@@ -311,10 +488,29 @@ impl DiskQueue {
                 pushed: Notify::new(),
                 freed: Notify::new(),
                 stats,
+                codec: Mutex::new(BatchCodec::RAW),
             }),
         };
         queue.update_stats();
         Ok(Consumer { queue, hot })
+    }
+
+    /// Compresses the batches pushed from now on with `codec` (the exporter's settings;
+    /// batches already queued keep theirs and are sent as stored).
+    pub(crate) fn set_codec(&self, codec: BatchCodec) {
+        *self
+            .inner
+            .codec
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = codec;
+    }
+
+    fn codec(&self) -> BatchCodec {
+        *self
+            .inner
+            .codec
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Every record not yet acknowledged, decoded (for the tailer's start-up repair).
@@ -362,7 +558,8 @@ impl DiskQueue {
         hold: bool,
     ) -> Result<Lsn, QueueError> {
         let at = now_unix_ms();
-        let payload = Envelope::encode_at(kind, new_batch_id(), at, positions, request);
+        let payload =
+            Envelope::encode_at(kind, new_batch_id(), at, positions, request, self.codec())?;
         let _turn = self.inner.append.lock().await;
         self.make_room(payload.len() as u64).await?;
         let lsn = self.inner.wal.append(payload.clone()).await?;
@@ -392,7 +589,7 @@ impl DiskQueue {
     /// `drop_oldest` it makes room as [`DiskQueue::push`] does. Resolves once fsynced.
     pub(crate) async fn try_push(&self, kind: Kind, request: &[u8]) -> Result<Lsn, QueueError> {
         let at = now_unix_ms();
-        let payload = Envelope::encode_at(kind, new_batch_id(), at, &[], request);
+        let payload = Envelope::encode_at(kind, new_batch_id(), at, &[], request, self.codec())?;
         let len = payload.len() as u64;
         // Checked before taking the turn too: a source blocked in `push` holds the turn
         // exactly when the queue is full, and the answer must not wait for it.
