@@ -152,7 +152,7 @@ fn zstd_into(data: &[u8], level: i32, out: &mut Vec<u8>) -> std::io::Result<()> 
 }
 
 /// A queued batch: `u8 version | u8 kind | [16] batch id | u64 enqueued (Unix ms) |
-/// u8 stored | u64 items | positions | request`. The positions are the file offsets this
+/// u8 stored | u64 items | u64 request bytes before compression | positions | request`. The positions are the file offsets this
 /// batch advances to (empty for metrics). The id is drawn when the batch enters the queue
 /// and stored with it, so every attempt to send it, also after an agent restart, carries
 /// the same id and the collector can drop the replays (`x-vantage-batch-id`). The enqueue
@@ -170,6 +170,8 @@ pub(crate) struct Envelope {
     pub(crate) stored: Stored,
     /// How many items the request holds; `None` before version 4 (count the request).
     pub(crate) items: Option<u64>,
+    /// Size of the encoded request before compression (the `bytes_sent` self-metric).
+    pub(crate) raw_len: u64,
     pub(crate) positions: Vec<Position>,
     pub(crate) request: Bytes,
 }
@@ -242,13 +244,14 @@ impl Envelope {
             Stored::Raw => request.len(),
             _ => request.len() / 4,
         };
-        let mut out = Vec::with_capacity(2 + 16 + 8 + 9 + positions.len() * 64 + estimate);
+        let mut out = Vec::with_capacity(2 + 16 + 8 + 17 + positions.len() * 64 + estimate);
         out.push(ENVELOPE_VERSION);
         out.push(kind as u8);
         out.extend_from_slice(&id.to_le_bytes());
         out.extend_from_slice(&enqueued_unix_ms.to_le_bytes());
         out.push(codec.stored as u8);
         out.extend_from_slice(&items.to_le_bytes());
+        out.extend_from_slice(&(request.len() as u64).to_le_bytes());
         checkpoint::encode_positions(positions, &mut out);
         codec
             .compress_into(request, &mut out)
@@ -319,23 +322,29 @@ impl Envelope {
                 }
                 None => return Err(QueueError::Envelope("truncated compression".into())),
             };
-            let bytes: [u8; 8] = payload
-                .get(header + 1..header + 9)
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| QueueError::Envelope("truncated item count".into()))?;
-            (stored, Some(u64::from_le_bytes(bytes)), header + 9)
+            let word = |at: usize| -> Result<u64, QueueError> {
+                payload
+                    .get(at..at + 8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_le_bytes)
+                    .ok_or_else(|| QueueError::Envelope("truncated item count".into()))
+            };
+            let (items, raw_len) = (word(header + 1)?, word(header + 9)?);
+            (stored, Some((items, raw_len)), header + 17)
         } else {
             (Stored::Raw, None, header)
         };
         let (positions, used) = checkpoint::decode_positions(&payload[header..])?;
+        let request = payload.slice(header + used..);
         Ok(Envelope {
             kind,
             id,
             enqueued_unix_ms,
             stored,
-            items,
+            items: items.map(|(n, _)| n),
+            raw_len: items.map_or(request.len() as u64, |(_, len)| len),
             positions,
-            request: payload.slice(header + used..),
+            request,
         })
     }
 }
@@ -869,23 +878,82 @@ mod tests {
     }
 
     proptest! {
+        /// Any request, any codec: what is decoded and decompressed is what was pushed,
+        /// with the item count of the request (a request the count refuses is kept raw in
+        /// the version-3 form).
         #[test]
         fn envelope_roundtrip(
             offsets in proptest::collection::vec(any::<u64>(), 0..4),
-            request in proptest::collection::vec(any::<u8>(), 0..200),
+            lines in proptest::collection::vec("[ -~]{0,80}", 0..40),
+            garbage in proptest::collection::vec(any::<u8>(), 0..200),
+            use_garbage in any::<bool>(),
             kind in 0u8..3,
+            codec in 0u8..3,
+            level in 1i32..6,
             at in any::<u64>(),
         ) {
             let kind = [Kind::Logs, Kind::Metrics, Kind::Traces][kind as usize];
+            let stored = [Stored::Raw, Stored::Zstd, Stored::Gzip][codec as usize];
+            let request = if use_garbage { garbage } else { logs_request(&lines) };
             let positions: Vec<Position> = offsets.into_iter().map(pos).collect();
             let id = new_batch_id();
-            let payload = Envelope::encode_at(kind, id, at, &positions, &request);
+            let codec = BatchCodec { stored, level };
+            let payload = Envelope::encode_at(kind, id, at, &positions, &request, codec).unwrap();
             let env = Envelope::decode(&payload).unwrap();
             prop_assert_eq!(env.kind, kind);
             prop_assert_eq!(env.id, Some(id));
             prop_assert_eq!(env.enqueued_unix_ms, Some(at));
-            prop_assert_eq!(env.positions, positions);
+            prop_assert_eq!(&env.positions, &positions);
+            prop_assert_eq!(env.raw_len, request.len() as u64);
+            match otlpwire::count(&request, kind.items_path()) {
+                Ok(n) => {
+                    prop_assert_eq!(env.items, Some(n));
+                    prop_assert_eq!(env.stored, stored);
+                }
+                Err(_) => {
+                    prop_assert_eq!(payload[0], ENVELOPE_VERSION_NO_CODEC);
+                    prop_assert_eq!(env.items, None);
+                    prop_assert_eq!(env.stored, Stored::Raw);
+                }
+            }
+            if !use_garbage && kind == Kind::Logs {
+                prop_assert_eq!(env.items, Some(lines.len() as u64));
+            }
+            prop_assert_eq!(decompress(env.stored, &env.request), request);
+        }
+
+        /// A queue written before compression at enqueue is still read: raw, uncounted.
+        #[test]
+        fn version_three_envelopes_decode_raw(
+            id in any::<u128>(),
+            at in any::<u64>(),
+            request in proptest::collection::vec(any::<u8>(), 0..100),
+        ) {
+            let mut v3 = vec![ENVELOPE_VERSION_NO_CODEC, Kind::Logs as u8];
+            v3.extend_from_slice(&id.to_le_bytes());
+            v3.extend_from_slice(&at.to_le_bytes());
+            checkpoint::encode_positions(&[pos(7)], &mut v3);
+            v3.extend_from_slice(&request);
+            let env = Envelope::decode(&Bytes::from(v3.clone())).unwrap();
+            prop_assert_eq!(env.id, Some(id));
+            prop_assert_eq!(env.enqueued_unix_ms, Some(at));
+            prop_assert_eq!(env.stored, Stored::Raw);
+            prop_assert_eq!(env.items, None);
+            prop_assert_eq!(env.raw_len, request.len() as u64);
+            prop_assert_eq!(env.positions, vec![pos(7)]);
             prop_assert_eq!(&env.request[..], &request[..]);
+            // And this agent writes the same bytes for a request it cannot count.
+            let again = Envelope::encode_uncompressed(Kind::Logs, id, at, &[pos(7)], &request);
+            prop_assert_eq!(&again[..], &v3[..]);
+        }
+
+        /// A version-4 record cut anywhere before its request is refused, not misread.
+        #[test]
+        fn truncated_version_four_headers_are_refused(cut in 0usize..(2 + 16 + 8 + 17 + 4)) {
+            let request = logs_request(&["a line".to_string()]);
+            let codec = BatchCodec { stored: Stored::Zstd, level: 1 };
+            let payload = Envelope::encode_at(Kind::Logs, 1, 2, &[], &request, codec).unwrap();
+            prop_assert!(Envelope::decode(&payload.slice(..cut)).is_err());
         }
 
         /// A queue written before batch ids is still read, with no id.
@@ -955,6 +1023,74 @@ mod tests {
         fn envelope_garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..128)) {
             let _ = Envelope::decode(&Bytes::from(data));
         }
+    }
+
+    /// An encoded logs request with one record per line.
+    fn logs_request(lines: &[String]) -> Vec<u8> {
+        use prost::Message as _;
+        use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
+        use vantage_proto::otlp::common::v1::{AnyValue, any_value};
+        use vantage_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: lines
+                        .iter()
+                        .map(|l| LogRecord {
+                            body: Some(AnyValue {
+                                value: Some(any_value::Value::StringValue(l.clone())),
+                            }),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    fn decompress(stored: Stored, data: &[u8]) -> Vec<u8> {
+        use std::io::Read as _;
+        match stored {
+            Stored::Raw => data.to_vec(),
+            Stored::Zstd => zstd::decode_all(data).unwrap(),
+            Stored::Gzip => {
+                let mut out = Vec::new();
+                flate2::read::GzDecoder::new(data)
+                    .read_to_end(&mut out)
+                    .unwrap();
+                out
+            }
+        }
+    }
+
+    /// With zstd set, pushed batches are stored compressed and counted (the cap counts
+    /// what is stored); a codec change applies to later batches only.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pushed_batches_are_stored_compressed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = open(dir.path(), 64 << 20, FullPolicy::Block);
+        let q = c.queue.clone();
+        let lines: Vec<String> = (0..2000)
+            .map(|i| format!("2026-11-26T10:00:00Z INFO request {i} served in 3 ms"))
+            .collect();
+        let request = logs_request(&lines);
+        q.set_codec(BatchCodec { stored: Stored::Zstd, level: 1 });
+        let a = q.push(Kind::Logs, &[pos(1)], &request, false).await.unwrap();
+        q.set_codec(BatchCodec::RAW);
+        let b = q.try_push(Kind::Logs, &request).await.unwrap();
+        let read = tokio::task::block_in_place(|| q.read_blocking(a, 10, 64 << 20)).unwrap();
+        assert_eq!(read.iter().map(|r| r.lsn).collect::<Vec<_>>(), vec![a, b]);
+        let za = Envelope::decode(&read[0].payload).unwrap();
+        let rb = Envelope::decode(&read[1].payload).unwrap();
+        assert_eq!(za.stored, Stored::Zstd);
+        assert_eq!(za.items, Some(2000));
+        assert!(za.request.len() * 4 < request.len(), "{} of {}", za.request.len(), request.len());
+        assert_eq!(decompress(za.stored, &za.request), request);
+        assert_eq!((rb.stored, rb.items), (Stored::Raw, Some(2000)));
+        assert_eq!(&rb.request[..], &request[..]);
     }
 
     fn open(dir: &Path, max: u64, policy: FullPolicy) -> Consumer {
