@@ -832,7 +832,11 @@ fn validate(f: FileConfig, text: &str) -> Result<Config, ConfigError> {
                 "exporter.compression_level",
                 &[Key("exporter"), Key("compression_level")]
             ),
-            if compression == Compression::Gzip { "gzip" } else { "zstd" },
+            if compression == Compression::Gzip {
+                "gzip"
+            } else {
+                "zstd"
+            },
             levels.start(),
             levels.end()
         ));
@@ -1298,6 +1302,7 @@ mod tests {
         let c = Config::load(None, &BTreeMap::new(), &FlagOverrides::default()).unwrap();
         assert_eq!(c.exporter.endpoint, DEFAULT_ENDPOINT);
         assert_eq!(c.exporter.compression, Compression::Zstd);
+        assert_eq!(c.exporter.compression_level, 1);
         assert_eq!(c.queue_max_bytes, 1 << 30);
         assert_eq!(c.queue_when_full, FullPolicy::Block);
         assert_eq!(c.host_metrics_interval, Some(Duration::from_secs(10)));
@@ -1362,6 +1367,34 @@ mod tests {
         assert_eq!(c.inputs[0].start_at, StartAt::Beginning);
         assert_eq!(c.inputs[0].attributes["team"], "core");
         assert!(c.host_metrics_interval.is_none());
+    }
+
+    #[test]
+    fn compression_levels_are_checked_per_algorithm() {
+        let c = load_text("exporter:\n  compression: gzip\n  compression_level: 9\n").unwrap();
+        assert_eq!(
+            (c.exporter.compression, c.exporter.compression_level),
+            (Compression::Gzip, 9)
+        );
+        let c = load_text("exporter:\n  compression_level: 19\n").unwrap();
+        assert_eq!(
+            (c.exporter.compression, c.exporter.compression_level),
+            (Compression::Zstd, 19)
+        );
+        for (text, line) in [
+            (
+                "exporter:\n  compression: gzip\n  compression_level: 10\n",
+                "line 3",
+            ),
+            ("exporter:\n  compression_level: 0\n", "line 2"),
+            ("exporter:\n  compression_level: 23\n", "line 2"),
+        ] {
+            let err = load_text(text).unwrap_err().to_string();
+            assert!(
+                err.contains("exporter.compression_level") && err.contains(line),
+                "{text}: {err}"
+            );
+        }
     }
 
     #[test]

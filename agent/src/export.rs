@@ -116,12 +116,11 @@ impl Exporter {
             .tcp_nodelay(true)
             .connect_lazy();
         let mut headers = HeaderMap::new();
-        if let Some(value) = config
+        if let Some(mut value) = config
             .token
             .as_ref()
             .and_then(|t| HeaderValue::try_from(format!("Bearer {}", t.expose())).ok())
         {
-            let mut value = value;
             value.set_sensitive(true);
             headers.insert("authorization", value);
         }

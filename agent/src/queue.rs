@@ -1077,8 +1077,14 @@ mod tests {
             .map(|i| format!("2026-11-26T10:00:00Z INFO request {i} served in 3 ms"))
             .collect();
         let request = logs_request(&lines);
-        q.set_codec(BatchCodec { stored: Stored::Zstd, level: 1 });
-        let a = q.push(Kind::Logs, &[pos(1)], &request, false).await.unwrap();
+        q.set_codec(BatchCodec {
+            stored: Stored::Zstd,
+            level: 1,
+        });
+        let a = q
+            .push(Kind::Logs, &[pos(1)], &request, false)
+            .await
+            .unwrap();
         q.set_codec(BatchCodec::RAW);
         let b = q.try_push(Kind::Logs, &request).await.unwrap();
         let read = tokio::task::block_in_place(|| q.read_blocking(a, 10, 64 << 20)).unwrap();
@@ -1087,7 +1093,12 @@ mod tests {
         let rb = Envelope::decode(&read[1].payload).unwrap();
         assert_eq!(za.stored, Stored::Zstd);
         assert_eq!(za.items, Some(2000));
-        assert!(za.request.len() * 4 < request.len(), "{} of {}", za.request.len(), request.len());
+        assert!(
+            za.request.len() * 4 < request.len(),
+            "{} of {}",
+            za.request.len(),
+            request.len()
+        );
         assert_eq!(decompress(za.stored, &za.request), request);
         assert_eq!((rb.stored, rb.items), (Stored::Raw, Some(2000)));
         assert_eq!(&rb.request[..], &request[..]);

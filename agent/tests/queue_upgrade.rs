@@ -117,7 +117,9 @@ async fn queued_batches_of_every_version_arrive_once_after_an_upgrade() {
     collector.wait_count("zstdword", 25, Some(&agent)).await;
     // Everything queued was sent (the replays too: the collector answers them with
     // success) and the replays were not stored twice.
-    agent.wait_stat("log_records_sent", 40 + 40 + 10 + 25 + 25 + 30).await;
+    agent
+        .wait_stat("log_records_sent", 40 + 40 + 10 + 25 + 25 + 30)
+        .await;
     // Intact: every line of the old batch, once.
     let hits = collector.search("upgradeword", 100).await;
     let mut bodies: Vec<String> = hits["hits"]
