@@ -16,10 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
-use tonic::codec::CompressionEncoding;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
+use tonic::codegen::http::{HeaderMap, HeaderValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
@@ -28,9 +25,9 @@ use vantage_proto::otlp::collector::metrics::v1::ExportMetricsServiceResponse;
 use vantage_proto::otlp::collector::trace::v1::ExportTraceServiceResponse;
 use vantage_storage::wal::Lsn;
 
-use crate::config::{Compression, ExporterConfig};
+use crate::config::ExporterConfig;
 use crate::otlpwire;
-use crate::queue::{Consumer, DiskQueue, Envelope, Kind, QueueError, Queued};
+use crate::queue::{BatchCodec, Consumer, DiskQueue, Envelope, Kind, QueueError, Queued, Stored};
 use crate::rawgrpc::{self, LOGS_EXPORT, METRICS_EXPORT, TRACES_EXPORT};
 use crate::stats::Stats;
 
@@ -43,23 +40,6 @@ const DISK_READ_BYTES: usize = 8 * 1024 * 1024;
 pub(crate) const BATCH_ID_HEADER: &str = "x-vantage-batch-id";
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Puts the bearer token on every request.
-#[derive(Clone)]
-pub(crate) struct Authorization(Option<MetadataValue<Ascii>>);
-
-impl Interceptor for Authorization {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
-
-type Grpc = InterceptedService<Channel, Authorization>;
 
 /// What to do after a failed export.
 #[derive(Debug, PartialEq)]
@@ -108,9 +88,14 @@ pub(crate) struct Exporter {
     queue: DiskQueue,
     hot: tokio::sync::mpsc::Receiver<Queued>,
     stats: Arc<Stats>,
-    /// One client for the three services: a queued batch is sent as the encoded
-    /// request it was queued as (see [`rawgrpc`]).
-    grpc: tonic::client::Grpc<Grpc>,
+    /// One channel for the three services: a queued batch is sent as the compressed
+    /// message it was queued as (see [`rawgrpc`]).
+    channel: Channel,
+    /// Sent with every request: the bearer token, if any.
+    headers: HeaderMap,
+    /// The compression of the queue: also applied at send time to a batch stored raw
+    /// while the exporter compresses (queued by an agent before compression at enqueue).
+    codec: BatchCodec,
 }
 
 impl Exporter {
@@ -130,27 +115,25 @@ impl Exporter {
             .timeout(config.request_timeout)
             .tcp_nodelay(true)
             .connect_lazy();
-        let auth = Authorization(
-            config
-                .token
-                .as_ref()
-                .and_then(|t| format!("Bearer {}", t.expose()).parse().ok()),
-        );
-        let mut grpc = tonic::client::Grpc::new(InterceptedService::new(channel, auth));
-        let encoding = match config.compression {
-            Compression::Zstd => Some(CompressionEncoding::Zstd),
-            Compression::Gzip => Some(CompressionEncoding::Gzip),
-            Compression::None => None,
-        };
-        if let Some(e) = encoding {
-            grpc = grpc.send_compressed(e).accept_compressed(e);
+        let mut headers = HeaderMap::new();
+        if let Some(mut value) = config
+            .token
+            .as_ref()
+            .and_then(|t| HeaderValue::try_from(format!("Bearer {}", t.expose())).ok())
+        {
+            value.set_sensitive(true);
+            headers.insert("authorization", value);
         }
+        let codec = BatchCodec::from_config(config.compression, config.compression_level);
+        consumer.queue.set_codec(codec);
         Ok(Exporter {
             config,
             queue: consumer.queue,
             hot: consumer.hot,
             stats,
-            grpc,
+            channel,
+            headers,
+            codec,
         })
     }
 
@@ -265,6 +248,24 @@ impl Exporter {
         }
     }
 
+    /// The message to send for a queued batch and its compression: as stored, except a
+    /// batch stored raw while the exporter compresses (queued by an agent before
+    /// compression at enqueue, or under `compression: none`), which is compressed now as
+    /// the exporter always did.
+    fn wire_form(&self, envelope: &Envelope, lsn: Lsn) -> (Stored, Bytes) {
+        if envelope.stored != Stored::Raw || self.codec.stored == Stored::Raw {
+            return (envelope.stored, envelope.request.clone());
+        }
+        let mut out = Vec::with_capacity(envelope.request.len() / 4);
+        match self.codec.compress_into(&envelope.request, &mut out) {
+            Ok(()) => (self.codec.stored, Bytes::from(out)),
+            Err(e) => {
+                tracing::warn!(lsn, error = %e, "cannot compress a queued batch; sending it uncompressed");
+                (Stored::Raw, envelope.request.clone())
+            }
+        }
+    }
+
     /// Sends one batch until it is acknowledged or refused for good; false when
     /// cancelled first.
     async fn send(&mut self, record: Queued, cancel: &CancellationToken) -> bool {
@@ -276,56 +277,63 @@ impl Exporter {
                 return true;
             }
         };
-        // Sent as queued: only the framing is checked on the way (and the log records
-        // counted), the collector validates the rest.
-        let (method, path, signal) = match envelope.kind {
-            Kind::Logs => (LOGS_EXPORT, otlpwire::LOG_RECORDS, "logs"),
-            Kind::Metrics => (METRICS_EXPORT, otlpwire::RESOURCE_METRICS, "metrics"),
-            Kind::Traces => (TRACES_EXPORT, otlpwire::SPANS, "traces"),
+        let (method, signal) = match envelope.kind {
+            Kind::Logs => (LOGS_EXPORT, "logs"),
+            Kind::Metrics => (METRICS_EXPORT, "metrics"),
+            Kind::Traces => (TRACES_EXPORT, "traces"),
         };
-        let items = match otlpwire::count(&envelope.request, path) {
-            Ok(n) => n,
-            Err(e) => {
-                self.stats.export_failed_batches.add(1);
-                tracing::error!(lsn = record.lsn, error = %e, "undecodable queued batch skipped");
-                return true;
-            }
+        // Counted at enqueue; a batch queued before that is counted here, which also
+        // checks its framing (the collector validates the rest).
+        let items = match envelope.items {
+            Some(n) => n,
+            None => match otlpwire::count(&envelope.request, envelope.kind.items_path()) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.stats.export_failed_batches.add(1);
+                    tracing::error!(lsn = record.lsn, error = %e, "undecodable queued batch skipped");
+                    return true;
+                }
+            },
         };
+        let (stored, message) = self.wire_form(&envelope, record.lsn);
         // The same id on every attempt: the collector answers a replay of a batch it
         // already stored with success and does not store it again.
-        let batch_id: Option<MetadataValue<Ascii>> =
-            envelope.id.and_then(|id| format!("{id:032x}").parse().ok());
+        let mut headers = self.headers.clone();
+        if let Some(id) = envelope
+            .id
+            .and_then(|id| HeaderValue::try_from(format!("{id:032x}")).ok())
+        {
+            headers.insert(BATCH_ID_HEADER, id);
+        }
         let mut attempt = 0u32;
         loop {
             let began = tokio::time::Instant::now();
-            let request = with_id(envelope.request.clone(), &batch_id);
+            let (channel, m) = (&mut self.channel, &message[..]);
             let result = match envelope.kind {
-                Kind::Logs => {
-                    rawgrpc::unary::<_, ExportLogsServiceResponse>(&mut self.grpc, method, request)
-                        .await
-                        .map(|resp| {
-                            let p = resp.into_inner().partial_success.unwrap_or_default();
-                            (p.rejected_log_records, p.error_message)
-                        })
-                }
-                Kind::Metrics => rawgrpc::unary::<_, ExportMetricsServiceResponse>(
-                    &mut self.grpc,
-                    method,
-                    request,
+                Kind::Logs => rawgrpc::unary_stored::<_, ExportLogsServiceResponse>(
+                    channel, method, stored, m, &headers,
                 )
                 .await
-                .map(|resp| {
-                    let p = resp.into_inner().partial_success.unwrap_or_default();
+                .map(|r| {
+                    let p = r.partial_success.unwrap_or_default();
+                    (p.rejected_log_records, p.error_message)
+                }),
+                Kind::Metrics => rawgrpc::unary_stored::<_, ExportMetricsServiceResponse>(
+                    channel, method, stored, m, &headers,
+                )
+                .await
+                .map(|r| {
+                    let p = r.partial_success.unwrap_or_default();
                     (p.rejected_data_points, p.error_message)
                 }),
-                Kind::Traces => {
-                    rawgrpc::unary::<_, ExportTraceServiceResponse>(&mut self.grpc, method, request)
-                        .await
-                        .map(|resp| {
-                            let p = resp.into_inner().partial_success.unwrap_or_default();
-                            (p.rejected_spans, p.error_message)
-                        })
-                }
+                Kind::Traces => rawgrpc::unary_stored::<_, ExportTraceServiceResponse>(
+                    channel, method, stored, m, &headers,
+                )
+                .await
+                .map(|r| {
+                    let p = r.partial_success.unwrap_or_default();
+                    (p.rejected_spans, p.error_message)
+                }),
             };
             match result {
                 Ok((rejected, message)) => {
@@ -339,7 +347,7 @@ impl Exporter {
                     crate::selfmetrics::export_acknowledged(
                         signal,
                         began.elapsed().as_secs_f64(),
-                        envelope.request.len() as u64,
+                        envelope.raw_len,
                     );
                     match envelope.kind {
                         Kind::Logs => {
@@ -444,15 +452,6 @@ impl Acks {
             Err(e) => tracing::warn!(lsn, error = %e, "acknowledgement task failed"),
         }
     }
-}
-
-/// A request carrying the batch id, when the batch has one.
-fn with_id(message: Bytes, id: &Option<MetadataValue<Ascii>>) -> tonic::Request<Bytes> {
-    let mut request = tonic::Request::new(message);
-    if let Some(id) = id {
-        request.metadata_mut().insert(BATCH_ID_HEADER, id.clone());
-    }
-    request
 }
 
 #[cfg(test)]

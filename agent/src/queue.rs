@@ -31,7 +31,8 @@ use tokio::sync::{Notify, mpsc};
 use vantage_storage::wal::{Lsn, Wal, WalOptions};
 
 use crate::checkpoint::{self, Position};
-use crate::config::FullPolicy;
+use crate::config::{Compression, FullPolicy};
+use crate::otlpwire;
 use crate::stats::Stats;
 
 /// Batches handed to the exporter in memory; beyond this it reads them from disk. Small,
@@ -47,19 +48,117 @@ pub(crate) enum Kind {
     Traces = 3,
 }
 
-/// Version byte of the envelope format: 2 adds the batch id, 3 the enqueue time.
-const ENVELOPE_VERSION: u8 = 3;
-/// The format before enqueue times, still read (a queue left by an older agent).
+/// Version byte of the envelope format: 2 adds the batch id, 3 the enqueue time, 4 the
+/// stored request's compression and its item count.
+const ENVELOPE_VERSION: u8 = 4;
+/// The format before compression at enqueue: the request stored as encoded, uncompressed,
+/// still read (a queue left by an older agent) and still written for a request whose
+/// framing the item count refuses (the exporter then skips it, as it always did).
+const ENVELOPE_VERSION_NO_CODEC: u8 = 3;
+/// The format before enqueue times, still read.
 const ENVELOPE_VERSION_NO_TIME: u8 = 2;
 /// The format before batch ids, still read.
 const ENVELOPE_VERSION_NO_ID: u8 = 1;
 
+/// How a queued request is stored: its bytes are the gRPC message as it goes on the wire,
+/// so the exporter sends them without compressing again (see [`crate::rawgrpc`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stored {
+    /// The encoded request as is.
+    Raw = 0,
+    /// A zstd frame of the encoded request (`grpc-encoding: zstd`).
+    Zstd = 1,
+    /// A gzip member of the encoded request (`grpc-encoding: gzip`).
+    Gzip = 2,
+}
+
+impl Stored {
+    /// The `grpc-encoding` of a message stored this way; `None` for raw.
+    pub(crate) fn grpc_encoding(self) -> Option<&'static str> {
+        match self {
+            Stored::Raw => None,
+            Stored::Zstd => Some("zstd"),
+            Stored::Gzip => Some("gzip"),
+        }
+    }
+}
+
+/// How batches are compressed as they enter the queue: once, on the source's thread, so
+/// a batch resent after an outage or a restart is not compressed again, and the queue's
+/// cap counts the bytes that will be sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BatchCodec {
+    pub(crate) stored: Stored,
+    pub(crate) level: i32,
+}
+
+impl BatchCodec {
+    /// No compression (the default of a queue opened without an exporter config).
+    pub(crate) const RAW: BatchCodec = BatchCodec {
+        stored: Stored::Raw,
+        level: 0,
+    };
+
+    /// The codec the exporter's `compression` and `compression_level` ask for.
+    pub(crate) fn from_config(compression: Compression, level: i32) -> BatchCodec {
+        let stored = match compression {
+            Compression::Zstd => Stored::Zstd,
+            Compression::Gzip => Stored::Gzip,
+            Compression::None => Stored::Raw,
+        };
+        BatchCodec { stored, level }
+    }
+
+    /// Appends `data` compressed by this codec to `out`.
+    pub(crate) fn compress_into(self, data: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
+        match self.stored {
+            Stored::Raw => {
+                out.extend_from_slice(data);
+                Ok(())
+            }
+            Stored::Zstd => zstd_into(data, self.level, out),
+            Stored::Gzip => {
+                use std::io::Write as _;
+                let level = flate2::Compression::new(self.level.clamp(0, 9) as u32);
+                let mut gz = flate2::write::GzEncoder::new(out, level);
+                gz.write_all(data)?;
+                gz.finish().map(|_| ())
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// One zstd context per pushing thread, kept between batches: building one per batch
+    /// (what tonic does per request) allocates and clears its tables every time.
+    static ZSTD: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Appends the zstd frame of `data` at `level` to `out`.
+fn zstd_into(data: &[u8], level: i32, out: &mut Vec<u8>) -> std::io::Result<()> {
+    ZSTD.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let compressor = match &mut *cell {
+            Some((l, c)) if *l == level => c,
+            slot => &mut slot.insert((level, zstd::bulk::Compressor::new(level)?)).1,
+        };
+        let start = out.len();
+        out.resize(start + zstd::zstd_safe::compress_bound(data.len()), 0);
+        let written = compressor.compress_to_buffer(data, &mut out[start..]);
+        out.truncate(start + *written.as_ref().unwrap_or(&0));
+        written.map(|_| ())
+    })
+}
+
 /// A queued batch: `u8 version | u8 kind | [16] batch id | u64 enqueued (Unix ms) |
-/// positions | OTLP request bytes`. The positions are the file offsets this batch
-/// advances to (empty for metrics). The id is drawn when the batch enters the queue and
-/// stored with it, so every attempt to send it, also after an agent restart, carries the
-/// same id and the collector can drop the replays (`x-vantage-batch-id`). The enqueue
-/// time lets a restarted agent report how old its backlog is.
+/// u8 stored | u64 items | u64 request bytes before compression | positions | request`. The positions are the file offsets this
+/// batch advances to (empty for metrics). The id is drawn when the batch enters the queue
+/// and stored with it, so every attempt to send it, also after an agent restart, carries
+/// the same id and the collector can drop the replays (`x-vantage-batch-id`). The enqueue
+/// time lets a restarted agent report how old its backlog is. The request is stored as it
+/// is sent, compressed (`stored`), with the count of its items (log records, resource
+/// metrics, spans) taken before, so the exporter needs neither to compress nor to walk it.
 #[derive(Debug, PartialEq)]
 pub(crate) struct Envelope {
     pub(crate) kind: Kind,
@@ -67,8 +166,25 @@ pub(crate) struct Envelope {
     pub(crate) id: Option<u128>,
     /// When the batch entered the queue, Unix milliseconds; `None` before version 3.
     pub(crate) enqueued_unix_ms: Option<u64>,
+    /// How `request` is compressed; raw before version 4.
+    pub(crate) stored: Stored,
+    /// How many items the request holds; `None` before version 4 (count the request).
+    pub(crate) items: Option<u64>,
+    /// Size of the encoded request before compression (the `bytes_sent` self-metric).
+    pub(crate) raw_len: u64,
     pub(crate) positions: Vec<Position>,
     pub(crate) request: Bytes,
+}
+
+impl Kind {
+    /// The field path [`otlpwire::count`] counts the items of this kind's request along.
+    pub(crate) fn items_path(self) -> &'static [u32] {
+        match self {
+            Kind::Logs => otlpwire::LOG_RECORDS,
+            Kind::Metrics => otlpwire::RESOURCE_METRICS,
+            Kind::Traces => otlpwire::SPANS,
+        }
+    }
 }
 
 /// A fresh random 128-bit batch id from the operating system's generator: ids of all
@@ -99,11 +215,52 @@ pub(crate) enum QueueError {
     /// The cap is reached under `block` and the caller asked not to wait.
     #[error("disk queue full: {used} of {max} bytes used")]
     Full { used: u64, max: u64 },
+    #[error("compressing a batch for the disk queue: {0}")]
+    Compress(std::io::Error),
 }
 
 impl Envelope {
-    /// The bytes stored in the WAL, with the given batch id and enqueue time.
+    /// The bytes stored in the WAL, with the given batch id and enqueue time: the request
+    /// counted and compressed by `codec`. A request whose framing the count refuses is
+    /// stored raw in the version-3 form, for the exporter to skip as before.
     pub(crate) fn encode_at(
+        kind: Kind,
+        id: u128,
+        enqueued_unix_ms: u64,
+        positions: &[Position],
+        request: &[u8],
+        codec: BatchCodec,
+    ) -> Result<Bytes, QueueError> {
+        let Ok(items) = otlpwire::count(request, kind.items_path()) else {
+            return Ok(Self::encode_uncompressed(
+                kind,
+                id,
+                enqueued_unix_ms,
+                positions,
+                request,
+            ));
+        };
+        let estimate = match codec.stored {
+            Stored::Raw => request.len(),
+            _ => request.len() / 4,
+        };
+        let mut out = Vec::with_capacity(2 + 16 + 8 + 17 + positions.len() * 64 + estimate);
+        out.push(ENVELOPE_VERSION);
+        out.push(kind as u8);
+        out.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(&enqueued_unix_ms.to_le_bytes());
+        out.push(codec.stored as u8);
+        out.extend_from_slice(&items.to_le_bytes());
+        out.extend_from_slice(&(request.len() as u64).to_le_bytes());
+        checkpoint::encode_positions(positions, &mut out);
+        codec
+            .compress_into(request, &mut out)
+            .map_err(QueueError::Compress)?;
+        Ok(Bytes::from(out))
+    }
+
+    /// The version-3 form: the request stored as encoded, no codec, no count.
+    pub(crate) fn encode_uncompressed(
         kind: Kind,
         id: u128,
         enqueued_unix_ms: u64,
@@ -111,7 +268,7 @@ impl Envelope {
         request: &[u8],
     ) -> Bytes {
         let mut out = Vec::with_capacity(2 + 16 + 8 + 4 + positions.len() * 64 + request.len());
-        out.push(ENVELOPE_VERSION);
+        out.push(ENVELOPE_VERSION_NO_CODEC);
         out.push(kind as u8);
         out.extend_from_slice(&id.to_le_bytes());
         out.extend_from_slice(&enqueued_unix_ms.to_le_bytes());
@@ -122,21 +279,22 @@ impl Envelope {
 
     /// Reads a stored record back.
     pub(crate) fn decode(payload: &Bytes) -> Result<Envelope, QueueError> {
-        if payload.len() < 2
-            || !matches!(
-                payload[0],
-                ENVELOPE_VERSION | ENVELOPE_VERSION_NO_TIME | ENVELOPE_VERSION_NO_ID
-            )
-        {
-            return Err(QueueError::Envelope("unknown version".into()));
-        }
+        let version = match payload.first() {
+            Some(
+                &v @ (ENVELOPE_VERSION
+                | ENVELOPE_VERSION_NO_CODEC
+                | ENVELOPE_VERSION_NO_TIME
+                | ENVELOPE_VERSION_NO_ID),
+            ) if payload.len() >= 2 => v,
+            _ => return Err(QueueError::Envelope("unknown version".into())),
+        };
         let kind = match payload[1] {
             1 => Kind::Logs,
             2 => Kind::Metrics,
             3 => Kind::Traces,
             other => return Err(QueueError::Envelope(format!("unknown kind {other}"))),
         };
-        let (id, header) = if payload[0] == ENVELOPE_VERSION_NO_ID {
+        let (id, header) = if version == ENVELOPE_VERSION_NO_ID {
             (None, 2)
         } else {
             let bytes: [u8; 16] = payload
@@ -145,7 +303,7 @@ impl Envelope {
                 .ok_or_else(|| QueueError::Envelope("truncated batch id".into()))?;
             (Some(u128::from_le_bytes(bytes)), 18)
         };
-        let (enqueued_unix_ms, header) = if payload[0] == ENVELOPE_VERSION {
+        let (enqueued_unix_ms, header) = if version >= ENVELOPE_VERSION_NO_CODEC {
             let bytes: [u8; 8] = payload
                 .get(header..header + 8)
                 .and_then(|b| b.try_into().ok())
@@ -154,13 +312,39 @@ impl Envelope {
         } else {
             (None, header)
         };
+        let (stored, items, header) = if version >= ENVELOPE_VERSION {
+            let stored = match payload.get(header) {
+                Some(0) => Stored::Raw,
+                Some(1) => Stored::Zstd,
+                Some(2) => Stored::Gzip,
+                Some(other) => {
+                    return Err(QueueError::Envelope(format!("unknown compression {other}")));
+                }
+                None => return Err(QueueError::Envelope("truncated compression".into())),
+            };
+            let word = |at: usize| -> Result<u64, QueueError> {
+                payload
+                    .get(at..at + 8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_le_bytes)
+                    .ok_or_else(|| QueueError::Envelope("truncated item count".into()))
+            };
+            let (items, raw_len) = (word(header + 1)?, word(header + 9)?);
+            (stored, Some((items, raw_len)), header + 17)
+        } else {
+            (Stored::Raw, None, header)
+        };
         let (positions, used) = checkpoint::decode_positions(&payload[header..])?;
+        let request = payload.slice(header + used..);
         Ok(Envelope {
             kind,
             id,
             enqueued_unix_ms,
+            stored,
+            items: items.map(|(n, _)| n),
+            raw_len: items.map_or(request.len() as u64, |(_, len)| len),
             positions,
-            request: payload.slice(header + used..),
+            request,
         })
     }
 }
@@ -247,6 +431,8 @@ struct Inner {
     /// Woken when space was freed (blocked pushers wait on it).
     freed: Notify,
     stats: Arc<Stats>,
+    /// How batches are compressed as they enter (the exporter's settings).
+    codec: Mutex<BatchCodec>,
 }
 
 /// The consumer side, owned by the exporter.
@@ -311,10 +497,29 @@ impl DiskQueue {
                 pushed: Notify::new(),
                 freed: Notify::new(),
                 stats,
+                codec: Mutex::new(BatchCodec::RAW),
             }),
         };
         queue.update_stats();
         Ok(Consumer { queue, hot })
+    }
+
+    /// Compresses the batches pushed from now on with `codec` (the exporter's settings;
+    /// batches already queued keep theirs and are sent as stored).
+    pub(crate) fn set_codec(&self, codec: BatchCodec) {
+        *self
+            .inner
+            .codec
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = codec;
+    }
+
+    fn codec(&self) -> BatchCodec {
+        *self
+            .inner
+            .codec
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Every record not yet acknowledged, decoded (for the tailer's start-up repair).
@@ -362,7 +567,8 @@ impl DiskQueue {
         hold: bool,
     ) -> Result<Lsn, QueueError> {
         let at = now_unix_ms();
-        let payload = Envelope::encode_at(kind, new_batch_id(), at, positions, request);
+        let payload =
+            Envelope::encode_at(kind, new_batch_id(), at, positions, request, self.codec())?;
         let _turn = self.inner.append.lock().await;
         self.make_room(payload.len() as u64).await?;
         let lsn = self.inner.wal.append(payload.clone()).await?;
@@ -392,7 +598,7 @@ impl DiskQueue {
     /// `drop_oldest` it makes room as [`DiskQueue::push`] does. Resolves once fsynced.
     pub(crate) async fn try_push(&self, kind: Kind, request: &[u8]) -> Result<Lsn, QueueError> {
         let at = now_unix_ms();
-        let payload = Envelope::encode_at(kind, new_batch_id(), at, &[], request);
+        let payload = Envelope::encode_at(kind, new_batch_id(), at, &[], request, self.codec())?;
         let len = payload.len() as u64;
         // Checked before taking the turn too: a source blocked in `push` holds the turn
         // exactly when the queue is full, and the answer must not wait for it.
@@ -672,23 +878,82 @@ mod tests {
     }
 
     proptest! {
+        /// Any request, any codec: what is decoded and decompressed is what was pushed,
+        /// with the item count of the request (a request the count refuses is kept raw in
+        /// the version-3 form).
         #[test]
         fn envelope_roundtrip(
             offsets in proptest::collection::vec(any::<u64>(), 0..4),
-            request in proptest::collection::vec(any::<u8>(), 0..200),
+            lines in proptest::collection::vec("[ -~]{0,80}", 0..40),
+            garbage in proptest::collection::vec(any::<u8>(), 0..200),
+            use_garbage in any::<bool>(),
             kind in 0u8..3,
+            codec in 0u8..3,
+            level in 1i32..6,
             at in any::<u64>(),
         ) {
             let kind = [Kind::Logs, Kind::Metrics, Kind::Traces][kind as usize];
+            let stored = [Stored::Raw, Stored::Zstd, Stored::Gzip][codec as usize];
+            let request = if use_garbage { garbage } else { logs_request(&lines) };
             let positions: Vec<Position> = offsets.into_iter().map(pos).collect();
             let id = new_batch_id();
-            let payload = Envelope::encode_at(kind, id, at, &positions, &request);
+            let codec = BatchCodec { stored, level };
+            let payload = Envelope::encode_at(kind, id, at, &positions, &request, codec).unwrap();
             let env = Envelope::decode(&payload).unwrap();
             prop_assert_eq!(env.kind, kind);
             prop_assert_eq!(env.id, Some(id));
             prop_assert_eq!(env.enqueued_unix_ms, Some(at));
-            prop_assert_eq!(env.positions, positions);
+            prop_assert_eq!(&env.positions, &positions);
+            prop_assert_eq!(env.raw_len, request.len() as u64);
+            match otlpwire::count(&request, kind.items_path()) {
+                Ok(n) => {
+                    prop_assert_eq!(env.items, Some(n));
+                    prop_assert_eq!(env.stored, stored);
+                }
+                Err(_) => {
+                    prop_assert_eq!(payload[0], ENVELOPE_VERSION_NO_CODEC);
+                    prop_assert_eq!(env.items, None);
+                    prop_assert_eq!(env.stored, Stored::Raw);
+                }
+            }
+            if !use_garbage && kind == Kind::Logs {
+                prop_assert_eq!(env.items, Some(lines.len() as u64));
+            }
+            prop_assert_eq!(decompress(env.stored, &env.request), request);
+        }
+
+        /// A queue written before compression at enqueue is still read: raw, uncounted.
+        #[test]
+        fn version_three_envelopes_decode_raw(
+            id in any::<u128>(),
+            at in any::<u64>(),
+            request in proptest::collection::vec(any::<u8>(), 0..100),
+        ) {
+            let mut v3 = vec![ENVELOPE_VERSION_NO_CODEC, Kind::Logs as u8];
+            v3.extend_from_slice(&id.to_le_bytes());
+            v3.extend_from_slice(&at.to_le_bytes());
+            checkpoint::encode_positions(&[pos(7)], &mut v3);
+            v3.extend_from_slice(&request);
+            let env = Envelope::decode(&Bytes::from(v3.clone())).unwrap();
+            prop_assert_eq!(env.id, Some(id));
+            prop_assert_eq!(env.enqueued_unix_ms, Some(at));
+            prop_assert_eq!(env.stored, Stored::Raw);
+            prop_assert_eq!(env.items, None);
+            prop_assert_eq!(env.raw_len, request.len() as u64);
+            prop_assert_eq!(env.positions, vec![pos(7)]);
             prop_assert_eq!(&env.request[..], &request[..]);
+            // And this agent writes the same bytes for a request it cannot count.
+            let again = Envelope::encode_uncompressed(Kind::Logs, id, at, &[pos(7)], &request);
+            prop_assert_eq!(&again[..], &v3[..]);
+        }
+
+        /// A version-4 record cut anywhere before its request is refused, not misread.
+        #[test]
+        fn truncated_version_four_headers_are_refused(cut in 0usize..(2 + 16 + 8 + 17 + 4)) {
+            let request = logs_request(&["a line".to_string()]);
+            let codec = BatchCodec { stored: Stored::Zstd, level: 1 };
+            let payload = Envelope::encode_at(Kind::Logs, 1, 2, &[], &request, codec).unwrap();
+            prop_assert!(Envelope::decode(&payload.slice(..cut)).is_err());
         }
 
         /// A queue written before batch ids is still read, with no id.
@@ -758,6 +1023,85 @@ mod tests {
         fn envelope_garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..128)) {
             let _ = Envelope::decode(&Bytes::from(data));
         }
+    }
+
+    /// An encoded logs request with one record per line.
+    fn logs_request(lines: &[String]) -> Vec<u8> {
+        use prost::Message as _;
+        use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
+        use vantage_proto::otlp::common::v1::{AnyValue, any_value};
+        use vantage_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: lines
+                        .iter()
+                        .map(|l| LogRecord {
+                            body: Some(AnyValue {
+                                value: Some(any_value::Value::StringValue(l.clone())),
+                            }),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    fn decompress(stored: Stored, data: &[u8]) -> Vec<u8> {
+        use std::io::Read as _;
+        match stored {
+            Stored::Raw => data.to_vec(),
+            Stored::Zstd => zstd::decode_all(data).unwrap(),
+            Stored::Gzip => {
+                let mut out = Vec::new();
+                flate2::read::GzDecoder::new(data)
+                    .read_to_end(&mut out)
+                    .unwrap();
+                out
+            }
+        }
+    }
+
+    /// With zstd set, pushed batches are stored compressed and counted (the cap counts
+    /// what is stored); a codec change applies to later batches only.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pushed_batches_are_stored_compressed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = open(dir.path(), 64 << 20, FullPolicy::Block);
+        let q = c.queue.clone();
+        let lines: Vec<String> = (0..2000)
+            .map(|i| format!("2026-11-26T10:00:00Z INFO request {i} served in 3 ms"))
+            .collect();
+        let request = logs_request(&lines);
+        q.set_codec(BatchCodec {
+            stored: Stored::Zstd,
+            level: 1,
+        });
+        let a = q
+            .push(Kind::Logs, &[pos(1)], &request, false)
+            .await
+            .unwrap();
+        q.set_codec(BatchCodec::RAW);
+        let b = q.try_push(Kind::Logs, &request).await.unwrap();
+        let read = tokio::task::block_in_place(|| q.read_blocking(a, 10, 64 << 20)).unwrap();
+        assert_eq!(read.iter().map(|r| r.lsn).collect::<Vec<_>>(), vec![a, b]);
+        let za = Envelope::decode(&read[0].payload).unwrap();
+        let rb = Envelope::decode(&read[1].payload).unwrap();
+        assert_eq!(za.stored, Stored::Zstd);
+        assert_eq!(za.items, Some(2000));
+        assert!(
+            za.request.len() * 4 < request.len(),
+            "{} of {}",
+            za.request.len(),
+            request.len()
+        );
+        assert_eq!(decompress(za.stored, &za.request), request);
+        assert_eq!((rb.stored, rb.items), (Stored::Raw, Some(2000)));
+        assert_eq!(&rb.request[..], &request[..]);
     }
 
     fn open(dir: &Path, max: u64, policy: FullPolicy) -> Consumer {

@@ -278,6 +278,10 @@ impl Runtime {
             .context("queue open task")??
         };
         let queue = consumer.queue.clone();
+        queue.set_codec(crate::queue::BatchCodec::from_config(
+            config.exporter.compression,
+            config.exporter.compression_level,
+        ));
         let relay = Relay::new(consumer.hot);
         let resource = resource::host_resource(&config.resource_attributes);
         let sink = Arc::new(

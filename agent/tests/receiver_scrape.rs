@@ -447,9 +447,10 @@ async fn a_full_queue_answers_429_and_resource_exhausted_with_a_retry_delay() {
         "t",
     );
     let url = format!("http://{}/v1/logs", agent.listener("otlp_http"));
-    // 512 KiB requests against a 4 MiB queue whose collector never answers.
-    let line = "f".repeat(1024);
-    let body = logs("filler", &vec![line; 512]).encode_to_vec();
+    // 512 KiB requests against a 4 MiB queue whose collector never answers. The queue
+    // counts batches as stored, compressed: the lines are hex noise, which zstd can only
+    // halve, so the queue fills.
+    let body = logs("filler", &noise(1, 512)).encode_to_vec();
     let mut refused = None;
     for i in 0..40 {
         let (status, headers, answer) = http_post(
@@ -477,7 +478,7 @@ async fn a_full_queue_answers_429_and_resource_exhausted_with_a_retry_delay() {
         .await
         .unwrap();
     let err = client
-        .export(logs("filler", &vec!["g".repeat(1024); 512]))
+        .export(logs("filler", &noise(2, 512)))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
@@ -485,6 +486,24 @@ async fn a_full_queue_answers_429_and_resource_exhausted_with_a_retry_delay() {
     assert!(err.get_details_retry_info().is_some(), "{err:?}");
     assert!(agent.stat("queue_full_refusals").await >= 2);
     assert!(agent.stat("queue_bytes").await <= 4 * 1024 * 1024);
+}
+
+/// `n` lines of 1,024 pseudo-random hex digits (xorshift from `seed`): text that does not
+/// compress much.
+fn noise(seed: u64, n: usize) -> Vec<String> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            (0..64)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    format!("{x:016x}")
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// Serves `body` as `text/plain; version=0.0.4` on every GET, until dropped.
