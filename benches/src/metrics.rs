@@ -317,13 +317,7 @@ impl Fleet {
     }
 
     /// As [`Fleet::new`], generating `mix`.
-    pub fn with_mix(
-        seed: u64,
-        series: usize,
-        start_ms: i64,
-        interval_ms: i64,
-        mix: Mix,
-    ) -> Fleet {
+    pub fn with_mix(seed: u64, series: usize, start_ms: i64, interval_ms: i64, mix: Mix) -> Fleet {
         let templates = host_templates();
         debug_assert_eq!(templates.len(), SERIES_PER_HOST);
         let series = (0..series)
