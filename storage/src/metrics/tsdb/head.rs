@@ -485,7 +485,7 @@ pub(crate) struct Head {
 }
 
 /// Bytes a series costs besides its chunks: struct, map entry, postings entries and
-/// the label vector (strings are shared), an estimate for [`super::TsdbStats`].
+/// the packed label string, an estimate for [`super::TsdbStats`].
 const SERIES_OVERHEAD_BYTES: usize = 200;
 
 impl Head {
