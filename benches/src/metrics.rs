@@ -15,8 +15,13 @@
 //! get the same samples. Scrapes are every `interval_ms`, and all series of one host and
 //! job share the scrape's timestamp, which is jittered by a few milliseconds as a real
 //! scrape loop's is.
+//!
+//! Two mixes ([`Mix`]): the default, noisy on purpose (a stress figure for
+//! compression), and a realistic one that records samples as Prometheus's scrape loop
+//! would from a typical host; see [`Mix::Realistic`] for exactly what differs.
 
 use std::ops::Range;
+use std::str::FromStr;
 
 use vantage_proto::prom::{Labels, MetricBatch, Sample, SeriesSamples};
 
@@ -198,6 +203,59 @@ const VMSTAT: [&str; 20] = [
     "thp_fault_alloc",
 ];
 
+/// Which samples a [`Fleet`] generates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mix {
+    /// Every counter moves each scrape by a random amount around its mean, gauges
+    /// change on 50–90 % of scrapes, and every scrape's timestamp is 0–5 ms late.
+    #[default]
+    Noisy,
+    /// The noisy mix with four differences, each what a typical host and Prometheus's
+    /// scrape loop produce:
+    /// - timestamps as Prometheus 2.42's scrape loop records them: the scrape is 0–5 ms
+    ///   late as in the noisy mix, but a scrape at most 2 ms late gets its slot's exact
+    ///   timestamp (`--scrape.timestamp-tolerance`, default 2 ms, alignment on), so
+    ///   about half of the scrapes are on the 15 s grid;
+    /// - the lightly used devices (`docker0`, `eth1`, `sdb`: traffic scale ≤ 0.1) are
+    ///   idle on 90 % of scrapes; their counters move on the other 10 %, by ten times
+    ///   the noisy mix's increment, so their mean rates are unchanged;
+    /// - the memory gauges of features the host does not use (no swap, no NFS, no
+    ///   mlock, no bounce buffers: `SwapCached`, `SwapFree`, `NFS_Unstable`, `Bounce`,
+    ///   `Mlocked`) stay constant;
+    /// - the `/boot` and `/run` filesystems' free space and free inodes change on 2 %
+    ///   of scrapes instead of 50–70 %.
+    ///
+    /// CPU seconds still move in 0.01 s ticks on every scrape, busy counters by a
+    /// random amount every scrape, other gauges as in the noisy mix.
+    Realistic,
+}
+
+impl FromStr for Mix {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Mix, String> {
+        match s {
+            "noisy" => Ok(Mix::Noisy),
+            "realistic" => Ok(Mix::Realistic),
+            other => Err(format!("unknown mix {other:?} (noisy, realistic)")),
+        }
+    }
+}
+
+impl Mix {
+    /// The name `FromStr` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mix::Noisy => "noisy",
+            Mix::Realistic => "realistic",
+        }
+    }
+}
+
+/// Largest lateness Prometheus's scrape loop snaps back onto the scrape's slot
+/// (`--scrape.timestamp-tolerance`).
+pub const PROMETHEUS_TIMESTAMP_TOLERANCE_MS: i64 = 2;
+
 /// How one series' value moves from scrape to scrape.
 #[derive(Clone, Copy, Debug)]
 enum Kind {
@@ -237,12 +295,15 @@ struct SeriesState {
     value: f64,
     /// Next scrape to generate.
     next_scrape: u64,
+    /// Share of scrapes on which a counter moves (1 except idle devices, realistic mix).
+    active: f64,
 }
 
 /// A deterministic fleet of hosts and their series; see the module documentation.
 #[derive(Clone, Debug)]
 pub struct Fleet {
     seed: u64,
+    mix: Mix,
     start_ms: i64,
     interval_ms: i64,
     series: Vec<SeriesState>,
@@ -252,6 +313,11 @@ impl Fleet {
     /// The first `series` series of the fleet for `seed`; scrape `k` is at
     /// `start_ms + k × interval_ms` plus a jitter of at most [`MAX_JITTER_MS`].
     pub fn new(seed: u64, series: usize, start_ms: i64, interval_ms: i64) -> Fleet {
+        Fleet::with_mix(seed, series, start_ms, interval_ms, Mix::Noisy)
+    }
+
+    /// As [`Fleet::new`], generating `mix`.
+    pub fn with_mix(seed: u64, series: usize, start_ms: i64, interval_ms: i64, mix: Mix) -> Fleet {
         let templates = host_templates();
         debug_assert_eq!(templates.len(), SERIES_PER_HOST);
         let series = (0..series)
@@ -269,17 +335,23 @@ impl Fleet {
                     },
                     k => scale_for(k, seed, host, i),
                 };
+                let (kind, active) = match mix {
+                    Mix::Noisy => (kind, 1.0),
+                    Mix::Realistic => realistic(t, kind),
+                };
                 SeriesState {
                     labels: series_labels(t, host),
                     host,
                     value: initial_value(kind, seed, i),
                     kind,
                     next_scrape: 0,
+                    active,
                 }
             })
             .collect();
         Fleet {
             seed,
+            mix,
             start_ms,
             interval_ms,
             series,
@@ -305,9 +377,12 @@ impl Fleet {
     pub fn timestamp_ms(&self, i: usize, scrape: u64) -> i64 {
         let s = &self.series[i];
         let job = u64::from(matches!(s.kind, Kind::Bucket { .. } | Kind::HistSum { .. }));
-        let jitter =
-            hash(&[self.seed, 0x7177, u64::from(s.host), job, scrape]) % (MAX_JITTER_MS as u64 + 1);
-        self.start_ms + scrape as i64 * self.interval_ms + jitter as i64
+        let mut jitter = (hash(&[self.seed, 0x7177, u64::from(s.host), job, scrape])
+            % (MAX_JITTER_MS as u64 + 1)) as i64;
+        if self.mix == Mix::Realistic && jitter <= PROMETHEUS_TIMESTAMP_TOLERANCE_MS {
+            jitter = 0;
+        }
+        self.start_ms + scrape as i64 * self.interval_ms + jitter
     }
 
     /// The next sample of series `i`: each call advances that series by one scrape.
@@ -319,7 +394,12 @@ impl Fleet {
         s.next_scrape += 1;
         let v = match s.kind {
             Kind::Counter { unit, mean } => {
-                s.value += increment(mean, hash(&[seed, 1, i as u64, scrape]));
+                let h = hash(&[seed, 1, i as u64, scrape]);
+                if s.active >= 1.0 {
+                    s.value += increment(mean, h);
+                } else if unit_f64(hash(&[seed, 7, i as u64, scrape])) < s.active {
+                    s.value += increment(mean / s.active, h);
+                }
                 s.value * unit
             }
             Kind::Const(v) => v,
@@ -428,6 +508,51 @@ fn scale_for(kind: Kind, seed: u64, host: u32, i: usize) -> Kind {
             max_steps,
         },
         k => k,
+    }
+}
+
+/// How the realistic mix differs for one series (see [`Mix::Realistic`]): its kind and
+/// the share of scrapes on which it moves.
+fn realistic(t: &Template, kind: Kind) -> (Kind, f64) {
+    let extra = |name: &str| {
+        t.extra
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let idle_device = NET_DEVICES
+        .iter()
+        .chain(&DISK_DEVICES)
+        .any(|(d, scale)| *scale <= 0.1 && extra("device") == Some(d));
+    match kind {
+        Kind::Counter { .. } if idle_device => (kind, 0.1),
+        Kind::Walk { base, .. }
+            if [
+                "node_memory_SwapCached_bytes",
+                "node_memory_SwapFree_bytes",
+                "node_memory_NFS_Unstable_bytes",
+                "node_memory_Bounce_bytes",
+                "node_memory_Mlocked_bytes",
+            ]
+            .contains(&t.name.as_str()) =>
+        {
+            (Kind::Const(base), 1.0)
+        }
+        Kind::Walk {
+            base,
+            quantum,
+            max_steps,
+            ..
+        } if matches!(extra("mountpoint"), Some("/boot" | "/run")) => (
+            Kind::Walk {
+                base,
+                quantum,
+                p_change: 0.02,
+                max_steps,
+            },
+            1.0,
+        ),
+        k => (k, 1.0),
     }
 }
 
@@ -804,6 +929,44 @@ mod tests {
             }
             assert!(buckets[HISTOGRAM_LE.len() - 1].1[29].v > 0.0);
         }
+    }
+
+    #[test]
+    fn the_realistic_mix_aligns_timestamps_and_idles_what_it_says() {
+        let n = 2 * SERIES_PER_HOST;
+        let mut noisy = Fleet::new(4, n, START, 15_000);
+        let mut real = Fleet::with_mix(4, n, START, 15_000, Mix::Realistic);
+        let (a, b) = (noisy.batch(0..n, 200), real.batch(0..n, 200));
+        let (mut on_grid, mut total) = (0, 0);
+        for (x, y) in a.series.iter().zip(&b.series) {
+            assert_eq!(x.labels, y.labels);
+            for (k, (sx, sy)) in x.samples.iter().zip(&y.samples).enumerate() {
+                let slot = START + k as i64 * 15_000;
+                // The same lateness, snapped to the slot within Prometheus's tolerance.
+                if sx.t - slot <= PROMETHEUS_TIMESTAMP_TOLERANCE_MS {
+                    assert_eq!(sy.t, slot);
+                } else {
+                    assert_eq!(sy.t, sx.t);
+                }
+                on_grid += usize::from(sy.t == slot);
+                total += 1;
+            }
+            let moves = y.samples.windows(2).filter(|w| w[0].v != w[1].v).count();
+            let name = y.labels.metric_name().unwrap_or("");
+            if name == "node_memory_SwapFree_bytes" {
+                assert_eq!(moves, 0);
+            }
+            if y.labels.get("device") == Some("docker0") && name.ends_with("_bytes_total") {
+                assert!((5..=40).contains(&moves), "{moves} moves of {}", y.labels);
+            }
+            if y.labels.get("device") == Some("eth0") && name.ends_with("_bytes_total") {
+                assert_eq!(moves, 199);
+            }
+        }
+        let share = on_grid as f64 / total as f64;
+        assert!((0.4..0.6).contains(&share), "{share} on the grid");
+        assert_eq!("realistic".parse::<Mix>(), Ok(Mix::Realistic));
+        assert!("other".parse::<Mix>().is_err());
     }
 
     #[test]

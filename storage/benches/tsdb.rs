@@ -225,11 +225,15 @@ fn footprint() {
     let mut total = 0u64;
     let scrapes = 480; // 2 h at 15 s
     let mut heap_one_chunk = 0;
+    let mut heap_15_min = 0;
     for k in 0..scrapes {
         let batch = synth.batch(&labels, T0 + k * 15_000, 1, 15_000);
         total += batch.sample_count() as u64;
         db.apply(k as u64 + 1, "t", &batch);
         drop(batch);
+        if k == 59 {
+            heap_15_min = LIVE.load(Ordering::Relaxed) - before;
+        }
         if k == 119 {
             heap_one_chunk = LIVE.load(Ordering::Relaxed) - before;
         }
@@ -239,8 +243,10 @@ fn footprint() {
     db.flush().expect("flush");
     let st = db.stats();
     println!(
-        "footprint: {n_series} series x {scrapes} samples: head heap {:.0} B/series after 120 samples \
-         (one chunk), {:.0} B/series after 2 h (estimate {estimate}), disk {:.3} B/sample ({} bytes for {total} samples)",
+        "footprint: {n_series} series x {scrapes} samples: head heap {:.0} B/series after 60 samples \
+         (15 min), {:.0} after 120 (one chunk), {:.0} B/series after 2 h (estimate {estimate}), \
+         disk {:.3} B/sample ({} bytes for {total} samples)",
+        heap_15_min as f64 / n_series as f64,
         heap_one_chunk as f64 / n_series as f64,
         heap as f64 / n_series as f64,
         st.disk_bytes as f64 / total as f64,

@@ -37,7 +37,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Map, Value, json};
-use vantage_benches::metrics::Fleet;
+use vantage_benches::metrics::{Fleet, Mix};
 use vantage_benches::procfs::{
     cpu_seconds, dir_bytes, encode_query, mib, percentile, status_bytes,
 };
@@ -97,6 +97,10 @@ struct Args {
     /// Generator seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Sample mix: `noisy` (the stress mix) or `realistic` (node-exporter-like as
+    /// Prometheus's scrape loop records it; see `vantage_benches::metrics::Mix`).
+    #[arg(long, default_value = "noisy")]
+    mix: Mix,
     /// Where data directories go (deleted after each phase).
     #[arg(long, default_value = "target/metrics-e2e")]
     work_dir: PathBuf,
@@ -794,7 +798,13 @@ fn queries(
     for &kind in kinds {
         let k = kind.name();
         let server = Server::start(args, kind, &args.work_dir.join(format!("query-{k}")), true)?;
-        let fleet = Fleet::new(args.seed, args.query_series, start_ms, interval_ms);
+        let fleet = Fleet::with_mix(
+            args.seed,
+            args.query_series,
+            start_ms,
+            interval_ms,
+            args.mix,
+        );
         let cpu0 = server.cpu_s()?;
         let stats = rt.block_on(send_all(
             &client,
@@ -934,6 +944,15 @@ fn queries(
             _ => {
                 let metrics = dir_bytes(&dir.join("metrics"));
                 report.put("storage.vantage.metrics_dir_bytes", metrics);
+                let files = vantage_block_files(&dir.join("metrics"));
+                report.put("storage.vantage.blocks", files.count);
+                for (name, bytes) in [("index", files.index), ("chunks", files.chunks)] {
+                    report.put(&format!("storage.vantage.{name}_bytes"), bytes);
+                    report.put(
+                        &format!("storage.vantage.{name}_bytes_per_sample"),
+                        bytes as f64 / samples.max(1) as f64,
+                    );
+                }
                 report.put(
                     "storage.vantage.bytes_per_sample",
                     metrics as f64 / samples.max(1) as f64,
@@ -974,6 +993,32 @@ fn prometheus_blocks(dir: &Path) -> Blocks {
         out.series += meta["stats"]["numSeries"].as_u64().unwrap_or(0);
         out.bytes += dir_bytes(&entry.path());
         out.chunk_bytes += dir_bytes(&entry.path().join("chunks"));
+    }
+    out
+}
+
+/// Vantage's blocks (`<tenant>/b-<seq>/`): how many, and their index and chunks bytes.
+#[derive(Default)]
+struct VantageBlocks {
+    count: u64,
+    index: u64,
+    chunks: u64,
+}
+
+fn vantage_block_files(metrics: &Path) -> VantageBlocks {
+    let mut out = VantageBlocks::default();
+    let entries = |d: &Path| std::fs::read_dir(d).into_iter().flatten().flatten();
+    for tenant in entries(metrics) {
+        for block in entries(&tenant.path()) {
+            let name = block.file_name().to_string_lossy().into_owned();
+            if !name.starts_with("b-") || name.ends_with(".tmp") {
+                continue;
+            }
+            out.count += 1;
+            let size = |f: &str| std::fs::metadata(block.path().join(f)).map_or(0, |m| m.len());
+            out.index += size("index");
+            out.chunks += size("chunks");
+        }
     }
     out
 }
@@ -1047,7 +1092,7 @@ fn main() -> anyhow::Result<()> {
         "interval_s": args.interval_s, "samples_per_body": args.samples_per_body,
         "connections": args.connections, "query_series": args.query_series,
         "query_hours": args.query_hours, "history_samples_per_series": args.history_samples_per_series,
-        "query_reps": args.query_reps, "seed": args.seed,
+        "query_reps": args.query_reps, "seed": args.seed, "mix": args.mix.name(),
     });
     let mut report = Report {
         out: args.out.clone(),
@@ -1074,7 +1119,7 @@ fn main() -> anyhow::Result<()> {
         let interval_ms = args.interval_s * 1000;
         let total = args.warmup_scrapes + args.scrapes;
         let start_ms = run_end_ms(&args) - (total as i64 - 1) * interval_ms;
-        let mut fleet = Fleet::new(args.seed, args.series, start_ms, interval_ms);
+        let mut fleet = Fleet::with_mix(args.seed, args.series, start_ms, interval_ms, args.mix);
         let t0 = Instant::now();
         let bodies = Arc::new(encode_scrapes(&mut fleet, total, args.samples_per_body)?);
         let warmup_bodies = args.warmup_scrapes * args.series.div_ceil(args.samples_per_body);

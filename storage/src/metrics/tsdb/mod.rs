@@ -56,7 +56,7 @@ use super::{
     MetricsError, Querier, Sample, SeriesRef, SeriesSamples,
 };
 use block::{Block, BlockWriter, sync_dir, write_synced};
-use head::{Head, dedupe_tail, to_labels};
+use head::{Head, dedupe_tail};
 
 /// Default retention: 15 days, Prometheus's default.
 pub const DEFAULT_RETENTION_MS: i64 = 15 * 86_400_000;
@@ -639,7 +639,7 @@ impl Tsdb {
                 new_cp.next_block_seq += 1;
                 let mut series: Vec<(Labels, &head::SeriesSnapshot)> = snap
                     .iter()
-                    .map(|(_, ms, s)| (to_labels(&ms.labels), s))
+                    .map(|(_, ms, s)| (ms.labels.to_labels(), s))
                     .collect();
                 series.sort_by(|a, b| a.0.cmp(&b.0));
                 let block = self.write_block(&t, seq, seq, |w| {

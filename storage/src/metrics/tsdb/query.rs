@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use roaring::RoaringBitmap;
 
 use super::block::Block;
-use super::head::{dedupe_tail, labels_hash, to_labels};
+use super::head::{dedupe_tail, labels_hash};
 use super::index::select;
 use super::{Labels, Matcher, MetricsError, Querier, Sample, SeriesRef, TenantDb, lock};
 
@@ -66,7 +66,7 @@ impl Querier for TsdbQuerier {
                 let Some(ms) = idx.get(id) else { continue };
                 let range = lock(&ms.data).time_range();
                 if range.is_some_and(|r| overlaps(r, start, end)) {
-                    found.push((to_labels(&ms.labels), Some(id), None));
+                    found.push((ms.labels.to_labels(), Some(id), None));
                 }
             }
         }
