@@ -8,9 +8,10 @@
 //! stays: a file reached through a symlink or with more than one hard link (a write
 //! through the other name reports to the other directory), a directory that could not
 //! be watched (no inotify, `max_user_watches` reached), and everything after a queue
-//! overflow or a lost watch (one full sweep, then events again). Writes the kernel does
-//! not report (through `mmap`, or from another host on a network file system) are seen
-//! by the sweep.
+//! overflow or a lost watch (one full sweep, then events again), and a directory on a
+//! network or user-space file system (NFS, SMB, FUSE, Ceph, …: a write from another
+//! host or from the server never raises an event here). Writes the kernel does not
+//! report on a local file system (through `mmap`) are seen by the sweep.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -23,8 +24,30 @@ use std::time::Duration;
 use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
 use rustix::io::Errno;
 
-/// Every quiet file in a watched directory is looked at this often anyway.
-pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// Every quiet file in a watched directory is looked at this often anyway. Five minutes,
+/// not one: watched directories are local (remote file systems are polled), where only an
+/// `mmap` write goes unreported, and each sweep costs one `fstat` per tracked file.
+pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_secs(300);
+
+/// `statfs` magic numbers of file systems whose files can change without an inotify
+/// event on this host: their directories are never watched, their files are polled.
+const UNREPORTED_FS_MAGIC: &[u64] = &[
+    0x6969,      // NFS
+    0x517B,      // SMB
+    0xFF53_4D42, // CIFS
+    0xFE53_4D42, // SMB2
+    0x6573_5546, // FUSE (sshfs, GlusterFS, s3fs, …)
+    0x00C3_6400, // Ceph
+    0x5346_414F, // AFS
+    0x0102_1997, // 9P
+    0x0BD0_0BD0, // Lustre
+    0x4750_4653, // GPFS
+];
+
+/// Whether a file system of this `statfs` type reports every change through inotify.
+fn events_cover(f_type: u64) -> bool {
+    !UNREPORTED_FS_MAGIC.contains(&(f_type & 0xFFFF_FFFF))
+}
 /// Events read per `read` call (a few hundred events).
 const EVENT_BUFFER: usize = 16 * 1024;
 /// Distinct changed paths kept per drain; past this a drain asks for a sweep instead of
@@ -70,6 +93,15 @@ impl DirWatch {
     pub(crate) fn watch(&mut self, dir: &Path) -> bool {
         if self.by_dir.contains_key(dir) {
             return true;
+        }
+        match rustix::fs::statfs(dir) {
+            // `f_type` is a signed word on some targets: the magic is its low 32 bits.
+            #[allow(clippy::cast_sign_loss)]
+            Ok(fs) if !events_cover(fs.f_type as u64) => {
+                tracing::info!(dir = %dir.display(), "network or user-space file system; its quiet files are polled");
+                return false;
+            }
+            _ => {}
         }
         let mask = WatchFlags::MODIFY
             | WatchFlags::ATTRIB
@@ -207,6 +239,24 @@ mod tests {
         std::fs::rename(&dir, root.path().join("moved")).unwrap();
         assert!(w.drain().resync);
         assert!(!w.is_watched(&dir));
+    }
+
+    #[test]
+    fn only_file_systems_that_report_every_change_are_watched() {
+        for local in [0xEF53, 0x0102_1994, 0x5846_5342, 0x9123_683E, 0x794C_7630] {
+            assert!(
+                events_cover(local),
+                "{local:#x} (ext4, tmpfs, xfs, btrfs, overlay)"
+            );
+        }
+        for remote in [0x6969, 0xFF53_4D42, 0xFE53_4D42, 0x6573_5546, 0x00C3_6400] {
+            assert!(
+                !events_cover(remote),
+                "{remote:#x} (NFS, CIFS, SMB2, FUSE, Ceph)"
+            );
+        }
+        // A signed 32-bit word sign-extended to 64 bits is still recognised.
+        assert!(!events_cover(0xFFFF_FFFF_FF53_4D42));
     }
 
     #[test]
