@@ -262,25 +262,11 @@ impl CheckpointStore {
         let mut changed = Vec::new();
         let mut kept = 0usize;
         for p in current {
-            match self.persisted.get_mut(&(p.dev, p.ino)) {
-                Some((old, seen)) => {
-                    if *seen != round {
-                        kept += 1;
-                    }
-                    *seen = round;
-                    if !p.same_as(old) {
-                        *old = p.to_owned();
-                        changed.push(old.clone());
-                    }
-                }
-                None => {
-                    let owned = p.to_owned();
-                    self.persisted
-                        .insert((p.dev, p.ino), (owned.clone(), round));
-                    changed.push(owned);
-                    kept += 1;
-                }
+            let (differs, seen_before) = self.upsert(p, round);
+            if seen_before != Some(round) {
+                kept += 1;
             }
+            changed.extend(differs);
         }
         let mut removed = Vec::new();
         if kept < self.persisted.len() {
@@ -316,25 +302,35 @@ impl CheckpointStore {
         let round = self.round;
         let mut written = Vec::new();
         for p in changed {
-            match self.persisted.get_mut(&(p.dev, p.ino)) {
-                Some((old, _)) => {
-                    if !p.same_as(old) {
-                        *old = p.to_owned();
-                        written.push(old.clone());
-                    }
-                }
-                None => {
-                    let owned = p.to_owned();
-                    self.persisted
-                        .insert((p.dev, p.ino), (owned.clone(), round));
-                    written.push(owned);
-                }
-            }
+            written.extend(self.upsert(p, round).0);
         }
         // A record applies its positions before its removals: a key back in the map
         // must not be removed after its new position.
         gone.retain(|k| !self.persisted.contains_key(k));
         self.write(written, gone)
+    }
+
+    /// Makes `p` the persisted position of its file, stamped as seen in `round`: the
+    /// position to write when it differs from the persisted one (or is new), and the
+    /// round that had last seen the file (`None`: not tracked before).
+    fn upsert(&mut self, p: PositionRef<'_>, round: u64) -> (Option<Position>, Option<u64>) {
+        match self.persisted.get_mut(&(p.dev, p.ino)) {
+            Some((old, seen)) => {
+                let before = std::mem::replace(seen, round);
+                if p.same_as(old) {
+                    (None, Some(before))
+                } else {
+                    *old = p.to_owned();
+                    (Some(old.clone()), Some(before))
+                }
+            }
+            None => {
+                let owned = p.to_owned();
+                self.persisted
+                    .insert((p.dev, p.ino), (owned.clone(), round));
+                (Some(owned), None)
+            }
+        }
     }
 
     /// Puts a save's outcome on disk: one journal record, or a compaction.
