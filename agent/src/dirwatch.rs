@@ -96,7 +96,6 @@ impl DirWatch {
         }
         match rustix::fs::statfs(dir) {
             // `f_type` is a signed word on some targets: the magic is its low 32 bits.
-            #[allow(clippy::cast_sign_loss)]
             Ok(fs) if !events_cover(fs.f_type as u64) => {
                 tracing::info!(dir = %dir.display(), "network or user-space file system; its quiet files are polled");
                 return false;
