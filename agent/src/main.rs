@@ -26,6 +26,7 @@ mod runtime;
 mod scrape;
 mod selfmetrics;
 mod service;
+mod startup_pages;
 mod stats;
 mod tail;
 mod tlsclient;
@@ -274,6 +275,7 @@ async fn run(
         pid = std::process::id(),
         "ready"
     );
+    tokio::spawn(startup_pages::release_later(stop.clone()));
     match agent {
         Some(agent) => {
             let signal = stop.clone();

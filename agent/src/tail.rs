@@ -380,25 +380,24 @@ impl Tailer {
                     continue;
                 }
                 let mut listing = GlobScan::begin(pattern.as_str());
-                let Ok(paths) = glob::glob(pattern.as_str()) else {
+                let (files, exclude) = (&self.files, &self.inputs[idx].exclude);
+                let Some(matches) = globscan::expand(
+                    pattern.as_str(),
+                    |path| exclude.iter().any(|p| p.matches_path(path)),
+                    |key, path| files.get(&key).is_some_and(|t| t.path == path),
+                ) else {
                     continue;
                 };
-                for path in paths.flatten() {
-                    if self.inputs[idx]
-                        .exclude
-                        .iter()
-                        .any(|p| p.matches_path(&path))
-                    {
+                for m in matches {
+                    let globscan::Match {
+                        path,
+                        key,
+                        symlink,
+                        meta,
+                    } = m;
+                    if path.as_os_str().len() > MAX_PATH_BYTES {
                         continue;
                     }
-                    let Ok(meta) = std::fs::metadata(&path) else {
-                        continue;
-                    };
-                    if !meta.is_file() || path.as_os_str().len() > MAX_PATH_BYTES {
-                        continue;
-                    }
-                    let key = (meta.dev(), meta.ino());
-                    let symlink = globscan::is_symlink(&path);
                     listing.uncacheable |= symlink;
                     listing.result.push((path.clone(), key));
                     if !seen.insert(key) {
@@ -422,6 +421,10 @@ impl Tailer {
                         t.gone_since = None;
                         continue;
                     }
+                    // A file not tracked at this path was `stat`ed (see `expand`).
+                    let Some(meta) = meta.or_else(|| std::fs::metadata(&path).ok()) else {
+                        continue;
+                    };
                     match self.open_file(path.clone(), idx, key, meta.len()) {
                         Ok(()) => self.watch_file(key, meta.nlink(), symlink),
                         Err(e) => {

@@ -374,6 +374,8 @@ impl Agent {
         match outcome {
             Ok(tree) => {
                 tracing::info!(hash = %hash_text, "remote configuration applied");
+                // Restarting the pipelines ran start-up code again.
+                tokio::spawn(crate::startup_pages::release_later(CancellationToken::new()));
                 if let Err(e) = state::save_remote_config(&self.ctx.state_dir, &rc) {
                     tracing::warn!(error = %e, "cannot save the remote configuration; a restart runs the previous one");
                 }

@@ -3,8 +3,9 @@
 //! and the figures of record are in `benches/RESULTS.md` ("Agent").
 //!
 //! - `idle`: the agent with host metrics every 10 s and 10 tailed files, each growing by
-//!   one ~200-byte line a second, shipping to a real release collector; RSS (VmRSS
-//!   sampled every second, VmHWM at the end) and CPU % of one core over the window,
+//!   one ~200-byte line a second, shipping to a real release collector; from 45 s after
+//!   start (steady state, past the release of the start-up code pages): RSS (VmRSS
+//!   sampled every second; VmHWM, the start-up peak, at the end) and CPU % of one core,
 //!   plus the binary's size as built and stripped.
 //! - `discovery`: agent CPU with N files matching the glob of which 10 grow, against
 //!   10 files all growing at the same rate (alternated, `--rounds` times).
@@ -629,7 +630,9 @@ fn idle(
     )?;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = trickle(paths, 1, stop.clone());
-    std::thread::sleep(Duration::from_secs(15));
+    // Steady state: past the agent's release of its start-up code pages (30 s after it
+    // is ready); the start-up peak is VmHWM.
+    std::thread::sleep(Duration::from_secs(45));
     let (cpu0, at0) = (agent.cpu()?, Instant::now());
     let (rss_max, rss_last) = watch_rss(agent.pid(), seconds);
     let (cpu1, wall) = (agent.cpu()?, at0.elapsed().as_secs_f64());
