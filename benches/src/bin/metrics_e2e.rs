@@ -19,6 +19,10 @@
 //!    directory over the samples sent; Prometheus's persisted blocks over the samples
 //!    their `meta.json` counts (its head stays in the WAL and is not counted).
 //!
+//! `--mix node-exporter --capture-dir DIR` (with `--skip-ingest`) replaces the generated
+//! data of phases 3 and 4 by real node_exporter scrapes replayed on `--hosts` hosts
+//! (`vantage_benches::nodecap`); `--storage-only` skips the query corpus.
+//!
 //! Every figure goes to stdout as one `name value` line and into the JSON report.
 
 use std::io::{BufRead as _, BufReader};
@@ -38,6 +42,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Map, Value, json};
 use vantage_benches::metrics::{Fleet, Mix};
+use vantage_benches::nodecap::{Capture, CaptureFleet, Stamps};
 use vantage_benches::procfs::{
     cpu_seconds, dir_bytes, encode_query, mib, percentile, status_bytes,
 };
@@ -97,16 +102,95 @@ struct Args {
     /// Generator seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Sample mix: `noisy` (the stress mix) or `realistic` (node-exporter-like as
-    /// Prometheus's scrape loop records it; see `vantage_benches::metrics::Mix`).
+    /// Sample mix: `noisy` (the stress mix), `realistic` (node-exporter-like as
+    /// Prometheus's scrape loop records it; see `vantage_benches::metrics::Mix`), or
+    /// `node-exporter` (real scrapes from `--capture-dir`, history and storage only).
     #[arg(long, default_value = "noisy")]
-    mix: Mix,
+    mix: MixArg,
+    /// Directory of `scrape-<unix_ms>.prom.gz` node_exporter scrapes, for
+    /// `--mix node-exporter` (`benches/node-capture.sh` makes one).
+    #[arg(long)]
+    capture_dir: Option<PathBuf>,
+    /// Hosts replaying the capture (`--mix node-exporter`); replaces `--query-series`.
+    #[arg(long, default_value_t = 200)]
+    hosts: usize,
+    /// Timestamps of the replayed scrapes: `aligned` (the interval grid, as Prometheus's
+    /// scrape loop records them) or `capture` (each scrape's own capture time).
+    #[arg(long, default_value = "aligned")]
+    timestamps: Stamps,
+    /// Skip the query corpus of phase 3 (history and storage only).
+    #[arg(long)]
+    storage_only: bool,
     /// Where data directories go (deleted after each phase).
     #[arg(long, default_value = "target/metrics-e2e")]
     work_dir: PathBuf,
     /// The JSON report.
     #[arg(long, default_value = "target/metrics-e2e/report.json")]
     out: PathBuf,
+}
+
+/// What `--mix` names: a generated mix, or real scrapes.
+#[derive(Debug, Clone, Copy)]
+enum MixArg {
+    Generated(Mix),
+    NodeExporter,
+}
+
+impl std::str::FromStr for MixArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<MixArg, String> {
+        match s {
+            "node-exporter" => Ok(MixArg::NodeExporter),
+            other => other
+                .parse::<Mix>()
+                .map(MixArg::Generated)
+                .map_err(|e| format!("{e} or node-exporter")),
+        }
+    }
+}
+
+impl MixArg {
+    fn name(self) -> &'static str {
+        match self {
+            MixArg::Generated(m) => m.name(),
+            MixArg::NodeExporter => "node-exporter",
+        }
+    }
+
+    /// The generated mix, for the phases real scrapes do not feed.
+    fn generated(self) -> Mix {
+        match self {
+            MixArg::Generated(m) => m,
+            MixArg::NodeExporter => Mix::Realistic,
+        }
+    }
+}
+
+/// Where history samples come from.
+enum Source {
+    Generated(Fleet),
+    Capture(CaptureFleet),
+}
+
+impl Source {
+    fn len(&self) -> usize {
+        match self {
+            Source::Generated(f) => f.len(),
+            Source::Capture(f) => f.len(),
+        }
+    }
+
+    fn batch(
+        &mut self,
+        range: std::ops::Range<usize>,
+        scrapes: usize,
+    ) -> vantage_proto::prom::MetricBatch {
+        match self {
+            Source::Generated(f) => f.batch(range, scrapes),
+            Source::Capture(f) => f.batch(range, scrapes),
+        }
+    }
 }
 
 /// The two servers under test.
@@ -479,7 +563,7 @@ fn encode_scrapes(
 /// History of `fleet` generated on a thread, `per_series` scrapes of a group of series
 /// per body, windows of scrapes in time order.
 fn history(
-    mut fleet: Fleet,
+    mut fleet: Source,
     scrapes: usize,
     per_series: usize,
     samples_per_body: usize,
@@ -787,24 +871,40 @@ fn queries(
     args: &Args,
     rt: &tokio::runtime::Runtime,
     kinds: &[Kind],
+    capture: Option<&Arc<Capture>>,
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let interval_ms = args.interval_s * 1000;
     let scrapes = (args.query_hours * 3_600_000 / interval_ms) as usize;
     let end_ms = run_end_ms(args);
-    let start_ms = end_ms - (scrapes as i64 - 1) * interval_ms;
+    let mut start_ms = end_ms - (scrapes as i64 - 1) * interval_ms;
+    let fleet = |start_ms: i64| match capture {
+        Some(c) => Source::Capture(CaptureFleet::new(
+            c.clone(),
+            args.hosts,
+            start_ms,
+            interval_ms,
+            args.timestamps,
+        )),
+        None => Source::Generated(Fleet::with_mix(
+            args.seed,
+            args.query_series,
+            start_ms,
+            interval_ms,
+            args.mix.generated(),
+        )),
+    };
+    if let Source::Capture(f) = fleet(0) {
+        // Every host's last scrape ends by `end_ms`.
+        start_ms = end_ms - f.span_ms(scrapes);
+        report.put("history.series", f.len());
+    }
     let client = client();
     let mut servers = Vec::new();
     for &kind in kinds {
         let k = kind.name();
         let server = Server::start(args, kind, &args.work_dir.join(format!("query-{k}")), true)?;
-        let fleet = Fleet::with_mix(
-            args.seed,
-            args.query_series,
-            start_ms,
-            interval_ms,
-            args.mix,
-        );
+        let fleet = fleet(start_ms);
         let cpu0 = server.cpu_s()?;
         let stats = rt.block_on(send_all(
             &client,
@@ -852,7 +952,12 @@ fn queries(
         (format!("{}h", args.query_hours), end_ms - start_ms),
     ];
     let mut answers: Map<String, Value> = Map::new();
-    for (class, q) in corpus() {
+    let corpus = if args.storage_only {
+        Vec::new()
+    } else {
+        corpus()
+    };
+    for (class, q) in corpus {
         for (range_name, range_ms) in &ranges {
             let range_ms = *range_ms;
             // About 240 points per series, as a dashboard panel asks for.
@@ -1093,10 +1198,27 @@ fn main() -> anyhow::Result<()> {
         "connections": args.connections, "query_series": args.query_series,
         "query_hours": args.query_hours, "history_samples_per_series": args.history_samples_per_series,
         "query_reps": args.query_reps, "seed": args.seed, "mix": args.mix.name(),
+        "capture_dir": args.capture_dir, "hosts": args.hosts,
+        "timestamps": args.timestamps.name(), "storage_only": args.storage_only,
     });
     let mut report = Report {
         out: args.out.clone(),
         figures: Map::new(),
+    };
+    let capture = match (args.mix, &args.capture_dir) {
+        (MixArg::NodeExporter, Some(dir)) => {
+            if !args.skip_ingest {
+                bail!("--mix node-exporter feeds the history phase only: add --skip-ingest");
+            }
+            let c = Capture::load(dir)?;
+            report.put("capture.scrapes", c.scrapes());
+            report.put("capture.series_per_host", c.series_per_host());
+            report.put("capture.dropped_series", c.dropped_series());
+            report.put("capture.counters", c.counters());
+            Some(Arc::new(c))
+        }
+        (MixArg::NodeExporter, None) => bail!("--mix node-exporter needs --capture-dir"),
+        (MixArg::Generated(_), _) => None,
     };
     let mut kinds = Vec::new();
     if !args.skip_prometheus {
@@ -1119,7 +1241,13 @@ fn main() -> anyhow::Result<()> {
         let interval_ms = args.interval_s * 1000;
         let total = args.warmup_scrapes + args.scrapes;
         let start_ms = run_end_ms(&args) - (total as i64 - 1) * interval_ms;
-        let mut fleet = Fleet::with_mix(args.seed, args.series, start_ms, interval_ms, args.mix);
+        let mut fleet = Fleet::with_mix(
+            args.seed,
+            args.series,
+            start_ms,
+            interval_ms,
+            args.mix.generated(),
+        );
         let t0 = Instant::now();
         let bodies = Arc::new(encode_scrapes(&mut fleet, total, args.samples_per_body)?);
         let warmup_bodies = args.warmup_scrapes * args.series.div_ceil(args.samples_per_body);
@@ -1149,7 +1277,7 @@ fn main() -> anyhow::Result<()> {
     }
     if !args.skip_queries {
         eprintln!("== history, queries and storage");
-        queries(&args, &rt, &kinds, &mut report)?;
+        queries(&args, &rt, &kinds, capture.as_ref(), &mut report)?;
         report.save(&settings)?;
     }
     report.save(&settings)?;
