@@ -392,6 +392,11 @@ impl CaptureFleet {
         self.series.is_empty()
     }
 
+    /// Labels of series `i`.
+    pub fn labels(&self, i: usize) -> &Labels {
+        &self.series[i].0
+    }
+
     /// How far after `start_ms` the last of `scrapes` scrapes of any host can be.
     pub fn span_ms(&self, scrapes: usize) -> i64 {
         let last = scrapes.saturating_sub(1) as u64;

@@ -121,6 +121,12 @@ struct Args {
     /// Skip the query corpus of phase 3 (history and storage only).
     #[arg(long)]
     storage_only: bool,
+    /// Instead of the phases: write `--query-hours` of the node-exporter mix straight
+    /// into in-process Vantage stores (no server, no Prometheus), cut every 2 h of data
+    /// time as a live head is, and report block bytes per sample for the whole mix, for
+    /// its timestamps alone (every value 0), and per metric family group.
+    #[arg(long)]
+    breakdown: bool,
     /// Where data directories go (deleted after each phase).
     #[arg(long, default_value = "target/metrics-e2e")]
     work_dir: PathBuf,
@@ -1189,6 +1195,118 @@ fn vantage_available(args: &Args) -> anyhow::Result<bool> {
     Ok(false)
 }
 
+/// The group a metric name is reported under: its first two `_` words (`node_cpu`,
+/// `go_memstats`, `node_network`, ...).
+fn family_group(name: &str) -> String {
+    name.splitn(3, '_').take(2).collect::<Vec<_>>().join("_")
+}
+
+/// `--breakdown`: where Vantage's block bytes go on the node-exporter mix.
+fn breakdown(args: &Args, capture: &Arc<Capture>, report: &mut Report) -> anyhow::Result<()> {
+    use vantage_storage::metrics::tsdb::{Tsdb, TsdbOptions};
+    let interval_ms = args.interval_s * 1000;
+    let scrapes = (args.query_hours * 3_600_000 / interval_ms) as usize;
+    let probe = CaptureFleet::new(capture.clone(), args.hosts, 0, interval_ms, args.timestamps);
+    let start_ms = run_end_ms(args) - probe.span_ms(scrapes);
+    let mut fleet = CaptureFleet::new(
+        capture.clone(),
+        args.hosts,
+        start_ms,
+        interval_ms,
+        args.timestamps,
+    );
+    let n = fleet.len();
+    let root = args.work_dir.join("breakdown");
+    let _ = std::fs::remove_dir_all(&root);
+    let open =
+        |name: &str| -> anyhow::Result<Tsdb> { Ok(Tsdb::open(TsdbOptions::new(root.join(name)))?) };
+    let groups: Vec<String> = {
+        let mut g: Vec<String> = (0..n)
+            .map(|i| family_group(fleet.labels(i).metric_name().unwrap_or("")))
+            .collect();
+        g.sort();
+        g.dedup();
+        g
+    };
+    let group_of: Vec<usize> = (0..n)
+        .map(|i| {
+            let g = family_group(fleet.labels(i).metric_name().unwrap_or(""));
+            groups.binary_search(&g).unwrap_or(0)
+        })
+        .collect();
+    let all = open("all")?;
+    let times_only = open("times-only")?;
+    let per_group: Vec<Tsdb> = groups
+        .iter()
+        .map(|g| open(&format!("group-{g}")))
+        .collect::<anyhow::Result<_>>()?;
+    let window = 40;
+    let mut done = 0;
+    let mut lsn = 0;
+    while done < scrapes {
+        let w = window.min(scrapes - done);
+        let batch = fleet.batch(0..n, w);
+        lsn += 1;
+        all.apply(lsn, "bench", &batch);
+        let mut zeroed = batch.clone();
+        for s in &mut zeroed.series {
+            for x in &mut s.samples {
+                x.v = 0.0;
+            }
+        }
+        times_only.apply(lsn, "bench", &zeroed);
+        let mut split: Vec<vantage_proto::prom::MetricBatch> =
+            vec![vantage_proto::prom::MetricBatch::default(); groups.len()];
+        let now = batch
+            .series
+            .iter()
+            .filter_map(|s| s.samples.last().map(|x| x.t))
+            .max()
+            .unwrap_or(0)
+            + 1;
+        for (i, s) in batch.series.into_iter().enumerate() {
+            split[group_of[i]].series.push(s);
+        }
+        for (db, b) in per_group.iter().zip(&split) {
+            db.apply(lsn, "bench", b);
+        }
+        for db in per_group.iter().chain([&all, &times_only]) {
+            db.maintain(now)?;
+        }
+        done += w;
+    }
+    for db in per_group.iter().chain([&all, &times_only]) {
+        db.flush()?;
+    }
+    let samples = (n * scrapes) as f64;
+    let mut put = |name: &str, dir: &str, samples: f64| {
+        let files = vantage_block_files(&root.join(dir));
+        report.put(&format!("breakdown.{name}.samples"), samples);
+        report.put(&format!("breakdown.{name}.blocks"), files.count);
+        report.put(
+            &format!("breakdown.{name}.index_bytes_per_sample"),
+            files.index as f64 / samples.max(1.0),
+        );
+        report.put(
+            &format!("breakdown.{name}.chunks_bytes_per_sample"),
+            files.chunks as f64 / samples.max(1.0),
+        );
+        report.put(&format!("breakdown.{name}.chunks_bytes"), files.chunks);
+    };
+    put("all", "all", samples);
+    put("times_only", "times-only", samples);
+    for (gi, g) in groups.iter().enumerate() {
+        let count = group_of.iter().filter(|&&x| x == gi).count();
+        put(
+            &format!("group.{g}"),
+            &format!("group-{g}"),
+            (count * scrapes) as f64,
+        );
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(&args.work_dir)?;
@@ -1220,6 +1338,12 @@ fn main() -> anyhow::Result<()> {
         (MixArg::NodeExporter, None) => bail!("--mix node-exporter needs --capture-dir"),
         (MixArg::Generated(_), _) => None,
     };
+    if args.breakdown {
+        let capture = capture.context("--breakdown needs --mix node-exporter")?;
+        breakdown(&args, &capture, &mut report)?;
+        report.save(&settings)?;
+        return Ok(());
+    }
     let mut kinds = Vec::new();
     if !args.skip_prometheus {
         kinds.push(Kind::Prometheus);
