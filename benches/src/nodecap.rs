@@ -100,41 +100,29 @@ pub struct Capture {
 impl Capture {
     /// Reads every `scrape-<unix_ms>.prom.gz` of `dir`, in time order.
     pub fn load(dir: &Path) -> Result<Capture, CaptureError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| CaptureError::Io { path, source }
-        };
+        Capture::load_all(&[dir.to_path_buf()])
+    }
+
+    /// Reads the scrapes of several directories as one capture, in time order (captures
+    /// of one exporter at different times; the series kept are those in every scrape).
+    pub fn load_all(dirs: &[PathBuf]) -> Result<Capture, CaptureError> {
         let mut files: Vec<(i64, PathBuf)> = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(io(dir))? {
-            let entry = entry.map_err(io(dir))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(ms) = name
-                .strip_prefix("scrape-")
-                .and_then(|r| r.strip_suffix(".prom.gz"))
-                .and_then(|ms| ms.parse::<i64>().ok())
-            {
-                files.push((ms, entry.path()));
-            }
+        for dir in dirs {
+            files.extend(scrape_files(dir)?);
         }
         files.sort();
         let mut scrapes = Vec::with_capacity(files.len());
         for (ms, path) in files {
-            let mut text = String::new();
-            flate2::read::GzDecoder::new(std::fs::File::open(&path).map_err(io(&path))?)
-                .take(MAX_SCRAPE_BYTES)
-                .read_to_string(&mut text)
-                .map_err(io(&path))?;
-            // A capture still being written may end in a file not yet complete.
-            if text.is_empty() {
-                continue;
+            if let Some(parsed) = read_scrape(&path)? {
+                scrapes.push((ms, parsed));
             }
-            let parsed = exposition::parse(&text).map_err(|e| CaptureError::Parse {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
-            scrapes.push((ms, parsed));
         }
-        Capture::from_scrapes(dir, scrapes)
+        let name = dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        Capture::from_scrapes(Path::new(&name), scrapes)
     }
 
     /// Parses scrape bodies given in memory (for tests): `(unix_ms, text)` in time order.
@@ -274,6 +262,49 @@ impl Capture {
             None => shifted,
         }
     }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> CaptureError + use<> {
+    let path = path.to_path_buf();
+    move |source| CaptureError::Io { path, source }
+}
+
+/// The `scrape-<unix_ms>.prom.gz` files of `dir` with their times.
+fn scrape_files(dir: &Path) -> Result<Vec<(i64, PathBuf)>, CaptureError> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
+        let entry = entry.map_err(io_error(dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(ms) = name
+            .strip_prefix("scrape-")
+            .and_then(|r| r.strip_suffix(".prom.gz"))
+            .and_then(|ms| ms.parse::<i64>().ok())
+        {
+            files.push((ms, entry.path()));
+        }
+    }
+    Ok(files)
+}
+
+/// One scrape file, parsed; `None` when it is empty or not a whole gzip stream yet (the
+/// newest file of a capture still being written).
+fn read_scrape(path: &Path) -> Result<Option<exposition::Exposition>, CaptureError> {
+    let mut text = String::new();
+    let file = std::fs::File::open(path).map_err(io_error(path))?;
+    if flate2::read::GzDecoder::new(file)
+        .take(MAX_SCRAPE_BYTES)
+        .read_to_string(&mut text)
+        .is_err()
+        || text.is_empty()
+    {
+        return Ok(None);
+    }
+    exposition::parse(&text)
+        .map(Some)
+        .map_err(|e| CaptureError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
 }
 
 /// Decimal places of `v` as the exporter printed it: the fewest (up to

@@ -108,9 +108,13 @@ struct Args {
     #[arg(long, default_value = "noisy")]
     mix: MixArg,
     /// Directory of `scrape-<unix_ms>.prom.gz` node_exporter scrapes, for
-    /// `--mix node-exporter` (`benches/node-capture.sh` makes one).
+    /// `--mix node-exporter` (`benches/node-capture.sh` makes one). Repeat it to join
+    /// captures of the same exporter into one longer pass (in time order).
     #[arg(long)]
-    capture_dir: Option<PathBuf>,
+    capture_dir: Vec<PathBuf>,
+    /// Scrapes of history per series, instead of `--query-hours` worth.
+    #[arg(long)]
+    history_scrapes: Option<usize>,
     /// Hosts replaying the capture (`--mix node-exporter`); replaces `--query-series`.
     #[arg(long, default_value_t = 200)]
     hosts: usize,
@@ -881,7 +885,7 @@ fn queries(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let interval_ms = args.interval_s * 1000;
-    let scrapes = (args.query_hours * 3_600_000 / interval_ms) as usize;
+    let scrapes = history_scrapes(args);
     let end_ms = run_end_ms(args);
     let mut start_ms = end_ms - (scrapes as i64 - 1) * interval_ms;
     let fleet = |start_ms: i64| match capture {
@@ -1195,6 +1199,12 @@ fn vantage_available(args: &Args) -> anyhow::Result<bool> {
     Ok(false)
 }
 
+/// Scrapes of history per series.
+fn history_scrapes(args: &Args) -> usize {
+    args.history_scrapes
+        .unwrap_or((args.query_hours * 3_600 / args.interval_s.max(1)) as usize)
+}
+
 /// The group a metric name is reported under: its first two `_` words (`node_cpu`,
 /// `go_memstats`, `node_network`, ...).
 fn family_group(name: &str) -> String {
@@ -1205,7 +1215,7 @@ fn family_group(name: &str) -> String {
 fn breakdown(args: &Args, capture: &Arc<Capture>, report: &mut Report) -> anyhow::Result<()> {
     use vantage_storage::metrics::tsdb::{Tsdb, TsdbOptions};
     let interval_ms = args.interval_s * 1000;
-    let scrapes = (args.query_hours * 3_600_000 / interval_ms) as usize;
+    let scrapes = history_scrapes(args);
     let probe = CaptureFleet::new(capture.clone(), args.hosts, 0, interval_ms, args.timestamps);
     let start_ms = run_end_ms(args) - probe.span_ms(scrapes);
     let mut fleet = CaptureFleet::new(
@@ -1323,19 +1333,19 @@ fn main() -> anyhow::Result<()> {
         out: args.out.clone(),
         figures: Map::new(),
     };
-    let capture = match (args.mix, &args.capture_dir) {
-        (MixArg::NodeExporter, Some(dir)) => {
-            if !args.skip_ingest {
+    let capture = match (args.mix, &args.capture_dir[..]) {
+        (MixArg::NodeExporter, [_, ..]) => {
+            if !args.skip_ingest && !args.breakdown {
                 bail!("--mix node-exporter feeds the history phase only: add --skip-ingest");
             }
-            let c = Capture::load(dir)?;
+            let c = Capture::load_all(&args.capture_dir)?;
             report.put("capture.scrapes", c.scrapes());
             report.put("capture.series_per_host", c.series_per_host());
             report.put("capture.dropped_series", c.dropped_series());
             report.put("capture.counters", c.counters());
             Some(Arc::new(c))
         }
-        (MixArg::NodeExporter, None) => bail!("--mix node-exporter needs --capture-dir"),
+        (MixArg::NodeExporter, []) => bail!("--mix node-exporter needs --capture-dir"),
         (MixArg::Generated(_), _) => None,
     };
     if args.breakdown {
