@@ -155,8 +155,10 @@ impl Capture {
         }
         let n = scrapes.len();
         type Key = Vec<(String, String)>;
+        /// Per scrape: the value and its decimal places, if the series was there.
+        type Column = Vec<Option<(f64, i32)>>;
         let mut index: std::collections::HashMap<Key, usize> = std::collections::HashMap::new();
-        let mut series: Vec<(Key, bool, Vec<Option<(f64, i32)>>)> = Vec::new();
+        let mut series: Vec<(Key, bool, Column)> = Vec::new();
         for (k, (_, exp)) in scrapes.iter().enumerate() {
             for family in &exp.families {
                 for s in &family.samples {
