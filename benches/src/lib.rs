@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod metrics;
+pub mod nodecap;
 pub mod procfs;
 
 use std::collections::HashSet;

@@ -19,6 +19,10 @@
 //!    directory over the samples sent; Prometheus's persisted blocks over the samples
 //!    their `meta.json` counts (its head stays in the WAL and is not counted).
 //!
+//! `--mix node-exporter --capture-dir DIR` (with `--skip-ingest`) replaces the generated
+//! data of phases 3 and 4 by real node_exporter scrapes replayed on `--hosts` hosts
+//! (`vantage_benches::nodecap`); `--storage-only` skips the query corpus.
+//!
 //! Every figure goes to stdout as one `name value` line and into the JSON report.
 
 use std::io::{BufRead as _, BufReader};
@@ -38,6 +42,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Map, Value, json};
 use vantage_benches::metrics::{Fleet, Mix};
+use vantage_benches::nodecap::{Capture, CaptureFleet, Stamps};
 use vantage_benches::procfs::{
     cpu_seconds, dir_bytes, encode_query, mib, percentile, status_bytes,
 };
@@ -97,16 +102,105 @@ struct Args {
     /// Generator seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Sample mix: `noisy` (the stress mix) or `realistic` (node-exporter-like as
-    /// Prometheus's scrape loop records it; see `vantage_benches::metrics::Mix`).
+    /// Sample mix: `noisy` (the stress mix), `realistic` (node-exporter-like as
+    /// Prometheus's scrape loop records it; see `vantage_benches::metrics::Mix`), or
+    /// `node-exporter` (real scrapes from `--capture-dir`, history and storage only).
     #[arg(long, default_value = "noisy")]
-    mix: Mix,
+    mix: MixArg,
+    /// Directory of `scrape-<unix_ms>.prom.gz` node_exporter scrapes, for
+    /// `--mix node-exporter` (`benches/node-capture.sh` makes one). Repeat it to join
+    /// captures of the same exporter into one longer pass (in time order).
+    #[arg(long)]
+    capture_dir: Vec<PathBuf>,
+    /// Scrapes of history per series, instead of `--query-hours` worth.
+    #[arg(long)]
+    history_scrapes: Option<usize>,
+    /// Hosts replaying the capture (`--mix node-exporter`); replaces `--query-series`.
+    #[arg(long, default_value_t = 200)]
+    hosts: usize,
+    /// Timestamps of the replayed scrapes: `aligned` (the interval grid, as Prometheus's
+    /// scrape loop records them) or `capture` (each scrape's own capture time).
+    #[arg(long, default_value = "aligned")]
+    timestamps: Stamps,
+    /// Skip the query corpus of phase 3 (history and storage only).
+    #[arg(long)]
+    storage_only: bool,
+    /// Instead of the phases: write `--query-hours` of the node-exporter mix straight
+    /// into in-process Vantage stores (no server, no Prometheus), cut every 2 h of data
+    /// time as a live head is, and report block bytes per sample for the whole mix, for
+    /// its timestamps alone (every value 0), and per metric family group.
+    #[arg(long)]
+    breakdown: bool,
     /// Where data directories go (deleted after each phase).
     #[arg(long, default_value = "target/metrics-e2e")]
     work_dir: PathBuf,
     /// The JSON report.
     #[arg(long, default_value = "target/metrics-e2e/report.json")]
     out: PathBuf,
+}
+
+/// What `--mix` names: a generated mix, or real scrapes.
+#[derive(Debug, Clone, Copy)]
+enum MixArg {
+    Generated(Mix),
+    NodeExporter,
+}
+
+impl std::str::FromStr for MixArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<MixArg, String> {
+        match s {
+            "node-exporter" => Ok(MixArg::NodeExporter),
+            other => other
+                .parse::<Mix>()
+                .map(MixArg::Generated)
+                .map_err(|e| format!("{e} or node-exporter")),
+        }
+    }
+}
+
+impl MixArg {
+    fn name(self) -> &'static str {
+        match self {
+            MixArg::Generated(m) => m.name(),
+            MixArg::NodeExporter => "node-exporter",
+        }
+    }
+
+    /// The generated mix, for the phases real scrapes do not feed.
+    fn generated(self) -> Mix {
+        match self {
+            MixArg::Generated(m) => m,
+            MixArg::NodeExporter => Mix::Realistic,
+        }
+    }
+}
+
+/// Where history samples come from.
+enum Source {
+    Generated(Fleet),
+    Capture(CaptureFleet),
+}
+
+impl Source {
+    fn len(&self) -> usize {
+        match self {
+            Source::Generated(f) => f.len(),
+            Source::Capture(f) => f.len(),
+        }
+    }
+
+    fn batch(
+        &mut self,
+        range: std::ops::Range<usize>,
+        scrapes: usize,
+    ) -> vantage_proto::prom::MetricBatch {
+        match self {
+            Source::Generated(f) => f.batch(range, scrapes),
+            Source::Capture(f) => f.batch(range, scrapes),
+        }
+    }
 }
 
 /// The two servers under test.
@@ -479,7 +573,7 @@ fn encode_scrapes(
 /// History of `fleet` generated on a thread, `per_series` scrapes of a group of series
 /// per body, windows of scrapes in time order.
 fn history(
-    mut fleet: Fleet,
+    mut fleet: Source,
     scrapes: usize,
     per_series: usize,
     samples_per_body: usize,
@@ -787,24 +881,40 @@ fn queries(
     args: &Args,
     rt: &tokio::runtime::Runtime,
     kinds: &[Kind],
+    capture: Option<&Arc<Capture>>,
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let interval_ms = args.interval_s * 1000;
-    let scrapes = (args.query_hours * 3_600_000 / interval_ms) as usize;
+    let scrapes = history_scrapes(args);
     let end_ms = run_end_ms(args);
-    let start_ms = end_ms - (scrapes as i64 - 1) * interval_ms;
+    let mut start_ms = end_ms - (scrapes as i64 - 1) * interval_ms;
+    let fleet = |start_ms: i64| match capture {
+        Some(c) => Source::Capture(CaptureFleet::new(
+            c.clone(),
+            args.hosts,
+            start_ms,
+            interval_ms,
+            args.timestamps,
+        )),
+        None => Source::Generated(Fleet::with_mix(
+            args.seed,
+            args.query_series,
+            start_ms,
+            interval_ms,
+            args.mix.generated(),
+        )),
+    };
+    if let Source::Capture(f) = fleet(0) {
+        // Every host's last scrape ends by `end_ms`.
+        start_ms = end_ms - f.span_ms(scrapes);
+        report.put("history.series", f.len());
+    }
     let client = client();
     let mut servers = Vec::new();
     for &kind in kinds {
         let k = kind.name();
         let server = Server::start(args, kind, &args.work_dir.join(format!("query-{k}")), true)?;
-        let fleet = Fleet::with_mix(
-            args.seed,
-            args.query_series,
-            start_ms,
-            interval_ms,
-            args.mix,
-        );
+        let fleet = fleet(start_ms);
         let cpu0 = server.cpu_s()?;
         let stats = rt.block_on(send_all(
             &client,
@@ -852,7 +962,12 @@ fn queries(
         (format!("{}h", args.query_hours), end_ms - start_ms),
     ];
     let mut answers: Map<String, Value> = Map::new();
-    for (class, q) in corpus() {
+    let corpus = if args.storage_only {
+        Vec::new()
+    } else {
+        corpus()
+    };
+    for (class, q) in corpus {
         for (range_name, range_ms) in &ranges {
             let range_ms = *range_ms;
             // About 240 points per series, as a dashboard panel asks for.
@@ -1084,6 +1199,124 @@ fn vantage_available(args: &Args) -> anyhow::Result<bool> {
     Ok(false)
 }
 
+/// Scrapes of history per series.
+fn history_scrapes(args: &Args) -> usize {
+    args.history_scrapes
+        .unwrap_or((args.query_hours * 3_600 / args.interval_s.max(1)) as usize)
+}
+
+/// The group a metric name is reported under: its first two `_` words (`node_cpu`,
+/// `go_memstats`, `node_network`, ...).
+fn family_group(name: &str) -> String {
+    name.splitn(3, '_').take(2).collect::<Vec<_>>().join("_")
+}
+
+/// `--breakdown`: where Vantage's block bytes go on the node-exporter mix.
+fn breakdown(args: &Args, capture: &Arc<Capture>, report: &mut Report) -> anyhow::Result<()> {
+    use vantage_storage::metrics::tsdb::{Tsdb, TsdbOptions};
+    let interval_ms = args.interval_s * 1000;
+    let scrapes = history_scrapes(args);
+    let probe = CaptureFleet::new(capture.clone(), args.hosts, 0, interval_ms, args.timestamps);
+    let start_ms = run_end_ms(args) - probe.span_ms(scrapes);
+    let mut fleet = CaptureFleet::new(
+        capture.clone(),
+        args.hosts,
+        start_ms,
+        interval_ms,
+        args.timestamps,
+    );
+    let n = fleet.len();
+    let root = args.work_dir.join("breakdown");
+    let _ = std::fs::remove_dir_all(&root);
+    let open =
+        |name: &str| -> anyhow::Result<Tsdb> { Ok(Tsdb::open(TsdbOptions::new(root.join(name)))?) };
+    let groups: Vec<String> = {
+        let mut g: Vec<String> = (0..n)
+            .map(|i| family_group(fleet.labels(i).metric_name().unwrap_or("")))
+            .collect();
+        g.sort();
+        g.dedup();
+        g
+    };
+    let group_of: Vec<usize> = (0..n)
+        .map(|i| {
+            let g = family_group(fleet.labels(i).metric_name().unwrap_or(""));
+            groups.binary_search(&g).unwrap_or(0)
+        })
+        .collect();
+    let all = open("all")?;
+    let times_only = open("times-only")?;
+    let per_group: Vec<Tsdb> = groups
+        .iter()
+        .map(|g| open(&format!("group-{g}")))
+        .collect::<anyhow::Result<_>>()?;
+    let window = 40;
+    let mut done = 0;
+    let mut lsn = 0;
+    while done < scrapes {
+        let w = window.min(scrapes - done);
+        let batch = fleet.batch(0..n, w);
+        lsn += 1;
+        all.apply(lsn, "bench", &batch);
+        let mut zeroed = batch.clone();
+        for s in &mut zeroed.series {
+            for x in &mut s.samples {
+                x.v = 0.0;
+            }
+        }
+        times_only.apply(lsn, "bench", &zeroed);
+        let mut split: Vec<vantage_proto::prom::MetricBatch> =
+            vec![vantage_proto::prom::MetricBatch::default(); groups.len()];
+        let now = batch
+            .series
+            .iter()
+            .filter_map(|s| s.samples.last().map(|x| x.t))
+            .max()
+            .unwrap_or(0)
+            + 1;
+        for (i, s) in batch.series.into_iter().enumerate() {
+            split[group_of[i]].series.push(s);
+        }
+        for (db, b) in per_group.iter().zip(&split) {
+            db.apply(lsn, "bench", b);
+        }
+        for db in per_group.iter().chain([&all, &times_only]) {
+            db.maintain(now)?;
+        }
+        done += w;
+    }
+    for db in per_group.iter().chain([&all, &times_only]) {
+        db.flush()?;
+    }
+    let samples = (n * scrapes) as f64;
+    let mut put = |name: &str, dir: &str, samples: f64| {
+        let files = vantage_block_files(&root.join(dir));
+        report.put(&format!("breakdown.{name}.samples"), samples);
+        report.put(&format!("breakdown.{name}.blocks"), files.count);
+        report.put(
+            &format!("breakdown.{name}.index_bytes_per_sample"),
+            files.index as f64 / samples.max(1.0),
+        );
+        report.put(
+            &format!("breakdown.{name}.chunks_bytes_per_sample"),
+            files.chunks as f64 / samples.max(1.0),
+        );
+        report.put(&format!("breakdown.{name}.chunks_bytes"), files.chunks);
+    };
+    put("all", "all", samples);
+    put("times_only", "times-only", samples);
+    for (gi, g) in groups.iter().enumerate() {
+        let count = group_of.iter().filter(|&&x| x == gi).count();
+        put(
+            &format!("group.{g}"),
+            &format!("group-{g}"),
+            (count * scrapes) as f64,
+        );
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(&args.work_dir)?;
@@ -1093,11 +1326,34 @@ fn main() -> anyhow::Result<()> {
         "connections": args.connections, "query_series": args.query_series,
         "query_hours": args.query_hours, "history_samples_per_series": args.history_samples_per_series,
         "query_reps": args.query_reps, "seed": args.seed, "mix": args.mix.name(),
+        "capture_dir": args.capture_dir, "hosts": args.hosts,
+        "timestamps": args.timestamps.name(), "storage_only": args.storage_only,
     });
     let mut report = Report {
         out: args.out.clone(),
         figures: Map::new(),
     };
+    let capture = match (args.mix, &args.capture_dir[..]) {
+        (MixArg::NodeExporter, [_, ..]) => {
+            if !args.skip_ingest && !args.breakdown {
+                bail!("--mix node-exporter feeds the history phase only: add --skip-ingest");
+            }
+            let c = Capture::load_all(&args.capture_dir)?;
+            report.put("capture.scrapes", c.scrapes());
+            report.put("capture.series_per_host", c.series_per_host());
+            report.put("capture.dropped_series", c.dropped_series());
+            report.put("capture.counters", c.counters());
+            Some(Arc::new(c))
+        }
+        (MixArg::NodeExporter, []) => bail!("--mix node-exporter needs --capture-dir"),
+        (MixArg::Generated(_), _) => None,
+    };
+    if args.breakdown {
+        let capture = capture.context("--breakdown needs --mix node-exporter")?;
+        breakdown(&args, &capture, &mut report)?;
+        report.save(&settings)?;
+        return Ok(());
+    }
     let mut kinds = Vec::new();
     if !args.skip_prometheus {
         kinds.push(Kind::Prometheus);
@@ -1119,7 +1375,13 @@ fn main() -> anyhow::Result<()> {
         let interval_ms = args.interval_s * 1000;
         let total = args.warmup_scrapes + args.scrapes;
         let start_ms = run_end_ms(&args) - (total as i64 - 1) * interval_ms;
-        let mut fleet = Fleet::with_mix(args.seed, args.series, start_ms, interval_ms, args.mix);
+        let mut fleet = Fleet::with_mix(
+            args.seed,
+            args.series,
+            start_ms,
+            interval_ms,
+            args.mix.generated(),
+        );
         let t0 = Instant::now();
         let bodies = Arc::new(encode_scrapes(&mut fleet, total, args.samples_per_body)?);
         let warmup_bodies = args.warmup_scrapes * args.series.div_ceil(args.samples_per_body);
@@ -1149,7 +1411,7 @@ fn main() -> anyhow::Result<()> {
     }
     if !args.skip_queries {
         eprintln!("== history, queries and storage");
-        queries(&args, &rt, &kinds, &mut report)?;
+        queries(&args, &rt, &kinds, capture.as_ref(), &mut report)?;
         report.save(&settings)?;
     }
     report.save(&settings)?;
