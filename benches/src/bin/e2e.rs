@@ -390,11 +390,12 @@ fn indexer_ceiling_with(
     drop(store);
     let bytes = dir_bytes(&dir);
     let by_kind = bytes_by_extension(&dir);
+    let by_field = bytes_by_field(&dir);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(json!({
         "docs": docs, "cpu_s": cpu, "wall_s": wall,
         "docs_per_cpu_s": docs as f64 / cpu, "index_bytes": bytes,
-        "index_bytes_by_kind": by_kind,
+        "index_bytes_by_kind": by_kind, "index_bytes_by_field": by_field,
         "docstore_zstd_level": docstore.zstd_level, "docstore_block_bytes": docstore.block_bytes,
     }))
 }
@@ -425,6 +426,55 @@ fn bytes_by_extension(dir: &Path) -> serde_json::Map<String, Value> {
     let mut out = std::collections::BTreeMap::new();
     walk(dir, &mut out);
     out.into_iter().map(|(k, v)| (k, json!(v))).collect()
+}
+
+/// Bytes of every partition index under `dir` by part and field (Tantivy's space usage:
+/// term dictionary, postings, positions, columns, per field; the doc store as a whole):
+/// which field a schema change should look at.
+fn bytes_by_field(dir: &Path) -> Value {
+    fn partitions(dir: &Path, out: &mut Vec<PathBuf>) {
+        if dir.join("meta.json").exists() {
+            out.push(dir.to_path_buf());
+            return;
+        }
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                partitions(&e.path(), out);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    partitions(dir, &mut found);
+    let mut parts: std::collections::BTreeMap<&str, std::collections::BTreeMap<String, u64>> =
+        std::collections::BTreeMap::new();
+    let mut store = 0u64;
+    for p in found {
+        let Ok(usage) = Index::open_in_dir(&p)
+            .and_then(|i| i.reader())
+            .map_err(anyhow::Error::from)
+            .and_then(|r| Ok(r.searcher().space_usage()?))
+        else {
+            continue;
+        };
+        for seg in usage.segments() {
+            for (part, per_field) in [
+                ("term", seg.termdict()),
+                ("idx", seg.postings()),
+                ("pos", seg.positions()),
+                ("fast", seg.fast_fields()),
+            ] {
+                for f in per_field.fields() {
+                    *parts
+                        .entry(part)
+                        .or_default()
+                        .entry(f.field_name().to_string())
+                        .or_default() += f.total().get_bytes();
+                }
+            }
+            store += seg.store().total().get_bytes();
+        }
+    }
+    json!({"parts": parts, "store": store})
 }
 
 /// Phases 1 and 2 only, `rounds` times alternating, plus the zstd -3 of the same records
