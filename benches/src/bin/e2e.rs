@@ -87,6 +87,10 @@ struct Args {
     /// alternate invocations with `--collector` to compare two builds in one run.
     #[arg(long)]
     only_throughput: bool,
+    /// Run only the disk phase (index bytes on disk through the collector, against the
+    /// zstd of the same records' JSON lines): alternate invocations with `--collector`.
+    #[arg(long)]
+    only_disk: bool,
     /// Rounds of the auth-on/auth-off comparison (0 skips it).
     #[arg(long, default_value_t = 2)]
     auth_rounds: usize,
@@ -448,6 +452,7 @@ fn bytes_by_field(dir: &Path) -> Value {
     let mut parts: std::collections::BTreeMap<&str, std::collections::BTreeMap<String, u64>> =
         std::collections::BTreeMap::new();
     let mut store = 0u64;
+    let mut segments = 0usize;
     for p in found {
         let Ok(usage) = Index::open_in_dir(&p)
             .and_then(|i| i.reader())
@@ -456,6 +461,7 @@ fn bytes_by_field(dir: &Path) -> Value {
         else {
             continue;
         };
+        segments += usage.segments().len();
         for seg in usage.segments() {
             for (part, per_field) in [
                 ("term", seg.termdict()),
@@ -474,7 +480,7 @@ fn bytes_by_field(dir: &Path) -> Value {
             store += seg.store().total().get_bytes();
         }
     }
-    json!({"parts": parts, "store": store})
+    json!({"parts": parts, "store": store, "segments": segments})
 }
 
 /// Phases 1 and 2 only, `rounds` times alternating, plus the zstd -3 of the same records
@@ -715,6 +721,8 @@ fn disk(args: &Args) -> anyhow::Result<Value> {
     let data_dir = c.data_dir.clone();
     c.stop()?;
     let index_bytes = dir_bytes(&data_dir.join("logs"));
+    let by_kind = bytes_by_extension(&data_dir.join("logs"));
+    let by_field = bytes_by_field(&data_dir.join("logs"));
     let wal_bytes = dir_bytes(&data_dir.join("wal"));
     let _ = std::fs::remove_dir_all(&data_dir);
 
@@ -735,6 +743,7 @@ fn disk(args: &Args) -> anyhow::Result<Value> {
         "records": acked, "index_bytes": index_bytes, "wal_bytes_after_stop": wal_bytes,
         "raw_json_bytes": raw_json, "raw_text_bytes": raw_text, "raw_json_zstd3_bytes": zstd_bytes,
         "index_over_zstd": index_bytes as f64 / zstd_bytes as f64,
+        "index_bytes_by_kind": by_kind, "index_bytes_by_field": by_field,
         "index_bytes_per_raw_json_byte": index_bytes as f64 / raw_json as f64,
     }))
 }
@@ -884,6 +893,12 @@ fn main() -> anyhow::Result<()> {
         let (ingest, search) = throughput(&args)?;
         let report = json!({"collector": args.collector, "indexing_threads": args.indexing_threads,
                             "ingest": ingest, "search": search});
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    if args.only_disk {
+        let disk = disk(&args)?;
+        let report = json!({"collector": args.collector, "disk": disk});
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
