@@ -87,6 +87,10 @@ struct Args {
     /// alternate invocations with `--collector` to compare two builds in one run.
     #[arg(long)]
     only_throughput: bool,
+    /// Run only the disk phase (index bytes on disk through the collector, against the
+    /// zstd of the same records' JSON lines): alternate invocations with `--collector`.
+    #[arg(long)]
+    only_disk: bool,
     /// Rounds of the auth-on/auth-off comparison (0 skips it).
     #[arg(long, default_value_t = 2)]
     auth_rounds: usize,
@@ -390,11 +394,12 @@ fn indexer_ceiling_with(
     drop(store);
     let bytes = dir_bytes(&dir);
     let by_kind = bytes_by_extension(&dir);
+    let by_field = bytes_by_field(&dir);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(json!({
         "docs": docs, "cpu_s": cpu, "wall_s": wall,
         "docs_per_cpu_s": docs as f64 / cpu, "index_bytes": bytes,
-        "index_bytes_by_kind": by_kind,
+        "index_bytes_by_kind": by_kind, "index_bytes_by_field": by_field,
         "docstore_zstd_level": docstore.zstd_level, "docstore_block_bytes": docstore.block_bytes,
     }))
 }
@@ -425,6 +430,57 @@ fn bytes_by_extension(dir: &Path) -> serde_json::Map<String, Value> {
     let mut out = std::collections::BTreeMap::new();
     walk(dir, &mut out);
     out.into_iter().map(|(k, v)| (k, json!(v))).collect()
+}
+
+/// Bytes of every partition index under `dir` by part and field (Tantivy's space usage:
+/// term dictionary, postings, positions, columns, per field; the doc store as a whole):
+/// which field a schema change should look at.
+fn bytes_by_field(dir: &Path) -> Value {
+    fn partitions(dir: &Path, out: &mut Vec<PathBuf>) {
+        if dir.join("meta.json").exists() {
+            out.push(dir.to_path_buf());
+            return;
+        }
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                partitions(&e.path(), out);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    partitions(dir, &mut found);
+    let mut parts: std::collections::BTreeMap<&str, std::collections::BTreeMap<String, u64>> =
+        std::collections::BTreeMap::new();
+    let mut store = 0u64;
+    let mut segments = 0usize;
+    for p in found {
+        let Ok(usage) = Index::open_in_dir(&p)
+            .and_then(|i| i.reader())
+            .map_err(anyhow::Error::from)
+            .and_then(|r| Ok(r.searcher().space_usage()?))
+        else {
+            continue;
+        };
+        segments += usage.segments().len();
+        for seg in usage.segments() {
+            for (part, per_field) in [
+                ("term", seg.termdict()),
+                ("idx", seg.postings()),
+                ("pos", seg.positions()),
+                ("fast", seg.fast_fields()),
+            ] {
+                for f in per_field.fields() {
+                    *parts
+                        .entry(part)
+                        .or_default()
+                        .entry(f.field_name().to_string())
+                        .or_default() += f.total().get_bytes();
+                }
+            }
+            store += seg.store().total().get_bytes();
+        }
+    }
+    json!({"parts": parts, "store": store, "segments": segments})
 }
 
 /// Phases 1 and 2 only, `rounds` times alternating, plus the zstd -3 of the same records
@@ -665,6 +721,8 @@ fn disk(args: &Args) -> anyhow::Result<Value> {
     let data_dir = c.data_dir.clone();
     c.stop()?;
     let index_bytes = dir_bytes(&data_dir.join("logs"));
+    let by_kind = bytes_by_extension(&data_dir.join("logs"));
+    let by_field = bytes_by_field(&data_dir.join("logs"));
     let wal_bytes = dir_bytes(&data_dir.join("wal"));
     let _ = std::fs::remove_dir_all(&data_dir);
 
@@ -685,6 +743,7 @@ fn disk(args: &Args) -> anyhow::Result<Value> {
         "records": acked, "index_bytes": index_bytes, "wal_bytes_after_stop": wal_bytes,
         "raw_json_bytes": raw_json, "raw_text_bytes": raw_text, "raw_json_zstd3_bytes": zstd_bytes,
         "index_over_zstd": index_bytes as f64 / zstd_bytes as f64,
+        "index_bytes_by_kind": by_kind, "index_bytes_by_field": by_field,
         "index_bytes_per_raw_json_byte": index_bytes as f64 / raw_json as f64,
     }))
 }
@@ -834,6 +893,12 @@ fn main() -> anyhow::Result<()> {
         let (ingest, search) = throughput(&args)?;
         let report = json!({"collector": args.collector, "indexing_threads": args.indexing_threads,
                             "ingest": ingest, "search": search});
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    if args.only_disk {
+        let disk = disk(&args)?;
+        let report = json!({"collector": args.collector, "disk": disk});
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }

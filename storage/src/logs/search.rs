@@ -351,6 +351,11 @@ impl LeftOutColumns for HitColumns<'_> {
     fn span(&self) -> Option<u64> {
         self.u64_of(names::SPAN)
     }
+
+    fn attribute_f64(&self, key: &str) -> Option<f64> {
+        let name = format!("{}.{key}", names::ATTRIBUTES_NUMERIC);
+        self.fast.column_opt::<f64>(&name).ok()??.first(self.doc)
+    }
 }
 
 fn leaf(leaf: UserInputLeaf) -> UserInputAst {

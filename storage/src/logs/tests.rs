@@ -543,6 +543,61 @@ fn doc_store_options_apply_to_new_partitions() {
 }
 
 /// Every record of a store, as (service name, record), oldest first.
+/// Doubles the stored records leave out come back from their columns exactly, also
+/// when the same key holds an int or a string in other records of the segment (the
+/// column turns double) and after the segments are merged.
+#[test]
+fn doubles_come_back_from_their_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut ix) = open(small(dir.path())).unwrap();
+    let with = |t: i64, attrs: Vec<KeyValue>| LogRecord {
+        attributes: attrs,
+        ..record(t, "INFO", "with doubles", 200)
+    };
+    let d = any_value::Value::DoubleValue;
+    let i = any_value::Value::IntValue;
+    let first = request(
+        "checkout",
+        vec![
+            with(T0, vec![kv("d", d(1.25)), kv("e.f", d(0.1))]),
+            with(T0 + 1, vec![kv("d", i(i64::MAX)), kv("e.f", d(-7.0))]),
+            with(T0 + 2, vec![kv("d", d(-3.5e300)), kv("d.x", d(2.5))]),
+        ],
+    );
+    let second = request(
+        "checkout",
+        vec![
+            with(
+                T0 + 3,
+                vec![kv("d", s("text")), kv("e", d(f64::MIN_POSITIVE))],
+            ),
+            with(T0 + 4, vec![kv("d", d(123_456.789)), kv("g", d(f64::MAX))]),
+        ],
+    );
+    ix.add_batch("default", 1, &first).unwrap();
+    ix.commit().unwrap();
+    ix.add_batch("default", 2, &second).unwrap();
+    ix.close().unwrap();
+    let want: Vec<_> = [&first, &second]
+        .into_iter()
+        .flat_map(vantage_proto::logs::records)
+        .map(|v| (Some("checkout".to_string()), v.record.clone()))
+        .collect();
+    assert_eq!(everything(&store, T0 + DAY), want);
+    // One segment from the two: the columns merge, the values stay.
+    let reader = &store.readers_for("default", T0, T0 + 1)[0];
+    let segments = reader.index.searchable_segment_ids().unwrap();
+    assert_eq!(segments.len(), 2);
+    let mut writer: IndexWriter = reader.index.writer_with_num_threads(1, 15_000_000).unwrap();
+    writer.merge(&segments).wait().unwrap();
+    writer.wait_merging_threads().unwrap();
+    reader.reader.reload().unwrap();
+    assert_eq!(reader.reader.searcher().segment_readers().len(), 1);
+    assert_eq!(everything(&store, T0 + DAY), want);
+    // Ranges still run on the columns.
+    assert_eq!(store.search(&query("attributes.d:>1000")).unwrap().total, 2);
+}
+
 fn everything(store: &LogStore, end_ns: i64) -> Vec<(Option<String>, LogRecord)> {
     let mut q = query("");
     q.end_ns = end_ns;
