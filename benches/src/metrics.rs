@@ -226,7 +226,9 @@ pub enum Mix {
     ///   of scrapes instead of 50–70 %.
     ///
     /// CPU seconds still move in 0.01 s ticks on every scrape, busy counters by a
-    /// random amount every scrape, other gauges as in the noisy mix.
+    /// random amount every scrape, other gauges as in the noisy mix. Still noisier than
+    /// a real host: Prometheus needs ~4 B/sample on it and 1.8 on real node_exporter
+    /// scrapes, which `--mix node-exporter` replays (`crate::nodecap`).
     Realistic,
 }
 
