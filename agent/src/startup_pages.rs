@@ -11,9 +11,11 @@
 //!
 //! 1. the executable's read-only mappings are marked `MADV_RANDOM` (no read-ahead on
 //!    their faults from then on: a page comes in when it runs, not its neighbours);
-//! 2. their pages are dropped from the page tables (`MADV_DONTNEED`; these are private
-//!    mappings of the file that were never written, so nothing is lost: the next access
-//!    maps the same bytes again);
+//! 2. their pages are reclaimed where only this process maps them (`MADV_PAGEOUT`, which
+//!    also splits the large page-cache folios a freshly written binary is cached in) and
+//!    dropped from the page tables (`MADV_DONTNEED`); these are private mappings of the
+//!    file that were never written, so nothing is lost: the next access maps the same
+//!    bytes again;
 //! 3. the executable's cached pages that no process maps any more leave the page cache
 //!    (`POSIX_FADV_DONTNEED`; pages another process maps stay).
 //!
@@ -46,13 +48,14 @@ pub(crate) fn release() -> std::io::Result<u64> {
     for m in releasable(&smaps, dev, exe.ino()) {
         for advice in [
             rustix::mm::Advice::Random,
+            rustix::mm::Advice::LinuxPageOut,
             rustix::mm::Advice::LinuxDontNeed,
         ] {
             // SAFETY: `m` is a private, read-only mapping of this executable's file with
             // no anonymous (copied-on-write) page, so its contents are exactly the file's
             // bytes and cannot change while mapped. MADV_RANDOM only changes read-ahead;
-            // MADV_DONTNEED only drops page-table entries, and the next access maps the
-            // same bytes from the file again. No Rust object lives in such a mapping
+            // MADV_PAGEOUT and MADV_DONTNEED only drop clean pages and page-table entries,
+            // and the next access maps the same bytes from the file again. No Rust object lives in such a mapping
             // except immutable code and constants.
             #[allow(unsafe_code)]
             let r = unsafe {
@@ -62,8 +65,10 @@ pub(crate) fn release() -> std::io::Result<u64> {
         }
         released += m.rss_kib;
     }
-    // Only pages no process maps leave the cache; the kernel skips the rest.
+    // Only clean pages no process maps leave the cache; the kernel skips the rest. A
+    // binary copied in moments before the start may still be dirty: written back first.
     let file = std::fs::File::open("/proc/self/exe")?;
+    file.sync_data()?;
     rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed)
         .map_err(std::io::Error::from)?;
     Ok(released)
