@@ -21,6 +21,7 @@
 //!
 //! What comes back is the code the agent keeps running, a page at a time. The cost is a
 //! few hundred page reads from the binary in the seconds after the release.
+
 use std::os::unix::fs::MetadataExt;
 
 /// How long after start-up the pages are released: long enough for the first host-metrics
@@ -36,7 +37,7 @@ struct Mapping {
 }
 
 /// Releases the resident pages of this executable's read-only mappings; returns the KiB
-/// that were resident in them. Linux only; elsewhere it does nothing.
+/// that were resident in them.
 pub(crate) fn release() -> std::io::Result<u64> {
     let exe = std::fs::metadata("/proc/self/exe")?;
     let dev = (
@@ -46,22 +47,26 @@ pub(crate) fn release() -> std::io::Result<u64> {
     let smaps = std::fs::read_to_string("/proc/self/smaps")?;
     let mut released = 0;
     for m in releasable(&smaps, dev, exe.ino()) {
-        for advice in [
-            rustix::mm::Advice::Random,
-            rustix::mm::Advice::LinuxPageOut,
-            rustix::mm::Advice::LinuxDontNeed,
+        // MADV_PAGEOUT is best effort: kernels before 5.4 refuse it, and dropping the
+        // mappings still helps there.
+        for (advice, required) in [
+            (rustix::mm::Advice::Random, true),
+            (rustix::mm::Advice::LinuxPageOut, false),
+            (rustix::mm::Advice::LinuxDontNeed, true),
         ] {
             // SAFETY: `m` is a private, read-only mapping of this executable's file with
             // no anonymous (copied-on-write) page, so its contents are exactly the file's
             // bytes and cannot change while mapped. MADV_RANDOM only changes read-ahead;
-            // MADV_PAGEOUT and MADV_DONTNEED only drop clean pages and page-table entries,
-            // and the next access maps the same bytes from the file again. No Rust object lives in such a mapping
-            // except immutable code and constants.
+            // MADV_PAGEOUT and MADV_DONTNEED only drop clean pages and page-table
+            // entries, and the next access maps the same bytes from the file again. No
+            // Rust object lives in such a mapping except immutable code and constants.
             #[allow(unsafe_code)]
             let r = unsafe {
                 rustix::mm::madvise(m.start as *mut std::ffi::c_void, m.end - m.start, advice)
             };
-            r.map_err(std::io::Error::from)?;
+            if required {
+                r.map_err(std::io::Error::from)?;
+            }
         }
         released += m.rss_kib;
     }
