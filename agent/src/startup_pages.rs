@@ -19,8 +19,8 @@
 //! 3. the executable's cached pages that no process maps any more leave the page cache
 //!    (`POSIX_FADV_DONTNEED`; pages another process maps stay).
 //!
-//! What comes back is the code the agent keeps running, a page at a time. The cost is a
-//! few hundred page reads from the binary in the seconds after the release.
+//! What comes back is the code the agent keeps running, a page at a time: each such page
+//! is read from the binary once more in the seconds after the release.
 
 use std::os::unix::fs::MetadataExt;
 
@@ -39,14 +39,8 @@ struct Mapping {
 /// Releases the resident pages of this executable's read-only mappings; returns the KiB
 /// that were resident in them.
 pub(crate) fn release() -> std::io::Result<u64> {
-    let exe = std::fs::metadata("/proc/self/exe")?;
-    let dev = (
-        rustix::fs::major(exe.dev()) as u64,
-        rustix::fs::minor(exe.dev()) as u64,
-    );
-    let smaps = std::fs::read_to_string("/proc/self/smaps")?;
     let mut released = 0;
-    for m in releasable(&smaps, dev, exe.ino()) {
+    for m in own_code()? {
         // MADV_PAGEOUT is best effort: kernels before 5.4 refuse it, and dropping the
         // mappings still helps there.
         for (advice, required) in [
@@ -77,6 +71,17 @@ pub(crate) fn release() -> std::io::Result<u64> {
     rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed)
         .map_err(std::io::Error::from)?;
     Ok(released)
+}
+
+/// This executable's releasable mappings, as `/proc/self/smaps` shows them now.
+fn own_code() -> std::io::Result<Vec<Mapping>> {
+    let exe = std::fs::metadata("/proc/self/exe")?;
+    let dev = (
+        u64::from(rustix::fs::major(exe.dev())),
+        u64::from(rustix::fs::minor(exe.dev())),
+    );
+    let smaps = std::fs::read_to_string("/proc/self/smaps")?;
+    Ok(releasable(&smaps, dev, exe.ino()))
 }
 
 /// Releases the pages after [`RELEASE_AFTER`] and logs how much was resident.
@@ -259,23 +264,7 @@ Anonymous:           116 kB
         );
     }
 
-    fn exe_dev() -> (u64, u64) {
-        let exe = std::fs::metadata("/proc/self/exe").unwrap();
-        (
-            rustix::fs::major(exe.dev()) as u64,
-            rustix::fs::minor(exe.dev()) as u64,
-        )
-    }
-
     fn resident_exe_kib() -> u64 {
-        let exe = std::fs::metadata("/proc/self/exe").unwrap();
-        releasable(
-            &std::fs::read_to_string("/proc/self/smaps").unwrap(),
-            exe_dev(),
-            exe.ino(),
-        )
-        .iter()
-        .map(|m| m.rss_kib)
-        .sum()
+        own_code().unwrap().iter().map(|m| m.rss_kib).sum()
     }
 }

@@ -421,8 +421,9 @@ impl Tailer {
                         t.gone_since = None;
                         continue;
                     }
-                    // A file not tracked at this path was `stat`ed (see `expand`).
-                    let Some(meta) = meta.or_else(|| std::fs::metadata(&path).ok()) else {
+                    // Untracked here, so `expand` `stat`ed it (only a file tracked at this
+                    // very path comes without metadata, and that one was handled above).
+                    let Some(meta) = meta else {
                         continue;
                     };
                     match self.open_file(path.clone(), idx, key, meta.len()) {

@@ -379,13 +379,8 @@ fn doubles_to_leave_out(attributes: &[KeyValue], out: &mut Vec<usize>) {
         if !d.is_finite() || *d == 0.0 || !plain_path(&kv.key) {
             continue;
         }
-        if *kv
-            != (KeyValue {
-                key: kv.key.clone(),
-                value: kv.value.clone(),
-                ..Default::default()
-            })
-        {
+        // No other part set (`key_strindex`, profiles only): the key alone is stored.
+        if kv.key_strindex != 0 {
             continue;
         }
         let shared = attributes.iter().enumerate().any(|(j, other)| {
@@ -1132,6 +1127,10 @@ mod tests {
             kv("odd key", d(3.5)),  // 8: not a plain path
             kv("x..y", d(3.5)),     // 9
             kv("w.v", d(4.5)),      // 10: left out
+            KeyValue {
+                key_strindex: 7, // 11: a part the key-only form would lose
+                ..kv("indexed", d(5.5))
+            },
         ];
         let mut out = Vec::new();
         doubles_to_leave_out(&attributes, &mut out);
