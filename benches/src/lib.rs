@@ -17,6 +17,7 @@
 
 pub mod metrics;
 pub mod nodecap;
+pub mod otlp_wire;
 pub mod procfs;
 
 use std::collections::HashSet;

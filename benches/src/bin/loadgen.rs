@@ -14,17 +14,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, anyhow, bail};
+use bytes::{BufMut as _, Bytes};
 use clap::{Parser, ValueEnum};
 use prost::Message as _;
 use tokio::sync::{Mutex, mpsc};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
-use tonic::codec::CompressionEncoding;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
+use vantage_benches::otlp_wire::{RestampableRequest, restamp};
 use vantage_benches::{log_batch, raw_text_len, record_count};
-use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
-use vantage_proto::otlp::collector::logs::v1::logs_service_client::LogsServiceClient;
+use vantage_proto::otlp::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 
 /// The OTLP/gRPC port of a collector on this machine.
 const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:4317";
@@ -273,7 +277,7 @@ async fn run(config: &Config) -> anyhow::Result<Summary> {
         .connect()
         .await
         .with_context(|| format!("connecting to {}", config.endpoint_text))?;
-    let mut client = LogsServiceClient::new(channel);
+    let mut client = tonic::client::Grpc::new(channel);
     if let Some(encoding) = config.compression.encoding() {
         client = client.send_compressed(encoding).accept_compressed(encoding);
     }
@@ -357,20 +361,74 @@ async fn run(config: &Config) -> anyhow::Result<Summary> {
     Ok(Summary::new(&counters, stats, elapsed))
 }
 
-/// A generated export request and what it carries.
+/// A generated export request, encoded, and what it carries.
 struct Batch {
-    request: ExportLogsServiceRequest,
+    encoded: Bytes,
     records: u64,
     raw_bytes: u64,
 }
 
 impl Batch {
-    fn new(request: ExportLogsServiceRequest) -> Self {
+    fn new(request: &ExportLogsServiceRequest) -> Self {
         Self {
-            records: record_count(&request) as u64,
-            raw_bytes: raw_text_len(&request) as u64,
-            request,
+            encoded: request.encode_to_vec().into(),
+            records: record_count(request) as u64,
+            raw_bytes: raw_text_len(request) as u64,
         }
+    }
+}
+
+/// A batch of the pool: sent again and again with fresh timestamps, patched into its
+/// encoded bytes (see [`vantage_benches::otlp_wire`]).
+struct Pooled {
+    request: ExportLogsServiceRequest,
+    encoded: RestampableRequest,
+    base_ns: u64,
+    records: u64,
+    raw_bytes: u64,
+}
+
+/// The path of `LogsService/Export`.
+const LOGS_EXPORT_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+
+/// Sends an already encoded request (the bytes are the message; tonic frames and, when
+/// asked, compresses them) and decodes the response.
+#[derive(Clone, Copy, Default)]
+struct EncodedRequestCodec;
+
+impl Codec for EncodedRequestCodec {
+    type Encode = Bytes;
+    type Decode = ExportLogsServiceResponse;
+    type Encoder = EncodedRequestCodec;
+    type Decoder = EncodedRequestCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        EncodedRequestCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        EncodedRequestCodec
+    }
+}
+
+impl Encoder for EncodedRequestCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for EncodedRequestCodec {
+    type Item = ExportLogsServiceResponse;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
+        ExportLogsServiceResponse::decode(src)
+            .map(Some)
+            .map_err(|e| Status::internal(format!("export response: {e}")))
     }
 }
 
@@ -387,8 +445,7 @@ impl Generator {
     fn run(self, tx: mpsc::Sender<Batch>) {
         let batch_size = self.batch_size as u64;
         let batches_needed = self.records.div_ceil(batch_size);
-        let pool: Vec<(ExportLogsServiceRequest, u64)> = (0..(self.pool_batches as u64)
-            .min(batches_needed))
+        let pool: Vec<Pooled> = (0..(self.pool_batches as u64).min(batches_needed))
             .map(|i| {
                 let now_ns = unix_now_ns();
                 let request = log_batch(
@@ -398,7 +455,13 @@ impl Generator {
                     self.body_bytes,
                     now_ns,
                 );
-                (request, now_ns)
+                Pooled {
+                    encoded: RestampableRequest::new(&request),
+                    base_ns: now_ns,
+                    records: record_count(&request) as u64,
+                    raw_bytes: raw_text_len(&request) as u64,
+                    request,
+                }
             })
             .collect();
 
@@ -407,13 +470,23 @@ impl Generator {
         while start < self.records {
             let len = (self.records - start).min(batch_size) as usize;
             let now_ns = unix_now_ns();
-            let request = if pool.is_empty() {
-                log_batch(self.seed, start, len, self.body_bytes, now_ns)
-            } else {
-                let (request, base_ns) = &pool[index % pool.len()];
-                restamped(request, len, now_ns.saturating_sub(*base_ns))
+            let batch = match pool.get(index % pool.len().max(1)) {
+                None => Batch::new(&log_batch(self.seed, start, len, self.body_bytes, now_ns)),
+                Some(pooled) => {
+                    let shift_ns = now_ns.saturating_sub(pooled.base_ns);
+                    if len as u64 == pooled.records {
+                        Batch {
+                            encoded: pooled.encoded.restamped(shift_ns),
+                            records: pooled.records,
+                            raw_bytes: pooled.raw_bytes,
+                        }
+                    } else {
+                        // The run's last, shorter batch.
+                        Batch::new(&restamped(&pooled.request, len, shift_ns))
+                    }
+                }
             };
-            if tx.blocking_send(Batch::new(request)).is_err() {
+            if tx.blocking_send(batch).is_err() {
                 // The run ended (duration cap) and nobody takes batches any more.
                 return;
             }
@@ -436,11 +509,8 @@ fn restamped(
         .flat_map(|r| &mut r.scope_logs)
     {
         scope_logs.log_records.truncate(len);
-        for record in &mut scope_logs.log_records {
-            record.time_unix_nano += shift_ns;
-            record.observed_time_unix_nano += shift_ns;
-        }
     }
+    restamp(&mut request, shift_ns);
     request
 }
 
@@ -558,7 +628,7 @@ impl WorkerStats {
 }
 
 struct Worker {
-    client: LogsServiceClient<Channel>,
+    client: tonic::client::Grpc<Channel>,
     source: Arc<Mutex<Source>>,
     counters: Arc<Counters>,
     settings: Arc<ExportSettings>,
@@ -590,7 +660,7 @@ impl Worker {
             });
         let mut retries = 0;
         loop {
-            let mut request = tonic::Request::new(batch.request.clone());
+            let mut request = tonic::Request::new(batch.encoded.clone());
             request.set_timeout(self.settings.timeout);
             if let Some(id) = &batch_id {
                 request
@@ -603,11 +673,21 @@ impl Worker {
                     .insert("authorization", authorization.clone());
             }
             let sent_at = Instant::now();
-            let outcome = tokio::time::timeout(
-                self.settings.timeout + CLIENT_TIMEOUT_SLACK,
-                self.client.export(request),
-            )
-            .await;
+            let outcome =
+                tokio::time::timeout(self.settings.timeout + CLIENT_TIMEOUT_SLACK, async {
+                    self.client
+                        .ready()
+                        .await
+                        .map_err(|e| Status::unavailable(format!("connection not ready: {e}")))?;
+                    self.client
+                        .unary(
+                            request,
+                            PathAndQuery::from_static(LOGS_EXPORT_PATH),
+                            EncodedRequestCodec,
+                        )
+                        .await
+                })
+                .await;
             let status = match outcome {
                 Ok(Ok(response)) => {
                     self.stats.latency.record(sent_at.elapsed());
