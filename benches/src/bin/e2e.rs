@@ -719,6 +719,16 @@ fn disk(args: &Args) -> anyhow::Result<Value> {
         std::thread::sleep(Duration::from_millis(100));
     }
     let data_dir = c.data_dir.clone();
+    // What the partition holds right after ingest (a segment per commit, less what the
+    // merge policy merged), then at rest: the collector compacts a partition that took
+    // nothing for a minute (`logs` quiet compaction), which is what stays on disk.
+    let segments_after_ingest = segments_in(&data_dir.join("logs"));
+    let bytes_after_ingest = dir_bytes(&data_dir.join("logs"));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while segments_in(&data_dir.join("logs")) > 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let segments_at_rest = segments_in(&data_dir.join("logs"));
     c.stop()?;
     let index_bytes = dir_bytes(&data_dir.join("logs"));
     let by_kind = bytes_by_extension(&data_dir.join("logs"));
@@ -743,9 +753,32 @@ fn disk(args: &Args) -> anyhow::Result<Value> {
         "records": acked, "index_bytes": index_bytes, "wal_bytes_after_stop": wal_bytes,
         "raw_json_bytes": raw_json, "raw_text_bytes": raw_text, "raw_json_zstd3_bytes": zstd_bytes,
         "index_over_zstd": index_bytes as f64 / zstd_bytes as f64,
+        "segments_after_ingest": segments_after_ingest, "segments_at_rest": segments_at_rest,
+        "index_bytes_after_ingest": bytes_after_ingest,
+        "index_over_zstd_after_ingest": bytes_after_ingest as f64 / zstd_bytes as f64,
         "index_bytes_by_kind": by_kind, "index_bytes_by_field": by_field,
         "index_bytes_per_raw_json_byte": index_bytes as f64 / raw_json as f64,
     }))
+}
+
+/// Segments of every log partition under `logs`, from their committed `meta.json`.
+fn segments_in(logs: &Path) -> usize {
+    let metas = std::fs::read_dir(logs)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|tenant| {
+            std::fs::read_dir(tenant.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .map(|day| day.path().join("meta.json"));
+    metas
+        .filter_map(|meta| std::fs::read(meta).ok())
+        .filter_map(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+        .map(|meta| meta["segments"].as_array().map_or(0, Vec::len))
+        .sum()
 }
 
 #[derive(Default)]

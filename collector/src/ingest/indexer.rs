@@ -160,6 +160,9 @@ pub fn spawn(
                         telemetry.log_index_errors.inc();
                         tracing::error!(error = %e, "log index commit failed, data stays in the wal");
                     }
+                    if let Err(e) = indexer.compact_quiet(Instant::now()) {
+                        tracing::warn!(error = %e, "quiet log partition compaction failed");
+                    }
                     last_commit = Instant::now();
                 }
                 if let Some((retention_ns, changed)) = retention.due() {

@@ -10,6 +10,7 @@
 //! checkpoint and skips, per partition, any batch whose LSN the partition already
 //! committed. Batches arrive in LSN order, which is what makes both numbers exact.
 
+mod compact;
 mod partition;
 mod schema;
 mod search;
@@ -18,6 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use tantivy::IndexWriter;
 use tantivy::indexer::UserOperation;
@@ -25,6 +27,7 @@ use tantivy::tokenizer::TokenizerManager;
 use vantage_proto::logs::{EMPTY_RESOURCE, EMPTY_SCOPE, LogView};
 use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 
+pub use compact::DEFAULT_COMPACT_QUIET_AFTER;
 pub use partition::valid_tenant;
 use partition::{PartitionKey, PartitionReader};
 pub use schema::names as field_names;
@@ -93,6 +96,9 @@ pub struct LogStoreOptions {
     pub retention_ns: i64,
     /// How new partitions compress their stored records.
     pub docstore: DocStoreOptions,
+    /// A partition that took no records for this long has its small segments merged
+    /// into one (see `compact`).
+    pub compact_quiet_after: Duration,
 }
 
 /// Compression of the stored records (half the index): applies to partitions created
@@ -124,6 +130,7 @@ impl LogStoreOptions {
             max_open_writers: DEFAULT_MAX_OPEN_WRITERS,
             retention_ns: DEFAULT_RETENTION_NS,
             docstore: DocStoreOptions::default(),
+            compact_quiet_after: DEFAULT_COMPACT_QUIET_AFTER,
         }
     }
 }
@@ -149,6 +156,9 @@ struct OpenWriter {
     writer: IndexWriter,
     dirty: bool,
     last_used: u64,
+    /// When the last record was added: quiet compaction counts from here.
+    last_added: Instant,
+    compaction: compact::Compaction,
 }
 
 /// Write side of the log store, owned by the single indexing thread.
@@ -388,6 +398,8 @@ impl LogIndexer {
             // be closed to make room, its commit must not claim this batch.
             let writer = self.writer_for(&key, lsn, &keys[i + 1..])?;
             writer.dirty = true;
+            writer.last_added = Instant::now();
+            writer.compaction = compact::Compaction::Waiting;
             writer
                 .writer
                 .run(ops)
@@ -480,12 +492,15 @@ impl LogIndexer {
                     path: key.dir(&self.store.shared.root),
                     source,
                 })?;
+            writer.set_merge_policy(compact::merge_policy());
             self.writers.insert(
                 key.clone(),
                 OpenWriter {
                     writer,
                     dirty: false,
                     last_used: now,
+                    last_added: Instant::now(),
+                    compaction: compact::Compaction::Waiting,
                 },
             );
         }
@@ -548,6 +563,52 @@ impl LogIndexer {
                 })?;
         }
         Ok(())
+    }
+
+    /// Merges the small segments of every open partition that has taken no records for
+    /// [`LogStoreOptions::compact_quiet_after`] (and has nothing uncommitted) into one,
+    /// and makes finished merges searchable. Call it now and then (the indexing thread
+    /// does, once per commit interval); it never blocks on a merge. Returns how many
+    /// compactions finished in this call.
+    pub fn compact_quiet(&mut self, now: Instant) -> Result<usize, LogStoreError> {
+        let mut finished = 0;
+        let keys: Vec<PartitionKey> = self.writers.keys().cloned().collect();
+        for key in keys {
+            let path = key.dir(&self.store.shared.root);
+            let reader = self.partition_reader(&key)?;
+            let Some(w) = self.writers.get_mut(&key).filter(|w| !w.dirty) else {
+                continue;
+            };
+            let step = compact::step(
+                &mut w.compaction,
+                &reader.index,
+                &mut w.writer,
+                w.last_added,
+                self.opts.compact_quiet_after,
+                now,
+            );
+            match step {
+                Ok(compact::Step::Idle) => {}
+                Ok(compact::Step::Started(segments)) => {
+                    tracing::info!(path = %path.display(), segments, "compacting quiet log partition");
+                }
+                Ok(compact::Step::Finished) => {
+                    reader
+                        .reader
+                        .reload()
+                        .map_err(|source| LogStoreError::Index {
+                            path: path.clone(),
+                            source,
+                        })?;
+                    finished += 1;
+                    tracing::info!(path = %path.display(), "quiet log partition compacted");
+                }
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "quiet log partition compaction failed; its segments stay as they are");
+                }
+            }
+        }
+        Ok(finished)
     }
 
     /// Changes the retention period (the collector's configuration reload); the next

@@ -809,3 +809,100 @@ fn write_fixture() {
     let (_store, indexer) = seeded(Path::new(&dir));
     indexer.close().unwrap();
 }
+
+/// Segments of the partition of `T0` as the store's reader sees them.
+fn searchable_segments(indexer: &mut LogIndexer) -> usize {
+    let key = PartitionKey::for_time("default", T0);
+    let reader = indexer.partition_reader(&key).unwrap();
+    reader.reader.searcher().segment_readers().len()
+}
+
+/// Calls `compact_quiet` until a compaction finishes (a merge runs on Tantivy's threads;
+/// bounded, not timed: the test fails only if it never finishes).
+fn compact_until_finished(indexer: &mut LogIndexer) -> usize {
+    for _ in 0..2_000 {
+        let finished = indexer.compact_quiet(Instant::now()).unwrap();
+        if finished > 0 {
+            return finished;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("the quiet compaction never finished");
+}
+
+/// Five commits of one partition, each its own segment.
+fn five_segments(opts: LogStoreOptions) -> (LogStore, LogIndexer) {
+    let (store, mut indexer) = open(opts).unwrap();
+    for i in 0..5i64 {
+        let batch = request(
+            "checkout",
+            vec![
+                record(T0 + i * 10, "INFO", &format!("request {i} served"), 200),
+                record(
+                    T0 + i * 10 + 1,
+                    "ERROR",
+                    &format!("request {i} failed"),
+                    500,
+                ),
+            ],
+        );
+        indexer.add_batch("default", i as u64 + 1, &batch).unwrap();
+        indexer.commit().unwrap();
+    }
+    (store, indexer)
+}
+
+#[test]
+fn a_quiet_partition_is_compacted_into_one_segment_with_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = LogStoreOptions {
+        compact_quiet_after: Duration::ZERO,
+        ..small(dir.path())
+    };
+    let (store, mut indexer) = five_segments(opts);
+    assert_eq!(searchable_segments(&mut indexer), 5);
+    let before = store.search(&query("request AND failed")).unwrap();
+    assert_eq!(before.total, 5);
+
+    assert_eq!(compact_until_finished(&mut indexer), 1);
+    assert_eq!(searchable_segments(&mut indexer), 1);
+    let after = store.search(&query("request AND failed")).unwrap();
+    assert_eq!(bodies(&after), bodies(&before));
+    assert_eq!(store.search(&query("*")).unwrap().total, 10);
+    // Done until records arrive: nothing more to do.
+    assert_eq!(indexer.compact_quiet(Instant::now()).unwrap(), 0);
+
+    // It survives a restart: the merge is in the partition's committed metadata.
+    indexer.close().unwrap();
+    drop(store);
+    let (store, mut indexer) = open(small(dir.path())).unwrap();
+    assert_eq!(searchable_segments(&mut indexer), 1);
+    assert_eq!(store.search(&query("*")).unwrap().total, 10);
+}
+
+#[test]
+fn a_partition_taking_records_is_not_compacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, mut indexer) = five_segments(small(dir.path()));
+    // The default quiet time has not passed since the last record.
+    for _ in 0..3 {
+        assert_eq!(indexer.compact_quiet(Instant::now()).unwrap(), 0);
+    }
+    assert_eq!(searchable_segments(&mut indexer), 5);
+
+    // Nor is one with uncommitted records, however long ago they came.
+    let dir = tempfile::tempdir().unwrap();
+    let opts = LogStoreOptions {
+        compact_quiet_after: Duration::ZERO,
+        ..small(dir.path())
+    };
+    let (store, mut indexer) = five_segments(opts);
+    let late = request("checkout", vec![record(T0 + 99, "INFO", "late one", 200)]);
+    indexer.add_batch("default", 6, &late).unwrap();
+    assert_eq!(indexer.compact_quiet(Instant::now()).unwrap(), 0);
+    assert_eq!(searchable_segments(&mut indexer), 5);
+    indexer.commit().unwrap();
+    assert_eq!(compact_until_finished(&mut indexer), 1);
+    assert_eq!(searchable_segments(&mut indexer), 1);
+    assert_eq!(store.search(&query("*")).unwrap().total, 11);
+}
