@@ -16,6 +16,8 @@ pub mod indexer;
 pub mod metrics;
 pub mod payload;
 pub mod spanmetrics;
+#[cfg(test)]
+mod tests;
 pub mod traces;
 pub mod validate;
 
@@ -89,6 +91,44 @@ impl IngestError {
             message: message.into(),
             retry_after: None,
         }
+    }
+}
+
+/// An export as a receiver decoded it: the request, its size, and the protobuf bytes it
+/// was decoded from when the receiver kept them.
+#[derive(Debug)]
+pub struct Received<T> {
+    request: T,
+    size: usize,
+    protobuf: Option<bytes::Bytes>,
+}
+
+impl<T> Received<T> {
+    /// A request decoded from `bytes` (protobuf, after decompression). When validation
+    /// leaves the request as it is, these bytes are what the WAL stores: encoding it
+    /// again walks every record twice and costs more than the decode did. Their length
+    /// is the request's size.
+    pub fn protobuf(request: T, bytes: bytes::Bytes) -> Self {
+        Received {
+            request,
+            size: bytes.len(),
+            protobuf: Some(bytes),
+        }
+    }
+
+    /// A request decoded from some other form (OTLP/JSON) of `size` bytes; the WAL gets
+    /// it encoded.
+    pub fn decoded(request: T, size: usize) -> Self {
+        Received {
+            request,
+            size,
+            protobuf: None,
+        }
+    }
+
+    /// The request's size in bytes: what admission and `ingest_bytes` count.
+    pub fn size(&self) -> usize {
+        self.size
     }
 }
 
@@ -337,16 +377,28 @@ impl Ingest {
     }
 
     /// Frames a request and appends it to its signal's WAL; returns once it is fsynced.
+    /// `protobuf` are the bytes the client sent when they still encode `request` (the
+    /// validation changed nothing): framed as they are instead of encoding `request`.
     /// The decoded request is dropped before the wait: under overload that wait is where
     /// requests pile up, and decoded OTLP takes a few times the memory of its encoding.
-    async fn make_durable(
+    async fn make_durable<M: prost::Message + Default + PartialEq>(
         &self,
         signal: Signal,
         tenant: &str,
         batch_id: Option<u128>,
-        request: impl prost::Message,
+        request: M,
+        protobuf: Option<bytes::Bytes>,
     ) -> Result<(), IngestError> {
-        let payload = payload::encode_with_id(tenant, batch_id, &request);
+        let payload = match protobuf {
+            Some(body) => {
+                debug_assert!(
+                    M::decode(body.as_ref()).is_ok_and(|m| m == request),
+                    "the bytes framed as they are decode to the validated request"
+                );
+                payload::frame_encoded(tenant, batch_id, &body)
+            }
+            None => payload::encode_with_id(tenant, batch_id, &request),
+        };
         drop(request);
         self.append(signal, payload).await.map(|_| ())
     }
@@ -382,15 +434,19 @@ impl Ingest {
             .inc_by(bytes as u64);
     }
 
-    /// Makes a logs export durable. `size` is its decoded size in bytes; `batch_id`
-    /// the client's `x-vantage-batch-id` (a replay of a stored batch is not ingested).
+    /// Makes a logs export durable; `batch_id` is the client's `x-vantage-batch-id` (a
+    /// replay of a stored batch is not ingested).
     pub async fn export_logs(
         &self,
         principal: &Principal,
-        mut request: ExportLogsServiceRequest,
-        size: usize,
+        received: Received<ExportLogsServiceRequest>,
         batch_id: Option<u128>,
     ) -> Result<Accepted, IngestError> {
+        let Received {
+            mut request,
+            size,
+            protobuf,
+        } = received;
         let _permit = self.admit(principal, size)?;
         let Claimed::Proceed(claim) = self.claim(&principal.tenant, batch_id).await else {
             return Ok(Accepted::default());
@@ -414,7 +470,8 @@ impl Ingest {
                 .inc_by(*n);
         }
         if verdict.accepted > 0 {
-            self.make_durable(Signal::Logs, &principal.tenant, batch_id, request)
+            let protobuf = protobuf.filter(|_| !verdict.changed);
+            self.make_durable(Signal::Logs, &principal.tenant, batch_id, request, protobuf)
                 .await?;
             self.count(Signal::Logs, verdict.accepted, size);
             if let Some(c) = claim {
@@ -433,10 +490,11 @@ impl Ingest {
     pub async fn export_metrics(
         &self,
         principal: &Principal,
-        request: ExportMetricsServiceRequest,
-        size: usize,
+        received: Received<ExportMetricsServiceRequest>,
         batch_id: Option<u128>,
     ) -> Result<Accepted, IngestError> {
+        // The WAL gets the mapped samples, never the request: its bytes are not needed.
+        let Received { request, size, .. } = received;
         let _permit = self.admit(principal, size)?;
         let Claimed::Proceed(claim) = self.claim(&principal.tenant, batch_id).await else {
             return Ok(Accepted::default());
@@ -590,10 +648,14 @@ impl Ingest {
     pub async fn export_traces(
         &self,
         principal: &Principal,
-        mut request: ExportTraceServiceRequest,
-        size: usize,
+        received: Received<ExportTraceServiceRequest>,
         batch_id: Option<u128>,
     ) -> Result<Accepted, IngestError> {
+        let Received {
+            mut request,
+            size,
+            protobuf,
+        } = received;
         let _permit = self.admit(principal, size)?;
         let Claimed::Proceed(claim) = self.claim(&principal.tenant, batch_id).await else {
             return Ok(Accepted::default());
@@ -618,8 +680,15 @@ impl Ingest {
         }
         if verdict.accepted > 0 {
             let counts = spanmetrics::Pending::of(&request);
-            self.make_durable(Signal::Traces, &principal.tenant, batch_id, request)
-                .await?;
+            let protobuf = protobuf.filter(|_| !verdict.changed);
+            self.make_durable(
+                Signal::Traces,
+                &principal.tenant,
+                batch_id,
+                request,
+                protobuf,
+            )
+            .await?;
             self.span_metrics.add(&principal.tenant, counts);
             if let Some(c) = claim {
                 c.durable();

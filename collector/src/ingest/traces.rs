@@ -81,6 +81,10 @@ pub struct SpanVerdict {
     pub rejected: Vec<(SpanReject, u64)>,
     /// First rejection, described for the partial-success message.
     pub first_problem: Option<String>,
+    /// Whether validation changed the request in any way (a span dropped, an all-zero
+    /// parent id cleared, an empty container removed). When it did not, the bytes the
+    /// client sent are still an encoding of the request and go to the WAL as they are.
+    pub changed: bool,
 }
 
 impl SpanVerdict {
@@ -222,14 +226,17 @@ fn check_span(span: &mut Span, limits: &SpanLimits, now_ns: u64) -> Option<(Span
 }
 
 /// Validates the spans of a request in place: rejected spans are removed (and empty
-/// scopes and resources with them).
+/// scopes and resources with them), all-zero parent ids cleared.
+/// [`SpanVerdict::changed`] says whether anything of this happened.
 pub fn validate(
     request: &mut ExportTraceServiceRequest,
     limits: &SpanLimits,
     now_ns: u64,
 ) -> SpanVerdict {
     let mut verdict = SpanVerdict::default();
+    let resources = request.resource_spans.len();
     for rs in &mut request.resource_spans {
+        let scopes = rs.scope_spans.len();
         let resource_attrs = rs.resource.as_ref().map(|r| r.attributes.as_slice());
         if let Some((key, len)) = resource_attrs.and_then(oversized) {
             let n = rs.scope_spans.iter().map(|ss| ss.spans.len() as u64).sum();
@@ -241,23 +248,30 @@ pub fn validate(
             continue;
         }
         for ss in &mut rs.scope_spans {
-            ss.spans
-                .retain_mut(|span| match check_span(span, limits, now_ns) {
+            ss.spans.retain_mut(|span| {
+                let parent_len = span.parent_span_id.len();
+                let problem = check_span(span, limits, now_ns);
+                verdict.changed |= span.parent_span_id.len() != parent_len;
+                match problem {
                     Some((reason, text)) => {
                         verdict.reject(reason, 1, || text);
+                        verdict.changed = true;
                         false
                     }
                     None => {
                         verdict.accepted += 1;
                         true
                     }
-                });
+                }
+            });
         }
         rs.scope_spans.retain(|ss| !ss.spans.is_empty());
+        verdict.changed |= rs.scope_spans.len() != scopes;
     }
     request
         .resource_spans
         .retain(|rs| !rs.scope_spans.is_empty());
+    verdict.changed |= request.resource_spans.len() != resources;
     verdict
 }
 
@@ -508,5 +522,56 @@ mod tests {
         assert_eq!(v.accepted, 0);
         assert_eq!(v.rejected, vec![(SpanReject::AttributeTooLarge, 2)]);
         assert!(r.resource_spans.is_empty());
+    }
+
+    /// One span whose ids, parent and start time each fall inside or outside the limits.
+    fn span() -> impl proptest::strategy::Strategy<Value = Span> {
+        use proptest::prelude::*;
+        let parent = prop_oneof![
+            Just(vec![]),
+            Just(vec![0; 8]),
+            Just(vec![3; 8]),
+            Just(vec![3; 5])
+        ];
+        let start = prop_oneof![Just(0), Just(NOW), Just(u64::MAX - 10), Just(1)];
+        (parent, start, any::<bool>()).prop_map(|(parent_span_id, start, good_id)| Span {
+            parent_span_id,
+            start_time_unix_nano: start,
+            end_time_unix_nano: start.saturating_add(5),
+            span_id: if good_id { vec![2; 8] } else { vec![0; 8] },
+            ..good()
+        })
+    }
+
+    proptest::proptest! {
+        /// `changed` is what lets ingest store the client's bytes: it must be false
+        /// exactly when the validated request equals the one received.
+        #[test]
+        fn changed_says_whether_the_request_changed(
+            resources in proptest::collection::vec(
+                (proptest::bool::ANY, proptest::collection::vec(proptest::collection::vec(span(), 0..4), 0..3)),
+                0..3,
+            )
+        ) {
+            let mut r = ExportTraceServiceRequest {
+                resource_spans: resources
+                    .into_iter()
+                    .map(|(big, scopes)| ResourceSpans {
+                        resource: big.then(|| Resource {
+                            attributes: vec![big_value()],
+                            ..Default::default()
+                        }),
+                        scope_spans: scopes
+                            .into_iter()
+                            .map(|spans| ScopeSpans { spans, ..Default::default() })
+                            .collect(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            };
+            let before = r.clone();
+            let v = validate(&mut r, &limits(), NOW);
+            proptest::prop_assert_eq!(v.changed, r != before);
+        }
     }
 }

@@ -47,6 +47,10 @@ pub struct Verdict {
     pub rejected: Vec<(Reject, u64)>,
     /// First rejection, described for the partial-success message.
     pub first_problem: Option<String>,
+    /// Whether validation changed the request in any way (a record dropped or given a
+    /// time, an empty container removed). When it did not, the bytes the client sent
+    /// are still an encoding of the request and go to the WAL as they are.
+    pub changed: bool,
 }
 
 impl Verdict {
@@ -84,18 +88,23 @@ impl Verdict {
     }
 }
 
-/// Validates the log records of a request in place: rejected records are removed, and
-/// records with no time at all get `observed_time_unix_nano = now` (the OTLP data model:
-/// the observed time is when the collector first saw it).
+/// Validates the log records of a request in place: rejected records are removed (and
+/// scopes and resources left without records with them), and records without an
+/// observed time get `observed_time_unix_nano = now` (the OTLP data model: the observed
+/// time is when the collector first saw it). [`Verdict::changed`] says whether anything
+/// of this happened.
 pub fn logs(request: &mut ExportLogsServiceRequest, limits: &Limits, now_ns: u64) -> Verdict {
     let mut verdict = Verdict::default();
     let future = now_ns.saturating_add(limits.max_future_skew.as_nanos() as u64);
     let oldest = now_ns.saturating_sub(limits.max_age.as_nanos() as u64);
+    let resources = request.resource_logs.len();
     for rl in &mut request.resource_logs {
+        let scopes = rl.scope_logs.len();
         for sl in &mut rl.scope_logs {
             sl.log_records.retain_mut(|r| {
                 if r.observed_time_unix_nano == 0 {
                     r.observed_time_unix_nano = now_ns;
+                    verdict.changed = true;
                 }
                 let t = if r.time_unix_nano != 0 {
                     r.time_unix_nano
@@ -133,6 +142,7 @@ pub fn logs(request: &mut ExportLogsServiceRequest, limits: &Limits, now_ns: u64
                 match problem {
                     Some((reason, text)) => {
                         verdict.reject(reason, || text);
+                        verdict.changed = true;
                         false
                     }
                     None => {
@@ -143,8 +153,10 @@ pub fn logs(request: &mut ExportLogsServiceRequest, limits: &Limits, now_ns: u64
             });
         }
         rl.scope_logs.retain(|sl| !sl.log_records.is_empty());
+        verdict.changed |= rl.scope_logs.len() != scopes;
     }
     request.resource_logs.retain(|rl| !rl.scope_logs.is_empty());
+    verdict.changed |= request.resource_logs.len() != resources;
     verdict
 }
 
@@ -222,5 +234,65 @@ mod tests {
         let v = logs(&mut r, &limits(), NOW);
         assert_eq!(v.accepted, 0);
         assert!(r.resource_logs.is_empty());
+    }
+
+    #[test]
+    fn a_clean_request_is_unchanged_and_says_so() {
+        let record = LogRecord {
+            time_unix_nano: NOW,
+            observed_time_unix_nano: NOW,
+            ..Default::default()
+        };
+        let mut r = req(vec![record.clone(), record]);
+        let before = r.clone();
+        let v = logs(&mut r, &limits(), NOW);
+        assert!(!v.changed);
+        assert_eq!(r, before);
+        let mut no_observed = req(vec![LogRecord {
+            time_unix_nano: NOW,
+            ..Default::default()
+        }]);
+        assert!(
+            logs(&mut no_observed, &limits(), NOW).changed,
+            "an observed time filled in is a change"
+        );
+    }
+
+    /// One record whose time, observed time and attribute count each fall inside or
+    /// outside the limits.
+    fn record() -> impl proptest::strategy::Strategy<Value = LogRecord> {
+        use proptest::prelude::*;
+        let time = prop_oneof![Just(0), Just(NOW), Just(1), Just(u64::MAX), Just(NOW - 1)];
+        (time.clone(), time, 0usize..5).prop_map(|(t, observed, attrs)| LogRecord {
+            time_unix_nano: t,
+            observed_time_unix_nano: observed,
+            attributes: vec![KeyValue::default(); attrs],
+            ..Default::default()
+        })
+    }
+
+    fn request() -> impl proptest::strategy::Strategy<Value = ExportLogsServiceRequest> {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        let scope = vec(record(), 0..4).prop_map(|log_records| ScopeLogs {
+            log_records,
+            ..Default::default()
+        });
+        let resource = vec(scope, 0..3).prop_map(|scope_logs| ResourceLogs {
+            scope_logs,
+            ..Default::default()
+        });
+        vec(resource, 0..3).prop_map(|resource_logs| ExportLogsServiceRequest { resource_logs })
+    }
+
+    proptest::proptest! {
+        /// `changed` is what lets ingest store the client's bytes: it must be false
+        /// exactly when the validated request equals the one received.
+        #[test]
+        fn changed_says_whether_the_request_changed(mut r in request()) {
+            let before = r.clone();
+            let v = logs(&mut r, &limits(), NOW);
+            proptest::prop_assert_eq!(v.changed, r != before);
+        }
     }
 }

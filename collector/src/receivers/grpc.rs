@@ -1,35 +1,32 @@
 //! OTLP/gRPC: the Logs, Metrics and Trace services, gzip and zstd request compression,
 //! a decoded-size limit, and RetryInfo on overload as the OTLP specification asks.
 
+use std::convert::Infallible;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
-use prost::Message as _;
+use futures::future::BoxFuture;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
-use vantage_proto::otlp::collector::logs::v1::logs_service_server::{
-    LogsService, LogsServiceServer,
-};
+use vantage_proto::otlp::collector::logs::v1::logs_service_server;
 use vantage_proto::otlp::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
-use vantage_proto::otlp::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
+use vantage_proto::otlp::collector::metrics::v1::metrics_service_server;
 use vantage_proto::otlp::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
-use vantage_proto::otlp::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
+use vantage_proto::otlp::collector::trace::v1::trace_service_server;
 use vantage_proto::otlp::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 
 use vantage_storage::meta::Scope;
 
+use super::keep_bytes::{Encoded, KeepBytesCodec};
 use crate::auth::{Auth, Principal};
-use crate::ingest::{Ingest, IngestError, Signal};
+use crate::ingest::{Ingest, IngestError, Received, Signal};
 use crate::telemetry::{RequestLabels, Telemetry};
 
 /// Tonic refuses an oversized message before any handler runs, with OUT_OF_RANGE (over
@@ -216,87 +213,185 @@ impl OtlpGrpc {
     }
 
     /// Tonic routes for all three services with compression and the size limit applied.
+    /// Each is served with [`KeepBytesCodec`], so ingest gets the bytes of the request
+    /// next to the decoded request (the generated `*ServiceServer`s decode with a codec
+    /// that drops them).
     pub fn routes(self, max_request_bytes: usize) -> tonic::service::Routes {
-        let logs = LogsServiceServer::new(self.clone())
-            .accept_compressed(CompressionEncoding::Gzip)
-            .accept_compressed(CompressionEncoding::Zstd)
-            .max_decoding_message_size(max_request_bytes);
-        let metrics = MetricsServiceServer::new(self.clone())
-            .accept_compressed(CompressionEncoding::Gzip)
-            .accept_compressed(CompressionEncoding::Zstd)
-            .max_decoding_message_size(max_request_bytes);
-        let traces = TraceServiceServer::new(self)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .accept_compressed(CompressionEncoding::Zstd)
-            .max_decoding_message_size(max_request_bytes);
-        tonic::service::Routes::new(logs)
-            .add_service(metrics)
-            .add_service(traces)
+        tonic::service::Routes::new(ExportRoute::<LogsExport>::new(
+            self.clone(),
+            max_request_bytes,
+        ))
+        .add_service(ExportRoute::<MetricsExport>::new(
+            self.clone(),
+            max_request_bytes,
+        ))
+        .add_service(ExportRoute::<TracesExport>::new(self, max_request_bytes))
     }
 }
 
-#[tonic::async_trait]
-impl LogsService for OtlpGrpc {
-    async fn export(
-        &self,
-        request: Request<ExportLogsServiceRequest>,
-    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let principal = principal(&request)?;
-        let batch_id = batch_id(&request)?;
-        let request = request.into_inner();
-        let size = request.encoded_len();
-        let result = self
-            .ingest
-            .export_logs(&principal, request, size, batch_id)
-            .await;
-        self.record(Signal::Logs, &result);
-        let accepted = result.map_err(to_status)?;
-        Ok(Response::new(ExportLogsServiceResponse {
-            partial_success: accepted.logs_partial_success(),
-        }))
+/// One OTLP `Export` method: its names, messages and handler.
+trait ExportMethod: Send + Sync + 'static {
+    /// The gRPC service name (the route prefix).
+    const SERVICE: &'static str;
+    /// The one method path of the service.
+    const PATH: &'static str;
+    /// The request message.
+    type Request: prost::Message + Default + Send + 'static;
+    /// The response message.
+    type Response: prost::Message + Send + 'static;
+
+    /// Handles one decoded export.
+    fn export(
+        grpc: OtlpGrpc,
+        request: Request<Encoded<Self::Request>>,
+    ) -> BoxFuture<'static, Result<Response<Self::Response>, Status>>;
+}
+
+/// The route of one OTLP service, as tonic's generated server would build it (gzip and
+/// zstd accepted, the decoded-size limit, UNIMPLEMENTED for any other method), but
+/// decoding with [`KeepBytesCodec`].
+struct ExportRoute<M> {
+    grpc: OtlpGrpc,
+    max_request_bytes: usize,
+    method: PhantomData<fn() -> M>,
+}
+
+impl<M> ExportRoute<M> {
+    fn new(grpc: OtlpGrpc, max_request_bytes: usize) -> Self {
+        ExportRoute {
+            grpc,
+            max_request_bytes,
+            method: PhantomData,
+        }
     }
 }
 
-#[tonic::async_trait]
-impl MetricsService for OtlpGrpc {
-    async fn export(
-        &self,
-        request: Request<ExportMetricsServiceRequest>,
-    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        let principal = principal(&request)?;
-        let batch_id = batch_id(&request)?;
-        let request = request.into_inner();
-        let size = request.encoded_len();
-        let result = self
-            .ingest
-            .export_metrics(&principal, request, size, batch_id)
-            .await;
-        self.record(Signal::Metrics, &result);
-        let accepted = result.map_err(to_status)?;
-        Ok(Response::new(ExportMetricsServiceResponse {
-            partial_success: accepted.metrics_partial_success(),
-        }))
+impl<M> Clone for ExportRoute<M> {
+    fn clone(&self) -> Self {
+        ExportRoute::new(self.grpc.clone(), self.max_request_bytes)
     }
 }
 
-#[tonic::async_trait]
-impl TraceService for OtlpGrpc {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let principal = principal(&request)?;
-        let batch_id = batch_id(&request)?;
-        let request = request.into_inner();
-        let size = request.encoded_len();
-        let result = self
-            .ingest
-            .export_traces(&principal, request, size, batch_id)
-            .await;
-        self.record(Signal::Traces, &result);
-        let accepted = result.map_err(to_status)?;
-        Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: accepted.traces_partial_success(),
-        }))
+impl<M: ExportMethod> tonic::server::NamedService for ExportRoute<M> {
+    const NAME: &'static str = M::SERVICE;
+}
+
+impl<M: ExportMethod> tower::Service<http::Request<tonic::body::Body>> for ExportRoute<M> {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        if request.uri().path() != M::PATH {
+            let status = Status::unimplemented(format!("{} has no such method", M::SERVICE));
+            return Box::pin(futures::future::ready(Ok(status.into_http())));
+        }
+        let grpc = self.grpc.clone();
+        let mut server =
+            tonic::server::Grpc::new(KeepBytesCodec::<M::Response, M::Request>::default())
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd)
+                .max_decoding_message_size(self.max_request_bytes);
+        Box::pin(async move {
+            let handler = tower::service_fn(move |r| M::export(grpc.clone(), r));
+            Ok(server.unary(handler, request).await)
+        })
+    }
+}
+
+/// `opentelemetry.proto.collector.logs.v1.LogsService/Export`.
+struct LogsExport;
+
+impl ExportMethod for LogsExport {
+    const SERVICE: &'static str = logs_service_server::SERVICE_NAME;
+    const PATH: &'static str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+    type Request = ExportLogsServiceRequest;
+    type Response = ExportLogsServiceResponse;
+
+    fn export(
+        grpc: OtlpGrpc,
+        request: Request<Encoded<ExportLogsServiceRequest>>,
+    ) -> BoxFuture<'static, Result<Response<ExportLogsServiceResponse>, Status>> {
+        Box::pin(async move {
+            let principal = principal(&request)?;
+            let batch_id = batch_id(&request)?;
+            let Encoded { message, bytes } = request.into_inner();
+            let result = grpc
+                .ingest
+                .export_logs(&principal, Received::protobuf(message, bytes), batch_id)
+                .await;
+            grpc.record(Signal::Logs, &result);
+            let accepted = result.map_err(to_status)?;
+            Ok(Response::new(ExportLogsServiceResponse {
+                partial_success: accepted.logs_partial_success(),
+            }))
+        })
+    }
+}
+
+/// `opentelemetry.proto.collector.metrics.v1.MetricsService/Export`.
+struct MetricsExport;
+
+impl ExportMethod for MetricsExport {
+    const SERVICE: &'static str = metrics_service_server::SERVICE_NAME;
+    const PATH: &'static str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+    type Request = ExportMetricsServiceRequest;
+    type Response = ExportMetricsServiceResponse;
+
+    fn export(
+        grpc: OtlpGrpc,
+        request: Request<Encoded<ExportMetricsServiceRequest>>,
+    ) -> BoxFuture<'static, Result<Response<ExportMetricsServiceResponse>, Status>> {
+        Box::pin(async move {
+            let principal = principal(&request)?;
+            let batch_id = batch_id(&request)?;
+            let Encoded { message, bytes } = request.into_inner();
+            let result = grpc
+                .ingest
+                .export_metrics(&principal, Received::protobuf(message, bytes), batch_id)
+                .await;
+            grpc.record(Signal::Metrics, &result);
+            let accepted = result.map_err(to_status)?;
+            Ok(Response::new(ExportMetricsServiceResponse {
+                partial_success: accepted.metrics_partial_success(),
+            }))
+        })
+    }
+}
+
+/// `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
+struct TracesExport;
+
+impl ExportMethod for TracesExport {
+    const SERVICE: &'static str = trace_service_server::SERVICE_NAME;
+    const PATH: &'static str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+    type Request = ExportTraceServiceRequest;
+    type Response = ExportTraceServiceResponse;
+
+    fn export(
+        grpc: OtlpGrpc,
+        request: Request<Encoded<ExportTraceServiceRequest>>,
+    ) -> BoxFuture<'static, Result<Response<ExportTraceServiceResponse>, Status>> {
+        Box::pin(async move {
+            let principal = principal(&request)?;
+            let batch_id = batch_id(&request)?;
+            let Encoded { message, bytes } = request.into_inner();
+            let result = grpc
+                .ingest
+                .export_traces(&principal, Received::protobuf(message, bytes), batch_id)
+                .await;
+            grpc.record(Signal::Traces, &result);
+            let accepted = result.map_err(to_status)?;
+            Ok(Response::new(ExportTraceServiceResponse {
+                partial_success: accepted.traces_partial_success(),
+            }))
+        })
     }
 }

@@ -29,7 +29,7 @@ use vantage_proto::otlp::collector::trace::v1::{
 use vantage_storage::meta::Scope;
 
 use crate::auth::{Auth, Principal};
-use crate::ingest::{Accepted, Ingest, IngestError, Signal};
+use crate::ingest::{Accepted, Ingest, IngestError, Received, Signal};
 use crate::telemetry::{RequestLabels, Telemetry};
 
 use vantage_proto::otlp_http::{self, Encoding, PROTOBUF};
@@ -107,12 +107,13 @@ fn fail(code: ErrorCode, message: impl Into<String>, encoding: Encoding) -> Fail
 }
 
 /// Reads and size-checks a request body, then decompresses and decodes it with the
-/// shared [`vantage_proto::otlp_http`] rules.
+/// shared [`vantage_proto::otlp_http`] rules. A protobuf body is kept with the request
+/// (see [`Received::protobuf`]).
 async fn decode<T: Message + Default + DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
-) -> Result<(T, usize, Encoding), Failure> {
+) -> Result<(Received<T>, Encoding), Failure> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -139,10 +140,14 @@ async fn decode<T: Message + Default + DeserializeOwned>(
         .unwrap_or("identity");
     let body = otlp_http::decompress(content_encoding, &raw, limit)
         .map_err(|e| fail(e.code, e.message, encoding))?;
-    let size = body.len();
+    drop(raw);
     let message = otlp_http::decode_message(encoding, &body)
         .map_err(|e| fail(e.code, e.message, encoding))?;
-    Ok((message, size, encoding))
+    let received = match encoding {
+        Encoding::Protobuf => Received::protobuf(message, bytes::Bytes::from(body)),
+        Encoding::Json => Received::decoded(message, body.len()),
+    };
+    Ok((received, encoding))
 }
 
 fn respond<T: Message + Serialize>(encoding: Encoding, message: &T) -> Response {
@@ -225,7 +230,7 @@ async fn logs(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body) ->
         Ok(p) => p,
         Err(response) => return *response,
     };
-    let (request, size, encoding) = match decode::<ExportLogsServiceRequest>(
+    let (received, encoding) = match decode::<ExportLogsServiceRequest>(
         &headers,
         body,
         r.ingest.max_request_bytes(),
@@ -245,10 +250,7 @@ async fn logs(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body) ->
             return Failure { error, encoding }.into_response();
         }
     };
-    let result = r
-        .ingest
-        .export_logs(&principal, request, size, batch_id)
-        .await;
+    let result = r.ingest.export_logs(&principal, received, batch_id).await;
     r.finish(Signal::Logs, encoding, result, |a| {
         ExportLogsServiceResponse {
             partial_success: a.logs_partial_success(),
@@ -261,7 +263,7 @@ async fn metrics(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body)
         Ok(p) => p,
         Err(response) => return *response,
     };
-    let (request, size, encoding) =
+    let (received, encoding) =
         match decode::<ExportMetricsServiceRequest>(&headers, body, r.ingest.max_request_bytes())
             .await
         {
@@ -280,7 +282,7 @@ async fn metrics(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body)
     };
     let result = r
         .ingest
-        .export_metrics(&principal, request, size, batch_id)
+        .export_metrics(&principal, received, batch_id)
         .await;
     r.finish(Signal::Metrics, encoding, result, |a| {
         ExportMetricsServiceResponse {
@@ -294,7 +296,7 @@ async fn traces(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body) 
         Ok(p) => p,
         Err(response) => return *response,
     };
-    let (request, size, encoding) =
+    let (received, encoding) =
         match decode::<ExportTraceServiceRequest>(&headers, body, r.ingest.max_request_bytes())
             .await
         {
@@ -311,10 +313,7 @@ async fn traces(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body) 
             return Failure { error, encoding }.into_response();
         }
     };
-    let result = r
-        .ingest
-        .export_traces(&principal, request, size, batch_id)
-        .await;
+    let result = r.ingest.export_traces(&principal, received, batch_id).await;
     r.finish(Signal::Traces, encoding, result, |accepted| {
         ExportTraceServiceResponse {
             partial_success: accepted.traces_partial_success(),
