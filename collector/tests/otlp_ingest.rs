@@ -1009,7 +1009,16 @@ async fn probes_and_self_metrics() {
     c.export_ok(logs_request("metered", records)).await;
     c.wait_for_query("metric", 7).await;
 
-    let reply = c.api_get("/metrics").await;
+    // The index-docs gauge is set just after the commit that made the records
+    // searchable: wait for it (bounded), then read everything from that one scrape.
+    let mut reply = c.api_get("/metrics").await;
+    for _ in 0..200 {
+        if metric_value(&reply.text(), "vantage_log_index_docs", &[]) == Some(7.0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        reply = c.api_get("/metrics").await;
+    }
     assert_eq!(reply.status, StatusCode::OK);
     let content_type = reply.header("content-type").unwrap_or_default();
     assert!(
