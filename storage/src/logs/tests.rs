@@ -349,7 +349,7 @@ fn tenants_are_separate() {
     ix.add_batch(
         "team-b",
         3,
-        &request("b", vec![record(T0, "INFO", "secret of b", 200)]),
+        request("b", vec![record(T0, "INFO", "secret of b", 200)]),
     )
     .unwrap();
     ix.commit().unwrap();
@@ -357,7 +357,7 @@ fn tenants_are_separate() {
     let mut q = query("secret");
     q.tenant = "team-b".into();
     assert_eq!(store.search(&q).unwrap().total, 1);
-    assert!(ix.add_batch("../x", 4, &request("b", vec![])).is_err());
+    assert!(ix.add_batch("../x", 4, request("b", vec![])).is_err());
 }
 
 #[test]
@@ -385,7 +385,7 @@ fn replay_after_reopen_adds_nothing_twice() {
     ix.add_batch(
         "default",
         3,
-        &request("cart", vec![record(T0 + DAY, "INFO", "new", 1)]),
+        request("cart", vec![record(T0 + DAY, "INFO", "new", 1)]),
     )
     .unwrap();
     ix.commit().unwrap();
@@ -399,7 +399,7 @@ fn uncommitted_documents_are_invisible_and_tail_follows_lsn() {
     ix.add_batch(
         "default",
         3,
-        &request("cart", vec![record(T0, "INFO", "late arrival", 1)]),
+        request("cart", vec![record(T0, "INFO", "late arrival", 1)]),
     )
     .unwrap();
     assert_eq!(store.search(&query("late")).unwrap().total, 0);
@@ -439,15 +439,15 @@ fn a_batch_over_more_days_than_open_writers_replays_exactly_once() {
     };
     {
         let (_s, mut ix) = open(small(dir.path())).unwrap();
-        ix.add_batch("default", 1, &batch(1)).unwrap();
+        ix.add_batch("default", 1, batch(1)).unwrap();
         ix.commit().unwrap();
         // Four days, two writer slots: partitions are closed (committed) mid-batch.
-        ix.add_batch("default", 2, &batch(2)).unwrap();
+        ix.add_batch("default", 2, batch(2)).unwrap();
         // Crash: nothing else committed.
     }
     let (store, mut ix) = open(small(dir.path())).unwrap();
     assert_eq!(ix.checkpoint_lsn(), 1);
-    ix.add_batch("default", 2, &batch(2)).unwrap();
+    ix.add_batch("default", 2, batch(2)).unwrap();
     ix.commit().unwrap();
     let mut q = query("");
     q.end_ns = T0 + 5 * DAY;
