@@ -394,9 +394,13 @@ impl LogIndexer {
                 }
             }
         }
+        // Nothing to add (replay of a batch every partition has): `per_partition` is empty.
         let batch = docs.finish(request);
         let keys: Vec<PartitionKey> = per_partition.iter().map(|(k, _, _)| k.clone()).collect();
         for (i, (key, _, numbers)) in per_partition.into_iter().enumerate() {
+            let Some(batch) = &batch else {
+                break;
+            };
             let ops: Vec<UserOperation<LogDoc>> = numbers
                 .into_iter()
                 .map(|n| UserOperation::Add(LogDoc::new(batch.clone(), n)))
