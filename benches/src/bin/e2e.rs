@@ -384,7 +384,7 @@ fn indexer_ceiling_with(
     let me = std::process::id().to_string();
     let cpu0 = cpu_seconds(&me)?;
     let t0 = Instant::now();
-    for (i, batch) in batches.iter().enumerate() {
+    for (i, batch) in batches.into_iter().enumerate() {
         indexer.add_batch("default", i as u64 + 1, batch)?;
     }
     indexer.close()?;

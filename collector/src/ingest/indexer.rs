@@ -75,7 +75,7 @@ fn index_one(
             let (tenant, body) = (framed.tenant, framed.body);
             let request = ExportLogsServiceRequest::decode(body).map_err(|e| e.to_string())?;
             indexer
-                .add_batch(tenant, durable.lsn, &request)
+                .add_batch(tenant, durable.lsn, request)
                 .map_err(|e| e.to_string())
         });
     if let Err(error) = result {

@@ -11,6 +11,7 @@
 //! committed. Batches arrive in LSN order, which is what makes both numbers exact.
 
 mod compact;
+mod document;
 mod partition;
 mod schema;
 mod search;
@@ -25,9 +26,10 @@ use tantivy::IndexWriter;
 use tantivy::indexer::UserOperation;
 use tantivy::tokenizer::TokenizerManager;
 use vantage_proto::logs::{EMPTY_RESOURCE, EMPTY_SCOPE, LogView};
-use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 
 pub use compact::DEFAULT_COMPACT_QUIET_AFTER;
+pub use document::LogBatch;
+use document::{BatchBuilder, LogDoc};
 pub use partition::valid_tenant;
 use partition::{PartitionKey, PartitionReader};
 pub use schema::names as field_names;
@@ -153,7 +155,7 @@ pub struct LogStore {
 }
 
 struct OpenWriter {
-    writer: IndexWriter,
+    writer: IndexWriter<LogDoc>,
     dirty: bool,
     last_used: u64,
     /// When the last record was added: quiet compaction counts from here.
@@ -343,27 +345,31 @@ impl LogIndexer {
     }
 
     /// Adds every record of a durable batch. Batches must come in increasing LSN order.
+    /// The documents borrow from the batch until Tantivy has indexed them: pass the
+    /// request by value (a borrowed one is cloned).
     pub fn add_batch(
         &mut self,
         tenant: &str,
         lsn: u64,
-        request: &ExportLogsServiceRequest,
+        request: impl Into<LogBatch>,
     ) -> Result<AddOutcome, LogStoreError> {
         if !valid_tenant(tenant) {
             return Err(LogStoreError::InvalidTenant(tenant.to_string()));
         }
+        let LogBatch(request) = request.into();
         let mut outcome = AddOutcome::default();
         // One batch of operations per partition: Tantivy takes a whole batch through its
         // channel at once instead of waking its indexing thread per document.
-        let mut per_partition: Vec<(PartitionKey, Arc<LogFields>, Vec<UserOperation>)> = Vec::new();
+        let mut per_partition: Vec<(PartitionKey, Arc<LogFields>, Vec<u32>)> = Vec::new();
         let mut envelopes = EnvelopeEncoder::default();
-        for rl in &request.resource_logs {
+        let mut docs = BatchBuilder::new(lsn, &request);
+        for (rl_i, rl) in request.resource_logs.iter().enumerate() {
             let resource = rl.resource.as_ref().unwrap_or(&EMPTY_RESOURCE);
             envelopes.set_resource(resource);
-            for sl in &rl.scope_logs {
+            for (sl_i, sl) in rl.scope_logs.iter().enumerate() {
                 let scope = sl.scope.as_ref().unwrap_or(&EMPTY_SCOPE);
                 envelopes.set_scope(scope);
-                for record in &sl.log_records {
+                for (r_i, record) in sl.log_records.iter().enumerate() {
                     let view = LogView {
                         resource,
                         scope,
@@ -375,7 +381,6 @@ impl LogIndexer {
                         outcome.already_indexed += 1;
                         continue;
                     }
-                    let envelope = envelopes.encode(record);
                     // Each partition's documents in its own schema version.
                     let i = match per_partition.iter().position(|(k, _, _)| *k == key) {
                         Some(i) => i,
@@ -385,15 +390,31 @@ impl LogIndexer {
                             per_partition.len() - 1
                         }
                     };
-                    let (_, fields, ops) = &mut per_partition[i];
-                    let doc = fields.document(&view, lsn, time_ns, envelope);
-                    ops.push(UserOperation::Add(doc));
+                    let (_, fields, numbers) = &mut per_partition[i];
+                    let n = docs.add(
+                        fields,
+                        resource,
+                        record,
+                        (rl_i, sl_i, r_i),
+                        time_ns,
+                        &mut envelopes,
+                    );
+                    numbers.push(n);
                     outcome.added += 1;
                 }
             }
         }
+        // Nothing to add (replay of a batch every partition has): `per_partition` is empty.
+        let batch = docs.finish(request);
         let keys: Vec<PartitionKey> = per_partition.iter().map(|(k, _, _)| k.clone()).collect();
-        for (i, (key, _, ops)) in per_partition.into_iter().enumerate() {
+        for (i, (key, _, numbers)) in per_partition.into_iter().enumerate() {
+            let Some(batch) = &batch else {
+                break;
+            };
+            let ops: Vec<UserOperation<LogDoc>> = numbers
+                .into_iter()
+                .map(|n| UserOperation::Add(LogDoc::new(batch.clone(), n)))
+                .collect();
             // Partitions whose documents of this batch are not added yet: if one has to
             // be closed to make room, its commit must not claim this batch.
             let writer = self.writer_for(&key, lsn, &keys[i + 1..])?;

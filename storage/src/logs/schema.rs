@@ -2,20 +2,25 @@
 
 use std::collections::BTreeMap;
 
+#[cfg(test)]
+use tantivy::TantivyDocument;
+use tantivy::schema::OwnedValue;
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, JsonObjectOptions, STORED, Schema, TextFieldIndexing,
     TextOptions,
 };
 use tantivy::tokenizer::{LowerCaser, RawTokenizer, TextAnalyzer, TokenizerManager};
-use tantivy::{TantivyDocument, schema::OwnedValue};
+#[cfg(test)]
 use vantage_proto::json::any_value_to_json;
-use vantage_proto::logs::{LogView, decode_envelope, hex_id};
+#[cfg(test)]
+use vantage_proto::logs::LogView;
+use vantage_proto::logs::{decode_envelope, hex_id};
 use vantage_proto::otlp::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use vantage_proto::otlp::logs::v1::{LogRecord, ResourceLogs};
 use vantage_proto::otlp::resource::v1::Resource;
 
 /// The resource attribute the `service.name` field holds (when it is a string).
-const SERVICE_NAME_KEY: &str = "service.name";
+pub(crate) const SERVICE_NAME_KEY: &str = "service.name";
 
 /// Tokenizer for exact, case-insensitive keywords (severity text).
 pub(crate) const LOWERCASE_KEYWORD: &str = "keyword_lowercase";
@@ -232,8 +237,11 @@ impl LogFields {
         }
     }
 
-    /// Builds the document for one record. `time_ns` is the effective event time;
-    /// `envelope` encodes the record with its resource and scope ([`EnvelopeEncoder`]).
+    /// Builds the document for one record as a `TantivyDocument`. `time_ns` is the
+    /// effective event time; `envelope` encodes the record with its resource and scope
+    /// ([`EnvelopeEncoder`]). The reference for `document::LogDoc`, which indexes the
+    /// same values without copying them: tests check that the two agree.
+    #[cfg(test)]
     pub(crate) fn document(
         &self,
         view: &LogView<'_>,
@@ -411,6 +419,8 @@ pub(crate) struct EnvelopeEncoder {
     scope_field: Vec<u8>,
     /// Positions of the attributes whose doubles the current record leaves out.
     doubles: Vec<usize>,
+    /// What [`Self::encode`] returns (tests).
+    #[cfg(test)]
     out: Vec<u8>,
 }
 
@@ -439,25 +449,34 @@ impl EnvelopeEncoder {
     }
 
     /// The stored form of one record under the current resource and scope.
+    #[cfg(test)]
     pub(crate) fn encode(&mut self, record: &LogRecord) -> &[u8] {
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        self.encode_into(record, &mut out);
+        self.out = out;
+        &self.out
+    }
+
+    /// Appends the stored form of one record under the current resource and scope to
+    /// `out` (a batch keeps all of its stored records in one buffer).
+    pub(crate) fn encode_into(&mut self, record: &LogRecord, out: &mut Vec<u8>) {
         use prost::encoding::encode_varint;
         let mut flags = left_out_flags(record);
         doubles_to_leave_out(&record.attributes, &mut self.doubles);
         if !self.doubles.is_empty() {
             flags |= left_out::DOUBLES;
         }
-        self.out.clear();
-        self.out.push(STORED_SHARED_FIRST);
-        self.out.extend_from_slice(&self.shared);
-        self.out.push(flags);
+        out.push(STORED_SHARED_FIRST);
+        out.extend_from_slice(&self.shared);
+        out.push(flags);
         if !self.doubles.is_empty() {
-            encode_varint(self.doubles.len() as u64, &mut self.out);
+            encode_varint(self.doubles.len() as u64, out);
             for &i in &self.doubles {
-                encode_varint(i as u64, &mut self.out);
+                encode_varint(i as u64, out);
             }
         }
-        encode_record_fields(record, flags, &self.doubles, &mut self.out);
-        &self.out
+        encode_record_fields(record, flags, &self.doubles, out);
     }
 }
 
@@ -758,7 +777,7 @@ pub(crate) fn clamp_ns(ns: u64) -> i64 {
     i64::try_from(ns).unwrap_or(i64::MAX)
 }
 
-fn attributes_object(attributes: &[KeyValue]) -> BTreeMap<String, OwnedValue> {
+pub(crate) fn attributes_object(attributes: &[KeyValue]) -> BTreeMap<String, OwnedValue> {
     attributes
         .iter()
         .map(|kv| {
@@ -774,7 +793,7 @@ fn attributes_object(attributes: &[KeyValue]) -> BTreeMap<String, OwnedValue> {
 
 /// Splits an attribute object into its numeric leaves and everything else, keeping
 /// nested maps on both sides. Numbers inside arrays stay with the text side.
-fn split_numeric(
+pub(crate) fn split_numeric(
     object: BTreeMap<String, OwnedValue>,
 ) -> (BTreeMap<String, OwnedValue>, BTreeMap<String, OwnedValue>) {
     fn split(value: OwnedValue) -> (Option<OwnedValue>, Option<OwnedValue>) {

@@ -349,7 +349,7 @@ fn tenants_are_separate() {
     ix.add_batch(
         "team-b",
         3,
-        &request("b", vec![record(T0, "INFO", "secret of b", 200)]),
+        request("b", vec![record(T0, "INFO", "secret of b", 200)]),
     )
     .unwrap();
     ix.commit().unwrap();
@@ -357,7 +357,7 @@ fn tenants_are_separate() {
     let mut q = query("secret");
     q.tenant = "team-b".into();
     assert_eq!(store.search(&q).unwrap().total, 1);
-    assert!(ix.add_batch("../x", 4, &request("b", vec![])).is_err());
+    assert!(ix.add_batch("../x", 4, request("b", vec![])).is_err());
 }
 
 #[test]
@@ -385,7 +385,7 @@ fn replay_after_reopen_adds_nothing_twice() {
     ix.add_batch(
         "default",
         3,
-        &request("cart", vec![record(T0 + DAY, "INFO", "new", 1)]),
+        request("cart", vec![record(T0 + DAY, "INFO", "new", 1)]),
     )
     .unwrap();
     ix.commit().unwrap();
@@ -399,7 +399,7 @@ fn uncommitted_documents_are_invisible_and_tail_follows_lsn() {
     ix.add_batch(
         "default",
         3,
-        &request("cart", vec![record(T0, "INFO", "late arrival", 1)]),
+        request("cart", vec![record(T0, "INFO", "late arrival", 1)]),
     )
     .unwrap();
     assert_eq!(store.search(&query("late")).unwrap().total, 0);
@@ -439,15 +439,15 @@ fn a_batch_over_more_days_than_open_writers_replays_exactly_once() {
     };
     {
         let (_s, mut ix) = open(small(dir.path())).unwrap();
-        ix.add_batch("default", 1, &batch(1)).unwrap();
+        ix.add_batch("default", 1, batch(1)).unwrap();
         ix.commit().unwrap();
         // Four days, two writer slots: partitions are closed (committed) mid-batch.
-        ix.add_batch("default", 2, &batch(2)).unwrap();
+        ix.add_batch("default", 2, batch(2)).unwrap();
         // Crash: nothing else committed.
     }
     let (store, mut ix) = open(small(dir.path())).unwrap();
     assert_eq!(ix.checkpoint_lsn(), 1);
-    ix.add_batch("default", 2, &batch(2)).unwrap();
+    ix.add_batch("default", 2, batch(2)).unwrap();
     ix.commit().unwrap();
     let mut q = query("");
     q.end_ns = T0 + 5 * DAY;
@@ -474,9 +474,7 @@ fn plain_envelopes_of_older_versions_still_read_back() {
         let key = PartitionKey::for_time("default", T0);
         let fields = indexer.partition_reader(&key).unwrap().fields;
         let doc = fields.document(&view, 1, T0, &view.to_envelope());
-        let w = indexer.writer_for(&key, 1, &[]).unwrap();
-        w.writer.add_document(doc).unwrap();
-        w.dirty = true;
+        write_reference(&mut indexer, &key, 1, vec![doc]);
         indexer.last_added_lsn = 1;
         assert_eq!(indexer.close().unwrap(), 1);
     }
@@ -905,4 +903,264 @@ fn a_partition_taking_records_is_not_compacted() {
     assert_eq!(compact_until_finished(&mut indexer), 1);
     assert_eq!(searchable_segments(&mut indexer), 1);
     assert_eq!(store.search(&query("*")).unwrap().total, 11);
+}
+
+/// Adds `docs` to partition `key` through a `TantivyDocument` writer of its own,
+/// committed as batch `lsn`: the documents the reference (`LogFields::document`)
+/// builds, or what older versions wrote. The indexer must have no writer open on it.
+fn write_reference(
+    indexer: &mut LogIndexer,
+    key: &PartitionKey,
+    lsn: u64,
+    docs: Vec<tantivy::TantivyDocument>,
+) {
+    assert!(!indexer.writers.contains_key(key));
+    let reader = indexer.partition_reader(key).unwrap();
+    let mut w: IndexWriter = reader.index.writer_with_num_threads(1, 15_000_000).unwrap();
+    for doc in docs {
+        w.add_document(doc).unwrap();
+    }
+    let mut prepared = w.prepare_commit().unwrap();
+    prepared.set_payload(&lsn.to_string());
+    prepared.commit().unwrap();
+    w.wait_merging_threads().unwrap();
+    reader.reader.reload().unwrap();
+    indexer.committed.insert(key.clone(), lsn);
+}
+
+/// `LogIndexer::add_batch` as the reference documents write it: one commit per batch.
+fn add_batch_reference(indexer: &mut LogIndexer, lsn: u64, request: &ExportLogsServiceRequest) {
+    let mut per_partition: Vec<(PartitionKey, Vec<tantivy::TantivyDocument>)> = Vec::new();
+    let mut envelopes = schema::EnvelopeEncoder::default();
+    for rl in &request.resource_logs {
+        let resource = rl.resource.as_ref().unwrap_or(&EMPTY_RESOURCE);
+        envelopes.set_resource(resource);
+        for sl in &rl.scope_logs {
+            let scope = sl.scope.as_ref().unwrap_or(&EMPTY_SCOPE);
+            envelopes.set_scope(scope);
+            for record in &sl.log_records {
+                let view = LogView {
+                    resource,
+                    scope,
+                    record,
+                };
+                let time_ns = schema::clamp_ns(view.effective_time_unix_nano());
+                let key = PartitionKey::for_time("default", time_ns);
+                let fields = indexer.partition_reader(&key).unwrap().fields;
+                let doc = fields.document(&view, lsn, time_ns, envelopes.encode(record));
+                match per_partition.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, docs)) => docs.push(doc),
+                    None => per_partition.push((key, vec![doc])),
+                }
+            }
+        }
+    }
+    for (key, docs) in per_partition {
+        write_reference(indexer, &key, lsn, docs);
+    }
+    indexer.last_added_lsn = lsn;
+}
+
+/// The files of each segment of a store, by partition and extension (segment ids
+/// differ between stores; what they hold must not).
+fn segment_files(dir: &Path) -> BTreeMap<(String, String), Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for tenant in std::fs::read_dir(dir).unwrap().flatten() {
+        if !tenant.path().is_dir() {
+            continue;
+        }
+        for day in std::fs::read_dir(tenant.path()).unwrap().flatten() {
+            for file in std::fs::read_dir(day.path()).unwrap().flatten() {
+                let name = file.file_name().to_string_lossy().into_owned();
+                let Some((stem, ext)) = name.split_once('.') else {
+                    continue;
+                };
+                // Segment files are `<32 hex digits>.<component>`.
+                if stem.len() != 32 || !stem.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    continue;
+                }
+                let key = (
+                    day.file_name().to_string_lossy().into_owned(),
+                    ext.to_string(),
+                );
+                assert!(
+                    out.insert(key, std::fs::read(file.path()).unwrap())
+                        .is_none()
+                );
+            }
+        }
+    }
+    out
+}
+
+/// A batch of every attribute shape, over two days: what both ways must index alike.
+fn shapes_batch() -> ExportLogsServiceRequest {
+    use vantage_proto::otlp::common::v1::ArrayValue;
+    let list = |values: Vec<KeyValue>| any_value::Value::KvlistValue(KeyValueList { values });
+    let mut batch = seed_batches().remove(0).1;
+    let mut odd = record(T0 + DAY + 7, "WARN", "", 404);
+    odd.body = Some(AnyValue {
+        value: Some(list(vec![
+            kv("msg", s("structured body")),
+            kv("n", any_value::Value::IntValue(3)),
+        ])),
+    });
+    odd.attributes.extend([
+        kv("http.method", s("POST")), // repeated: the last wins
+        kv("bytes", any_value::Value::BytesValue(vec![0xde, 0xad])),
+        kv(
+            "tags",
+            any_value::Value::ArrayValue(ArrayValue {
+                values: vec![
+                    AnyValue {
+                        value: Some(s("x")),
+                    },
+                    AnyValue {
+                        value: Some(any_value::Value::IntValue(1)),
+                    },
+                ],
+            }),
+        ),
+        kv("flag", any_value::Value::BoolValue(true)),
+        kv("empty", list(vec![])),
+        kv(
+            "nested",
+            list(vec![
+                kv("inner", s("deeper")),
+                kv("n", any_value::Value::DoubleValue(0.5)),
+            ]),
+        ),
+    ]);
+    odd.trace_id = vec![1, 2, 3];
+    odd.span_id = Vec::new();
+    let mut no_body = record(T0 + 9, "", "", 201);
+    no_body.body = None;
+    no_body
+        .attributes
+        .push(kv("duration_ms", any_value::Value::DoubleValue(12.25)));
+    batch.resource_logs[0].scope_logs[0]
+        .log_records
+        .extend([odd, no_body]);
+    let mut other = request(
+        "cart",
+        vec![record(T0 + 11, "INFO", "cart emptied by user", 200)],
+    );
+    other.resource_logs[0]
+        .resource
+        .as_mut()
+        .unwrap()
+        .attributes
+        .extend([
+            kv("service.name", s("cart-again")),
+            kv("region", s("eu")),
+            kv("cores", any_value::Value::IntValue(8)),
+        ]);
+    batch.resource_logs.extend(other.resource_logs);
+    batch
+}
+
+/// Borrowed documents and the reference's `TantivyDocument`s build the same segments
+/// (same terms, columns and stored bytes), in every schema version, and so answer
+/// every query alike.
+#[test]
+fn borrowed_documents_index_exactly_what_the_reference_does() {
+    for version in SchemaVersion::ALL {
+        let batch = shapes_batch();
+        let (ours_dir, reference_dir) =
+            (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (ours, mut ours_ix) = open_versioned(small(ours_dir.path()), version).unwrap();
+        ours_ix.add_batch("default", 1, batch.clone()).unwrap();
+        ours_ix.commit().unwrap();
+        let (reference, mut reference_ix) =
+            open_versioned(small(reference_dir.path()), version).unwrap();
+        add_batch_reference(&mut reference_ix, 1, &batch);
+        reference_ix.commit().unwrap();
+        let (a, b) = (
+            segment_files(ours_dir.path()),
+            segment_files(reference_dir.path()),
+        );
+        assert_eq!(
+            a.keys().collect::<Vec<_>>(),
+            b.keys().collect::<Vec<_>>(),
+            "{version:?}"
+        );
+        assert!(a.len() >= 2 * 5, "{:?}", a.keys());
+        for (key, bytes) in &a {
+            assert!(bytes == &b[key], "{version:?}: {key:?} differs");
+        }
+        let mut queries: Vec<String> = standard_queries().into_iter().map(|(q, _)| q).collect();
+        queries.extend(
+            [
+                "attributes.http.method:POST",
+                "attributes.bytes:dead",
+                "attributes.tags:x",
+                "attributes.tags:1",
+                "attributes.flag:true",
+                "attributes.nested.inner:deeper",
+                "attributes.nested.n:[0 TO 1]",
+                "attributes.duration_ms:>12",
+                "attributes.http.status_code:>=404",
+                "resource.service.name:cart-again",
+                "resource.region:eu",
+                "resource.cores:8",
+                "service.name:cart",
+                "structured",
+                "\"structured body\"",
+                "trace_id:010203",
+                "severity_text:warn",
+            ]
+            .map(str::to_string),
+        );
+        for text in queries {
+            let mut q = query(&text);
+            q.limit = MAX_LIMIT;
+            let (x, y) = (ours.search(&q), reference.search(&q));
+            match (x, y) {
+                (Ok(x), Ok(y)) => {
+                    assert_eq!(x.total, y.total, "{version:?}: {text}");
+                    let hits = |r: &LogSearchResult| {
+                        r.hits
+                            .iter()
+                            .map(|h| (h.lsn, h.time_ns, prost::Message::encode_to_vec(&h.envelope)))
+                            .collect::<Vec<_>>()
+                    };
+                    assert_eq!(hits(&x), hits(&y), "{version:?}: {text}");
+                }
+                (Err(_), Err(_)) => {}
+                (x, y) => panic!("{version:?}: {text}: {:?} / {:?}", x.is_ok(), y.is_ok()),
+            }
+        }
+        assert!(
+            ours.search(&query("attributes.http.method:POST"))
+                .unwrap()
+                .total
+                == 1
+        );
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    /// Arbitrary batches build the same segment files both ways.
+    #[test]
+    fn arbitrary_batches_index_exactly_what_the_reference_does(
+        request in document::tests::arb_request(),
+        v1 in proptest::bool::ANY,
+    ) {
+        let version = if v1 { SchemaVersion::V1 } else { SchemaVersion::V2 };
+        let (ours_dir, reference_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (_ours, mut ours_ix) = open_versioned(small(ours_dir.path()), version).unwrap();
+        ours_ix.add_batch("default", 1, &request).unwrap();
+        ours_ix.close().unwrap();
+        let (_reference, mut reference_ix) =
+            open_versioned(small(reference_dir.path()), version).unwrap();
+        add_batch_reference(&mut reference_ix, 1, &request);
+        reference_ix.close().unwrap();
+        let (a, b) = (segment_files(ours_dir.path()), segment_files(reference_dir.path()));
+        proptest::prop_assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+        for (key, bytes) in &a {
+            proptest::prop_assert!(bytes == &b[key], "{:?}: {:?} differs", version, key);
+        }
+    }
 }
