@@ -25,6 +25,7 @@ use vantage_proto::otlp::common::v1::{AnyValue, KeyValue, any_value};
 use vantage_proto::otlp::logs::v1::LogRecord;
 use vantage_proto::otlp::resource::v1::Resource;
 
+use super::inflight::Permit;
 use super::schema::{
     EnvelopeEncoder, LogFields, SERVICE_NAME_KEY, SchemaVersion, attributes_object, clamp_ns,
     split_numeric,
@@ -328,6 +329,8 @@ pub(crate) struct BatchDocs {
     envelopes: Vec<u8>,
     /// `(text, numeric)` attribute objects built owned.
     owned: Vec<(Option<OwnedValue>, Option<OwnedValue>)>,
+    /// The batch's slot among those in flight, freed with the batch.
+    _slot: Permit,
 }
 
 /// Builds a [`BatchDocs`] record by record while the request is borrowed.
@@ -510,7 +513,11 @@ impl BatchBuilder {
 
     /// The batch, holding `request` (the one the builder was made with); `None` when
     /// no record was added.
-    pub(crate) fn finish(self, request: ExportLogsServiceRequest) -> Option<Arc<BatchDocs>> {
+    pub(crate) fn finish(
+        self,
+        request: ExportLogsServiceRequest,
+        slot: impl FnOnce() -> Permit,
+    ) -> Option<Arc<BatchDocs>> {
         let fields = self.fields?;
         Some(Arc::new(BatchDocs {
             request,
@@ -522,6 +529,7 @@ impl BatchBuilder {
             text: self.text,
             envelopes: self.envelopes,
             owned: self.owned,
+            _slot: slot(),
         }))
     }
 }
@@ -951,7 +959,9 @@ pub(crate) mod tests {
                 }
             }
         }
-        let Some(batch) = builder.finish(request.clone()) else {
+        let Some(batch) = builder.finish(request.clone(), || {
+            Arc::new(super::super::inflight::InFlight::default()).acquire(1)
+        }) else {
             assert!(reference.is_empty());
             return Vec::new();
         };

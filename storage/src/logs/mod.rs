@@ -12,6 +12,7 @@
 
 mod compact;
 mod document;
+mod inflight;
 mod partition;
 mod schema;
 mod search;
@@ -172,6 +173,7 @@ pub struct LogIndexer {
     last_added_lsn: u64,
     checkpoint_lsn: u64,
     use_counter: u64,
+    in_flight: Arc<inflight::InFlight>,
 }
 
 /// What one call to [`LogIndexer::add_batch`] did.
@@ -231,6 +233,7 @@ pub(crate) fn open_versioned(
         last_added_lsn: checkpoint_lsn,
         checkpoint_lsn,
         use_counter: 0,
+        in_flight: Arc::default(),
     };
     Ok((store, indexer))
 }
@@ -405,7 +408,10 @@ impl LogIndexer {
             }
         }
         // Nothing to add (replay of a batch every partition has): `per_partition` is empty.
-        let batch = docs.finish(request);
+        // Waits while Tantivy still holds `MAX_BATCHES_IN_FLIGHT` batches (backpressure).
+        let batch = docs.finish(request, || {
+            self.in_flight.acquire(inflight::MAX_BATCHES_IN_FLIGHT)
+        });
         let keys: Vec<PartitionKey> = per_partition.iter().map(|(k, _, _)| k.clone()).collect();
         for (i, (key, _, numbers)) in per_partition.into_iter().enumerate() {
             let Some(batch) = &batch else {
