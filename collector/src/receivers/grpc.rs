@@ -26,7 +26,7 @@ use vantage_storage::meta::Scope;
 
 use super::keep_bytes::{Encoded, KeepBytesCodec};
 use crate::auth::{Auth, Principal};
-use crate::ingest::{Ingest, IngestError, Received, Signal};
+use crate::ingest::{Accepted, Ingest, IngestError, Received, Signal};
 use crate::telemetry::{RequestLabels, Telemetry};
 
 /// Tonic refuses an oversized message before any handler runs, with OUT_OF_RANGE (over
@@ -240,11 +240,34 @@ trait ExportMethod: Send + Sync + 'static {
     /// The response message.
     type Response: prost::Message + Send + 'static;
 
-    /// Handles one decoded export.
-    fn export(
-        grpc: OtlpGrpc,
-        request: Request<Encoded<Self::Request>>,
-    ) -> BoxFuture<'static, Result<Response<Self::Response>, Status>>;
+    /// The signal, for the request counters.
+    const SIGNAL: Signal;
+
+    /// Makes one export durable (the signal's `Ingest::export_*`).
+    fn ingest<'a>(
+        ingest: &'a Ingest,
+        principal: &'a Principal,
+        received: Received<Self::Request>,
+        batch_id: Option<u128>,
+    ) -> BoxFuture<'a, Result<Accepted, IngestError>>;
+
+    /// The response to an accepted export (its partial success).
+    fn response(accepted: Accepted) -> Self::Response;
+}
+
+/// Handles one decoded export of method `M`: credential, batch id, ingest, counters.
+async fn export<M: ExportMethod>(
+    grpc: OtlpGrpc,
+    request: Request<Encoded<M::Request>>,
+) -> Result<Response<M::Response>, Status> {
+    let principal = principal(&request)?;
+    let batch_id = batch_id(&request)?;
+    let Encoded { message, bytes } = request.into_inner();
+    let received = Received::protobuf(message, bytes);
+    let result = M::ingest(&grpc.ingest, &principal, received, batch_id).await;
+    grpc.record(M::SIGNAL, &result);
+    let accepted = result.map_err(to_status)?;
+    Ok(Response::new(M::response(accepted)))
 }
 
 /// The route of one OTLP service, as tonic's generated server would build it (gzip and
@@ -300,7 +323,7 @@ impl<M: ExportMethod> tower::Service<http::Request<tonic::body::Body>> for Expor
                 .accept_compressed(CompressionEncoding::Zstd)
                 .max_decoding_message_size(self.max_request_bytes);
         Box::pin(async move {
-            let handler = tower::service_fn(move |r| M::export(grpc.clone(), r));
+            let handler = tower::service_fn(move |r| Box::pin(export::<M>(grpc.clone(), r)));
             Ok(server.unary(handler, request).await)
         })
     }
@@ -315,24 +338,21 @@ impl ExportMethod for LogsExport {
     type Request = ExportLogsServiceRequest;
     type Response = ExportLogsServiceResponse;
 
-    fn export(
-        grpc: OtlpGrpc,
-        request: Request<Encoded<ExportLogsServiceRequest>>,
-    ) -> BoxFuture<'static, Result<Response<ExportLogsServiceResponse>, Status>> {
-        Box::pin(async move {
-            let principal = principal(&request)?;
-            let batch_id = batch_id(&request)?;
-            let Encoded { message, bytes } = request.into_inner();
-            let result = grpc
-                .ingest
-                .export_logs(&principal, Received::protobuf(message, bytes), batch_id)
-                .await;
-            grpc.record(Signal::Logs, &result);
-            let accepted = result.map_err(to_status)?;
-            Ok(Response::new(ExportLogsServiceResponse {
-                partial_success: accepted.logs_partial_success(),
-            }))
-        })
+    const SIGNAL: Signal = Signal::Logs;
+
+    fn ingest<'a>(
+        ingest: &'a Ingest,
+        principal: &'a Principal,
+        received: Received<Self::Request>,
+        batch_id: Option<u128>,
+    ) -> BoxFuture<'a, Result<Accepted, IngestError>> {
+        Box::pin(ingest.export_logs(principal, received, batch_id))
+    }
+
+    fn response(accepted: Accepted) -> Self::Response {
+        Self::Response {
+            partial_success: accepted.logs_partial_success(),
+        }
     }
 }
 
@@ -345,24 +365,21 @@ impl ExportMethod for MetricsExport {
     type Request = ExportMetricsServiceRequest;
     type Response = ExportMetricsServiceResponse;
 
-    fn export(
-        grpc: OtlpGrpc,
-        request: Request<Encoded<ExportMetricsServiceRequest>>,
-    ) -> BoxFuture<'static, Result<Response<ExportMetricsServiceResponse>, Status>> {
-        Box::pin(async move {
-            let principal = principal(&request)?;
-            let batch_id = batch_id(&request)?;
-            let Encoded { message, bytes } = request.into_inner();
-            let result = grpc
-                .ingest
-                .export_metrics(&principal, Received::protobuf(message, bytes), batch_id)
-                .await;
-            grpc.record(Signal::Metrics, &result);
-            let accepted = result.map_err(to_status)?;
-            Ok(Response::new(ExportMetricsServiceResponse {
-                partial_success: accepted.metrics_partial_success(),
-            }))
-        })
+    const SIGNAL: Signal = Signal::Metrics;
+
+    fn ingest<'a>(
+        ingest: &'a Ingest,
+        principal: &'a Principal,
+        received: Received<Self::Request>,
+        batch_id: Option<u128>,
+    ) -> BoxFuture<'a, Result<Accepted, IngestError>> {
+        Box::pin(ingest.export_metrics(principal, received, batch_id))
+    }
+
+    fn response(accepted: Accepted) -> Self::Response {
+        Self::Response {
+            partial_success: accepted.metrics_partial_success(),
+        }
     }
 }
 
@@ -375,23 +392,20 @@ impl ExportMethod for TracesExport {
     type Request = ExportTraceServiceRequest;
     type Response = ExportTraceServiceResponse;
 
-    fn export(
-        grpc: OtlpGrpc,
-        request: Request<Encoded<ExportTraceServiceRequest>>,
-    ) -> BoxFuture<'static, Result<Response<ExportTraceServiceResponse>, Status>> {
-        Box::pin(async move {
-            let principal = principal(&request)?;
-            let batch_id = batch_id(&request)?;
-            let Encoded { message, bytes } = request.into_inner();
-            let result = grpc
-                .ingest
-                .export_traces(&principal, Received::protobuf(message, bytes), batch_id)
-                .await;
-            grpc.record(Signal::Traces, &result);
-            let accepted = result.map_err(to_status)?;
-            Ok(Response::new(ExportTraceServiceResponse {
-                partial_success: accepted.traces_partial_success(),
-            }))
-        })
+    const SIGNAL: Signal = Signal::Traces;
+
+    fn ingest<'a>(
+        ingest: &'a Ingest,
+        principal: &'a Principal,
+        received: Received<Self::Request>,
+        batch_id: Option<u128>,
+    ) -> BoxFuture<'a, Result<Accepted, IngestError>> {
+        Box::pin(ingest.export_traces(principal, received, batch_id))
+    }
+
+    fn response(accepted: Accepted) -> Self::Response {
+        Self::Response {
+            partial_success: accepted.traces_partial_success(),
+        }
     }
 }
