@@ -29,6 +29,46 @@ pub fn cpu_seconds(pid: impl Display) -> anyhow::Result<f64> {
     Ok((utime + stime) / clock_ticks())
 }
 
+/// CPU seconds (utime + stime) of each thread of a process now: `(tid, name, seconds)`.
+/// Threads that already exited are not listed; sample while they run (Tantivy's merge
+/// threads come and go) to see them.
+pub fn thread_cpu_seconds(pid: impl Display) -> Vec<(u64, String, f64)> {
+    let ticks = clock_ticks();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| {
+            let tid = task.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            let (head, after) = stat.rsplit_once(')')?;
+            let name = head.split_once('(')?.1.to_string();
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((tid, name, (utime + stime) / ticks))
+        })
+        .collect()
+}
+
+/// Sums per-thread CPU seconds by thread name with trailing digits dropped
+/// (`merge_thread_3` and `merge_thread_7` are one line), largest first.
+pub fn cpu_by_thread_name<'a>(
+    threads: impl IntoIterator<Item = &'a (String, f64)>,
+) -> Vec<(String, f64)> {
+    let mut by_name: std::collections::BTreeMap<String, f64> = Default::default();
+    for (name, secs) in threads {
+        let base = name
+            .trim_end_matches(|c: char| c.is_ascii_digit())
+            .to_string();
+        *by_name.entry(base).or_default() += secs;
+    }
+    let mut out: Vec<(String, f64)> = by_name.into_iter().collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    out
+}
+
 /// A `VmRSS:`/`VmHWM:`/`RssAnon:` line of `/proc/<pid>/status`, in bytes.
 pub fn status_bytes(pid: impl Display, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

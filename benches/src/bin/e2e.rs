@@ -11,6 +11,7 @@
 //! (5) sustained overload: RSS sampled while far more load is offered than the
 //! collector can take.
 
+use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -25,7 +26,8 @@ use serde_json::{Value, json};
 use tantivy::schema::{FAST, STORED, STRING, Schema, TEXT};
 use tantivy::{Index, IndexSettings, TantivyDocument};
 use vantage_benches::procfs::{
-    cpu_seconds, dir_bytes, encode_query, mib, percentile, status_bytes,
+    cpu_by_thread_name, cpu_seconds, dir_bytes, encode_query, mib, percentile, status_bytes,
+    thread_cpu_seconds,
 };
 use vantage_benches::{log_batch, query_terms, raw_text_len};
 use vantage_proto::json::{any_value_to_json, attributes_to_json};
@@ -107,6 +109,11 @@ struct Args {
     /// Collector indexing threads.
     #[arg(long, default_value_t = 1)]
     indexing_threads: usize,
+    /// Commit the in-process indexer every this many batches (the collector commits
+    /// every second, ~100 batches at saturation), not once at the end: what small
+    /// segments and their merges cost, without the service path.
+    #[arg(long)]
+    commit_every_batches: Option<usize>,
     /// Where data directories go (deleted after each phase).
     #[arg(long, default_value = "target/e2e")]
     work_dir: PathBuf,
@@ -386,6 +393,12 @@ fn indexer_ceiling_with(
     let t0 = Instant::now();
     for (i, batch) in batches.into_iter().enumerate() {
         indexer.add_batch("default", i as u64 + 1, batch)?;
+        if args
+            .commit_every_batches
+            .is_some_and(|n| (i + 1) % n.max(1) == 0)
+        {
+            indexer.commit()?;
+        }
     }
     indexer.close()?;
     let cpu = cpu_seconds(&me)? - cpu0;
@@ -401,6 +414,7 @@ fn indexer_ceiling_with(
         "docs_per_cpu_s": docs as f64 / cpu, "index_bytes": bytes,
         "index_bytes_by_kind": by_kind, "index_bytes_by_field": by_field,
         "docstore_zstd_level": docstore.zstd_level, "docstore_block_bytes": docstore.block_bytes,
+        "commit_every_batches": args.commit_every_batches,
     }))
 }
 
@@ -579,23 +593,42 @@ fn json_lines_zstd3<B: std::borrow::Borrow<ExportLogsServiceRequest>>(
     Ok((raw_json, encoder.finish()?.0))
 }
 
-/// Samples a process's resident memory until told to stop: (VmRSS, RssAnon) in bytes.
-/// RssAnon leaves out mapped index files, which the kernel may drop at will.
-fn sample_rss(
+/// What [`sample_process`] saw: (VmRSS, RssAnon) in bytes at each sample, and the last
+/// CPU seconds seen of every thread, exited ones included.
+struct ProcessSamples {
+    memory: Vec<(u64, u64)>,
+    threads: HashMap<u64, (String, f64)>,
+}
+
+/// Samples a process's resident memory and its threads' CPU until told to stop.
+/// RssAnon leaves out mapped index files, which the kernel may drop at will. Threads
+/// are sampled because a profile attached to the process at start misses the merge
+/// threads Tantivy spawns later (a fifth of the collector's CPU under sustained ingest).
+fn sample_process(
     pid: String,
     stop: Arc<AtomicBool>,
     every: Duration,
-) -> std::thread::JoinHandle<Vec<(u64, u64)>> {
+) -> std::thread::JoinHandle<ProcessSamples> {
     std::thread::spawn(move || {
-        let mut samples = Vec::new();
+        let mut samples = ProcessSamples {
+            memory: Vec::new(),
+            threads: HashMap::new(),
+        };
+        let sample = |samples: &mut ProcessSamples| {
+            for (tid, name, secs) in thread_cpu_seconds(&pid) {
+                samples.threads.insert(tid, (name, secs));
+            }
+        };
         while !stop.load(Ordering::Relaxed) {
             if let (Some(rss), Some(anon)) =
                 (status_bytes(&pid, "VmRSS:"), status_bytes(&pid, "RssAnon:"))
             {
-                samples.push((rss, anon));
+                samples.memory.push((rss, anon));
             }
+            sample(&mut samples);
             std::thread::sleep(every);
         }
+        sample(&mut samples);
         samples
     })
 }
@@ -609,7 +642,11 @@ fn throughput(args: &Args) -> anyhow::Result<(Value, Value)> {
     )?;
     let cpu0 = cpu_seconds(&c.pid)?;
     let stop = Arc::new(AtomicBool::new(false));
-    let sampler = sample_rss(c.pid.clone(), stop.clone(), Duration::from_millis(500));
+    let threads0: HashMap<u64, f64> = thread_cpu_seconds(&c.pid)
+        .into_iter()
+        .map(|(tid, _, secs)| (tid, secs))
+        .collect();
+    let sampler = sample_process(c.pid.clone(), stop.clone(), Duration::from_millis(250));
     let t0 = Instant::now();
     let load = run_loadgen(
         args,
@@ -638,7 +675,16 @@ fn throughput(args: &Args) -> anyhow::Result<(Value, Value)> {
     let samples = sampler
         .join()
         .map_err(|_| anyhow::anyhow!("sampler panicked"))?;
-    let peak_anon = samples.iter().map(|s| s.1).max().unwrap_or(0);
+    let peak_anon = samples.memory.iter().map(|s| s.1).max().unwrap_or(0);
+    let during: Vec<(String, f64)> = samples
+        .threads
+        .iter()
+        .map(|(tid, (name, secs))| (name.clone(), secs - threads0.get(tid).unwrap_or(&0.0)))
+        .collect();
+    let by_thread: serde_json::Map<String, Value> = cpu_by_thread_name(&during)
+        .into_iter()
+        .map(|(name, secs)| (name, json!((secs * 100.0).round() / 100.0)))
+        .collect();
     let raw_bytes = load["acked_raw_bytes"].as_u64().unwrap_or(0) as f64;
     let ingest = json!({
         "records_acked": acked, "records_searchable": searchable,
@@ -648,6 +694,7 @@ fn throughput(args: &Args) -> anyhow::Result<(Value, Value)> {
         "collector_cpu_s": cpu, "records_per_cpu_s": searchable as f64 / cpu,
         "collector_peak_rss_bytes": peak_rss,
         "collector_peak_anon_mib_sampled": mib(peak_anon),
+        "collector_cpu_s_by_thread": by_thread,
         "loadgen": load,
     });
 
@@ -871,7 +918,7 @@ fn overload(args: &Args) -> anyhow::Result<Value> {
         args.indexing_threads,
     )?;
     let stop = Arc::new(AtomicBool::new(false));
-    let sampler = sample_rss(c.pid.clone(), stop.clone(), Duration::from_millis(500));
+    let sampler = sample_process(c.pid.clone(), stop.clone(), Duration::from_millis(500));
     let load = run_loadgen(
         args,
         &c,
@@ -888,7 +935,7 @@ fn overload(args: &Args) -> anyhow::Result<Value> {
     let samples = sampler
         .join()
         .map_err(|_| anyhow::anyhow!("sampler panicked"))?;
-    let (first, second) = samples.split_at(samples.len() / 2);
+    let (first, second) = samples.memory.split_at(samples.memory.len() / 2);
     let max = |xs: &[(u64, u64)], f: fn(&(u64, u64)) -> u64| xs.iter().map(f).max().unwrap_or(0);
     let min = |xs: &[(u64, u64)], f: fn(&(u64, u64)) -> u64| xs.iter().map(f).min().unwrap_or(0);
     let data_dir = c.data_dir.clone();
@@ -902,7 +949,7 @@ fn overload(args: &Args) -> anyhow::Result<Value> {
         "anon_mib_first_half_max": mib(max(first, |s| s.1)),
         "anon_mib_second_half_min": mib(min(second, |s| s.1)),
         "anon_mib_second_half_max": mib(max(second, |s| s.1)),
-        "samples": samples.len(),
+        "samples": samples.memory.len(),
         "loadgen": load,
     }))
 }

@@ -301,15 +301,13 @@ struct ResourceMeta {
     objects: [Option<Option<OwnedValue>>; 2],
 }
 
+/// V3 builds its resource object as V2 does.
 fn version_slot(version: SchemaVersion) -> usize {
     match version {
         SchemaVersion::V1 => 0,
-        SchemaVersion::V2 => 1,
+        SchemaVersion::V2 | SchemaVersion::V3 => 1,
     }
 }
-
-/// Length of a trace or span bucket: the hex of two bytes.
-const BUCKET_LEN: u32 = 4;
 
 /// Everything the documents of one batch read: the request and what was computed
 /// from it. Shared by its documents; freed when Tantivy has indexed the last one.
@@ -412,11 +410,11 @@ impl BatchBuilder {
         }
         let trace = (!record.trace_id.is_empty()).then(|| {
             let (bucket, hi, lo) = id_words(&record.trace_id);
-            (self.push_bucket(bucket), hi, lo)
+            (self.push_bucket(bucket, version), hi, lo)
         });
         let span = (!record.span_id.is_empty()).then(|| {
             let (bucket, hi, _) = id_words(&record.span_id);
-            (self.push_bucket(bucket), hi)
+            (self.push_bucket(bucket, version), hi)
         });
         let body_json = match record.body.as_ref() {
             Some(body)
@@ -448,13 +446,15 @@ impl BatchBuilder {
         (self.records.len() - 1) as u32
     }
 
-    /// The id bucket (two bytes) as hex in `text`; returns where it starts.
-    fn push_bucket(&mut self, bucket: [u8; 2]) -> u32 {
+    /// The id bucket (the first [`SchemaVersion::id_bucket_len`] hex digits of two
+    /// bytes) in `text`; returns where it starts.
+    fn push_bucket(&mut self, bucket: [u8; 2], version: SchemaVersion) -> u32 {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let start = self.text.len() as u32;
-        for b in bucket {
-            self.text.push(HEX[usize::from(b >> 4)] as char);
-            self.text.push(HEX[usize::from(b & 15)] as char);
+        let [a, b] = bucket;
+        let digits = [a >> 4, a & 15, b >> 4, b & 15];
+        for d in &digits[..version.id_bucket_len()] {
+            self.text.push(HEX[usize::from(*d)] as char);
         }
         start
     }
@@ -616,7 +616,7 @@ impl<'a> LogDocFields<'a> {
     }
 
     fn bucket(&self, start: u32) -> &'a str {
-        self.text(start, start + BUCKET_LEN)
+        self.text(start, start + self.meta.version.id_bucket_len() as u32)
     }
 
     /// The value of step `step`, if the document has one.
@@ -991,9 +991,12 @@ pub(crate) mod tests {
         fn id_words_are_id_parts(id in prop::collection::vec(any::<u8>(), 0..20)) {
             let (bucket, hi, lo) = id_words(&id);
             let mut builder = BatchBuilder::new(0, &ExportLogsServiceRequest::default());
-            let at = builder.push_bucket(bucket) as usize;
             let (hex, want_hi, want_lo) = super::super::schema::id_parts(&id);
-            prop_assert_eq!(&builder.text[at..at + BUCKET_LEN as usize], hex.as_str());
+            for version in SchemaVersion::ALL {
+                let at = builder.push_bucket(bucket, version) as usize;
+                let len = version.id_bucket_len();
+                prop_assert_eq!(&builder.text[at..at + len], &hex[..len]);
+            }
             prop_assert_eq!((hi, lo), (want_hi, want_lo));
         }
     }
@@ -1002,18 +1005,20 @@ pub(crate) mod tests {
     /// versions must number their fields alike.
     #[test]
     fn every_version_numbers_its_fields_alike() {
-        let [v1, v2] = SchemaVersion::ALL.map(LogFields::for_version);
+        let [v1, later @ ..] = SchemaVersion::ALL.map(LogFields::for_version);
         let names = |f: &LogFields| {
             f.schema
                 .fields()
                 .map(|(field, entry)| (field, entry.name().to_string()))
                 .collect::<Vec<_>>()
         };
-        assert_eq!(names(&v1), names(&v2));
-        assert_eq!(
-            (v1.resource, v1.attributes, v1.record, v1.severity_number),
-            (v2.resource, v2.attributes, v2.record, v2.severity_number)
-        );
+        for v in later {
+            assert_eq!(names(&v1), names(&v));
+            assert_eq!(
+                (v1.resource, v1.attributes, v1.record, v1.severity_number),
+                (v.resource, v.attributes, v.record, v.severity_number)
+            );
+        }
     }
 
     /// The cases the borrowed path must get right, spelled out.

@@ -366,6 +366,11 @@ impl LogIndexer {
         let mut per_partition: Vec<(PartitionKey, Arc<LogFields>, Vec<u32>)> = Vec::new();
         let mut envelopes = EnvelopeEncoder::default();
         let mut docs = BatchBuilder::new(lsn, &request);
+        // The day of the previous record and where its documents go (`None`: that
+        // partition already committed this batch): a batch's records nearly always share
+        // a day, and a key per record (a tenant string, a hash lookup) was a third of this
+        // thread's time.
+        let mut last: Option<(i64, Option<usize>)> = None;
         for (rl_i, rl) in request.resource_logs.iter().enumerate() {
             let resource = rl.resource.as_ref().unwrap_or(&EMPTY_RESOURCE);
             envelopes.set_resource(resource);
@@ -379,19 +384,31 @@ impl LogIndexer {
                         record,
                     };
                     let time_ns = schema::clamp_ns(view.effective_time_unix_nano());
-                    let key = PartitionKey::for_time(tenant, time_ns);
-                    if self.committed.get(&key).is_some_and(|&c| c >= lsn) {
+                    let start_ns = PartitionKey::start_for(time_ns);
+                    let slot = match last {
+                        Some((day, slot)) if day == start_ns => slot,
+                        _ => {
+                            let key = PartitionKey::for_time(tenant, time_ns);
+                            let slot = if self.committed.get(&key).is_some_and(|&c| c >= lsn) {
+                                None
+                            } else {
+                                // Each partition's documents in its own schema version.
+                                Some(match per_partition.iter().position(|(k, _, _)| *k == key) {
+                                    Some(i) => i,
+                                    None => {
+                                        let fields = self.partition_reader(&key)?.fields;
+                                        per_partition.push((key, fields, Vec::new()));
+                                        per_partition.len() - 1
+                                    }
+                                })
+                            };
+                            last = Some((start_ns, slot));
+                            slot
+                        }
+                    };
+                    let Some(i) = slot else {
                         outcome.already_indexed += 1;
                         continue;
-                    }
-                    // Each partition's documents in its own schema version.
-                    let i = match per_partition.iter().position(|(k, _, _)| *k == key) {
-                        Some(i) => i,
-                        None => {
-                            let fields = self.partition_reader(&key)?.fields;
-                            per_partition.push((key, fields, Vec::new()));
-                            per_partition.len() - 1
-                        }
                     };
                     let (_, fields, numbers) = &mut per_partition[i];
                     let n = docs.add(

@@ -27,8 +27,13 @@ impl PartitionKey {
     pub(crate) fn for_time(tenant: &str, time_ns: i64) -> Self {
         PartitionKey {
             tenant: tenant.to_string(),
-            start_ns: time_ns.div_euclid(PARTITION_NS) * PARTITION_NS,
+            start_ns: Self::start_for(time_ns),
         }
+    }
+
+    /// The start of the day partition holding `time_ns`.
+    pub(crate) fn start_for(time_ns: i64) -> i64 {
+        time_ns.div_euclid(PARTITION_NS) * PARTITION_NS
     }
 
     pub(crate) fn end_ns(&self) -> i64 {

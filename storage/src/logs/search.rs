@@ -402,15 +402,29 @@ fn id_lookup(field: &str, text: &str) -> Result<UserInputAst, LogQueryError> {
             ))
         })?;
     let (bucket, hi, lo) = id_parts(&bytes);
+    // Either bucket width: a partition holds only its own version's, so asking both
+    // keeps this rewrite the same for every version.
+    let buckets = |field: &str| {
+        let widths = [SchemaVersion::V2, SchemaVersion::V3].map(SchemaVersion::id_bucket_len);
+        UserInputAst::Clause(
+            widths
+                .into_iter()
+                .map(|len| {
+                    let term = keyword(field, bucket[..len].to_string());
+                    (Some(GrammarOccur::Should), term)
+                })
+                .collect(),
+        )
+    };
     Ok(if field == names::TRACE_ID {
         must_all(vec![
-            keyword(names::TRACE_BUCKET, bucket),
+            buckets(names::TRACE_BUCKET),
             exact_u64(names::TRACE_HI, hi),
             exact_u64(names::TRACE_LO, lo),
         ])
     } else {
         must_all(vec![
-            keyword(names::SPAN_BUCKET, bucket),
+            buckets(names::SPAN_BUCKET),
             exact_u64(names::SPAN, hi),
         ])
     })
