@@ -203,6 +203,14 @@ struct WalFile {
     fsync: Option<bool>,
 }
 
+/// Two indexing threads where there are two CPUs: one Tantivy thread tops out near
+/// 100 k records/s, and on the 2-core bench machine two take 20 % more (10 M records,
+/// 122 k against 102 k records/s) for 4 % more CPU per record (more, smaller segments
+/// to merge). More than two split each second's segment further for little gain.
+fn default_indexing_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct LogsFile {
@@ -261,9 +269,9 @@ pub struct Config {
     pub wal_fsync: bool,
     /// Log index commit cadence.
     pub commit_interval: Duration,
-    /// Tantivy writer heap per open partition.
+    /// Tantivy writer heap per open partition (default 96 MiB per indexing thread).
     pub writer_heap_bytes: usize,
-    /// Tantivy indexing threads.
+    /// Tantivy indexing threads (default two, one on a one-CPU machine).
     pub indexing_threads: usize,
     /// How long logs are kept.
     pub retention_logs: Duration,
@@ -542,11 +550,14 @@ fn validate(f: FileConfig) -> Result<Config, ConfigError> {
             "ingest.max_inflight_bytes: {max_inflight_bytes} is below ingest.max_request_bytes ({max_request_bytes}); one request must fit"
         ));
     }
+    let indexing_threads = f
+        .logs
+        .indexing_threads
+        .unwrap_or_else(default_indexing_threads);
     let writer_heap_bytes = f
         .logs
         .writer_heap_bytes
-        .unwrap_or(vantage_storage::logs::DEFAULT_WRITER_HEAP_BYTES);
-    let indexing_threads = f.logs.indexing_threads.unwrap_or(1);
+        .unwrap_or(vantage_storage::logs::DEFAULT_WRITER_HEAP_BYTES * indexing_threads.max(1));
     if indexing_threads == 0 || writer_heap_bytes / indexing_threads.max(1) < 15_000_000 {
         errors.push("logs.writer_heap_bytes: Tantivy needs at least 15 MB per indexing thread, and at least one thread".to_string());
     }

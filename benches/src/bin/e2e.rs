@@ -106,9 +106,13 @@ struct Args {
     /// Doc store block sizes in KiB tried by `--only-indexer`.
     #[arg(long, value_delimiter = ',')]
     docstore_block_kib: Vec<usize>,
-    /// Collector indexing threads.
-    #[arg(long, default_value_t = 1)]
+    /// Collector indexing threads (the collector's default on a 2-CPU machine).
+    #[arg(long, default_value_t = 2)]
     indexing_threads: usize,
+    /// Indexing threads of the in-process phases (raw Tantivy and Vantage's indexer):
+    /// one, Tantivy's most efficient per CPU-second, so the ceiling is the high one.
+    #[arg(long, default_value_t = 1)]
+    ceiling_indexing_threads: usize,
     /// Commit the in-process indexer every this many batches (the collector commits
     /// every second, ~100 batches at saturation), not once at the end: what small
     /// segments and their merges cost, without the service path.
@@ -333,8 +337,8 @@ fn ceiling(args: &Args) -> anyhow::Result<Value> {
         .settings(IndexSettings::default())
         .create_in_dir(&dir)?;
     let mut writer = index.writer_with_num_threads(
-        args.indexing_threads,
-        args.indexing_threads * 96 * 1024 * 1024,
+        args.ceiling_indexing_threads,
+        args.ceiling_indexing_threads * 96 * 1024 * 1024,
     )?;
     let batches = ceiling_batches(args);
     let raw: usize = batches.iter().map(raw_text_len).sum();
@@ -383,8 +387,8 @@ fn indexer_ceiling_with(
     let _ = std::fs::remove_dir_all(&dir);
     let mut opts = vantage_storage::logs::LogStoreOptions::new(&dir);
     opts.docstore = docstore;
-    opts.indexing_threads = args.indexing_threads;
-    opts.writer_heap_bytes = args.indexing_threads * 96 * 1024 * 1024;
+    opts.indexing_threads = args.ceiling_indexing_threads;
+    opts.writer_heap_bytes = args.ceiling_indexing_threads * 96 * 1024 * 1024;
     opts.retention_ns = i64::MAX;
     let (store, mut indexer) = vantage_storage::logs::open(opts)?;
     let batches = ceiling_batches(args);
@@ -1025,7 +1029,8 @@ fn main() -> anyhow::Result<()> {
     let report = json!({
         "machine": {"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
         "settings": {"records": args.records, "batch_size": args.batch_size, "concurrency": args.concurrency,
-                      "body_bytes": args.body_bytes, "pool_batches": args.pool_batches, "indexing_threads": args.indexing_threads},
+                      "body_bytes": args.body_bytes, "pool_batches": args.pool_batches, "indexing_threads": args.indexing_threads,
+                      "ceiling_indexing_threads": args.ceiling_indexing_threads},
         "ceiling": ceiling, "indexer_in_process": indexer, "ingest": ingest, "search": search, "disk": disk, "steady": steady, "auth_overhead": auth, "overload": overload,
         "collector_vs_raw_tantivy_docs_per_cpu_s": ratio,
         "collector_vs_in_process_indexer_docs_per_cpu_s": ratio_same_schema,
