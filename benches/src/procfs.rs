@@ -9,14 +9,19 @@ use std::process::Command;
 use anyhow::Context as _;
 
 /// Kernel clock ticks per second (`getconf CLK_TCK`), for `/proc/<pid>/stat` times.
+/// Asked once: samplers call this several times a second, and a process spawned per
+/// sample would be CPU on the cores being measured.
 pub fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 /// utime + stime of a process, in seconds.

@@ -28,7 +28,7 @@ use vantage_proto::otlp::resource::v1::Resource;
 use super::inflight::Permit;
 use super::schema::{
     EnvelopeEncoder, LogFields, SERVICE_NAME_KEY, SchemaVersion, attributes_object, clamp_ns,
-    split_numeric,
+    id_words, split_numeric,
 };
 
 /// A decoded batch for [`super::LogIndexer::add_batch`]. Its documents borrow from it
@@ -301,6 +301,17 @@ struct ResourceMeta {
     objects: [Option<Option<OwnedValue>>; 2],
 }
 
+impl ResourceMeta {
+    /// The `service.name` of `resource` (the one this meta was made for).
+    fn service_name<'r>(&self, resource: &'r Resource) -> Option<&'r str> {
+        let kv = resource.attributes.get(self.service_name? as usize)?;
+        match kv.value.as_ref()?.value.as_ref()? {
+            any_value::Value::StringValue(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
 /// V3 builds its resource object as V2 does.
 fn version_slot(version: SchemaVersion) -> usize {
     match version {
@@ -317,6 +328,14 @@ pub(crate) struct BatchDocs {
     lsn: u64,
     /// Field handles (the same in every schema version).
     fields: Arc<LogFields>,
+    parts: BatchParts,
+    /// The batch's slot among those in flight, freed with the batch.
+    _slot: Permit,
+}
+
+/// What [`BatchBuilder`] computes from the records, and the documents read.
+#[derive(Debug, Default)]
+struct BatchParts {
     records: Vec<RecordMeta>,
     resources: Vec<ResourceMeta>,
     /// Attribute positions of the borrowed attribute objects.
@@ -327,20 +346,13 @@ pub(crate) struct BatchDocs {
     envelopes: Vec<u8>,
     /// `(text, numeric)` attribute objects built owned.
     owned: Vec<(Option<OwnedValue>, Option<OwnedValue>)>,
-    /// The batch's slot among those in flight, freed with the batch.
-    _slot: Permit,
 }
 
 /// Builds a [`BatchDocs`] record by record while the request is borrowed.
 pub(crate) struct BatchBuilder {
     lsn: u64,
     fields: Option<Arc<LogFields>>,
-    records: Vec<RecordMeta>,
-    resources: Vec<ResourceMeta>,
-    order: Vec<u32>,
-    text: String,
-    envelopes: Vec<u8>,
-    owned: Vec<(Option<OwnedValue>, Option<OwnedValue>)>,
+    parts: BatchParts,
 }
 
 impl BatchBuilder {
@@ -371,12 +383,10 @@ impl BatchBuilder {
         BatchBuilder {
             lsn,
             fields: None,
-            records: Vec::new(),
-            resources,
-            order: Vec::new(),
-            text: String::new(),
-            envelopes: Vec::new(),
-            owned: Vec::new(),
+            parts: BatchParts {
+                resources,
+                ..BatchParts::default()
+            },
         }
     }
 
@@ -396,16 +406,10 @@ impl BatchBuilder {
             self.fields = Some(fields.clone());
         }
         let version = fields.version;
-        let resource_meta = &mut self.resources[position.0];
+        let resource_meta = &mut self.parts.resources[position.0];
         let slot = version_slot(version);
         if resource_meta.objects[slot].is_none() {
-            let service = resource_meta
-                .service_name
-                .and_then(|i| resource.attributes.get(i as usize))
-                .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                    any_value::Value::StringValue(s) => Some(s.as_str()),
-                    _ => None,
-                });
+            let service = resource_meta.service_name(resource);
             resource_meta.objects[slot] = Some(resource_object(resource, version, service));
         }
         let trace = (!record.trace_id.is_empty()).then(|| {
@@ -421,15 +425,17 @@ impl BatchBuilder {
                 if body.value.is_some()
                     && !matches!(body.value, Some(any_value::Value::StringValue(_))) =>
             {
-                let start = self.text.len() as u32;
-                self.text.push_str(&any_value_to_json(body).to_string());
-                Some((start, self.text.len() as u32))
+                let start = self.parts.text.len() as u32;
+                self.parts
+                    .text
+                    .push_str(&any_value_to_json(body).to_string());
+                Some((start, self.parts.text.len() as u32))
             }
             _ => None,
         };
         let attributes = self.attributes(&record.attributes);
-        let start = self.envelopes.len();
-        envelopes.encode_into(record, &mut self.envelopes);
+        let start = self.parts.envelopes.len();
+        envelopes.encode_into(record, &mut self.parts.envelopes);
         let meta = RecordMeta {
             resource_logs: position.0 as u32,
             scope_logs: position.1 as u32,
@@ -440,21 +446,21 @@ impl BatchBuilder {
             span,
             body_json,
             attributes,
-            envelope: (start, self.envelopes.len()),
+            envelope: (start, self.parts.envelopes.len()),
         };
-        self.records.push(meta);
-        (self.records.len() - 1) as u32
+        self.parts.records.push(meta);
+        (self.parts.records.len() - 1) as u32
     }
 
     /// The id bucket (the first [`SchemaVersion::id_bucket_len`] hex digits of two
     /// bytes) in `text`; returns where it starts.
     fn push_bucket(&mut self, bucket: [u8; 2], version: SchemaVersion) -> u32 {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let start = self.text.len() as u32;
+        let start = self.parts.text.len() as u32;
         let [a, b] = bucket;
         let digits = [a >> 4, a & 15, b >> 4, b & 15];
         for d in &digits[..version.id_bucket_len()] {
-            self.text.push(HEX[usize::from(*d)] as char);
+            self.parts.text.push(HEX[usize::from(*d)] as char);
         }
         start
     }
@@ -465,26 +471,27 @@ impl BatchBuilder {
         if attributes.is_empty() {
             return RecordAttributes::None;
         }
-        let start = self.order.len();
-        self.order.extend(0..attributes.len() as u32);
+        let start = self.parts.order.len();
+        self.parts.order.extend(0..attributes.len() as u32);
         let key = |i: u32| attributes[i as usize].key.as_str();
-        self.order[start..].sort_unstable_by(|&a, &b| key(a).cmp(key(b)).then(a.cmp(&b)));
+        self.parts.order[start..].sort_unstable_by(|&a, &b| key(a).cmp(key(b)).then(a.cmp(&b)));
         // Keep the last of each run of one key.
         let mut kept = start;
-        for r in start..self.order.len() {
-            let i = self.order[r];
+        for r in start..self.parts.order.len() {
+            let i = self.parts.order[r];
             let last_of_key = self
+                .parts
                 .order
                 .get(r + 1)
                 .is_none_or(|&next| key(next) != key(i));
             if last_of_key {
-                self.order[kept] = i;
+                self.parts.order[kept] = i;
                 kept += 1;
             }
         }
-        self.order.truncate(kept);
+        self.parts.order.truncate(kept);
         let (mut text, mut numeric, mut bytes) = (false, false, false);
-        for &i in &self.order[start..] {
+        for &i in &self.parts.order[start..] {
             let value = attributes[i as usize].value.as_ref();
             let (t, n) = sides(value);
             text |= t;
@@ -492,20 +499,20 @@ impl BatchBuilder {
             bytes |= has_bytes(value);
         }
         if bytes {
-            self.order.truncate(start);
+            self.parts.order.truncate(start);
             let (text, numeric) = split_numeric(attributes_object(attributes));
             let object = |map: std::collections::BTreeMap<String, OwnedValue>| {
                 (!map.is_empty()).then(|| OwnedValue::from(map))
             };
-            self.owned.push((object(text), object(numeric)));
-            return RecordAttributes::Owned((self.owned.len() - 1) as u32);
+            self.parts.owned.push((object(text), object(numeric)));
+            return RecordAttributes::Owned((self.parts.owned.len() - 1) as u32);
         }
         if !text && !numeric {
-            self.order.truncate(start);
+            self.parts.order.truncate(start);
             return RecordAttributes::None;
         }
         RecordAttributes::Borrowed {
-            order: (start as u32, self.order.len() as u32),
+            order: (start as u32, self.parts.order.len() as u32),
             text,
             numeric,
         }
@@ -523,12 +530,7 @@ impl BatchBuilder {
             request,
             lsn: self.lsn,
             fields,
-            records: self.records,
-            resources: self.resources,
-            order: self.order,
-            text: self.text,
-            envelopes: self.envelopes,
-            owned: self.owned,
+            parts: self.parts,
             _slot: slot(),
         }))
     }
@@ -554,16 +556,6 @@ fn resource_object(
     (!object.is_empty()).then(|| OwnedValue::from(object))
 }
 
-/// An id's bucket bytes and big-endian words, as `schema::id_parts` computes them.
-fn id_words(id: &[u8]) -> ([u8; 2], u64, u64) {
-    let mut bytes = [0u8; 16];
-    let n = id.len().min(16);
-    bytes[..n].copy_from_slice(&id[..n]);
-    let hi = u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
-    let lo = u64::from_be_bytes(bytes[8..].try_into().expect("8 bytes"));
-    ([bytes[0], bytes[1]], hi, lo)
-}
-
 /// One log record as a Tantivy document: its batch and its number in it.
 #[derive(Clone, Debug)]
 pub(crate) struct LogDoc {
@@ -584,14 +576,14 @@ impl Document for LogDoc {
 
     fn iter_fields_and_values(&self) -> Self::FieldsValuesIter<'_> {
         let batch = &*self.batch;
-        let meta = &batch.records[self.index as usize];
+        let meta = &batch.parts.records[self.index as usize];
         let rl = &batch.request.resource_logs[meta.resource_logs as usize];
         let sl = &rl.scope_logs[meta.scope_logs as usize];
         LogDocFields {
             batch,
             meta,
             resource: rl.resource.as_ref().unwrap_or(&EMPTY_RESOURCE),
-            resource_meta: &batch.resources[meta.resource_logs as usize],
+            resource_meta: &batch.parts.resources[meta.resource_logs as usize],
             scope: sl.scope.as_ref().unwrap_or(&EMPTY_SCOPE),
             record: &sl.log_records[meta.record as usize],
             step: 0,
@@ -612,7 +604,7 @@ pub(crate) struct LogDocFields<'a> {
 
 impl<'a> LogDocFields<'a> {
     fn text(&self, start: u32, end: u32) -> &'a str {
-        &self.batch.text[start as usize..end as usize]
+        &self.batch.parts.text[start as usize..end as usize]
     }
 
     fn bucket(&self, start: u32) -> &'a str {
@@ -643,12 +635,8 @@ impl<'a> LogDocFields<'a> {
             },
             6 => self
                 .resource_meta
-                .service_name
-                .and_then(|i| self.resource.attributes.get(i as usize))
-                .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                    any_value::Value::StringValue(s) => Some((f.service_name, LogValue::Str(s))),
-                    _ => None,
-                }),
+                .service_name(self.resource)
+                .map(|s| (f.service_name, LogValue::Str(s))),
             7 => m
                 .trace
                 .map(|(b, _, _)| (f.trace_bucket, LogValue::Str(self.bucket(b)))),
@@ -671,7 +659,10 @@ impl<'a> LogDocFields<'a> {
             17 => some_str(f.event_name, &r.event_name),
             18 => {
                 let (start, end) = m.envelope;
-                Some((f.record, LogValue::Bytes(&self.batch.envelopes[start..end])))
+                Some((
+                    f.record,
+                    LogValue::Bytes(&self.batch.parts.envelopes[start..end]),
+                ))
             }
             _ => None,
         }
@@ -692,12 +683,12 @@ impl<'a> LogDocFields<'a> {
                 };
                 wanted.then(|| LogValue::Attributes {
                     attributes: &self.record.attributes,
-                    order: &self.batch.order[start as usize..end as usize],
+                    order: &self.batch.parts.order[start as usize..end as usize],
                     side,
                 })
             }
             RecordAttributes::Owned(i) => {
-                let (text, numeric) = &self.batch.owned[i as usize];
+                let (text, numeric) = &self.batch.parts.owned[i as usize];
                 let object = if side == Side::Numeric { numeric } else { text };
                 object.as_ref().map(LogValue::Owned)
             }
@@ -995,7 +986,7 @@ pub(crate) mod tests {
             for version in SchemaVersion::ALL {
                 let at = builder.push_bucket(bucket, version) as usize;
                 let len = version.id_bucket_len();
-                prop_assert_eq!(&builder.text[at..at + len], &hex[..len]);
+                prop_assert_eq!(&builder.parts.text[at..at + len], &hex[..len]);
             }
             prop_assert_eq!((hi, lo), (want_hi, want_lo));
         }
@@ -1086,7 +1077,7 @@ pub(crate) mod tests {
         // The first record's attributes are read in place, the second's built owned.
         let docs = both_ways(&request, SchemaVersion::V2, 3);
         assert!(matches!(
-            docs[0].0.batch.records[0].attributes,
+            docs[0].0.batch.parts.records[0].attributes,
             RecordAttributes::Borrowed {
                 text: true,
                 numeric: true,
@@ -1094,11 +1085,11 @@ pub(crate) mod tests {
             }
         ));
         assert!(matches!(
-            docs[0].0.batch.records[1].attributes,
+            docs[0].0.batch.parts.records[1].attributes,
             RecordAttributes::Owned(0)
         ));
         assert!(matches!(
-            docs[0].0.batch.records[2].attributes,
+            docs[0].0.batch.parts.records[2].attributes,
             RecordAttributes::None
         ));
     }

@@ -369,7 +369,7 @@ impl LogIndexer {
         // The day of the previous record and where its documents go (`None`: that
         // partition already committed this batch): a batch's records nearly always share
         // a day, and a key per record (a tenant string, a hash lookup) cost a fifth of the
-        // indexing thread's CPU (measured).
+        // CPU of the thread that adds batches (measured).
         let mut last: Option<(i64, Option<usize>)> = None;
         for (rl_i, rl) in request.resource_logs.iter().enumerate() {
             let resource = rl.resource.as_ref().unwrap_or(&EMPTY_RESOURCE);

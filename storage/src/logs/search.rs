@@ -402,14 +402,18 @@ fn id_lookup(field: &str, text: &str) -> Result<UserInputAst, LogQueryError> {
             ))
         })?;
     let (bucket, hi, lo) = id_parts(&bytes);
-    // Either bucket width: a partition holds only its own version's, so asking both
-    // keeps this rewrite the same for every version.
+    // Every version's bucket width: a partition holds only its own version's, so asking
+    // them all keeps this rewrite the same for every version.
+    let mut widths = SchemaVersion::ALL
+        .map(SchemaVersion::id_bucket_len)
+        .to_vec();
+    widths.sort_unstable();
+    widths.dedup();
     let buckets = |field: &str| {
-        let widths = [SchemaVersion::V2, SchemaVersion::V3].map(SchemaVersion::id_bucket_len);
         UserInputAst::Clause(
             widths
-                .into_iter()
-                .map(|len| {
+                .iter()
+                .map(|&len| {
                     let term = keyword(field, bucket[..len].to_string());
                     (Some(GrammarOccur::Should), term)
                 })
