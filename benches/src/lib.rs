@@ -15,9 +15,11 @@
 
 #![warn(missing_docs)]
 
+pub mod collector;
 pub mod metrics;
 pub mod nodecap;
 pub mod otlp_wire;
+pub mod process;
 pub mod procfs;
 
 use std::collections::HashSet;

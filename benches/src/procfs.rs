@@ -1,6 +1,7 @@
 //! What the end-to-end benchmarks read about a server process and its data, the same
 //! way in every benchmark so their figures compare: CPU time and memory from `/proc`,
-//! bytes of a directory, percentiles, and query-string encoding.
+//! the machine's load and this process's open-files limit, bytes of a directory,
+//! percentiles, and query-string encoding.
 
 use std::fmt::Display;
 use std::path::Path;
@@ -82,6 +83,23 @@ pub fn status_bytes(pid: impl Display, key: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// `/proc/loadavg`, trimmed (empty if unreadable): the machine is shared, so a report
+/// records how busy the neighbours were beside its figures.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The soft limit of open files of this process (which its children inherit), from
+/// `/proc/self/limits`: a benchmark holding a socket per simulated client checks it
+/// before it starts instead of failing half-way.
+pub fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
 /// Bytes of every file under `path` (0 if it does not exist).
 pub fn dir_bytes(path: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(path) else {
@@ -119,4 +137,17 @@ pub fn encode_query(q: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_has_a_load_average_and_an_open_files_limit() {
+        assert_eq!(loadavg().split_whitespace().count(), 5, "{}", loadavg());
+        assert!(open_files_limit().is_some_and(|n| n > 0));
+        assert!(cpu_seconds(std::process::id()).is_ok_and(|s| s >= 0.0));
+        assert!(status_bytes(std::process::id(), "VmRSS:").is_some_and(|b| b > 0));
+    }
 }

@@ -22,10 +22,10 @@
 //! move with the neighbours, CPU seconds much less).
 
 use std::convert::Infallible;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -37,7 +37,9 @@ use http_body_util::{BodyExt as _, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
-use vantage_benches::procfs::{cpu_seconds, mib, status_bytes};
+use vantage_benches::collector::Collector;
+use vantage_benches::process::{ChildGuard, LogEcho, ReadyProcess, remove_vantage_env};
+use vantage_benches::procfs::{cpu_seconds, loadavg, mib, status_bytes};
 
 /// Body length of generated lines, as in the other log benchmarks.
 const LINE_BODY_BYTES: usize = 200;
@@ -208,7 +210,7 @@ fn main() -> anyhow::Result<()> {
         let report = json!({
             "case": format!("{:?}", cli.case),
             "at_unix_s": SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-            "load_average": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+            "load_average": loadavg(),
             "figures": Value::Object(figures.0),
         });
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
@@ -219,105 +221,18 @@ fn main() -> anyhow::Result<()> {
 // ---------------------------------------------------------------------------------------
 // Processes
 
-/// A child process killed when dropped; its stderr drained after the `ready` line.
-struct Proc {
-    child: Child,
-    ready: Value,
-}
+/// How long a stopped agent or collector may take to exit before it is killed: the
+/// figures are taken before the stop.
+const STOP_GRACE: Duration = Duration::from_secs(30);
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    /// Spawns `command` (JSON logs on stderr) and waits for its `ready` line.
-    fn spawn(mut command: Command, what: &str) -> anyhow::Result<Proc> {
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (key, _) in std::env::vars() {
-            if key.starts_with("VANTAGE_") {
-                command.env_remove(key);
-            }
-        }
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("cannot start {what}"))?;
-        let stderr = child.stderr.take().context("no stderr")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        let name = what.to_string();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-                if !sent && v["message"] == "ready" {
-                    let _ = tx.send(v);
-                    sent = true;
-                } else if v.is_null() || matches!(v["level"].as_str(), Some("ERROR") | Some("WARN"))
-                {
-                    eprintln!("[{name}] {line}");
-                }
-            }
-        });
-        let ready = rx
-            .recv_timeout(START_TIMEOUT)
-            .with_context(|| format!("{what} printed no ready line"))?;
-        Ok(Proc { child, ready })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn cpu(&self) -> anyhow::Result<f64> {
-        cpu_seconds(self.pid())
-    }
-
-    fn addr(&self, key: &str) -> anyhow::Result<SocketAddr> {
-        self.ready[key]
-            .as_str()
-            .with_context(|| format!("no {key} in the ready line"))?
-            .parse()
-            .with_context(|| format!("{key} is not an address"))
-    }
-
-    /// SIGTERM and wait.
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-/// A release collector on a fresh data dir and ephemeral ports, with its admin key.
-fn start_collector(binary: &Path, data_dir: &Path) -> anyhow::Result<(Proc, String, String)> {
-    let _ = std::fs::remove_dir_all(data_dir);
-    let mut c = Command::new(binary);
-    c.args(["--data-dir", &data_dir.display().to_string()])
-        .args(["--otlp-grpc", "127.0.0.1:0", "--otlp-http", "127.0.0.1:0"])
-        .args(["--api", "127.0.0.1:0", "--log-format", "json"]);
-    let proc = Proc::spawn(c, "collector")?;
-    let admin = std::fs::read_to_string(data_dir.join("initial-admin.txt"))?;
-    let token = admin
-        .lines()
-        .find_map(|l| l.strip_prefix("api_key: "))
-        .context("no api_key in initial-admin.txt")?
-        .trim()
-        .to_string();
-    let grpc = format!("http://{}", proc.addr("otlp_grpc")?);
-    Ok((proc, grpc, token))
+/// A release collector on a fresh data dir and ephemeral ports, with its admin key; as
+/// for the agent, `VANTAGE_*` settings of this shell do not reach it.
+fn start_collector(binary: &Path, data_dir: &Path) -> anyhow::Result<Collector> {
+    Ok(Collector::builder(binary, data_dir)
+        .isolated_env()
+        .log_echo(LogEcho::WarningsAndPanics)
+        .ready_timeout(START_TIMEOUT)
+        .start()?)
 }
 
 /// What an agent run needs besides its files.
@@ -331,7 +246,7 @@ struct AgentRun<'a> {
 }
 
 /// Starts the agent on a fresh state dir with a configuration file written from `run`.
-fn start_agent(cli: &Cli, dir: &Path, run: &AgentRun<'_>) -> anyhow::Result<Proc> {
+fn start_agent(cli: &Cli, dir: &Path, run: &AgentRun<'_>) -> anyhow::Result<ReadyProcess> {
     let state = dir.join("state");
     let _ = std::fs::remove_dir_all(&state);
     std::fs::create_dir_all(&state)?;
@@ -363,11 +278,17 @@ fn start_agent(cli: &Cli, dir: &Path, run: &AgentRun<'_>) -> anyhow::Result<Proc
     std::fs::write(&path, config)?;
     let mut c = Command::new(&cli.agent);
     c.arg("run").arg("--config").arg(&path);
-    Proc::spawn(c, "agent")
+    remove_vantage_env(&mut c);
+    Ok(ReadyProcess::spawn(
+        c,
+        "agent",
+        LogEcho::WarningsAndPanics,
+        START_TIMEOUT,
+    )?)
 }
 
 /// The agent's counters from `/healthz`.
-fn agent_stats(agent: &Proc) -> anyhow::Result<Value> {
+fn agent_stats(agent: &ReadyProcess) -> anyhow::Result<Value> {
     let addr = agent.addr("health")?;
     let body = http_get(addr, "/healthz", false)?;
     let v: Value = serde_json::from_slice(&body).context("healthz is not JSON")?;
@@ -606,7 +527,8 @@ fn idle(
     let stripped = std::fs::metadata(&stripped_path)?.len();
     figures.put("agent.binary_bytes_as_built", built, "bytes");
     figures.put("agent.binary_mib_stripped", mib(stripped), "MiB");
-    let (collector, grpc, token) = start_collector(collector, &dir.join("collector"))?;
+    let collector = start_collector(collector, &dir.join("collector"))?;
+    let (grpc, token) = (collector.grpc_url(), collector.token().unwrap_or_default());
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs)?;
     let paths: Vec<PathBuf> = (0..files)
@@ -621,7 +543,7 @@ fn idle(
         &dir,
         &AgentRun {
             endpoint: &grpc,
-            token: Some(&token),
+            token: Some(token),
             include: &include,
             start_at: "end",
             host_interval: "10s",
@@ -633,15 +555,15 @@ fn idle(
     // Steady state: past the agent's release of its start-up code pages (30 s after it
     // is ready); the start-up peak is VmHWM.
     std::thread::sleep(Duration::from_secs(45));
-    let (cpu0, at0) = (agent.cpu()?, Instant::now());
+    let (cpu0, at0) = (cpu_seconds(agent.pid())?, Instant::now());
     let (rss_max, rss_last) = watch_rss(agent.pid(), seconds);
-    let (cpu1, wall) = (agent.cpu()?, at0.elapsed().as_secs_f64());
+    let (cpu1, wall) = (cpu_seconds(agent.pid())?, at0.elapsed().as_secs_f64());
     let hwm = status_bytes(agent.pid(), "VmHWM:").unwrap_or(0);
     let anon = status_bytes(agent.pid(), "RssAnon:").unwrap_or(0);
     let stats = agent_stats(&agent)?;
     stop.store(true, Ordering::Relaxed);
     let written = writer.join().unwrap_or(0);
-    let collector_cpu = collector.cpu()?;
+    let collector_cpu = cpu_seconds(collector.pid())?;
     figures.put("idle.window_s", wall, "s");
     figures.put(
         "idle.agent_cpu_percent_of_one_core",
@@ -665,8 +587,8 @@ fn idle(
         "collections",
     );
     figures.put("idle.collector_cpu_s_total", collector_cpu, "s");
-    agent.stop();
-    collector.stop();
+    agent.stop_within(STOP_GRACE);
+    collector.stop_within(STOP_GRACE);
     Ok(())
 }
 
@@ -717,10 +639,10 @@ fn discovery(
             let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let writer = trickle(growing, lines_per_s, stop.clone());
             std::thread::sleep(Duration::from_secs(warmup));
-            let (cpu0, at0) = (agent.cpu()?, Instant::now());
+            let (cpu0, at0) = (cpu_seconds(agent.pid())?, Instant::now());
             let sent0 = stat(&agent_stats(&agent)?, "log_records_sent");
             let (rss_max, _) = watch_rss(agent.pid(), seconds);
-            let (cpu1, wall) = (agent.cpu()?, at0.elapsed().as_secs_f64());
+            let (cpu1, wall) = (cpu_seconds(agent.pid())?, at0.elapsed().as_secs_f64());
             let sent = stat(&agent_stats(&agent)?, "log_records_sent") - sent0;
             stop.store(true, Ordering::Relaxed);
             let _ = writer.join();
@@ -730,7 +652,7 @@ fn discovery(
             figures.put(&format!("{key}.agent_cpu_percent"), pct, "%");
             figures.put(&format!("{key}.records_sent_in_window"), sent, "records");
             figures.put(&format!("{key}.agent_vmrss_max_mib"), mib(rss_max), "MiB");
-            agent.stop();
+            agent.stop_within(STOP_GRACE);
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
@@ -780,8 +702,9 @@ fn throughput(
     }
     let (collector_proc, endpoint, token, sink) = match collector {
         Some(bin) => {
-            let (p, grpc, token) = start_collector(bin, &dir.join("collector"))?;
-            (Some(p), grpc, Some(token), None)
+            let c = start_collector(bin, &dir.join("collector"))?;
+            let (grpc, token) = (c.grpc_url(), c.token().map(str::to_string));
+            (Some(c), grpc, token, None)
         }
         None => {
             let (endpoint, counters) = start_sink(rt)?;
@@ -818,7 +741,7 @@ fn throughput(
         std::thread::sleep(Duration::from_millis(100));
     }
     let wall = started.elapsed().as_secs_f64();
-    let cpu = agent.cpu()?;
+    let cpu = cpu_seconds(agent.pid())?;
     let hwm = status_bytes(agent.pid(), "VmHWM:").unwrap_or(0);
     let stats = agent_stats(&agent)?;
     let sink_name = if collector.is_some() {
@@ -859,11 +782,11 @@ fn throughput(
         );
     }
     if let Some(c) = &collector_proc {
-        figures.put("throughput.collector_cpu_s", c.cpu()?, "s");
+        figures.put("throughput.collector_cpu_s", cpu_seconds(c.pid())?, "s");
     }
-    agent.stop();
+    agent.stop_within(STOP_GRACE);
     if let Some(c) = collector_proc {
-        c.stop();
+        c.stop_within(STOP_GRACE);
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
@@ -919,13 +842,14 @@ fn host_metrics(
     let mut node_ms = Vec::new();
     for (name, extra) in [("default", &[][..]), ("equivalent", equivalent)] {
         let port = free_port()?;
-        let mut child = Command::new(node_exporter)
+        let child = Command::new(node_exporter)
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .with_context(|| format!("cannot start {}", node_exporter.display()))?;
+        let child = ChildGuard::new(child, "node_exporter");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let mut up = false;
         for _ in 0..100 {
@@ -936,13 +860,12 @@ fn host_metrics(
             std::thread::sleep(Duration::from_millis(100));
         }
         if !up {
-            let _ = child.kill();
             bail!("node_exporter did not answer on {addr}");
         }
         for _ in 0..5 {
             http_get(addr, "/metrics", false)?;
         }
-        let cpu0 = cpu_seconds(child.id())?;
+        let cpu0 = cpu_seconds(child.pid())?;
         let mut body_bytes = 0;
         let mut series = 0;
         for _ in 0..cycles {
@@ -953,9 +876,8 @@ fn host_metrics(
                 .filter(|l| !l.is_empty() && l[0] != b'#')
                 .count();
         }
-        let cpu1 = cpu_seconds(child.id())?;
+        let cpu1 = cpu_seconds(child.pid())?;
         let _ = child.kill();
-        let _ = child.wait();
         let ms = (cpu1 - cpu0) / cycles as f64 * 1e3;
         node_ms.push(ms);
         figures.put(
@@ -1006,12 +928,12 @@ fn host_metrics(
         )?;
         std::thread::sleep(Duration::from_secs(3));
         let (cpu0, n0) = (
-            agent.cpu()?,
+            cpu_seconds(agent.pid())?,
             stat(&agent_stats(&agent)?, "host_metrics_collections"),
         );
         std::thread::sleep(Duration::from_secs(running_seconds));
         let (cpu1, n1) = (
-            agent.cpu()?,
+            cpu_seconds(agent.pid())?,
             stat(&agent_stats(&agent)?, "host_metrics_collections"),
         );
         let ms = (cpu1 - cpu0) / (n1 - n0).max(1) as f64 * 1e3;
@@ -1022,7 +944,7 @@ fn host_metrics(
             ms / node_ms[0],
             "x",
         );
-        agent.stop();
+        agent.stop_within(STOP_GRACE);
     }
     Ok(())
 }
@@ -1046,10 +968,11 @@ fn batch_ids(
     for round in 0..rounds {
         for (i, ids) in [false, true].into_iter().enumerate() {
             let data = cli.work_dir.join(format!("batch-ids-{round}-{i}"));
-            let (c, grpc, token) = start_collector(collector, &data)?;
-            let cpu0 = c.cpu()?;
+            let c = start_collector(collector, &data)?;
+            let (grpc, token) = (c.grpc_url(), c.token().unwrap_or_default());
+            let cpu0 = cpu_seconds(c.pid())?;
             let mut cmd = Command::new(loadgen);
-            cmd.args(["--endpoint", &grpc, "--token", &token, "--json"])
+            cmd.args(["--endpoint", &grpc, "--token", token, "--json"])
                 .args(["--records", &records.to_string()])
                 .args(["--pool-batches", "64", "--concurrency", "4"]);
             if ids {
@@ -1059,20 +982,20 @@ fn batch_ids(
             let summary: Value =
                 serde_json::from_slice(&out.stdout).context("loadgen printed no JSON")?;
             // Indexing continues after the last acknowledgement: wait until it settles.
-            let mut before = c.cpu()?;
+            let mut before = cpu_seconds(c.pid())?;
             for _ in 0..30 {
                 std::thread::sleep(Duration::from_secs(1));
-                let now = c.cpu()?;
+                let now = cpu_seconds(c.pid())?;
                 if now - before < 0.02 {
                     break;
                 }
                 before = now;
             }
-            let cpu = c.cpu()? - cpu0;
+            let cpu = cpu_seconds(c.pid())? - cpu0;
             let acked = summary["records_acked"].as_u64().unwrap_or(0).max(1) as f64;
             per_record[i].push(cpu / acked * 1e6);
             rate[i].push(summary["acked_records_per_s"].as_f64().unwrap_or(f64::NAN));
-            c.stop();
+            c.stop_within(STOP_GRACE);
             let _ = std::fs::remove_dir_all(&data);
         }
     }

@@ -12,10 +12,10 @@
 //! collector can take.
 
 use std::collections::HashMap;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -25,6 +25,7 @@ use clap::Parser;
 use serde_json::{Value, json};
 use tantivy::schema::{FAST, STORED, STRING, Schema, TEXT};
 use tantivy::{Index, IndexSettings, TantivyDocument};
+use vantage_benches::collector::Collector;
 use vantage_benches::procfs::{
     cpu_by_thread_name, cpu_seconds, dir_bytes, encode_query, mib, percentile, status_bytes,
     thread_cpu_seconds,
@@ -125,110 +126,38 @@ struct Args {
 
 const SEED: u64 = 1;
 
-/// A running collector with its addresses.
-struct Collector {
-    child: Child,
-    pid: String,
-    grpc: String,
-    api: String,
-    /// The admin key the first start wrote to `initial-admin.txt`.
-    token: String,
-    data_dir: PathBuf,
-}
-
-impl Collector {
-    fn start(binary: &Path, data_dir: &Path, indexing_threads: usize) -> anyhow::Result<Collector> {
-        Self::start_with(binary, data_dir, indexing_threads, true)
+/// Starts the collector on a fresh `data_dir` with `indexing_threads` (and a writer heap
+/// of 96 MiB per thread); `auth: false` runs it with `--insecure-no-auth` (for the
+/// auth-overhead A/B).
+fn start_collector(
+    binary: &Path,
+    data_dir: &Path,
+    indexing_threads: usize,
+    auth: bool,
+) -> anyhow::Result<Collector> {
+    let mut builder = Collector::builder(binary, data_dir)
+        .env(
+            "VANTAGE_LOGS__INDEXING_THREADS",
+            indexing_threads.to_string(),
+        )
+        .env(
+            "VANTAGE_LOGS__WRITER_HEAP_BYTES",
+            (indexing_threads.max(1) * 96 * 1024 * 1024).to_string(),
+        );
+    if !auth {
+        builder = builder.insecure_no_auth();
     }
-
-    /// `auth: false` runs it with `--insecure-no-auth` (for the auth-overhead A/B).
-    fn start_with(
-        binary: &Path,
-        data_dir: &Path,
-        indexing_threads: usize,
-        auth: bool,
-    ) -> anyhow::Result<Collector> {
-        let _ = std::fs::remove_dir_all(data_dir);
-        let mut command = Command::new(binary);
-        if !auth {
-            command.arg("--insecure-no-auth");
-        }
-        let mut child = command
-            .args(["--data-dir", &data_dir.display().to_string()])
-            .args([
-                "--otlp-grpc",
-                "127.0.0.1:0",
-                "--otlp-http",
-                "127.0.0.1:0",
-                "--api",
-                "127.0.0.1:0",
-            ])
-            .args(["--log-format", "json"])
-            .env(
-                "VANTAGE_LOGS__INDEXING_THREADS",
-                indexing_threads.to_string(),
-            )
-            .env(
-                "VANTAGE_LOGS__WRITER_HEAP_BYTES",
-                (indexing_threads.max(1) * 96 * 1024 * 1024).to_string(),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
-        let stderr = child.stderr.take().context("no stderr")?;
-        let mut lines = BufReader::new(stderr).lines();
-        let ready = loop {
-            let line = lines
-                .next()
-                .context("collector exited before it was ready")??;
-            if let Ok(v) = serde_json::from_str::<Value>(&line)
-                && v["message"] == "ready"
-            {
-                break v;
-            }
-        };
-        // Keep draining the log so the pipe never fills.
-        std::thread::spawn(move || for _ in lines {});
-        let token = if auth {
-            let admin = std::fs::read_to_string(data_dir.join("initial-admin.txt"))?;
-            admin
-                .lines()
-                .find_map(|l| l.strip_prefix("api_key: "))
-                .context("no api_key in initial-admin.txt")?
-                .to_string()
-        } else {
-            String::new()
-        };
-        Ok(Collector {
-            token,
-            pid: child.id().to_string(),
-            child,
-            grpc: format!(
-                "http://{}",
-                ready["otlp_grpc"].as_str().context("no grpc addr")?
-            ),
-            api: ready["api"].as_str().context("no api addr")?.to_string(),
-            data_dir: data_dir.to_path_buf(),
-        })
-    }
-
-    /// SIGTERM and wait: a graceful stop commits and finishes merges.
-    fn stop(mut self) -> anyhow::Result<()> {
-        Command::new("kill").args(["-TERM", &self.pid]).status()?;
-        self.child.wait()?;
-        Ok(())
-    }
+    Ok(builder.start()?)
 }
 
 /// A minimal HTTP/1.1 GET; the API is on loopback and this keeps the tool dependency-free.
 fn http_get(c: &Collector, path_and_query: &str) -> anyhow::Result<(u16, Value)> {
-    let addr = &c.api;
+    let addr = c.api();
     let mut stream = TcpStream::connect(addr)?;
     write!(
         stream,
         "GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
-        c.token
+        c.token().unwrap_or_default()
     )?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
@@ -288,12 +217,17 @@ fn run_loadgen(
     extra: &[&str],
 ) -> anyhow::Result<Value> {
     let out = Command::new(&args.loadgen)
-        .args(if c.token.is_empty() {
-            vec![]
-        } else {
-            vec!["--token", c.token.as_str()]
+        .args(match c.token() {
+            Some(token) => vec!["--token", token],
+            None => vec![],
         })
-        .args(["--endpoint", &c.grpc, "--json", "--seed", &SEED.to_string()])
+        .args([
+            "--endpoint",
+            &c.grpc_url(),
+            "--json",
+            "--seed",
+            &SEED.to_string(),
+        ])
         .args(["--records", &records.to_string()])
         .args(["--batch-size", &args.batch_size.to_string()])
         .args(["--body-bytes", &args.body_bytes.to_string()])
@@ -609,7 +543,7 @@ struct ProcessSamples {
 /// are sampled because a profile attached to the process at start misses the merge
 /// threads Tantivy spawns later (a fifth of the collector's CPU under sustained ingest).
 fn sample_process(
-    pid: String,
+    pid: u32,
     stop: Arc<AtomicBool>,
     every: Duration,
 ) -> std::thread::JoinHandle<ProcessSamples> {
@@ -619,13 +553,13 @@ fn sample_process(
             threads: HashMap::new(),
         };
         let sample = |samples: &mut ProcessSamples| {
-            for (tid, name, secs) in thread_cpu_seconds(&pid) {
+            for (tid, name, secs) in thread_cpu_seconds(pid) {
                 samples.threads.insert(tid, (name, secs));
             }
         };
         while !stop.load(Ordering::Relaxed) {
             if let (Some(rss), Some(anon)) =
-                (status_bytes(&pid, "VmRSS:"), status_bytes(&pid, "RssAnon:"))
+                (status_bytes(pid, "VmRSS:"), status_bytes(pid, "RssAnon:"))
             {
                 samples.memory.push((rss, anon));
             }
@@ -639,18 +573,19 @@ fn sample_process(
 
 /// Phase 2 and 3: sustained ingest until searchable, then search latency.
 fn throughput(args: &Args) -> anyhow::Result<(Value, Value)> {
-    let c = Collector::start(
+    let c = start_collector(
         &args.collector,
         &args.work_dir.join("throughput"),
         args.indexing_threads,
+        true,
     )?;
-    let cpu0 = cpu_seconds(&c.pid)?;
+    let cpu0 = cpu_seconds(c.pid())?;
     let stop = Arc::new(AtomicBool::new(false));
-    let threads0: HashMap<u64, f64> = thread_cpu_seconds(&c.pid)
+    let threads0: HashMap<u64, f64> = thread_cpu_seconds(c.pid())
         .into_iter()
         .map(|(tid, _, secs)| (tid, secs))
         .collect();
-    let sampler = sample_process(c.pid.clone(), stop.clone(), Duration::from_millis(250));
+    let sampler = sample_process(c.pid(), stop.clone(), Duration::from_millis(250));
     let t0 = Instant::now();
     let load = run_loadgen(
         args,
@@ -673,8 +608,8 @@ fn throughput(args: &Args) -> anyhow::Result<(Value, Value)> {
         std::thread::sleep(Duration::from_millis(100));
     };
     let searchable_at = t0.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(&c.pid)? - cpu0;
-    let peak_rss = status_bytes(&c.pid, "VmHWM:").unwrap_or(0);
+    let cpu = cpu_seconds(c.pid())? - cpu0;
+    let peak_rss = status_bytes(c.pid(), "VmHWM:").unwrap_or(0);
     stop.store(true, Ordering::Relaxed);
     let samples = sampler
         .join()
@@ -741,7 +676,7 @@ fn throughput(args: &Args) -> anyhow::Result<(Value, Value)> {
             }),
         );
     }
-    let data_dir = c.data_dir.clone();
+    let data_dir = c.data_dir().to_path_buf();
     c.stop()?;
     let _ = std::fs::remove_dir_all(&data_dir);
     Ok((ingest, Value::Object(latency)))
@@ -749,10 +684,11 @@ fn throughput(args: &Args) -> anyhow::Result<(Value, Value)> {
 
 /// Phase 4: index bytes for freshly generated records against zstd of their raw text.
 fn disk(args: &Args) -> anyhow::Result<Value> {
-    let c = Collector::start(
+    let c = start_collector(
         &args.collector,
         &args.work_dir.join("size"),
         args.indexing_threads,
+        true,
     )?;
     let load = run_loadgen(
         args,
@@ -769,7 +705,7 @@ fn disk(args: &Args) -> anyhow::Result<Value> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let data_dir = c.data_dir.clone();
+    let data_dir = c.data_dir().to_path_buf();
     // What the partition holds right after ingest (a segment per commit, less what the
     // merge policy merged), then at rest: the collector compacts a partition that took
     // nothing for a minute (`logs` quiet compaction), which is what stays on disk.
@@ -848,7 +784,7 @@ impl std::io::Write for CountingSink {
 /// Offers `steady_rate` records/s for `steady_s` seconds; returns the load generator's
 /// summary and the collector's CPU seconds over the run.
 fn offer_steady(args: &Args, c: &Collector) -> anyhow::Result<(Value, f64)> {
-    let cpu0 = cpu_seconds(&c.pid)?;
+    let cpu0 = cpu_seconds(c.pid())?;
     let load = run_loadgen(
         args,
         c,
@@ -863,18 +799,19 @@ fn offer_steady(args: &Args, c: &Collector) -> anyhow::Result<(Value, f64)> {
             &args.steady_s.to_string(),
         ],
     )?;
-    Ok((load, cpu_seconds(&c.pid)? - cpu0))
+    Ok((load, cpu_seconds(c.pid())? - cpu0))
 }
 
 /// Export latency below saturation: a fixed offered rate, as a fleet of agents sends.
 fn steady(args: &Args) -> anyhow::Result<Value> {
-    let c = Collector::start(
+    let c = start_collector(
         &args.collector,
         &args.work_dir.join("steady"),
         args.indexing_threads,
+        true,
     )?;
     let (load, cpu) = offer_steady(args, &c)?;
-    let data_dir = c.data_dir.clone();
+    let data_dir = c.data_dir().to_path_buf();
     c.stop()?;
     let _ = std::fs::remove_dir_all(&data_dir);
     Ok(json!({
@@ -891,7 +828,7 @@ fn auth_overhead(args: &Args, rounds: usize) -> anyhow::Result<Value> {
     let mut per_record = [Vec::new(), Vec::new()];
     for round in 0..rounds {
         for (i, auth) in [true, false].into_iter().enumerate() {
-            let c = Collector::start_with(
+            let c = start_collector(
                 &args.collector,
                 &args.work_dir.join(format!("auth-{round}-{i}")),
                 args.indexing_threads,
@@ -900,7 +837,7 @@ fn auth_overhead(args: &Args, rounds: usize) -> anyhow::Result<Value> {
             let (load, cpu) = offer_steady(args, &c)?;
             let acked = load["records_acked"].as_u64().unwrap_or(0).max(1) as f64;
             per_record[i].push(cpu / acked * 1e6);
-            let data_dir = c.data_dir.clone();
+            let data_dir = c.data_dir().to_path_buf();
             c.stop()?;
             let _ = std::fs::remove_dir_all(&data_dir);
         }
@@ -916,13 +853,14 @@ fn auth_overhead(args: &Args, rounds: usize) -> anyhow::Result<Value> {
 
 /// Phase 6: offer far more than the collector can take; RSS must stay flat.
 fn overload(args: &Args) -> anyhow::Result<Value> {
-    let c = Collector::start(
+    let c = start_collector(
         &args.collector,
         &args.work_dir.join("overload"),
         args.indexing_threads,
+        true,
     )?;
     let stop = Arc::new(AtomicBool::new(false));
-    let sampler = sample_process(c.pid.clone(), stop.clone(), Duration::from_millis(500));
+    let sampler = sample_process(c.pid(), stop.clone(), Duration::from_millis(500));
     let load = run_loadgen(
         args,
         &c,
@@ -942,7 +880,7 @@ fn overload(args: &Args) -> anyhow::Result<Value> {
     let (first, second) = samples.memory.split_at(samples.memory.len() / 2);
     let max = |xs: &[(u64, u64)], f: fn(&(u64, u64)) -> u64| xs.iter().map(f).max().unwrap_or(0);
     let min = |xs: &[(u64, u64)], f: fn(&(u64, u64)) -> u64| xs.iter().map(f).min().unwrap_or(0);
-    let data_dir = c.data_dir.clone();
+    let data_dir = c.data_dir().to_path_buf();
     c.stop()?;
     let _ = std::fs::remove_dir_all(&data_dir);
     Ok(json!({

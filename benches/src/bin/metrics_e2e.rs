@@ -28,7 +28,7 @@
 use std::io::{BufRead as _, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -41,8 +41,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Map, Value, json};
+use vantage_benches::collector::Collector;
 use vantage_benches::metrics::{Fleet, Mix};
 use vantage_benches::nodecap::{Capture, CaptureFleet, Stamps};
+use vantage_benches::process::ChildGuard;
 use vantage_benches::procfs::{
     cpu_seconds, dir_bytes, encode_query, mib, percentile, status_bytes,
 };
@@ -238,7 +240,7 @@ fn now_ms() -> i64 {
 /// A running server: its process, HTTP base URL, bearer token and data directory.
 struct Server {
     kind: Kind,
-    child: Child,
+    process: ServerProcess,
     pid: u32,
     base: String,
     token: Option<String>,
@@ -247,15 +249,24 @@ struct Server {
     ready_after: Duration,
 }
 
+/// The process behind a [`Server`]; either kind is killed when dropped, so a run that
+/// fails half-way leaves neither server running.
+enum ServerProcess {
+    Prometheus(ChildGuard),
+    Vantage(Collector),
+}
+
 impl Server {
     fn start(args: &Args, kind: Kind, data_dir: &Path, fresh: bool) -> anyhow::Result<Server> {
-        if fresh {
-            let _ = std::fs::remove_dir_all(data_dir);
-        }
-        std::fs::create_dir_all(data_dir)?;
         match kind {
-            Kind::Prometheus => Self::start_prometheus(args, data_dir),
-            Kind::Vantage => Self::start_vantage(args, data_dir),
+            Kind::Prometheus => {
+                if fresh {
+                    let _ = std::fs::remove_dir_all(data_dir);
+                }
+                std::fs::create_dir_all(data_dir)?;
+                Self::start_prometheus(args, data_dir)
+            }
+            Kind::Vantage => Self::start_vantage(args, data_dir, fresh),
         }
     }
 
@@ -275,7 +286,9 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("cannot start {}", args.prometheus.display()))?;
-        let stderr = child.stderr.take().context("no stderr")?;
+        let stderr = child.stderr.take();
+        let mut child = ChildGuard::new(child, "prometheus");
+        let stderr = stderr.context("no stderr")?;
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains("level=error") {
@@ -299,8 +312,8 @@ impl Server {
         }
         Ok(Server {
             kind: Kind::Prometheus,
-            pid: child.id(),
-            child,
+            pid: child.pid(),
+            process: ServerProcess::Prometheus(child),
             base,
             token: None,
             data_dir: data_dir.to_path_buf(),
@@ -308,52 +321,22 @@ impl Server {
         })
     }
 
-    fn start_vantage(args: &Args, data_dir: &Path) -> anyhow::Result<Server> {
-        let t0 = Instant::now();
-        let mut child = Command::new(&args.collector)
-            .args(["--data-dir", &data_dir.display().to_string()])
-            .args([
-                "--otlp-grpc",
-                "127.0.0.1:0",
-                "--otlp-http",
-                "127.0.0.1:0",
-                "--api",
-                "127.0.0.1:0",
-            ])
-            .args(["--log-format", "json"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot start {}", args.collector.display()))?;
-        let stderr = child.stderr.take().context("no stderr")?;
-        let mut lines = BufReader::new(stderr).lines();
-        let ready = loop {
-            let line = lines
-                .next()
-                .context("collector exited before it was ready")??;
-            if let Ok(v) = serde_json::from_str::<Value>(&line)
-                && v["message"] == "ready"
-            {
-                break v;
-            }
-        };
-        let ready_after = t0.elapsed();
-        // Keep draining the log so the pipe never fills.
-        std::thread::spawn(move || for _ in lines {});
-        let admin = std::fs::read_to_string(data_dir.join("initial-admin.txt"))?;
-        let token = admin
-            .lines()
-            .find_map(|l| l.strip_prefix("api_key: "))
-            .context("no api_key in initial-admin.txt")?
-            .to_string();
+    /// The collector on `data_dir`: emptied first when `fresh`, else a restart on
+    /// what is there.
+    fn start_vantage(args: &Args, data_dir: &Path, fresh: bool) -> anyhow::Result<Server> {
+        let mut builder = Collector::builder(&args.collector, data_dir);
+        if !fresh {
+            builder = builder.keep_data_dir();
+        }
+        let collector = builder.start()?;
         Ok(Server {
             kind: Kind::Vantage,
-            pid: child.id(),
-            child,
-            base: format!("http://{}", ready["api"].as_str().context("no api addr")?),
-            token: Some(token),
+            pid: collector.pid(),
+            base: collector.api_url(),
+            token: collector.token().map(str::to_string),
             data_dir: data_dir.to_path_buf(),
-            ready_after,
+            ready_after: collector.ready_after(),
+            process: ServerProcess::Vantage(collector),
         })
     }
 
@@ -362,18 +345,20 @@ impl Server {
     }
 
     /// SIGTERM and wait: a graceful stop (Vantage flushes its head into blocks).
-    fn stop(mut self) -> anyhow::Result<()> {
-        Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status()?;
-        self.child.wait()?;
+    fn stop(self) -> anyhow::Result<()> {
+        match self.process {
+            ServerProcess::Prometheus(child) => child.stop()?,
+            ServerProcess::Vantage(collector) => collector.stop()?,
+        }
         Ok(())
     }
 
     /// SIGKILL and wait: a crash.
-    fn kill(mut self) -> anyhow::Result<()> {
-        self.child.kill()?;
-        self.child.wait()?;
+    fn kill(self) -> anyhow::Result<()> {
+        match self.process {
+            ServerProcess::Prometheus(child) => child.kill()?,
+            ServerProcess::Vantage(collector) => collector.kill()?,
+        }
         Ok(())
     }
 }

@@ -18,15 +18,13 @@
 //! `cargo run --release -p vantage-benches --bin vantage-notify-bench`
 
 use std::collections::HashSet;
-use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use bytes::Bytes;
 use clap::Parser;
 use http_body_util::{BodyExt as _, Full};
@@ -36,6 +34,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
+use vantage_benches::collector::Collector;
+use vantage_benches::process::LogEcho;
 use vantage_benches::procfs::{cpu_seconds, mib, percentile, status_bytes};
 
 /// Notification throughput of the embedded Alertmanager.
@@ -186,80 +186,6 @@ async fn start_receiver(seen: Arc<Seen>, delay: Duration) -> anyhow::Result<Sock
 // ---------------------------------------------------------------------------------------
 // Collector
 
-/// A running collector: its process, API base URL and admin key.
-struct Collector {
-    child: Child,
-    pid: u32,
-    base: String,
-    token: String,
-}
-
-impl Collector {
-    fn start(binary: &Path, data_dir: &Path, am_config: &Path) -> anyhow::Result<Collector> {
-        let _ = std::fs::remove_dir_all(data_dir);
-        std::fs::create_dir_all(data_dir)?;
-        let mut child = Command::new(binary)
-            .args(["--data-dir", &data_dir.display().to_string()])
-            .args([
-                "--otlp-grpc",
-                "127.0.0.1:0",
-                "--otlp-http",
-                "127.0.0.1:0",
-                "--api",
-                "127.0.0.1:0",
-            ])
-            .args(["--alertmanager-config", &am_config.display().to_string()])
-            .args(["--log-format", "json"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
-        let stderr = child.stderr.take().context("no stderr")?;
-        let mut lines = BufReader::new(stderr).lines();
-        let ready = loop {
-            let line = lines
-                .next()
-                .context("collector exited before it was ready")??;
-            if let Ok(v) = serde_json::from_str::<Value>(&line)
-                && v["message"] == "ready"
-            {
-                break v;
-            }
-        };
-        // Keep draining the log so the pipe never fills; print warnings and errors.
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && (v["level"] == "WARN" || v["level"] == "ERROR")
-                {
-                    eprintln!("collector: {line}");
-                }
-            }
-        });
-        let admin = std::fs::read_to_string(data_dir.join("initial-admin.txt"))?;
-        let token = admin
-            .lines()
-            .find_map(|l| l.strip_prefix("api_key: "))
-            .context("no api_key in initial-admin.txt")?
-            .to_string();
-        Ok(Collector {
-            pid: child.id(),
-            child,
-            base: format!("http://{}", ready["api"].as_str().context("no api addr")?),
-            token,
-        })
-    }
-
-    /// SIGTERM and wait.
-    fn stop(mut self) -> anyhow::Result<()> {
-        Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status()?;
-        self.child.wait()?;
-        Ok(())
-    }
-}
-
 fn am_config(args: &Args, receiver: SocketAddr) -> String {
     format!(
         "route:\n  receiver: bench\n  group_by: [group]\n  group_wait: {}ms\n  group_interval: {}ms\n  repeat_interval: 1h\nreceivers:\n  - name: bench\n    webhook_configs:\n      - url: http://{receiver}/\n        send_resolved: false\n",
@@ -308,8 +234,8 @@ async fn post_all(args: &Args, client: &HttpClient, collector: &Collector) -> Po
     for _ in 0..args.connections.max(1) {
         let next = next.clone();
         let client = client.clone();
-        let uri = format!("{}/api/v2/alerts", collector.base);
-        let auth = format!("Bearer {}", collector.token);
+        let uri = format!("{}/api/v2/alerts", collector.api_url());
+        let auth = format!("Bearer {}", collector.token().unwrap_or_default());
         let (groups, batch) = (args.groups, args.batch.max(1));
         tasks.push(tokio::spawn(async move {
             let mut stats = PostStats::default();
@@ -383,13 +309,20 @@ async fn run(args: &Args, name: &str, delay: Duration) -> anyhow::Result<Value> 
     std::fs::write(&config_path, am_config(args, receiver))?;
     let collector = {
         let (binary, dir, cfg) = (args.collector.clone(), dir.clone(), config_path.clone());
-        tokio::task::spawn_blocking(move || Collector::start(&binary, &dir, &cfg)).await??
+        tokio::task::spawn_blocking(move || {
+            Collector::builder(binary, dir)
+                .arg("--alertmanager-config")
+                .arg(cfg)
+                .log_echo(LogEcho::Warnings)
+                .start()
+        })
+        .await??
     };
     let client: HttpClient = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(64)
         .build_http();
     let total = args.groups * args.alerts_per_group;
-    let cpu0 = cpu_seconds(collector.pid)?;
+    let cpu0 = cpu_seconds(collector.pid())?;
     let started = Instant::now();
     let posted = post_all(args, &client, &collector).await;
     let deadline = started + Duration::from_secs(args.timeout_s);
@@ -399,8 +332,8 @@ async fn run(args: &Args, name: &str, delay: Duration) -> anyhow::Result<Value> 
     let done = seen.alerts_seen() >= total;
     // Settle: a moment for notifications still in flight (the slow receiver's) to land.
     tokio::time::sleep(Duration::from_millis(500 + delay.as_millis() as u64)).await;
-    let cpu_s = cpu_seconds(collector.pid)? - cpu0;
-    let peak_rss = status_bytes(collector.pid, "VmHWM:").unwrap_or(0);
+    let cpu_s = cpu_seconds(collector.pid())? - cpu0;
+    let peak_rss = status_bytes(collector.pid(), "VmHWM:").unwrap_or(0);
     collector.stop()?;
     let _ = std::fs::remove_dir_all(&dir);
 

@@ -19,10 +19,9 @@
 //! trace ids, so the generator stays cheap next to the collector on a 2-core machine.
 //! Every figure goes to stdout as one JSON report.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -32,6 +31,7 @@ use clap::Parser;
 use serde_json::{Value, json};
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::{Channel, Endpoint};
+use vantage_benches::collector::Collector;
 use vantage_benches::procfs::{cpu_seconds, dir_bytes, mib, percentile, status_bytes};
 use vantage_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use vantage_proto::otlp::collector::trace::v1::trace_service_client::TraceServiceClient;
@@ -81,82 +81,15 @@ const SERVICES: [&str; 5] = ["frontend", "checkout", "payment", "inventory", "sh
 const OPERATIONS_PER_SERVICE: usize = 4;
 const METHODS: [&str; 4] = ["GET", "POST", "PUT", "DELETE"];
 
-/// A running collector with its addresses.
-struct Collector {
-    child: Child,
-    pid: String,
-    grpc: String,
-    api: String,
-    token: String,
-}
-
-impl Collector {
-    fn start(binary: &Path, data_dir: &Path) -> anyhow::Result<Collector> {
-        let _ = std::fs::remove_dir_all(data_dir);
-        let mut child = Command::new(binary)
-            .args(["--data-dir", &data_dir.display().to_string()])
-            .args([
-                "--otlp-grpc",
-                "127.0.0.1:0",
-                "--otlp-http",
-                "127.0.0.1:0",
-                "--api",
-                "127.0.0.1:0",
-            ])
-            .args(["--log-format", "json"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
-        let stderr = child.stderr.take().context("no stderr")?;
-        let mut lines = BufReader::new(stderr).lines();
-        let ready = loop {
-            let line = lines
-                .next()
-                .context("collector exited before it was ready")??;
-            if let Ok(v) = serde_json::from_str::<Value>(&line)
-                && v["message"] == "ready"
-            {
-                break v;
-            }
-        };
-        // Keep draining the log so the pipe never fills.
-        std::thread::spawn(move || for _ in lines {});
-        let admin = std::fs::read_to_string(data_dir.join("initial-admin.txt"))?;
-        let token = admin
-            .lines()
-            .find_map(|l| l.strip_prefix("api_key: "))
-            .context("no api_key in initial-admin.txt")?
-            .to_string();
-        Ok(Collector {
-            token,
-            pid: child.id().to_string(),
-            child,
-            grpc: format!(
-                "http://{}",
-                ready["otlp_grpc"].as_str().context("no grpc addr")?
-            ),
-            api: ready["api"].as_str().context("no api addr")?.to_string(),
-        })
-    }
-
-    /// SIGTERM and wait.
-    fn stop(mut self) -> anyhow::Result<()> {
-        Command::new("kill").args(["-TERM", &self.pid]).status()?;
-        self.child.wait()?;
-        Ok(())
-    }
-}
-
 /// A minimal HTTP/1.1 GET (one connection per request, as a dashboard's first call).
 /// Returns the status and the raw body.
 fn http_get(c: &Collector, path_and_query: &str) -> anyhow::Result<(u16, String)> {
-    let addr = &c.api;
+    let addr = c.api();
     let mut stream = TcpStream::connect(addr)?;
     write!(
         stream,
         "GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
-        c.token
+        c.token().unwrap_or_default()
     )?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
@@ -484,11 +417,11 @@ fn main() -> anyhow::Result<()> {
     );
     let pool = Arc::new(pool);
 
-    let c = Collector::start(&args.collector, &data_dir)?;
-    let pid = c.pid.clone();
-    let auth: AsciiMetadataValue = format!("Bearer {}", c.token).parse()?;
+    let c = Collector::builder(&args.collector, &data_dir).start()?;
+    let pid = c.pid();
+    let auth: AsciiMetadataValue = format!("Bearer {}", c.token().unwrap_or_default()).parse()?;
     let channel = rt.block_on(
-        Endpoint::from_shared(c.grpc.clone())?
+        Endpoint::from_shared(c.grpc_url())?
             .tcp_nodelay(true)
             .connect(),
     )?;
@@ -498,7 +431,7 @@ fn main() -> anyhow::Result<()> {
     let wait = Duration::from_secs(args.searchable_timeout_s);
 
     // Phase 1: ingest rate.
-    let cpu0 = cpu_seconds(&pid)?;
+    let cpu0 = cpu_seconds(pid)?;
     let t0 = Instant::now();
     let (acked1, ack_s) = rt.block_on(send(
         channel.clone(),
@@ -509,12 +442,12 @@ fn main() -> anyhow::Result<()> {
         ingest_deadline,
         args.concurrency,
     ))?;
-    let cpu_ack = cpu_seconds(&pid)? - cpu0;
+    let cpu_ack = cpu_seconds(pid)? - cpu0;
     let wait1 = wait_searchable(&c, acked1, wait)?;
     let searchable_s = t0.elapsed().as_secs_f64();
-    let cpu1 = cpu_seconds(&pid)? - cpu0;
-    let hwm1 = status_bytes(&pid, "VmHWM:").unwrap_or(0);
-    let rss1 = status_bytes(&pid, "VmRSS:").unwrap_or(0);
+    let cpu1 = cpu_seconds(pid)? - cpu0;
+    let hwm1 = status_bytes(pid, "VmHWM:").unwrap_or(0);
+    let rss1 = status_bytes(pid, "VmRSS:").unwrap_or(0);
     let rate = json!({
         "spans": acked1,
         "batch_spans": args.batch_spans,
@@ -554,8 +487,8 @@ fn main() -> anyhow::Result<()> {
         "fill_spans_per_s_acked": acked2 as f64 / fill_s.max(1e-9),
         "searchable_lag_after_last_ack_s": wait2,
         "ingest_wall_seconds": ingest_start.elapsed().as_secs_f64(),
-        "collector_cpu_seconds_total": cpu_seconds(&pid)?,
-        "collector_peak_rss_mib": mib(status_bytes(&pid, "VmHWM:").unwrap_or(0)),
+        "collector_cpu_seconds_total": cpu_seconds(pid)?,
+        "collector_peak_rss_mib": mib(status_bytes(pid, "VmHWM:").unwrap_or(0)),
         "traces_dir_mib": mib(dir_bytes(&data_dir.join("traces"))),
         "disk_bytes_per_span": dir_bytes(&data_dir.join("traces")) as f64 / stored as f64,
     });

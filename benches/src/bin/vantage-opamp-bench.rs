@@ -15,10 +15,9 @@
 //! ulimit -n 4096; target/release/vantage-opamp-bench --agents 1000
 //! ```
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -30,7 +29,9 @@ use prost::Message as _;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use vantage_benches::procfs::{cpu_seconds, mib, status_bytes};
+use vantage_benches::collector::Collector;
+use vantage_benches::process::LogEcho;
+use vantage_benches::procfs::{cpu_seconds, loadavg, mib, open_files_limit, status_bytes};
 use vantage_proto::opamp::{
     AgentCapabilities, AgentDescription, AgentToServer, AnyValue, KeyValue, RemoteConfigStatus,
     RemoteConfigStatuses, ServerToAgent, any_value,
@@ -58,66 +59,15 @@ struct Args {
     max_seconds: u64,
 }
 
-struct Collector {
-    child: Child,
-    api: String,
-    token: String,
-}
-
-impl Collector {
-    fn start(binary: &Path, data_dir: &Path) -> anyhow::Result<Collector> {
-        let _ = std::fs::remove_dir_all(data_dir);
-        let mut child = Command::new(binary)
-            .args(["--data-dir", &data_dir.display().to_string()])
-            .args(["--otlp-grpc", "127.0.0.1:0", "--otlp-http", "127.0.0.1:0"])
-            .args(["--api", "127.0.0.1:0", "--log-format", "json"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
-        let stderr = child.stderr.take().context("no stderr")?;
-        let mut lines = BufReader::new(stderr).lines();
-        let ready = loop {
-            let line = lines.next().context("collector exited before ready")??;
-            if let Ok(v) = serde_json::from_str::<Value>(&line)
-                && v["message"] == "ready"
-            {
-                break v;
-            }
-        };
-        // Keep draining the log so the pipe never fills; print warnings and errors.
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && (v["level"] == "WARN" || v["level"] == "ERROR")
-                {
-                    eprintln!("collector: {line}");
-                }
-            }
-        });
-        let admin = std::fs::read_to_string(data_dir.join("initial-admin.txt"))?;
-        let token = admin
-            .lines()
-            .find_map(|l| l.strip_prefix("api_key: "))
-            .context("no api_key in initial-admin.txt")?
-            .to_string();
-        Ok(Collector {
-            api: ready["api"].as_str().context("no api addr")?.to_string(),
-            token,
-            child,
-        })
-    }
-}
-
 /// A minimal HTTP/1.1 request on loopback.
 fn http(c: &Collector, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
-    let mut stream = TcpStream::connect(&c.api)?;
+    let mut stream = TcpStream::connect(c.api())?;
     let body = body.map(Value::to_string).unwrap_or_default();
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        c.api,
-        c.token,
+        c.api(),
+        c.token().unwrap_or_default(),
         body.len()
     )?;
     let mut text = String::new();
@@ -273,13 +223,6 @@ async fn agent(
     Ok(())
 }
 
-/// The soft limit of open files of this process (inherited by the collector).
-fn open_files_limit() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
-}
-
 fn applied_count(c: &Collector) -> anyhow::Result<usize> {
     let fleet = http(c, "GET", "/api/v1/agents", None)?;
     Ok(fleet["agents"]
@@ -288,10 +231,13 @@ fn applied_count(c: &Collector) -> anyhow::Result<usize> {
         .unwrap_or(0))
 }
 
+/// The 1, 5 and 15 minute load averages, as `/proc/loadavg` prints them.
 fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
+    loadavg()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn main() -> anyhow::Result<()> {
@@ -309,8 +255,10 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let c = Collector::start(&args.collector, &args.data_dir)?;
-    let pid = c.child.id();
+    let c = Collector::builder(&args.collector, &args.data_dir)
+        .log_echo(LogEcho::Warnings)
+        .start()?;
+    let pid = c.pid();
     let deadline = std::time::Instant::now() + Duration::from_secs(args.max_seconds);
     http(
         &c,
@@ -331,7 +279,7 @@ fn main() -> anyhow::Result<()> {
         .to_string();
     let fleet = Arc::new(Fleet::default());
     let stop = tokio_util::sync::CancellationToken::new();
-    let url = format!("ws://{}/v1/opamp", c.api);
+    let url = format!("ws://{}/v1/opamp", c.api());
     let heartbeat = Duration::from_secs(args.heartbeat_s);
     let cpu_before_connect = cpu_seconds(pid)?;
     let connect_started = std::time::Instant::now();
@@ -434,11 +382,7 @@ fn main() -> anyhow::Result<()> {
     for t in tasks {
         let _ = runtime.block_on(t);
     }
-    let mut child = c.child;
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let _ = child.wait();
+    let _ = c.stop();
     let report = json!({
         "agents": args.agents,
         "heartbeat_s": args.heartbeat_s,
