@@ -21,6 +21,9 @@ use super::{ApiError, ApiState, authenticate};
 use crate::auth::Principal;
 use crate::config::parse_duration;
 
+/// What a metadata-store call is called in the error when it panics.
+pub(super) const METADATA_STORE: &str = "metadata store";
+
 pub(super) fn meta_error(e: MetaError) -> ApiError {
     match e {
         MetaError::NotFound(what) => {

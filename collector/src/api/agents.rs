@@ -13,7 +13,9 @@ use serde_json::{Value, json};
 use vantage_proto::ErrorCode;
 use vantage_storage::meta::{Agent, EnrollRejection, EnrollmentToken, Scope};
 
-use super::admin::{TenantParam, meta_error, parse_body, store, target_tenant, time};
+use super::admin::{
+    METADATA_STORE, TenantParam, meta_error, parse_body, store, target_tenant, time,
+};
 use super::audit::{Entry, RemoteAddr, record};
 use super::{ApiError, ApiState, authenticate, blocking};
 use crate::config::parse_duration;
@@ -80,10 +82,11 @@ pub(super) async fn create_token(
         .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, format!("expires_in: {e}")))?;
     let store = store(&state)?.clone();
     let (name, t) = (new.name, tenant.clone());
-    let (token, text) =
-        blocking(move || store.create_enrollment_token(&t, &name, Some(ttl), new.max_uses))
-            .await?
-            .map_err(meta_error)?;
+    let (token, text) = blocking(METADATA_STORE, move || {
+        store.create_enrollment_token(&t, &name, Some(ttl), new.max_uses)
+    })
+    .await?
+    .map_err(meta_error)?;
     record(
         &state,
         Some(&principal),
@@ -118,9 +121,11 @@ pub(super) async fn list_tokens(
         params.map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e.body_text()))?;
     let tenant = target_tenant(&principal, params.tenant)?;
     let store = store(&state)?.clone();
-    let tokens = blocking(move || store.list_enrollment_tokens(Some(&tenant)))
-        .await?
-        .map_err(meta_error)?;
+    let tokens = blocking(METADATA_STORE, move || {
+        store.list_enrollment_tokens(Some(&tenant))
+    })
+    .await?
+    .map_err(meta_error)?;
     Ok(Json(json!({"tokens": tokens.iter().map(token_json).collect::<Vec<_>>()})).into_response())
 }
 
@@ -134,7 +139,7 @@ pub(super) async fn revoke_token(
     let principal = authenticate(&state, &headers, Scope::Admin)?;
     let store = store(&state)?.clone();
     let s = store.clone();
-    let owner = blocking(move || s.list_enrollment_tokens(None))
+    let owner = blocking(METADATA_STORE, move || s.list_enrollment_tokens(None))
         .await?
         .map_err(meta_error)?
         .into_iter()
@@ -148,7 +153,7 @@ pub(super) async fn revoke_token(
             )
         })?;
     let id = token_id.clone();
-    blocking(move || store.revoke_enrollment_token(&id))
+    blocking(METADATA_STORE, move || store.revoke_enrollment_token(&id))
         .await?
         .map_err(meta_error)?;
     record(
@@ -192,9 +197,10 @@ pub(super) async fn enroll(
         .and_then(|r| r.split_once('_'))
         .map(|(id, _)| id.chars().take(12).collect::<String>());
     let hostname = req.hostname.chars().take(255).collect::<String>();
-    let result =
-        blocking(move || store.enroll_agent(&req.token, &req.hostname, &req.version, &req.os))
-            .await?;
+    let result = blocking(METADATA_STORE, move || {
+        store.enroll_agent(&req.token, &req.hostname, &req.version, &req.os)
+    })
+    .await?;
     let actor = format!("enrollment:{}", token_id.as_deref().unwrap_or("?"));
     match result {
         Ok((agent, key)) => {
@@ -265,7 +271,7 @@ pub(super) async fn list(
     let agents = match state.auth.store() {
         Some(store) => {
             let (store, t) = (store.clone(), tenant.clone());
-            blocking(move || store.list_agents(Some(&t)))
+            blocking(METADATA_STORE, move || store.list_agents(Some(&t)))
                 .await?
                 .map_err(meta_error)?
         }
@@ -342,13 +348,13 @@ pub(super) async fn revoke(
     let principal = authenticate(&state, &headers, Scope::Admin)?;
     let store = store(&state)?.clone();
     let (s, id) = (store.clone(), agent_id.clone());
-    let agent = blocking(move || s.get_agent(&id))
+    let agent = blocking(METADATA_STORE, move || s.get_agent(&id))
         .await?
         .ok()
         .filter(|a| a.tenant == principal.tenant || principal.is_server_admin())
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("agent {agent_id} not found")))?;
     let id = agent.agent_id.clone();
-    let agent = blocking(move || store.revoke_agent(&id))
+    let agent = blocking(METADATA_STORE, move || store.revoke_agent(&id))
         .await?
         .map_err(meta_error)?;
     record(

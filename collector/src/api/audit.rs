@@ -15,7 +15,7 @@ use serde_json::json;
 use vantage_proto::ErrorCode;
 use vantage_storage::meta::{AuditEvent, AuditQuery, MAX_AUDIT_LIMIT, Scope};
 
-use super::admin::{meta_error, store};
+use super::admin::{METADATA_STORE, meta_error, store};
 use super::timeparse::{format_time, parse_time};
 use super::{ApiError, ApiState, authenticate, blocking};
 use crate::auth::Principal;
@@ -134,7 +134,7 @@ pub(super) async fn list(
         limit,
     };
     let store = store(&state)?.clone();
-    let records = blocking(move || store.list_audit(&query))
+    let records = blocking(METADATA_STORE, move || store.list_audit(&query))
         .await?
         .map_err(meta_error)?;
     let items: Vec<_> = records

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use vantage_proto::ErrorCode;
 use vantage_storage::meta::{ConfigDoc, ConfigVersion, Scope, Selector, unified_diff};
 
-use super::admin::{TenantParam, meta_error, parse_body, target_tenant, time};
+use super::admin::{METADATA_STORE, TenantParam, meta_error, parse_body, target_tenant, time};
 use super::audit::{Entry, RemoteAddr, record};
 use super::catalog::{Access, Catalog};
 use super::{ApiError, ApiState, authenticate, blocking};
@@ -265,7 +265,7 @@ async fn list(
     let principal = authenticate(&state, &headers, Scope::Query)?;
     let tenant = tenant_of(&principal, params)?;
     let s = store(&state);
-    let docs = blocking(move || s.list_configs(&tenant))
+    let docs = blocking(METADATA_STORE, move || s.list_configs(&tenant))
         .await?
         .map_err(meta_error)?;
     let docs: Vec<Value> = docs.iter().map(|d| doc_json(&state, d)).collect();
@@ -297,9 +297,11 @@ async fn create(
     check_body(&new.body)?;
     let (s, t, a) = (store(&state), tenant.clone(), author(&principal));
     let (name, selector, body, message) = (new.name, new.selector, new.body, new.message);
-    let (doc, v) = blocking(move || s.create_config(&t, &name, &selector, &body, &a, &message))
-        .await?
-        .map_err(meta_error)?;
+    let (doc, v) = blocking(METADATA_STORE, move || {
+        s.create_config(&t, &name, &selector, &body, &a, &message)
+    })
+    .await?
+    .map_err(meta_error)?;
     written(
         &state,
         &principal,
@@ -324,7 +326,7 @@ async fn get(
     let principal = authenticate(&state, &headers, Scope::Query)?;
     let tenant = tenant_of(&principal, params)?;
     let s = store(&state);
-    let (doc, current) = blocking(move || {
+    let (doc, current) = blocking(METADATA_STORE, move || {
         let doc = s.get_config(&tenant, &name)?;
         let current = s.config_version(&tenant, &name, doc.current_version)?;
         Ok::<_, vantage_storage::meta::MetaError>((doc, current))
@@ -366,7 +368,7 @@ async fn put_version(
         author(&principal),
         name.clone(),
     );
-    let (doc, v) = blocking(move || {
+    let (doc, v) = blocking(METADATA_STORE, move || {
         s.put_config_version(
             &t,
             &n,
@@ -404,7 +406,7 @@ async fn delete(
     let principal = authenticate(&state, &headers, Scope::Edit)?;
     let tenant = tenant_of(&principal, params)?;
     let (s, t, n) = (store(&state), tenant.clone(), name.clone());
-    blocking(move || s.delete_config(&t, &n))
+    blocking(METADATA_STORE, move || s.delete_config(&t, &n))
         .await?
         .map_err(meta_error)?;
     written(
@@ -429,7 +431,7 @@ async fn versions(
     let principal = authenticate(&state, &headers, Scope::Query)?;
     let tenant = tenant_of(&principal, params)?;
     let s = store(&state);
-    let list = blocking(move || s.config_versions(&tenant, &name))
+    let list = blocking(METADATA_STORE, move || s.config_versions(&tenant, &name))
         .await?
         .map_err(meta_error)?;
     Ok(Json(json!({
@@ -448,9 +450,11 @@ async fn version(
     let tenant = tenant_of(&principal, params)?;
     let version = parse_version("version", &version)?;
     let s = store(&state);
-    let v = blocking(move || s.config_version(&tenant, &name, version))
-        .await?
-        .map_err(meta_error)?;
+    let v = blocking(METADATA_STORE, move || {
+        s.config_version(&tenant, &name, version)
+    })
+    .await?
+    .map_err(meta_error)?;
     Ok(Json(version_json(&v, true)).into_response())
 }
 
@@ -491,7 +495,7 @@ async fn diff(
     );
     let s = store(&state);
     let n = name.clone();
-    let (a, b) = blocking(move || {
+    let (a, b) = blocking(METADATA_STORE, move || {
         Ok::<_, vantage_storage::meta::MetaError>((
             s.config_version(&tenant, &n, from)?,
             s.config_version(&tenant, &n, to)?,
@@ -534,9 +538,11 @@ async fn rollback(
         author(&principal),
         name.clone(),
     );
-    let (doc, v) = blocking(move || s.rollback_config(&t, &n, req.version, &a, &req.message))
-        .await?
-        .map_err(meta_error)?;
+    let (doc, v) = blocking(METADATA_STORE, move || {
+        s.rollback_config(&t, &n, req.version, &a, &req.message)
+    })
+    .await?
+    .map_err(meta_error)?;
     written(
         &state,
         &principal,
@@ -572,9 +578,11 @@ async fn rollout(
     let tenant = tenant_of(&principal, params)?;
     let req: RolloutBody = parse_body(&body)?;
     let (s, t, n) = (store(&state), tenant.clone(), name.clone());
-    let doc = blocking(move || s.set_config_rollout(&t, &n, req.version, req.percent))
-        .await?
-        .map_err(meta_error)?;
+    let doc = blocking(METADATA_STORE, move || {
+        s.set_config_rollout(&t, &n, req.version, req.percent)
+    })
+    .await?
+    .map_err(meta_error)?;
     written(
         &state,
         &principal,

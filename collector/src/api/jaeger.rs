@@ -25,9 +25,10 @@ use vantage_storage::meta::Scope;
 use vantage_storage::traces::{MAX_SEARCH_LIMIT, Trace, TraceQuery};
 
 use super::traces::{
-    DEFAULT_LIMIT, DEFAULT_RANGE_NS, blocking, lookup, observe, parse_go_duration, parse_tags,
+    DEFAULT_LIMIT, DEFAULT_RANGE_NS, TRACE_QUERY, lookup, observe, parse_go_duration, parse_tags,
+    query_error,
 };
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, TaskFailed, blocking};
 use crate::ingest::now_ns;
 
 /// The Jaeger routes.
@@ -107,6 +108,12 @@ struct JaegerError(ApiError);
 impl From<ApiError> for JaegerError {
     fn from(e: ApiError) -> Self {
         JaegerError(e)
+    }
+}
+
+impl From<TaskFailed> for JaegerError {
+    fn from(failed: TaskFailed) -> Self {
+        JaegerError(failed.into())
     }
 }
 
@@ -300,7 +307,9 @@ async fn services(
     let principal = super::authenticate(&state, &headers, Scope::Query)?;
     super::charge_query(&state, &principal)?;
     let store = state.traces.clone();
-    let names = blocking(move || store.services(&principal.tenant)).await?;
+    let names = blocking(TRACE_QUERY, move || store.services(&principal.tenant))
+        .await?
+        .map_err(query_error)?;
     observe(&state, "jaeger_services", started);
     let n = names.len();
     Ok(structured(json!(names), n))
@@ -315,7 +324,11 @@ async fn service_operations(
     let principal = super::authenticate(&state, &headers, Scope::Query)?;
     super::charge_query(&state, &principal)?;
     let store = state.traces.clone();
-    let ops = blocking(move || store.operations(&principal.tenant, &service, None)).await?;
+    let ops = blocking(TRACE_QUERY, move || {
+        store.operations(&principal.tenant, &service, None)
+    })
+    .await?
+    .map_err(query_error)?;
     let mut names: Vec<String> = ops.into_iter().map(|o| o.name).collect();
     names.dedup();
     observe(&state, "jaeger_operations", started);
@@ -352,7 +365,11 @@ async fn operations(
         })?),
     };
     let store = state.traces.clone();
-    let ops = blocking(move || store.operations(&principal.tenant, &service, kind)).await?;
+    let ops = blocking(TRACE_QUERY, move || {
+        store.operations(&principal.tenant, &service, kind)
+    })
+    .await?
+    .map_err(query_error)?;
     observe(&state, "jaeger_operations", started);
     let data: Vec<Value> = ops
         .iter()
@@ -459,7 +476,9 @@ async fn find_traces(
     let Query(params) = params.map_err(|e| bad(e.body_text()))?;
     let query = build_find(principal.tenant, params)?;
     let store = state.traces.clone();
-    let traces = blocking(move || store.search_traces(&query)).await?;
+    let traces = blocking(TRACE_QUERY, move || store.search_traces(&query))
+        .await?
+        .map_err(query_error)?;
     observe(&state, "jaeger_find_traces", started);
     let data: Vec<Value> = traces.iter().map(jaeger_trace).collect();
     let n = data.len();
@@ -504,7 +523,9 @@ async fn dependencies(
     }
     let store = state.traces.clone();
     let tenant = principal.tenant;
-    let map = blocking(move || store.dependencies(&tenant, start, end)).await?;
+    let map = blocking(TRACE_QUERY, move || store.dependencies(&tenant, start, end))
+        .await?
+        .map_err(query_error)?;
     observe(&state, "jaeger_dependencies", started);
     let data: Vec<Value> = map
         .edges

@@ -16,7 +16,7 @@ use vantage_storage::meta::{
     LoginRejection, MetaStore, Scope, Session, SessionGrant, SessionRejection, User,
 };
 
-use super::admin::{meta_error, parse_body, store, time};
+use super::admin::{METADATA_STORE, meta_error, parse_body, store, time};
 use super::audit::{Entry, RemoteAddr, record};
 use super::{ApiError, ApiState, authenticate, blocking};
 use crate::auth::{Principal, UserIdentity, totp};
@@ -147,7 +147,10 @@ pub(super) async fn login(
     let (name, password) = (login.username.clone(), login.password);
     let checked = {
         let store = store.clone();
-        blocking(move || store.verify_password(&name, &password)).await?
+        blocking(METADATA_STORE, move || {
+            store.verify_password(&name, &password)
+        })
+        .await?
     };
     let user = match checked {
         Ok(user) => user,
@@ -227,7 +230,7 @@ pub(super) async fn login(
             tenant.clone(),
             remote.0.clone(),
         );
-        blocking(move || {
+        blocking(METADATA_STORE, move || {
             store.create_session(
                 &user_id,
                 &tenant,
@@ -241,9 +244,11 @@ pub(super) async fn login(
     };
     let grant = {
         let (store, sid) = (store.clone(), session.session_id.clone());
-        blocking(move || store.check_session(&sid, std::time::SystemTime::now()))
-            .await?
-            .map_err(|e| unauthenticated(e.to_string()))?
+        blocking(METADATA_STORE, move || {
+            store.check_session(&sid, std::time::SystemTime::now())
+        })
+        .await?
+        .map_err(|e| unauthenticated(e.to_string()))?
     };
     state.login_throttle.succeeded(&user_key);
     let principal = crate::auth::principal_of(grant.clone());
@@ -275,7 +280,7 @@ async fn second_factor(
     match (totp_code, recovery_code) {
         (Some(code), _) => {
             let (store2, id) = (store.clone(), user.user_id.clone());
-            let secret = blocking(move || store2.totp_secret(&id))
+            let secret = blocking(METADATA_STORE, move || store2.totp_secret(&id))
                 .await?
                 .map_err(meta_error)?;
             let ok = secret.is_some_and(|(secret, enabled)| {
@@ -289,7 +294,7 @@ async fn second_factor(
         }
         (None, Some(code)) => {
             let (store2, id) = (store.clone(), user.user_id.clone());
-            let ok = blocking(move || store2.use_recovery_code(&id, &code))
+            let ok = blocking(METADATA_STORE, move || store2.use_recovery_code(&id, &code))
                 .await?
                 .map_err(meta_error)?;
             Ok(if ok {
@@ -322,7 +327,10 @@ pub(super) async fn refresh(
     let req: Refresh = parse_body(&body)?;
     let sessions = state.live.get().sessions;
     let (ttl, max_age) = (sessions.session_ttl, sessions.session_max_age);
-    let result = blocking(move || store.refresh_session(&req.refresh_token, ttl, max_age)).await?;
+    let result = blocking(METADATA_STORE, move || {
+        store.refresh_session(&req.refresh_token, ttl, max_age)
+    })
+    .await?;
     match result {
         Ok((grant, refresh)) => token_response(&state, &grant, refresh),
         Err(SessionRejection::Unavailable) => Err(ApiError::new(
@@ -360,7 +368,7 @@ pub(super) async fn logout(
     let sid = person(&principal)?.session_id.clone();
     let store = store(&state)?.clone();
     let sid2 = sid.clone();
-    blocking(move || store.revoke_session(&sid2))
+    blocking(METADATA_STORE, move || store.revoke_session(&sid2))
         .await?
         .map_err(meta_error)?;
     record(
@@ -417,7 +425,7 @@ pub(super) async fn list_sessions(
     let me = person(&principal)?.clone();
     let store = store(&state)?.clone();
     let uid = me.user_id.clone();
-    let sessions = blocking(move || store.list_sessions(&uid))
+    let sessions = blocking(METADATA_STORE, move || store.list_sessions(&uid))
         .await?
         .map_err(meta_error)?;
     let items: Vec<Value> = sessions
@@ -439,7 +447,7 @@ pub(super) async fn revoke_session(
     let sid = session_id.clone();
     let found = {
         let store = store.clone();
-        blocking(move || store.get_session(&sid)).await?
+        blocking(METADATA_STORE, move || store.get_session(&sid)).await?
     };
     let allowed = found.as_ref().is_ok_and(|s| {
         principal
@@ -457,7 +465,7 @@ pub(super) async fn revoke_session(
         ));
     }
     let sid = session_id.clone();
-    blocking(move || store.revoke_session(&sid))
+    blocking(METADATA_STORE, move || store.revoke_session(&sid))
         .await?
         .map_err(meta_error)?;
     record(
@@ -496,7 +504,7 @@ pub(super) async fn change_password(
     let req: ChangePassword = parse_body(&body)?;
     let store = store(&state)?.clone();
     let (s, name, current) = (store.clone(), me.username.clone(), req.current_password);
-    if blocking(move || s.verify_password(&name, &current))
+    if blocking(METADATA_STORE, move || s.verify_password(&name, &current))
         .await?
         .is_err()
     {
@@ -520,9 +528,11 @@ pub(super) async fn change_password(
         return Err(unauthenticated("current password is wrong"));
     }
     let (uid, sid, new) = (me.user_id.clone(), me.session_id.clone(), req.new_password);
-    blocking(move || store.set_password(&uid, &new, Some(&sid)))
-        .await?
-        .map_err(meta_error)?;
+    blocking(METADATA_STORE, move || {
+        store.set_password(&uid, &new, Some(&sid))
+    })
+    .await?
+    .map_err(meta_error)?;
     record(
         &state,
         Some(&principal),
@@ -548,7 +558,7 @@ pub(super) async fn totp_enroll(
     let me = person(&principal)?.clone();
     let store = store(&state)?.clone();
     let uid = me.user_id.clone();
-    let secret = blocking(move || store.totp_begin(&uid))
+    let secret = blocking(METADATA_STORE, move || store.totp_begin(&uid))
         .await?
         .map_err(meta_error)?;
     Ok((
@@ -581,7 +591,7 @@ pub(super) async fn totp_confirm(
     let req: TotpConfirm = parse_body(&body)?;
     let store = store(&state)?.clone();
     let (s, uid) = (store.clone(), me.user_id.clone());
-    let pending = blocking(move || s.totp_secret(&uid))
+    let pending = blocking(METADATA_STORE, move || s.totp_secret(&uid))
         .await?
         .map_err(meta_error)?;
     let Some((secret, false)) = pending else {
@@ -594,7 +604,7 @@ pub(super) async fn totp_confirm(
         return Err(ApiError::new(ErrorCode::InvalidArgument, "wrong TOTP code"));
     }
     let uid = me.user_id.clone();
-    let codes = blocking(move || store.totp_enable(&uid))
+    let codes = blocking(METADATA_STORE, move || store.totp_enable(&uid))
         .await?
         .map_err(meta_error)?;
     record(
@@ -636,14 +646,16 @@ pub(super) async fn totp_disable(
     let req: TotpDisable = parse_body(&body)?;
     let store = store(&state)?.clone();
     let (s, name) = (store.clone(), me.username.clone());
-    if blocking(move || s.verify_password(&name, &req.password))
-        .await?
-        .is_err()
+    if blocking(METADATA_STORE, move || {
+        s.verify_password(&name, &req.password)
+    })
+    .await?
+    .is_err()
     {
         return Err(unauthenticated("password is wrong"));
     }
     let uid = me.user_id.clone();
-    blocking(move || store.totp_disable(&uid))
+    blocking(METADATA_STORE, move || store.totp_disable(&uid))
         .await?
         .map_err(meta_error)?;
     record(

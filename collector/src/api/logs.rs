@@ -139,9 +139,8 @@ pub(super) async fn search(
     let Query(params) = params.map_err(|e| bad(e.body_text()))?;
     let query = build_query(principal.tenant, params)?;
     let store = state.logs.clone();
-    let result = tokio::task::spawn_blocking(move || store.search(&query))
-        .await
-        .map_err(|_| ApiError::new(ErrorCode::Internal, "search task failed"))?
+    let result = super::blocking("search", move || store.search(&query))
+        .await?
         .map_err(query_error)?;
     let took = started.elapsed();
     state

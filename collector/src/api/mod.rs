@@ -128,14 +128,32 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Runs a metadata-store call (SQLite, argon2) off the async workers; a panic in it is an
-/// internal error, not a dropped connection.
+/// Runs blocking work (SQLite and argon2, Tantivy searches, TSDB reads, PromQL evaluation)
+/// on tokio's blocking pool: it must not stall the async workers, and a panic in it must become a 500
+/// that names `task`, not a dropped connection. The call's own error is left to the caller
+/// to map: `blocking("metadata store", f).await?.map_err(meta_error)?`.
 pub(crate) async fn blocking<T: Send + 'static>(
+    task: &'static str,
     f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
+) -> Result<T, TaskFailed> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("task failed: {e}")))
+        .map_err(|error| TaskFailed { task, error })
+}
+
+/// Blocking work that did not finish (it panicked, or the runtime is shutting down). Each
+/// API's error type words it; the panic itself goes to the log, not the client.
+#[derive(Debug)]
+pub(crate) struct TaskFailed {
+    task: &'static str,
+    error: tokio::task::JoinError,
+}
+
+impl From<TaskFailed> for ApiError {
+    fn from(failed: TaskFailed) -> ApiError {
+        tracing::error!(task = failed.task, error = %failed.error, "blocking task failed");
+        ApiError::new(ErrorCode::Internal, format!("{} task failed", failed.task))
+    }
 }
 
 /// Charges one query to the caller's rate limits.
@@ -563,4 +581,39 @@ async fn metrics(State(state): State<Arc<ApiState>>, headers: axum::http::Header
         t.encode(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body(response: Response) -> (StatusCode, serde_json::Value) {
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_blocking_work_is_a_500_that_names_the_task_not_the_panic() {
+        let failed = blocking("trace query", || -> u8 { panic!("secret detail") })
+            .await
+            .unwrap_err();
+        let (status, json) = body(ApiError::from(failed).into_response()).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(json["errorType"], "internal");
+        assert_eq!(json["error"], "trace query task failed");
+
+        let failed = blocking("metadata read", || -> u8 { panic!("secret detail") })
+            .await
+            .unwrap_err();
+        let (status, json) = body(prom::PromError::from(failed).into_response()).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(json["errorType"], "internal");
+        assert_eq!(
+            json["error"],
+            "metadata read panicked; see the collector log"
+        );
+    }
 }

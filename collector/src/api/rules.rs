@@ -16,7 +16,7 @@ use vantage_proto::ErrorCode;
 use vantage_storage::meta::Scope;
 
 use super::prom::{Params, PromError, query_caller, success};
-use super::{ApiError, ApiState, authenticate};
+use super::{ApiError, ApiState, authenticate, blocking};
 use crate::alerting::rules::group::Health;
 use crate::alerting::rules::state::{ActiveAlert, AlertState};
 use crate::alerting::rules::{GroupView, RulesApiError};
@@ -350,14 +350,8 @@ fn accepted() -> Response {
         .into_response()
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, RulesApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| ApiError::new(ErrorCode::Internal, "rule storage task failed"))?
-        .map_err(rules_error)
-}
+/// What a rule-store call is called in the error when it panics.
+const RULE_STORAGE: &str = "rule storage";
 
 /// `GET /api/v1/rules/{namespace}`: the namespace's groups as YAML
 /// (`<namespace>: [groups]`).
@@ -369,7 +363,11 @@ async fn get_namespace(
     let principal = authenticate(&state, &headers, Scope::Query)?;
     let rules = state.rules.clone();
     let ns = namespace.clone();
-    let groups = blocking(move || rules.api_groups(&principal.tenant, Some(&ns))).await?;
+    let groups = blocking(RULE_STORAGE, move || {
+        rules.api_groups(&principal.tenant, Some(&ns))
+    })
+    .await?
+    .map_err(rules_error)?;
     if groups.is_empty() {
         return Err(ApiError::new(ErrorCode::NotFound, "no rule groups found"));
     }
@@ -385,7 +383,11 @@ async fn get_group(
     let principal = authenticate(&state, &headers, Scope::Query)?;
     let rules = state.rules.clone();
     let ns = namespace.clone();
-    let groups = blocking(move || rules.api_groups(&principal.tenant, Some(&ns))).await?;
+    let groups = blocking(RULE_STORAGE, move || {
+        rules.api_groups(&principal.tenant, Some(&ns))
+    })
+    .await?
+    .map_err(rules_error)?;
     let found = groups
         .get(&namespace)
         .and_then(|gs| gs.iter().find(|g| g.name == group));
@@ -422,7 +424,11 @@ async fn post_group(
         ));
     }
     let rules = state.rules.clone();
-    blocking(move || rules.put_api_group(&principal.tenant, &namespace, &text)).await?;
+    blocking(RULE_STORAGE, move || {
+        rules.put_api_group(&principal.tenant, &namespace, &text)
+    })
+    .await?
+    .map_err(rules_error)?;
     Ok(accepted())
 }
 
@@ -434,7 +440,11 @@ async fn delete_group(
 ) -> Result<Response, ApiError> {
     let principal = authenticate(&state, &headers, Scope::Edit)?;
     let rules = state.rules.clone();
-    blocking(move || rules.delete_api_groups(&principal.tenant, &namespace, Some(&group))).await?;
+    blocking(RULE_STORAGE, move || {
+        rules.delete_api_groups(&principal.tenant, &namespace, Some(&group))
+    })
+    .await?
+    .map_err(rules_error)?;
     Ok(accepted())
 }
 
@@ -446,6 +456,10 @@ async fn delete_namespace(
 ) -> Result<Response, ApiError> {
     let principal = authenticate(&state, &headers, Scope::Edit)?;
     let rules = state.rules.clone();
-    blocking(move || rules.delete_api_groups(&principal.tenant, &namespace, None)).await?;
+    blocking(RULE_STORAGE, move || {
+        rules.delete_api_groups(&principal.tenant, &namespace, None)
+    })
+    .await?
+    .map_err(rules_error)?;
     Ok(accepted())
 }

@@ -36,6 +36,9 @@ fn info_json(s: &SecretInfo) -> Value {
     })
 }
 
+/// What a secrets-store call is called in the error when it panics.
+const SECRETS_STORE: &str = "secrets store";
+
 /// Maps a secrets error to the API; none of them carries a value.
 pub(crate) fn secret_error(e: SecretError) -> ApiError {
     match e {
@@ -99,7 +102,10 @@ pub(super) async fn put(
     let value = SecretValue::new(new.value);
     let secrets = service(&state)?;
     let (tenant, n, actor) = (principal.tenant.clone(), name.clone(), principal.actor());
-    let result = blocking(move || secrets.put(&tenant, &n, &value, &actor)).await?;
+    let result = blocking(SECRETS_STORE, move || {
+        secrets.put(&tenant, &n, &value, &actor)
+    })
+    .await?;
     if result.is_ok() {
         // The agents given a body that references it get the new value now.
         state.opamp.secrets_changed(&principal.tenant).await;
@@ -130,7 +136,7 @@ pub(super) async fn list(
     let principal = authenticate(&state, &headers, Scope::Edit)?;
     let secrets = service(&state)?;
     let tenant = principal.tenant.clone();
-    let list = blocking(move || secrets.list(&tenant))
+    let list = blocking(SECRETS_STORE, move || secrets.list(&tenant))
         .await?
         .map_err(secret_error)?;
     Ok(Json(json!({"secrets": list.iter().map(info_json).collect::<Vec<_>>()})).into_response())
@@ -146,7 +152,7 @@ pub(super) async fn delete(
     let principal = authenticate(&state, &headers, Scope::Edit)?;
     let secrets = service(&state)?;
     let (tenant, n) = (principal.tenant.clone(), name.clone());
-    let result = blocking(move || secrets.delete(&tenant, &n)).await?;
+    let result = blocking(SECRETS_STORE, move || secrets.delete(&tenant, &n)).await?;
     if result.is_ok() {
         // Bodies that still reference it no longer expand: those agents are sent
         // nothing and keep what they run (logged, counted as expand_failed).
@@ -184,7 +190,7 @@ pub(super) async fn rotate(
         ));
     }
     let secrets = service(&state)?;
-    let result = blocking(move || secrets.rotate()).await?;
+    let result = blocking(SECRETS_STORE, move || secrets.rotate()).await?;
     record(
         &state,
         Some(&principal),

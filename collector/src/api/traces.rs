@@ -21,7 +21,7 @@ use vantage_storage::traces::{
 };
 
 use super::timeparse::{format_time, parse_time};
-use super::{ApiError, ApiState, render};
+use super::{ApiError, ApiState, blocking, render};
 use crate::ingest::now_ns;
 use crate::telemetry::EndpointLabels;
 
@@ -87,16 +87,6 @@ pub(super) fn query_error(e: TraceQueryError) -> ApiError {
         }
         other => bad(other.to_string()),
     }
-}
-
-/// Runs blocking store work off the async threads.
-pub(super) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, TraceQueryError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| ApiError::new(ErrorCode::Internal, "trace query task failed"))?
-        .map_err(query_error)
 }
 
 pub(super) fn observe(state: &ApiState, endpoint: &'static str, started: Instant) {
@@ -306,6 +296,9 @@ fn render_dependencies(d: &DependencyMap) -> Value {
     })
 }
 
+/// What a trace-store call is called in the error when it panics.
+pub(super) const TRACE_QUERY: &str = "trace query";
+
 /// A trace lookup for `tenant`; 400 on a malformed id, 404 when there is no such trace.
 pub(super) async fn lookup(
     store: &TraceStore,
@@ -314,8 +307,9 @@ pub(super) async fn lookup(
 ) -> Result<Trace, ApiError> {
     let id = parse_trace_id(id_text).map_err(|e| bad(e.to_string()))?;
     let store = store.clone();
-    blocking(move || store.get_trace(&tenant, &id))
+    blocking(TRACE_QUERY, move || store.get_trace(&tenant, &id))
         .await?
+        .map_err(query_error)?
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "trace not found"))
 }
 
@@ -363,9 +357,8 @@ async fn trace_by_id(
             after_lsn: None,
         };
         let logs = state.logs.clone();
-        let result = tokio::task::spawn_blocking(move || logs.search(&query))
-            .await
-            .map_err(|_| ApiError::new(ErrorCode::Internal, "log search task failed"))?
+        let result = blocking("log search", move || logs.search(&query))
+            .await?
             .map_err(|e| {
                 tracing::error!(error = %e, "log search for a trace failed");
                 ApiError::new(
@@ -459,7 +452,9 @@ async fn search(
     let query = build_search(principal.tenant, params)?;
     let limit = query.limit;
     let store = state.traces.clone();
-    let summaries = blocking(move || store.search(&query)).await?;
+    let summaries = blocking(TRACE_QUERY, move || store.search(&query))
+        .await?
+        .map_err(query_error)?;
     observe(&state, "traces_search", started);
     Ok(Json(json!({
         "traces": summaries.iter().map(render_summary).collect::<Vec<_>>(),
@@ -487,7 +482,9 @@ async fn dependencies(
     let (start, end) = time_range(params.start.as_deref(), params.end.as_deref())?;
     let store = state.traces.clone();
     let tenant = principal.tenant;
-    let map = blocking(move || store.dependencies(&tenant, start, end)).await?;
+    let map = blocking(TRACE_QUERY, move || store.dependencies(&tenant, start, end))
+        .await?
+        .map_err(query_error)?;
     observe(&state, "traces_dependencies", started);
     Ok(Json(render_dependencies(&map)).into_response())
 }

@@ -13,7 +13,7 @@ use serde_json::json;
 use vantage_proto::ErrorCode;
 use vantage_storage::meta::{Role, Scope, User};
 
-use super::admin::{TenantParam, meta_error, parse_body, store, target_tenant};
+use super::admin::{METADATA_STORE, TenantParam, meta_error, parse_body, store, target_tenant};
 use super::audit::{Entry, RemoteAddr, record};
 use super::login::user_json;
 use super::{ApiError, ApiState, authenticate, blocking};
@@ -36,7 +36,9 @@ async fn reachable(
 ) -> Result<User, ApiError> {
     let store = store(state)?.clone();
     let id = user_id.to_string();
-    let user = blocking(move || store.get_user(&id)).await?.ok();
+    let user = blocking(METADATA_STORE, move || store.get_user(&id))
+        .await?
+        .ok();
     user.filter(|u| principal.is_server_admin() || u.role_in(&principal.tenant).is_some())
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("user {user_id} not found")))
 }
@@ -91,7 +93,7 @@ pub(super) async fn list(
         params.map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e.body_text()))?;
     let tenant = target_tenant(&principal, params.tenant)?;
     let store = store(&state)?.clone();
-    let users = blocking(move || store.list_users(Some(&tenant)))
+    let users = blocking(METADATA_STORE, move || store.list_users(Some(&tenant)))
         .await?
         .map_err(meta_error)?;
     Ok(Json(json!({"users": users.iter().map(user_json).collect::<Vec<_>>()})).into_response())
@@ -120,9 +122,11 @@ pub(super) async fn create(
     let role = parse_role(&new.role)?;
     let store = store(&state)?.clone();
     let (name, password, t) = (new.username.clone(), new.password, tenant.clone());
-    let user = blocking(move || store.create_user(&name, &password, &t, role))
-        .await?
-        .map_err(meta_error)?;
+    let user = blocking(METADATA_STORE, move || {
+        store.create_user(&name, &password, &t, role)
+    })
+    .await?
+    .map_err(meta_error)?;
     audit_ok(
         &state,
         &principal,
@@ -172,7 +176,7 @@ pub(super) async fn patch(
             not_self(&principal, &user, "disable")?;
         }
         let (s, id) = (store.clone(), user.user_id.clone());
-        user = blocking(move || s.set_user_disabled(&id, disabled))
+        user = blocking(METADATA_STORE, move || s.set_user_disabled(&id, disabled))
             .await?
             .map_err(meta_error)?;
         let action = if disabled {
@@ -189,7 +193,7 @@ pub(super) async fn patch(
             not_self(&principal, &user, "demote")?;
         }
         let (s, id, t) = (store.clone(), user.user_id.clone(), tenant.clone());
-        user = blocking(move || s.set_user_role(&id, &t, Some(role)))
+        user = blocking(METADATA_STORE, move || s.set_user_role(&id, &t, Some(role)))
             .await?
             .map_err(meta_error)?;
         audit_ok(
@@ -224,7 +228,7 @@ pub(super) async fn delete(
     }
     let store = store(&state)?.clone();
     let id = user.user_id.clone();
-    blocking(move || store.delete_user(&id))
+    blocking(METADATA_STORE, move || store.delete_user(&id))
         .await?
         .map_err(meta_error)?;
     audit_ok(
@@ -263,9 +267,11 @@ pub(super) async fn put_role(
     let user = reachable(&state, &principal, &user_id).await?;
     let store = store(&state)?.clone();
     let (id, t) = (user.user_id.clone(), tenant.clone());
-    let user = blocking(move || store.set_user_role(&id, &t, Some(role)))
-        .await?
-        .map_err(meta_error)?;
+    let user = blocking(METADATA_STORE, move || {
+        store.set_user_role(&id, &t, Some(role))
+    })
+    .await?
+    .map_err(meta_error)?;
     audit_ok(
         &state,
         &principal,
@@ -293,7 +299,7 @@ pub(super) async fn delete_role(
     }
     let store = store(&state)?.clone();
     let (id, t) = (user.user_id.clone(), tenant.clone());
-    let user = blocking(move || store.set_user_role(&id, &t, None))
+    let user = blocking(METADATA_STORE, move || store.set_user_role(&id, &t, None))
         .await?
         .map_err(meta_error)?;
     audit_ok(
@@ -328,9 +334,11 @@ pub(super) async fn reset_password(
     let user = reachable(&state, &principal, &user_id).await?;
     let store = store(&state)?.clone();
     let id = user.user_id.clone();
-    blocking(move || store.set_password(&id, &req.password, None))
-        .await?
-        .map_err(meta_error)?;
+    blocking(METADATA_STORE, move || {
+        store.set_password(&id, &req.password, None)
+    })
+    .await?
+    .map_err(meta_error)?;
     audit_ok(
         &state,
         &principal,

@@ -8,11 +8,11 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use vantage_proto::prom::names::is_valid_label_name;
 use vantage_storage::metrics::promql;
-use vantage_storage::metrics::{Matcher, Querier};
+use vantage_storage::metrics::{Matcher, MetricsError, Querier};
 
 use super::params::{MAX_TIME_MS, MIN_TIME_MS};
 use super::{Params, PromError, json, query_caller, success, success_with_warnings};
-use crate::api::ApiState;
+use crate::api::{ApiState, blocking};
 
 /// Parses a `match[]` series selector into matchers (the evaluator's own parsing).
 fn parse_selector(text: &str) -> Result<Vec<Matcher>, PromError> {
@@ -75,14 +75,12 @@ fn strings(values: impl IntoIterator<Item = String>) -> String {
     out
 }
 
-/// Runs a blocking store read off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, vantage_storage::metrics::MetricsError> + Send + 'static,
-) -> Result<T, PromError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| PromError::internal("metadata read panicked", &e))?
-        .map_err(|e| PromError::internal("metadata read failed", &e))
+/// What a metadata read is called in the error when it panics.
+const METADATA_READ: &str = "metadata read";
+
+/// A metadata read that failed: the detail goes to the log, not the client.
+fn read_failed(e: MetricsError) -> PromError {
+    PromError::internal("metadata read failed", &e)
 }
 
 /// `GET|POST /api/v1/series`
@@ -99,7 +97,7 @@ pub(crate) async fn series(
     let (start, end) = range(&params)?;
     let limit = limit(&params)?;
     let querier = state.tsdb.querier(&principal.tenant);
-    let found = blocking(move || {
+    let found = blocking(METADATA_READ, move || {
         let mut all = BTreeSet::new();
         for matchers in &sets {
             for s in querier.series(matchers, start, end)? {
@@ -108,7 +106,8 @@ pub(crate) async fn series(
         }
         Ok(all.into_iter().collect::<Vec<_>>())
     })
-    .await?;
+    .await?
+    .map_err(read_failed)?;
     let mut found = found;
     let warnings = truncate(&mut found, limit);
     let mut out = String::from("[");
@@ -133,7 +132,7 @@ pub(crate) async fn labels(
     let (start, end) = range(&params)?;
     let limit = limit(&params)?;
     let tsdb = state.tsdb.clone();
-    let mut names = blocking(move || {
+    let mut names = blocking(METADATA_READ, move || {
         if sets.is_empty() {
             return tsdb.label_names(&principal.tenant, &[], start, end);
         }
@@ -143,7 +142,8 @@ pub(crate) async fn labels(
         }
         Ok(all.into_iter().collect())
     })
-    .await?;
+    .await?
+    .map_err(read_failed)?;
     let warnings = truncate(&mut names, limit);
     Ok(success_with_warnings(strings(names), &warnings))
 }
@@ -163,7 +163,7 @@ pub(crate) async fn label_values(
     let (start, end) = range(&params)?;
     let limit = limit(&params)?;
     let tsdb = state.tsdb.clone();
-    let mut values = blocking(move || {
+    let mut values = blocking(METADATA_READ, move || {
         if sets.is_empty() {
             return tsdb.label_values(&principal.tenant, &name, &[], start, end);
         }
@@ -173,7 +173,8 @@ pub(crate) async fn label_values(
         }
         Ok(all.into_iter().collect())
     })
-    .await?;
+    .await?
+    .map_err(read_failed)?;
     let warnings = truncate(&mut values, limit);
     Ok(success_with_warnings(strings(values), &warnings))
 }

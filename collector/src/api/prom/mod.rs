@@ -228,6 +228,12 @@ impl From<PromqlError> for PromError {
     }
 }
 
+impl From<super::TaskFailed> for PromError {
+    fn from(failed: super::TaskFailed) -> PromError {
+        PromError::internal(&format!("{} panicked", failed.task), &failed.error)
+    }
+}
+
 impl From<super::ApiError> for PromError {
     fn from(e: super::ApiError) -> PromError {
         let error_type = match e.code {

@@ -49,9 +49,7 @@ async fn evaluate(
         .map_err(|_| PromError::bad_data("the collector is shutting down"))?;
     let querier = state.tsdb.querier(tenant);
     let engine = state.engine.clone();
-    let result = tokio::task::spawn_blocking(move || run(&engine, &querier))
-        .await
-        .map_err(|e| PromError::internal("query evaluation panicked", &e))?;
+    let result = crate::api::blocking("query evaluation", move || run(&engine, &querier)).await?;
     let outcome = match &result {
         Ok(_) => "ok",
         Err(e) => e.error_type(),
