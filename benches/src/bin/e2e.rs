@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use tantivy::schema::{FAST, STORED, STRING, Schema, TEXT};
 use tantivy::{Index, IndexSettings, TantivyDocument};
 use vantage_benches::collector::Collector;
+use vantage_benches::process::ChildGuard;
 use vantage_benches::procfs::{
     cpu_by_thread_name, cpu_seconds, dir_bytes, encode_query, mib, percentile, status_bytes,
     thread_cpu_seconds,
@@ -306,6 +307,29 @@ fn ceiling(args: &Args) -> anyhow::Result<Value> {
     }))
 }
 
+/// Phase 1 again with every other CPU running a busy loop: no free core, as the
+/// collector has none at saturation. Measured alone, the ceiling counts as CPU the time
+/// its document-building thread spins in crossbeam's backoff waiting for Tantivy's
+/// indexing thread (~30 % of its CPU in session 11); this is raw Tantivy's work.
+fn ceiling_other_cores_busy(args: &Args) -> anyhow::Result<Value> {
+    let others = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
+    let _busy: Vec<ChildGuard> = (0..others.max(1))
+        .map(|_| {
+            Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .stdin(Stdio::null())
+                .spawn()
+                .map(|child| ChildGuard::new(child, "busy loop"))
+                .context("cannot start a busy loop")
+        })
+        .collect::<anyhow::Result<_>>()?;
+    // Let the scheduler place them before the clock starts.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut c = ceiling(args)?;
+    c["busy_loops"] = json!(others.max(1));
+    Ok(c)
+}
+
 /// Phase 1b: Vantage's own log indexer in-process on the same records (same schema and
 /// documents, one commit at the end): what the service path around it costs is the gap
 /// between this and the collector.
@@ -444,14 +468,23 @@ fn only_indexer(args: &Args, rounds: usize) -> anyhow::Result<Value> {
         let c = ceiling(args)?;
         eprintln!("{c}");
         phase(&format!(
+            "raw tantivy ceiling, other cores busy, round {}",
+            round + 1
+        ));
+        let busy = ceiling_other_cores_busy(args)?;
+        eprintln!("{busy}");
+        phase(&format!(
             "vantage log indexer in-process, round {}",
             round + 1
         ));
         let i = indexer_ceiling(args)?;
         eprintln!("{i}");
-        let ratio = i["docs_per_cpu_s"].as_f64().unwrap_or(0.0)
-            / c["docs_per_cpu_s"].as_f64().unwrap_or(f64::NAN);
-        runs.push(json!({"ceiling": c, "indexer_in_process": i, "indexer_vs_raw_tantivy": ratio}));
+        let per_cpu = i["docs_per_cpu_s"].as_f64().unwrap_or(0.0);
+        runs.push(json!({
+            "ceiling": c, "ceiling_other_cores_busy": busy, "indexer_in_process": i,
+            "indexer_vs_raw_tantivy": per_cpu / c["docs_per_cpu_s"].as_f64().unwrap_or(f64::NAN),
+            "indexer_vs_raw_tantivy_work": per_cpu / busy["docs_per_cpu_s"].as_f64().unwrap_or(f64::NAN),
+        }));
     }
     let mut variants = Vec::new();
     let default = vantage_storage::logs::DocStoreOptions::default();
@@ -932,6 +965,9 @@ fn main() -> anyhow::Result<()> {
     phase("raw tantivy ceiling");
     let ceiling = ceiling(&args)?;
     eprintln!("{ceiling}");
+    phase("raw tantivy ceiling, other cores busy");
+    let ceiling_busy = ceiling_other_cores_busy(&args)?;
+    eprintln!("{ceiling_busy}");
     phase("vantage log indexer in-process");
     let indexer = indexer_ceiling(&args)?;
     eprintln!("{indexer}");
@@ -963,14 +999,16 @@ fn main() -> anyhow::Result<()> {
     };
     let per_cpu = ingest["records_per_cpu_s"].as_f64().unwrap_or(0.0);
     let ratio = per_cpu / ceiling["docs_per_cpu_s"].as_f64().unwrap_or(f64::NAN);
+    let ratio_work = per_cpu / ceiling_busy["docs_per_cpu_s"].as_f64().unwrap_or(f64::NAN);
     let ratio_same_schema = per_cpu / indexer["docs_per_cpu_s"].as_f64().unwrap_or(f64::NAN);
     let report = json!({
         "machine": {"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
         "settings": {"records": args.records, "batch_size": args.batch_size, "concurrency": args.concurrency,
                       "body_bytes": args.body_bytes, "pool_batches": args.pool_batches, "indexing_threads": args.indexing_threads,
                       "ceiling_indexing_threads": args.ceiling_indexing_threads},
-        "ceiling": ceiling, "indexer_in_process": indexer, "ingest": ingest, "search": search, "disk": disk, "steady": steady, "auth_overhead": auth, "overload": overload,
+        "ceiling": ceiling, "ceiling_other_cores_busy": ceiling_busy, "indexer_in_process": indexer, "ingest": ingest, "search": search, "disk": disk, "steady": steady, "auth_overhead": auth, "overload": overload,
         "collector_vs_raw_tantivy_docs_per_cpu_s": ratio,
+        "collector_vs_raw_tantivy_work_docs_per_cpu_s": ratio_work,
         "collector_vs_in_process_indexer_docs_per_cpu_s": ratio_same_schema,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
