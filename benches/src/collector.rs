@@ -19,10 +19,13 @@
 //! ```
 
 use std::ffi::{OsStr, OsString};
-use std::net::SocketAddr;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+
+use anyhow::Context as _;
 
 use vantage_collector::auth::INITIAL_ADMIN_FILE;
 
@@ -268,6 +271,22 @@ impl Collector {
         self.token.as_deref()
     }
 
+    /// A GET on its API with the admin key, over a fresh HTTP/1.1 connection (as a
+    /// dashboard's first call): the status and the body, de-chunked. Hand-written, so a
+    /// loopback GET in a benchmark needs no HTTP client stack in the measured numbers.
+    pub fn get(&self, path_and_query: &str) -> anyhow::Result<(u16, String)> {
+        let addr = self.api;
+        let mut stream = TcpStream::connect(addr)?;
+        write!(
+            stream,
+            "GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            self.token().unwrap_or_default()
+        )?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw)?;
+        parse_response(&raw)
+    }
+
     /// The data directory it runs on, to measure (and delete) after the stop.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
@@ -295,9 +314,81 @@ impl Collector {
     }
 }
 
+/// Status and body of a whole HTTP/1.1 response (the connection closed after it).
+fn parse_response(raw: &[u8]) -> anyhow::Result<(u16, String)> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no end of the HTTP header")?;
+    let head = String::from_utf8_lossy(&raw[..end]);
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .context("no HTTP status")?
+        .parse()
+        .context("HTTP status is not a number")?;
+    let body = &raw[end + 4..];
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_vec()
+    };
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Undoes `Transfer-Encoding: chunked` on bytes (chunk sizes count bytes, not
+/// characters); stops at the last chunk or at anything malformed.
+fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&rest[..eol]).unwrap_or("");
+        // Chunk extensions (`1a;name=value`) are allowed and ignored.
+        let size = size.split(';').next().unwrap_or("").trim();
+        let Ok(n) = usize::from_str_radix(size, 16) else {
+            break;
+        };
+        let data = &rest[eol + 2..];
+        if n == 0 || data.len() < n {
+            break;
+        }
+        out.extend_from_slice(&data[..n]);
+        rest = data[n..].strip_prefix(b"\r\n").unwrap_or(&data[n..]);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn responses_are_parsed_plain_and_chunked() {
+        let plain = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+        assert_eq!(parse_response(plain).unwrap(), (200, "{}".to_string()));
+        // "é" is two bytes: chunk sizes are bytes.
+        let chunked = "HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n\
+                       4;x=y\r\n{\"é\r\n3\r\n\": \r\n3\r\n1}\n\r\n0\r\n\r\n";
+        assert_eq!(
+            parse_response(chunked.as_bytes()).unwrap(),
+            (400, "{\"é\": 1}\n".to_string())
+        );
+        assert!(
+            parse_response(b"HTTP/1.1 200 OK\r\n").is_err(),
+            "no header end"
+        );
+        assert!(parse_response(b"garbage\r\n\r\n").is_err(), "no status");
+    }
+
+    #[test]
+    fn malformed_chunks_stop_the_body_instead_of_panicking() {
+        assert_eq!(dechunk(b"zz\r\nabc"), b"");
+        assert_eq!(dechunk(b"5\r\nab"), b"", "chunk cut short");
+        assert_eq!(dechunk(b"2\r\nab\r\nq\r\n"), b"ab");
+        assert_eq!(dechunk(b""), b"");
+    }
 
     #[test]
     fn the_admin_key_is_the_api_key_line() {

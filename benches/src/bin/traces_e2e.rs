@@ -19,8 +19,6 @@
 //! trace ids, so the generator stays cheap next to the collector on a 2-core machine.
 //! Every figure goes to stdout as one JSON report.
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,55 +79,9 @@ const SERVICES: [&str; 5] = ["frontend", "checkout", "payment", "inventory", "sh
 const OPERATIONS_PER_SERVICE: usize = 4;
 const METHODS: [&str; 4] = ["GET", "POST", "PUT", "DELETE"];
 
-/// A minimal HTTP/1.1 GET (one connection per request, as a dashboard's first call).
-/// Returns the status and the raw body.
-fn http_get(c: &Collector, path_and_query: &str) -> anyhow::Result<(u16, String)> {
-    let addr = c.api();
-    let mut stream = TcpStream::connect(addr)?;
-    write!(
-        stream,
-        "GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
-        c.token().unwrap_or_default()
-    )?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").context("no http header end")?;
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .context("no status")?
-        .parse()?;
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    Ok((status, body))
-}
-
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || after.len() < n {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = after[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
 /// The collector's searchable-span gauge from its `/metrics`.
 fn indexed_spans(c: &Collector) -> anyhow::Result<u64> {
-    let (status, body) = http_get(c, "/metrics")?;
+    let (status, body) = c.get("/metrics")?;
     if status != 200 {
         bail!("/metrics answered {status}");
     }
@@ -504,7 +456,7 @@ fn main() -> anyhow::Result<()> {
         let t = pick.below(batch.trace_spans.len() as u64) as u32;
         let id = hex::encode(trace_id(seq, t));
         let q0 = Instant::now();
-        let (status, body) = http_get(&c, &format!("/api/v1/traces/{id}"))?;
+        let (status, body) = c.get(&format!("/api/v1/traces/{id}"))?;
         by_id.push(q0.elapsed().as_secs_f64() * 1e3);
         if status != 200 {
             bail!("trace {id} (send {seq}) answered {status}: {body}");
@@ -530,10 +482,9 @@ fn main() -> anyhow::Result<()> {
         let service = SERVICES[i % SERVICES.len()];
         let min = min_durations[(i / SERVICES.len()) % min_durations.len()];
         let q0 = Instant::now();
-        let (status, body) = http_get(
-            &c,
-            &format!("/api/v1/traces/search?service={service}&minDuration={min}&limit=20"),
-        )?;
+        let (status, body) = c.get(&format!(
+            "/api/v1/traces/search?service={service}&minDuration={min}&limit=20"
+        ))?;
         search_ms.push(q0.elapsed().as_secs_f64() * 1e3);
         if status != 200 {
             bail!("search answered {status}: {body}");
