@@ -28,18 +28,26 @@ pub fn clock_ticks() -> f64 {
 /// utime + stime of a process, in seconds.
 pub fn cpu_seconds(pid: impl Display) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat.rsplit_once(')').context("bad /proc stat")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let utime: f64 = fields[11].parse()?;
-    let stime: f64 = fields[12].parse()?;
-    Ok((utime + stime) / clock_ticks())
+    let (_, secs) = parse_stat(&stat).context("bad /proc stat")?;
+    Ok(secs)
+}
+
+/// The name and utime + stime in seconds of a `/proc/<pid>/stat` or
+/// `/proc/<pid>/task/<tid>/stat` line. The name is in parentheses and may hold spaces
+/// and parentheses itself, so the fields are counted after the last `)`.
+fn parse_stat(stat: &str) -> Option<(&str, f64)> {
+    let (head, after) = stat.rsplit_once(')')?;
+    let name = head.split_once('(')?.1;
+    let mut fields = after.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((name, (utime + stime) / clock_ticks()))
 }
 
 /// CPU seconds (utime + stime) of each thread of a process now: `(tid, name, seconds)`.
 /// Threads that already exited are not listed; sample while they run (Tantivy's merge
 /// threads come and go) to see them.
 pub fn thread_cpu_seconds(pid: impl Display) -> Vec<(u64, String, f64)> {
-    let ticks = clock_ticks();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
@@ -48,12 +56,8 @@ pub fn thread_cpu_seconds(pid: impl Display) -> Vec<(u64, String, f64)> {
         .filter_map(|task| {
             let tid = task.file_name().to_str()?.parse().ok()?;
             let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
-            let (head, after) = stat.rsplit_once(')')?;
-            let name = head.split_once('(')?.1.to_string();
-            let fields: Vec<&str> = after.split_whitespace().collect();
-            let utime: f64 = fields.get(11)?.parse().ok()?;
-            let stime: f64 = fields.get(12)?.parse().ok()?;
-            Some((tid, name, (utime + stime) / ticks))
+            let (name, secs) = parse_stat(&stat)?;
+            Some((tid, name.to_string(), secs))
         })
         .collect()
 }
@@ -142,6 +146,17 @@ pub fn encode_query(q: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_lines_are_read_after_the_last_parenthesis() {
+        let ticks = clock_ticks();
+        let line = "42 (merge (x) 1) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 1 0";
+        let (name, secs) = parse_stat(line).unwrap();
+        assert_eq!(name, "merge (x) 1");
+        assert!((secs - 300.0 / ticks).abs() < 1e-9);
+        assert_eq!(parse_stat("42 (short) S 1 2"), None);
+        assert_eq!(parse_stat("no parentheses"), None);
+    }
 
     #[test]
     fn this_process_has_a_load_average_and_an_open_files_limit() {

@@ -205,9 +205,10 @@ struct WalFile {
 
 /// Two indexing threads where there are two CPUs: one Tantivy thread tops out near
 /// 100 k records/s, and on the 2-core bench machine two take 20 % more (10 M records,
-/// 122 k against 102 k records/s) for 4 % more CPU per record (more, smaller segments
-/// to merge). Capped at two: more were not measured (the bench machine has two cores),
-/// and each splits every second's segment further.
+/// 122 k against 102 k records/s) for 4 % more CPU per record at saturation and ~14 %
+/// more below it (50 k records/s: more, smaller segments to merge). Capped at two: more
+/// were not measured (the bench machine has two cores), and each splits every second's
+/// segment further.
 fn default_indexing_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
 }

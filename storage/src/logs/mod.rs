@@ -389,19 +389,7 @@ impl LogIndexer {
                         Some((day, slot)) if day == start_ns => slot,
                         _ => {
                             let key = PartitionKey::for_time(tenant, time_ns);
-                            let slot = if self.committed.get(&key).is_some_and(|&c| c >= lsn) {
-                                None
-                            } else {
-                                // Each partition's documents in its own schema version.
-                                Some(match per_partition.iter().position(|(k, _, _)| *k == key) {
-                                    Some(i) => i,
-                                    None => {
-                                        let fields = self.partition_reader(&key)?.fields;
-                                        per_partition.push((key, fields, Vec::new()));
-                                        per_partition.len() - 1
-                                    }
-                                })
-                            };
+                            let slot = self.partition_slot(key, lsn, &mut per_partition)?;
                             last = Some((start_ns, slot));
                             slot
                         }
@@ -454,6 +442,26 @@ impl LogIndexer {
         }
         self.last_added_lsn = self.last_added_lsn.max(lsn);
         Ok(outcome)
+    }
+
+    /// Where in `per_partition` the documents of partition `key` go, adding its entry
+    /// (with its own schema version's fields) if this batch has none yet; `None` when
+    /// the partition already committed batch `lsn` (a replay).
+    fn partition_slot(
+        &mut self,
+        key: PartitionKey,
+        lsn: u64,
+        per_partition: &mut Vec<(PartitionKey, Arc<LogFields>, Vec<u32>)>,
+    ) -> Result<Option<usize>, LogStoreError> {
+        if self.committed.get(&key).is_some_and(|&c| c >= lsn) {
+            return Ok(None);
+        }
+        if let Some(i) = per_partition.iter().position(|(k, _, _)| *k == key) {
+            return Ok(Some(i));
+        }
+        let fields = self.partition_reader(&key)?.fields;
+        per_partition.push((key, fields, Vec::new()));
+        Ok(Some(per_partition.len() - 1))
     }
 
     /// Whether anything was added since the last commit.
