@@ -16,6 +16,7 @@ mod inflight;
 mod partition;
 mod schema;
 mod search;
+mod tokenizer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
@@ -39,6 +40,7 @@ pub use search::{
     HistogramBucket, LogHit, LogQuery, LogQueryError, LogSearchResult, MAX_BUCKETS, MAX_LIMIT,
     SortOrder,
 };
+pub use tokenizer::BodyTokenizer;
 
 /// Default indexing heap per open partition writer: large enough that Tantivy flushes
 /// few, big segments, small enough that two open writers stay well under 256 MiB.

@@ -1228,3 +1228,42 @@ proptest::proptest! {
         }
     }
 }
+
+/// How a body is split, as the README's query section tells users: words at anything
+/// not a letter or digit, lower-cased, words of 40 bytes or more not indexed.
+#[test]
+fn body_words_are_split_lower_cased_and_long_ones_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut ix) = open(small(dir.path())).unwrap();
+    let sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    let body = format!("Upstream RESET by 10.0.1.14:5432 (Straße) digest={sha} done");
+    let batch = request("checkout", vec![record(T0, "WARN", &body, 502)]);
+    ix.add_batch("default", 1, &batch).unwrap();
+    ix.commit().unwrap();
+    let total = |q: &str| store.search(&query(q)).unwrap().total;
+    for q in [
+        "reset",
+        "RESET",
+        "Reset",
+        "\"10.0.1.14\"",
+        "\"10 0 1 14 5432\"",
+        "straße",
+        "STRASSE OR Straße",
+    ] {
+        assert_eq!(total(q), 1, "{q}");
+    }
+    // A phrase does not match across the left-out digest: it keeps its position.
+    for q in [
+        "\"1.14.10\"",
+        "\"reset upstream\"",
+        "digest AND NOT done",
+        "\"digest done\"",
+    ] {
+        assert_eq!(total(q), 0, "{q}");
+    }
+    // In a query such a word is dropped too: alone it matches nothing, next to others
+    // it is ignored.
+    assert_eq!(total(sha), 0);
+    assert_eq!(total(&format!("\"{sha}\"")), 0);
+    assert_eq!(total(&format!("{sha} AND reset")), 1);
+}
