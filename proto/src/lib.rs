@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod json;
 pub mod logs;
+pub mod logs_scan;
 pub mod opamp;
 pub mod otlp_http;
 pub mod prom;

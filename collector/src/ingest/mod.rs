@@ -94,11 +94,12 @@ impl IngestError {
     }
 }
 
-/// An export as a receiver decoded it: the request, its size, and the protobuf bytes it
-/// was decoded from when the receiver kept them.
+/// An export as a receiver got it: the request (decoded, or not yet), its size, and the
+/// protobuf bytes when the receiver kept them.
 #[derive(Debug)]
 pub struct Received<T> {
-    request: T,
+    /// `None` until decoded from `protobuf` (see [`Received::undecoded`]).
+    request: Option<T>,
     size: usize,
     protobuf: Option<bytes::Bytes>,
 }
@@ -110,7 +111,18 @@ impl<T> Received<T> {
     /// is the request's size.
     pub fn protobuf(request: T, bytes: bytes::Bytes) -> Self {
         Received {
-            request,
+            request: Some(request),
+            size: bytes.len(),
+            protobuf: Some(bytes),
+        }
+    }
+
+    /// Protobuf bytes (after decompression) not decoded yet: a logs export whose bytes
+    /// pass validation as they are is never decoded here (see `export_logs`); other
+    /// exports are decoded when ingest reads them.
+    pub fn undecoded(bytes: bytes::Bytes) -> Self {
+        Received {
+            request: None,
             size: bytes.len(),
             protobuf: Some(bytes),
         }
@@ -120,7 +132,7 @@ impl<T> Received<T> {
     /// it encoded.
     pub fn decoded(request: T, size: usize) -> Self {
         Received {
-            request,
+            request: Some(request),
             size,
             protobuf: None,
         }
@@ -129,6 +141,23 @@ impl<T> Received<T> {
     /// The request's size in bytes: what admission and `ingest_bytes` count.
     pub fn size(&self) -> usize {
         self.size
+    }
+}
+
+impl<T: prost::Message + Default> Received<T> {
+    /// The request, decoded now if the receiver left it undecoded; bytes that do not
+    /// decode are the client's error.
+    fn request(&mut self) -> Result<T, IngestError> {
+        if let Some(request) = self.request.take() {
+            return Ok(request);
+        }
+        let bytes = self.protobuf.as_deref().unwrap_or_default();
+        T::decode(bytes).map_err(|e| {
+            IngestError::new(
+                ErrorCode::InvalidArgument,
+                crate::receivers::keep_bytes::undecodable(&e),
+            )
+        })
     }
 }
 
@@ -403,6 +432,23 @@ impl Ingest {
         self.append(signal, payload).await.map(|_| ())
     }
 
+    /// [`Self::make_durable`] for bytes that were never decoded (a logs export its scan
+    /// passed): framed as they are.
+    async fn make_durable_bytes(
+        &self,
+        signal: Signal,
+        tenant: &str,
+        batch_id: Option<u128>,
+        body: &bytes::Bytes,
+    ) -> Result<(), IngestError> {
+        debug_assert!(
+            <ExportLogsServiceRequest as prost::Message>::decode(body.as_ref()).is_ok(),
+            "scanned bytes decode"
+        );
+        let payload = payload::frame_encoded(tenant, batch_id, body);
+        self.append(signal, payload).await.map(|_| ())
+    }
+
     /// Appends one record to its signal's WAL; returns its LSN once it is fsynced.
     async fn append(&self, signal: Signal, payload: bytes::Bytes) -> Result<u64, IngestError> {
         let wal = match signal {
@@ -442,11 +488,8 @@ impl Ingest {
         received: Received<ExportLogsServiceRequest>,
         batch_id: Option<u128>,
     ) -> Result<Accepted, IngestError> {
-        let Received {
-            mut request,
-            size,
-            protobuf,
-        } = received;
+        let mut received = received;
+        let size = received.size;
         let _permit = self.admit(principal, size)?;
         let Claimed::Proceed(claim) = self.claim(&principal.tenant, batch_id).await else {
             return Ok(Accepted::default());
@@ -459,7 +502,26 @@ impl Ingest {
                 max_age: c.retention_logs,
             }
         };
-        let verdict = validate::logs(&mut request, &limits, now_ns());
+        let now = now_ns();
+        // Bytes whose scan shows validation would keep every record as it is go to the
+        // WAL undecoded: prost would build every string of the batch only to drop it.
+        if received.request.is_none()
+            && let Some(bytes) = &received.protobuf
+            && let Some(records) = vantage_proto::logs_scan::scan_export_logs(bytes)
+                .and_then(|scan| validate::logs_unchanged(&scan, &limits, now))
+        {
+            let bytes = bytes.clone();
+            self.make_durable_bytes(Signal::Logs, &principal.tenant, batch_id, &bytes)
+                .await?;
+            self.count(Signal::Logs, records, size);
+            if let Some(c) = claim {
+                c.durable();
+            }
+            return Ok(Accepted::default());
+        }
+        let mut request = received.request()?;
+        let protobuf = received.protobuf;
+        let verdict = validate::logs(&mut request, &limits, now);
         for (reason, n) in &verdict.rejected {
             self.telemetry
                 .rejected_records
@@ -494,7 +556,8 @@ impl Ingest {
         batch_id: Option<u128>,
     ) -> Result<Accepted, IngestError> {
         // The WAL gets the mapped samples, never the request: its bytes are not needed.
-        let Received { request, size, .. } = received;
+        let mut received = received;
+        let (request, size) = (received.request()?, received.size);
         let _permit = self.admit(principal, size)?;
         let Claimed::Proceed(claim) = self.claim(&principal.tenant, batch_id).await else {
             return Ok(Accepted::default());
@@ -651,11 +714,9 @@ impl Ingest {
         received: Received<ExportTraceServiceRequest>,
         batch_id: Option<u128>,
     ) -> Result<Accepted, IngestError> {
-        let Received {
-            mut request,
-            size,
-            protobuf,
-        } = received;
+        let mut received = received;
+        let mut request = received.request()?;
+        let (size, protobuf) = (received.size, received.protobuf);
         let _permit = self.admit(principal, size)?;
         let Claimed::Proceed(claim) = self.claim(&principal.tenant, batch_id).await else {
             return Ok(Accepted::default());

@@ -190,6 +190,95 @@ async fn a_logs_export_without_its_bytes_is_encoded() {
     assert_eq!(ExportLogsServiceRequest::decode(body).unwrap(), request);
 }
 
+/// Undecoded bytes (how gRPC hands over a logs export) that validation keeps as they
+/// are: stored as they came, with the records counted.
+#[tokio::test]
+async fn clean_undecoded_logs_bytes_are_stored_without_decoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(dir.path());
+    let now = now_ns();
+    let request = logs_request(vec![record(now, "a"), record(now, "b"), record(now, "c")]);
+    let bytes = Bytes::from(request.encode_to_vec());
+    let accepted = h
+        .ingest
+        .export_logs(&principal(), Received::undecoded(bytes.clone()), Some(7))
+        .await
+        .unwrap();
+    assert_eq!((accepted.rejected, accepted.message.as_str()), (0, ""));
+    assert_eq!(wal_body(&h.logs, Some(7)), bytes);
+    let counted = h
+        .ingest
+        .telemetry
+        .ingest_records
+        .get_or_create(&crate::telemetry::SignalLabels { signal: "logs" })
+        .get();
+    assert_eq!(counted, 3);
+}
+
+/// Undecoded bytes the scan does not vouch for (an unknown field) or that validation
+/// changes (a record too old, one without an observed time) take the decoding path:
+/// the same outcome as decoded ones.
+#[tokio::test]
+async fn undecoded_logs_bytes_validation_must_change_are_decoded_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(dir.path());
+    let now = now_ns();
+    let clean = logs_request(vec![record(now, "kept")]);
+    let unknown = with_unknown_field(&clean);
+    h.ingest
+        .export_logs(&principal(), Received::undecoded(unknown.clone()), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        wal_body(&h.logs, None),
+        unknown,
+        "unchanged: still its bytes"
+    );
+
+    let mut no_observed = record(now, "no observed time");
+    no_observed.observed_time_unix_nano = 0;
+    let mixed = logs_request(vec![record(now, "kept"), record(1, "too old"), no_observed]);
+    let accepted = h
+        .ingest
+        .export_logs(
+            &principal(),
+            Received::undecoded(Bytes::from(mixed.encode_to_vec())),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(accepted.rejected, 1);
+    assert!(
+        accepted.message.contains("timestamp_too_old"),
+        "{}",
+        accepted.message
+    );
+    let stored = ExportLogsServiceRequest::decode(wal_body(&h.logs, None)).unwrap();
+    let kept = &stored.resource_logs[0].scope_logs[0].log_records;
+    assert_eq!(kept.len(), 2);
+    assert_ne!(kept[1].observed_time_unix_nano, 0, "given an observed time");
+}
+
+#[tokio::test]
+async fn undecodable_logs_bytes_are_the_clients_error_and_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(dir.path());
+    let mut bytes = logs_request(vec![record(now_ns(), "x")]).encode_to_vec();
+    bytes.truncate(bytes.len() - 1);
+    let error = h
+        .ingest
+        .export_logs(&principal(), Received::undecoded(Bytes::from(bytes)), None)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, vantage_proto::ErrorCode::InvalidArgument);
+    assert!(
+        error.message.contains("not valid protobuf"),
+        "{}",
+        error.message
+    );
+    assert!(h.logs.try_recv().is_err(), "nothing reached the WAL");
+}
+
 fn span(parent: Vec<u8>, start: u64) -> Span {
     Span {
         trace_id: vec![1; 16],

@@ -243,6 +243,10 @@ trait ExportMethod: Send + Sync + 'static {
     /// The signal, for the request counters.
     const SIGNAL: Signal;
 
+    /// Whether the codec decodes the request, or ingest gets its bytes undecoded
+    /// ([`Received::undecoded`]).
+    const DECODE_IN_CODEC: bool = true;
+
     /// Makes one export durable (the signal's `Ingest::export_*`).
     fn ingest<'a>(
         ingest: &'a Ingest,
@@ -262,8 +266,16 @@ async fn export<M: ExportMethod>(
 ) -> Result<Response<M::Response>, Status> {
     let principal = principal(&request)?;
     let batch_id = batch_id(&request)?;
-    let Encoded { message, bytes } = request.into_inner();
-    let received = Received::protobuf(message, bytes);
+    let received = match request.into_inner() {
+        Encoded {
+            message: Some(message),
+            bytes,
+        } => Received::protobuf(message, bytes),
+        Encoded {
+            message: None,
+            bytes,
+        } => Received::undecoded(bytes),
+    };
     let result = M::ingest(&grpc.ingest, &principal, received, batch_id).await;
     grpc.record(M::SIGNAL, &result);
     let accepted = result.map_err(to_status)?;
@@ -317,11 +329,12 @@ impl<M: ExportMethod> tower::Service<http::Request<tonic::body::Body>> for Expor
             return Box::pin(futures::future::ready(Ok(status.into_http())));
         }
         let grpc = self.grpc.clone();
-        let mut server =
-            tonic::server::Grpc::new(KeepBytesCodec::<M::Response, M::Request>::default())
-                .accept_compressed(CompressionEncoding::Gzip)
-                .accept_compressed(CompressionEncoding::Zstd)
-                .max_decoding_message_size(self.max_request_bytes);
+        let mut server = tonic::server::Grpc::new(KeepBytesCodec::<M::Response, M::Request>::new(
+            M::DECODE_IN_CODEC,
+        ))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .max_decoding_message_size(self.max_request_bytes);
         Box::pin(async move {
             let handler = tower::service_fn(move |r| Box::pin(export::<M>(grpc.clone(), r)));
             Ok(server.unary(handler, request).await)
@@ -339,6 +352,9 @@ impl ExportMethod for LogsExport {
     type Response = ExportLogsServiceResponse;
 
     const SIGNAL: Signal = Signal::Logs;
+
+    // `export_logs` scans the bytes and decodes only what validation must change.
+    const DECODE_IN_CODEC: bool = false;
 
     fn ingest<'a>(
         ingest: &'a Ingest,

@@ -1,7 +1,8 @@
 //! A tonic codec for OTLP exports that keeps the (decompressed) protobuf bytes each
 //! request was decoded from next to the decoded message, so ingest can write those bytes
 //! to the WAL as they are instead of encoding the message again, and take their length
-//! as the request size instead of walking the message for it.
+//! as the request size instead of walking the message for it. Logs exports are not
+//! decoded here at all: ingest scans their bytes and decodes only when it must.
 
 use std::marker::PhantomData;
 
@@ -9,22 +10,29 @@ use bytes::{Buf as _, Bytes};
 use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
-/// A decoded message and the bytes it was decoded from.
+/// A message's bytes and, unless the codec was told not to, the decoded message.
 #[derive(Debug)]
 pub struct Encoded<T> {
-    /// The message.
-    pub message: T,
+    /// The message; `None` from a codec made with `decode: false`.
+    pub message: Option<T>,
     /// Its protobuf encoding exactly as received (after gRPC decompression).
     pub bytes: Bytes,
 }
 
 /// Encodes responses `E` like tonic's prost codec; decodes requests `D` into
 /// [`Encoded<D>`].
-pub struct KeepBytesCodec<E, D>(PhantomData<fn(E) -> D>);
+pub struct KeepBytesCodec<E, D> {
+    decode: bool,
+    types: PhantomData<fn(E) -> D>,
+}
 
-impl<E, D> Default for KeepBytesCodec<E, D> {
-    fn default() -> Self {
-        KeepBytesCodec(PhantomData)
+impl<E, D> KeepBytesCodec<E, D> {
+    /// A codec that decodes each request (`decode`) or only splits off its bytes.
+    pub fn new(decode: bool) -> Self {
+        KeepBytesCodec {
+            decode,
+            types: PhantomData,
+        }
     }
 }
 
@@ -43,7 +51,10 @@ where
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        KeepBytesDecoder(PhantomData)
+        KeepBytesDecoder {
+            decode: self.decode,
+            types: PhantomData,
+        }
     }
 }
 
@@ -63,7 +74,10 @@ impl<E: prost::Message> Encoder for MessageEncoder<E> {
 
 /// Splits one message's bytes off tonic's buffer (no copy: `BytesMut::split_to`) and
 /// decodes the message from them.
-pub struct KeepBytesDecoder<D>(PhantomData<fn() -> D>);
+pub struct KeepBytesDecoder<D> {
+    decode: bool,
+    types: PhantomData<fn() -> D>,
+}
 
 impl<D: prost::Message + Default> Decoder for KeepBytesDecoder<D> {
     type Item = Encoded<D>;
@@ -71,8 +85,20 @@ impl<D: prost::Message + Default> Decoder for KeepBytesDecoder<D> {
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Encoded<D>>, Status> {
         let bytes = src.copy_to_bytes(src.remaining());
-        // INTERNAL, as tonic's prost codec answers a message that does not parse.
-        let message = D::decode(bytes.as_ref()).map_err(|e| Status::internal(e.to_string()))?;
+        // INVALID_ARGUMENT, as the OTLP specification asks for a malformed request
+        // (tonic's own prost codec answers INTERNAL).
+        let message = self
+            .decode
+            .then(|| {
+                D::decode(bytes.as_ref()).map_err(|e| Status::invalid_argument(undecodable(&e)))
+            })
+            .transpose()?;
         Ok(Some(Encoded { message, bytes }))
     }
+}
+
+/// The message for a request that does not decode, the same from the codec and from
+/// ingest (which decodes logs exports itself).
+pub fn undecodable(e: &prost::DecodeError) -> String {
+    format!("request is not valid protobuf: {e}")
 }
