@@ -510,8 +510,7 @@ impl Ingest {
             && let Some(records) = vantage_proto::logs_scan::scan_export_logs(bytes)
                 .and_then(|scan| validate::logs_unchanged(&scan, &limits, now))
         {
-            let bytes = bytes.clone();
-            self.make_durable_bytes(Signal::Logs, &principal.tenant, batch_id, &bytes)
+            self.make_durable_bytes(Signal::Logs, &principal.tenant, batch_id, bytes)
                 .await?;
             self.count(Signal::Logs, records, size);
             if let Some(c) = claim {
