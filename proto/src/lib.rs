@@ -13,6 +13,7 @@ pub mod opamp;
 pub mod otlp_http;
 pub mod prom;
 pub mod traces;
+mod wire;
 
 /// OTLP messages and tonic services, exactly as `opentelemetry-proto` generates them.
 pub use opentelemetry_proto::tonic as otlp;

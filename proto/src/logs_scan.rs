@@ -11,6 +11,8 @@
 //! before. So every message it answers for is one prost decodes, and the WAL never
 //! holds bytes the indexer cannot read.
 
+use crate::wire::{FIXED32, FIXED64, LEN, Malformed, VARINT, Wire};
+
 /// Nesting of messages the scan follows (prost allows 100): deeper values go to prost.
 pub const MAX_DEPTH: u32 = 32;
 
@@ -50,98 +52,26 @@ impl LogsScan {
 /// anything the scan does not vouch for (see the module), which prost then decides.
 pub fn scan_export_logs(bytes: &[u8]) -> Option<LogsScan> {
     let mut scan = LogsScan::default();
-    let mut r = Reader { bytes };
-    while let Some((tag, wire)) = r.key()? {
-        match (tag, wire) {
-            (1, LEN) => resource_logs(r.message()?, &mut scan)?,
-            _ => return None,
-        }
-    }
+    request(Wire::new(bytes), &mut scan).ok()?;
     Some(scan)
 }
 
-// Wire types.
-const VARINT: u8 = 0;
-const FIXED64: u8 = 1;
-const LEN: u8 = 2;
-const FIXED32: u8 = 5;
-
-/// A cursor over one message's bytes.
-struct Reader<'a> {
-    bytes: &'a [u8],
+fn request(mut r: Wire<'_>, scan: &mut LogsScan) -> Walk {
+    while let Some((tag, wire)) = r.key()? {
+        match (tag, wire) {
+            (1, LEN) => resource_logs(r.message()?, scan)?,
+            _ => return Err(NOT_VOUCHED),
+        }
+    }
+    Ok(())
 }
 
-impl<'a> Reader<'a> {
-    /// The next field's tag and wire type; `Some(None)` at the end of the message.
-    fn key(&mut self) -> Option<Option<(u64, u8)>> {
-        if self.bytes.is_empty() {
-            return Some(None);
-        }
-        let key = self.varint()?;
-        if key > u64::from(u32::MAX) || key >> 3 == 0 {
-            return None;
-        }
-        Some(Some((key >> 3, (key & 7) as u8)))
-    }
+/// A field the scan does not know, or in another wire type than declared.
+const NOT_VOUCHED: Malformed = Malformed("a field the scan does not vouch for");
 
-    /// A varint as prost reads one: at most ten bytes, the tenth at most 1.
-    #[inline]
-    fn varint(&mut self) -> Option<u64> {
-        // Keys and short lengths, most varints here, are one byte.
-        if let Some((&byte, rest)) = self.bytes.split_first()
-            && byte < 0x80
-        {
-            self.bytes = rest;
-            return Some(u64::from(byte));
-        }
-        self.long_varint()
-    }
+type Walk = Result<(), Malformed>;
 
-    fn long_varint(&mut self) -> Option<u64> {
-        let mut value = 0u64;
-        for (i, &byte) in self.bytes.iter().enumerate().take(10) {
-            if i == 9 && byte > 1 {
-                return None;
-            }
-            value |= u64::from(byte & 0x7f) << (7 * i);
-            if byte < 0x80 {
-                self.bytes = &self.bytes[i + 1..];
-                return Some(value);
-            }
-        }
-        None
-    }
-
-    fn fixed<const N: usize>(&mut self) -> Option<[u8; N]> {
-        let (head, rest) = self.bytes.split_first_chunk::<N>()?;
-        self.bytes = rest;
-        Some(*head)
-    }
-
-    fn fixed64(&mut self) -> Option<u64> {
-        self.fixed::<8>().map(u64::from_le_bytes)
-    }
-
-    /// A length-delimited field's bytes.
-    fn message(&mut self) -> Option<Reader<'a>> {
-        let len = usize::try_from(self.varint()?).ok()?;
-        if len > self.bytes.len() {
-            return None;
-        }
-        let (field, rest) = self.bytes.split_at(len);
-        self.bytes = rest;
-        Some(Reader { bytes: field })
-    }
-
-    /// A string field: its bytes must be UTF-8, as prost requires.
-    fn string(&mut self) -> Option<()> {
-        let bytes = self.message()?.bytes;
-        // `is_ascii` is inlined and word-at-a-time; most strings in logs are ASCII.
-        (bytes.is_ascii() || std::str::from_utf8(bytes).is_ok()).then_some(())
-    }
-}
-
-fn resource_logs(mut r: Reader<'_>, scan: &mut LogsScan) -> Option<()> {
+fn resource_logs(mut r: Wire<'_>, scan: &mut LogsScan) -> Walk {
     let mut scopes = 0u64;
     while let Some((tag, wire)) = r.key()? {
         match (tag, wire) {
@@ -150,136 +80,120 @@ fn resource_logs(mut r: Reader<'_>, scan: &mut LogsScan) -> Option<()> {
                 scope_logs(r.message()?, scan)?;
                 scopes += 1;
             }
-            (3, LEN) => r.string()?,
-            _ => return None,
+            (3, LEN) => r.skip_str()?,
+            _ => return Err(NOT_VOUCHED),
         }
     }
     scan.incomplete |= scopes == 0;
-    Some(())
+    Ok(())
 }
 
-fn resource(mut r: Reader<'_>) -> Option<()> {
+fn resource(mut r: Wire<'_>) -> Walk {
     while let Some((tag, wire)) = r.key()? {
         match (tag, wire) {
             (1, LEN) => key_value(r.message()?, 2)?,
-            (2, VARINT) => {
-                r.varint()?;
-            }
-            _ => return None,
+            (2, VARINT) => r.skip(VARINT)?,
+            _ => return Err(NOT_VOUCHED),
         }
     }
-    Some(())
+    Ok(())
 }
 
-fn scope_logs(mut r: Reader<'_>, scan: &mut LogsScan) -> Option<()> {
+fn scope_logs(mut r: Wire<'_>, scan: &mut LogsScan) -> Walk {
     let before = scan.records;
     while let Some((tag, wire)) = r.key()? {
         match (tag, wire) {
             (1, LEN) => scope(r.message()?)?,
             (2, LEN) => log_record(r.message()?, scan)?,
-            (3, LEN) => r.string()?,
-            _ => return None,
+            (3, LEN) => r.skip_str()?,
+            _ => return Err(NOT_VOUCHED),
         }
     }
     scan.incomplete |= scan.records == before;
-    Some(())
+    Ok(())
 }
 
-fn scope(mut r: Reader<'_>) -> Option<()> {
+fn scope(mut r: Wire<'_>) -> Walk {
     while let Some((tag, wire)) = r.key()? {
         match (tag, wire) {
-            (1 | 2, LEN) => r.string()?,
+            (1 | 2, LEN) => r.skip_str()?,
             (3, LEN) => key_value(r.message()?, 4)?,
-            (4, VARINT) => {
-                r.varint()?;
-            }
-            _ => return None,
+            (4, VARINT) => r.skip(VARINT)?,
+            _ => return Err(NOT_VOUCHED),
         }
     }
-    Some(())
+    Ok(())
 }
 
 /// Nesting depth of a record's direct values: request, resource logs, scope logs,
 /// record, then the value.
 const RECORD_VALUE_DEPTH: u32 = 4;
 
-fn log_record(mut r: Reader<'_>, scan: &mut LogsScan) -> Option<()> {
+fn log_record(mut r: Wire<'_>, scan: &mut LogsScan) -> Walk {
     let (mut time, mut observed, mut attributes) = (0u64, 0u64, 0usize);
     while let Some((tag, wire)) = r.key()? {
         match (tag, wire) {
             // A repeated scalar field keeps its last value, as prost merges it.
             (1, FIXED64) => time = r.fixed64()?,
             (11, FIXED64) => observed = r.fixed64()?,
-            (2 | 7, VARINT) => {
-                r.varint()?;
-            }
-            (3 | 12, LEN) => r.string()?,
+            (2 | 7, VARINT) | (8, FIXED32) | (9 | 10, LEN) => r.skip(wire)?,
+            (3 | 12, LEN) => r.skip_str()?,
             (5, LEN) => any_value(r.message()?, RECORD_VALUE_DEPTH)?,
             (6, LEN) => {
                 key_value(r.message()?, RECORD_VALUE_DEPTH)?;
                 attributes += 1;
             }
-            (8, FIXED32) => {
-                r.fixed::<4>()?;
-            }
-            (9 | 10, LEN) => {
-                r.message()?;
-            }
-            _ => return None,
+            _ => return Err(NOT_VOUCHED),
         }
     }
     scan.add_record(time, observed, attributes);
-    Some(())
+    Ok(())
 }
 
-fn key_value(mut r: Reader<'_>, depth: u32) -> Option<()> {
+fn key_value(mut r: Wire<'_>, depth: u32) -> Walk {
     let depth = deeper(depth)?;
     while let Some((tag, wire)) = r.key()? {
         match (tag, wire) {
-            (1, LEN) => r.string()?,
+            (1, LEN) => r.skip_str()?,
             (2, LEN) => any_value(r.message()?, depth)?,
-            _ => return None,
+            _ => return Err(NOT_VOUCHED),
         }
     }
-    Some(())
+    Ok(())
 }
 
-fn any_value(mut r: Reader<'_>, depth: u32) -> Option<()> {
+fn any_value(mut r: Wire<'_>, depth: u32) -> Walk {
     let depth = deeper(depth)?;
     while let Some((tag, wire)) = r.key()? {
         match (tag, wire) {
-            (1, LEN) => r.string()?,
-            (2 | 3, VARINT) => {
-                r.varint()?;
-            }
-            (4, FIXED64) => {
-                r.fixed64()?;
-            }
+            (1, LEN) => r.skip_str()?,
+            (2 | 3, VARINT) | (4, FIXED64) | (7, LEN) => r.skip(wire)?,
             (5, LEN) => values(r.message()?, depth, any_value)?,
             (6, LEN) => values(r.message()?, depth, key_value)?,
-            (7, LEN) => {
-                r.message()?;
-            }
-            _ => return None,
+            _ => return Err(NOT_VOUCHED),
         }
     }
-    Some(())
+    Ok(())
 }
 
 /// An `ArrayValue` or `KeyValueList`: field 1 repeated, each an `each`.
-fn values(mut r: Reader<'_>, depth: u32, each: fn(Reader<'_>, u32) -> Option<()>) -> Option<()> {
+fn values(mut r: Wire<'_>, depth: u32, each: fn(Wire<'_>, u32) -> Walk) -> Walk {
     let depth = deeper(depth)?;
     while let Some((tag, wire)) = r.key()? {
         match (tag, wire) {
             (1, LEN) => each(r.message()?, depth)?,
-            _ => return None,
+            _ => return Err(NOT_VOUCHED),
         }
     }
-    Some(())
+    Ok(())
 }
 
-fn deeper(depth: u32) -> Option<u32> {
-    (depth < MAX_DEPTH).then_some(depth + 1)
+fn deeper(depth: u32) -> Result<u32, Malformed> {
+    if depth < MAX_DEPTH {
+        Ok(depth + 1)
+    } else {
+        Err(Malformed("nested deeper than the scan follows"))
+    }
 }
 
 #[cfg(test)]

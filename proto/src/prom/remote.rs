@@ -11,6 +11,7 @@ use prost::Message as _;
 
 use super::names::is_valid_label_name;
 use super::{METRIC_NAME, MetricBatch, MetricMetadata, MetricType, Sample, SeriesSamples};
+use crate::wire::{FIXED64, LEN, Malformed, VARINT, Wire};
 
 /// `prometheus.WriteRequest`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -224,11 +225,11 @@ pub fn decode_write_view(raw: &[u8]) -> Result<WriteView<'_>, RemoteWriteError> 
     let mut r = Wire::new(raw);
     while let Some((field, wt)) = r.key()? {
         match (field, wt) {
-            (1, WT_LEN) => {
+            (1, LEN) => {
                 let ts = r.bytes()?;
                 decode_series(ts, &mut out)?;
             }
-            (3, WT_LEN) => {
+            (3, LEN) => {
                 let m = r.bytes()?;
                 if let Some(m) = decode_metadata(m)? {
                     out.metadata.push(m);
@@ -246,32 +247,32 @@ fn decode_series<'a>(raw: &'a [u8], out: &mut WriteView<'a>) -> Result<(), Remot
     let mut r = Wire::new(raw);
     while let Some((field, wt)) = r.key()? {
         match (field, wt) {
-            (1, WT_LEN) => {
+            (1, LEN) => {
                 let mut name = "";
                 let mut value = "";
                 let mut lr = Wire::new(r.bytes()?);
                 while let Some((f, wt)) = lr.key()? {
                     match (f, wt) {
-                        (1, WT_LEN) => name = lr.str()?,
-                        (2, WT_LEN) => value = lr.str()?,
+                        (1, LEN) => name = lr.str()?,
+                        (2, LEN) => value = lr.str()?,
                         _ => lr.skip(wt)?,
                     }
                 }
                 out.labels.push((name, value));
             }
-            (2, WT_LEN) => {
+            (2, LEN) => {
                 let mut s = Sample { t: 0, v: 0.0 };
                 let mut sr = Wire::new(r.bytes()?);
                 while let Some((f, wt)) = sr.key()? {
                     match (f, wt) {
-                        (1, WT_I64) => s.v = f64::from_bits(sr.fixed64()?),
-                        (2, WT_VARINT) => s.t = sr.varint()? as i64,
+                        (1, FIXED64) => s.v = f64::from_bits(sr.fixed64()?),
+                        (2, VARINT) => s.t = sr.varint()? as i64,
                         _ => sr.skip(wt)?,
                     }
                 }
                 out.samples.push(s);
             }
-            (4, WT_LEN) => {
+            (4, LEN) => {
                 r.bytes()?;
                 histograms += 1;
             }
@@ -325,10 +326,10 @@ fn decode_metadata(raw: &[u8]) -> Result<Option<MetricMetadata>, RemoteWriteErro
     while let Some((f, wt)) = r.key()? {
         match (f, wt) {
             // int32 on the wire: a varint, negative values sign-extended to 64 bits.
-            (1, WT_VARINT) => kind = r.varint()? as i32,
-            (2, WT_LEN) => metric = r.str()?,
-            (4, WT_LEN) => help = r.str()?,
-            (5, WT_LEN) => unit = r.str()?,
+            (1, VARINT) => kind = r.varint()? as i32,
+            (2, LEN) => metric = r.str()?,
+            (4, LEN) => help = r.str()?,
+            (5, LEN) => unit = r.str()?,
             _ => r.skip(wt)?,
         }
     }
@@ -340,94 +341,9 @@ fn decode_metadata(raw: &[u8]) -> Result<Option<MetricMetadata>, RemoteWriteErro
     }))
 }
 
-const WT_VARINT: u8 = 0;
-const WT_I64: u8 = 1;
-const WT_LEN: u8 = 2;
-const WT_I32: u8 = 5;
-
-/// A bounds-checked protobuf wire reader: every malformed input is an error, never a
-/// panic or a read past the end.
-struct Wire<'a> {
-    buf: &'a [u8],
-}
-
-fn malformed(what: &str) -> RemoteWriteError {
-    RemoteWriteError::Protobuf(what.to_owned())
-}
-
-impl<'a> Wire<'a> {
-    fn new(buf: &'a [u8]) -> Self {
-        Wire { buf }
-    }
-
-    fn varint(&mut self) -> Result<u64, RemoteWriteError> {
-        let mut v = 0u64;
-        for i in 0..10 {
-            let (&b, rest) = self
-                .buf
-                .split_first()
-                .ok_or_else(|| malformed("varint ends early"))?;
-            self.buf = rest;
-            if i == 9 && b > 1 {
-                return Err(malformed("varint overflows 64 bits"));
-            }
-            v |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(malformed("varint longer than 10 bytes"))
-    }
-
-    /// The next field number and wire type, or `None` at the end.
-    fn key(&mut self) -> Result<Option<(u64, u8)>, RemoteWriteError> {
-        if self.buf.is_empty() {
-            return Ok(None);
-        }
-        let k = self.varint()?;
-        let field = k >> 3;
-        if field == 0 {
-            return Err(malformed("field number 0"));
-        }
-        Ok(Some((field, (k & 7) as u8)))
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], RemoteWriteError> {
-        if n > self.buf.len() {
-            return Err(malformed("field runs past the end of its message"));
-        }
-        let (head, rest) = self.buf.split_at(n);
-        self.buf = rest;
-        Ok(head)
-    }
-
-    fn bytes(&mut self) -> Result<&'a [u8], RemoteWriteError> {
-        let n = self.varint()?;
-        let n = usize::try_from(n).map_err(|_| malformed("length overflows"))?;
-        self.take(n)
-    }
-
-    fn str(&mut self) -> Result<&'a str, RemoteWriteError> {
-        std::str::from_utf8(self.bytes()?).map_err(|_| malformed("string is not valid UTF-8"))
-    }
-
-    fn fixed64(&mut self) -> Result<u64, RemoteWriteError> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_le_bytes(a))
-    }
-
-    /// Skips a field of an unknown number. Groups (wire types 3 and 4, deprecated since
-    /// proto2 and never in remote write) are refused.
-    fn skip(&mut self, wt: u8) -> Result<(), RemoteWriteError> {
-        match wt {
-            WT_VARINT => self.varint().map(drop),
-            WT_I64 => self.take(8).map(drop),
-            WT_LEN => self.bytes().map(drop),
-            WT_I32 => self.take(4).map(drop),
-            _ => Err(malformed("unsupported wire type")),
-        }
+impl From<Malformed> for RemoteWriteError {
+    fn from(m: Malformed) -> Self {
+        RemoteWriteError::Protobuf(m.0.to_owned())
     }
 }
 
