@@ -152,10 +152,12 @@ impl<T: prost::Message + Default> Received<T> {
             return Ok(request);
         }
         let bytes = self.protobuf.as_deref().unwrap_or_default();
+        // INVALID_ARGUMENT, as the OTLP specification asks for a malformed request
+        // (tonic's own prost codec answers INTERNAL).
         T::decode(bytes).map_err(|e| {
             IngestError::new(
                 ErrorCode::InvalidArgument,
-                crate::receivers::keep_bytes::undecodable(&e),
+                format!("request is not valid protobuf: {e}"),
             )
         })
     }
@@ -418,22 +420,22 @@ impl Ingest {
         request: M,
         protobuf: Option<bytes::Bytes>,
     ) -> Result<(), IngestError> {
-        let payload = match protobuf {
-            Some(body) => {
-                debug_assert!(
-                    M::decode(body.as_ref()).is_ok_and(|m| m == request),
-                    "the bytes framed as they are decode to the validated request"
-                );
-                payload::frame_encoded(tenant, batch_id, &body)
-            }
-            None => payload::encode_with_id(tenant, batch_id, &request),
+        let Some(body) = protobuf else {
+            let payload = payload::encode_with_id(tenant, batch_id, &request);
+            drop(request);
+            return self.append(signal, payload).await.map(|_| ());
         };
+        debug_assert!(
+            M::decode(body.as_ref()).is_ok_and(|m| m == request),
+            "the bytes framed as they are decode to the validated request"
+        );
         drop(request);
-        self.append(signal, payload).await.map(|_| ())
+        self.make_durable_bytes(signal, tenant, batch_id, &body)
+            .await
     }
 
-    /// [`Self::make_durable`] for bytes that were never decoded (a logs export its scan
-    /// passed): framed as they are.
+    /// Frames the client's bytes as they are and appends them to the signal's WAL;
+    /// returns once they are fsynced.
     async fn make_durable_bytes(
         &self,
         signal: Signal,
@@ -441,10 +443,6 @@ impl Ingest {
         batch_id: Option<u128>,
         body: &bytes::Bytes,
     ) -> Result<(), IngestError> {
-        debug_assert!(
-            <ExportLogsServiceRequest as prost::Message>::decode(body.as_ref()).is_ok(),
-            "scanned bytes decode"
-        );
         let payload = payload::frame_encoded(tenant, batch_id, body);
         self.append(signal, payload).await.map(|_| ())
     }
@@ -510,6 +508,10 @@ impl Ingest {
             && let Some(records) = vantage_proto::logs_scan::scan_export_logs(bytes)
                 .and_then(|scan| validate::logs_unchanged(&scan, &limits, now))
         {
+            debug_assert!(
+                <ExportLogsServiceRequest as prost::Message>::decode(bytes.as_ref()).is_ok(),
+                "bytes the scan vouched for decode"
+            );
             self.make_durable_bytes(Signal::Logs, &principal.tenant, batch_id, bytes)
                 .await?;
             self.count(Signal::Logs, records, size);

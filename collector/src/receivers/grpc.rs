@@ -24,7 +24,7 @@ use vantage_proto::otlp::collector::trace::v1::{
 
 use vantage_storage::meta::Scope;
 
-use super::keep_bytes::{Encoded, KeepBytesCodec};
+use super::keep_bytes::KeepBytesCodec;
 use crate::auth::{Auth, Principal};
 use crate::ingest::{Accepted, Ingest, IngestError, Received, Signal};
 use crate::telemetry::{RequestLabels, Telemetry};
@@ -214,8 +214,7 @@ impl OtlpGrpc {
 
     /// Tonic routes for all three services with compression and the size limit applied.
     /// Each is served with [`KeepBytesCodec`], so ingest gets the bytes of the request
-    /// next to the decoded request (the generated `*ServiceServer`s decode with a codec
-    /// that drops them).
+    /// (the generated `*ServiceServer`s decode with a codec that drops them).
     pub fn routes(self, max_request_bytes: usize) -> tonic::service::Routes {
         tonic::service::Routes::new(ExportRoute::<LogsExport>::new(
             self.clone(),
@@ -243,10 +242,6 @@ trait ExportMethod: Send + Sync + 'static {
     /// The signal, for the request counters.
     const SIGNAL: Signal;
 
-    /// Whether the codec decodes the request, or ingest gets its bytes undecoded
-    /// ([`Received::undecoded`]).
-    const DECODE_IN_CODEC: bool = true;
-
     /// Makes one export durable (the signal's `Ingest::export_*`).
     fn ingest<'a>(
         ingest: &'a Ingest,
@@ -259,23 +254,14 @@ trait ExportMethod: Send + Sync + 'static {
     fn response(accepted: Accepted) -> Self::Response;
 }
 
-/// Handles one decoded export of method `M`: credential, batch id, ingest, counters.
+/// Handles one export of method `M`: credential, batch id, ingest, counters.
 async fn export<M: ExportMethod>(
     grpc: OtlpGrpc,
-    request: Request<Encoded<M::Request>>,
+    request: Request<bytes::Bytes>,
 ) -> Result<Response<M::Response>, Status> {
     let principal = principal(&request)?;
     let batch_id = batch_id(&request)?;
-    let received = match request.into_inner() {
-        Encoded {
-            message: Some(message),
-            bytes,
-        } => Received::protobuf(message, bytes),
-        Encoded {
-            message: None,
-            bytes,
-        } => Received::undecoded(bytes),
-    };
+    let received = Received::undecoded(request.into_inner());
     let result = M::ingest(&grpc.ingest, &principal, received, batch_id).await;
     grpc.record(M::SIGNAL, &result);
     let accepted = result.map_err(to_status)?;
@@ -284,7 +270,7 @@ async fn export<M: ExportMethod>(
 
 /// The route of one OTLP service, as tonic's generated server would build it (gzip and
 /// zstd accepted, the decoded-size limit, UNIMPLEMENTED for any other method), but
-/// decoding with [`KeepBytesCodec`].
+/// reading requests with [`KeepBytesCodec`].
 struct ExportRoute<M> {
     grpc: OtlpGrpc,
     max_request_bytes: usize,
@@ -329,12 +315,10 @@ impl<M: ExportMethod> tower::Service<http::Request<tonic::body::Body>> for Expor
             return Box::pin(futures::future::ready(Ok(status.into_http())));
         }
         let grpc = self.grpc.clone();
-        let mut server = tonic::server::Grpc::new(KeepBytesCodec::<M::Response, M::Request>::new(
-            M::DECODE_IN_CODEC,
-        ))
-        .accept_compressed(CompressionEncoding::Gzip)
-        .accept_compressed(CompressionEncoding::Zstd)
-        .max_decoding_message_size(self.max_request_bytes);
+        let mut server = tonic::server::Grpc::new(KeepBytesCodec::<M::Response>::default())
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .max_decoding_message_size(self.max_request_bytes);
         Box::pin(async move {
             let handler = tower::service_fn(move |r| Box::pin(export::<M>(grpc.clone(), r)));
             Ok(server.unary(handler, request).await)
@@ -352,9 +336,6 @@ impl ExportMethod for LogsExport {
     type Response = ExportLogsServiceResponse;
 
     const SIGNAL: Signal = Signal::Logs;
-
-    // `export_logs` scans the bytes and decodes only what validation must change.
-    const DECODE_IN_CODEC: bool = false;
 
     fn ingest<'a>(
         ingest: &'a Ingest,
