@@ -94,72 +94,45 @@ impl IngestError {
     }
 }
 
-/// An export as a receiver got it: the request (decoded, or not yet), its size, and the
-/// protobuf bytes when the receiver kept them.
+/// An export as a receiver got it. Protobuf stays undecoded until ingest reads it: a logs
+/// export whose bytes pass validation as they are is never decoded (see `export_logs`),
+/// and a request validation keeps as it is goes to the WAL as these bytes (encoding it
+/// again walks every record twice and costs more than the decode did).
 #[derive(Debug)]
-pub struct Received<T> {
-    /// `None` until decoded from `protobuf` (see [`Received::undecoded`]).
-    request: Option<T>,
-    size: usize,
-    protobuf: Option<bytes::Bytes>,
+pub enum Received<T> {
+    /// Protobuf bytes, after decompression.
+    Protobuf(bytes::Bytes),
+    /// A request decoded from some other form (OTLP/JSON) of `size` bytes; the WAL gets
+    /// it encoded.
+    Decoded { request: T, size: usize },
 }
 
 impl<T> Received<T> {
-    /// A request decoded from `bytes` (protobuf, after decompression). When validation
-    /// leaves the request as it is, these bytes are what the WAL stores: encoding it
-    /// again walks every record twice and costs more than the decode did. Their length
-    /// is the request's size.
-    pub fn protobuf(request: T, bytes: bytes::Bytes) -> Self {
-        Received {
-            request: Some(request),
-            size: bytes.len(),
-            protobuf: Some(bytes),
-        }
-    }
-
-    /// Protobuf bytes (after decompression) not decoded yet: a logs export whose bytes
-    /// pass validation as they are is never decoded here (see `export_logs`); other
-    /// exports are decoded when ingest reads them.
-    pub fn undecoded(bytes: bytes::Bytes) -> Self {
-        Received {
-            request: None,
-            size: bytes.len(),
-            protobuf: Some(bytes),
-        }
-    }
-
-    /// A request decoded from some other form (OTLP/JSON) of `size` bytes; the WAL gets
-    /// it encoded.
-    pub fn decoded(request: T, size: usize) -> Self {
-        Received {
-            request: Some(request),
-            size,
-            protobuf: None,
-        }
-    }
-
     /// The request's size in bytes: what admission and `ingest_bytes` count.
     pub fn size(&self) -> usize {
-        self.size
+        match self {
+            Received::Protobuf(bytes) => bytes.len(),
+            Received::Decoded { size, .. } => *size,
+        }
     }
 }
 
 impl<T: prost::Message + Default> Received<T> {
-    /// The request, decoded now if the receiver left it undecoded; bytes that do not
-    /// decode are the client's error.
-    fn request(&mut self) -> Result<T, IngestError> {
-        if let Some(request) = self.request.take() {
-            return Ok(request);
+    /// The request, decoded now if it came as protobuf, and its protobuf bytes; bytes
+    /// that do not decode are the client's error.
+    fn into_request(self) -> Result<(T, Option<bytes::Bytes>), IngestError> {
+        match self {
+            Received::Decoded { request, .. } => Ok((request, None)),
+            // INVALID_ARGUMENT, as the OTLP specification asks for a malformed request
+            // (tonic's own prost codec answers INTERNAL).
+            Received::Protobuf(bytes) => match T::decode(bytes.as_ref()) {
+                Ok(request) => Ok((request, Some(bytes))),
+                Err(e) => Err(IngestError::new(
+                    ErrorCode::InvalidArgument,
+                    format!("request is not valid protobuf: {e}"),
+                )),
+            },
         }
-        let bytes = self.protobuf.as_deref().unwrap_or_default();
-        // INVALID_ARGUMENT, as the OTLP specification asks for a malformed request
-        // (tonic's own prost codec answers INTERNAL).
-        T::decode(bytes).map_err(|e| {
-            IngestError::new(
-                ErrorCode::InvalidArgument,
-                format!("request is not valid protobuf: {e}"),
-            )
-        })
     }
 }
 
@@ -486,8 +459,7 @@ impl Ingest {
         received: Received<ExportLogsServiceRequest>,
         batch_id: Option<u128>,
     ) -> Result<Accepted, IngestError> {
-        let mut received = received;
-        let size = received.size;
+        let size = received.size();
         let _permit = self.admit(principal, size)?;
         let Claimed::Proceed(claim) = self.claim(&principal.tenant, batch_id).await else {
             return Ok(Accepted::default());
@@ -503,8 +475,7 @@ impl Ingest {
         let now = now_ns();
         // Bytes whose scan shows validation would keep every record as it is go to the
         // WAL undecoded: prost would build every string of the batch only to drop it.
-        if received.request.is_none()
-            && let Some(bytes) = &received.protobuf
+        if let Received::Protobuf(bytes) = &received
             && let Some(records) = vantage_proto::logs_scan::scan_export_logs(bytes)
                 .and_then(|scan| validate::logs_unchanged(&scan, &limits, now))
         {
@@ -520,8 +491,7 @@ impl Ingest {
             }
             return Ok(Accepted::default());
         }
-        let mut request = received.request()?;
-        let protobuf = received.protobuf;
+        let (mut request, protobuf) = received.into_request()?;
         let verdict = validate::logs(&mut request, &limits, now);
         for (reason, n) in &verdict.rejected {
             self.telemetry
@@ -557,8 +527,8 @@ impl Ingest {
         batch_id: Option<u128>,
     ) -> Result<Accepted, IngestError> {
         // The WAL gets the mapped samples, never the request: its bytes are not needed.
-        let mut received = received;
-        let (request, size) = (received.request()?, received.size);
+        let size = received.size();
+        let (request, _) = received.into_request()?;
         let _permit = self.admit(principal, size)?;
         let Claimed::Proceed(claim) = self.claim(&principal.tenant, batch_id).await else {
             return Ok(Accepted::default());
@@ -715,9 +685,8 @@ impl Ingest {
         received: Received<ExportTraceServiceRequest>,
         batch_id: Option<u128>,
     ) -> Result<Accepted, IngestError> {
-        let mut received = received;
-        let mut request = received.request()?;
-        let (size, protobuf) = (received.size, received.protobuf);
+        let size = received.size();
+        let (mut request, protobuf) = received.into_request()?;
         let _permit = self.admit(principal, size)?;
         let Claimed::Proceed(claim) = self.claim(&principal.tenant, batch_id).await else {
             return Ok(Accepted::default());

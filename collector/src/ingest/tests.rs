@@ -127,11 +127,7 @@ async fn an_unchanged_logs_export_is_stored_as_the_client_sent_it() {
     let bytes = with_unknown_field(&request);
     let accepted = h
         .ingest
-        .export_logs(
-            &principal(),
-            Received::protobuf(request.clone(), bytes.clone()),
-            Some(42),
-        )
+        .export_logs(&principal(), Received::Protobuf(bytes.clone()), Some(42))
         .await
         .unwrap();
     assert_eq!(accepted.rejected, 0);
@@ -151,11 +147,7 @@ async fn a_partly_rejected_logs_export_is_stored_as_validated() {
     let bytes = with_unknown_field(&request);
     let accepted = h
         .ingest
-        .export_logs(
-            &principal(),
-            Received::protobuf(request.clone(), bytes),
-            None,
-        )
+        .export_logs(&principal(), Received::Protobuf(bytes), None)
         .await
         .unwrap();
     assert_eq!(accepted.rejected, 1);
@@ -183,7 +175,14 @@ async fn a_logs_export_without_its_bytes_is_encoded() {
     let now = now_ns();
     let request = logs_request(vec![record(now, "from json")]);
     h.ingest
-        .export_logs(&principal(), Received::decoded(request.clone(), 10), None)
+        .export_logs(
+            &principal(),
+            Received::Decoded {
+                request: request.clone(),
+                size: 10,
+            },
+            None,
+        )
         .await
         .unwrap();
     let body = wal_body(&h.logs, None);
@@ -201,7 +200,7 @@ async fn clean_undecoded_logs_bytes_are_stored_without_decoding() {
     let bytes = Bytes::from(request.encode_to_vec());
     let accepted = h
         .ingest
-        .export_logs(&principal(), Received::undecoded(bytes.clone()), Some(7))
+        .export_logs(&principal(), Received::Protobuf(bytes.clone()), Some(7))
         .await
         .unwrap();
     assert_eq!((accepted.rejected, accepted.message.as_str()), (0, ""));
@@ -226,7 +225,7 @@ async fn undecoded_logs_bytes_validation_must_change_are_decoded_first() {
     let clean = logs_request(vec![record(now, "kept")]);
     let unknown = with_unknown_field(&clean);
     h.ingest
-        .export_logs(&principal(), Received::undecoded(unknown.clone()), None)
+        .export_logs(&principal(), Received::Protobuf(unknown.clone()), None)
         .await
         .unwrap();
     assert_eq!(
@@ -242,7 +241,7 @@ async fn undecoded_logs_bytes_validation_must_change_are_decoded_first() {
         .ingest
         .export_logs(
             &principal(),
-            Received::undecoded(Bytes::from(mixed.encode_to_vec())),
+            Received::Protobuf(Bytes::from(mixed.encode_to_vec())),
             None,
         )
         .await
@@ -267,7 +266,7 @@ async fn undecodable_logs_bytes_are_the_clients_error_and_store_nothing() {
     bytes.truncate(bytes.len() - 1);
     let error = h
         .ingest
-        .export_logs(&principal(), Received::undecoded(Bytes::from(bytes)), None)
+        .export_logs(&principal(), Received::Protobuf(Bytes::from(bytes)), None)
         .await
         .unwrap_err();
     assert_eq!(error.code, vantage_proto::ErrorCode::InvalidArgument);
@@ -313,11 +312,7 @@ async fn traces_exports_are_stored_as_sent_or_as_validated() {
     let bytes = with_unknown_field(&clean);
     let accepted = h
         .ingest
-        .export_traces(
-            &principal(),
-            Received::protobuf(clean.clone(), bytes.clone()),
-            None,
-        )
+        .export_traces(&principal(), Received::Protobuf(bytes.clone()), None)
         .await
         .unwrap();
     assert_eq!(accepted.rejected, 0);
@@ -328,7 +323,7 @@ async fn traces_exports_are_stored_as_sent_or_as_validated() {
     let bytes = with_unknown_field(&mixed);
     let accepted = h
         .ingest
-        .export_traces(&principal(), Received::protobuf(mixed.clone(), bytes), None)
+        .export_traces(&principal(), Received::Protobuf(bytes), None)
         .await
         .unwrap();
     assert_eq!(accepted.rejected, 1);

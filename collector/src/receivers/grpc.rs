@@ -261,7 +261,7 @@ async fn export<M: ExportMethod>(
 ) -> Result<Response<M::Response>, Status> {
     let principal = principal(&request)?;
     let batch_id = batch_id(&request)?;
-    let received = Received::undecoded(request.into_inner());
+    let received = Received::Protobuf(request.into_inner());
     let result = M::ingest(&grpc.ingest, &principal, received, batch_id).await;
     grpc.record(M::SIGNAL, &result);
     let accepted = result.map_err(to_status)?;

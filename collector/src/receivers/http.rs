@@ -106,10 +106,10 @@ fn fail(code: ErrorCode, message: impl Into<String>, encoding: Encoding) -> Fail
     }
 }
 
-/// Reads and size-checks a request body, then decompresses and decodes it with the
-/// shared [`vantage_proto::otlp_http`] rules. A protobuf body is kept with the request
-/// (see [`Received::protobuf`]).
-async fn decode<T: Message + Default + DeserializeOwned>(
+/// Reads and size-checks a request body and decompresses it with the shared
+/// [`vantage_proto::otlp_http`] rules. Protobuf is left to ingest to decode, as over gRPC
+/// (see [`Received`]); OTLP/JSON is decoded here.
+async fn read<T: Message + Default + DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
@@ -141,11 +141,13 @@ async fn decode<T: Message + Default + DeserializeOwned>(
     let body = otlp_http::decompress(content_encoding, &raw, limit)
         .map_err(|e| fail(e.code, e.message, encoding))?;
     drop(raw);
-    let message = otlp_http::decode_message(encoding, &body)
-        .map_err(|e| fail(e.code, e.message, encoding))?;
     let received = match encoding {
-        Encoding::Protobuf => Received::protobuf(message, bytes::Bytes::from(body)),
-        Encoding::Json => Received::decoded(message, body.len()),
+        Encoding::Protobuf => Received::Protobuf(bytes::Bytes::from(body)),
+        Encoding::Json => Received::Decoded {
+            request: otlp_http::decode_message(encoding, &body)
+                .map_err(|e| fail(e.code, e.message, encoding))?,
+            size: body.len(),
+        },
     };
     Ok((received, encoding))
 }
@@ -230,14 +232,14 @@ async fn logs(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body) ->
         Ok(p) => p,
         Err(response) => return *response,
     };
-    let (received, encoding) = match decode::<ExportLogsServiceRequest>(
+    let (received, encoding) = match read::<ExportLogsServiceRequest>(
         &headers,
         body,
         r.ingest.max_request_bytes(),
     )
     .await
     {
-        Ok(decoded) => decoded,
+        Ok(read) => read,
         Err(failure) => {
             r.count(Signal::Logs, failure.error.code.as_str());
             return failure.into_response();
@@ -264,10 +266,10 @@ async fn metrics(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body)
         Err(response) => return *response,
     };
     let (received, encoding) =
-        match decode::<ExportMetricsServiceRequest>(&headers, body, r.ingest.max_request_bytes())
+        match read::<ExportMetricsServiceRequest>(&headers, body, r.ingest.max_request_bytes())
             .await
         {
-            Ok(decoded) => decoded,
+            Ok(read) => read,
             Err(failure) => {
                 r.count(Signal::Metrics, failure.error.code.as_str());
                 return failure.into_response();
@@ -297,10 +299,9 @@ async fn traces(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body) 
         Err(response) => return *response,
     };
     let (received, encoding) =
-        match decode::<ExportTraceServiceRequest>(&headers, body, r.ingest.max_request_bytes())
-            .await
+        match read::<ExportTraceServiceRequest>(&headers, body, r.ingest.max_request_bytes()).await
         {
-            Ok(decoded) => decoded,
+            Ok(read) => read,
             Err(failure) => {
                 r.count(Signal::Traces, failure.error.code.as_str());
                 return failure.into_response();
