@@ -5,5 +5,6 @@
 pub mod logs;
 pub mod meta;
 pub mod metrics;
+mod partitioned;
 pub mod traces;
 pub mod wal;

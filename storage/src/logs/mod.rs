@@ -4,11 +4,8 @@
 //! queries run concurrently: [`LogIndexer`] (owned by the one indexing thread) adds
 //! documents, commits and applies retention; [`LogStore`] (cheap to clone) searches.
 //!
-//! Exactly-once across crashes: every partition commit carries the highest WAL LSN
-//! added to the store so far as its Tantivy commit payload, and after each full commit
-//! round a store-wide checkpoint file records the same LSN. Replay starts after the
-//! checkpoint and skips, per partition, any batch whose LSN the partition already
-//! committed. Batches arrive in LSN order, which is what makes both numbers exact.
+//! Partitions, open writers, commits and their exactly-once bookkeeping are shared with
+//! the span store (`crate::partitioned`).
 
 mod compact;
 mod document;
@@ -18,22 +15,23 @@ mod schema;
 mod search;
 mod tokenizer;
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tantivy::IndexWriter;
 use tantivy::indexer::UserOperation;
 use tantivy::tokenizer::TokenizerManager;
 use vantage_proto::logs::{EMPTY_RESOURCE, EMPTY_SCOPE, LogView};
 
+pub use crate::partitioned::AddOutcome;
+pub use crate::partitioned::valid_tenant;
+use crate::partitioned::{
+    Failure, PartitionKey, Partitions, WriterOptions, Writers, read_checkpoint,
+};
 pub use compact::DEFAULT_COMPACT_QUIET_AFTER;
 pub use document::LogBatch;
 use document::{BatchBuilder, LogDoc};
-pub use partition::valid_tenant;
-use partition::{PartitionKey, PartitionReader};
+use partition::PartitionReader;
 pub use schema::names as field_names;
 use schema::{EnvelopeEncoder, LogFields, SchemaVersion};
 pub use search::{
@@ -50,8 +48,6 @@ pub const DEFAULT_RETENTION_NS: i64 = 7 * 86_400 * 1_000_000_000;
 /// Open writers at once: today's and yesterday's cover the normal case around midnight;
 /// late data for older days reuses these slots.
 pub const DEFAULT_MAX_OPEN_WRITERS: usize = 2;
-
-const CHECKPOINT_FILE: &str = "checkpoint";
 
 /// Failures of the log store, naming the file or directory involved.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +80,15 @@ pub enum LogStoreError {
         /// What it holds.
         found: String,
     },
+}
+
+impl From<Failure> for LogStoreError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Io { path, source } => LogStoreError::Io { path, source },
+            Failure::Index { path, source } => LogStoreError::Index { path, source },
+        }
+    }
 }
 
 /// How the log store is laid out and how much it may hold.
@@ -141,14 +146,30 @@ impl LogStoreOptions {
 }
 
 struct Shared {
-    root: PathBuf,
     docstore: DocStoreOptions,
     /// The fields of every schema version, oldest first; partitions share these.
     versions: Vec<Arc<LogFields>>,
     /// The version new partitions are created with.
     new_version: SchemaVersion,
     tokenizers: TokenizerManager,
-    partitions: RwLock<BTreeMap<PartitionKey, PartitionReader>>,
+    partitions: Partitions<PartitionReader>,
+}
+
+impl Shared {
+    fn root(&self) -> &std::path::Path {
+        self.partitions.root()
+    }
+
+    /// Opens (or creates) partition `key` with this store's schema versions.
+    fn open_partition(&self, key: &PartitionKey) -> Result<(PartitionReader, u64), LogStoreError> {
+        partition::open(
+            self.root(),
+            key,
+            &self.versions,
+            self.new_version,
+            &self.docstore,
+        )
+    }
 }
 
 /// Read side of the log store: search and statistics. Cheap to clone.
@@ -157,10 +178,8 @@ pub struct LogStore {
     shared: Arc<Shared>,
 }
 
-struct OpenWriter {
-    writer: IndexWriter<LogDoc>,
-    dirty: bool,
-    last_used: u64,
+/// What the log indexer tracks about each open partition writer.
+struct WriterState {
     /// When the last record was added: quiet compaction counts from here.
     last_added: Instant,
     compaction: compact::Compaction,
@@ -170,21 +189,8 @@ struct OpenWriter {
 pub struct LogIndexer {
     store: LogStore,
     opts: LogStoreOptions,
-    writers: HashMap<PartitionKey, OpenWriter>,
-    committed: HashMap<PartitionKey, u64>,
-    last_added_lsn: u64,
-    checkpoint_lsn: u64,
-    use_counter: u64,
+    writers: Writers<LogDoc, WriterState>,
     in_flight: Arc<inflight::InFlight>,
-}
-
-/// What one call to [`LogIndexer::add_batch`] did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AddOutcome {
-    /// Documents added.
-    pub added: u64,
-    /// Records skipped because their partition had already committed this batch (replay).
-    pub already_indexed: u64,
 }
 
 /// Opens (or creates) the store in `opts.dir`.
@@ -199,142 +205,56 @@ pub(crate) fn open_versioned(
     new_version: SchemaVersion,
 ) -> Result<(LogStore, LogIndexer), LogStoreError> {
     let root = opts.dir.clone();
-    std::fs::create_dir_all(&root).map_err(|source| LogStoreError::Io {
-        path: root.clone(),
-        source,
-    })?;
     let versions: Vec<Arc<LogFields>> = SchemaVersion::ALL
         .into_iter()
         .map(|v| Arc::new(LogFields::for_version(v)))
         .collect();
     let tokenizers = TokenizerManager::default();
     schema::register_tokenizers(&tokenizers);
-    let mut partitions = BTreeMap::new();
-    let mut committed = HashMap::new();
-    for (key, _) in scan_partitions(&root)? {
-        let (reader, lsn) = partition::open(&root, &key, &versions, new_version, &opts.docstore)?;
-        committed.insert(key.clone(), lsn);
-        partitions.insert(key, reader);
-    }
-    let checkpoint_lsn = read_checkpoint(&root)?;
+    let (partitions, committed) = Partitions::open(root.clone(), |key| {
+        partition::open(&root, key, &versions, new_version, &opts.docstore)
+    })?;
+    let checkpoint_lsn = read_checkpoint(&root, "logs")?;
+    let writers = Writers::new(
+        WriterOptions {
+            max_open: opts.max_open_writers,
+            indexing_threads: opts.indexing_threads,
+            heap_bytes: opts.writer_heap_bytes,
+        },
+        committed,
+        checkpoint_lsn,
+    );
     let store = LogStore {
         shared: Arc::new(Shared {
-            root,
             docstore: opts.docstore,
             versions,
             new_version,
             tokenizers,
-            partitions: RwLock::new(partitions),
+            partitions,
         }),
     };
     let indexer = LogIndexer {
         store: store.clone(),
         opts,
-        writers: HashMap::new(),
-        committed,
-        last_added_lsn: checkpoint_lsn,
-        checkpoint_lsn,
-        use_counter: 0,
+        writers,
         in_flight: Arc::default(),
     };
     Ok((store, indexer))
 }
 
-fn scan_partitions(root: &Path) -> Result<Vec<(PartitionKey, PathBuf)>, LogStoreError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| LogStoreError::Io { path, source }
-    };
-    let mut found = Vec::new();
-    for tenant in std::fs::read_dir(root).map_err(io(root))? {
-        let tenant = tenant.map_err(io(root))?;
-        let Some(tenant_name) = tenant.file_name().to_str().map(str::to_string) else {
-            continue;
-        };
-        if !tenant.path().is_dir() || !valid_tenant(&tenant_name) {
-            continue;
-        }
-        for day in std::fs::read_dir(tenant.path()).map_err(io(&tenant.path()))? {
-            let day = day.map_err(io(&tenant.path()))?;
-            let name = day.file_name();
-            if let Some(start_ns) = name.to_str().and_then(PartitionKey::parse_day_dir) {
-                found.push((
-                    PartitionKey {
-                        tenant: tenant_name.clone(),
-                        start_ns,
-                    },
-                    day.path(),
-                ));
-            }
-        }
-    }
-    Ok(found)
-}
-
-fn read_checkpoint(root: &Path) -> Result<u64, LogStoreError> {
-    let path = root.join(CHECKPOINT_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(s) => Ok(s.trim().parse().unwrap_or_else(|_| {
-            tracing::warn!(path = %path.display(), "unreadable log checkpoint, replaying the whole wal");
-            0
-        })),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(source) => Err(LogStoreError::Io { path, source }),
-    }
-}
-
-/// Writes `contents` to `path` atomically and durably (temp file, fsync, rename, fsync dir).
-fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(contents)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(parent) = path.parent() {
-        std::fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
-}
-
 impl LogStore {
     /// Searchable documents across all partitions and tenants.
     pub fn num_docs(&self) -> u64 {
-        let partitions = self
-            .shared
-            .partitions
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
-        partitions
-            .values()
-            .map(|p| p.reader.searcher().num_docs())
-            .sum()
+        self.shared.partitions.num_docs()
     }
 
     /// Number of partitions on disk.
     pub fn num_partitions(&self) -> usize {
-        let partitions = self
-            .shared
-            .partitions
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
-        partitions.len()
+        self.shared.partitions.len()
     }
 
     fn readers_for(&self, tenant: &str, start_ns: i64, end_ns: i64) -> Vec<PartitionReader> {
-        let partitions = self
-            .shared
-            .partitions
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
-        partitions
-            .values()
-            .filter(|p| {
-                p.key.tenant == tenant && p.key.start_ns <= end_ns && p.key.end_ns() > start_ns
-            })
-            .cloned()
-            .collect()
+        self.shared.partitions.overlapping(tenant, start_ns, end_ns)
     }
 }
 
@@ -346,7 +266,7 @@ impl LogIndexer {
 
     /// The LSN through which everything is committed: replay the WAL after it.
     pub fn checkpoint_lsn(&self) -> u64 {
-        self.checkpoint_lsn
+        self.writers.checkpoint_lsn()
     }
 
     /// Adds every record of a durable batch. Batches must come in increasing LSN order.
@@ -430,19 +350,33 @@ impl LogIndexer {
                 .collect();
             // Partitions whose documents of this batch are not added yet: if one has to
             // be closed to make room, its commit must not claim this batch.
-            let writer = self.writer_for(&key, lsn, &keys[i + 1..])?;
+            let shared = &self.store.shared;
+            let writer = self.writers.writer_for(
+                &shared.partitions,
+                &key,
+                lsn,
+                &keys[i + 1..],
+                |key| shared.open_partition(key),
+                |writer| {
+                    writer.set_merge_policy(compact::merge_policy());
+                    WriterState {
+                        last_added: Instant::now(),
+                        compaction: compact::Compaction::Waiting,
+                    }
+                },
+            )?;
             writer.dirty = true;
-            writer.last_added = Instant::now();
-            writer.compaction = compact::Compaction::Waiting;
+            writer.state.last_added = Instant::now();
+            writer.state.compaction = compact::Compaction::Waiting;
             writer
                 .writer
                 .run(ops)
                 .map_err(|source| LogStoreError::Index {
-                    path: key.dir(&self.store.shared.root),
+                    path: key.dir(shared.root()),
                     source,
                 })?;
         }
-        self.last_added_lsn = self.last_added_lsn.max(lsn);
+        self.writers.added_through(lsn);
         Ok(outcome)
     }
 
@@ -455,7 +389,7 @@ impl LogIndexer {
         lsn: u64,
         per_partition: &mut Vec<(PartitionKey, Arc<LogFields>, Vec<u32>)>,
     ) -> Result<Option<usize>, LogStoreError> {
-        if self.committed.get(&key).is_some_and(|&c| c >= lsn) {
+        if self.writers.has_committed(&key, lsn) {
             return Ok(None);
         }
         if let Some(i) = per_partition.iter().position(|(k, _, _)| *k == key) {
@@ -468,155 +402,20 @@ impl LogIndexer {
 
     /// Whether anything was added since the last commit.
     pub fn has_uncommitted(&self) -> bool {
-        self.writers.values().any(|w| w.dirty)
+        self.writers.has_uncommitted()
     }
 
     /// Commits every partition with uncommitted documents, makes them searchable, and
     /// records the store-wide checkpoint. Returns the checkpoint LSN.
     pub fn commit(&mut self) -> Result<u64, LogStoreError> {
-        let dirty: Vec<PartitionKey> = self
-            .writers
-            .iter()
-            .filter(|(_, w)| w.dirty)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in dirty {
-            self.commit_partition(&key, self.last_added_lsn)?;
-        }
-        if self.last_added_lsn != self.checkpoint_lsn {
-            let path = self.store.shared.root.join(CHECKPOINT_FILE);
-            write_atomic(&path, self.last_added_lsn.to_string().as_bytes())
-                .map_err(|source| LogStoreError::Io { path, source })?;
-            self.checkpoint_lsn = self.last_added_lsn;
-        }
-        Ok(self.checkpoint_lsn)
+        Ok(self.writers.commit(&self.store.shared.partitions)?)
     }
 
-    /// Commits one partition, recording that it holds every one of its records with an
-    /// LSN up to `lsn`.
-    fn commit_partition(&mut self, key: &PartitionKey, lsn: u64) -> Result<(), LogStoreError> {
-        let path = key.dir(&self.store.shared.root);
-        let Some(w) = self.writers.get_mut(key) else {
-            return Ok(());
-        };
-        let index_err = |source| LogStoreError::Index {
-            path: path.clone(),
-            source,
-        };
-        let mut prepared = w.writer.prepare_commit().map_err(index_err)?;
-        prepared.set_payload(&lsn.to_string());
-        prepared.commit().map_err(index_err)?;
-        w.dirty = false;
-        self.committed.insert(key.clone(), lsn);
-        let partitions = self
-            .store
-            .shared
-            .partitions
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = partitions.get(key) {
-            p.reader.reload().map_err(index_err)?;
-        }
-        Ok(())
-    }
-
-    /// The open writer of `key`, opening it (and closing the least recently used one if
-    /// all slots are taken) while batch `lsn` is being added; `pending` are the
-    /// partitions still waiting for their documents of that batch.
-    fn writer_for(
-        &mut self,
-        key: &PartitionKey,
-        lsn: u64,
-        pending: &[PartitionKey],
-    ) -> Result<&mut OpenWriter, LogStoreError> {
-        self.use_counter += 1;
-        let now = self.use_counter;
-        if !self.writers.contains_key(key) {
-            if self.writers.len() >= self.opts.max_open_writers.max(1) {
-                self.close_least_recent(lsn, pending)?;
-            }
-            let reader = self.partition_reader(key)?;
-            let writer = reader
-                .index
-                .writer_with_num_threads(
-                    self.opts.indexing_threads.max(1),
-                    self.opts.writer_heap_bytes,
-                )
-                .map_err(|source| LogStoreError::Index {
-                    path: key.dir(&self.store.shared.root),
-                    source,
-                })?;
-            writer.set_merge_policy(compact::merge_policy());
-            self.writers.insert(
-                key.clone(),
-                OpenWriter {
-                    writer,
-                    dirty: false,
-                    last_used: now,
-                    last_added: Instant::now(),
-                    compaction: compact::Compaction::Waiting,
-                },
-            );
-        }
-        let w = self.writers.get_mut(key).expect("inserted above");
-        w.last_used = now;
-        Ok(w)
-    }
-
+    /// Partition `key`, opened if the store does not have it yet.
     fn partition_reader(&mut self, key: &PartitionKey) -> Result<PartitionReader, LogStoreError> {
-        if let Some(p) = self
-            .store
-            .shared
-            .partitions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-        {
-            return Ok(p.clone());
-        }
         let shared = &self.store.shared;
-        let (reader, lsn) = partition::open(
-            &shared.root,
-            key,
-            &shared.versions,
-            shared.new_version,
-            &shared.docstore,
-        )?;
-        self.committed.insert(key.clone(), lsn);
-        self.store
-            .shared
-            .partitions
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.clone(), reader.clone());
-        Ok(reader)
-    }
-
-    fn close_least_recent(
-        &mut self,
-        lsn: u64,
-        pending: &[PartitionKey],
-    ) -> Result<(), LogStoreError> {
-        let Some(key) = self
-            .writers
-            .iter()
-            .min_by_key(|(_, w)| w.last_used)
-            .map(|(k, _)| k.clone())
-        else {
-            return Ok(());
-        };
-        // Every earlier batch is complete in it; this one only if its documents are in.
-        let complete_through = if pending.contains(&key) { lsn - 1 } else { lsn };
-        self.commit_partition(&key, complete_through)?;
-        if let Some(w) = self.writers.remove(&key) {
-            w.writer
-                .wait_merging_threads()
-                .map_err(|source| LogStoreError::Index {
-                    path: key.dir(&self.store.shared.root),
-                    source,
-                })?;
-        }
-        Ok(())
+        self.writers
+            .partition(&shared.partitions, key, |key| shared.open_partition(key))
     }
 
     /// Merges the small segments of every open partition that has taken no records for
@@ -626,18 +425,17 @@ impl LogIndexer {
     /// compactions finished in this call.
     pub fn compact_quiet(&mut self, now: Instant) -> Result<usize, LogStoreError> {
         let mut finished = 0;
-        let keys: Vec<PartitionKey> = self.writers.keys().cloned().collect();
-        for key in keys {
-            let path = key.dir(&self.store.shared.root);
+        for key in self.writers.keys() {
+            let path = key.dir(self.store.shared.root());
             let reader = self.partition_reader(&key)?;
             let Some(w) = self.writers.get_mut(&key).filter(|w| !w.dirty) else {
                 continue;
             };
             let step = compact::step(
-                &mut w.compaction,
+                &mut w.state.compaction,
                 &reader.index,
                 &mut w.writer,
-                w.last_added,
+                w.state.last_added,
                 self.opts.compact_quiet_after,
                 now,
             );
@@ -674,49 +472,19 @@ impl LogIndexer {
     /// Deletes every partition that ended more than the retention period before `now_ns`.
     /// Returns how many were deleted.
     pub fn apply_retention(&mut self, now_ns: i64) -> Result<usize, LogStoreError> {
+        let partitions = &self.store.shared.partitions;
         let cutoff = now_ns.saturating_sub(self.opts.retention_ns);
-        let expired: Vec<PartitionKey> = self
-            .store
-            .shared
-            .partitions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .filter(|k| k.end_ns() <= cutoff)
-            .cloned()
-            .collect();
-        for key in &expired {
-            // Whatever an expired writer holds is past retention too: drop it unsaved.
-            self.writers.remove(key);
-            self.committed.remove(key);
-            self.store
-                .shared
-                .partitions
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(key);
-            let dir = key.dir(&self.store.shared.root);
-            std::fs::remove_dir_all(&dir).map_err(|source| LogStoreError::Io {
-                path: dir.clone(),
-                source,
-            })?;
+        let deleted = self.writers.delete_ended(partitions, cutoff)?;
+        for key in &deleted {
+            let dir = key.dir(partitions.root());
             tracing::info!(tenant = %key.tenant, path = %dir.display(), "log partition past retention deleted");
         }
-        Ok(expired.len())
+        Ok(deleted.len())
     }
 
     /// Commits and closes every writer (clean shutdown).
-    pub fn close(mut self) -> Result<u64, LogStoreError> {
-        let lsn = self.commit()?;
-        for (key, w) in self.writers.drain() {
-            w.writer
-                .wait_merging_threads()
-                .map_err(|source| LogStoreError::Index {
-                    path: key.dir(&self.store.shared.root),
-                    source,
-                })?;
-        }
-        Ok(lsn)
+    pub fn close(self) -> Result<u64, LogStoreError> {
+        Ok(self.writers.close(&self.store.shared.partitions)?)
     }
 }
 

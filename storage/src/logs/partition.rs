@@ -1,67 +1,16 @@
-//! One time partition of one tenant's logs: a Tantivy index in its own directory.
-//!
-//! Partitions are a day long (UTC), so retention drops whole directories and a search
-//! opens only the days its time range touches.
+//! One day partition of one tenant's logs (see `crate::partitioned`): a Tantivy index
+//! in its own directory, with the schema version it was created with.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use tantivy::directory::MmapDirectory;
 use tantivy::store::{Compressor, ZstdCompressor};
-use tantivy::{Index, IndexReader, IndexSettings, ReloadPolicy};
+use tantivy::{Index, IndexReader, IndexSettings};
 
 use super::schema::{LogFields, SCHEMA_VERSION_FILE, SchemaVersion, register_tokenizers};
 use super::{DocStoreOptions, LogStoreError};
-
-/// Length of a partition: one UTC day.
-pub(crate) const PARTITION_NS: i64 = 86_400 * 1_000_000_000;
-
-/// Identifies a partition: tenant and first nanosecond of its day.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct PartitionKey {
-    pub(crate) tenant: String,
-    pub(crate) start_ns: i64,
-}
-
-impl PartitionKey {
-    pub(crate) fn for_time(tenant: &str, time_ns: i64) -> Self {
-        PartitionKey {
-            tenant: tenant.to_string(),
-            start_ns: Self::start_for(time_ns),
-        }
-    }
-
-    /// The start of the day partition holding `time_ns`.
-    pub(crate) fn start_for(time_ns: i64) -> i64 {
-        time_ns.div_euclid(PARTITION_NS) * PARTITION_NS
-    }
-
-    pub(crate) fn end_ns(&self) -> i64 {
-        self.start_ns.saturating_add(PARTITION_NS)
-    }
-
-    /// `<root>/<tenant>/<day number>`: tenant names are restricted to a safe alphabet
-    /// by [`valid_tenant`], so they can be directory names as they are.
-    pub(crate) fn dir(&self, root: &Path) -> PathBuf {
-        root.join(&self.tenant)
-            .join(format!("day-{}", self.start_ns.div_euclid(PARTITION_NS)))
-    }
-
-    /// Parses a partition directory name back into its start time.
-    pub(crate) fn parse_day_dir(name: &str) -> Option<i64> {
-        let day: i64 = name.strip_prefix("day-")?.parse().ok()?;
-        day.checked_mul(PARTITION_NS)
-    }
-}
-
-/// Tenant names become directory names: keep them to a safe alphabet.
-pub fn valid_tenant(tenant: &str) -> bool {
-    !tenant.is_empty()
-        && tenant.len() <= 64
-        && tenant
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
+use crate::partitioned::{Partition, PartitionKey, reader_and_lsn, write_atomic};
 
 /// The read side of a partition, shared with queries.
 #[derive(Clone)]
@@ -72,6 +21,20 @@ pub(crate) struct PartitionReader {
     /// The fields of the schema this partition was created with: its documents are
     /// built, and its queries parsed, with these.
     pub(crate) fields: Arc<LogFields>,
+}
+
+impl Partition for PartitionReader {
+    fn key(&self) -> &PartitionKey {
+        &self.key
+    }
+
+    fn index(&self) -> &Index {
+        &self.index
+    }
+
+    fn reader(&self) -> &IndexReader {
+        &self.reader
+    }
 }
 
 /// Default doc store block size; see [`settings`].
@@ -138,7 +101,7 @@ pub(crate) fn open(
                 new_version
             };
             // Before the index, so that an index never exists without its version.
-            super::write_atomic(&version_path, version.number().to_string().as_bytes())
+            write_atomic(&version_path, version.number().to_string().as_bytes())
                 .map_err(io_err(&version_path))?;
             version
         }
@@ -163,18 +126,7 @@ pub(crate) fn open(
         .tokenizers(tokenizers)
         .open_or_create(mmap)
         .map_err(tantivy_err)?;
-    let committed_lsn = index
-        .load_metas()
-        .map_err(tantivy_err)?
-        .payload
-        .as_deref()
-        .and_then(|p| p.parse::<u64>().ok())
-        .unwrap_or(0);
-    let reader = index
-        .reader_builder()
-        .reload_policy(ReloadPolicy::Manual)
-        .try_into()
-        .map_err(tantivy_err)?;
+    let (reader, committed_lsn) = reader_and_lsn(&index).map_err(tantivy_err)?;
     Ok((
         PartitionReader {
             key: key.clone(),
@@ -184,37 +136,4 @@ pub(crate) fn open(
         },
         committed_lsn,
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_cover_whole_days() {
-        let k = PartitionKey::for_time("default", PARTITION_NS + 5);
-        assert_eq!(k.start_ns, PARTITION_NS);
-        assert_eq!(k.end_ns(), 2 * PARTITION_NS);
-        let neg = PartitionKey::for_time("default", -1);
-        assert_eq!(neg.start_ns, -PARTITION_NS);
-        let name = k
-            .dir(Path::new("/x"))
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_string();
-        assert_eq!(PartitionKey::parse_day_dir(&name), Some(PARTITION_NS));
-        assert!(PartitionKey::parse_day_dir("day-x").is_none());
-    }
-
-    #[test]
-    fn tenant_names_are_safe_paths() {
-        assert!(valid_tenant("default"));
-        assert!(valid_tenant("team-a_1"));
-        assert!(!valid_tenant(""));
-        assert!(!valid_tenant("../etc"));
-        assert!(!valid_tenant("a/b"));
-        assert!(!valid_tenant(&"x".repeat(65)));
-    }
 }

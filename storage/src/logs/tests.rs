@@ -7,6 +7,11 @@ use vantage_proto::otlp::common::v1::{
 use vantage_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use vantage_proto::otlp::resource::v1::Resource;
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use tantivy::IndexWriter;
+
 use super::*;
 
 const DAY: i64 = 86_400 * 1_000_000_000;
@@ -475,7 +480,7 @@ fn plain_envelopes_of_older_versions_still_read_back() {
         let fields = indexer.partition_reader(&key).unwrap().fields;
         let doc = fields.document(&view, 1, T0, &view.to_envelope());
         write_reference(&mut indexer, &key, 1, vec![doc]);
-        indexer.last_added_lsn = 1;
+        indexer.writers.added_through(1);
         assert_eq!(indexer.close().unwrap(), 1);
     }
     let (store, mut indexer) = open(small(dir.path())).unwrap();
@@ -979,7 +984,7 @@ fn write_reference(
     lsn: u64,
     docs: Vec<tantivy::TantivyDocument>,
 ) {
-    assert!(!indexer.writers.contains_key(key));
+    assert!(!indexer.writers.keys().contains(key));
     let reader = indexer.partition_reader(key).unwrap();
     let mut w: IndexWriter = reader.index.writer_with_num_threads(1, 15_000_000).unwrap();
     for doc in docs {
@@ -990,7 +995,7 @@ fn write_reference(
     prepared.commit().unwrap();
     w.wait_merging_threads().unwrap();
     reader.reader.reload().unwrap();
-    indexer.committed.insert(key.clone(), lsn);
+    indexer.writers.committed_outside(key, lsn);
 }
 
 /// `LogIndexer::add_batch` as the reference documents write it: one commit per batch.
@@ -1023,7 +1028,7 @@ fn add_batch_reference(indexer: &mut LogIndexer, lsn: u64, request: &ExportLogsS
     for (key, docs) in per_partition {
         write_reference(indexer, &key, lsn, docs);
     }
-    indexer.last_added_lsn = lsn;
+    indexer.writers.added_through(lsn);
 }
 
 /// The files of each segment of a store, by partition and extension (segment ids

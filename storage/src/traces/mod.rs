@@ -9,28 +9,26 @@
 //! whose spans started on different days, or arrived minutes apart from many hosts,
 //! assembles whole.
 //!
-//! Exactly-once across crashes: every partition commit carries the highest WAL LSN
-//! added to the store so far as its Tantivy commit payload, and after each full commit
-//! round a store-wide checkpoint file records the same LSN. Replay starts after the
-//! checkpoint and skips, per partition, any batch whose LSN the partition already
-//! committed. Batches arrive in LSN order, which is what makes both numbers exact.
+//! Partitions, open writers, commits and their exactly-once bookkeeping are shared with
+//! the log store (`crate::partitioned`).
 
 mod partition;
 mod query;
 mod schema;
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use tantivy::IndexWriter;
+use tantivy::TantivyDocument;
 use tantivy::indexer::UserOperation;
 use vantage_proto::logs::{EMPTY_RESOURCE, EMPTY_SCOPE};
 use vantage_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 
-use crate::logs::valid_tenant;
-use partition::{PartitionKey, PartitionReader};
+pub use crate::partitioned::AddOutcome;
+use crate::partitioned::{
+    Failure, PartitionKey, Partitions, WriterOptions, Writers, read_checkpoint, valid_tenant,
+};
+use partition::PartitionReader;
 pub use query::{
     DependencyEdge, DependencyMap, MAX_DEPENDENCY_SPANS, MAX_SEARCH_LIMIT, MAX_SEARCH_RESULT_SPANS,
     MAX_SEARCH_SPANS, MAX_TRACE_SPANS, Operation, StatusFilter, StoredSpan, Trace, TraceQuery,
@@ -51,8 +49,6 @@ pub const DEFAULT_RETENTION_NS: i64 = 7 * 86_400 * 1_000_000_000;
 /// Open writers at once: today's and yesterday's cover the normal case around midnight;
 /// late data for older days reuses these slots.
 pub const DEFAULT_MAX_OPEN_WRITERS: usize = 2;
-
-const CHECKPOINT_FILE: &str = "checkpoint";
 
 /// Failures of the trace store, naming the file or directory involved.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +72,15 @@ pub enum TraceStoreError {
     /// A tenant name that cannot be stored.
     #[error("invalid tenant name {0:?}")]
     InvalidTenant(String),
+}
+
+impl From<Failure> for TraceStoreError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Io { path, source } => TraceStoreError::Io { path, source },
+            Failure::Index { path, source } => TraceStoreError::Index { path, source },
+        }
+    }
 }
 
 /// How the trace store is laid out and how much it may hold.
@@ -107,9 +112,8 @@ impl TraceStoreOptions {
 }
 
 struct Shared {
-    root: PathBuf,
     fields: TraceFields,
-    partitions: RwLock<BTreeMap<PartitionKey, PartitionReader>>,
+    partitions: Partitions<PartitionReader>,
 }
 
 /// Read side of the trace store: lookups, search and statistics. Cheap to clone.
@@ -118,162 +122,53 @@ pub struct TraceStore {
     shared: Arc<Shared>,
 }
 
-struct OpenWriter {
-    writer: IndexWriter,
-    dirty: bool,
-    last_used: u64,
-}
-
 /// Write side of the trace store, owned by the single indexing thread.
 pub struct TraceIndexer {
     store: TraceStore,
     opts: TraceStoreOptions,
-    writers: HashMap<PartitionKey, OpenWriter>,
-    committed: HashMap<PartitionKey, u64>,
-    last_added_lsn: u64,
-    checkpoint_lsn: u64,
-    use_counter: u64,
-}
-
-/// What one call to [`TraceIndexer::add_batch`] did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AddOutcome {
-    /// Documents added.
-    pub added: u64,
-    /// Records skipped because their partition had already committed this batch (replay).
-    pub already_indexed: u64,
+    writers: Writers<TantivyDocument, ()>,
 }
 
 /// Opens (or creates) the store in `opts.dir`.
 pub fn open(opts: TraceStoreOptions) -> Result<(TraceStore, TraceIndexer), TraceStoreError> {
     let root = opts.dir.clone();
-    std::fs::create_dir_all(&root).map_err(|source| TraceStoreError::Io {
-        path: root.clone(),
-        source,
-    })?;
     let fields = TraceFields::new();
-    let mut partitions = BTreeMap::new();
-    let mut committed = HashMap::new();
-    for (key, _) in scan_partitions(&root)? {
-        let (reader, lsn) = partition::open(&root, &key, &fields)?;
-        committed.insert(key.clone(), lsn);
-        partitions.insert(key, reader);
-    }
-    let checkpoint_lsn = read_checkpoint(&root)?;
+    let (partitions, committed) =
+        Partitions::open(root.clone(), |key| partition::open(&root, key, &fields))?;
+    let checkpoint_lsn = read_checkpoint(&root, "traces")?;
+    let writers = Writers::new(
+        WriterOptions {
+            max_open: opts.max_open_writers,
+            indexing_threads: opts.indexing_threads,
+            heap_bytes: opts.writer_heap_bytes,
+        },
+        committed,
+        checkpoint_lsn,
+    );
     let store = TraceStore {
-        shared: Arc::new(Shared {
-            root,
-            fields,
-            partitions: RwLock::new(partitions),
-        }),
+        shared: Arc::new(Shared { fields, partitions }),
     };
     let indexer = TraceIndexer {
         store: store.clone(),
         opts,
-        writers: HashMap::new(),
-        committed,
-        last_added_lsn: checkpoint_lsn,
-        checkpoint_lsn,
-        use_counter: 0,
+        writers,
     };
     Ok((store, indexer))
-}
-
-fn scan_partitions(root: &Path) -> Result<Vec<(PartitionKey, PathBuf)>, TraceStoreError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| TraceStoreError::Io { path, source }
-    };
-    let mut found = Vec::new();
-    for tenant in std::fs::read_dir(root).map_err(io(root))? {
-        let tenant = tenant.map_err(io(root))?;
-        let Some(tenant_name) = tenant.file_name().to_str().map(str::to_string) else {
-            continue;
-        };
-        if !tenant.path().is_dir() || !valid_tenant(&tenant_name) {
-            continue;
-        }
-        for day in std::fs::read_dir(tenant.path()).map_err(io(&tenant.path()))? {
-            let day = day.map_err(io(&tenant.path()))?;
-            let name = day.file_name();
-            if let Some(start_ns) = name.to_str().and_then(PartitionKey::parse_day_dir) {
-                found.push((
-                    PartitionKey {
-                        tenant: tenant_name.clone(),
-                        start_ns,
-                    },
-                    day.path(),
-                ));
-            }
-        }
-    }
-    Ok(found)
-}
-
-fn read_checkpoint(root: &Path) -> Result<u64, TraceStoreError> {
-    let path = root.join(CHECKPOINT_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(s) => Ok(s.trim().parse().unwrap_or_else(|_| {
-            tracing::warn!(path = %path.display(), "unreadable trace checkpoint, replaying the whole wal");
-            0
-        })),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(source) => Err(TraceStoreError::Io { path, source }),
-    }
-}
-
-/// Writes `contents` to `path` atomically and durably (temp file, fsync, rename, fsync dir).
-fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(contents)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(parent) = path.parent() {
-        std::fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
 }
 
 impl TraceStore {
     /// Searchable documents across all partitions and tenants.
     pub fn num_docs(&self) -> u64 {
-        let partitions = self
-            .shared
-            .partitions
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
-        partitions
-            .values()
-            .map(|p| p.reader.searcher().num_docs())
-            .sum()
+        self.shared.partitions.num_docs()
     }
 
     /// Number of partitions on disk.
     pub fn num_partitions(&self) -> usize {
-        let partitions = self
-            .shared
-            .partitions
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
-        partitions.len()
+        self.shared.partitions.len()
     }
 
     fn readers_for(&self, tenant: &str, start_ns: i64, end_ns: i64) -> Vec<PartitionReader> {
-        let partitions = self
-            .shared
-            .partitions
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
-        partitions
-            .values()
-            .filter(|p| {
-                p.key.tenant == tenant && p.key.start_ns <= end_ns && p.key.end_ns() > start_ns
-            })
-            .cloned()
-            .collect()
+        self.shared.partitions.overlapping(tenant, start_ns, end_ns)
     }
 }
 
@@ -285,7 +180,7 @@ impl TraceIndexer {
 
     /// The LSN through which everything is committed: replay the WAL after it.
     pub fn checkpoint_lsn(&self) -> u64 {
-        self.checkpoint_lsn
+        self.writers.checkpoint_lsn()
     }
 
     /// Adds every span of a durable batch. Batches must come in increasing LSN order.
@@ -310,7 +205,7 @@ impl TraceIndexer {
                 for span in &ss.spans {
                     let start_ns = schema::clamp_ns(span.start_time_unix_nano);
                     let key = PartitionKey::for_time(tenant, start_ns);
-                    if self.committed.get(&key).is_some_and(|&c| c >= lsn) {
+                    if self.writers.has_committed(&key, lsn) {
                         outcome.already_indexed += 1;
                         continue;
                     }
@@ -329,165 +224,40 @@ impl TraceIndexer {
             }
         }
         let keys: Vec<PartitionKey> = per_partition.iter().map(|(k, _)| k.clone()).collect();
+        let shared = &self.store.shared;
         for (i, (key, ops)) in per_partition.into_iter().enumerate() {
             // Partitions whose documents of this batch are not added yet: if one has to
             // be closed to make room, its commit must not claim this batch.
-            let writer = self.writer_for(&key, lsn, &keys[i + 1..])?;
+            let writer = self.writers.writer_for(
+                &shared.partitions,
+                &key,
+                lsn,
+                &keys[i + 1..],
+                |key| partition::open(shared.partitions.root(), key, &shared.fields),
+                |_| (),
+            )?;
             writer.dirty = true;
             writer
                 .writer
                 .run(ops)
                 .map_err(|source| TraceStoreError::Index {
-                    path: key.dir(&self.store.shared.root),
+                    path: key.dir(shared.partitions.root()),
                     source,
                 })?;
         }
-        self.last_added_lsn = self.last_added_lsn.max(lsn);
+        self.writers.added_through(lsn);
         Ok(outcome)
     }
 
     /// Whether anything was added since the last commit.
     pub fn has_uncommitted(&self) -> bool {
-        self.writers.values().any(|w| w.dirty)
+        self.writers.has_uncommitted()
     }
 
     /// Commits every partition with uncommitted documents, makes them searchable, and
     /// records the store-wide checkpoint. Returns the checkpoint LSN.
     pub fn commit(&mut self) -> Result<u64, TraceStoreError> {
-        let dirty: Vec<PartitionKey> = self
-            .writers
-            .iter()
-            .filter(|(_, w)| w.dirty)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in dirty {
-            self.commit_partition(&key, self.last_added_lsn)?;
-        }
-        if self.last_added_lsn != self.checkpoint_lsn {
-            let path = self.store.shared.root.join(CHECKPOINT_FILE);
-            write_atomic(&path, self.last_added_lsn.to_string().as_bytes())
-                .map_err(|source| TraceStoreError::Io { path, source })?;
-            self.checkpoint_lsn = self.last_added_lsn;
-        }
-        Ok(self.checkpoint_lsn)
-    }
-
-    /// Commits one partition, recording that it holds every one of its records with an
-    /// LSN up to `lsn`.
-    fn commit_partition(&mut self, key: &PartitionKey, lsn: u64) -> Result<(), TraceStoreError> {
-        let path = key.dir(&self.store.shared.root);
-        let Some(w) = self.writers.get_mut(key) else {
-            return Ok(());
-        };
-        let index_err = |source| TraceStoreError::Index {
-            path: path.clone(),
-            source,
-        };
-        let mut prepared = w.writer.prepare_commit().map_err(index_err)?;
-        prepared.set_payload(&lsn.to_string());
-        prepared.commit().map_err(index_err)?;
-        w.dirty = false;
-        self.committed.insert(key.clone(), lsn);
-        let partitions = self
-            .store
-            .shared
-            .partitions
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = partitions.get(key) {
-            p.reader.reload().map_err(index_err)?;
-        }
-        Ok(())
-    }
-
-    /// The open writer of `key`, opening it (and closing the least recently used one if
-    /// all slots are taken) while batch `lsn` is being added; `pending` are the
-    /// partitions still waiting for their documents of that batch.
-    fn writer_for(
-        &mut self,
-        key: &PartitionKey,
-        lsn: u64,
-        pending: &[PartitionKey],
-    ) -> Result<&mut OpenWriter, TraceStoreError> {
-        self.use_counter += 1;
-        let now = self.use_counter;
-        if !self.writers.contains_key(key) {
-            if self.writers.len() >= self.opts.max_open_writers.max(1) {
-                self.close_least_recent(lsn, pending)?;
-            }
-            let reader = self.partition_reader(key)?;
-            let writer = reader
-                .index
-                .writer_with_num_threads(
-                    self.opts.indexing_threads.max(1),
-                    self.opts.writer_heap_bytes,
-                )
-                .map_err(|source| TraceStoreError::Index {
-                    path: key.dir(&self.store.shared.root),
-                    source,
-                })?;
-            self.writers.insert(
-                key.clone(),
-                OpenWriter {
-                    writer,
-                    dirty: false,
-                    last_used: now,
-                },
-            );
-        }
-        let w = self.writers.get_mut(key).expect("inserted above");
-        w.last_used = now;
-        Ok(w)
-    }
-
-    fn partition_reader(&mut self, key: &PartitionKey) -> Result<PartitionReader, TraceStoreError> {
-        if let Some(p) = self
-            .store
-            .shared
-            .partitions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-        {
-            return Ok(p.clone());
-        }
-        let (reader, lsn) =
-            partition::open(&self.store.shared.root, key, &self.store.shared.fields)?;
-        self.committed.insert(key.clone(), lsn);
-        self.store
-            .shared
-            .partitions
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.clone(), reader.clone());
-        Ok(reader)
-    }
-
-    fn close_least_recent(
-        &mut self,
-        lsn: u64,
-        pending: &[PartitionKey],
-    ) -> Result<(), TraceStoreError> {
-        let Some(key) = self
-            .writers
-            .iter()
-            .min_by_key(|(_, w)| w.last_used)
-            .map(|(k, _)| k.clone())
-        else {
-            return Ok(());
-        };
-        // Every earlier batch is complete in it; this one only if its documents are in.
-        let complete_through = if pending.contains(&key) { lsn - 1 } else { lsn };
-        self.commit_partition(&key, complete_through)?;
-        if let Some(w) = self.writers.remove(&key) {
-            w.writer
-                .wait_merging_threads()
-                .map_err(|source| TraceStoreError::Index {
-                    path: key.dir(&self.store.shared.root),
-                    source,
-                })?;
-        }
-        Ok(())
+        Ok(self.writers.commit(&self.store.shared.partitions)?)
     }
 
     /// Changes the retention period (the collector's configuration reload); the next
@@ -499,49 +269,19 @@ impl TraceIndexer {
     /// Deletes every partition that ended more than the retention period before `now_ns`.
     /// Returns how many were deleted.
     pub fn apply_retention(&mut self, now_ns: i64) -> Result<usize, TraceStoreError> {
+        let partitions = &self.store.shared.partitions;
         let cutoff = now_ns.saturating_sub(self.opts.retention_ns);
-        let expired: Vec<PartitionKey> = self
-            .store
-            .shared
-            .partitions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .filter(|k| k.end_ns() <= cutoff)
-            .cloned()
-            .collect();
-        for key in &expired {
-            // Whatever an expired writer holds is past retention too: drop it unsaved.
-            self.writers.remove(key);
-            self.committed.remove(key);
-            self.store
-                .shared
-                .partitions
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(key);
-            let dir = key.dir(&self.store.shared.root);
-            std::fs::remove_dir_all(&dir).map_err(|source| TraceStoreError::Io {
-                path: dir.clone(),
-                source,
-            })?;
+        let deleted = self.writers.delete_ended(partitions, cutoff)?;
+        for key in &deleted {
+            let dir = key.dir(partitions.root());
             tracing::info!(tenant = %key.tenant, path = %dir.display(), "trace partition past retention deleted");
         }
-        Ok(expired.len())
+        Ok(deleted.len())
     }
 
     /// Commits and closes every writer (clean shutdown).
-    pub fn close(mut self) -> Result<u64, TraceStoreError> {
-        let lsn = self.commit()?;
-        for (key, w) in self.writers.drain() {
-            w.writer
-                .wait_merging_threads()
-                .map_err(|source| TraceStoreError::Index {
-                    path: key.dir(&self.store.shared.root),
-                    source,
-                })?;
-        }
-        Ok(lsn)
+    pub fn close(self) -> Result<u64, TraceStoreError> {
+        Ok(self.writers.close(&self.store.shared.partitions)?)
     }
 }
 

@@ -1,52 +1,15 @@
-//! One time partition of one tenant's spans: a Tantivy index in its own directory.
-//!
-//! Partitions are a day long (UTC), so retention drops whole directories and a search
-//! opens only the days its time range touches.
+//! One day partition of one tenant's spans (see `crate::partitioned`): a Tantivy index
+//! in its own directory.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tantivy::directory::MmapDirectory;
 use tantivy::store::{Compressor, ZstdCompressor};
-use tantivy::{Index, IndexReader, IndexSettings, ReloadPolicy};
+use tantivy::{Index, IndexReader, IndexSettings};
 
 use super::TraceStoreError;
 use super::schema::TraceFields;
-
-/// Length of a partition: one UTC day.
-pub(crate) const PARTITION_NS: i64 = 86_400 * 1_000_000_000;
-
-/// Identifies a partition: tenant and first nanosecond of its day.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct PartitionKey {
-    pub(crate) tenant: String,
-    pub(crate) start_ns: i64,
-}
-
-impl PartitionKey {
-    pub(crate) fn for_time(tenant: &str, time_ns: i64) -> Self {
-        PartitionKey {
-            tenant: tenant.to_string(),
-            start_ns: time_ns.div_euclid(PARTITION_NS) * PARTITION_NS,
-        }
-    }
-
-    pub(crate) fn end_ns(&self) -> i64 {
-        self.start_ns.saturating_add(PARTITION_NS)
-    }
-
-    /// `<root>/<tenant>/<day number>`: tenant names are restricted to a safe alphabet
-    /// by `valid_tenant`, so they can be directory names as they are.
-    pub(crate) fn dir(&self, root: &Path) -> PathBuf {
-        root.join(&self.tenant)
-            .join(format!("day-{}", self.start_ns.div_euclid(PARTITION_NS)))
-    }
-
-    /// Parses a partition directory name back into its start time.
-    pub(crate) fn parse_day_dir(name: &str) -> Option<i64> {
-        let day: i64 = name.strip_prefix("day-")?.parse().ok()?;
-        day.checked_mul(PARTITION_NS)
-    }
-}
+use crate::partitioned::{Partition, PartitionKey, reader_and_lsn};
 
 /// The read side of a partition, shared with queries.
 #[derive(Clone)]
@@ -54,6 +17,20 @@ pub(crate) struct PartitionReader {
     pub(crate) key: PartitionKey,
     pub(crate) index: Index,
     pub(crate) reader: IndexReader,
+}
+
+impl Partition for PartitionReader {
+    fn key(&self) -> &PartitionKey {
+        &self.key
+    }
+
+    fn index(&self) -> &Index {
+        &self.index
+    }
+
+    fn reader(&self) -> &IndexReader {
+        &self.reader
+    }
 }
 
 /// Doc store block size; see [`settings`].
@@ -72,7 +49,7 @@ fn settings() -> IndexSettings {
     }
 }
 
-/// Opens a partition's index, creating it if `create` is set and it does not exist.
+/// Opens a partition's index, creating it if it does not exist.
 pub(crate) fn open(
     root: &Path,
     key: &PartitionKey,
@@ -96,18 +73,7 @@ pub(crate) fn open(
         .settings(settings())
         .open_or_create(mmap)
         .map_err(tantivy_err)?;
-    let committed_lsn = index
-        .load_metas()
-        .map_err(tantivy_err)?
-        .payload
-        .as_deref()
-        .and_then(|p| p.parse::<u64>().ok())
-        .unwrap_or(0);
-    let reader = index
-        .reader_builder()
-        .reload_policy(ReloadPolicy::Manual)
-        .try_into()
-        .map_err(tantivy_err)?;
+    let (reader, committed_lsn) = reader_and_lsn(&index).map_err(tantivy_err)?;
     Ok((
         PartitionReader {
             key: key.clone(),
@@ -116,27 +82,4 @@ pub(crate) fn open(
         },
         committed_lsn,
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_cover_whole_days() {
-        let k = PartitionKey::for_time("default", PARTITION_NS + 5);
-        assert_eq!(k.start_ns, PARTITION_NS);
-        assert_eq!(k.end_ns(), 2 * PARTITION_NS);
-        let neg = PartitionKey::for_time("default", -1);
-        assert_eq!(neg.start_ns, -PARTITION_NS);
-        let name = k
-            .dir(Path::new("/x"))
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_string();
-        assert_eq!(PartitionKey::parse_day_dir(&name), Some(PARTITION_NS));
-        assert!(PartitionKey::parse_day_dir("day-x").is_none());
-    }
 }
