@@ -26,10 +26,10 @@ use vantage_proto::otlp::collector::trace::v1::ExportTraceServiceResponse;
 use vantage_storage::wal::Lsn;
 
 use crate::config::ExporterConfig;
-use crate::otlpwire;
 use crate::queue::{BatchCodec, Consumer, DiskQueue, Envelope, Kind, QueueError, Queued, Stored};
 use crate::rawgrpc::{self, LOGS_EXPORT, METRICS_EXPORT, TRACES_EXPORT};
 use crate::stats::Stats;
+use vantage_proto::items;
 
 /// Batches read from disk at once while catching up: bounded memory (each is at most
 /// `batch_max_bytes`).
@@ -286,7 +286,7 @@ impl Exporter {
         // checks its framing (the collector validates the rest).
         let items = match envelope.items {
             Some(n) => n,
-            None => match otlpwire::count(&envelope.request, envelope.kind.items_path()) {
+            None => match items::count(&envelope.request, envelope.kind.items_path()) {
                 Ok(n) => n,
                 Err(e) => {
                     self.stats.export_failed_batches.add(1);

@@ -16,7 +16,6 @@ mod journald;
 mod lines;
 mod logbatch;
 mod memlimit;
-mod otlpwire;
 mod process;
 mod queue;
 mod rawgrpc;

@@ -32,8 +32,8 @@ use vantage_storage::wal::{Lsn, Wal, WalOptions};
 
 use crate::checkpoint::{self, Position};
 use crate::config::{Compression, FullPolicy};
-use crate::otlpwire;
 use crate::stats::Stats;
+use vantage_proto::items;
 
 /// Batches handed to the exporter in memory; beyond this it reads them from disk. Small,
 /// because each may be a megabyte and the agent's memory must stay flat.
@@ -177,12 +177,12 @@ pub(crate) struct Envelope {
 }
 
 impl Kind {
-    /// The field path [`otlpwire::count`] counts the items of this kind's request along.
+    /// The field path [`items::count`] counts the items of this kind's request along.
     pub(crate) fn items_path(self) -> &'static [u32] {
         match self {
-            Kind::Logs => otlpwire::LOG_RECORDS,
-            Kind::Metrics => otlpwire::RESOURCE_METRICS,
-            Kind::Traces => otlpwire::SPANS,
+            Kind::Logs => items::LOG_RECORDS,
+            Kind::Metrics => items::RESOURCE_METRICS,
+            Kind::Traces => items::SPANS,
         }
     }
 }
@@ -231,7 +231,7 @@ impl Envelope {
         request: &[u8],
         codec: BatchCodec,
     ) -> Result<Bytes, QueueError> {
-        let Ok(items) = otlpwire::count(request, kind.items_path()) else {
+        let Ok(items) = items::count(request, kind.items_path()) else {
             return Ok(Self::encode_uncompressed(
                 kind,
                 id,
@@ -905,7 +905,7 @@ mod tests {
             prop_assert_eq!(env.enqueued_unix_ms, Some(at));
             prop_assert_eq!(&env.positions, &positions);
             prop_assert_eq!(env.raw_len, request.len() as u64);
-            match otlpwire::count(&request, kind.items_path()) {
+            match items::count(&request, kind.items_path()) {
                 Ok(n) => {
                     prop_assert_eq!(env.items, Some(n));
                     prop_assert_eq!(env.stored, stored);

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod error;
+pub mod items;
 pub mod json;
 pub mod logs;
 pub mod logs_scan;

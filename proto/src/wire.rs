@@ -1,7 +1,7 @@
 //! A bounds-checked reader of the protobuf wire format, for the decoders that borrow
-//! from their input instead of building prost messages: Prometheus remote write and the
-//! OTLP logs scan. Every malformed input is an error, never a panic or a read past the
-//! end; the checks are prost's (a varint of at most ten bytes, the tenth at most 1; a
+//! from their input instead of building prost messages: Prometheus remote write, the
+//! OTLP logs scan and the agent's item counts of queued requests. Every malformed input
+//! is an error, never a panic or a read past the end; the checks are prost's (a varint of at most ten bytes, the tenth at most 1; a
 //! field number from 1 to 2³²−1; lengths within the message).
 
 /// Wire type of varints (ints, bools, enums).
@@ -15,7 +15,15 @@ pub(crate) const FIXED32: u8 = 5;
 
 /// Why bytes are not a message: a short description for an error message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Malformed(pub(crate) &'static str);
+pub struct Malformed(pub &'static str);
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for Malformed {}
 
 /// A cursor over one message's bytes.
 pub(crate) struct Wire<'a> {

@@ -1,125 +1,64 @@
-//! Reading the shape of an encoded OTLP request without decoding it: the exporter sends
-//! queued requests as the bytes they were queued as, and needs only how many log records
-//! a batch holds (a self-metric) and whether its framing is sound (an unreadable batch is
-//! skipped, not sent). Decoding a megabyte batch into `LogRecord`s only to count them
-//! cost more than building it.
+//! How many items an encoded OTLP request holds, read from its bytes without decoding
+//! them: the agent's exporter sends queued requests as the bytes they were queued as, and
+//! needs only how many log records, metrics or spans a batch holds (a self-metric) and
+//! whether its framing is sound (an unreadable batch is skipped, not sent). Decoding a
+//! megabyte batch into `LogRecord`s only to count them cost more than building it.
 //!
 //! The walk follows length-delimited fields along a path of field numbers and checks
-//! every field it passes (tag, wire type, length within bounds); it does not look inside
-//! the leaves (a log record's own fields), which the collector validates.
+//! every field it passes (tag, wire type, length within bounds) with the shared wire
+//! reader; it does not look inside the leaves (a log record's own fields), which the
+//! collector validates.
+
+pub use crate::wire::Malformed;
+use crate::wire::{LEN, Wire};
 
 /// Field numbers from `ExportLogsServiceRequest` down to `LogRecord`: `resource_logs`
 /// (1), `ResourceLogs.scope_logs` (2), `ScopeLogs.log_records` (2).
-pub(crate) const LOG_RECORDS: &[u32] = &[1, 2, 2];
+pub const LOG_RECORDS: &[u32] = &[1, 2, 2];
 /// `ExportMetricsServiceRequest.resource_metrics` (1).
-pub(crate) const RESOURCE_METRICS: &[u32] = &[1];
+pub const RESOURCE_METRICS: &[u32] = &[1];
 /// `ExportTraceServiceRequest.resource_spans` (1), `ResourceSpans.scope_spans` (2),
 /// `ScopeSpans.spans` (2).
-pub(crate) const SPANS: &[u32] = &[1, 2, 2];
+pub const SPANS: &[u32] = &[1, 2, 2];
 
-/// Malformed protobuf framing.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub(crate) enum WireError {
-    #[error("truncated varint at byte {0}")]
-    Varint(usize),
-    #[error("field number 0 or unsupported wire type {wire_type} at byte {at}")]
-    Tag { at: usize, wire_type: u8 },
-    #[error("field at byte {at} runs {len} bytes past the end of its message")]
-    Length { at: usize, len: u64 },
-    #[error("field {field} at byte {at} is not length-delimited")]
-    NotMessage { at: usize, field: u32 },
-}
+const NOT_A_MESSAGE: Malformed = Malformed("a field on the item path is not length-delimited");
 
 /// How many fields the path reaches: the length-delimited fields numbered `path[0]` in
 /// `buf`, and within each of those the ones numbered `path[1]`, and so on; the last
 /// number's fields are counted. Every message passed through is checked whole.
-pub(crate) fn count(buf: &[u8], path: &[u32]) -> Result<u64, WireError> {
+pub fn count(buf: &[u8], path: &[u32]) -> Result<u64, Malformed> {
     let Some((&want, rest)) = path.split_first() else {
         return Ok(0);
     };
+    let mut wire = Wire::new(buf);
     let mut total = 0u64;
-    let mut at = 0usize;
-    while at < buf.len() {
-        let field_at = at;
-        let (tag, used) = varint(&buf[at..]).ok_or(WireError::Varint(at))?;
-        at += used;
-        let wire_type = (tag & 7) as u8;
-        let field = (tag >> 3) as u32;
-        if field == 0 || tag >> 3 > u64::from(u32::MAX >> 3) {
-            return Err(WireError::Tag {
-                at: field_at,
-                wire_type,
-            });
+    while let Some((field, wire_type)) = wire.key()? {
+        if field != u64::from(want) {
+            wire.skip(wire_type)?;
+            continue;
         }
-        let skip = match wire_type {
-            0 => {
-                let (_, used) = varint(&buf[at..]).ok_or(WireError::Varint(at))?;
-                used
-            }
-            1 => 8,
-            2 => {
-                let (len, used) = varint(&buf[at..]).ok_or(WireError::Varint(at))?;
-                at += used;
-                if len > (buf.len() - at) as u64 {
-                    return Err(WireError::Length { at: field_at, len });
-                }
-                let len = len as usize;
-                if field == want {
-                    total += if rest.is_empty() {
-                        1
-                    } else {
-                        count(&buf[at..at + len], rest)?
-                    };
-                }
-                len
-            }
-            5 => 4,
-            _ => {
-                return Err(WireError::Tag {
-                    at: field_at,
-                    wire_type,
-                });
-            }
+        if wire_type != LEN {
+            return Err(NOT_A_MESSAGE);
+        }
+        let item = wire.bytes()?;
+        total += if rest.is_empty() {
+            1
+        } else {
+            count(item, rest)?
         };
-        if wire_type != 2 && field == want {
-            return Err(WireError::NotMessage {
-                at: field_at,
-                field,
-            });
-        }
-        if skip > buf.len() - at {
-            return Err(WireError::Length {
-                at: field_at,
-                len: skip as u64,
-            });
-        }
-        at += skip;
     }
     Ok(total)
-}
-
-/// A base-128 varint at the start of `buf`: its value and length; `None` if truncated
-/// or longer than ten bytes.
-fn varint(buf: &[u8]) -> Option<(u64, usize)> {
-    let mut value = 0u64;
-    for (i, &b) in buf.iter().take(10).enumerate() {
-        value |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((value, i + 1));
-        }
-    }
-    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::otlp::collector::logs::v1::ExportLogsServiceRequest;
+    use crate::otlp::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+    use crate::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use crate::otlp::resource::v1::Resource;
     use proptest::prelude::*;
     use prost::Message as _;
-    use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
-    use vantage_proto::otlp::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
-    use vantage_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-    use vantage_proto::otlp::resource::v1::Resource;
 
     fn record(body: &str, attrs: usize) -> LogRecord {
         LogRecord {
@@ -194,41 +133,33 @@ mod tests {
 
     #[test]
     fn rejects_framing_errors() {
+        let past_end = Err(Malformed("field runs past the end of its message"));
         // Field 1, length 5, but only 2 bytes follow.
-        assert!(matches!(
-            count(&[0x0a, 5, 1, 2], LOG_RECORDS),
-            Err(WireError::Length { .. })
-        ));
+        assert_eq!(count(&[0x0a, 5, 1, 2], LOG_RECORDS), past_end);
         // A truncated varint tag.
-        assert_eq!(count(&[0x80], LOG_RECORDS), Err(WireError::Varint(0)));
-        // Wire type 3 (group start).
-        assert!(matches!(
-            count(&[0x0b], LOG_RECORDS),
-            Err(WireError::Tag { wire_type: 3, .. })
-        ));
+        assert_eq!(
+            count(&[0x80], LOG_RECORDS),
+            Err(Malformed("varint ends early"))
+        );
+        // Wire type 3 (group start) in a field off the path.
+        assert_eq!(
+            count(&[0x1b], LOG_RECORDS),
+            Err(Malformed("unsupported wire type"))
+        );
         // Field 0.
-        assert!(matches!(
+        assert_eq!(
             count(&[0x02, 0], LOG_RECORDS),
-            Err(WireError::Tag { .. })
-        ));
+            Err(Malformed("field number 0"))
+        );
         // resource_logs as a varint.
-        assert!(matches!(
-            count(&[0x08, 1], LOG_RECORDS),
-            Err(WireError::NotMessage { field: 1, .. })
-        ));
+        assert_eq!(count(&[0x08, 1], LOG_RECORDS), Err(NOT_A_MESSAGE));
         // A fixed64 cut short.
-        assert!(matches!(
-            count(&[0x11, 1, 2], LOG_RECORDS),
-            Err(WireError::Length { .. })
-        ));
+        assert_eq!(count(&[0x11, 1, 2], LOG_RECORDS), past_end);
         // An error deep inside: a scope_logs whose log_records length overruns it.
         let mut inner = vec![0x12, 3, 0x12, 9, 0];
         let mut buf = vec![0x0a, inner.len() as u8];
         buf.append(&mut inner);
-        assert!(matches!(
-            count(&buf, LOG_RECORDS),
-            Err(WireError::Length { .. })
-        ));
+        assert_eq!(count(&buf, LOG_RECORDS), past_end);
     }
 
     proptest! {
