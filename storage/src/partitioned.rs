@@ -125,7 +125,7 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> 
 
 /// The store-wide checkpoint in `root`: 0 when there is none, or it cannot be read (the
 /// whole WAL is replayed, and the partitions' own LSNs skip what they hold).
-pub(crate) fn read_checkpoint(root: &Path, store: &str) -> Result<u64, Failure> {
+fn read_checkpoint(root: &Path, store: &str) -> Result<u64, Failure> {
     let path = root.join(CHECKPOINT_FILE);
     match std::fs::read_to_string(&path) {
         Ok(s) => Ok(s.trim().parse().unwrap_or_else(|_| {
@@ -178,7 +178,7 @@ pub(crate) struct Partitions<P> {
 impl<P: Partition> Partitions<P> {
     /// Opens every partition below `root` (created if missing) with `open`, which also
     /// gives the LSN each one's last commit covers.
-    pub(crate) fn open<E: From<Failure>>(
+    fn open<E: From<Failure>>(
         root: PathBuf,
         mut open: impl FnMut(&PartitionKey) -> Result<(P, u64), E>,
     ) -> Result<(Self, HashMap<PartitionKey, u64>), E> {
@@ -262,6 +262,18 @@ pub(crate) struct OpenWriter<D: Document, S> {
     pub(crate) state: S,
 }
 
+impl<D: Document, S> OpenWriter<D, S> {
+    /// Closes the writer of partition `key` once its merges are done.
+    fn finish(self, key: &PartitionKey, root: &Path) -> Result<(), Failure> {
+        self.writer
+            .wait_merging_threads()
+            .map_err(|source| Failure::Index {
+                path: key.dir(root),
+                source,
+            })
+    }
+}
+
 /// How many partition writers stay open and how each indexes.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct WriterOptions {
@@ -283,20 +295,25 @@ pub(crate) struct Writers<D: Document, S> {
 }
 
 impl<D: Document, S> Writers<D, S> {
-    /// No writer open yet; `committed` and `checkpoint_lsn` as read from disk.
-    pub(crate) fn new(
+    /// Opens the store in `root` (`store` names it in warnings): its partitions, each
+    /// opened with `open`, and the write side with no writer open yet.
+    pub(crate) fn open_store<P: Partition, E: From<Failure>>(
+        root: PathBuf,
+        store: &str,
         opts: WriterOptions,
-        committed: HashMap<PartitionKey, u64>,
-        checkpoint_lsn: u64,
-    ) -> Self {
-        Writers {
+        open: impl FnMut(&PartitionKey) -> Result<(P, u64), E>,
+    ) -> Result<(Partitions<P>, Self), E> {
+        let (partitions, committed) = Partitions::open(root, open)?;
+        let checkpoint_lsn = read_checkpoint(partitions.root(), store)?;
+        let writers = Writers {
             opts,
             open: HashMap::new(),
             committed,
             last_added_lsn: checkpoint_lsn,
             checkpoint_lsn,
             use_counter: 0,
-        }
+        };
+        Ok((partitions, writers))
     }
 
     /// The LSN through which everything is committed: replay the WAL after it.
@@ -463,15 +480,10 @@ impl<D: Document, S> Writers<D, S> {
         // Every earlier batch is complete in it; this one only if its documents are in.
         let complete_through = if pending.contains(&key) { lsn - 1 } else { lsn };
         self.commit_partition(partitions, &key, complete_through)?;
-        if let Some(w) = self.open.remove(&key) {
-            w.writer
-                .wait_merging_threads()
-                .map_err(|source| Failure::Index {
-                    path: key.dir(partitions.root()),
-                    source,
-                })?;
+        match self.open.remove(&key) {
+            Some(w) => w.finish(&key, partitions.root()),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Deletes every partition whose day ended at or before `cutoff_ns`, open writer,
@@ -505,12 +517,7 @@ impl<D: Document, S> Writers<D, S> {
     ) -> Result<u64, Failure> {
         let lsn = self.commit(partitions)?;
         for (key, w) in self.open.drain() {
-            w.writer
-                .wait_merging_threads()
-                .map_err(|source| Failure::Index {
-                    path: key.dir(partitions.root()),
-                    source,
-                })?;
+            w.finish(&key, partitions.root())?;
         }
         Ok(lsn)
     }

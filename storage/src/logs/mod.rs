@@ -25,9 +25,7 @@ use vantage_proto::logs::{EMPTY_RESOURCE, EMPTY_SCOPE, LogView};
 
 pub use crate::partitioned::AddOutcome;
 pub use crate::partitioned::valid_tenant;
-use crate::partitioned::{
-    Failure, PartitionKey, Partitions, WriterOptions, Writers, read_checkpoint,
-};
+use crate::partitioned::{Failure, PartitionKey, Partitions, WriterOptions, Writers};
 pub use compact::DEFAULT_COMPACT_QUIET_AFTER;
 pub use document::LogBatch;
 use document::{BatchBuilder, LogDoc};
@@ -211,19 +209,14 @@ pub(crate) fn open_versioned(
         .collect();
     let tokenizers = TokenizerManager::default();
     schema::register_tokenizers(&tokenizers);
-    let (partitions, committed) = Partitions::open(root.clone(), |key| {
+    let writer_opts = WriterOptions {
+        max_open: opts.max_open_writers,
+        indexing_threads: opts.indexing_threads,
+        heap_bytes: opts.writer_heap_bytes,
+    };
+    let (partitions, writers) = Writers::open_store(root.clone(), "logs", writer_opts, |key| {
         partition::open(&root, key, &versions, new_version, &opts.docstore)
     })?;
-    let checkpoint_lsn = read_checkpoint(&root, "logs")?;
-    let writers = Writers::new(
-        WriterOptions {
-            max_open: opts.max_open_writers,
-            indexing_threads: opts.indexing_threads,
-            heap_bytes: opts.writer_heap_bytes,
-        },
-        committed,
-        checkpoint_lsn,
-    );
     let store = LogStore {
         shared: Arc::new(Shared {
             docstore: opts.docstore,

@@ -25,9 +25,7 @@ use vantage_proto::logs::{EMPTY_RESOURCE, EMPTY_SCOPE};
 use vantage_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 
 pub use crate::partitioned::AddOutcome;
-use crate::partitioned::{
-    Failure, PartitionKey, Partitions, WriterOptions, Writers, read_checkpoint, valid_tenant,
-};
+use crate::partitioned::{Failure, PartitionKey, Partitions, WriterOptions, Writers, valid_tenant};
 use partition::PartitionReader;
 pub use query::{
     DependencyEdge, DependencyMap, MAX_DEPENDENCY_SPANS, MAX_SEARCH_LIMIT, MAX_SEARCH_RESULT_SPANS,
@@ -133,18 +131,14 @@ pub struct TraceIndexer {
 pub fn open(opts: TraceStoreOptions) -> Result<(TraceStore, TraceIndexer), TraceStoreError> {
     let root = opts.dir.clone();
     let fields = TraceFields::new();
-    let (partitions, committed) =
-        Partitions::open(root.clone(), |key| partition::open(&root, key, &fields))?;
-    let checkpoint_lsn = read_checkpoint(&root, "traces")?;
-    let writers = Writers::new(
-        WriterOptions {
-            max_open: opts.max_open_writers,
-            indexing_threads: opts.indexing_threads,
-            heap_bytes: opts.writer_heap_bytes,
-        },
-        committed,
-        checkpoint_lsn,
-    );
+    let writer_opts = WriterOptions {
+        max_open: opts.max_open_writers,
+        indexing_threads: opts.indexing_threads,
+        heap_bytes: opts.writer_heap_bytes,
+    };
+    let (partitions, writers) = Writers::open_store(root.clone(), "traces", writer_opts, |key| {
+        partition::open(&root, key, &fields)
+    })?;
     let store = TraceStore {
         shared: Arc::new(Shared { fields, partitions }),
     };
