@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the log path's CPU work per batch of 1,000 records: OTLP
-//! decoding (and the scan gRPC ingest does instead), adding to the Tantivy log index
+//! decoding (and the scan ingest does instead, and the agent's record count), adding to the Tantivy log index
 //! (document building included), the body tokenizer, and a search. Fixtures come from
 //! the deterministic generator, so runs compare.
 
@@ -25,6 +25,10 @@ fn decode(c: &mut Criterion) {
     // What gRPC ingest does instead of the decode when validation keeps the batch as is.
     g.bench_function("scan_1000_records", |b| {
         b.iter(|| vantage_proto::logs_scan::scan_export_logs(&bytes).expect("scanned"))
+    });
+    // What the agent reads of each queued batch: how many records it holds.
+    g.bench_function("count_1000_records", |b| {
+        b.iter(|| vantage_proto::items::count(&bytes, vantage_proto::items::LOG_RECORDS))
     });
     g.finish();
 }

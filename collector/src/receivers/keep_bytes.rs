@@ -1,8 +1,8 @@
 //! A tonic codec for OTLP exports that hands ingest each request's (decompressed)
 //! protobuf bytes instead of a decoded message. Ingest decodes what it must read
-//! (`Received::into_request`), writes the bytes to the WAL as they are when validation changes
-//! nothing, takes their length as the request size, and decodes a logs export only when
-//! its scan says validation would change it.
+//! (`Received::into_request`), writes the bytes to the WAL as they are when validation
+//! changes nothing, takes their length as the request size, and decodes a logs export
+//! only when its scan says validation would change it.
 
 use std::marker::PhantomData;
 
