@@ -30,6 +30,7 @@ pub(crate) struct PartitionKey {
 }
 
 impl PartitionKey {
+    /// The partition of `tenant` holding a record (or span) stamped `time_ns`.
     pub(crate) fn for_time(tenant: &str, time_ns: i64) -> Self {
         PartitionKey {
             tenant: tenant.to_string(),
@@ -42,6 +43,8 @@ impl PartitionKey {
         time_ns.div_euclid(PARTITION_NS) * PARTITION_NS
     }
 
+    /// The first nanosecond after the partition's day: retention and time-range
+    /// searches compare against it.
     pub(crate) fn end_ns(&self) -> i64 {
         self.start_ns.saturating_add(PARTITION_NS)
     }
@@ -87,8 +90,11 @@ pub(crate) enum Failure {
 
 /// A partition as its store keeps it open for search.
 pub(crate) trait Partition: Clone {
+    /// Which tenant and day it holds.
     fn key(&self) -> &PartitionKey;
+    /// Its index, for opening a writer on it.
     fn index(&self) -> &Index;
+    /// Its reader, reloaded after each commit so searches see what was committed.
     fn reader(&self) -> &IndexReader;
 }
 
@@ -238,6 +244,7 @@ impl<P: Partition> Partitions<P> {
             .collect()
     }
 
+    /// Partition `key` if it is open (clones are cheap: Tantivy handles).
     pub(crate) fn get(&self, key: &PartitionKey) -> Option<P> {
         self.read().get(key).cloned()
     }
@@ -341,6 +348,7 @@ impl<D: Document, S> Writers<D, S> {
         self.open.keys().cloned().collect()
     }
 
+    /// The open writer of `key`, if any (quiet compaction works on it in place).
     pub(crate) fn get_mut(&mut self, key: &PartitionKey) -> Option<&mut OpenWriter<D, S>> {
         self.open.get_mut(key)
     }
