@@ -19,7 +19,7 @@ use crate::telemetry::Telemetry;
 /// How often partitions past retention are looked for.
 const RETENTION_CHECK: Duration = Duration::from_secs(600);
 
-/// When an indexing thread sweeps partitions past retention: every [`RETENTION_CHECK`],
+/// When an indexing thread sweeps partitions past retention: every `RETENTION_CHECK`,
 /// and at once when a reload changed the retention (read from the live configuration,
 /// so the sweep uses the value in effect).
 pub struct RetentionSweep {

@@ -261,13 +261,13 @@ impl<'a> Iterator for LogObjectIter<'a> {
 enum RecordAttributes {
     /// None on either side.
     None,
-    /// Read from the record: `order` is a range of [`BatchDocs::order`].
+    /// Read from the record: `order` is a range of [`BatchParts::order`].
     Borrowed {
         order: (u32, u32),
         text: bool,
         numeric: bool,
     },
-    /// Built owned (attributes holding bytes): an index of [`BatchDocs::owned`].
+    /// Built owned (attributes holding bytes): an index of [`BatchParts::owned`].
     Owned(u32),
 }
 
@@ -283,10 +283,10 @@ struct RecordMeta {
     trace: Option<(u32, u64, u64)>,
     /// `(bucket at [`BatchDocs::text`], id)`.
     span: Option<(u32, u64)>,
-    /// A body that is not a string, as JSON text in [`BatchDocs::text`].
+    /// A body that is not a string, as JSON text in [`BatchParts::text`].
     body_json: Option<(u32, u32)>,
     attributes: RecordAttributes,
-    /// The stored record in [`BatchDocs::envelopes`].
+    /// The stored record in [`BatchParts::envelopes`].
     envelope: (usize, usize),
 }
 

@@ -361,7 +361,7 @@ pub(crate) mod left_out {
     /// An 8-byte `span_id`: the `_span` column.
     pub(crate) const SPAN_ID: u8 = 8;
     /// Double values of attributes, each held exactly by its `_attributes_numeric.<key>`
-    /// column ([`STORED_SHARED_FIRST`] form only): after the flags, a varint count and
+    /// column ([`STORED_SHARED_FIRST`](super::STORED_SHARED_FIRST) form only): after the flags, a varint count and
     /// the varint position of each such attribute, which is stored with its key only.
     pub(crate) const DOUBLES: u8 = 16;
 }

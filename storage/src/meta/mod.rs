@@ -7,7 +7,7 @@
 //! GitHub does for tokens) and compared in constant time; the key text is returned once
 //! at creation and never appears in a log or in `Debug` output.
 //!
-//! The schema changes only through the versioned migrations in [`migrations`], each
+//! The schema changes only through the versioned migrations in `migrations`, each
 //! applied once, in its own transaction, and recorded in `schema_migrations`. A
 //! database written by a newer build is refused rather than misread.
 //!

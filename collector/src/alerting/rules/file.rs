@@ -5,7 +5,7 @@
 //! The YAML is read with serde (unknown fields, wrong types and duplicate keys are
 //! errors with a position, as yaml.v3's strict decoder makes them in Prometheus); the
 //! checks after that follow `rulefmt.RuleNode.Validate`. Their positions come from a
-//! second, targeted pass: [`locate`] walks the document to the node a problem is about
+//! second, targeted pass: `locate` walks the document to the node a problem is about
 //! and lets the YAML deserializer report where that node starts.
 
 use std::collections::BTreeMap;
