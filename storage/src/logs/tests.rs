@@ -949,6 +949,35 @@ fn a_quiet_partition_is_compacted_into_one_segment_with_every_record() {
 }
 
 #[test]
+fn a_compacted_partition_is_not_rewritten_for_each_late_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = LogStoreOptions {
+        compact_quiet_after: Duration::ZERO,
+        ..small(dir.path())
+    };
+    let (store, mut indexer) = five_segments(opts);
+    assert_eq!(compact_until_finished(&mut indexer), 1);
+    // One record after the quiet period: ten records are not rewritten for it.
+    let late = request("checkout", vec![record(T0 + 99, "INFO", "late one", 200)]);
+    indexer.add_batch("default", 6, &late).unwrap();
+    indexer.commit().unwrap();
+    for _ in 0..3 {
+        assert_eq!(indexer.compact_quiet(Instant::now()).unwrap(), 0);
+    }
+    assert_eq!(searchable_segments(&mut indexer), 2);
+    // Small ones that have grown to half its size are merged with it.
+    for i in 0..4i64 {
+        let more = request("checkout", vec![record(T0 + 100 + i, "INFO", "later", 200)]);
+        indexer.add_batch("default", 7 + i as u64, &more).unwrap();
+        indexer.commit().unwrap();
+    }
+    assert_eq!(searchable_segments(&mut indexer), 6);
+    assert_eq!(compact_until_finished(&mut indexer), 1);
+    assert_eq!(searchable_segments(&mut indexer), 1);
+    assert_eq!(store.search(&query("*")).unwrap().total, 15);
+}
+
+#[test]
 fn a_partition_taking_records_is_not_compacted() {
     let dir = tempfile::tempdir().unwrap();
     let (_store, mut indexer) = five_segments(small(dir.path()));
