@@ -528,11 +528,12 @@ impl Ingest {
     ) -> Result<Accepted, IngestError> {
         // The WAL gets the mapped samples, never the request: its bytes are not needed.
         let size = received.size();
-        let (request, _) = received.into_request()?;
         let _permit = self.admit(principal, size)?;
         let Claimed::Proceed(claim) = self.claim(&principal.tenant, batch_id).await else {
             return Ok(Accepted::default());
         };
+        // Decoded once admitted and not a replay: a refused export costs no decode.
+        let (request, _) = received.into_request()?;
         let mapped = {
             let mut deltas = self.deltas.lock().unwrap_or_else(PoisonError::into_inner);
             let state = deltas.entry(principal.tenant.clone()).or_default();
@@ -686,11 +687,12 @@ impl Ingest {
         batch_id: Option<u128>,
     ) -> Result<Accepted, IngestError> {
         let size = received.size();
-        let (mut request, protobuf) = received.into_request()?;
         let _permit = self.admit(principal, size)?;
         let Claimed::Proceed(claim) = self.claim(&principal.tenant, batch_id).await else {
             return Ok(Accepted::default());
         };
+        // Decoded once admitted and not a replay: a refused export costs no decode.
+        let (mut request, protobuf) = received.into_request()?;
         let limits = {
             let c = self.live.get();
             traces::SpanLimits {

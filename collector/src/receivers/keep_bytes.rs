@@ -8,9 +8,10 @@ use std::marker::PhantomData;
 
 use bytes::{Buf as _, Bytes};
 use tonic::Status;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{Codec, DecodeBuf, Decoder};
+use tonic_prost::ProstEncoder;
 
-/// Encodes responses `E` like tonic's prost codec; requests come out as their bytes.
+/// Encodes responses `E` with tonic's prost encoder; requests come out as their bytes.
 pub struct KeepBytesCodec<E>(PhantomData<fn(E)>);
 
 impl<E> Default for KeepBytesCodec<E> {
@@ -25,29 +26,15 @@ where
 {
     type Encode = E;
     type Decode = Bytes;
-    type Encoder = MessageEncoder<E>;
+    type Encoder = ProstEncoder<E>;
     type Decoder = BytesDecoder;
 
     fn encoder(&mut self) -> Self::Encoder {
-        MessageEncoder(PhantomData)
+        ProstEncoder::default()
     }
 
     fn decoder(&mut self) -> Self::Decoder {
         BytesDecoder
-    }
-}
-
-/// Encodes a response message into tonic's buffer.
-pub struct MessageEncoder<E>(PhantomData<fn(E)>);
-
-impl<E: prost::Message> Encoder for MessageEncoder<E> {
-    type Item = E;
-    type Error = Status;
-
-    fn encode(&mut self, item: E, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        // tonic's buffer grows as it is written to, so encoding cannot run out of room.
-        item.encode(dst)
-            .map_err(|e| Status::internal(format!("response encoding failed: {e}")))
     }
 }
 
