@@ -398,3 +398,29 @@ fn invalid_config_names_key_and_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("endpont") && err.contains("line 2"), "{err}");
 }
+
+/// The text log as systemd or a redirect sees it: stderr is a pipe, so it must carry no
+/// colour codes (journald would store them as `\x1b[2m` noise).
+#[test]
+fn text_log_to_a_pipe_has_no_colour_codes() {
+    let state = tempfile::tempdir().unwrap();
+    // Killed after two seconds: by then it has logged its start and a failed export.
+    let out = std::process::Command::new("timeout")
+        .args(["-s", "KILL", "2"])
+        .arg(common::agent_bin())
+        .args(["run", "--collector", "http://127.0.0.1:1", "--state-dir"])
+        .arg(state.path())
+        .args(["--log-format", "text", "--health-listen", "127.0.0.1:0"])
+        .args(["--otlp-grpc-listen", "off", "--otlp-http-listen", "off"])
+        .env("VANTAGE_AGENT_LOG", "info")
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains(" ready "), "{log}");
+    assert!(log.contains("export failed"), "{log}");
+    assert!(
+        !log.contains('\x1b'),
+        "colour codes in a piped log: {log:?}"
+    );
+}

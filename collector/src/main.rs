@@ -66,6 +66,7 @@ fn init_logging(format: LogFormat, log_level: Option<&str>) {
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour_wanted())
         .with_writer(std::io::stderr);
     macro_rules! install {
         ($builder:expr) => {{
@@ -83,6 +84,14 @@ fn init_logging(format: LogFormat, log_level: Option<&str>) {
         LogFormat::Json => install!(builder.json().flatten_event(true).with_filter_reloading()),
         LogFormat::Text => install!(builder.with_filter_reloading()),
     }
+}
+
+/// Colour codes only on a terminal: under systemd, in a container or redirected to a file
+/// they reach journald and log shippers as `\x1b[2m` noise. `NO_COLOR` turns them off
+/// on a terminal too.
+fn colour_wanted() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 async fn shutdown_signal(token: CancellationToken) {

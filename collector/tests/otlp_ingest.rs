@@ -1056,3 +1056,60 @@ async fn probes_and_self_metrics() {
         ) >= 1.0
     );
 }
+
+/// The text log as systemd, a container runtime or a redirect sees it: stderr is a pipe,
+/// so it must carry no colour codes (journald would store them as `\x1b[2m` noise).
+#[test]
+fn text_log_to_a_pipe_has_no_colour_codes() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new(collector_bin());
+    command
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--otlp-grpc", "127.0.0.1:0", "--otlp-http", "127.0.0.1:0"])
+        .args(["--api", "127.0.0.1:0", "--log-format", "text"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("VANTAGE_") || key == "NO_COLOR" {
+            command.env_remove(key);
+        }
+    }
+    let mut child = command.env("VANTAGE_LOG", "info").spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let ready = line.contains(" ready ");
+            let _ = tx.send(line);
+            if ready {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
+        let ready = line.contains(" ready ");
+        lines.push(line);
+        if ready {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = lines.join("\n");
+    assert!(
+        lines.last().is_some_and(|l| l.contains(" ready ")),
+        "no ready line: {log}"
+    );
+    assert!(lines.len() > 1, "{log}");
+    assert!(
+        !log.contains('\x1b'),
+        "colour codes in a piped log: {log:?}"
+    );
+    assert!(log.contains("INFO"), "{log}");
+}
