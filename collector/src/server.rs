@@ -18,6 +18,7 @@ use vantage_storage::wal::{Wal, WalOptions};
 use crate::api::{self, ApiState};
 use crate::auth::{self, Auth};
 use crate::config::Config;
+use crate::ingest::index_thread::IndexThread;
 use crate::ingest::{Ingest, Wals, indexer, metrics};
 use crate::ratelimit::RateLimiter;
 use crate::receivers;
@@ -153,7 +154,7 @@ pub async fn run(
     log_opts.writer_heap_bytes = config.writer_heap_bytes;
     log_opts.indexing_threads = config.indexing_threads;
     log_opts.retention_ns = i64::try_from(config.retention_logs.as_nanos()).unwrap_or(i64::MAX);
-    let (log_store, mut log_indexer) =
+    let (log_store, log_indexer) =
         vantage_storage::logs::open(log_opts).context("cannot open the log index")?;
 
     let mut tsdb_opts = TsdbOptions::new(config.data_dir.join("metrics"));
@@ -171,7 +172,7 @@ pub async fn run(
         vantage_storage::traces::TraceStoreOptions::new(config.data_dir.join("traces"));
     trace_opts.indexing_threads = config.indexing_threads;
     trace_opts.retention_ns = i64::try_from(config.retention_traces.as_nanos()).unwrap_or(i64::MAX);
-    let (trace_store, mut trace_indexer) =
+    let (trace_store, trace_indexer) =
         vantage_storage::traces::open(trace_opts).context("cannot open the trace store")?;
     let (traces_tx, traces_rx) = std::sync::mpsc::sync_channel(INDEXER_QUEUE_BATCHES);
 
@@ -346,17 +347,15 @@ pub async fn run(
         }
     });
 
-    let replay_wal = logs_wal.clone();
-    let replay_telemetry = telemetry.clone();
-    let replay_dedup = dedup.clone();
-    let (log_indexer, replayed) = tokio::task::spawn_blocking(move || {
-        let n = indexer::replay(
-            &mut log_indexer,
-            &replay_wal,
-            &replay_telemetry,
-            Some(&replay_dedup),
-        );
-        (log_indexer, n)
+    let mut log_thread = IndexThread::new(
+        log_indexer,
+        logs_wal,
+        telemetry.log_index_meters(),
+        Some(dedup.clone()),
+    );
+    let (log_thread, replayed) = tokio::task::spawn_blocking(move || {
+        let n = log_thread.replay();
+        (log_thread, n)
     })
     .await?;
     let replayed = replayed.context("wal replay failed")?;
@@ -395,26 +394,21 @@ pub async fn run(
         telemetry.clone(),
         shutdown.clone(),
     );
-    let indexer_thread = indexer::spawn(
-        log_indexer,
-        logs_wal,
+    let indexer_thread = log_thread.spawn(
         durable_rx,
         config.commit_interval,
-        telemetry.clone(),
-        Some(dedup.clone()),
         indexer::RetentionSweep::new(live.clone(), |c| c.retention_logs),
     )?;
     // Traces: replay the WAL into the span store, then index as batches become durable.
-    let (replay_wal, replay_telemetry) = (traces_wal.clone(), telemetry.clone());
-    let replay_dedup = dedup.clone();
-    let (trace_indexer, replayed) = tokio::task::spawn_blocking(move || {
-        let n = crate::ingest::traces::replay(
-            &mut trace_indexer,
-            &replay_wal,
-            &replay_telemetry,
-            Some(&replay_dedup),
-        );
-        (trace_indexer, n)
+    let mut trace_thread = IndexThread::new(
+        trace_indexer,
+        traces_wal,
+        telemetry.trace_index_meters(),
+        Some(dedup.clone()),
+    );
+    let (trace_thread, replayed) = tokio::task::spawn_blocking(move || {
+        let n = trace_thread.replay();
+        (trace_thread, n)
     })
     .await?;
     let replayed = replayed.context("traces wal replay failed")?;
@@ -423,13 +417,9 @@ pub async fn run(
         spans = trace_store.num_docs(),
         "wal replayed into the trace store"
     );
-    let trace_indexer_thread = crate::ingest::traces::spawn(
-        trace_indexer,
-        traces_wal,
+    let trace_indexer_thread = trace_thread.spawn(
         traces_rx,
         config.commit_interval,
-        telemetry.clone(),
-        Some(dedup.clone()),
         indexer::RetentionSweep::new(live.clone(), |c| c.retention_traces),
     )?;
 

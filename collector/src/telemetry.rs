@@ -26,7 +26,7 @@ pub mod names {
     pub const LOG_INDEX_DOCS: &str = "vantage_log_index_docs";
     /// Duration of each log index commit.
     pub const LOG_INDEX_COMMIT_SECONDS: &str = "vantage_log_index_commit_duration_seconds";
-    /// Failures of the indexing thread (a batch that could not be indexed).
+    /// Failures of the log indexing thread: undecodable batches, failed adds, commits and retries.
     pub const LOG_INDEX_ERRORS: &str = "vantage_log_index_errors";
     /// Query API request duration, by endpoint.
     pub const QUERY_SECONDS: &str = "vantage_query_duration_seconds";
@@ -50,7 +50,7 @@ pub mod names {
     pub const TRACE_INDEX_SPANS: &str = "vantage_trace_index_spans";
     /// Duration of each trace index commit.
     pub const TRACE_INDEX_COMMIT_SECONDS: &str = "vantage_trace_index_commit_duration_seconds";
-    /// Trace batches the trace indexer failed on.
+    /// Failures of the trace indexing thread (see `LOG_INDEX_ERRORS`).
     pub const TRACE_INDEX_ERRORS: &str = "vantage_trace_index_errors";
     /// Rule evaluations, by tenant and group (Prometheus's `prometheus_rule_evaluations_total`).
     pub const RULE_EVALUATIONS: &str = "vantage_rule_evaluations";
@@ -224,6 +224,24 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Telemetry {
+    /// What the log indexing thread records.
+    pub fn log_index_meters(&self) -> crate::ingest::index_thread::Meters {
+        crate::ingest::index_thread::Meters {
+            errors: self.log_index_errors.clone(),
+            commit_seconds: self.log_index_commit_seconds.clone(),
+            docs: self.log_index_docs.clone(),
+        }
+    }
+
+    /// What the trace indexing thread records.
+    pub fn trace_index_meters(&self) -> crate::ingest::index_thread::Meters {
+        crate::ingest::index_thread::Meters {
+            errors: self.trace_index_errors.clone(),
+            commit_seconds: self.trace_index_commit_seconds.clone(),
+            docs: self.trace_index_spans.clone(),
+        }
+    }
+
     /// Creates and registers every metric.
     pub fn new() -> Self {
         let mut registry = Registry::default();
@@ -325,7 +343,7 @@ impl Telemetry {
         );
         registry.register(
             names::LOG_INDEX_ERRORS,
-            "Batches the log indexer failed on",
+            "Failures of the log indexer: batches it could not decode, failed adds and commits (a full disk), failed retries",
             log_index_errors.clone(),
         );
         registry.register(
@@ -353,7 +371,7 @@ impl Telemetry {
         );
         registry.register(
             names::TRACE_INDEX_ERRORS,
-            "Batches the trace indexer failed on",
+            "Failures of the trace indexer: batches it could not decode, failed adds and commits (a full disk), failed retries",
             trace_index_errors.clone(),
         );
         let notify = NotifyMetrics::register(&mut registry);

@@ -249,3 +249,131 @@ async fn sigterm_with_an_open_tail_still_stops_promptly_and_cleanly() {
     );
     uids_of_round(&c, 1, 2 * RECORDS_PER_BATCH).await;
 }
+
+/// A record of `DISK_BATCH` per batch with a 2 KB body that does not compress, so a
+/// small disk fills after a few thousand records.
+const DISK_BATCH: u64 = 50;
+
+fn bulky_batch(batch: u64) -> ExportLogsServiceRequest {
+    let records = (0..DISK_BATCH)
+        .map(|i| {
+            let uid = batch * DISK_BATCH + i;
+            // xorshift words: distinct per record, incompressible enough for zstd.
+            let mut x = uid.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            let words: Vec<String> = (0..120)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    format!("{:016x}", x)
+                })
+                .collect();
+            log_record(
+                &format!("fulldisk {}", words.join(" ")),
+                vec![kv_int("uid", uid as i64), kv_str("case", "fulldisk")],
+            )
+        })
+        .collect();
+    logs_request("fulldisk", records)
+}
+
+/// A full disk: exports are refused as UNAVAILABLE (retryable) instead of acknowledged,
+/// the failing index keeps what it committed searchable, and once there is room again,
+/// exports are taken and every acknowledged record becomes searchable exactly once,
+/// without a restart.
+#[tokio::test]
+async fn a_full_disk_refuses_exports_and_loses_nothing_once_there_is_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::builder()
+        .insecure_no_auth()
+        .small_disk("24m")
+        .env("VANTAGE_WAL__SEGMENT_MAX_BYTES", "4194304")
+        .start(dir.path());
+    let mut client = c.logs_client().await;
+    let mut acked: Vec<u64> = Vec::new();
+    let refused = loop {
+        let b = acked.len() as u64;
+        assert!(b < 2_000, "the disk never filled:\n{}", c.log());
+        match client.export(bulky_batch(b)).await {
+            Ok(_) => acked.push(b),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(
+        refused.code(),
+        tonic::Code::Unavailable,
+        "a full disk is a retryable refusal: {refused:?}"
+    );
+    assert!(refused.message().contains("durable"), "{refused:?}");
+
+    // The index's commits need room too: it fails, and says so.
+    let deadline = tokio::time::Instant::now() + SEARCHABLE_TIMEOUT;
+    loop {
+        let text = c.metrics_text().await;
+        if metric_value(&text, "vantage_log_index_errors_total", &[]).unwrap_or(0.0) > 0.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the index never failed on the full disk:\n{text}\n{}",
+            c.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let during = c
+        .search_raw(&[("query", "attributes.case:fulldisk"), ("start", "now-2h")])
+        .await;
+    assert_eq!(during.status, hyper::StatusCode::OK, "{}", during.text());
+
+    // Room again: exports are taken (clients retry UNAVAILABLE, as OTel SDKs do).
+    c.resize_small_disk("512m");
+    for _ in 0..5 {
+        let b = acked.len() as u64;
+        let deadline = tokio::time::Instant::now() + SEARCHABLE_TIMEOUT;
+        loop {
+            match client.export(bulky_batch(b)).await {
+                Ok(_) => break,
+                Err(status) => assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "still refused with room: {status:?}\n{}",
+                    c.log()
+                ),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        acked.push(b);
+    }
+    let expected = acked.len() as u64 * DISK_BATCH;
+    let result = c
+        .wait_for_total(
+            &[("query", "attributes.case:fulldisk"), ("start", "now-2h")],
+            expected,
+        )
+        .await;
+    assert_eq!(result["total"], json!(expected));
+    assert!(expected <= 10_000, "one page holds them all: {expected}");
+    let page = c
+        .search(&[
+            ("query", "attributes.case:fulldisk"),
+            ("start", "now-2h"),
+            ("limit", "10000"),
+        ])
+        .await;
+    let uids: Vec<u64> = hits(&page)
+        .iter()
+        .map(|h| h["attributes"]["uid"].as_u64().expect("uid is an int"))
+        .collect();
+    let unique: BTreeSet<u64> = uids.iter().copied().collect();
+    assert_eq!(unique.len(), uids.len(), "no record twice");
+    assert_eq!(
+        unique,
+        (0..expected).collect::<BTreeSet<_>>(),
+        "every uid, once"
+    );
+    assert!(
+        !c.log_events("index recovered; the wal since its last commit is indexed")
+            .is_empty(),
+        "{}",
+        c.log()
+    );
+}

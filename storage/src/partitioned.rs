@@ -518,6 +518,18 @@ impl<D: Document, S> Writers<D, S> {
         Ok(expired)
     }
 
+    /// Drops every open writer and what it had not committed, after an add or a commit
+    /// failed (a full disk, say). Tantivy kills a writer whose indexing thread failed, and
+    /// a failed commit can leave one with no indexing thread at all: nothing it holds can
+    /// be trusted to reach a commit. The caller replays the WAL after
+    /// [`Self::checkpoint_lsn`]; a partition that did commit part of it skips what it has.
+    pub(crate) fn discard_uncommitted(&mut self) {
+        // Dropping a writer joins its indexing threads and frees its queue (and so the
+        // documents' hold on their batches).
+        self.open.clear();
+        self.last_added_lsn = self.checkpoint_lsn;
+    }
+
     /// Commits and closes every writer (clean shutdown); returns the checkpoint LSN.
     pub(crate) fn close<P: Partition>(
         mut self,

@@ -1,20 +1,14 @@
-//! The log indexing thread: durable batches in WAL order -> Tantivy, a commit every
-//! `logs.commit_interval_ms`, then the WAL is truncated through the new checkpoint.
-//!
-//! It runs on its own OS thread because Tantivy indexing and commits block.
+//! The log store behind its indexing thread (see [`super::index_thread`]), and when the
+//! indexing threads sweep what is past retention.
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use vantage_storage::logs::{LogIndexer, LogStoreError};
-use vantage_storage::wal::{Durable, Wal};
 
-use super::dedup::Dedup;
-use super::payload;
-use crate::telemetry::Telemetry;
+use super::index_thread::{AddError, Store};
 
 /// How often partitions past retention are looked for.
 const RETENTION_CHECK: Duration = Duration::from_secs(600);
@@ -57,136 +51,56 @@ impl RetentionSweep {
     }
 }
 
-/// Indexes one durable batch; a batch that cannot be decoded is logged, counted and
-/// skipped (it passed validation before it was written, so this means disk corruption
-/// that the WAL checksum missed, or a bug).
-fn index_one(
-    indexer: &mut LogIndexer,
-    durable: &Durable,
-    telemetry: &Telemetry,
-    dedup: Option<&Dedup>,
-) {
-    let result = payload::decode_framed(&durable.payload)
-        .map_err(|e| e.to_string())
-        .and_then(|framed| {
-            if let (Some(d), Some(id)) = (dedup, framed.batch_id) {
-                d.remember(framed.tenant, id, super::now_ns());
-            }
-            let (tenant, body) = (framed.tenant, framed.body);
-            let request = ExportLogsServiceRequest::decode(body).map_err(|e| e.to_string())?;
-            indexer
-                .add_batch(tenant, durable.lsn, request)
-                .map_err(|e| e.to_string())
-        });
-    if let Err(error) = result {
-        telemetry.log_index_errors.inc();
-        tracing::error!(lsn = durable.lsn, %error, "log batch could not be indexed");
-    }
-}
+impl Store for LogIndexer {
+    type Error = LogStoreError;
+    const SIGNAL: &'static str = "log";
 
-/// Commits, then lets the WAL drop what the index now holds.
-fn commit(
-    indexer: &mut LogIndexer,
-    wal: &Wal,
-    telemetry: &Telemetry,
-    dedup: Option<&Dedup>,
-) -> Result<(), LogStoreError> {
-    // The batch ids of what this commit covers reach the journal first: once the
-    // checkpoint moves, replay will not read those records again.
-    if let Some(d) = dedup
-        && let Err(e) = d.sync()
-    {
-        tracing::error!(error = %e, "batch id journal sync failed; commit postponed");
-        return Ok(());
+    fn add(&mut self, tenant: &str, lsn: u64, body: &[u8]) -> Result<(), AddError<LogStoreError>> {
+        let request = ExportLogsServiceRequest::decode(body)
+            .map_err(|e| AddError::Undecodable(e.to_string()))?;
+        match self.add_batch(tenant, lsn, request) {
+            Ok(_) => Ok(()),
+            // Checked at ingest: a bad name here was damaged on disk.
+            Err(e @ LogStoreError::InvalidTenant(_)) => Err(AddError::Undecodable(e.to_string())),
+            Err(e) => Err(AddError::Store(e)),
+        }
     }
-    let started = Instant::now();
-    let checkpoint = indexer.commit()?;
-    telemetry
-        .log_index_commit_seconds
-        .observe(started.elapsed().as_secs_f64());
-    telemetry
-        .log_index_docs
-        .set(indexer.store().num_docs() as i64);
-    if let Err(e) = wal.truncate_through(checkpoint) {
-        tracing::warn!(error = %e, "wal truncation failed, will retry at the next commit");
-    }
-    Ok(())
-}
 
-/// Replays every WAL record after the index checkpoint, then commits. Returns how many
-/// batches were replayed.
-pub fn replay(
-    indexer: &mut LogIndexer,
-    wal: &Wal,
-    telemetry: &Telemetry,
-    dedup: Option<&Dedup>,
-) -> anyhow::Result<u64> {
-    let from = indexer.checkpoint_lsn() + 1;
-    let mut batches = 0u64;
-    for durable in wal.read_from(from)? {
-        let durable = durable?;
-        index_one(indexer, &durable, telemetry, dedup);
-        batches += 1;
+    fn has_uncommitted(&self) -> bool {
+        LogIndexer::has_uncommitted(self)
     }
-    commit(indexer, wal, telemetry, dedup)?;
-    Ok(batches)
-}
 
-/// Runs the indexing loop until the WAL's sink closes (shutdown), then commits and closes.
-pub fn spawn(
-    mut indexer: LogIndexer,
-    wal: Wal,
-    rx: Receiver<Durable>,
-    commit_interval: Duration,
-    telemetry: Arc<Telemetry>,
-    dedup: Option<Arc<Dedup>>,
-    mut retention: RetentionSweep,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("log-indexer".into())
-        .spawn(move || {
-            let mut last_commit = Instant::now();
-            loop {
-                let wait = commit_interval.saturating_sub(last_commit.elapsed());
-                match rx.recv_timeout(wait) {
-                    Ok(durable) => index_one(&mut indexer, &durable, &telemetry, dedup.as_deref()),
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
-                if last_commit.elapsed() >= commit_interval {
-                    if indexer.has_uncommitted()
-                        && let Err(e) = commit(&mut indexer, &wal, &telemetry, dedup.as_deref())
-                    {
-                        telemetry.log_index_errors.inc();
-                        tracing::error!(error = %e, "log index commit failed, data stays in the wal");
-                    }
-                    if let Err(e) = indexer.compact_quiet(Instant::now()) {
-                        tracing::warn!(error = %e, "quiet log partition compaction failed");
-                    }
-                    last_commit = Instant::now();
-                }
-                if let Some((retention_ns, changed)) = retention.due() {
-                    if changed {
-                        indexer.set_retention_ns(retention_ns);
-                        tracing::info!(retention_ns, "log retention changed; sweeping now");
-                    }
-                    let now = i64::try_from(super::now_ns()).unwrap_or(i64::MAX);
-                    if let Err(e) = indexer.apply_retention(now) {
-                        tracing::error!(error = %e, "log retention failed");
-                    }
-                }
-            }
-            if let Some(d) = &dedup
-                && let Err(e) = d.sync()
-            {
-                tracing::error!(error = %e, "batch id journal sync failed at shutdown");
-            }
-            match indexer.close() {
-                Ok(lsn) => {
-                    let _ = wal.truncate_through(lsn);
-                    tracing::info!(checkpoint = lsn, "log index closed");
-                }
-                Err(e) => tracing::error!(error = %e, "log index close failed; the wal will be replayed at start"),
-            }
-        })
+    fn commit(&mut self) -> Result<u64, LogStoreError> {
+        LogIndexer::commit(self)
+    }
+
+    fn discard_uncommitted(&mut self) {
+        LogIndexer::discard_uncommitted(self);
+    }
+
+    fn checkpoint_lsn(&self) -> u64 {
+        LogIndexer::checkpoint_lsn(self)
+    }
+
+    fn num_docs(&self) -> u64 {
+        self.store().num_docs()
+    }
+
+    fn tidy(&mut self) {
+        if let Err(e) = self.compact_quiet(Instant::now()) {
+            tracing::warn!(error = %e, "quiet log partition compaction failed");
+        }
+    }
+
+    fn set_retention_ns(&mut self, retention_ns: i64) {
+        LogIndexer::set_retention_ns(self, retention_ns);
+    }
+
+    fn apply_retention(&mut self, now_ns: i64) -> Result<usize, LogStoreError> {
+        LogIndexer::apply_retention(self, now_ns)
+    }
+
+    fn close(self) -> Result<u64, LogStoreError> {
+        LogIndexer::close(self)
+    }
 }

@@ -12,6 +12,7 @@
 //! is stored; see [`metrics`].
 
 pub mod dedup;
+pub mod index_thread;
 pub mod indexer;
 pub mod metrics;
 pub mod payload;

@@ -1,11 +1,7 @@
-//! Spans: per-span validation (OTLP partial success) and the trace indexing thread,
-//! which turns durable trace batches into the span store the way `indexer` does for
-//! logs: WAL order in, a commit every `logs.commit_interval_ms`, WAL truncation through
-//! the store's checkpoint, replay at start.
+//! Spans: per-span validation (OTLP partial success) and the span store behind its
+//! indexing thread (see [`super::index_thread`]).
 
-use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prost::Message as _;
 use vantage_proto::logs::hex_id;
@@ -13,11 +9,8 @@ use vantage_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use vantage_proto::otlp::common::v1::{AnyValue, KeyValue};
 use vantage_proto::otlp::trace::v1::Span;
 use vantage_storage::traces::{TraceIndexer, TraceStoreError};
-use vantage_storage::wal::{Durable, Wal};
 
-use super::dedup::Dedup;
-use super::payload;
-use crate::telemetry::Telemetry;
+use super::index_thread::{AddError, Store};
 
 /// Largest encoded attribute value (span, event, link or resource attribute). Bigger
 /// values are almost always a mistake (a whole request body in a tag) and would make
@@ -275,133 +268,57 @@ pub fn validate(
     verdict
 }
 
-/// Indexes one durable batch; one that cannot be decoded is logged, counted and skipped.
-fn index_one(
-    indexer: &mut TraceIndexer,
-    durable: &Durable,
-    telemetry: &Telemetry,
-    dedup: Option<&Dedup>,
-) {
-    let result = payload::decode_framed(&durable.payload)
-        .map_err(|e| e.to_string())
-        .and_then(|framed| {
-            if let (Some(d), Some(id)) = (dedup, framed.batch_id) {
-                d.remember(framed.tenant, id, super::now_ns());
-            }
-            let (tenant, body) = (framed.tenant, framed.body);
-            let request = ExportTraceServiceRequest::decode(body).map_err(|e| e.to_string())?;
-            indexer
-                .add_batch(tenant, durable.lsn, &request)
-                .map_err(|e| e.to_string())
-        });
-    if let Err(error) = result {
-        telemetry.trace_index_errors.inc();
-        tracing::error!(lsn = durable.lsn, %error, "trace batch could not be indexed");
-    }
-}
+impl Store for TraceIndexer {
+    type Error = TraceStoreError;
+    const SIGNAL: &'static str = "trace";
 
-fn commit(
-    indexer: &mut TraceIndexer,
-    wal: &Wal,
-    telemetry: &Telemetry,
-    dedup: Option<&Dedup>,
-) -> Result<(), TraceStoreError> {
-    // The batch ids of what this commit covers reach the journal first: once the
-    // checkpoint moves, replay will not read those records again.
-    if let Some(d) = dedup
-        && let Err(e) = d.sync()
-    {
-        tracing::error!(error = %e, "batch id journal sync failed; commit postponed");
-        return Ok(());
+    fn add(
+        &mut self,
+        tenant: &str,
+        lsn: u64,
+        body: &[u8],
+    ) -> Result<(), AddError<TraceStoreError>> {
+        let request = ExportTraceServiceRequest::decode(body)
+            .map_err(|e| AddError::Undecodable(e.to_string()))?;
+        match self.add_batch(tenant, lsn, &request) {
+            Ok(_) => Ok(()),
+            // Checked at ingest: a bad name here was damaged on disk.
+            Err(e @ TraceStoreError::InvalidTenant(_)) => Err(AddError::Undecodable(e.to_string())),
+            Err(e) => Err(AddError::Store(e)),
+        }
     }
-    let started = Instant::now();
-    let checkpoint = indexer.commit()?;
-    telemetry
-        .trace_index_commit_seconds
-        .observe(started.elapsed().as_secs_f64());
-    telemetry
-        .trace_index_spans
-        .set(indexer.store().num_docs() as i64);
-    if let Err(e) = wal.truncate_through(checkpoint) {
-        tracing::warn!(error = %e, "traces wal truncation failed, will retry at the next commit");
-    }
-    Ok(())
-}
 
-/// Replays every traces WAL record after the store's checkpoint, then commits. Returns
-/// how many batches were replayed.
-pub fn replay(
-    indexer: &mut TraceIndexer,
-    wal: &Wal,
-    telemetry: &Telemetry,
-    dedup: Option<&Dedup>,
-) -> anyhow::Result<u64> {
-    let from = indexer.checkpoint_lsn() + 1;
-    let mut batches = 0u64;
-    for durable in wal.read_from(from)? {
-        let durable = durable?;
-        index_one(indexer, &durable, telemetry, dedup);
-        batches += 1;
+    fn has_uncommitted(&self) -> bool {
+        TraceIndexer::has_uncommitted(self)
     }
-    commit(indexer, wal, telemetry, dedup)?;
-    Ok(batches)
-}
 
-/// Runs the trace indexing loop on its own thread until the WAL's sink closes
-/// (shutdown), then commits and closes.
-pub fn spawn(
-    mut indexer: TraceIndexer,
-    wal: Wal,
-    rx: Receiver<Durable>,
-    commit_interval: Duration,
-    telemetry: Arc<Telemetry>,
-    dedup: Option<Arc<Dedup>>,
-    mut retention: super::indexer::RetentionSweep,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("trace-indexer".into())
-        .spawn(move || {
-            let mut last_commit = Instant::now();
-            loop {
-                let wait = commit_interval.saturating_sub(last_commit.elapsed());
-                match rx.recv_timeout(wait) {
-                    Ok(durable) => index_one(&mut indexer, &durable, &telemetry, dedup.as_deref()),
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
-                if last_commit.elapsed() >= commit_interval {
-                    if indexer.has_uncommitted()
-                        && let Err(e) = commit(&mut indexer, &wal, &telemetry, dedup.as_deref())
-                    {
-                        telemetry.trace_index_errors.inc();
-                        tracing::error!(error = %e, "trace index commit failed, data stays in the wal");
-                    }
-                    last_commit = Instant::now();
-                }
-                if let Some((retention_ns, changed)) = retention.due() {
-                    if changed {
-                        indexer.set_retention_ns(retention_ns);
-                        tracing::info!(retention_ns, "trace retention changed; sweeping now");
-                    }
-                    let now = i64::try_from(super::now_ns()).unwrap_or(i64::MAX);
-                    if let Err(e) = indexer.apply_retention(now) {
-                        tracing::error!(error = %e, "trace retention failed");
-                    }
-                }
-            }
-            if let Some(d) = &dedup
-                && let Err(e) = d.sync()
-            {
-                tracing::error!(error = %e, "batch id journal sync failed at shutdown");
-            }
-            match indexer.close() {
-                Ok(lsn) => {
-                    let _ = wal.truncate_through(lsn);
-                    tracing::info!(checkpoint = lsn, "trace index closed");
-                }
-                Err(e) => tracing::error!(error = %e, "trace index close failed; the wal will be replayed at start"),
-            }
-        })
+    fn commit(&mut self) -> Result<u64, TraceStoreError> {
+        TraceIndexer::commit(self)
+    }
+
+    fn discard_uncommitted(&mut self) {
+        TraceIndexer::discard_uncommitted(self);
+    }
+
+    fn checkpoint_lsn(&self) -> u64 {
+        TraceIndexer::checkpoint_lsn(self)
+    }
+
+    fn num_docs(&self) -> u64 {
+        self.store().num_docs()
+    }
+
+    fn set_retention_ns(&mut self, retention_ns: i64) {
+        TraceIndexer::set_retention_ns(self, retention_ns);
+    }
+
+    fn apply_retention(&mut self, now_ns: i64) -> Result<usize, TraceStoreError> {
+        TraceIndexer::apply_retention(self, now_ns)
+    }
+
+    fn close(self) -> Result<u64, TraceStoreError> {
+        TraceIndexer::close(self)
+    }
 }
 
 #[cfg(test)]

@@ -141,6 +141,9 @@ pub(crate) struct CollectorBuilder {
     insecure_no_auth: bool,
     /// `--config FILE`; the file then sets the listen addresses (no `--otlp-*`/`--api`).
     config_file: Option<PathBuf>,
+    /// The size of a tmpfs mounted on the data directory, in a mount namespace of the
+    /// collector's own (see [`CollectorBuilder::small_disk`]).
+    small_disk: Option<String>,
 }
 
 impl CollectorBuilder {
@@ -157,6 +160,15 @@ impl CollectorBuilder {
         self
     }
 
+    /// Runs the collector with a disk of `size` (`24m`) of its own: a tmpfs on the data
+    /// directory in a mount namespace made by `unshare` (root only), so filling it
+    /// touches nothing else and it vanishes with the process. The data directory seen
+    /// from outside stays empty; [`Collector::resize_small_disk`] changes the size.
+    pub(crate) fn small_disk(mut self, size: &str) -> Self {
+        self.small_disk = Some(size.to_string());
+        self
+    }
+
     /// Starts a collector on `data_dir` and waits for its `ready` line.
     pub(crate) fn start(&self, data_dir: &Path) -> Collector {
         self.try_start(data_dir).unwrap_or_else(|e| panic!("{e}"))
@@ -165,7 +177,18 @@ impl CollectorBuilder {
     /// [`CollectorBuilder::start`], returning the exit status and log instead of
     /// panicking when the collector does not get to `ready`.
     pub(crate) fn try_start(&self, data_dir: &Path) -> Result<Collector, String> {
-        let mut command = Command::new(collector_bin());
+        let mut command = match &self.small_disk {
+            None => Command::new(collector_bin()),
+            Some(size) => {
+                let mut c = Command::new("unshare");
+                c.args(["--mount", "sh", "-c"])
+                    .arg(r#"mount -t tmpfs -o "size=$1" tmpfs "$2" && shift 2 && exec "$@""#)
+                    .args(["sh", size])
+                    .arg(data_dir)
+                    .arg(collector_bin());
+                c
+            }
+        };
         command.arg("--data-dir").arg(data_dir);
         match &self.config_file {
             Some(file) => command.arg("--config").arg(file),
@@ -286,6 +309,17 @@ impl Collector {
     /// Settings for the next start.
     pub(crate) fn builder() -> CollectorBuilder {
         CollectorBuilder::default()
+    }
+
+    /// Resizes the disk of a collector started with [`CollectorBuilder::small_disk`].
+    pub(crate) fn resize_small_disk(&self, size: &str) {
+        let status = Command::new("nsenter")
+            .args(["-t", &self.pid().to_string(), "-m", "mount", "-o"])
+            .arg(format!("remount,size={size}"))
+            .arg(&self.data_dir)
+            .status()
+            .expect("run nsenter");
+        assert!(status.success(), "remount failed: {status:?}");
     }
 
     /// The collector's own log so far, one JSON object per line.

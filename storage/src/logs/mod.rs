@@ -456,6 +456,13 @@ impl LogIndexer {
         Ok(finished)
     }
 
+    /// Forgets everything added since the last commit, after an add or a commit failed:
+    /// replay the WAL after [`Self::checkpoint_lsn`] to add it again (see the collector's
+    /// indexing thread). The committed partitions and their readers are untouched.
+    pub fn discard_uncommitted(&mut self) {
+        self.writers.discard_uncommitted();
+    }
+
     /// Changes the retention period (the collector's configuration reload); the next
     /// [`Self::apply_retention`] uses it.
     pub fn set_retention_ns(&mut self, retention_ns: i64) {

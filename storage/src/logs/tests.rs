@@ -464,6 +464,48 @@ fn a_batch_over_more_days_than_open_writers_replays_exactly_once() {
     assert_eq!(seen.len(), 8);
 }
 
+/// After a failed add or commit (a full disk) the indexing thread discards what is
+/// uncommitted and adds the WAL after the checkpoint again: including a batch that some
+/// partitions had already committed when their writers were closed mid-batch.
+#[test]
+fn discarded_batches_added_again_are_indexed_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut ix) = seeded(dir.path());
+    let four_days = request(
+        "cart",
+        (0..4)
+            .map(|d| record(T0 + d * DAY, "INFO", &format!("retried d{d}"), 200))
+            .collect(),
+    );
+    let one_day = request("cart", vec![record(T0, "INFO", "retried late", 200)]);
+    // Four days, two writer slots: two partitions commit batch 3 on their way out.
+    ix.add_batch("default", 3, &four_days).unwrap();
+    ix.add_batch("default", 4, &one_day).unwrap();
+    ix.discard_uncommitted();
+    assert!(!ix.has_uncommitted());
+    assert_eq!(ix.commit().unwrap(), 2, "nothing discarded is claimed");
+    let mut q = query("retried");
+    q.end_ns = T0 + 5 * DAY;
+    let before = store.search(&q).unwrap().total;
+    assert!(
+        (1..5).contains(&before),
+        "only what was committed mid-batch: {before}"
+    );
+
+    let again = ix.add_batch("default", 3, &four_days).unwrap();
+    assert_eq!(again.added + again.already_indexed, 4);
+    assert_eq!(again.already_indexed, before);
+    ix.add_batch("default", 4, &one_day).unwrap();
+    assert_eq!(ix.commit().unwrap(), 4);
+    let r = store.search(&q).unwrap();
+    let mut seen = bodies(&r);
+    assert_eq!(r.total, 5, "{seen:?}");
+    seen.dedup();
+    assert_eq!(seen.len(), 5);
+    q.query = String::new();
+    assert_eq!(store.search(&q).unwrap().total, 4 + 5);
+}
+
 /// Partitions written before stored records became compact hold plain envelopes; after an
 /// upgrade the same day's partition gets compact ones too. Both read back exactly.
 #[test]

@@ -401,6 +401,32 @@ fn replay_is_exactly_once_and_survives_reopen() {
     );
 }
 
+/// After a failed add or commit the indexing thread discards what is uncommitted and adds
+/// the WAL after the checkpoint again.
+#[test]
+fn discarded_batches_added_again_are_indexed_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut ix) = seeded(dir.path());
+    let other = [0xcd; 16];
+    let batch = request(
+        "frontend",
+        vec![
+            span(other, 1, None, "GET /retry", T0, 10, false),
+            span(other, 2, Some(1), "next day", T0 + DAY, 10, false),
+        ],
+    );
+    ix.add_batch("default", 4, &batch).unwrap();
+    ix.discard_uncommitted();
+    assert_eq!(ix.commit().unwrap(), 3, "nothing discarded is claimed");
+    assert!(store.get_trace("default", &other).unwrap().is_none());
+    let again = ix.add_batch("default", 4, &batch).unwrap();
+    assert_eq!(again.added, 2);
+    assert_eq!(ix.commit().unwrap(), 4);
+    assert_eq!(store.count_spans("default").unwrap(), 6);
+    let trace = store.get_trace("default", &other).unwrap().unwrap();
+    assert_eq!(trace.total_spans, 2);
+}
+
 #[test]
 fn big_traces_are_cut_at_the_limit_and_say_so() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,324 @@
+//! The indexing threads of the log and span stores: durable batches in WAL order into
+//! the store, a commit every `commit_interval`, then the WAL truncated through the new
+//! checkpoint. They run on OS threads because Tantivy indexing and commits block.
+//!
+//! When the store fails to add or commit (a full disk, a failing device), what it had
+//! not committed is discarded and the thread keeps taking batches off the WAL's sink
+//! without indexing them, so exports go on being made durable while the WAL has room.
+//! After [`FIRST_RETRY`] (doubling up to [`MAX_RETRY`]) it adds the WAL after the
+//! checkpoint again, through the last batch it took, and commits; once that works it
+//! indexes live again. Nothing acknowledged is lost, and nothing is indexed twice: each
+//! partition's commit records the LSN it holds, and a replay skips what it has.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use vantage_storage::wal::{Durable, Wal};
+
+use super::dedup::Dedup;
+use super::indexer::RetentionSweep;
+use super::payload;
+
+/// The first wait before a failed store is tried again: a disk freed by an operator is
+/// used within seconds.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// The longest wait between tries: a store that keeps failing is not hammered, and is
+/// still back within half a minute of its disk.
+const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// Why a batch was not added.
+#[derive(Debug)]
+pub enum AddError<E> {
+    /// The batch cannot be decoded: it passed validation before it was written, so this
+    /// is disk corruption the WAL checksum missed, or a bug. It is skipped and counted;
+    /// trying again would fail the same way.
+    Undecodable(String),
+    /// The store failed: the batch, and everything uncommitted, is added again later.
+    Store(E),
+}
+
+/// What an indexing thread drives: the log store or the span store.
+pub trait Store: Send + 'static {
+    /// Why an add or a commit failed.
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// The signal, in the thread's name ("log" → `log-indexer`) and its log lines.
+    const SIGNAL: &'static str;
+
+    /// Adds the batch `body` (an export request in protobuf) of `tenant` at `lsn`.
+    fn add(&mut self, tenant: &str, lsn: u64, body: &[u8]) -> Result<(), AddError<Self::Error>>;
+    /// Whether anything was added since the last commit.
+    fn has_uncommitted(&self) -> bool;
+    /// Commits and makes everything added searchable; returns the new checkpoint LSN.
+    fn commit(&mut self) -> Result<u64, Self::Error>;
+    /// Forgets what was added since the last commit (see the module).
+    fn discard_uncommitted(&mut self);
+    /// The LSN through which everything is committed.
+    fn checkpoint_lsn(&self) -> u64;
+    /// Searchable documents, for the gauge.
+    fn num_docs(&self) -> u64;
+    /// Housekeeping once per commit interval (quiet compaction, for logs).
+    fn tidy(&mut self) {}
+    /// Changes the retention period.
+    fn set_retention_ns(&mut self, retention_ns: i64);
+    /// Deletes what is past retention at `now_ns`.
+    fn apply_retention(&mut self, now_ns: i64) -> Result<usize, Self::Error>;
+    /// Commits and closes (clean shutdown); returns the checkpoint LSN.
+    fn close(self) -> Result<u64, Self::Error>;
+}
+
+/// The self-metrics one indexing thread keeps (clones share the registered series).
+pub struct Meters {
+    /// Batches that could not be indexed, failed commits and failed retries.
+    pub errors: Counter,
+    /// Commit duration.
+    pub commit_seconds: Histogram,
+    /// Searchable documents after each commit.
+    pub docs: Gauge,
+}
+
+/// A store with its WAL, fed in LSN order by [`IndexThread::replay`] at start and then
+/// by [`IndexThread::spawn`].
+pub struct IndexThread<S: Store> {
+    store: S,
+    wal: Wal,
+    meters: Meters,
+    dedup: Option<Arc<Dedup>>,
+    /// The last LSN taken off the sink (or replayed): what a retry replays through.
+    taken_through: u64,
+    /// Set while the store is failing: when to try again and the wait after that.
+    retry: Option<(Instant, Duration)>,
+}
+
+impl<S: Store> IndexThread<S> {
+    /// A thread's state over `store` and its `wal`.
+    pub fn new(store: S, wal: Wal, meters: Meters, dedup: Option<Arc<Dedup>>) -> Self {
+        let taken_through = store.checkpoint_lsn();
+        IndexThread {
+            store,
+            wal,
+            meters,
+            dedup,
+            taken_through,
+            retry: None,
+        }
+    }
+
+    /// Replays every WAL record after the store's checkpoint, then commits. Returns how
+    /// many batches were replayed.
+    pub fn replay(&mut self) -> anyhow::Result<u64> {
+        let batches = self.replay_through(u64::MAX)?;
+        self.commit()?;
+        Ok(batches)
+    }
+
+    /// Adds the WAL records after the checkpoint through `last` (all of them at start).
+    fn replay_through(&mut self, last: u64) -> anyhow::Result<u64> {
+        let mut batches = 0u64;
+        for durable in self.wal.read_from(self.store.checkpoint_lsn() + 1)? {
+            let durable = durable?;
+            if durable.lsn > last {
+                break;
+            }
+            self.index_one(&durable)
+                .map_err(|e| anyhow::anyhow!("{} index: {e}", S::SIGNAL))?;
+            self.taken_through = self.taken_through.max(durable.lsn);
+            batches += 1;
+        }
+        Ok(batches)
+    }
+
+    /// Indexes one durable batch. A batch that cannot be decoded is logged, counted and
+    /// skipped; a store failure is returned.
+    fn index_one(&mut self, durable: &Durable) -> Result<(), S::Error> {
+        let framed = match payload::decode_framed(&durable.payload) {
+            Ok(framed) => framed,
+            Err(e) => {
+                self.undecodable(durable.lsn, &e.to_string());
+                return Ok(());
+            }
+        };
+        if let (Some(d), Some(id)) = (&self.dedup, framed.batch_id) {
+            d.remember(framed.tenant, id, super::now_ns());
+        }
+        match self.store.add(framed.tenant, durable.lsn, framed.body) {
+            Ok(()) => Ok(()),
+            Err(AddError::Undecodable(e)) => {
+                self.undecodable(durable.lsn, &e);
+                Ok(())
+            }
+            Err(AddError::Store(e)) => Err(e),
+        }
+    }
+
+    fn undecodable(&self, lsn: u64, error: &str) {
+        self.meters.errors.inc();
+        tracing::error!(
+            signal = S::SIGNAL,
+            lsn,
+            error,
+            "batch could not be decoded; skipped"
+        );
+    }
+
+    /// Commits, then lets the WAL drop what the index now holds.
+    fn commit(&mut self) -> Result<(), S::Error> {
+        // The batch ids of what this commit covers reach the journal first: once the
+        // checkpoint moves, replay will not read those records again.
+        if let Some(d) = &self.dedup
+            && let Err(e) = d.sync()
+        {
+            tracing::error!(signal = S::SIGNAL, error = %e, "batch id journal sync failed; commit postponed");
+            return Ok(());
+        }
+        let started = Instant::now();
+        let checkpoint = self.store.commit()?;
+        self.meters
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.meters.docs.set(self.store.num_docs() as i64);
+        if let Err(e) = self.wal.truncate_through(checkpoint) {
+            tracing::warn!(signal = S::SIGNAL, error = %e, "wal truncation failed, will retry at the next commit");
+        }
+        Ok(())
+    }
+
+    /// Discards what is uncommitted and schedules a retry (see the module).
+    fn failed(&mut self, what: &str, error: &dyn std::fmt::Display) {
+        self.meters.errors.inc();
+        self.store.discard_uncommitted();
+        let delay = self
+            .retry
+            .map_or(FIRST_RETRY, |(_, delay)| (delay * 2).min(MAX_RETRY));
+        self.retry = Some((Instant::now() + delay, delay));
+        tracing::error!(
+            signal = S::SIGNAL,
+            what,
+            %error,
+            checkpoint = self.store.checkpoint_lsn(),
+            retry_in_s = delay.as_secs(),
+            "index failed; what it had not committed stays in the wal and is indexed again on retry"
+        );
+    }
+
+    /// Replays the WAL after the checkpoint through the last batch taken, and commits.
+    fn try_recover(&mut self) {
+        let started = Instant::now();
+        let from = self.store.checkpoint_lsn() + 1;
+        let result = self.replay_through(self.taken_through).and_then(|batches| {
+            self.commit()
+                .map(|()| batches)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        });
+        match result {
+            Ok(batches) => {
+                self.retry = None;
+                tracing::info!(
+                    signal = S::SIGNAL,
+                    from,
+                    through = self.taken_through,
+                    batches,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "index recovered; the wal since its last commit is indexed"
+                );
+            }
+            Err(e) => self.failed("retry", &e),
+        }
+    }
+
+    /// Runs the indexing loop on its own thread until the WAL's sink closes (shutdown),
+    /// then commits and closes.
+    pub fn spawn(
+        mut self,
+        rx: Receiver<Durable>,
+        commit_interval: Duration,
+        mut retention: RetentionSweep,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name(format!("{}-indexer", S::SIGNAL))
+            .spawn(move || {
+                let mut last_commit = Instant::now();
+                loop {
+                    let mut wait = commit_interval.saturating_sub(last_commit.elapsed());
+                    if let Some((at, _)) = self.retry {
+                        wait = wait.min(at.saturating_duration_since(Instant::now()));
+                    }
+                    match rx.recv_timeout(wait) {
+                        Ok(durable) => {
+                            self.taken_through = durable.lsn;
+                            if self.retry.is_none()
+                                && let Err(e) = self.index_one(&durable)
+                            {
+                                self.failed("add", &e);
+                            }
+                        }
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                    if self.retry.is_some_and(|(at, _)| Instant::now() >= at) {
+                        self.try_recover();
+                        last_commit = Instant::now();
+                    }
+                    if self.retry.is_none() && last_commit.elapsed() >= commit_interval {
+                        if self.store.has_uncommitted()
+                            && let Err(e) = self.commit()
+                        {
+                            self.failed("commit", &e);
+                        }
+                        if self.retry.is_none() {
+                            self.store.tidy();
+                        }
+                        last_commit = Instant::now();
+                    }
+                    if let Some((retention_ns, changed)) = retention.due() {
+                        if changed {
+                            self.store.set_retention_ns(retention_ns);
+                            tracing::info!(
+                                signal = S::SIGNAL,
+                                retention_ns,
+                                "retention changed; sweeping now"
+                            );
+                        }
+                        let now = i64::try_from(super::now_ns()).unwrap_or(i64::MAX);
+                        if let Err(e) = self.store.apply_retention(now) {
+                            tracing::error!(signal = S::SIGNAL, error = %e, "retention failed");
+                        }
+                    }
+                }
+                self.shut_down();
+            })
+    }
+
+    /// At shutdown: a last try if the store was failing, then commit and close.
+    fn shut_down(mut self) {
+        if self.retry.is_some() {
+            self.try_recover();
+        }
+        if let Some(d) = &self.dedup
+            && let Err(e) = d.sync()
+        {
+            tracing::error!(signal = S::SIGNAL, error = %e, "batch id journal sync failed at shutdown");
+        }
+        if self.retry.is_some() {
+            // Committing now would claim batches the store does not hold.
+            tracing::error!(
+                signal = S::SIGNAL,
+                checkpoint = self.store.checkpoint_lsn(),
+                "index still failing at shutdown; the wal will be replayed at start"
+            );
+            return;
+        }
+        match self.store.close() {
+            Ok(lsn) => {
+                let _ = self.wal.truncate_through(lsn);
+                tracing::info!(signal = S::SIGNAL, checkpoint = lsn, "index closed");
+            }
+            Err(e) => {
+                tracing::error!(signal = S::SIGNAL, error = %e, "index close failed; the wal will be replayed at start")
+            }
+        }
+    }
+}
