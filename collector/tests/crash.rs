@@ -320,6 +320,14 @@ async fn a_full_disk_refuses_exports_and_loses_nothing_once_there_is_room() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    let failed = c.log_events(
+        "index failed; what it had not committed stays in the wal and is indexed again on retry",
+    );
+    let free = failed
+        .first()
+        .and_then(|e| e["disk_free_bytes"].as_u64())
+        .unwrap_or_else(|| panic!("the failure names the free space:\n{}", c.log()));
+    assert!(free < 24 << 20, "{free}");
     let during = c
         .search_raw(&[("query", "attributes.case:fulldisk"), ("start", "now-2h")])
         .await;

@@ -194,10 +194,16 @@ impl<S: Store> IndexThread<S> {
             .retry
             .map_or(FIRST_RETRY, |(_, delay)| (delay * 2).min(MAX_RETRY));
         self.retry = Some((Instant::now() + delay, delay));
+        // Tantivy reports a failed indexing thread as "index writer was killed", without
+        // its cause; the free space says whether the disk is full.
+        let disk_free_bytes = rustix::fs::statvfs(self.wal.dir())
+            .ok()
+            .map(|s| s.f_bavail.saturating_mul(s.f_frsize));
         tracing::error!(
             signal = S::SIGNAL,
             what,
             %error,
+            disk_free_bytes,
             checkpoint = self.store.checkpoint_lsn(),
             retry_in_s = delay.as_secs(),
             "index failed; what it had not committed stays in the wal and is indexed again on retry"

@@ -518,21 +518,23 @@ impl BatchBuilder {
         }
     }
 
-    /// The batch, holding `request` (the one the builder was made with); `None` when
-    /// no record was added.
-    pub(crate) fn finish(
+    /// The batch, holding `request` (the one the builder was made with) and the slot
+    /// `slot` takes; `None` when no record was added (then no slot is taken).
+    pub(crate) fn finish<E>(
         self,
         request: ExportLogsServiceRequest,
-        slot: impl FnOnce() -> Permit,
-    ) -> Option<Arc<BatchDocs>> {
-        let fields = self.fields?;
-        Some(Arc::new(BatchDocs {
+        slot: impl FnOnce() -> Result<Permit, E>,
+    ) -> Result<Option<Arc<BatchDocs>>, E> {
+        let Some(fields) = self.fields else {
+            return Ok(None);
+        };
+        Ok(Some(Arc::new(BatchDocs {
             request,
             lsn: self.lsn,
             fields,
             parts: self.parts,
-            _slot: slot(),
-        }))
+            _slot: slot()?,
+        })))
     }
 }
 
@@ -950,9 +952,11 @@ pub(crate) mod tests {
                 }
             }
         }
-        let Some(batch) = builder.finish(request.clone(), || {
-            Arc::new(super::super::inflight::InFlight::default()).acquire(1)
-        }) else {
+        let batch = builder.finish(request.clone(), || {
+            Arc::new(super::super::inflight::InFlight::default())
+                .acquire(1, super::super::inflight::STALL_LIMIT)
+        });
+        let Some(batch) = batch.expect("a fresh bound has a free slot") else {
             assert!(reference.is_empty());
             return Vec::new();
         };

@@ -69,6 +69,17 @@ pub enum LogStoreError {
     /// A tenant name that cannot be stored.
     #[error("invalid tenant name {0:?}")]
     InvalidTenant(String),
+    /// Tantivy took none of the batches handed to it for 30 s: its indexing threads are
+    /// taken for dead (they die on a full disk and leave their queue full).
+    #[error(
+        "log indexing took none of the {in_flight} batches handed to Tantivy for {waited_s} s; its writers are taken for dead"
+    )]
+    Stalled {
+        /// Batches handed to Tantivy and not indexed.
+        in_flight: usize,
+        /// How long none was taken.
+        waited_s: u64,
+    },
     /// A partition names a schema version this build does not know (written by a newer
     /// version, or damaged).
     #[error("log partition schema version file {path}: unknown version {found:?}")]
@@ -330,8 +341,13 @@ impl LogIndexer {
         // Nothing to add (replay of a batch every partition has): `per_partition` is empty.
         // Waits while Tantivy still holds `MAX_BATCHES_IN_FLIGHT` batches (backpressure).
         let batch = docs.finish(request, || {
-            self.in_flight.acquire(inflight::MAX_BATCHES_IN_FLIGHT)
-        });
+            self.in_flight
+                .acquire(inflight::MAX_BATCHES_IN_FLIGHT, inflight::STALL_LIMIT)
+                .map_err(|s| LogStoreError::Stalled {
+                    in_flight: s.in_flight,
+                    waited_s: s.waited.as_secs(),
+                })
+        })?;
         let keys: Vec<PartitionKey> = per_partition.iter().map(|(k, _, _)| k.clone()).collect();
         for (i, (key, _, numbers)) in per_partition.into_iter().enumerate() {
             let Some(batch) = &batch else {

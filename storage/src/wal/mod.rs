@@ -456,6 +456,11 @@ impl Wal {
             .filter(|lsn| *lsn <= last)
     }
 
+    /// The directory of the segments (its free space is what a failing writer reports).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.inner.shared.dir
+    }
+
     /// The last durable LSN, 0 if nothing was ever appended.
     pub fn last_lsn(&self) -> Lsn {
         self.inner.shared.last_durable.load(Ordering::Acquire)
