@@ -347,18 +347,15 @@ pub async fn run(
         }
     });
 
-    let mut log_thread = IndexThread::new(
+    let (log_thread, replayed) = IndexThread::new(
         log_indexer,
         logs_wal,
         telemetry.log_index_meters(),
         Some(dedup.clone()),
-    );
-    let (log_thread, replayed) = tokio::task::spawn_blocking(move || {
-        let n = log_thread.replay();
-        (log_thread, n)
-    })
-    .await?;
-    let replayed = replayed.context("wal replay failed")?;
+    )
+    .replay_blocking()
+    .await
+    .context("wal replay failed")?;
     tracing::info!(
         batches = replayed,
         docs = log_store.num_docs(),
@@ -400,18 +397,15 @@ pub async fn run(
         indexer::RetentionSweep::new(live.clone(), |c| c.retention_logs),
     )?;
     // Traces: replay the WAL into the span store, then index as batches become durable.
-    let mut trace_thread = IndexThread::new(
+    let (trace_thread, replayed) = IndexThread::new(
         trace_indexer,
         traces_wal,
         telemetry.trace_index_meters(),
         Some(dedup.clone()),
-    );
-    let (trace_thread, replayed) = tokio::task::spawn_blocking(move || {
-        let n = trace_thread.replay();
-        (trace_thread, n)
-    })
-    .await?;
-    let replayed = replayed.context("traces wal replay failed")?;
+    )
+    .replay_blocking()
+    .await
+    .context("traces wal replay failed")?;
     tracing::info!(
         batches = replayed,
         spans = trace_store.num_docs(),

@@ -111,8 +111,20 @@ impl<S: Store> IndexThread<S> {
     /// many batches were replayed.
     pub fn replay(&mut self) -> anyhow::Result<u64> {
         let batches = self.replay_through(u64::MAX)?;
+        // Not committed when the journal sync failed: the first periodic commit does it.
         self.commit()?;
         Ok(batches)
+    }
+
+    /// [`Self::replay`] on a blocking thread, for the async start-up; gives the state back
+    /// for [`Self::spawn`].
+    pub async fn replay_blocking(mut self) -> anyhow::Result<(Self, u64)> {
+        let (thread, replayed) = tokio::task::spawn_blocking(move || {
+            let replayed = self.replay();
+            (self, replayed)
+        })
+        .await?;
+        Ok((thread, replayed?))
     }
 
     /// Adds the WAL records after the checkpoint through `last` (all of them at start).
@@ -164,15 +176,16 @@ impl<S: Store> IndexThread<S> {
         );
     }
 
-    /// Commits, then lets the WAL drop what the index now holds.
-    fn commit(&mut self) -> Result<(), S::Error> {
+    /// Commits, then lets the WAL drop what the index now holds. Returns whether it
+    /// committed: not when the batch id journal could not be synced first.
+    fn commit(&mut self) -> Result<bool, S::Error> {
         // The batch ids of what this commit covers reach the journal first: once the
         // checkpoint moves, replay will not read those records again.
         if let Some(d) = &self.dedup
             && let Err(e) = d.sync()
         {
             tracing::error!(signal = S::SIGNAL, error = %e, "batch id journal sync failed; commit postponed");
-            return Ok(());
+            return Ok(false);
         }
         let started = Instant::now();
         let checkpoint = self.store.commit()?;
@@ -183,7 +196,7 @@ impl<S: Store> IndexThread<S> {
         if let Err(e) = self.wal.truncate_through(checkpoint) {
             tracing::warn!(signal = S::SIGNAL, error = %e, "wal truncation failed, will retry at the next commit");
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Discards what is uncommitted and schedules a retry (see the module).
@@ -214,11 +227,13 @@ impl<S: Store> IndexThread<S> {
     fn try_recover(&mut self) {
         let started = Instant::now();
         let from = self.store.checkpoint_lsn() + 1;
-        let result = self.replay_through(self.taken_through).and_then(|batches| {
-            self.commit()
-                .map(|()| batches)
-                .map_err(|e| anyhow::anyhow!("{e}"))
-        });
+        let result =
+            self.replay_through(self.taken_through)
+                .and_then(|batches| match self.commit() {
+                    Ok(true) => Ok(batches),
+                    Ok(false) => Err(anyhow::anyhow!("the batch id journal could not be synced")),
+                    Err(e) => Err(anyhow::anyhow!("{e}")),
+                });
         match result {
             Ok(batches) => {
                 self.retry = None;
