@@ -62,6 +62,14 @@ bench:
 	cargo build --release --locked -p vantage-collector -p vantage-benches
 	target/release/vantage-e2e
 
+# Soak of the release collector (an hour at 15,000 records/s, ~11 GB of disk in
+# target/soak): memory, CPU, disk, segments and query latency sampled every 30 s as the
+# index grows. Method and figures: benches/RESULTS.md ("Soak").
+.PHONY: bench-soak
+bench-soak:
+	cargo build --release --locked -p vantage-collector -p vantage-benches
+	benches/soak.sh
+
 # Metrics benchmark against Prometheus 2.42 on the same remote-write stream (about 10
 # minutes, ~3 GB of disk in target/metrics-e2e); one figure per line on stdout, the JSON
 # report in target/metrics-e2e/report.json. Method and figures: benches/RESULTS.md.
