@@ -40,6 +40,7 @@ use vantage_proto::otlp::collector::trace::v1::{
 };
 use vantage_proto::prom::MetricBatch;
 use vantage_proto::prom::delta::DeltaToCumulative;
+use vantage_storage::log_throttle::LogThrottle;
 use vantage_storage::metrics::tsdb::{self, Tsdb};
 use vantage_storage::wal::Wal;
 
@@ -204,6 +205,8 @@ pub struct Ingest {
     span_metrics: spanmetrics::SpanMetrics,
     /// Replay suppression for exports carrying a batch id; `None`: ids are ignored.
     dedup: Option<Arc<dedup::Dedup>>,
+    /// One "wal append failed" line a second: on a full disk every export fails.
+    append_failures: LogThrottle,
 }
 
 /// What [`Ingest::claim`] decided for an export.
@@ -256,6 +259,7 @@ impl Ingest {
             metrics_applied: Arc::new(metrics::Applied::default()),
             span_metrics: spanmetrics::SpanMetrics::default(),
             dedup: None,
+            append_failures: LogThrottle::new(Duration::from_secs(1)),
         }
     }
 
@@ -429,7 +433,14 @@ impl Ingest {
             Signal::Traces => &self.wals.traces,
         };
         wal.append(payload).await.map_err(|e| {
-            tracing::error!(signal = signal.as_str(), error = %e, "wal append failed");
+            if let Some(held_back) = self.append_failures.admit() {
+                tracing::error!(
+                    signal = signal.as_str(),
+                    error = %e,
+                    earlier_failures_not_logged = held_back,
+                    "wal append failed"
+                );
+            }
             IngestError {
                 code: ErrorCode::Unavailable,
                 message: "could not make the batch durable".into(),

@@ -54,6 +54,7 @@ pub use error::WalError;
 pub use format::MAX_RECORD_BYTES;
 pub use reader::WalReader;
 
+use crate::log_throttle::LogThrottle;
 use format::HEADER_LEN;
 use reader::SegmentView;
 use writer::{Active, Request, Writer};
@@ -304,6 +305,7 @@ impl Wal {
             segment_max_bytes: opts.segment_max_bytes,
             max_group_bytes: opts.max_group_bytes,
             fsync: opts.fsync,
+            write_failures: LogThrottle::new(std::time::Duration::from_secs(1)),
             _lock: lock,
         };
         let handle = std::thread::Builder::new()

@@ -16,6 +16,7 @@ use super::error::WalError;
 use super::format::{self, HEADER_LEN};
 use super::segment;
 use super::{Durable, Lsn, SegmentMeta, Shared, SyncObserver};
+use crate::log_throttle::LogThrottle;
 
 /// One append waiting for durability.
 pub(crate) struct Request {
@@ -43,6 +44,8 @@ pub(crate) struct Writer {
     pub(crate) segment_max_bytes: u64,
     pub(crate) max_group_bytes: usize,
     pub(crate) fsync: bool,
+    /// One "wal write failed" line a second: on a full disk every group fails.
+    pub(crate) write_failures: LogThrottle,
     /// Held for the life of the thread so no second writer can open the directory
     /// until this one has stopped touching the files.
     pub(crate) _lock: Option<File>,
@@ -105,12 +108,15 @@ impl Writer {
 
         if let Err(e) = self.active.file.write_all(buf) {
             let err = WalError::io(&self.active.path, e);
-            tracing::error!(
-                path = %self.active.path.display(),
-                error = %err,
-                records = count,
-                "wal write failed, group not acknowledged"
-            );
+            if let Some(held_back) = self.write_failures.admit() {
+                tracing::error!(
+                    path = %self.active.path.display(),
+                    error = %err,
+                    records = count,
+                    earlier_failures_not_logged = held_back,
+                    "wal write failed, group not acknowledged"
+                );
+            }
             fail_all(group, &err);
             return self.rollback();
         }
