@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -110,10 +111,23 @@ impl<S: Store> IndexThread<S> {
     /// Replays every WAL record after the store's checkpoint, then commits. Returns how
     /// many batches were replayed.
     pub fn replay(&mut self) -> anyhow::Result<u64> {
-        let batches = self.replay_through(u64::MAX)?;
-        // Not committed when the journal sync failed: the first periodic commit does it.
-        self.commit()?;
-        Ok(batches)
+        let batches = self.replay_through(u64::MAX).and_then(|batches| {
+            // Not committed when the journal sync failed: the first periodic commit does it.
+            self.commit()?;
+            Ok(batches)
+        });
+        // A start on a full disk fails here; say so, Tantivy will not.
+        batches.with_context(|| match self.disk_free_bytes() {
+            Some(free) => format!("{} wal replay, {free} bytes free on its disk", S::SIGNAL),
+            None => format!("{} wal replay", S::SIGNAL),
+        })
+    }
+
+    /// Free space on the WAL's file system (where the indexes are too, by default).
+    fn disk_free_bytes(&self) -> Option<u64> {
+        rustix::fs::statvfs(self.wal.dir())
+            .ok()
+            .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
     }
 
     /// [`Self::replay`] on a blocking thread, for the async start-up; gives the state back
@@ -209,9 +223,7 @@ impl<S: Store> IndexThread<S> {
         self.retry = Some((Instant::now() + delay, delay));
         // Tantivy reports a failed indexing thread as "index writer was killed", without
         // its cause; the free space says whether the disk is full.
-        let disk_free_bytes = rustix::fs::statvfs(self.wal.dir())
-            .ok()
-            .map(|s| s.f_bavail.saturating_mul(s.f_frsize));
+        let disk_free_bytes = self.disk_free_bytes();
         tracing::error!(
             signal = S::SIGNAL,
             what,
