@@ -739,3 +739,97 @@ async fn red_metrics_reach_promql_and_the_cli_and_trace_logs_work() {
         "40 ms is under 50 ms: {reply}"
     );
 }
+
+/// Batch `b` of 20 spans of one trace, each with a 4 KB attribute that does not compress,
+/// so a small disk fills after a few thousand spans.
+fn bulky_spans(trace: [u8; 16], b: u64, start: u64) -> ExportTraceServiceRequest {
+    let spans = (0..20)
+        .map(|i| {
+            let id = b * 20 + i + 1;
+            let mut x = id.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            let pad: String = (0..256)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    format!("{x:016x}")
+                })
+                .collect();
+            let mut s = span(trace, id, 0, "fill", start, 1);
+            s.attributes.push(kv_str("pad", &pad));
+            s
+        })
+        .collect();
+    traces_request("fulldisk", spans)
+}
+
+/// A full disk, for spans: exports are refused as UNAVAILABLE, the span store fails and
+/// says so, and once there is room every acknowledged span is found, once, without a
+/// restart.
+#[tokio::test]
+async fn a_full_disk_refuses_span_exports_and_loses_none_once_there_is_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::builder()
+        .insecure_no_auth()
+        .small_disk("24m")
+        .env("VANTAGE_WAL__SEGMENT_MAX_BYTES", "4194304")
+        .start(dir.path());
+    let mut client = TraceServiceClient::new(c.grpc_channel().await);
+    let trace = [0x7a; 16];
+    let start = now_ns() - 1_000 * MS;
+    let mut acked = 0u64;
+    let refused = loop {
+        assert!(acked < 2_000, "the disk never filled:\n{}", c.log());
+        match client.export(bulky_spans(trace, acked, start)).await {
+            Ok(_) => acked += 1,
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+
+    let deadline = tokio::time::Instant::now() + SEARCHABLE_TIMEOUT;
+    loop {
+        let text = c.metrics_text().await;
+        if metric_value(&text, "vantage_trace_index_errors_total", &[]).unwrap_or(0.0) > 0.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the span store never failed on the full disk:\n{}",
+            c.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    c.resize_small_disk("512m");
+    for _ in 0..3 {
+        let deadline = tokio::time::Instant::now() + SEARCHABLE_TIMEOUT;
+        while let Err(status) = client.export(bulky_spans(trace, acked, start)).await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "still refused with room: {status:?}\n{}",
+                c.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        acked += 1;
+    }
+    let spans = acked * 20;
+    assert!(spans <= MAX_TRACE_SPANS, "{spans} spans fit one answer");
+    let found = wait_for_trace(&c, &hex_id(&trace), spans).await;
+    let mut ids: Vec<&str> = found["spans"]
+        .as_array()
+        .expect("spans")
+        .iter()
+        .map(|s| s["span_id"].as_str().expect("span_id"))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len() as u64, spans, "every span, once");
+    let recovered = c.log_events("index recovered; the wal since its last commit is indexed");
+    assert!(
+        recovered.iter().any(|e| e["signal"] == "trace"),
+        "{}",
+        c.log()
+    );
+}
