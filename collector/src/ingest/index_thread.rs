@@ -5,9 +5,8 @@
 //! When the store fails to add or commit (a full disk, a failing device), what it had
 //! not committed is discarded and the thread keeps taking batches off the WAL's sink
 //! without indexing them, so exports go on being made durable while the WAL has room.
-//! After [`FIRST_RETRY`] (doubling up to [`MAX_RETRY`]) it adds the WAL after the
-//! checkpoint again, through the last batch it took, and commits; once that works it
-//! indexes live again. Nothing acknowledged is lost, and nothing is indexed twice: each
+//! After 1 s (doubling up to 30 s) it adds the WAL after the checkpoint again, through
+//! the last batch it took, and commits; once that works it indexes live again. Nothing acknowledged is lost, and nothing is indexed twice: each
 //! partition's commit records the LSN it holds, and a replay skips what it has.
 
 use std::sync::Arc;
