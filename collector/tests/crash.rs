@@ -258,18 +258,8 @@ fn bulky_batch(batch: u64) -> ExportLogsServiceRequest {
     let records = (0..DISK_BATCH)
         .map(|i| {
             let uid = batch * DISK_BATCH + i;
-            // xorshift words: distinct per record, incompressible enough for zstd.
-            let mut x = uid.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-            let words: Vec<String> = (0..120)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    format!("{:016x}", x)
-                })
-                .collect();
             log_record(
-                &format!("fulldisk {}", words.join(" ")),
+                &format!("fulldisk {}", incompressible_words(uid, 120)),
                 vec![kv_int("uid", uid as i64), kv_str("case", "fulldisk")],
             )
         })
@@ -307,19 +297,8 @@ async fn a_full_disk_refuses_exports_and_loses_nothing_once_there_is_room() {
     assert!(refused.message().contains("durable"), "{refused:?}");
 
     // The index's commits need room too: it fails, and says so.
-    let deadline = tokio::time::Instant::now() + SEARCHABLE_TIMEOUT;
-    loop {
-        let text = c.metrics_text().await;
-        if metric_value(&text, "vantage_log_index_errors_total", &[]).unwrap_or(0.0) > 0.0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the index never failed on the full disk:\n{text}\n{}",
-            c.log()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    c.wait_for_metric_above("vantage_log_index_errors_total", 0.0)
+        .await;
     let failed = c.log_events(
         "index failed; what it had not committed stays in the wal and is indexed again on retry",
     );
@@ -327,7 +306,7 @@ async fn a_full_disk_refuses_exports_and_loses_nothing_once_there_is_room() {
         .first()
         .and_then(|e| e["disk_free_bytes"].as_u64())
         .unwrap_or_else(|| panic!("the failure names the free space:\n{}", c.log()));
-    assert!(free < 24 << 20, "{free}");
+    assert!(free < 1 << 20, "the disk was full: {free} bytes free");
     let during = c
         .search_raw(&[("query", "attributes.case:fulldisk"), ("start", "now-2h")])
         .await;

@@ -746,17 +746,9 @@ fn bulky_spans(trace: [u8; 16], b: u64, start: u64) -> ExportTraceServiceRequest
     let spans = (0..20)
         .map(|i| {
             let id = b * 20 + i + 1;
-            let mut x = id.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-            let pad: String = (0..256)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    format!("{x:016x}")
-                })
-                .collect();
             let mut s = span(trace, id, 0, "fill", start, 1);
-            s.attributes.push(kv_str("pad", &pad));
+            s.attributes
+                .push(kv_str("pad", &incompressible_words(id, 256)));
             s
         })
         .collect();
@@ -787,19 +779,8 @@ async fn a_full_disk_refuses_span_exports_and_loses_none_once_there_is_room() {
     };
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
 
-    let deadline = tokio::time::Instant::now() + SEARCHABLE_TIMEOUT;
-    loop {
-        let text = c.metrics_text().await;
-        if metric_value(&text, "vantage_trace_index_errors_total", &[]).unwrap_or(0.0) > 0.0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the span store never failed on the full disk:\n{}",
-            c.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    c.wait_for_metric_above("vantage_trace_index_errors_total", 0.0)
+        .await;
 
     c.resize_small_disk("512m");
     for _ in 0..3 {

@@ -57,6 +57,21 @@ pub(crate) fn now_ns() -> u64 {
         .as_nanos() as u64
 }
 
+/// `words` pseudo-random 16-hex-digit words from `seed` (xorshift), space-separated:
+/// distinct per seed and close to incompressible, so a few records fill a small disk.
+pub(crate) fn incompressible_words(seed: u64, words: usize) -> String {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let words: Vec<String> = (0..words)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            format!("{x:016x}")
+        })
+        .collect();
+    words.join(" ")
+}
+
 /// The path of a binary of this package, built by cargo for the integration tests.
 pub(crate) fn collector_bin() -> &'static str {
     env!("CARGO_BIN_EXE_vantage-collector")
@@ -739,6 +754,24 @@ impl Collector {
         let reply = self.api_get("/metrics").await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
         reply.text()
+    }
+
+    /// Polls `/metrics` until the unlabelled series `name` is above `floor`; panics with
+    /// the collector's log after [`SEARCHABLE_TIMEOUT`].
+    pub(crate) async fn wait_for_metric_above(&self, name: &str, floor: f64) {
+        let deadline = tokio::time::Instant::now() + SEARCHABLE_TIMEOUT;
+        loop {
+            let text = self.metrics_text().await;
+            if metric_value(&text, name, &[]).is_some_and(|v| v > floor) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} never went above {floor}:\n{text}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 
     /// Proves the collector still works: a fresh record is acknowledged over gRPC and

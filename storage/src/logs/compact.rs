@@ -49,11 +49,10 @@ const JOIN_RATIO: u64 = 2;
 fn worth_merging<I>(mut small: Vec<(I, u32)>) -> Vec<I> {
     small.sort_by_key(|&(_, docs)| docs);
     let mut rest: u64 = small.iter().map(|&(_, docs)| u64::from(docs)).sum();
-    while let [.., (_, largest)] = small[..]
-        && small.len() >= 2
-    {
-        rest -= u64::from(largest);
-        if u64::from(largest) <= JOIN_RATIO * rest {
+    while small.len() >= 2 {
+        let largest = u64::from(small[small.len() - 1].1);
+        rest -= largest;
+        if largest <= JOIN_RATIO * rest {
             break;
         }
         small.pop();

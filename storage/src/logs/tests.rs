@@ -962,14 +962,18 @@ fn five_segments(opts: LogStoreOptions) -> (LogStore, LogIndexer) {
     (store, indexer)
 }
 
+/// Options under which a partition counts as quiet as soon as it takes nothing.
+fn quiet_at_once(dir: &Path) -> LogStoreOptions {
+    LogStoreOptions {
+        compact_quiet_after: Duration::ZERO,
+        ..small(dir)
+    }
+}
+
 #[test]
 fn a_quiet_partition_is_compacted_into_one_segment_with_every_record() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = LogStoreOptions {
-        compact_quiet_after: Duration::ZERO,
-        ..small(dir.path())
-    };
-    let (store, mut indexer) = five_segments(opts);
+    let (store, mut indexer) = five_segments(quiet_at_once(dir.path()));
     assert_eq!(searchable_segments(&mut indexer), 5);
     let before = store.search(&query("request AND failed")).unwrap();
     assert_eq!(before.total, 5);
@@ -993,11 +997,7 @@ fn a_quiet_partition_is_compacted_into_one_segment_with_every_record() {
 #[test]
 fn a_compacted_partition_is_not_rewritten_for_each_late_record() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = LogStoreOptions {
-        compact_quiet_after: Duration::ZERO,
-        ..small(dir.path())
-    };
-    let (store, mut indexer) = five_segments(opts);
+    let (store, mut indexer) = five_segments(quiet_at_once(dir.path()));
     assert_eq!(compact_until_finished(&mut indexer), 1);
     // One record after the quiet period: ten records are not rewritten for it.
     let late = request("checkout", vec![record(T0 + 99, "INFO", "late one", 200)]);
@@ -1031,11 +1031,7 @@ fn a_partition_taking_records_is_not_compacted() {
 
     // Nor is one with uncommitted records, however long ago they came.
     let dir = tempfile::tempdir().unwrap();
-    let opts = LogStoreOptions {
-        compact_quiet_after: Duration::ZERO,
-        ..small(dir.path())
-    };
-    let (store, mut indexer) = five_segments(opts);
+    let (store, mut indexer) = five_segments(quiet_at_once(dir.path()));
     let late = request("checkout", vec![record(T0 + 99, "INFO", "late one", 200)]);
     indexer.add_batch("default", 6, &late).unwrap();
     assert_eq!(indexer.compact_quiet(Instant::now()).unwrap(), 0);
