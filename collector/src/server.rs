@@ -354,13 +354,15 @@ pub async fn run(
         Some(dedup.clone()),
     )
     .replay_blocking()
-    .await
-    .context("wal replay failed")?;
-    tracing::info!(
-        batches = replayed,
-        docs = log_store.num_docs(),
-        "wal replayed into the log index"
-    );
+    .await?;
+    // A failed replay was logged; the thread retries it (see `index_thread`).
+    if let Some(batches) = replayed {
+        tracing::info!(
+            batches,
+            docs = log_store.num_docs(),
+            "wal replayed into the log index"
+        );
+    }
     let (replay_tsdb, replay_wal, replay_telemetry) =
         (tsdb.clone(), metrics_wal.clone(), telemetry.clone());
     let replay_applied = ingest.metrics_applied();
@@ -404,13 +406,14 @@ pub async fn run(
         Some(dedup.clone()),
     )
     .replay_blocking()
-    .await
-    .context("traces wal replay failed")?;
-    tracing::info!(
-        batches = replayed,
-        spans = trace_store.num_docs(),
-        "wal replayed into the trace store"
-    );
+    .await?;
+    if let Some(batches) = replayed {
+        tracing::info!(
+            batches,
+            spans = trace_store.num_docs(),
+            "wal replayed into the trace store"
+        );
+    }
     let trace_indexer_thread = trace_thread.spawn(
         traces_rx,
         config.commit_interval,

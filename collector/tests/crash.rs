@@ -267,19 +267,21 @@ fn bulky_batch(batch: u64) -> ExportLogsServiceRequest {
     logs_request("fulldisk", records)
 }
 
-/// A full disk: exports are refused as UNAVAILABLE (retryable) instead of acknowledged,
-/// the failing index keeps what it committed searchable, and once there is room again,
-/// exports are taken and every acknowledged record becomes searchable exactly once,
-/// without a restart.
-#[tokio::test]
-async fn a_full_disk_refuses_exports_and_loses_nothing_once_there_is_room() {
-    let dir = tempfile::tempdir().unwrap();
-    let c = Collector::builder()
+/// The failure line of a failing index.
+const INDEX_FAILED: &str =
+    "index failed; what it had not committed stays in the wal and is indexed again on retry";
+
+/// A collector with room for a few thousand bulky records.
+fn on_small_disk(disk: &SmallDisk) -> CollectorBuilder {
+    Collector::builder()
         .insecure_no_auth()
-        .small_disk("24m")
+        .on_small_disk(disk)
         .env("VANTAGE_WAL__SEGMENT_MAX_BYTES", "4194304")
-        .start(dir.path());
-    let mut client = c.logs_client().await;
+}
+
+/// Exports bulky batches until one is refused, which must be a retryable refusal;
+/// returns the acknowledged batch numbers.
+async fn export_until_refused(c: &Collector, client: &mut LogsClient) -> Vec<u64> {
     let mut acked: Vec<u64> = Vec::new();
     let refused = loop {
         let b = acked.len() as u64;
@@ -295,57 +297,34 @@ async fn a_full_disk_refuses_exports_and_loses_nothing_once_there_is_room() {
         "a full disk is a retryable refusal: {refused:?}"
     );
     assert!(refused.message().contains("durable"), "{refused:?}");
+    acked
+}
 
-    // The index's commits need room too: it fails, and says so.
-    c.wait_for_metric_above("vantage_log_index_errors_total", 0.0)
-        .await;
-    let failed = c.log_events(
-        "index failed; what it had not committed stays in the wal and is indexed again on retry",
-    );
-    let free = failed
-        .first()
-        .and_then(|e| e["disk_free_bytes"].as_u64())
-        .unwrap_or_else(|| panic!("the failure names the free space:\n{}", c.log()));
-    assert!(free < 1 << 20, "the disk was full: {free} bytes free");
-    let during = c
-        .search_raw(&[("query", "attributes.case:fulldisk"), ("start", "now-2h")])
-        .await;
-    assert_eq!(during.status, hyper::StatusCode::OK, "{}", during.text());
-
-    // Room again: exports are taken (clients retry UNAVAILABLE, as OTel SDKs do).
-    c.resize_small_disk("512m");
-    for _ in 0..5 {
-        let b = acked.len() as u64;
-        let deadline = tokio::time::Instant::now() + SEARCHABLE_TIMEOUT;
-        loop {
-            match client.export(bulky_batch(b)).await {
-                Ok(_) => break,
-                Err(status) => assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "still refused with room: {status:?}\n{}",
-                    c.log()
-                ),
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
-        acked.push(b);
+/// Exports the next bulky batch, retrying while it is refused (as OTel SDKs retry
+/// UNAVAILABLE), and records it.
+async fn export_with_room(c: &Collector, client: &mut LogsClient, acked: &mut Vec<u64>) {
+    let b = acked.len() as u64;
+    let deadline = tokio::time::Instant::now() + SEARCHABLE_TIMEOUT;
+    while let Err(status) = client.export(bulky_batch(b)).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still refused with room: {status:?}\n{}",
+            c.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    let expected = acked.len() as u64 * DISK_BATCH;
-    let result = c
-        .wait_for_total(
-            &[("query", "attributes.case:fulldisk"), ("start", "now-2h")],
-            expected,
-        )
-        .await;
+    acked.push(b);
+}
+
+/// Every record of the `batches` acknowledged bulky batches is searchable, once, and the
+/// index said it recovered.
+async fn assert_every_bulky_record_once(c: &Collector, batches: usize) {
+    let expected = batches as u64 * DISK_BATCH;
+    let query = [("query", "attributes.case:fulldisk"), ("start", "now-2h")];
+    let result = c.wait_for_total(&query, expected).await;
     assert_eq!(result["total"], json!(expected));
     assert!(expected <= 10_000, "one page holds them all: {expected}");
-    let page = c
-        .search(&[
-            ("query", "attributes.case:fulldisk"),
-            ("start", "now-2h"),
-            ("limit", "10000"),
-        ])
-        .await;
+    let page = c.search(&[query[0], query[1], ("limit", "10000")]).await;
     let uids: Vec<u64> = hits(&page)
         .iter()
         .map(|h| h["attributes"]["uid"].as_u64().expect("uid is an int"))
@@ -363,4 +342,83 @@ async fn a_full_disk_refuses_exports_and_loses_nothing_once_there_is_room() {
         "{}",
         c.log()
     );
+}
+
+/// A full disk: exports are refused as UNAVAILABLE (retryable) instead of acknowledged,
+/// the failing index keeps what it committed searchable, and once there is room again,
+/// exports are taken and every acknowledged record becomes searchable exactly once,
+/// without a restart.
+#[tokio::test]
+async fn a_full_disk_refuses_exports_and_loses_nothing_once_there_is_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount(dir.path(), "24m");
+    let c = on_small_disk(&disk).start(dir.path());
+    let mut client = c.logs_client().await;
+    let mut acked = export_until_refused(&c, &mut client).await;
+
+    // The index's commits need room too: it fails, and says so.
+    c.wait_for_metric_above("vantage_log_index_errors_total", 0.0)
+        .await;
+    let free = c
+        .log_events(INDEX_FAILED)
+        .first()
+        .and_then(|e| e["disk_free_bytes"].as_u64())
+        .unwrap_or_else(|| panic!("the failure names the free space:\n{}", c.log()));
+    assert!(free < 1 << 20, "the disk was full: {free} bytes free");
+    let during = c
+        .search_raw(&[("query", "attributes.case:fulldisk"), ("start", "now-2h")])
+        .await;
+    assert_eq!(during.status, hyper::StatusCode::OK, "{}", during.text());
+
+    disk.resize("512m");
+    for _ in 0..5 {
+        export_with_room(&c, &mut client, &mut acked).await;
+    }
+    assert_every_bulky_record_once(&c, acked.len()).await;
+}
+
+/// A restart while the disk is still full: the collector starts anyway (it used to exit
+/// on the failed WAL replay), answers searches from what it had committed, takes
+/// exports again once there is room, and then indexes everything acknowledged before
+/// the crash and after it, once.
+#[tokio::test]
+async fn a_restart_on_a_full_disk_serves_searches_and_indexes_the_wal_once_there_is_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount(dir.path(), "24m");
+    let builder = on_small_disk(&disk);
+    let c = builder.start(dir.path());
+    let mut acked = export_until_refused(&c, &mut c.logs_client().await).await;
+    // Failed, the index holds less than the WAL: the restart has something to replay.
+    c.wait_for_metric_above("vantage_log_index_errors_total", 0.0)
+        .await;
+    c.kill_9();
+    // Whatever the killed writers held is not given back: the disk stays full.
+    disk.fill();
+
+    let c = builder
+        .try_start(dir.path())
+        .unwrap_or_else(|e| panic!("no start on a full disk: {e}"));
+    let replay_failed = c
+        .log_events(INDEX_FAILED)
+        .into_iter()
+        .find(|e| e["what"] == "replay")
+        .unwrap_or_else(|| panic!("the failed replay is logged:\n{}", c.log()));
+    assert_eq!(replay_failed["signal"], "log", "{replay_failed}");
+    let during = c
+        .search_raw(&[("query", "attributes.case:fulldisk"), ("start", "now-2h")])
+        .await;
+    assert_eq!(during.status, hyper::StatusCode::OK, "{}", during.text());
+    let committed = during.json()["total"].as_u64().expect("a total");
+    assert!(
+        committed < acked.len() as u64 * DISK_BATCH,
+        "the test needs records left to replay: {committed} of {} committed",
+        acked.len() as u64 * DISK_BATCH
+    );
+
+    disk.resize("512m");
+    let mut client = c.logs_client().await;
+    for _ in 0..3 {
+        export_with_room(&c, &mut client, &mut acked).await;
+    }
+    assert_every_bulky_record_once(&c, acked.len()).await;
 }

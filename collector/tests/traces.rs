@@ -761,9 +761,10 @@ fn bulky_spans(trace: [u8; 16], b: u64, start: u64) -> ExportTraceServiceRequest
 #[tokio::test]
 async fn a_full_disk_refuses_span_exports_and_loses_none_once_there_is_room() {
     let dir = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount(dir.path(), "24m");
     let c = Collector::builder()
         .insecure_no_auth()
-        .small_disk("24m")
+        .on_small_disk(&disk)
         .env("VANTAGE_WAL__SEGMENT_MAX_BYTES", "4194304")
         .start(dir.path());
     let mut client = TraceServiceClient::new(c.grpc_channel().await);
@@ -782,7 +783,7 @@ async fn a_full_disk_refuses_span_exports_and_loses_none_once_there_is_room() {
     c.wait_for_metric_above("vantage_trace_index_errors_total", 0.0)
         .await;
 
-    c.resize_small_disk("512m");
+    disk.resize("512m");
     for _ in 0..3 {
         let deadline = tokio::time::Instant::now() + SEARCHABLE_TIMEOUT;
         while let Err(status) = client.export(bulky_spans(trace, acked, start)).await {

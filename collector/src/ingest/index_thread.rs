@@ -6,14 +6,16 @@
 //! not committed is discarded and the thread keeps taking batches off the WAL's sink
 //! without indexing them, so exports go on being made durable while the WAL has room.
 //! After 1 s (doubling up to 30 s) it adds the WAL after the checkpoint again, through
-//! the last batch it took, and commits; once that works it indexes live again. Nothing acknowledged is lost, and nothing is indexed twice: each
-//! partition's commit records the LSN it holds, and a replay skips what it has.
+//! the last batch it took, and commits; once that works it indexes live again. Nothing
+//! acknowledged is lost, and nothing is indexed twice: each partition's commit records
+//! the LSN it holds, and a replay skips what it has. A replay that fails at start-up
+//! (a restart on a full disk) is handled the same way, so the collector still starts
+//! and answers searches from what was committed.
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -80,8 +82,8 @@ pub struct Meters {
     pub docs: Gauge,
 }
 
-/// A store with its WAL, fed in LSN order by [`IndexThread::replay`] at start and then
-/// by [`IndexThread::spawn`].
+/// A store with its WAL, fed in LSN order by [`IndexThread::replay_blocking`] at start
+/// and then by [`IndexThread::spawn`].
 pub struct IndexThread<S: Store> {
     store: S,
     wal: Wal,
@@ -107,19 +109,23 @@ impl<S: Store> IndexThread<S> {
         }
     }
 
-    /// Replays every WAL record after the store's checkpoint, then commits. Returns how
-    /// many batches were replayed.
-    pub fn replay(&mut self) -> anyhow::Result<u64> {
-        let batches = self.replay_through(u64::MAX).and_then(|batches| {
+    /// Replays every WAL record after the store's checkpoint, then commits; returns how
+    /// many batches were replayed. A store that fails here (a start on a full disk) does
+    /// not stop the start: the failure is logged and the thread starts failed, so
+    /// searches answer from what was committed and the replay is tried again, as after
+    /// any failure, through the last record now in the WAL. `None` then.
+    fn replay(&mut self) -> Option<u64> {
+        // Live batches follow the WAL's last record; a retry must reach it even if none
+        // arrives.
+        self.taken_through = self.taken_through.max(self.wal.last_lsn());
+        let replayed = self.replay_through(self.taken_through).and_then(|batches| {
             // Not committed when the journal sync failed: the first periodic commit does it.
             self.commit()?;
             Ok(batches)
         });
-        // A start on a full disk fails here; say so, Tantivy will not.
-        batches.with_context(|| match self.disk_free_bytes() {
-            Some(free) => format!("{} wal replay, {free} bytes free on its disk", S::SIGNAL),
-            None => format!("{} wal replay", S::SIGNAL),
-        })
+        replayed
+            .inspect_err(|e| self.failed("replay", &format!("{e:#}")))
+            .ok()
     }
 
     /// Free space on the WAL's file system (where the indexes are too, by default).
@@ -131,13 +137,13 @@ impl<S: Store> IndexThread<S> {
 
     /// [`Self::replay`] on a blocking thread, for the async start-up; gives the state back
     /// for [`Self::spawn`].
-    pub async fn replay_blocking(mut self) -> anyhow::Result<(Self, u64)> {
+    pub async fn replay_blocking(mut self) -> anyhow::Result<(Self, Option<u64>)> {
         let (thread, replayed) = tokio::task::spawn_blocking(move || {
             let replayed = self.replay();
             (self, replayed)
         })
         .await?;
-        Ok((thread, replayed?))
+        Ok((thread, replayed))
     }
 
     /// Adds the WAL records after the checkpoint through `last` (all of them at start).
