@@ -31,10 +31,13 @@ pub(crate) const MERGE_FACTOR: usize = 16;
 /// Default quiet time after which a partition's small segments are merged into one.
 pub const DEFAULT_COMPACT_QUIET_AFTER: Duration = Duration::from_secs(60);
 
-/// Segments with at least this many documents are left out of a quiet compaction: they
-/// are the merge policy's big merges already, and rewriting them would cost as much as
-/// indexing them again. What is merged is the tail of small ones.
-pub(crate) const COMPACT_BELOW_DOCS: u32 = 2_000_000;
+/// Segments over this many documents are merged no further, by the merge policy or a
+/// quiet compaction, so the largest merge is [`MERGE_FACTOR`] segments of about this
+/// size (~32 M records: ~620 MiB of memory and ~6 GiB of disk while it runs, measured in
+/// the soak). Tantivy's cap, 10 M, lets a merge take 16 segments just under 10 M, five
+/// times that, at rates where the sizes fall so. The price is more segments in a large
+/// partition (one per ~2–32 M records), each a term lookup per search.
+pub(crate) const FULL_SEGMENT_DOCS: u32 = 2_000_000;
 
 /// A segment is left out of a quiet compaction while it holds more than this many times
 /// the documents of the other small segments together.
@@ -64,6 +67,7 @@ fn worth_merging<I>(mut small: Vec<(I, u32)>) -> Vec<I> {
 pub(crate) fn merge_policy() -> Box<dyn MergePolicy> {
     let mut policy = LogMergePolicy::default();
     policy.set_min_num_segments(MERGE_FACTOR);
+    policy.set_max_docs_before_merge(FULL_SEGMENT_DOCS as usize);
     Box::new(policy)
 }
 
@@ -110,7 +114,7 @@ pub(crate) fn step(
             let small: Vec<_> = index
                 .searchable_segment_metas()?
                 .into_iter()
-                .filter(|m| m.num_docs() < COMPACT_BELOW_DOCS)
+                .filter(|m| m.num_docs() <= FULL_SEGMENT_DOCS)
                 .map(|m| (m.id(), m.num_docs()))
                 .collect();
             let small = worth_merging(small);
@@ -139,7 +143,52 @@ pub(crate) fn step(
 
 #[cfg(test)]
 mod tests {
+    use tantivy::index::SegmentId;
+    use tantivy::schema::Schema;
+
     use super::*;
+
+    /// What the partition writers' policy merges among segments of these sizes: the
+    /// sizes of each merge.
+    fn policy_merges(sizes: &[u32]) -> Vec<Vec<u32>> {
+        let index = Index::create_in_ram(Schema::builder().build());
+        let metas: Vec<SegmentMeta> = sizes
+            .iter()
+            .map(|&docs| index.new_segment_meta(SegmentId::generate_random(), docs))
+            .collect();
+        let size_of = |id| metas.iter().find(|m| m.id() == id).map(|m| m.num_docs());
+        merge_policy()
+            .compute_merge_candidates(&metas)
+            .into_iter()
+            .map(|c| {
+                let mut sizes: Vec<u32> = c.0.into_iter().filter_map(size_of).collect();
+                sizes.sort_unstable();
+                sizes
+            })
+            .collect()
+    }
+
+    #[test]
+    fn segments_of_a_size_merge_sixteen_at_a_time() {
+        assert!(policy_merges(&[75_000; 15]).is_empty());
+        assert_eq!(policy_merges(&[75_000; 16]), vec![vec![75_000; 16]]);
+        assert_eq!(
+            policy_merges(&[FULL_SEGMENT_DOCS; 16]),
+            vec![vec![FULL_SEGMENT_DOCS; 16]]
+        );
+    }
+
+    /// Segments over the cap are final: Tantivy's default (10 M) would merge these 16
+    /// into one of 48 M records.
+    #[test]
+    fn full_segments_are_merged_no_further() {
+        assert!(policy_merges(&[FULL_SEGMENT_DOCS + 1; 16]).is_empty());
+        assert!(policy_merges(&[3_000_000; 20]).is_empty());
+        // Beside them, the small ones still merge among themselves.
+        let mut sizes = vec![3_000_000; 20];
+        sizes.extend([100_000; 16]);
+        assert_eq!(policy_merges(&sizes), vec![vec![100_000; 16]]);
+    }
 
     #[test]
     fn equal_segments_are_merged_together() {
