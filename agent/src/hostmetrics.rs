@@ -21,7 +21,7 @@ use vantage_proto::otlp::metrics::v1::{
 };
 use vantage_proto::otlp::resource::v1::Resource;
 
-use crate::queue::{DiskQueue, Kind};
+use crate::queue::{DiskQueue, Kind, QueueError};
 use crate::resource::{kv, kv_int};
 use crate::stats::Stats;
 use crate::tail::now_ns;
@@ -624,11 +624,16 @@ pub(crate) async fn run(
         source = Some(s);
         stats.host_metrics_collections.add(1);
         let body = request(&resource, metrics).encode_to_vec();
+        // While the queue cannot write (a full disk), this sample waits and later ones
+        // are not taken.
         tokio::select! {
-            pushed = queue.push(Kind::Metrics, &[], &body, false) => {
-                if let Err(e) = pushed {
-                    tracing::error!(error = %e, "cannot queue host metrics; stopping host metrics");
-                    return;
+            pushed = queue.push_patiently("host_metrics", &cancel, Kind::Metrics, &[], &body, false) => {
+                match pushed {
+                    Ok(_) | Err(QueueError::Cancelled) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot queue host metrics; stopping host metrics");
+                        return;
+                    }
                 }
             }
             () = cancel.cancelled() => return,

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
 use vantage_storage::wal::{Lsn, Wal, WalOptions};
 
 use crate::checkpoint::{self, Position};
@@ -217,7 +218,29 @@ pub(crate) enum QueueError {
     Full { used: u64, max: u64 },
     #[error("compressing a batch for the disk queue: {0}")]
     Compress(std::io::Error),
+    /// The agent stopped while [`DiskQueue::push_patiently`] waited: the batch is not
+    /// queued, and its source reads it again after a restart.
+    #[error("the agent stopped before the batch could be queued")]
+    Cancelled,
 }
+
+impl QueueError {
+    /// Whether the same push may work later: a write that failed and was cut back off
+    /// the log (a full disk, an I/O error) leaves the queue usable. A poisoned or closed
+    /// log, a batch too large, or a bad envelope do not change by waiting.
+    pub(crate) fn may_pass(&self) -> bool {
+        matches!(
+            self,
+            QueueError::Wal(vantage_storage::wal::WalError::Io { .. }) | QueueError::Acked { .. }
+        )
+    }
+}
+
+/// The first wait of [`DiskQueue::push_patiently`]: a disk freed by an operator is used
+/// within seconds.
+const REFUSED_FIRST_WAIT: Duration = Duration::from_secs(1);
+/// Its longest wait: a disk that stays full is not hammered (nor the log flooded).
+const REFUSED_MAX_WAIT: Duration = Duration::from_secs(30);
 
 impl Envelope {
     /// The bytes stored in the WAL, with the given batch id and enqueue time: the request
@@ -592,6 +615,54 @@ impl DiskQueue {
         Ok(lsn)
     }
 
+    /// [`DiskQueue::push`] for a source that must not lose what it read. While the queue
+    /// refuses the batch for a reason that may pass (the disk is full), it waits, 1 s
+    /// doubling to 30 s, and tries again: the source pauses with its position where it
+    /// was, and goes on once there is room. Before, a full disk stopped the source for
+    /// good, until a restart. Fails on any other error, and with
+    /// [`QueueError::Cancelled`] when `cancel` fires while it waits.
+    pub(crate) async fn push_patiently(
+        &self,
+        source: &str,
+        cancel: &CancellationToken,
+        kind: Kind,
+        positions: &[Position],
+        request: &[u8],
+        hold: bool,
+    ) -> Result<Lsn, QueueError> {
+        let mut wait: Option<Duration> = None;
+        loop {
+            match self.push(kind, positions, request, hold).await {
+                Ok(lsn) => {
+                    if wait.is_some() {
+                        tracing::info!(
+                            source,
+                            lsn,
+                            "the disk queue takes batches again; the source goes on"
+                        );
+                    }
+                    return Ok(lsn);
+                }
+                Err(e) if e.may_pass() => {
+                    let next = wait.map_or(REFUSED_FIRST_WAIT, |w| (w * 2).min(REFUSED_MAX_WAIT));
+                    wait = Some(next);
+                    self.inner.stats.queue_write_errors.add(1);
+                    tracing::warn!(
+                        source,
+                        error = %e,
+                        retry_in_s = next.as_secs(),
+                        "the disk queue could not take a batch; the source waits and tries it again"
+                    );
+                    tokio::select! {
+                        () = tokio::time::sleep(next) => {}
+                        () = cancel.cancelled() => return Err(QueueError::Cancelled),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Appends a batch without waiting for space: under `block` a full queue is
     /// [`QueueError::Full`] at once, so the local OTLP receiver can answer its client
     /// with a retry delay instead of holding the request (and its memory). Under
@@ -865,6 +936,31 @@ fn drop_oldest_segment(wal: &Wal, dir: &Path) -> Result<Option<(Lsn, Lsn)>, Queu
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use vantage_storage::wal::WalError;
+
+    /// A source waits out a write that failed (and was cut back off the log); it stops on
+    /// what waiting cannot fix.
+    #[test]
+    fn only_failed_writes_are_waited_out() {
+        let enospc = WalError::Io {
+            path: "queue/1.wal".into(),
+            source: std::io::Error::from_raw_os_error(28),
+        };
+        assert!(QueueError::Wal(enospc).may_pass());
+        let poisoned = WalError::Poisoned {
+            path: "queue/1.wal".into(),
+            reason: "fsync failed".into(),
+        };
+        for error in [
+            QueueError::Wal(poisoned),
+            QueueError::Wal(WalError::Closed),
+            QueueError::Wal(WalError::TooLarge { len: 2, max: 1 }),
+            QueueError::Envelope("bad".into()),
+            QueueError::Cancelled,
+        ] {
+            assert!(!error.may_pass(), "{error}");
+        }
+    }
 
     fn pos(offset: u64) -> Position {
         Position {

@@ -191,6 +191,13 @@ const METRICS: &[Row] = &[
         &[],
     ),
     row(
+        "queue_write_errors",
+        "vantage_agent_queue_write_errors",
+        "Batches the disk queue could not write (a full disk); the source waited and tried again",
+        C,
+        &[],
+    ),
+    row(
         "files_tailed",
         "vantage_agent_files_tailed",
         "Files currently tailed",

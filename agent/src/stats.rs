@@ -75,6 +75,9 @@ stats! {
     queue_full_waits,
     /// Receiver requests refused because the queue was full under `block`.
     queue_full_refusals,
+    /// Batches the disk queue could not write (a full disk) that a source then waited
+    /// to push again.
+    queue_write_errors,
     /// When the oldest unacknowledged batch entered the disk queue, Unix ms; 0: empty
     /// (exported as its age in seconds).
     queue_oldest_unix_ms,

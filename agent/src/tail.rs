@@ -178,6 +178,8 @@ pub(crate) struct Tailer {
     last_sweep: Instant,
     /// [`READ_BUDGET_PER_POLL`]; a field so a test can make a backlog of many polls small.
     read_budget: u64,
+    /// Fires at shutdown: ends a wait for room in the queue (see `flush`).
+    cancel: CancellationToken,
 }
 
 /// Errors that stop the tailer (the queue is gone); file errors are logged and counted.
@@ -252,11 +254,13 @@ impl Tailer {
             watch: DirWatch::new(),
             last_sweep: Instant::now(),
             read_budget: READ_BUDGET_PER_POLL,
+            cancel: CancellationToken::new(),
         })
     }
 
     /// Polls until cancelled. Runs on a dedicated thread; `rt` runs the queue appends.
     pub(crate) fn run(mut self, rt: tokio::runtime::Handle, cancel: CancellationToken) {
+        self.cancel = cancel.clone();
         while !cancel.is_cancelled() {
             // Over limits.max_memory_mib: read nothing (offsets stay put) until under it.
             let paused = crate::memlimit::paused(&self.stats);
@@ -267,6 +271,8 @@ impl Tailer {
             };
             let more = match more {
                 Ok(more) => more,
+                // Stopped while waiting for room: what was read is read again at start.
+                Err(TailError::Queue(QueueError::Cancelled)) => return,
                 Err(e) => {
                     tracing::error!(error = %e, "file tailing stopped");
                     return;
@@ -768,7 +774,9 @@ impl Tailer {
     }
 
     /// Appends the batch to the queue (fsync), writes the checkpoint, releases the batch
-    /// to the exporter.
+    /// to the exporter. While the queue cannot write (a full disk) it waits here: nothing
+    /// more is read, the files' positions stay where they were, and open files stay open
+    /// (a file rotated away meanwhile is still read to its end).
     fn flush(&mut self, rt: &tokio::runtime::Handle) -> Result<(), TailError> {
         if self.batch.records.is_empty() {
             return Ok(());
@@ -783,7 +791,14 @@ impl Tailer {
         let request = batch.records.into_request(&self.resource, &scope);
         let touched = self.batch_positions();
         let positions: Vec<Position> = touched.iter().map(|(_, p)| p.clone()).collect();
-        let lsn = rt.block_on(self.queue.push(Kind::Logs, &positions, &request, true))?;
+        let lsn = rt.block_on(self.queue.push_patiently(
+            "files",
+            &self.cancel,
+            Kind::Logs,
+            &positions,
+            &request,
+            true,
+        ))?;
         self.stats.lines_read.add(count);
         let mut finished = Vec::new();
         for (key, p) in touched {

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Agent, Collector, append_lines, free_port, write_config};
+use common::{Agent, Collector, SmallDisk, append_lines, free_port, write_config};
 
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
@@ -51,6 +51,85 @@ async fn file_lines_are_searchable_with_their_path() {
     assert!(hit["resource"]["host.name"].is_string(), "{hit}");
     assert!(hit["resource"]["os.type"] == "linux", "{hit}");
     assert!(agent.stat("log_records_sent").await >= 100);
+    assert!(agent.proc.terminate(), "clean exit on SIGTERM");
+}
+
+/// `n` hex digits that do not compress, from `seed`: lines that need real room in the
+/// queue.
+fn hex_noise(seed: u64, n: usize) -> String {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from_digit((x % 16) as u32, 16).unwrap()
+        })
+        .collect()
+}
+
+/// The host's disk fills under the agent's state directory: the queue cannot write, and
+/// the sources wait with their positions where they were instead of stopping (they used
+/// to stop until a restart). Once there is room every line arrives, once, and host
+/// metrics go on, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_state_disk_pauses_the_sources_and_loses_nothing_once_there_is_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::start(&dir.path().join("collector"), 0);
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let disk = SmallDisk::mount(&state, "8m");
+    let config = write_config(
+        dir.path(),
+        &format!("{}/*.log", logs.display()),
+        &state,
+        &endpoint(&collector),
+        "",
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    let with_host_metrics = text.replace("enabled: false", "enabled: true\n  interval: 1s");
+    std::fs::write(&config, with_host_metrics).unwrap();
+    let agent = Agent::start_on_small_disk(
+        &disk,
+        &["--config", config.to_str().unwrap()],
+        &collector.token,
+    );
+    let file = logs.join("app.log");
+    append_lines(&file, (0..100).map(|i| format!("fulldisk before {i}")));
+    collector
+        .wait_count("fulldisk AND before", 100, Some(&agent))
+        .await;
+
+    disk.fill();
+    append_lines(
+        &file,
+        (0..2_000).map(|i| format!("fulldisk during {i} {}", hex_noise(i, 100))),
+    );
+    agent.wait_stat("queue_write_errors", 2).await;
+    // Still running (`stats` requires status ok), and the refused batch is not sent.
+    let during = collector.count("fulldisk AND during").await;
+    assert!(during < 2_000, "the refused batch cannot have been sent");
+    let metric_batches = agent.stat("metric_batches_sent").await;
+
+    disk.empty_filler();
+    collector
+        .wait_count("fulldisk AND during", 2_000, Some(&agent))
+        .await;
+    agent
+        .wait_stat("metric_batches_sent", metric_batches + 2)
+        .await;
+    let log = agent.proc.log();
+    for source in ["files", "host_metrics"] {
+        assert!(
+            log.contains("the disk queue takes batches again; the source goes on")
+                && log.contains(&format!("\"source\":\"{source}\"")),
+            "{source} went on:\n{log}"
+        );
+    }
+    assert!(!log.contains("stopping host metrics"), "{log}");
+    assert!(!log.contains("file tailing stopped"), "{log}");
     assert!(agent.proc.terminate(), "clean exit on SIGTERM");
 }
 

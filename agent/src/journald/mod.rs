@@ -223,9 +223,13 @@ pub(crate) fn spawn(
         .name("journald".into())
         .spawn(move || {
             let stats = source.stats.clone();
-            if let Err(e) = source.run(&rt, &cancel) {
-                stats.journald_errors.add(1);
-                tracing::error!(error = %e, "journald source stopped");
+            match source.run(&rt, &cancel) {
+                // Stopped while waiting for room in the queue: the cursor did not move.
+                Ok(()) | Err(JournaldError::Queue(QueueError::Cancelled)) => {}
+                Err(e) => {
+                    stats.journald_errors.add(1);
+                    tracing::error!(error = %e, "journald source stopped");
+                }
             }
         })
 }
@@ -282,7 +286,7 @@ impl Source {
                 }
             }
             if !batch.records.is_empty() {
-                self.flush(batch, &cursor_path, rt)?;
+                self.flush(batch, &cursor_path, rt, cancel)?;
             }
             if !full && journal.wait(WAIT.as_micros() as u64)? == Wake::Nop {
                 // Nothing new; loop to check cancellation.
@@ -398,6 +402,7 @@ impl Source {
         batch: Batch,
         cursor_path: &Path,
         rt: &tokio::runtime::Handle,
+        cancel: &CancellationToken,
     ) -> Result<(), JournaldError> {
         let count = batch.records.len() as u64;
         let cursor = batch.cursor.unwrap_or_default();
@@ -418,7 +423,14 @@ impl Source {
             }],
         }
         .encode_to_vec();
-        let lsn = rt.block_on(self.queue.push(Kind::Logs, &[], &request, true))?;
+        let lsn = rt.block_on(self.queue.push_patiently(
+            "journald",
+            cancel,
+            Kind::Logs,
+            &[],
+            &request,
+            true,
+        ))?;
         self.stats.journald_entries_read.add(count);
         if let Err(e) = checkpoint::write_atomic(cursor_path, cursor.as_bytes()) {
             self.stats.journald_errors.add(1);

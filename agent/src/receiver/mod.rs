@@ -27,6 +27,7 @@ use vantage_proto::otlp::resource::v1::Resource;
 
 use crate::queue::{DiskQueue, Kind, QueueError};
 use crate::stats::Stats;
+use vantage_storage::log_throttle::LogThrottle;
 
 /// Requests decoded or queued at once, over both protocols. Each may hold up to
 /// `max_request_bytes` twice (raw and decompressed) plus its decoded form, so this is
@@ -175,8 +176,10 @@ impl Sink {
             Err(e) => {
                 self.stats.receiver_requests_refused.add(1);
                 let full = matches!(e, QueueError::Full { .. });
-                if !full {
-                    tracing::warn!(error = %e, "receiver could not queue a request");
+                // One line a second: on a full disk every request fails the same way.
+                static THROTTLE: LogThrottle = LogThrottle::new(Duration::from_secs(1));
+                if !full && let Some(earlier_failures_not_logged) = THROTTLE.admit() {
+                    tracing::warn!(error = %e, earlier_failures_not_logged, "receiver could not queue a request");
                 }
                 Err(Refusal {
                     code: if full {

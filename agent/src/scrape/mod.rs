@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ScrapeTarget;
 use crate::exposition::{self, Exposition};
-use crate::queue::{DiskQueue, Kind};
+use crate::queue::{DiskQueue, Kind, QueueError};
 use crate::stats::Stats;
 
 /// The Accept header Prometheus sends for the text format; OpenMetrics is not asked for
@@ -227,11 +227,16 @@ pub(crate) async fn run(
             tracing::debug!(job = %target.job, target = %target.url, invalid, "histogram or summary series dropped as invalid");
         }
         for body in bodies {
+            // While the queue cannot write (a full disk), this scrape waits and the
+            // next ones are not taken.
             tokio::select! {
-                pushed = queue.push(Kind::Metrics, &[], &body, false) => {
-                    if let Err(e) = pushed {
-                        tracing::error!(job = %target.job, error = %e, "cannot queue scraped metrics; stopping this target");
-                        return;
+                pushed = queue.push_patiently("scrape", &cancel, Kind::Metrics, &[], &body, false) => {
+                    match pushed {
+                        Ok(_) | Err(QueueError::Cancelled) => {}
+                        Err(e) => {
+                            tracing::error!(job = %target.job, error = %e, "cannot queue scraped metrics; stopping this target");
+                            return;
+                        }
                     }
                 }
                 () = cancel.cancelled() => return,

@@ -17,6 +17,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
+#[path = "../../../collector/tests/common/small_disk.rs"]
+mod small_disk;
+pub(crate) use small_disk::SmallDisk;
+
 /// Start-up of either binary, WAL replay included, on a loaded machine.
 pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long lines may take to become searchable: agent poll (1 s) + export + the
@@ -218,7 +222,16 @@ impl Agent {
     /// token in `VANTAGE_AGENT_TOKEN`. The local OTLP receivers are off unless `args`
     /// name them (their default ports would collide between tests running at once).
     pub(crate) fn start(args: &[&str], token: &str) -> Agent {
-        let mut c = Command::new(agent_bin());
+        Agent::start_command(Command::new(agent_bin()), args, token)
+    }
+
+    /// [`Agent::start`] with its state on `disk` (the state directory must be the disk's).
+    pub(crate) fn start_on_small_disk(disk: &SmallDisk, args: &[&str], token: &str) -> Agent {
+        Agent::start_command(disk.in_namespace(agent_bin()), args, token)
+    }
+
+    /// [`Agent::start`] through `c`, a command that runs the agent binary.
+    fn start_command(mut c: Command, args: &[&str], token: &str) -> Agent {
         c.arg("run")
             .args(args)
             .args(["--log-format", "json", "--health-listen", "127.0.0.1:0"])

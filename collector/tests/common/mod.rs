@@ -12,6 +12,9 @@
 #![allow(dead_code)]
 
 pub(crate) mod prometheus;
+mod small_disk;
+
+pub(crate) use small_disk::SmallDisk;
 
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
@@ -160,86 +163,6 @@ pub(crate) struct CollectorBuilder {
     small_disk: Option<u32>,
 }
 
-/// A tmpfs of a fixed size on a directory, in a mount namespace of its own that a helper
-/// process (`unshare`, root only) holds: filling it touches nothing else, it outlives
-/// the collectors started on it (so one can restart on a full disk), and it vanishes
-/// when dropped. Seen from outside, the directory stays empty.
-pub(crate) struct SmallDisk {
-    holder: Child,
-    dir: PathBuf,
-}
-
-impl SmallDisk {
-    /// Mounts a tmpfs of `size` (`24m`) on `dir`.
-    pub(crate) fn mount(dir: &Path, size: &str) -> SmallDisk {
-        let holder = Command::new("unshare")
-            .args(["--mount", "sh", "-c"])
-            .arg(r#"mount -t tmpfs -o "size=$1" tmpfs "$2" && exec sleep infinity"#)
-            .args(["sh", size])
-            .arg(dir)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("run unshare (the small-disk tests need root)");
-        let disk = SmallDisk {
-            holder,
-            dir: dir.to_path_buf(),
-        };
-        let mount_point = format!(" {} ", dir.display());
-        let deadline = std::time::Instant::now() + START_TIMEOUT;
-        while !std::fs::read_to_string(format!("/proc/{}/mountinfo", disk.holder.id()))
-            .is_ok_and(|m| m.contains(&mount_point))
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the tmpfs on {} was not mounted",
-                dir.display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        disk
-    }
-
-    /// Changes its size (`512m`): room again, as when an operator grows a volume.
-    pub(crate) fn resize(&self, size: &str) {
-        let status = self
-            .in_namespace("mount")
-            .arg("-o")
-            .arg(format!("remount,size={size}"))
-            .arg(&self.dir)
-            .status()
-            .expect("run nsenter");
-        assert!(status.success(), "remount failed: {status:?}");
-    }
-
-    /// Fills what is left of it with a file, as another writer on a shared disk would.
-    pub(crate) fn fill(&self) {
-        // `cat` stops at ENOSPC, which is the point.
-        let _ = self
-            .in_namespace("sh")
-            .arg("-c")
-            .arg(r#"cat /dev/zero > "$1/filler""#)
-            .args(["sh"])
-            .arg(&self.dir)
-            .stderr(Stdio::null())
-            .status()
-            .expect("run nsenter");
-    }
-
-    /// `program` to run inside its mount namespace.
-    fn in_namespace(&self, program: &str) -> Command {
-        let mut c = Command::new("nsenter");
-        c.args(["-t", &self.holder.id().to_string(), "-m", program]);
-        c
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
-    }
-}
-
 impl CollectorBuilder {
     /// Sets one configuration key through its environment variable, e.g.
     /// `("VANTAGE_INGEST__MAX_REQUEST_BYTES", "1024")`.
@@ -256,7 +179,7 @@ impl CollectorBuilder {
 
     /// Runs the collector on `disk` (its data directory must be the disk's directory).
     pub(crate) fn on_small_disk(mut self, disk: &SmallDisk) -> Self {
-        self.small_disk = Some(disk.holder.id());
+        self.small_disk = Some(disk.holder_pid());
         self
     }
 
@@ -270,11 +193,7 @@ impl CollectorBuilder {
     pub(crate) fn try_start(&self, data_dir: &Path) -> Result<Collector, String> {
         let mut command = match &self.small_disk {
             None => Command::new(collector_bin()),
-            Some(holder) => {
-                let mut c = Command::new("nsenter");
-                c.args(["-t", &holder.to_string(), "-m", collector_bin()]);
-                c
-            }
+            Some(holder) => small_disk::in_namespace_of(*holder, collector_bin()),
         };
         command.arg("--data-dir").arg(data_dir);
         match &self.config_file {
