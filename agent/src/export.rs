@@ -23,6 +23,7 @@ use tonic_types::StatusExt as _;
 use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceResponse;
 use vantage_proto::otlp::collector::metrics::v1::ExportMetricsServiceResponse;
 use vantage_proto::otlp::collector::trace::v1::ExportTraceServiceResponse;
+use vantage_storage::log_throttle::LogThrottle;
 use vantage_storage::wal::Lsn;
 
 use crate::config::ExporterConfig;
@@ -447,7 +448,11 @@ impl Acks {
         match handle.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                tracing::warn!(lsn, error = %e, "cannot record the acknowledgement; the batch may be sent again after a restart")
+                // One line a second: on a full disk every acknowledgement fails so.
+                static THROTTLE: LogThrottle = LogThrottle::new(Duration::from_secs(1));
+                if let Some(earlier_failures_not_logged) = THROTTLE.admit() {
+                    tracing::warn!(lsn, error = %e, earlier_failures_not_logged, "cannot record the acknowledgement; the batch may be sent again after a restart")
+                }
             }
             Err(e) => tracing::warn!(lsn, error = %e, "acknowledgement task failed"),
         }
