@@ -635,6 +635,7 @@ impl DiskQueue {
             match self.push(kind, positions, request, hold).await {
                 Ok(lsn) => {
                     if wait.is_some() {
+                        self.inner.stats.queue_write_failing_since_unix_ms.set(0);
                         tracing::info!(
                             source,
                             lsn,
@@ -647,6 +648,10 @@ impl DiskQueue {
                     let next = wait.map_or(REFUSED_FIRST_WAIT, |w| (w * 2).min(REFUSED_MAX_WAIT));
                     wait = Some(next);
                     self.inner.stats.queue_write_errors.add(1);
+                    let failing_since = &self.inner.stats.queue_write_failing_since_unix_ms;
+                    if failing_since.get() == 0 {
+                        failing_since.set(now_unix_ms());
+                    }
                     tracing::warn!(
                         source,
                         error = %e,

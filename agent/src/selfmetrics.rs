@@ -198,6 +198,13 @@ const METRICS: &[Row] = &[
         &[],
     ),
     row(
+        "queue_write_failing_since_unix_ms",
+        "vantage_agent_queue_write_failing_seconds",
+        "How long the disk queue has been unable to write a source's batch, a full disk (0: it writes)",
+        A,
+        &[],
+    ),
+    row(
         "files_tailed",
         "vantage_agent_files_tailed",
         "Files currently tailed",

@@ -522,11 +522,14 @@ fn status_report(a: &StatusArgs) -> Value {
                 json!(now_ms.saturating_sub(last) / 1000)
             };
             let oldest = n("queue_oldest_unix_ms");
+            let failing = n("queue_write_failing_since_unix_ms");
             out["queue"] = json!({
                 "batches": n("queue_batches"),
                 "bytes": n("queue_bytes"),
                 // How far behind the collector is: what an operator asks first in an outage.
                 "oldest_age_seconds": (oldest > 0).then(|| now_ms.saturating_sub(oldest) / 1000),
+                // The sources wait while the queue cannot write (a full disk).
+                "write_failing_seconds": (failing > 0).then(|| now_ms.saturating_sub(failing) / 1000),
             });
             out["sources"] = json!({
                 "files": { "tailed": n("files_tailed"), "lines_read": n("lines_read"), "errors": n("file_errors") },
@@ -583,6 +586,11 @@ fn text(report: &Value) -> String {
             None => String::new(),
         }
     ));
+    if let Some(failing) = report["queue"]["write_failing_seconds"].as_u64() {
+        out.push_str(&format!(
+            "             cannot write for {failing} s (is the disk full?); sources wait, see the agent log\n"
+        ));
+    }
     let src = &report["sources"];
     out.push_str(&format!(
         "files:       {} tailed, {} lines read, {} errors\n",
@@ -802,5 +810,13 @@ mod tests {
         );
         report["queue"] = json!({"batches": 0, "bytes": 0, "oldest_age_seconds": null});
         assert!(text(&report).contains("queue:       0 batches, 0 bytes\n"));
+        assert!(!text(&report).contains("cannot write"), "{}", text(&report));
+        report["queue"]["write_failing_seconds"] = json!(42);
+        assert!(
+            text(&report)
+                .contains("queue:       0 batches, 0 bytes\n             cannot write for 42 s"),
+            "{}",
+            text(&report)
+        );
     }
 }

@@ -78,6 +78,9 @@ stats! {
     /// Batches the disk queue could not write (a full disk) that a source then waited
     /// to push again.
     queue_write_errors,
+    /// Since when the disk queue has been unable to write a source's batch, Unix ms; 0:
+    /// it writes (exported as the seconds since).
+    queue_write_failing_since_unix_ms,
     /// When the oldest unacknowledged batch entered the disk queue, Unix ms; 0: empty
     /// (exported as its age in seconds).
     queue_oldest_unix_ms,

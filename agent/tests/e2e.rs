@@ -112,6 +112,7 @@ async fn a_full_state_disk_pauses_the_sources_and_loses_nothing_once_there_is_ro
     let during = collector.count("fulldisk AND during").await;
     assert!(during < 2_000, "the refused batch cannot have been sent");
     let metric_batches = agent.stat("metric_batches_sent").await;
+    assert!(agent.stat("queue_write_failing_since_unix_ms").await > 0);
 
     disk.empty_filler();
     collector
@@ -129,6 +130,7 @@ async fn a_full_state_disk_pauses_the_sources_and_loses_nothing_once_there_is_ro
         );
     }
     assert!(!log.contains("stopping host metrics"), "{log}");
+    assert_eq!(agent.stat("queue_write_failing_since_unix_ms").await, 0);
     assert!(!log.contains("file tailing stopped"), "{log}");
     assert!(agent.proc.terminate(), "clean exit on SIGTERM");
 }
