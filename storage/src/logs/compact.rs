@@ -18,8 +18,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use tantivy::index::SegmentMeta;
-use tantivy::indexer::{LogMergePolicy, MergePolicy};
+use tantivy::index::{SegmentId, SegmentMeta};
+use tantivy::indexer::{LogMergePolicy, MergeCandidate, MergePolicy};
 use tantivy::{FutureResult, Index, IndexWriter};
 
 /// Segments of a size merged at once while a partition takes records. 16 instead of
@@ -31,13 +31,18 @@ pub(crate) const MERGE_FACTOR: usize = 16;
 /// Default quiet time after which a partition's small segments are merged into one.
 pub const DEFAULT_COMPACT_QUIET_AFTER: Duration = Duration::from_secs(60);
 
-/// Segments over this many documents are merged no further, by the merge policy or a
-/// quiet compaction, so the largest merge is [`MERGE_FACTOR`] segments of about this
-/// size (~32 M records: ~620 MiB of memory and ~6 GiB of disk while it runs, measured in
-/// the soak). Tantivy's cap, 10 M, lets a merge take 16 segments just under 10 M, five
-/// times that, at rates where the sizes fall so. The price is more segments in a large
-/// partition (one per ~2–32 M records), each a term lookup per search.
-pub(crate) const FULL_SEGMENT_DOCS: u32 = 2_000_000;
+/// The most records one merge may produce. Lucene's TieredMergePolicy caps merges the
+/// same way (by the merged size). Tantivy's LogMergePolicy only stops merging segments
+/// over 10 M, so a merge could take 16 segments just under 10 M (~160 M records) at rates
+/// where the sizes fall so; one of 30 M held ~620 MiB more memory and 5.6 GiB more disk
+/// for minutes in the soak. A merge over the cap is split into several under it (see
+/// `split_merge`), so the segments of a busy partition end at 16–32 M records.
+pub(crate) const MAX_MERGED_DOCS: u64 = 32_000_000;
+
+/// Segments with more than this many documents are left out of a quiet compaction: they
+/// are the merge policy's big merges already, and rewriting them would cost as much as
+/// indexing them again. What is merged is the tail of small ones.
+pub(crate) const COMPACT_BELOW_DOCS: u32 = 2_000_000;
 
 /// A segment is left out of a quiet compaction while it holds more than this many times
 /// the documents of the other small segments together.
@@ -65,10 +70,55 @@ fn worth_merging<I>(mut small: Vec<(I, u32)>) -> Vec<I> {
 
 /// The merge policy of every partition writer.
 pub(crate) fn merge_policy() -> Box<dyn MergePolicy> {
-    let mut policy = LogMergePolicy::default();
-    policy.set_min_num_segments(MERGE_FACTOR);
-    policy.set_max_docs_before_merge(FULL_SEGMENT_DOCS as usize);
-    Box::new(policy)
+    let mut log = LogMergePolicy::default();
+    log.set_min_num_segments(MERGE_FACTOR);
+    // A segment over half the cap cannot be merged with one of its size under it.
+    log.set_max_docs_before_merge((MAX_MERGED_DOCS / 2) as usize);
+    Box::new(CappedMergePolicy { log })
+}
+
+/// Tantivy's LogMergePolicy (segments of a size, [`MERGE_FACTOR`] at a time) with each
+/// merge it proposes split to stay under [`MAX_MERGED_DOCS`].
+#[derive(Debug)]
+struct CappedMergePolicy {
+    log: LogMergePolicy,
+}
+
+impl MergePolicy for CappedMergePolicy {
+    fn compute_merge_candidates(&self, segments: &[SegmentMeta]) -> Vec<MergeCandidate> {
+        let docs = |id: &SegmentId| {
+            segments
+                .iter()
+                .find(|m| m.id() == *id)
+                .map_or(0, |m| m.num_docs())
+        };
+        self.log
+            .compute_merge_candidates(segments)
+            .into_iter()
+            .flat_map(|c| split_merge(c.0.into_iter().map(|id| (id, docs(&id))).collect()))
+            .map(MergeCandidate)
+            .collect()
+    }
+}
+
+/// One proposed merge `(id, documents)` as consecutive runs of at most
+/// [`MAX_MERGED_DOCS`] documents; a run of one segment is no merge and is left out (it
+/// waits for the next).
+fn split_merge<I>(segments: Vec<(I, u32)>) -> Vec<Vec<I>> {
+    let mut runs: Vec<Vec<I>> = Vec::new();
+    let mut run: Vec<I> = Vec::new();
+    let mut run_docs = 0u64;
+    for (id, docs) in segments {
+        if !run.is_empty() && run_docs + u64::from(docs) > MAX_MERGED_DOCS {
+            runs.push(std::mem::take(&mut run));
+            run_docs = 0;
+        }
+        run.push(id);
+        run_docs += u64::from(docs);
+    }
+    runs.push(run);
+    runs.retain(|r| r.len() >= 2);
+    runs
 }
 
 /// Where a partition writer is in its quiet compaction.
@@ -114,7 +164,7 @@ pub(crate) fn step(
             let small: Vec<_> = index
                 .searchable_segment_metas()?
                 .into_iter()
-                .filter(|m| m.num_docs() <= FULL_SEGMENT_DOCS)
+                .filter(|m| m.num_docs() < COMPACT_BELOW_DOCS)
                 .map(|m| (m.id(), m.num_docs()))
                 .collect();
             let small = worth_merging(small);
@@ -143,7 +193,6 @@ pub(crate) fn step(
 
 #[cfg(test)]
 mod tests {
-    use tantivy::index::SegmentId;
     use tantivy::schema::Schema;
 
     use super::*;
@@ -172,20 +221,32 @@ mod tests {
     fn segments_of_a_size_merge_sixteen_at_a_time() {
         assert!(policy_merges(&[75_000; 15]).is_empty());
         assert_eq!(policy_merges(&[75_000; 16]), vec![vec![75_000; 16]]);
-        assert_eq!(
-            policy_merges(&[FULL_SEGMENT_DOCS; 16]),
-            vec![vec![FULL_SEGMENT_DOCS; 16]]
-        );
+        // The soak's largest: 16 of ~1.9 M into ~30 M, under the cap.
+        assert_eq!(policy_merges(&[1_900_000; 16]), vec![vec![1_900_000; 16]]);
     }
 
-    /// Segments over the cap are final: Tantivy's default (10 M) would merge these 16
-    /// into one of 48 M records.
+    /// Tantivy's policy alone would merge these 16 into one of 80 M records.
     #[test]
-    fn full_segments_are_merged_no_further() {
-        assert!(policy_merges(&[FULL_SEGMENT_DOCS + 1; 16]).is_empty());
-        assert!(policy_merges(&[3_000_000; 20]).is_empty());
-        // Beside them, the small ones still merge among themselves.
-        let mut sizes = vec![3_000_000; 20];
+    fn a_merge_over_the_cap_is_split_into_merges_under_it() {
+        assert_eq!(
+            policy_merges(&[5_000_000; 16]),
+            vec![vec![5_000_000; 6], vec![5_000_000; 6], vec![5_000_000; 4]]
+        );
+        // A lone leftover is no merge: it waits for the next.
+        assert_eq!(policy_merges(&[2_100_000; 16]), vec![vec![2_100_000; 15]]);
+        for merge in policy_merges(&[9_999_999; 20]) {
+            let docs: u64 = merge.iter().map(|&d| u64::from(d)).sum();
+            assert!(merge.len() >= 2 && docs <= MAX_MERGED_DOCS, "{merge:?}");
+        }
+    }
+
+    /// Segments of more than half the cap are final, and the small ones beside them
+    /// still merge among themselves.
+    #[test]
+    fn segments_over_half_the_cap_are_merged_no_further() {
+        let half = (MAX_MERGED_DOCS / 2) as u32;
+        assert!(policy_merges(&[half + 1; 16]).is_empty());
+        let mut sizes = vec![20_000_000; 20];
         sizes.extend([100_000; 16]);
         assert_eq!(policy_merges(&sizes), vec![vec![100_000; 16]]);
     }
