@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Agent, Collector, SmallDisk, append_lines, free_port, write_config};
+use common::{Agent, Collector, SmallDisk, append_lines, free_port, noise, write_config};
 
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
@@ -54,20 +54,6 @@ async fn file_lines_are_searchable_with_their_path() {
     assert!(agent.proc.terminate(), "clean exit on SIGTERM");
 }
 
-/// `n` hex digits that do not compress, from `seed`: lines that need real room in the
-/// queue.
-fn hex_noise(seed: u64, n: usize) -> String {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            char::from_digit((x % 16) as u32, 16).unwrap()
-        })
-        .collect()
-}
-
 /// The host's disk fills under the agent's state directory: the queue cannot write, and
 /// the sources wait with their positions where they were instead of stopping (they used
 /// to stop until a restart). Once there is room every line arrives, once, and host
@@ -105,7 +91,10 @@ async fn a_full_state_disk_pauses_the_sources_and_loses_nothing_once_there_is_ro
     disk.fill();
     append_lines(
         &file,
-        (0..2_000).map(|i| format!("fulldisk during {i} {}", hex_noise(i, 100))),
+        noise(7, 2_000)
+            .iter()
+            .enumerate()
+            .map(|(i, line)| format!("fulldisk during {i} {line}")),
     );
     agent.wait_stat("queue_write_errors", 2).await;
     // Still running (`stats` requires status ok), and the refused batch is not sent.

@@ -7,7 +7,7 @@ mod common;
 use std::io::Write as _;
 use std::time::Duration;
 
-use common::{Agent, Collector, free_port, http_post, promql, wait_promql};
+use common::{Agent, Collector, free_port, http_post, noise, promql, wait_promql};
 use prost::Message as _;
 use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use vantage_proto::otlp::collector::logs::v1::logs_service_client::LogsServiceClient;
@@ -486,24 +486,6 @@ async fn a_full_queue_answers_429_and_resource_exhausted_with_a_retry_delay() {
     assert!(err.get_details_retry_info().is_some(), "{err:?}");
     assert!(agent.stat("queue_full_refusals").await >= 2);
     assert!(agent.stat("queue_bytes").await <= 4 * 1024 * 1024);
-}
-
-/// `n` lines of 1,024 pseudo-random hex digits (xorshift from `seed`): text that does not
-/// compress much.
-fn noise(seed: u64, n: usize) -> Vec<String> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            (0..64)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    format!("{x:016x}")
-                })
-                .collect()
-        })
-        .collect()
 }
 
 /// Serves `body` as `text/plain; version=0.0.4` on every GET, until dropped.

@@ -313,6 +313,24 @@ pub(crate) async fn http_get(url: &str, token: Option<&str>) -> Bytes {
     body
 }
 
+/// `n` lines of 1,024 pseudo-random hex digits (xorshift from `seed`): text that does not
+/// compress much.
+pub(crate) fn noise(seed: u64, n: usize) -> Vec<String> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            (0..64)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    format!("{x:016x}")
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// A free 127.0.0.1 port (bound then released).
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
