@@ -459,6 +459,10 @@ impl Tailer {
             self.first_scan = false;
             self.saved.clear();
         }
+        // Set here too, not only when a poll ends: a poll whose queue write waits for
+        // disk space (`push_patiently`) may not end for minutes, and `status` would say
+        // "0 tailed" for files that are open and waiting.
+        self.stats.files_tailed.set(self.files.len() as u64);
     }
 
     /// Every include pattern's last expansion still valid (see `globscan`).
@@ -1190,6 +1194,29 @@ mod tests {
         drop(consumer.hot);
         queue.shutdown_blocking();
     }
+
+    /// The tailed-files gauge counts what discovery found before any file is read: a
+    /// first poll waiting on a full disk for minutes otherwise showed "0 tailed".
+    #[test]
+    fn discovered_files_are_counted_before_they_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&logs).unwrap();
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(logs.join("a.log"), "one\n").unwrap();
+        std::fs::write(logs.join("b.log"), "two\n").unwrap();
+        let stats = Arc::new(Stats::default());
+        let (mut tailer, consumer) = tailer_on(&logs, &state, &stats);
+        tailer.discover();
+        assert_eq!(stats.files_tailed.get(), 2);
+        assert_eq!(stats.lines_read.get(), 0, "nothing read yet");
+        drop(tailer);
+        let queue = consumer.queue;
+        drop(consumer.hot);
+        queue.shutdown_blocking();
+    }
+
     /// What the change tracking must keep true after every poll: each file that is not
     /// dormant is in the awake set (else no poll would look at it), and the checkpoint
     /// on disk says every tracked file's durable position and nothing else (else a

@@ -154,6 +154,7 @@ pub async fn run(
     log_opts.writer_heap_bytes = config.writer_heap_bytes;
     log_opts.indexing_threads = config.indexing_threads;
     log_opts.retention_ns = i64::try_from(config.retention_logs.as_nanos()).unwrap_or(i64::MAX);
+    log_opts.search_idle_after = config.search_idle_after;
     let (log_store, log_indexer) =
         vantage_storage::logs::open(log_opts).context("cannot open the log index")?;
 
@@ -353,6 +354,7 @@ pub async fn run(
         telemetry.log_index_meters(),
         Some(dedup.clone()),
     )
+    .search_idle(log_store.freshness().clone(), config.idle_commit_interval)
     .replay_blocking()
     .await?;
     // A failed replay was logged; the thread retries it (see `index_thread`).

@@ -28,6 +28,8 @@ pub mod names {
     pub const LOG_INDEX_COMMIT_SECONDS: &str = "vantage_log_index_commit_duration_seconds";
     /// Failures of the log indexing thread: undecodable batches, failed adds, commits and retries.
     pub const LOG_INDEX_ERRORS: &str = "vantage_log_index_errors";
+    /// Due log index commits skipped because no one searched (see `freshness`).
+    pub const LOG_INDEX_COMMITS_SKIPPED: &str = "vantage_log_index_commits_skipped";
     /// Query API request duration, by endpoint.
     pub const QUERY_SECONDS: &str = "vantage_query_duration_seconds";
     /// Whether WAL replay has finished and ingest is open (1) or not (0).
@@ -182,6 +184,8 @@ pub struct Telemetry {
     pub log_index_commit_seconds: Histogram,
     /// See [`names::LOG_INDEX_ERRORS`].
     pub log_index_errors: Counter,
+    /// See [`names::LOG_INDEX_COMMITS_SKIPPED`].
+    pub log_index_commits_skipped: Counter,
     /// See [`names::QUERY_SECONDS`].
     pub query_seconds: Family<EndpointLabels, Histogram>,
     /// See [`names::METRICS_HEAD_SERIES`].
@@ -230,6 +234,7 @@ impl Telemetry {
             errors: self.log_index_errors.clone(),
             commit_seconds: self.log_index_commit_seconds.clone(),
             docs: self.log_index_docs.clone(),
+            commits_skipped: self.log_index_commits_skipped.clone(),
         }
     }
 
@@ -239,6 +244,8 @@ impl Telemetry {
             errors: self.trace_index_errors.clone(),
             commit_seconds: self.trace_index_commit_seconds.clone(),
             docs: self.trace_index_spans.clone(),
+            // The span store commits every interval; never counted.
+            commits_skipped: Counter::default(),
         }
     }
 
@@ -254,6 +261,7 @@ impl Telemetry {
         let log_index_docs = Gauge::default();
         let log_index_commit_seconds = latency_histogram();
         let log_index_errors = Counter::default();
+        let log_index_commits_skipped = Counter::default();
         let query_seconds = Family::<EndpointLabels, Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
         );
@@ -347,6 +355,11 @@ impl Telemetry {
             log_index_errors.clone(),
         );
         registry.register(
+            names::LOG_INDEX_COMMITS_SKIPPED,
+            "Due log index commits skipped while no one searched (the WAL holds the records; the next search commits)",
+            log_index_commits_skipped.clone(),
+        );
+        registry.register(
             names::QUERY_SECONDS,
             "Query API request duration",
             query_seconds.clone(),
@@ -393,6 +406,7 @@ impl Telemetry {
             log_index_docs,
             log_index_commit_seconds,
             log_index_errors,
+            log_index_commits_skipped,
             query_seconds,
             ready,
             metrics_head_series,

@@ -65,6 +65,8 @@ pub fn render(c: &Config) -> Value {
         "wal": {"segment_max_bytes": c.wal_segment_max_bytes, "fsync": c.wal_fsync},
         "logs": {
             "commit_interval_ms": c.commit_interval.as_millis() as u64,
+            "search_idle_after_ms": c.search_idle_after.as_millis() as u64,
+            "idle_commit_interval_ms": c.idle_commit_interval.as_millis() as u64,
             "writer_heap_bytes": c.writer_heap_bytes,
             "indexing_threads": c.indexing_threads,
         },

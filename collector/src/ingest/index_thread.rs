@@ -1,6 +1,8 @@
 //! The indexing threads of the log and span stores: durable batches in WAL order into
 //! the store, a commit every `commit_interval`, then the WAL truncated through the new
-//! checkpoint. They run on OS threads because Tantivy indexing and commits block.
+//! checkpoint. They run on OS threads because Tantivy indexing and commits block. The
+//! log store's thread skips commits while no one searches, and commits when a search
+//! asks (see `vantage_storage::freshness`).
 //!
 //! When the store fails to add or commit (a full disk, a failing device), what it had
 //! not committed is discarded and the thread keeps taking batches off the WAL's sink
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use vantage_storage::freshness::Freshness;
 use vantage_storage::wal::{Durable, Wal};
 
 use super::dedup::Dedup;
@@ -31,6 +34,8 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// The longest wait between tries: a store that keeps failing is not hammered, and is
 /// still back within half a minute of its disk.
 const MAX_RETRY: Duration = Duration::from_secs(30);
+/// How often a thread with skipped commits looks for a search that asks for one.
+const REQUEST_POLL: Duration = Duration::from_millis(10);
 
 /// Why a batch was not added.
 #[derive(Debug)]
@@ -80,6 +85,8 @@ pub struct Meters {
     pub commit_seconds: Histogram,
     /// Searchable documents after each commit.
     pub docs: Gauge,
+    /// Due commits skipped while no one searched.
+    pub commits_skipped: Counter,
 }
 
 /// A store with its WAL, fed in LSN order by [`IndexThread::replay_blocking`] at start
@@ -93,6 +100,8 @@ pub struct IndexThread<S: Store> {
     taken_through: u64,
     /// Set while the store is failing: when to try again and the wait after that.
     retry: Option<(Instant, Duration)>,
+    /// Search-idle commits: the store's freshness and the commit cadence while idle.
+    idle: Option<(Arc<Freshness>, Duration)>,
 }
 
 impl<S: Store> IndexThread<S> {
@@ -106,6 +115,37 @@ impl<S: Store> IndexThread<S> {
             dedup,
             taken_through,
             retry: None,
+            idle: None,
+        }
+    }
+
+    /// Skips due commits while `freshness` says no one searches, committing every
+    /// `idle_commit_interval` then, or as soon as a search asks.
+    pub fn search_idle(
+        mut self,
+        freshness: Arc<Freshness>,
+        idle_commit_interval: Duration,
+    ) -> Self {
+        self.idle = Some((freshness, idle_commit_interval));
+        self
+    }
+
+    /// Whether a due commit may wait: no search asked, none came lately, and the last
+    /// commit is younger than the idle cadence.
+    fn may_skip_commit(&self, since_commit: Duration) -> bool {
+        self.idle.as_ref().is_some_and(|(freshness, interval)| {
+            since_commit < *interval && !freshness.requested() && freshness.idle()
+        })
+    }
+
+    /// Lets searches waiting for a commit go on once there is nothing left to commit, or
+    /// the store is failing and none will come soon.
+    fn settle_waiting_searches(&self) {
+        if let Some((freshness, _)) = &self.idle
+            && (freshness.stale() || freshness.requested())
+            && (self.retry.is_some() || !self.store.has_uncommitted())
+        {
+            freshness.settle();
         }
     }
 
@@ -278,11 +318,16 @@ impl<S: Store> IndexThread<S> {
         std::thread::Builder::new()
             .name(format!("{}-indexer", S::SIGNAL))
             .spawn(move || {
+                // The cadence (commits and housekeeping), and the last commit made.
+                let mut last_tick = Instant::now();
                 let mut last_commit = Instant::now();
                 loop {
-                    let mut wait = commit_interval.saturating_sub(last_commit.elapsed());
+                    let mut wait = commit_interval.saturating_sub(last_tick.elapsed());
                     if let Some((at, _)) = self.retry {
                         wait = wait.min(at.saturating_duration_since(Instant::now()));
+                    }
+                    if self.idle.as_ref().is_some_and(|(f, _)| f.stale()) {
+                        wait = wait.min(REQUEST_POLL);
                     }
                     match rx.recv_timeout(wait) {
                         Ok(durable) => {
@@ -298,19 +343,31 @@ impl<S: Store> IndexThread<S> {
                     }
                     if self.retry.is_some_and(|(at, _)| Instant::now() >= at) {
                         self.try_recover();
-                        last_commit = Instant::now();
+                        last_tick = Instant::now();
+                        last_commit = last_tick;
                     }
-                    if self.retry.is_none() && last_commit.elapsed() >= commit_interval {
-                        if self.store.has_uncommitted()
-                            && let Err(e) = self.commit()
-                        {
-                            self.failed("commit", &e);
+                    let due = last_tick.elapsed() >= commit_interval;
+                    let requested = self.idle.as_ref().is_some_and(|(f, _)| f.requested());
+                    if self.retry.is_none() && (due || requested) && self.store.has_uncommitted() {
+                        if self.may_skip_commit(last_commit.elapsed()) {
+                            if let Some((freshness, _)) = &self.idle {
+                                freshness.skipped();
+                            }
+                            self.meters.commits_skipped.inc();
+                        } else {
+                            if let Err(e) = self.commit() {
+                                self.failed("commit", &e);
+                            }
+                            last_commit = Instant::now();
                         }
+                    }
+                    if due {
                         if self.retry.is_none() {
                             self.store.tidy();
                         }
-                        last_commit = Instant::now();
+                        last_tick = Instant::now();
                     }
+                    self.settle_waiting_searches();
                     if let Some((retention_ns, changed)) = retention.due() {
                         if changed {
                             self.store.set_retention_ns(retention_ns);
@@ -332,6 +389,8 @@ impl<S: Store> IndexThread<S> {
 
     /// At shutdown: a last try if the store was failing, then commit and close.
     fn shut_down(mut self) {
+        // Searches waiting for a commit go on when the store is closed, either way.
+        let _settle = self.idle.as_ref().map(|(f, _)| SettleOnDrop(f.clone()));
         if self.retry.is_some() {
             self.try_recover();
         }
@@ -358,5 +417,14 @@ impl<S: Store> IndexThread<S> {
                 tracing::error!(signal = S::SIGNAL, error = %e, "index close failed; the wal will be replayed at start")
             }
         }
+    }
+}
+
+/// Settles a store's freshness when dropped (see [`IndexThread::shut_down`]).
+struct SettleOnDrop(Arc<Freshness>);
+
+impl Drop for SettleOnDrop {
+    fn drop(&mut self) {
+        self.0.settle();
     }
 }

@@ -23,6 +23,7 @@ use tantivy::indexer::UserOperation;
 use tantivy::tokenizer::TokenizerManager;
 use vantage_proto::logs::{EMPTY_RESOURCE, EMPTY_SCOPE, LogView};
 
+use crate::freshness::Freshness;
 pub use crate::partitioned::AddOutcome;
 pub use crate::partitioned::valid_tenant;
 use crate::partitioned::{Failure, PartitionKey, Partitions, WriterOptions, Writers};
@@ -118,6 +119,9 @@ pub struct LogStoreOptions {
     /// A partition that took no records for this long has its small segments merged
     /// into one (see `compact`).
     pub compact_quiet_after: Duration,
+    /// Without a search for this long the store is search-idle (see
+    /// [`crate::freshness`]); zero: never.
+    pub search_idle_after: Duration,
 }
 
 /// Compression of the stored records (half the index): applies to partitions created
@@ -150,6 +154,7 @@ impl LogStoreOptions {
             retention_ns: DEFAULT_RETENTION_NS,
             docstore: DocStoreOptions::default(),
             compact_quiet_after: DEFAULT_COMPACT_QUIET_AFTER,
+            search_idle_after: Duration::ZERO,
         }
     }
 }
@@ -162,6 +167,7 @@ struct Shared {
     new_version: SchemaVersion,
     tokenizers: TokenizerManager,
     partitions: Partitions<PartitionReader>,
+    freshness: Arc<Freshness>,
 }
 
 impl Shared {
@@ -235,6 +241,7 @@ pub(crate) fn open_versioned(
             new_version,
             tokenizers,
             partitions,
+            freshness: Arc::new(Freshness::new(opts.search_idle_after)),
         }),
     };
     let indexer = LogIndexer {
@@ -247,6 +254,11 @@ pub(crate) fn open_versioned(
 }
 
 impl LogStore {
+    /// What the indexing thread consults to skip commits while no one searches.
+    pub fn freshness(&self) -> &Arc<Freshness> {
+        &self.shared.freshness
+    }
+
     /// Searchable documents across all partitions and tenants.
     pub fn num_docs(&self) -> u64 {
         self.shared.partitions.num_docs()

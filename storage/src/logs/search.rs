@@ -2,6 +2,7 @@
 //! partitions, sorted hits, total counts and a count histogram.
 
 use std::ops::Bound;
+use std::time::Duration;
 
 use tantivy::collector::{Collector, Count, SegmentCollector, TopDocs};
 use tantivy::columnar::Column;
@@ -20,6 +21,9 @@ use super::schema::{LeftOutColumns, LogFields, SchemaVersion, decode_stored, id_
 pub const MAX_LIMIT: usize = 10_000;
 /// Most histogram buckets one search may ask for.
 pub const MAX_BUCKETS: i64 = 10_000;
+/// Longest a search on a search-idle store waits for the commit it asked for: a commit
+/// takes well under a second; a failing index is not waited for longer than this.
+const COMMIT_WAIT: Duration = Duration::from_secs(5);
 
 /// Order of the returned hits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,6 +168,8 @@ impl LogStore {
                 "end must be after start".to_string(),
             ));
         }
+        // After the checks: a refused query is not a search that needs fresh data.
+        self.shared.freshness.before_search(COMMIT_WAIT);
         let histogram = match q.histogram_interval_ns {
             Some(interval) if interval <= 0 => {
                 return Err(LogQueryError::BadParameter(
