@@ -359,6 +359,11 @@ impl<S: Store> IndexThread<S> {
                                 self.failed("commit", &e);
                             }
                             last_commit = Instant::now();
+                            // Made, postponed or failed: a search that asked goes on
+                            // (and does not ask again at every poll while it fails).
+                            if let Some((freshness, _)) = &self.idle {
+                                freshness.settle();
+                            }
                         }
                     }
                     if due {
@@ -426,5 +431,147 @@ struct SettleOnDrop(Arc<Freshness>);
 impl Drop for SettleOnDrop {
     fn drop(&mut self) {
         self.0.settle();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::mpsc::sync_channel;
+
+    use prometheus_client::metrics::histogram::exponential_buckets;
+    use vantage_storage::wal::WalOptions;
+
+    use crate::config::{Config, FlagOverrides};
+    use crate::ingest::indexer::RetentionSweep;
+
+    /// What the fake store was asked to do, and whether its commits fail.
+    #[derive(Clone, Default)]
+    struct Probe {
+        commits: Arc<AtomicU64>,
+        fail_commits: Arc<AtomicBool>,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("commit refused")]
+    struct Refused;
+
+    /// A store that holds nothing: it only says whether something is uncommitted.
+    struct FakeStore {
+        probe: Probe,
+        uncommitted: bool,
+    }
+
+    impl Store for FakeStore {
+        type Error = Refused;
+        const SIGNAL: &'static str = "probe";
+
+        fn add(&mut self, _: &str, _: u64, _: &[u8]) -> Result<(), AddError<Refused>> {
+            self.uncommitted = true;
+            Ok(())
+        }
+        fn has_uncommitted(&self) -> bool {
+            self.uncommitted
+        }
+        fn commit(&mut self) -> Result<u64, Refused> {
+            if self.probe.fail_commits.load(Ordering::SeqCst) {
+                return Err(Refused);
+            }
+            self.uncommitted = false;
+            self.probe.commits.fetch_add(1, Ordering::SeqCst);
+            // The WAL below holds none of the batches: nothing to truncate.
+            Ok(0)
+        }
+        fn discard_uncommitted(&mut self) {
+            self.uncommitted = false;
+        }
+        fn checkpoint_lsn(&self) -> u64 {
+            0
+        }
+        fn num_docs(&self) -> u64 {
+            0
+        }
+        fn set_retention_ns(&mut self, _: i64) {}
+        fn apply_retention(&mut self, _: i64) -> Result<usize, Refused> {
+            Ok(0)
+        }
+        fn close(self) -> Result<u64, Refused> {
+            Ok(0)
+        }
+    }
+
+    fn wait_until(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what} never happened");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The loop over a fake store: due commits (every 20 ms) are skipped while no one
+    /// searches; a search asks for one and gets it; a search whose commit fails is let
+    /// go at once rather than after its whole wait.
+    #[test]
+    fn an_idle_store_commits_when_a_search_asks_and_a_failed_commit_lets_it_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = WalOptions::new(dir.path().join("wal"));
+        opts.fsync = false;
+        let wal = Wal::open(opts, None, None).unwrap();
+        let meters = Meters {
+            errors: Counter::default(),
+            commit_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 4)),
+            docs: Gauge::default(),
+            commits_skipped: Counter::default(),
+        };
+        let skipped = meters.commits_skipped.clone();
+        let probe = Probe::default();
+        let store = FakeStore {
+            probe: probe.clone(),
+            uncommitted: false,
+        };
+        // Idle 1 ms after each search, so the store is idle again for the second part.
+        let freshness = Arc::new(Freshness::new(Duration::from_millis(1)));
+        let config = Config::load(None, &BTreeMap::new(), &FlagOverrides::default()).unwrap();
+        let live = Arc::new(crate::reload::Live::new(config));
+        let (tx, rx) = sync_channel(4);
+        let handle = IndexThread::new(store, wal, meters, None)
+            .search_idle(freshness.clone(), Duration::from_secs(3600))
+            .spawn(
+                rx,
+                Duration::from_millis(20),
+                RetentionSweep::new(live, |c| c.retention_logs),
+            )
+            .unwrap();
+        let batch = |lsn| Durable {
+            lsn,
+            payload: payload::frame_encoded("default", None, b""),
+        };
+
+        tx.send(batch(1)).unwrap();
+        wait_until("a skipped commit", || freshness.stale());
+        assert!(skipped.get() >= 1);
+        assert_eq!(probe.commits.load(Ordering::SeqCst), 0);
+        freshness.before_search(Duration::from_secs(60));
+        assert_eq!(
+            probe.commits.load(Ordering::SeqCst),
+            1,
+            "the search got its commit"
+        );
+
+        probe.fail_commits.store(true, Ordering::SeqCst);
+        tx.send(batch(2)).unwrap();
+        wait_until("a second skipped commit", || freshness.stale());
+        let asked = Instant::now();
+        freshness.before_search(Duration::from_secs(60));
+        assert!(
+            asked.elapsed() < Duration::from_secs(30),
+            "let go by the failure, not by the end of its wait"
+        );
+        assert!(!freshness.requested());
+
+        drop(tx);
+        handle.join().unwrap();
     }
 }
