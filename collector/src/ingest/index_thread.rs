@@ -130,21 +130,17 @@ impl<S: Store> IndexThread<S> {
         self
     }
 
-    /// Whether a due commit may wait: no search asked, none came lately, and the last
-    /// commit is younger than the idle cadence.
+    /// Whether a due commit no search asked for may wait: none came lately, and the
+    /// last commit is younger than the idle cadence.
     fn may_skip_commit(&self, since_commit: Duration) -> bool {
-        self.idle.as_ref().is_some_and(|(freshness, interval)| {
-            since_commit < *interval && !freshness.requested() && freshness.idle()
-        })
+        self.idle
+            .as_ref()
+            .is_some_and(|(freshness, interval)| since_commit < *interval && freshness.idle())
     }
 
-    /// Lets searches waiting for a commit go on once there is nothing left to commit, or
-    /// the store is failing and none will come soon.
-    fn settle_waiting_searches(&self) {
-        if let Some((freshness, _)) = &self.idle
-            && (freshness.stale() || freshness.requested())
-            && (self.retry.is_some() || !self.store.has_uncommitted())
-        {
+    /// Lets searches waiting for a commit go on (see `vantage_storage::freshness`).
+    fn settle_searches(&self) {
+        if let Some((freshness, _)) = &self.idle {
             freshness.settle();
         }
     }
@@ -348,23 +344,24 @@ impl<S: Store> IndexThread<S> {
                     }
                     let due = last_tick.elapsed() >= commit_interval;
                     let requested = self.idle.as_ref().is_some_and(|(f, _)| f.requested());
-                    if self.retry.is_none() && (due || requested) && self.store.has_uncommitted() {
-                        if self.may_skip_commit(last_commit.elapsed()) {
-                            if let Some((freshness, _)) = &self.idle {
-                                freshness.skipped();
-                            }
-                            self.meters.commits_skipped.inc();
-                        } else {
-                            if let Err(e) = self.commit() {
-                                self.failed("commit", &e);
-                            }
-                            last_commit = Instant::now();
-                            // Made, postponed or failed: a search that asked goes on
-                            // (and does not ask again at every poll while it fails).
-                            if let Some((freshness, _)) = &self.idle {
-                                freshness.settle();
-                            }
+                    let commit_now =
+                        self.retry.is_none() && (due || requested) && self.store.has_uncommitted();
+                    if commit_now && !requested && self.may_skip_commit(last_commit.elapsed()) {
+                        if let Some((freshness, _)) = &self.idle {
+                            freshness.skipped();
                         }
+                        self.meters.commits_skipped.inc();
+                    } else if commit_now {
+                        if let Err(e) = self.commit() {
+                            self.failed("commit", &e);
+                        }
+                        last_commit = Instant::now();
+                        // Made, postponed or failed: searches that asked go on (and do not
+                        // ask again at every poll while it fails).
+                        self.settle_searches();
+                    } else if requested {
+                        // Nothing to commit, or the store is failing: none will come soon.
+                        self.settle_searches();
                     }
                     if due {
                         if self.retry.is_none() {
@@ -372,7 +369,6 @@ impl<S: Store> IndexThread<S> {
                         }
                         last_tick = Instant::now();
                     }
-                    self.settle_waiting_searches();
                     if let Some((retention_ns, changed)) = retention.due() {
                         if changed {
                             self.store.set_retention_ns(retention_ns);
@@ -388,14 +384,17 @@ impl<S: Store> IndexThread<S> {
                         }
                     }
                 }
+                let freshness = self.idle.as_ref().map(|(f, _)| f.clone());
                 self.shut_down();
+                // Searches waiting for a commit go on once the store is closed, either way.
+                if let Some(freshness) = freshness {
+                    freshness.settle();
+                }
             })
     }
 
     /// At shutdown: a last try if the store was failing, then commit and close.
     fn shut_down(mut self) {
-        // Searches waiting for a commit go on when the store is closed, either way.
-        let _settle = self.idle.as_ref().map(|(f, _)| SettleOnDrop(f.clone()));
         if self.retry.is_some() {
             self.try_recover();
         }
@@ -422,15 +421,6 @@ impl<S: Store> IndexThread<S> {
                 tracing::error!(signal = S::SIGNAL, error = %e, "index close failed; the wal will be replayed at start")
             }
         }
-    }
-}
-
-/// Settles a store's freshness when dropped (see [`IndexThread::shut_down`]).
-struct SettleOnDrop(Arc<Freshness>);
-
-impl Drop for SettleOnDrop {
-    fn drop(&mut self) {
-        self.0.settle();
     }
 }
 
