@@ -2,11 +2,13 @@
 //! Tantivy on the same records as the reference ceiling, all in one run so the figures
 //! compare on the same machine state.
 //!
-//! Phases: (1) raw Tantivy indexes M generated records in-process: docs per CPU-second,
-//! then Vantage's log indexer does the same with its full schema;
+//! Phases: (1) raw Tantivy indexes the N records the collector will be sent (the load
+//! generator's pool, cycled) in-process: docs per CPU-second when committed and when its
+//! merges have finished; then Vantage's log indexer indexes M records with its full
+//! schema;
 //! (2) the release collector starts on a fresh data dir, `vantage-loadgen` sends N
 //! records, we wait until all N are searchable, and read the collector's CPU time and
-//! peak RSS from /proc; (3) term and phrase search latency over the N records;
+//! peak RSS from /proc, and its CPU time again once its merges settle; (3) term and phrase search latency over the N records;
 //! (4) index bytes on disk against the zstd-compressed raw text of the same records;
 //! (5) sustained overload: RSS sampled while far more load is offered than the
 //! collector can take.
@@ -35,6 +37,12 @@ use vantage_proto::json::{any_value_to_json, attributes_to_json};
 use vantage_proto::logs::records;
 use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 
+/// The collector's allocator, so that raw Tantivy's figures compare indexing, not
+/// allocators (glibc's malloc costs Tantivy's document thread more, and more so as a
+/// run grows).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// End-to-end ingest benchmark of the release collector.
 #[derive(Debug, Parser)]
 struct Args {
@@ -47,9 +55,15 @@ struct Args {
     /// Records sent in the throughput phase (and searched in the latency phase).
     #[arg(long, default_value_t = 10_000_000)]
     records: u64,
-    /// Records indexed by raw Tantivy for the ceiling.
-    #[arg(long, default_value_t = 1_000_000)]
+    /// Records indexed by raw Tantivy for the ceiling: by default as many as the
+    /// throughput phase sends, cycled from the same pool, so both index the same records
+    /// and reach the same merges.
+    #[arg(long, default_value_t = 10_000_000)]
     ceiling_records: u64,
+    /// Records indexed by Vantage's log indexer in-process (phase 1b), and by both
+    /// in-process phases with `--only-indexer`.
+    #[arg(long, default_value_t = 1_000_000)]
+    indexer_records: u64,
     /// Records sent (freshly generated, no pool) for the disk-size phase.
     #[arg(long, default_value_t = 1_000_000)]
     size_records: u64,
@@ -86,6 +100,14 @@ struct Args {
     /// zstd of the same records' JSON lines: the fast loop for schema work.
     #[arg(long)]
     only_indexer: Option<usize>,
+    /// Run only phase 1 (raw Tantivy, alone and with the other cores busy) for each of
+    /// these record counts, alternating `--rounds` times: how its docs per CPU-second
+    /// depend on how many records it indexes.
+    #[arg(long, value_delimiter = ',')]
+    only_ceiling: Vec<u64>,
+    /// Rounds of `--only-ceiling`.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Run only phase 3 (throughput through the collector, then search latency):
     /// alternate invocations with `--collector` to compare two builds in one run.
     #[arg(long)]
@@ -200,9 +222,10 @@ fn run_loadgen(
     serde_json::from_slice(&out.stdout).context("loadgen printed no JSON summary")
 }
 
-/// The records both ceilings index: the same generator and seed as the load generator.
-fn ceiling_batches(args: &Args) -> Vec<ExportLogsServiceRequest> {
-    (0..args.ceiling_records.div_ceil(args.batch_size as u64))
+/// `records` generated fresh (the same generator and seed as the load generator), for
+/// the in-process indexer, which takes its batches by value.
+fn generated_batches(args: &Args, records: u64) -> Vec<ExportLogsServiceRequest> {
+    (0..records.div_ceil(args.batch_size as u64))
         .map(|i| {
             let start = i * args.batch_size as u64;
             log_batch(
@@ -216,8 +239,46 @@ fn ceiling_batches(args: &Args) -> Vec<ExportLogsServiceRequest> {
         .collect()
 }
 
-/// Phase 1: raw Tantivy on the same records, 1 indexing thread, positions and a doc store.
-fn ceiling(args: &Args) -> anyhow::Result<Value> {
+/// How far each pass over the pool moves the ceiling's timestamps, as the load generator
+/// restamps its pool with the clock (256 batches of 1,000 in 2 s is ~128 k records/s).
+const POOL_PASS_NS: i64 = 2_000_000_000;
+
+/// The batches raw Tantivy indexes: the load generator's pool (its first `pool_batches`
+/// batches), cycled until `records`, so the ceiling indexes the records the collector
+/// is sent; with no pool, every batch fresh.
+struct CeilingRecords {
+    pool: Vec<ExportLogsServiceRequest>,
+    batches: usize,
+}
+
+impl CeilingRecords {
+    fn new(args: &Args, records: u64) -> Self {
+        let batches = records.div_ceil(args.batch_size as u64) as usize;
+        let distinct = if args.pool_batches == 0 {
+            batches
+        } else {
+            args.pool_batches.min(batches)
+        };
+        CeilingRecords {
+            pool: generated_batches(args, (distinct * args.batch_size) as u64),
+            batches,
+        }
+    }
+
+    /// Every batch to index with the shift of its timestamps.
+    fn iter(&self) -> impl Iterator<Item = (&ExportLogsServiceRequest, i64)> {
+        (0..self.batches).map(|i| {
+            let pass = (i / self.pool.len()) as i64;
+            (&self.pool[i % self.pool.len()], pass * POOL_PASS_NS)
+        })
+    }
+}
+
+/// Phase 1: raw Tantivy on the same records, 1 indexing thread, positions and a doc
+/// store, Tantivy's default merge policy: CPU when all are committed (indexing only) and
+/// when the merges that commit started have finished (the whole work, as the collector's
+/// figure once its merges settle).
+fn ceiling(args: &Args, count: u64) -> anyhow::Result<Value> {
     let mut b = Schema::builder();
     let ts = b.add_i64_field("timestamp", FAST);
     let severity = b.add_text_field("severity_text", STRING);
@@ -235,16 +296,16 @@ fn ceiling(args: &Args) -> anyhow::Result<Value> {
         args.ceiling_indexing_threads,
         args.ceiling_indexing_threads * 96 * 1024 * 1024,
     )?;
-    let batches = ceiling_batches(args);
-    let raw: usize = batches.iter().map(raw_text_len).sum();
+    let input = CeilingRecords::new(args, count);
+    let raw: usize = input.iter().map(|(batch, _)| raw_text_len(batch)).sum();
     let me = std::process::id().to_string();
     let cpu0 = cpu_seconds(&me)?;
     let t0 = Instant::now();
     let mut docs = 0u64;
-    for batch in &batches {
+    for (batch, shift_ns) in input.iter() {
         for view in records(batch) {
             let mut doc = TantivyDocument::new();
-            doc.add_i64(ts, view.effective_time_unix_nano() as i64);
+            doc.add_i64(ts, view.effective_time_unix_nano() as i64 + shift_ns);
             doc.add_text(severity, &view.record.severity_text);
             doc.add_text(service, view.service_name().unwrap_or(""));
             if let Some(b) = &view.record.body {
@@ -255,14 +316,23 @@ fn ceiling(args: &Args) -> anyhow::Result<Value> {
         }
     }
     writer.commit()?;
+    let cpu_indexing = cpu_seconds(&me)? - cpu0;
+    let segments_committed: Vec<u32> = index
+        .searchable_segment_metas()?
+        .iter()
+        .map(|m| m.num_docs())
+        .collect();
     writer.wait_merging_threads()?;
     let cpu = cpu_seconds(&me)? - cpu0;
     let wall = t0.elapsed().as_secs_f64();
+    let segments = index.searchable_segment_ids()?.len();
     let bytes = dir_bytes(&dir);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(json!({
-        "docs": docs, "cpu_s": cpu, "wall_s": wall,
+        "docs": docs, "distinct_batches": input.pool.len(), "cpu_s": cpu, "wall_s": wall,
         "docs_per_cpu_s": docs as f64 / cpu, "raw_mb_per_cpu_s": raw as f64 / 1e6 / cpu,
+        "cpu_s_indexing": cpu_indexing, "docs_per_cpu_s_indexing": docs as f64 / cpu_indexing,
+        "segment_docs_committed": segments_committed, "segments_after_merges": segments,
         "index_bytes": bytes, "raw_text_bytes": raw,
     }))
 }
@@ -271,7 +341,7 @@ fn ceiling(args: &Args) -> anyhow::Result<Value> {
 /// collector has none at saturation. Measured alone, the ceiling counts as CPU the time
 /// its document-building thread spins in crossbeam's backoff waiting for Tantivy's
 /// indexing thread (~30 % of its CPU in session 11); this is raw Tantivy's work.
-fn ceiling_other_cores_busy(args: &Args) -> anyhow::Result<Value> {
+fn ceiling_other_cores_busy(args: &Args, records: u64) -> anyhow::Result<Value> {
     // One per other CPU; one on a one-CPU machine, where it shares the only core.
     let loops = (std::thread::available_parallelism().map_or(1, |n| n.get()) - 1).max(1);
     let _busy: Vec<ChildGuard> = (0..loops)
@@ -286,7 +356,7 @@ fn ceiling_other_cores_busy(args: &Args) -> anyhow::Result<Value> {
         .collect::<anyhow::Result<_>>()?;
     // Let the scheduler place them before the clock starts.
     std::thread::sleep(Duration::from_millis(200));
-    let mut c = ceiling(args)?;
+    let mut c = ceiling(args, records)?;
     c["busy_loops"] = json!(loops);
     Ok(c)
 }
@@ -310,7 +380,7 @@ fn indexer_ceiling_with(
     opts.writer_heap_bytes = args.ceiling_indexing_threads * 96 * 1024 * 1024;
     opts.retention_ns = i64::MAX;
     let (store, mut indexer) = vantage_storage::logs::open(opts)?;
-    let batches = ceiling_batches(args);
+    let batches = generated_batches(args, args.indexer_records);
     let me = std::process::id().to_string();
     let cpu0 = cpu_seconds(&me)?;
     let t0 = Instant::now();
@@ -426,13 +496,13 @@ fn only_indexer(args: &Args, rounds: usize) -> anyhow::Result<Value> {
     let mut runs = Vec::new();
     for round in 0..rounds.max(1) {
         phase(&format!("raw tantivy ceiling, round {}", round + 1));
-        let c = ceiling(args)?;
+        let c = ceiling(args, args.indexer_records)?;
         eprintln!("{c}");
         phase(&format!(
             "raw tantivy ceiling, other cores busy, round {}",
             round + 1
         ));
-        let busy = ceiling_other_cores_busy(args)?;
+        let busy = ceiling_other_cores_busy(args, args.indexer_records)?;
         eprintln!("{busy}");
         phase(&format!(
             "vantage log indexer in-process, round {}",
@@ -476,7 +546,7 @@ fn only_indexer(args: &Args, rounds: usize) -> anyhow::Result<Value> {
             variants.push(v);
         }
     }
-    let batches = ceiling_batches(args);
+    let batches = generated_batches(args, args.indexer_records);
     let zstd_bytes = json_lines_zstd3(&batches)?.1;
     let over_zstd = |v: &Value| v["index_bytes"].as_u64().unwrap_or(0) as f64 / zstd_bytes as f64;
     let index_over_zstd = runs
@@ -491,7 +561,7 @@ fn only_indexer(args: &Args, rounds: usize) -> anyhow::Result<Value> {
         })
         .collect();
     Ok(json!({
-        "records": args.ceiling_records, "runs": runs, "docstore_variants": variants,
+        "records": args.indexer_records, "runs": runs, "docstore_variants": variants,
         "raw_json_zstd3_bytes": zstd_bytes,
         "in_process_index_over_zstd": index_over_zstd,
     }))
@@ -565,7 +635,35 @@ fn sample_process(
     })
 }
 
-/// Phase 2 and 3: sustained ingest until searchable, then search latency.
+/// Waits until the merges of process `pid` have settled: its merge threads' CPU time
+/// has not changed for `quiet`. Returns how long ago they last ran (`None`: still
+/// running after `cap`). The CPU of those merges is the collector's work for the records
+/// as much as raw Tantivy's merges are its.
+fn wait_merges_settled(pid: u32, quiet: Duration, cap: Duration) -> Option<Duration> {
+    let merge_cpu = || -> f64 {
+        thread_cpu_seconds(pid)
+            .into_iter()
+            .filter(|(_, name, _)| name.starts_with("merge_thread"))
+            .map(|(_, _, secs)| secs)
+            .sum()
+    };
+    let deadline = Instant::now() + cap;
+    let mut last = merge_cpu();
+    let mut changed_at = Instant::now();
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = merge_cpu();
+        if now != last {
+            (last, changed_at) = (now, Instant::now());
+        } else if changed_at.elapsed() >= quiet {
+            return Some(changed_at.elapsed());
+        }
+    }
+    None
+}
+
+/// Phase 2 and 3: sustained ingest until searchable, then (once merges settle) search
+/// latency.
 fn throughput(args: &Args) -> anyhow::Result<(Value, Value)> {
     let c = start_collector(
         &args.collector,
@@ -603,6 +701,9 @@ fn throughput(args: &Args) -> anyhow::Result<(Value, Value)> {
     };
     let searchable_at = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds(c.pid())? - cpu0;
+    let settled_at = wait_merges_settled(c.pid(), Duration::from_secs(3), Duration::from_secs(300));
+    let settled_at = settled_at.map(|at| (t0.elapsed() - at).as_secs_f64());
+    let cpu_settled = cpu_seconds(c.pid())? - cpu0;
     let peak_rss = status_bytes(c.pid(), "VmHWM:").unwrap_or(0);
     stop.store(true, Ordering::Relaxed);
     let samples = sampler
@@ -625,6 +726,8 @@ fn throughput(args: &Args) -> anyhow::Result<(Value, Value)> {
         "searchable_records_per_s": searchable as f64 / searchable_at,
         "searchable_raw_mb_per_s": raw_bytes / 1e6 / searchable_at,
         "collector_cpu_s": cpu, "records_per_cpu_s": searchable as f64 / cpu,
+        "merges_settled_after_s": settled_at, "collector_cpu_s_settled": cpu_settled,
+        "records_per_cpu_s_settled": searchable as f64 / cpu_settled,
         "collector_peak_rss_bytes": peak_rss,
         "collector_peak_anon_mib_sampled": mib(peak_anon),
         "collector_cpu_s_by_thread": by_thread,
@@ -918,16 +1021,37 @@ fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
+    if !args.only_ceiling.is_empty() {
+        let mut runs = Vec::new();
+        for round in 0..args.rounds.max(1) {
+            for &count in &args.only_ceiling {
+                phase(&format!(
+                    "raw tantivy ceiling, {count} records, round {}",
+                    round + 1
+                ));
+                let alone = ceiling(&args, count)?;
+                eprintln!("{alone}");
+                let busy = ceiling_other_cores_busy(&args, count)?;
+                eprintln!("{busy}");
+                runs.push(
+                    json!({"records": count, "round": round + 1, "ceiling": alone,
+                                 "ceiling_other_cores_busy": busy}),
+                );
+            }
+        }
+        println!("{}", serde_json::to_string_pretty(&json!({"runs": runs}))?);
+        return Ok(());
+    }
     if let Some(rounds) = args.only_indexer {
         let report = only_indexer(&args, rounds)?;
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
     phase("raw tantivy ceiling");
-    let ceiling = ceiling(&args)?;
+    let ceiling = ceiling(&args, args.ceiling_records)?;
     eprintln!("{ceiling}");
     phase("raw tantivy ceiling, other cores busy");
-    let ceiling_busy = ceiling_other_cores_busy(&args)?;
+    let ceiling_busy = ceiling_other_cores_busy(&args, args.ceiling_records)?;
     eprintln!("{ceiling_busy}");
     phase("vantage log indexer in-process");
     let indexer = indexer_ceiling(&args)?;
@@ -959,19 +1083,68 @@ fn main() -> anyhow::Result<()> {
         Value::Null
     };
     let per_cpu = ingest["records_per_cpu_s"].as_f64().unwrap_or(0.0);
-    let ratio = per_cpu / ceiling["docs_per_cpu_s"].as_f64().unwrap_or(f64::NAN);
-    let ratio_work = per_cpu / ceiling_busy["docs_per_cpu_s"].as_f64().unwrap_or(f64::NAN);
-    let ratio_same_schema = per_cpu / indexer["docs_per_cpu_s"].as_f64().unwrap_or(f64::NAN);
+    let per_cpu_settled = ingest["records_per_cpu_s_settled"].as_f64().unwrap_or(0.0);
+    let of = |v: &Value, key: &str| v[key].as_f64().unwrap_or(f64::NAN);
+    // The same records, all the work: the collector once its merges settle against raw
+    // Tantivy once its merges finish.
+    let ratio = per_cpu_settled / of(&ceiling, "docs_per_cpu_s");
+    let ratio_work = per_cpu_settled / of(&ceiling_busy, "docs_per_cpu_s");
+    // The strict reading: the collector's merges until searchable against raw Tantivy
+    // with none.
+    let ratio_indexing = per_cpu / of(&ceiling, "docs_per_cpu_s_indexing");
+    let ratio_indexing_work = per_cpu / of(&ceiling_busy, "docs_per_cpu_s_indexing");
+    let ratio_same_schema = per_cpu / of(&indexer, "docs_per_cpu_s");
     let report = json!({
         "machine": {"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
         "settings": {"records": args.records, "batch_size": args.batch_size, "concurrency": args.concurrency,
                       "body_bytes": args.body_bytes, "pool_batches": args.pool_batches, "indexing_threads": args.indexing_threads,
-                      "ceiling_indexing_threads": args.ceiling_indexing_threads},
+                      "ceiling_indexing_threads": args.ceiling_indexing_threads,
+                      "ceiling_records": args.ceiling_records, "indexer_records": args.indexer_records},
         "ceiling": ceiling, "ceiling_other_cores_busy": ceiling_busy, "indexer_in_process": indexer, "ingest": ingest, "search": search, "disk": disk, "steady": steady, "auth_overhead": auth, "overload": overload,
         "collector_vs_raw_tantivy_docs_per_cpu_s": ratio,
         "collector_vs_raw_tantivy_work_docs_per_cpu_s": ratio_work,
+        "collector_searchable_vs_raw_tantivy_indexing_docs_per_cpu_s": ratio_indexing,
+        "collector_searchable_vs_raw_tantivy_indexing_work_docs_per_cpu_s": ratio_indexing_work,
         "collector_vs_in_process_indexer_docs_per_cpu_s": ratio_same_schema,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        Args::parse_from(["vantage-e2e", "--batch-size", "10"].iter().chain(extra))
+    }
+
+    #[test]
+    fn the_ceiling_cycles_the_load_generators_pool_with_later_times() {
+        let input = CeilingRecords::new(&args(&["--pool-batches", "2"]), 45);
+        assert_eq!(input.pool.len(), 2);
+        let order: Vec<(usize, i64)> = input
+            .iter()
+            .map(|(batch, shift)| {
+                let slot = input.pool.iter().position(|p| std::ptr::eq(p, batch));
+                (slot.expect("a pool batch"), shift)
+            })
+            .collect();
+        let p = POOL_PASS_NS;
+        assert_eq!(order, [(0, 0), (1, 0), (0, p), (1, p), (0, 2 * p)]);
+        // The pool is the load generator's: its first batches, from the same seed.
+        assert_eq!(
+            input.pool[1],
+            log_batch(SEED, 10, 10, 200, 1_800_000_000_000_000_000)
+        );
+    }
+
+    #[test]
+    fn without_a_pool_the_ceiling_indexes_every_batch_once() {
+        let input = CeilingRecords::new(&args(&["--pool-batches", "0"]), 45);
+        assert_eq!(input.pool.len(), 5);
+        assert!(input.iter().all(|(_, shift)| shift == 0));
+        let few = CeilingRecords::new(&args(&["--pool-batches", "256"]), 25);
+        assert_eq!((few.pool.len(), few.iter().count()), (3, 3));
+    }
 }
