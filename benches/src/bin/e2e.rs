@@ -701,14 +701,20 @@ fn throughput(args: &Args) -> anyhow::Result<(Value, Value)> {
     };
     let searchable_at = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds(c.pid())? - cpu0;
-    let settled_at = wait_merges_settled(c.pid(), Duration::from_secs(3), Duration::from_secs(300));
-    let settled_at = settled_at.map(|at| (t0.elapsed() - at).as_secs_f64());
-    let cpu_settled = cpu_seconds(c.pid())? - cpu0;
     let peak_rss = status_bytes(c.pid(), "VmHWM:").unwrap_or(0);
     stop.store(true, Ordering::Relaxed);
     let samples = sampler
         .join()
         .map_err(|_| anyhow::anyhow!("sampler panicked"))?;
+    let settled_at = wait_merges_settled(c.pid(), Duration::from_secs(3), Duration::from_secs(300));
+    let settled_at = settled_at.map(|at| (t0.elapsed() - at).as_secs_f64());
+    let cpu_settled = cpu_seconds(c.pid())? - cpu0;
+    // The merge threads live as long as the writer, so their time now is the whole run's.
+    let merge_cpu_settled: f64 = thread_cpu_seconds(c.pid())
+        .into_iter()
+        .filter(|(_, name, _)| name.starts_with("merge_thread"))
+        .map(|(tid, _, secs)| secs - threads0.get(&tid).unwrap_or(&0.0))
+        .sum();
     let peak_anon = samples.memory.iter().map(|s| s.1).max().unwrap_or(0);
     let during: Vec<(String, f64)> = samples
         .threads
@@ -727,6 +733,7 @@ fn throughput(args: &Args) -> anyhow::Result<(Value, Value)> {
         "searchable_raw_mb_per_s": raw_bytes / 1e6 / searchable_at,
         "collector_cpu_s": cpu, "records_per_cpu_s": searchable as f64 / cpu,
         "merges_settled_after_s": settled_at, "collector_cpu_s_settled": cpu_settled,
+        "merge_threads_cpu_s_settled": merge_cpu_settled,
         "records_per_cpu_s_settled": searchable as f64 / cpu_settled,
         "collector_peak_rss_bytes": peak_rss,
         "collector_peak_anon_mib_sampled": mib(peak_anon),
