@@ -222,8 +222,8 @@ fn run_loadgen(
     serde_json::from_slice(&out.stdout).context("loadgen printed no JSON summary")
 }
 
-/// `records` generated fresh (the same generator and seed as the load generator), for
-/// the in-process indexer, which takes its batches by value.
+/// `records` generated fresh, with the load generator's generator and seed (its pool is
+/// the first of them).
 fn generated_batches(args: &Args, records: u64) -> Vec<ExportLogsServiceRequest> {
     (0..records.div_ceil(args.batch_size as u64))
         .map(|i| {
@@ -317,7 +317,7 @@ fn ceiling(args: &Args, count: u64) -> anyhow::Result<Value> {
     }
     writer.commit()?;
     let cpu_indexing = cpu_seconds(&me)? - cpu0;
-    let segments_committed: Vec<u32> = index
+    let segment_docs_committed: Vec<u32> = index
         .searchable_segment_metas()?
         .iter()
         .map(|m| m.num_docs())
@@ -332,7 +332,7 @@ fn ceiling(args: &Args, count: u64) -> anyhow::Result<Value> {
         "docs": docs, "distinct_batches": input.pool.len(), "cpu_s": cpu, "wall_s": wall,
         "docs_per_cpu_s": docs as f64 / cpu, "raw_mb_per_cpu_s": raw as f64 / 1e6 / cpu,
         "cpu_s_indexing": cpu_indexing, "docs_per_cpu_s_indexing": docs as f64 / cpu_indexing,
-        "segment_docs_committed": segments_committed, "segments_after_merges": segments,
+        "segment_docs_committed": segment_docs_committed, "segments_after_merges": segments,
         "index_bytes": bytes, "raw_text_bytes": raw,
     }))
 }
@@ -636,10 +636,10 @@ fn sample_process(
 }
 
 /// Waits until the merges of process `pid` have settled: its merge threads' CPU time
-/// has not changed for `quiet`. Returns how long ago they last ran (`None`: still
-/// running after `cap`). The CPU of those merges is the collector's work for the records
+/// has not changed for `quiet`. Returns when they last ran (`None`: still running after
+/// `cap`). The CPU of those merges is the collector's work for the records
 /// as much as raw Tantivy's merges are its.
-fn wait_merges_settled(pid: u32, quiet: Duration, cap: Duration) -> Option<Duration> {
+fn wait_merges_settled(pid: u32, quiet: Duration, cap: Duration) -> Option<Instant> {
     let merge_cpu = || merge_threads_cpu_s(pid, &HashMap::new());
     let deadline = Instant::now() + cap;
     let mut last = merge_cpu();
@@ -650,7 +650,7 @@ fn wait_merges_settled(pid: u32, quiet: Duration, cap: Duration) -> Option<Durat
         if now != last {
             (last, changed_at) = (now, Instant::now());
         } else if changed_at.elapsed() >= quiet {
-            return Some(changed_at.elapsed());
+            return Some(changed_at);
         }
     }
     None
@@ -711,7 +711,7 @@ fn throughput(args: &Args) -> anyhow::Result<(Value, Value)> {
         .join()
         .map_err(|_| anyhow::anyhow!("sampler panicked"))?;
     let settled_at = wait_merges_settled(c.pid(), Duration::from_secs(3), Duration::from_secs(300));
-    let settled_at = settled_at.map(|at| (t0.elapsed() - at).as_secs_f64());
+    let settled_at = settled_at.map(|at| (at - t0).as_secs_f64());
     let cpu_settled = cpu_seconds(c.pid())? - cpu0;
     let merge_cpu_settled = merge_threads_cpu_s(c.pid(), &threads0);
     let peak_anon = samples.memory.iter().map(|s| s.1).max().unwrap_or(0);
