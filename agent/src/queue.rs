@@ -225,9 +225,10 @@ pub(crate) enum QueueError {
 }
 
 impl QueueError {
-    /// Whether the same push may work later: a write that failed and was cut back off
-    /// the log (a full disk, an I/O error) leaves the queue usable. A poisoned or closed
-    /// log, a batch too large, or a bad envelope do not change by waiting.
+    /// Whether the same push may work later: a write or fsync that failed (a full disk,
+    /// an I/O error) leaves the queue usable, since the log cuts the write back or goes
+    /// on in a new segment. A closed log, a batch too large, or a bad envelope do not
+    /// change by waiting.
     pub(crate) fn may_pass(&self) -> bool {
         matches!(
             self,
@@ -952,12 +953,7 @@ mod tests {
             source: std::io::Error::from_raw_os_error(28),
         };
         assert!(QueueError::Wal(enospc).may_pass());
-        let poisoned = WalError::Poisoned {
-            path: "queue/1.wal".into(),
-            reason: "fsync failed".into(),
-        };
         for error in [
-            QueueError::Wal(poisoned),
             QueueError::Wal(WalError::Closed),
             QueueError::Wal(WalError::TooLarge { len: 2, max: 1 }),
             QueueError::Envelope("bad".into()),

@@ -20,6 +20,8 @@ pub mod names {
     pub const INGEST_REQUESTS: &str = "vantage_ingest_requests";
     /// Bytes of WAL segments on disk, by signal.
     pub const WAL_BYTES: &str = "vantage_wal_bytes";
+    /// Groups of exports the WAL refused because a write or fsync failed, by signal.
+    pub const WAL_WRITE_FAILURES: &str = "vantage_wal_write_failures";
     /// Duration of each WAL fsync (one per commit group).
     pub const WAL_FSYNC_SECONDS: &str = "vantage_wal_fsync_duration_seconds";
     /// Searchable log documents.
@@ -176,6 +178,8 @@ pub struct Telemetry {
     pub requests: Family<RequestLabels, Counter>,
     /// See [`names::WAL_BYTES`].
     pub wal_bytes: Family<SignalLabels, Gauge>,
+    /// See [`names::WAL_WRITE_FAILURES`]; brought up to the WAL's own count at each scrape.
+    pub wal_write_failures: Family<SignalLabels, Counter>,
     /// See [`names::WAL_FSYNC_SECONDS`].
     pub wal_fsync_seconds: Histogram,
     /// See [`names::LOG_INDEX_DOCS`].
@@ -257,6 +261,7 @@ impl Telemetry {
         let rejected_records = Family::<RejectLabels, Counter>::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let wal_bytes = Family::<SignalLabels, Gauge>::default();
+        let wal_write_failures = Family::<SignalLabels, Counter>::default();
         let wal_fsync_seconds = latency_histogram();
         let log_index_docs = Gauge::default();
         let log_index_commit_seconds = latency_histogram();
@@ -335,6 +340,11 @@ impl Telemetry {
             wal_bytes.clone(),
         );
         registry.register(
+            names::WAL_WRITE_FAILURES,
+            "Groups of exports the WAL refused because a write or fsync failed (none acknowledged)",
+            wal_write_failures.clone(),
+        );
+        registry.register(
             names::WAL_FSYNC_SECONDS,
             "Duration of WAL fsyncs",
             wal_fsync_seconds.clone(),
@@ -402,6 +412,7 @@ impl Telemetry {
             rejected_records,
             requests,
             wal_bytes,
+            wal_write_failures,
             wal_fsync_seconds,
             log_index_docs,
             log_index_commit_seconds,

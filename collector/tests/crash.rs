@@ -355,6 +355,15 @@ async fn a_full_disk_refuses_exports_and_loses_nothing_once_there_is_room() {
     let c = on_small_disk(&disk).start(dir.path());
     let mut client = c.logs_client().await;
     let mut acked = export_until_refused(&c, &mut client).await;
+    let refused_groups = metric_value(
+        &c.metrics_text().await,
+        "vantage_wal_write_failures_total",
+        &[("signal", "logs")],
+    );
+    assert!(
+        refused_groups.is_some_and(|n| n >= 1.0),
+        "the refused writes are counted: {refused_groups:?}"
+    );
 
     // The index's commits need room too: it fails, and says so.
     c.wait_for_metric_above("vantage_log_index_errors_total", 0.0)

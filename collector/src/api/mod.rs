@@ -563,9 +563,13 @@ async fn metrics(State(state): State<Arc<ApiState>>, headers: axum::http::Header
         ("metrics", &wals.metrics),
         ("traces", &wals.traces),
     ] {
+        let stats = wal.stats();
+        let labels = SignalLabels { signal };
         t.wal_bytes
-            .get_or_create(&SignalLabels { signal })
-            .set(wal.stats().disk_bytes as i64);
+            .get_or_create(&labels)
+            .set(stats.disk_bytes as i64);
+        let failures = t.wal_write_failures.get_or_create(&labels);
+        failures.inc_by(stats.write_failures.saturating_sub(failures.get()));
     }
     t.ready.set(i64::from(state.ready.load(Ordering::SeqCst)));
     let stats = state.tsdb.stats();

@@ -51,16 +51,6 @@ pub enum WalError {
         /// Why the value is rejected.
         reason: String,
     },
-    /// An earlier write or fsync failed in a way that leaves the file state unknown, so
-    /// the writer refuses every later append until the log is reopened (after a failed
-    /// fsync the kernel may have dropped the dirty pages; retrying would ack lost data).
-    #[error("wal segment {path} is unusable after an earlier failure: {reason}")]
-    Poisoned {
-        /// The active segment at the time of the failure.
-        path: PathBuf,
-        /// The original failure.
-        reason: String,
-    },
     /// The writer thread panicked; records queued at that moment were not acknowledged.
     #[error("wal writer thread panicked")]
     WriterPanicked,
@@ -113,10 +103,6 @@ impl WalError {
             WalError::Locked { path } => WalError::Locked { path: path.clone() },
             WalError::InvalidOption { name, reason } => WalError::InvalidOption {
                 name,
-                reason: reason.clone(),
-            },
-            WalError::Poisoned { path, reason } => WalError::Poisoned {
-                path: path.clone(),
                 reason: reason.clone(),
             },
             WalError::WriterPanicked => WalError::WriterPanicked,

@@ -15,6 +15,11 @@
 //! - On open, every segment is scanned. A torn tail of the last segment (the normal
 //!   state after a crash) is cut off; corruption inside an older segment is logged,
 //!   counted and skipped; a foreign file is refused.
+//! - A failed write is cut back off the segment and its group refused. A failed fsync
+//!   (or a cut that fails) refuses the group too, and the writer goes on in a new
+//!   segment that starts at the same LSN: nothing written since the last good fsync of
+//!   the old file is trusted again. Bytes the old file keeps after its last record are
+//!   skipped at open, since the next segment holds their LSNs.
 //!
 //! LSNs are dense: every append gets the previous LSN plus one, starting at 1, across
 //! segments and restarts.
@@ -154,6 +159,9 @@ pub struct WalStats {
     pub group_commits: u64,
     /// Records appended since open.
     pub records_appended: u64,
+    /// Groups refused since open because a write or fsync failed (a full disk, an I/O
+    /// error); none of their records was acknowledged.
+    pub write_failures: u64,
     /// Corrupt records found in older segments at open; each one made the rest of its
     /// segment unreadable.
     pub corrupt_records: u64,
@@ -192,6 +200,11 @@ struct Shared {
     fsyncs: AtomicU64,
     group_commits: AtomicU64,
     appended: AtomicU64,
+    write_failures: AtomicU64,
+    /// Fsyncs of records still to fail, for tests of what follows a failed fsync (no
+    /// filesystem here fails one on demand).
+    #[cfg(test)]
+    injected_sync_failures: AtomicU64,
     corrupt_records: u64,
     missing_records: u64,
     torn_tail_bytes: u64,
@@ -203,6 +216,14 @@ impl Shared {
     /// poisoned lock is used as is rather than propagating the panic.
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the next fsync of records is to fail (tests only).
+    #[cfg(test)]
+    fn take_injected_sync_failure(&self) -> bool {
+        self.injected_sync_failures
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
     }
 }
 
@@ -290,6 +311,9 @@ impl Wal {
             fsyncs: AtomicU64::new(0),
             group_commits: AtomicU64::new(0),
             appended: AtomicU64::new(0),
+            write_failures: AtomicU64::new(0),
+            #[cfg(test)]
+            injected_sync_failures: AtomicU64::new(0),
             corrupt_records: recovered.corrupt_records,
             missing_records: recovered.missing_records,
             torn_tail_bytes: recovered.torn_tail_bytes,
@@ -306,6 +330,7 @@ impl Wal {
             max_group_bytes: opts.max_group_bytes,
             fsync: opts.fsync,
             write_failures: LogThrottle::new(std::time::Duration::from_secs(1)),
+            broken: None,
             _lock: lock,
         };
         let handle = std::thread::Builder::new()
@@ -479,6 +504,7 @@ impl Wal {
             fsyncs: shared.fsyncs.load(Ordering::Relaxed),
             group_commits: shared.group_commits.load(Ordering::Relaxed),
             records_appended: shared.appended.load(Ordering::Relaxed),
+            write_failures: shared.write_failures.load(Ordering::Relaxed),
             corrupt_records: shared.corrupt_records,
             missing_records: shared.missing_records,
             torn_tail_bytes: shared.torn_tail_bytes,
@@ -488,7 +514,8 @@ impl Wal {
     /// Closes the log for every handle, lets the writer commit what is already queued,
     /// and waits for the thread to exit. Blocking: from async code call it inside
     /// `spawn_blocking`, and keep draining the sink meanwhile. Returns the failure that
-    /// closed the log for writes, if one did.
+    /// still kept the log from taking writes (no new segment could be started after a
+    /// failed write or fsync), if one did.
     pub fn shutdown(self) -> Result<(), WalError> {
         drop(
             self.inner
@@ -535,7 +562,6 @@ fn lock_dir(dir: &Path) -> Result<Option<File>, WalError> {
 /// (creating the first segment of an empty log).
 fn recover(dir: &Path, fsync: bool) -> Result<Recovered, WalError> {
     let listed = segment::list_segments(dir)?;
-    let count = listed.len();
     let mut segments = BTreeMap::new();
     let mut corrupt_records = 0;
     let mut missing_records = 0;
@@ -544,31 +570,36 @@ fn recover(dir: &Path, fsync: bool) -> Result<Recovered, WalError> {
     let mut previous: Option<(Lsn, bool)> = None;
     let mut next_lsn = 1;
 
+    let next_firsts: Vec<Lsn> = listed.iter().skip(1).map(|(lsn, _)| *lsn).collect();
     for (index, (first_lsn, path)) in listed.into_iter().enumerate() {
-        let is_last = index + 1 == count;
-        let scan = segment::scan_segment(&path, first_lsn)?;
-        if let Some((prev_end, prev_damaged)) = previous {
-            if first_lsn < prev_end {
-                return Err(WalError::corrupt(
-                    &path,
-                    0,
-                    format!(
-                        "segment starts at lsn {first_lsn} but the previous segment holds records up to {}",
-                        prev_end - 1
-                    ),
-                ));
+        let next_first = next_firsts.get(index).copied();
+        let is_last = next_first.is_none();
+        let scan = segment::scan_segment(&path, first_lsn, next_first)?;
+        if let Some((prev_end, prev_damaged)) = previous
+            && first_lsn > prev_end
+        {
+            missing_records += first_lsn - prev_end;
+            if !prev_damaged {
+                tracing::error!(
+                    path = %path.display(),
+                    expected_lsn = prev_end,
+                    first_lsn,
+                    "lsn gap between wal segments, records in between are lost"
+                );
             }
-            if first_lsn > prev_end {
-                missing_records += first_lsn - prev_end;
-                if !prev_damaged {
-                    tracing::error!(
-                        path = %path.display(),
-                        expected_lsn = prev_end,
-                        first_lsn,
-                        "lsn gap between wal segments, records in between are lost"
-                    );
-                }
-            }
+        }
+        // A segment the writer left after a failed write or fsync ends with bytes it
+        // could not cut off: refused records (the next segment begins with their LSNs
+        // and holds what was acknowledged under them) or garbage. They are not read.
+        let left_behind = next_first == Some(scan.end_lsn) && scan.file_len > scan.valid_len;
+        if left_behind {
+            tracing::warn!(
+                path = %path.display(),
+                offset = scan.valid_len,
+                bytes = scan.file_len - scan.valid_len,
+                next_lsn = scan.end_lsn,
+                "wal segment ends with bytes of a failed write that the next segment supersedes, skipping them"
+            );
         }
 
         let mut readable_len = scan.valid_len;
@@ -593,7 +624,9 @@ fn recover(dir: &Path, fsync: bool) -> Result<Recovered, WalError> {
                 corrupt_records += 1;
                 damaged = true;
             }
-        } else if let Some((offset, reason)) = &scan.bad {
+        } else if let Some((offset, reason)) = &scan.bad
+            && !left_behind
+        {
             if is_last {
                 let cut = scan.file_len - offset;
                 tracing::warn!(

@@ -111,10 +111,15 @@ pub(crate) struct Scan {
 }
 
 /// Reads every record of the segment at `path` whose name says it starts at `first_lsn`,
-/// checking checksums and LSN density. A header that is present but wrong (foreign file,
+/// checking checksums and LSN density, up to LSN `stop_at` (the first LSN of the next
+/// segment, which holds that LSN and those after it). A header that is present but wrong (foreign file,
 /// other version, other LSN than the name) is an error: such a file was not written by
 /// this log, and guessing would risk replaying garbage.
-pub(crate) fn scan_segment(path: &Path, first_lsn: Lsn) -> Result<Scan, WalError> {
+pub(crate) fn scan_segment(
+    path: &Path,
+    first_lsn: Lsn,
+    stop_at: Option<Lsn>,
+) -> Result<Scan, WalError> {
     if first_lsn == 0 || first_lsn > MAX_FIRST_LSN {
         return Err(WalError::corrupt(
             path,
@@ -148,6 +153,9 @@ pub(crate) fn scan_segment(path: &Path, first_lsn: Lsn) -> Result<Scan, WalError
     }
     let mut records = RecordReader::new(reader, file_len, first_lsn);
     let bad = loop {
+        if stop_at == Some(records.next_lsn()) {
+            break None;
+        }
         match records.step(false).map_err(|e| WalError::io(path, e))? {
             Step::Record { .. } => {}
             Step::End => break None,

@@ -490,19 +490,155 @@ async fn lsn_continuity_between_segments_is_checked() {
     assert_eq!(lsns(&read_all(&wal, 1)), vec![1, 2, 5, 6]);
     wal.shutdown().unwrap();
 
-    // Overlapping segments: refused, replay order would be ambiguous.
+    // Overlapping segments: the later one holds those LSNs (the earlier one was left
+    // after a failed fsync whose refused records could not be cut off).
     let dir = TempDir::new().unwrap();
     four_segment_log(dir.path()).await;
     let mut bytes = format::encode_header(2).to_vec();
-    format::encode_record(&mut bytes, 2, b"impostor");
+    format::encode_record(&mut bytes, 2, b"acknowledged");
     write_file(&segment_path(dir.path(), 2), &bytes);
-    let err = Wal::open(small_segments(dir.path()), None, None).unwrap_err();
-    match err {
-        WalError::Corrupt { path, reason, .. } => {
-            assert!(path.ends_with("00000000000000000002.wal"), "{path:?}");
-            assert!(reason.contains("previous segment"), "{reason}");
+    let wal = Wal::open(small_segments(dir.path()), None, None).unwrap();
+    assert_eq!(wal.stats().corrupt_records, 0);
+    assert_eq!(wal.stats().missing_records, 0);
+    let records = read_all(&wal, 1);
+    assert_eq!(lsns(&records), vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(records[0].payload, payload(1, 100));
+    assert_eq!(records[1].payload, Bytes::from_static(b"acknowledged"));
+    wal.shutdown().unwrap();
+}
+
+/// Makes the next `n` fsyncs of records fail as a dying disk's would.
+fn fail_next_syncs(wal: &Wal, n: u64) {
+    wal.inner
+        .shared
+        .injected_sync_failures
+        .store(n, Ordering::Relaxed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_fsync_refuses_the_group_and_the_log_goes_on_in_a_new_segment() {
+    let dir = TempDir::new().unwrap();
+    let (sink, records) = std::sync::mpsc::sync_channel(64);
+    let wal = Wal::open(opts(dir.path()), Some(sink), None).unwrap();
+    let received = std::thread::spawn(move || records.iter().collect::<Vec<Durable>>());
+    assert_eq!(append_seq(&wal, 1..=3, 50).await, vec![1, 2, 3]);
+
+    fail_next_syncs(&wal, 1);
+    let refused = wal
+        .append(Bytes::from_static(b"refused"))
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, WalError::Io { .. }), "{refused:?}");
+    // The refused record took no LSN; the next ones are durable in a new segment.
+    assert_eq!(append_seq(&wal, 4..=5, 50).await, vec![4, 5]);
+    assert_eq!(segment_lsns(dir.path()), vec![1, 4]);
+    let stats = wal.stats();
+    assert_eq!((stats.write_failures, stats.segments), (1, 2));
+    let read = read_all(&wal, 1);
+    assert_eq!(lsns(&read), vec![1, 2, 3, 4, 5]);
+    assert!(
+        read.iter()
+            .all(|r| r.payload != Bytes::from_static(b"refused"))
+    );
+    // The left segment was cut back to its acknowledged records.
+    let left = std::fs::metadata(segment_path(dir.path(), 1))
+        .unwrap()
+        .len();
+    assert_eq!(left, HEADER_LEN + 3 * format::framed_len(50));
+    tokio::task::spawn_blocking(move || wal.shutdown())
+        .await
+        .unwrap()
+        .unwrap();
+    let live: Vec<Lsn> = lsns(&received.join().unwrap());
+    assert_eq!(
+        live,
+        vec![1, 2, 3, 4, 5],
+        "the sink saw only durable records, once"
+    );
+
+    let wal = Wal::open(opts(dir.path()), None, None).unwrap();
+    let stats = wal.stats();
+    assert_eq!((stats.corrupt_records, stats.missing_records), (0, 0));
+    let reopened = read_all(&wal, 1);
+    assert_eq!(lsns(&reopened), vec![1, 2, 3, 4, 5]);
+    for record in &reopened {
+        assert_eq!(record.payload, payload(record.lsn, 50));
+    }
+    assert_eq!(wal.append(payload(6, 50)).await.unwrap(), 6);
+    wal.shutdown().unwrap();
+}
+
+#[tokio::test]
+async fn log_that_cannot_start_a_segment_refuses_appends_until_it_can() {
+    let dir = TempDir::new().unwrap();
+    let wal = Wal::open(opts(dir.path()), None, None).unwrap();
+    assert_eq!(append_seq(&wal, 1..=2, 20).await, vec![1, 2]);
+    // Something in the way of the next segment's name: it cannot be created.
+    let blocker = segment_path(dir.path(), 3);
+    std::fs::create_dir(&blocker).unwrap();
+    fail_next_syncs(&wal, 1);
+    for _ in 0..3 {
+        let err = wal.append(payload(9, 20)).await.unwrap_err();
+        assert!(matches!(err, WalError::Io { .. }), "{err:?}");
+    }
+    assert_eq!(wal.stats().write_failures, 3);
+    std::fs::remove_dir(&blocker).unwrap();
+    assert_eq!(append_seq(&wal, 3..=4, 20).await, vec![3, 4]);
+    assert_eq!(segment_lsns(dir.path()), vec![1, 3]);
+    wal.shutdown().unwrap();
+    let wal = Wal::open(opts(dir.path()), None, None).unwrap();
+    let read = read_all(&wal, 1);
+    assert_eq!(lsns(&read), vec![1, 2, 3, 4]);
+    assert!(read.iter().all(|r| r.payload == payload(r.lsn, 20)));
+    wal.shutdown().unwrap();
+}
+
+#[tokio::test]
+async fn failed_fsync_of_a_segment_without_records_replaces_it() {
+    let dir = TempDir::new().unwrap();
+    let wal = Wal::open(opts(dir.path()), None, None).unwrap();
+    fail_next_syncs(&wal, 2);
+    for _ in 0..2 {
+        assert!(wal.append(payload(0, 10)).await.is_err());
+    }
+    assert_eq!(wal.append(payload(1, 10)).await.unwrap(), 1);
+    assert_eq!(segment_lsns(dir.path()), vec![1]);
+    assert_eq!(wal.stats().write_failures, 2);
+    wal.shutdown().unwrap();
+    let wal = Wal::open(opts(dir.path()), None, None).unwrap();
+    let read = read_all(&wal, 1);
+    assert_eq!(lsns(&read), vec![1]);
+    assert_eq!(read[0].payload, payload(1, 10));
+    wal.shutdown().unwrap();
+}
+
+#[tokio::test]
+async fn bytes_left_after_the_records_of_a_left_segment_are_skipped_at_open() {
+    // Segment 1 holds records 1-2 and then what a failed write left: half a record, or
+    // a whole refused record with LSN 3, which segment 3 holds as acknowledged.
+    for tail in [&b"\x07\x00\x00\x00garbage"[..], b"record"] {
+        let dir = TempDir::new().unwrap();
+        let mut first = format::encode_header(1).to_vec();
+        format::encode_record(&mut first, 1, b"one");
+        format::encode_record(&mut first, 2, b"two");
+        if tail == b"record" {
+            format::encode_record(&mut first, 3, b"refused");
+        } else {
+            first.extend_from_slice(tail);
         }
-        other => panic!("expected corrupt, got {other:?}"),
+        write_file(&segment_path(dir.path(), 1), &first);
+        let mut second = format::encode_header(3).to_vec();
+        format::encode_record(&mut second, 3, b"three");
+        write_file(&segment_path(dir.path(), 3), &second);
+
+        let wal = Wal::open(opts(dir.path()), None, None).unwrap();
+        let stats = wal.stats();
+        assert_eq!((stats.corrupt_records, stats.missing_records), (0, 0));
+        let read = read_all(&wal, 1);
+        let payloads: Vec<&[u8]> = read.iter().map(|r| &r.payload[..]).collect();
+        assert_eq!(payloads, vec![&b"one"[..], b"two", b"three"]);
+        assert_eq!(wal.append(Bytes::from_static(b"four")).await.unwrap(), 4);
+        wal.shutdown().unwrap();
     }
 }
 

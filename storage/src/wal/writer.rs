@@ -46,19 +46,23 @@ pub(crate) struct Writer {
     pub(crate) fsync: bool,
     /// One "wal write failed" line a second: on a full disk every group fails.
     pub(crate) write_failures: LogThrottle,
+    /// Why appends are refused: a write or fsync failed and no fresh segment could be
+    /// started after it. Each later group tries again, so the log heals by itself once
+    /// the disk does.
+    pub(crate) broken: Option<WalError>,
     /// Held for the life of the thread so no second writer can open the directory
     /// until this one has stopped touching the files.
     pub(crate) _lock: Option<File>,
 }
 
 impl Writer {
-    /// Serves requests until every sender is gone, then returns the failure that
-    /// poisoned the log, if any. Queued requests are all committed before it returns.
+    /// Serves requests until every sender is gone, then returns the failure that still
+    /// keeps the log from taking writes, if any. Queued requests are all answered before
+    /// it returns.
     pub(crate) fn run(mut self) -> Result<(), WalError> {
         self.maybe_rotate();
         let mut buf = Vec::new();
         let mut group = Vec::new();
-        let mut poisoned: Option<WalError> = None;
         while let Some(first) = self.rx.blocking_recv() {
             let mut group_bytes = format::framed_len(first.payload.len());
             group.push(first);
@@ -71,17 +75,20 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            match &poisoned {
+            if self.broken.is_some() {
+                self.start_fresh_segment();
+            }
+            match &self.broken {
                 Some(failure) => {
-                    for request in group.drain(..) {
-                        let _ = request.ack.send(Err(failure.duplicate()));
-                    }
+                    let failure = failure.duplicate();
+                    self.log_failure(
+                        &failure,
+                        group.len(),
+                        "wal still cannot start a segment, group not acknowledged",
+                    );
+                    fail_all(&mut group, &failure);
                 }
-                None => {
-                    if let Err(failure) = self.commit(&mut group, &mut buf) {
-                        poisoned = Some(failure);
-                    }
-                }
+                None => self.commit(&mut group, &mut buf),
             }
             // A single huge record must not pin its buffer for the life of the thread.
             if buf.capacity() > self.max_group_bytes.saturating_mul(2) {
@@ -89,16 +96,16 @@ impl Writer {
             }
         }
         tracing::debug!(path = %self.active.path.display(), last_lsn = self.next_lsn - 1, "wal writer stopped");
-        match poisoned {
+        match self.broken {
             Some(failure) => Err(failure),
             None => Ok(()),
         }
     }
 
     /// Writes, syncs, publishes and acknowledges one group. Every request in `group` is
-    /// answered (and drained) whatever happens. Returns `Err` when the log must refuse
-    /// all further writes.
-    fn commit(&mut self, group: &mut Vec<Request>, buf: &mut Vec<u8>) -> Result<(), WalError> {
+    /// answered (and drained) whatever happens; a failure refuses the group and leaves
+    /// the log ready for the next one (or `broken`).
+    fn commit(&mut self, group: &mut Vec<Request>, buf: &mut Vec<u8>) {
         let first_lsn = self.next_lsn;
         let count = group.len();
         buf.clear();
@@ -108,34 +115,27 @@ impl Writer {
 
         if let Err(e) = self.active.file.write_all(buf) {
             let err = WalError::io(&self.active.path, e);
-            if let Some(held_back) = self.write_failures.admit() {
-                tracing::error!(
-                    path = %self.active.path.display(),
-                    error = %err,
-                    records = count,
-                    earlier_failures_not_logged = held_back,
-                    "wal write failed, group not acknowledged"
-                );
-            }
+            self.log_failure(&err, count, "wal write failed, group not acknowledged");
             fail_all(group, &err);
-            return self.rollback();
+            self.rollback();
+            return;
         }
 
         let started = Instant::now();
         if self.fsync {
-            if let Err(e) = self.active.file.sync_data() {
+            if let Err(e) = self.sync_active() {
                 let err = WalError::io(&self.active.path, e);
+                self.shared.write_failures.fetch_add(1, Ordering::Relaxed);
+                // Not throttled: a failed fsync is rare and is what an operator must see.
                 tracing::error!(
                     path = %self.active.path.display(),
                     error = %err,
                     records = count,
-                    "wal fsync failed, group not acknowledged and log closed for writes"
+                    "wal fsync failed, group not acknowledged; leaving this segment for a new one"
                 );
                 fail_all(group, &err);
-                return Err(WalError::Poisoned {
-                    path: self.active.path.clone(),
-                    reason: err.to_string(),
-                });
+                self.abandon_active();
+                return;
             }
             self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
         }
@@ -186,32 +186,131 @@ impl Writer {
             let _ = request.ack.send(Ok(lsn));
         }
         self.maybe_rotate();
-        Ok(())
+    }
+
+    /// `fsync`s the active segment's data (tests can make it fail).
+    fn sync_active(&self) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self.shared.take_injected_sync_failure() {
+            return Err(std::io::Error::from_raw_os_error(5));
+        }
+        self.active.file.sync_data()
+    }
+
+    /// Logs a refused group (at most once a second: on a full disk every group fails)
+    /// and counts it.
+    fn log_failure(&mut self, err: &WalError, records: usize, message: &'static str) {
+        self.shared.write_failures.fetch_add(1, Ordering::Relaxed);
+        if let Some(held_back) = self.write_failures.admit() {
+            tracing::error!(
+                path = %self.active.path.display(),
+                error = %err,
+                records,
+                earlier_failures_not_logged = held_back,
+                "{message}"
+            );
+        }
     }
 
     /// Cuts a partially written group off the file so later records follow valid ones.
-    /// If that fails the file has garbage in the middle, and the log is poisoned.
-    fn rollback(&mut self) -> Result<(), WalError> {
+    /// If that fails the file has garbage after its records, and the log goes on in a
+    /// new segment (see [`Writer::abandon_active`]).
+    fn rollback(&mut self) {
         let len = self.active.len;
         let result = self
             .active
             .file
             .set_len(len)
             .and_then(|()| self.active.file.seek(SeekFrom::Start(len)).map(|_| ()));
-        match result {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                tracing::error!(
-                    path = %self.active.path.display(),
-                    error = %e,
-                    offset = len,
-                    "wal rollback after a failed write failed, log closed for writes"
-                );
-                Err(WalError::Poisoned {
-                    path: self.active.path.clone(),
-                    reason: format!("could not cut a failed write back to offset {len}: {e}"),
-                })
+        if let Err(e) = result {
+            tracing::error!(
+                path = %self.active.path.display(),
+                error = %e,
+                offset = len,
+                "wal rollback after a failed write failed; leaving this segment for a new one"
+            );
+            self.abandon_active();
+        }
+    }
+
+    /// Leaves the active segment after a failed fsync (or a failed write that could not
+    /// be cut back) and goes on in a new one that starts at the same next LSN.
+    ///
+    /// After a failed fsync the kernel may have dropped the pages it could not write, so
+    /// nothing of this file past its last good fsync is trusted again (PostgreSQL learnt
+    /// this the hard way; it stops the server, which here would refuse every export until
+    /// someone restarts it). Every record acknowledged so far is durable, since its own
+    /// fsync succeeded, and the failed group was refused, so a fresh segment continues
+    /// the log exactly. The old file is cut back to its durable length when the disk lets
+    /// us; if not, its leftover bytes hold LSNs the next segment has, and recovery skips
+    /// them (see `recover`).
+    fn abandon_active(&mut self) {
+        let len = self.active.len;
+        let cut = self
+            .active
+            .file
+            .set_len(len)
+            .and_then(|()| self.active.file.sync_all());
+        if let Err(e) = cut {
+            tracing::warn!(
+                path = %self.active.path.display(),
+                error = %e,
+                offset = len,
+                "could not cut the left wal segment back; a restart skips what follows its records"
+            );
+        }
+        {
+            let mut state = self.shared.state();
+            if let Some(meta) = state.segments.get_mut(&self.active.first_lsn) {
+                meta.readable_len = len;
+                meta.file_len = self.active.file.metadata().map_or(len, |m| m.len());
             }
+        }
+        self.start_fresh_segment();
+    }
+
+    /// Starts a new active segment at the next LSN after a failure (clearing `broken`),
+    /// or records why it could not. A segment that holds no record yet is replaced: the
+    /// new one has its name.
+    fn start_fresh_segment(&mut self) {
+        let dir = self.shared.dir.clone();
+        let replaces_empty = self.active.first_lsn == self.next_lsn;
+        if replaces_empty
+            && let Err(e) = std::fs::remove_file(&self.active.path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            self.broken = Some(WalError::io(&self.active.path, e));
+            return;
+        }
+        match segment::create_segment(&dir, self.next_lsn, self.fsync) {
+            Ok((file, path)) => {
+                let left = std::mem::replace(
+                    &mut self.active,
+                    Active {
+                        file,
+                        path: path.clone(),
+                        first_lsn: self.next_lsn,
+                        len: HEADER_LEN,
+                    },
+                );
+                self.shared.state().segments.insert(
+                    self.next_lsn,
+                    SegmentMeta {
+                        path,
+                        readable_len: HEADER_LEN,
+                        file_len: HEADER_LEN,
+                    },
+                );
+                self.broken = None;
+                tracing::warn!(
+                    left = %left.path.display(),
+                    left_bytes = left.len,
+                    path = %self.active.path.display(),
+                    next_lsn = self.next_lsn,
+                    "wal continues in a new segment after a failure"
+                );
+            }
+            Err(e) => self.broken = Some(e),
         }
     }
 
