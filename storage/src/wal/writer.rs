@@ -273,7 +273,6 @@ impl Writer {
     /// or records why it could not. A segment that holds no record yet is replaced: the
     /// new one has its name.
     fn start_fresh_segment(&mut self) {
-        let dir = self.shared.dir.clone();
         let replaces_empty = self.active.first_lsn == self.next_lsn;
         if replaces_empty
             && let Err(e) = std::fs::remove_file(&self.active.path)
@@ -282,25 +281,8 @@ impl Writer {
             self.broken = Some(WalError::io(&self.active.path, e));
             return;
         }
-        match segment::create_segment(&dir, self.next_lsn, self.fsync) {
-            Ok((file, path)) => {
-                let left = std::mem::replace(
-                    &mut self.active,
-                    Active {
-                        file,
-                        path: path.clone(),
-                        first_lsn: self.next_lsn,
-                        len: HEADER_LEN,
-                    },
-                );
-                self.shared.state().segments.insert(
-                    self.next_lsn,
-                    SegmentMeta {
-                        path,
-                        readable_len: HEADER_LEN,
-                        file_len: HEADER_LEN,
-                    },
-                );
+        match self.switch_segment() {
+            Ok(left) => {
                 self.broken = None;
                 tracing::warn!(
                     left = %left.path.display(),
@@ -321,26 +303,8 @@ impl Writer {
         if self.active.len < self.segment_max_bytes || self.next_lsn == self.active.first_lsn {
             return;
         }
-        let dir = self.shared.dir.clone();
-        match segment::create_segment(&dir, self.next_lsn, self.fsync) {
-            Ok((file, path)) => {
-                let sealed = std::mem::replace(
-                    &mut self.active,
-                    Active {
-                        file,
-                        path: path.clone(),
-                        first_lsn: self.next_lsn,
-                        len: HEADER_LEN,
-                    },
-                );
-                self.shared.state().segments.insert(
-                    self.next_lsn,
-                    SegmentMeta {
-                        path,
-                        readable_len: HEADER_LEN,
-                        file_len: HEADER_LEN,
-                    },
-                );
+        match self.switch_segment() {
+            Ok(sealed) => {
                 tracing::debug!(
                     sealed = %sealed.path.display(),
                     sealed_bytes = sealed.len,
@@ -349,11 +313,34 @@ impl Writer {
                 );
             }
             Err(e) => tracing::error!(
-                dir = %dir.display(),
+                dir = %self.shared.dir.display(),
                 error = %e,
                 "could not start a new wal segment, keeping the current one"
             ),
         }
+    }
+
+    /// Creates the segment that starts at the next LSN, makes it the active one and
+    /// lists it; returns the one it replaces.
+    fn switch_segment(&mut self) -> Result<Active, WalError> {
+        let (file, path) = segment::create_segment(&self.shared.dir, self.next_lsn, self.fsync)?;
+        self.shared.state().segments.insert(
+            self.next_lsn,
+            SegmentMeta {
+                path: path.clone(),
+                readable_len: HEADER_LEN,
+                file_len: HEADER_LEN,
+            },
+        );
+        Ok(std::mem::replace(
+            &mut self.active,
+            Active {
+                file,
+                path,
+                first_lsn: self.next_lsn,
+                len: HEADER_LEN,
+            },
+        ))
     }
 }
 
