@@ -3,8 +3,9 @@
 //!
 //! Merges are a fifth of the collector's CPU under sustained ingest, and a merge policy
 //! decides both numbers. For each group size the probe builds the same segments with
-//! raw Tantivy (the ceiling's schema: positions on the body; no merge policy, one commit
-//! per segment; indexing is not timed), then merges them `group` at a time, one merge
+//! raw Tantivy (the ceiling's fields with positions on the body, but no doc store: a
+//! merge without deletes copies the store's compressed blocks as they are; no merge
+//! policy, one commit per segment; indexing is not timed), then merges them `group` at a time, one merge
 //! after the other, and reports the merge CPU per document. Nothing else runs in the
 //! process meanwhile, so its CPU time is the merges'.
 
