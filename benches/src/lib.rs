@@ -15,6 +15,7 @@
 
 #![warn(missing_docs)]
 
+pub mod ceiling;
 pub mod collector;
 pub mod metrics;
 pub mod nodecap;

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use serde_json::{Value, json};
-use tantivy::schema::{FAST, STORED, STRING, Schema, TEXT};
-use tantivy::{Index, IndexSettings, TantivyDocument};
+use tantivy::{Index, IndexSettings};
+use vantage_benches::ceiling::CeilingFields;
 use vantage_benches::collector::Collector;
 use vantage_benches::process::ChildGuard;
 use vantage_benches::procfs::{
@@ -279,17 +279,12 @@ impl CeilingRecords {
 /// flushed before it) and once the merges the commit started have finished (the whole
 /// work, as the collector's figure once its merges settle).
 fn ceiling(args: &Args, count: u64) -> anyhow::Result<Value> {
-    let mut b = Schema::builder();
-    let ts = b.add_i64_field("timestamp", FAST);
-    let severity = b.add_text_field("severity_text", STRING);
-    let service = b.add_text_field("service", STRING);
-    let body = b.add_text_field("body", TEXT | STORED);
-    let schema = b.build();
+    let fields = CeilingFields::new(true);
     let dir = args.work_dir.join("ceiling");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let index = Index::builder()
-        .schema(schema)
+        .schema(fields.schema.clone())
         .settings(IndexSettings::default())
         .create_in_dir(&dir)?;
     let mut writer = index.writer_with_num_threads(
@@ -304,13 +299,7 @@ fn ceiling(args: &Args, count: u64) -> anyhow::Result<Value> {
     let mut docs = 0u64;
     for (batch, shift_ns) in input.iter() {
         for view in records(batch) {
-            let mut doc = TantivyDocument::new();
-            doc.add_i64(ts, view.effective_time_unix_nano() as i64 + shift_ns);
-            doc.add_text(severity, &view.record.severity_text);
-            doc.add_text(service, view.service_name().unwrap_or(""));
-            if let Some(b) = &view.record.body {
-                doc.add_text(body, any_value_to_json(b).as_str().unwrap_or(""));
-            }
+            let doc = fields.document(&view, shift_ns);
             writer.add_document(doc)?;
             docs += 1;
         }

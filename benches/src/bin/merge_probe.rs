@@ -14,11 +14,10 @@ use std::time::Instant;
 use clap::Parser;
 use serde_json::json;
 use tantivy::indexer::NoMergePolicy;
-use tantivy::schema::{FAST, STRING, Schema, TEXT};
-use tantivy::{Index, IndexWriter, TantivyDocument};
+use tantivy::{Index, IndexWriter};
+use vantage_benches::ceiling::CeilingFields;
 use vantage_benches::log_batch;
 use vantage_benches::procfs::cpu_seconds;
-use vantage_proto::json::any_value_to_json;
 use vantage_proto::logs::records;
 
 #[derive(Parser, Debug)]
@@ -61,16 +60,11 @@ fn main() -> anyhow::Result<()> {
 
 /// Builds `args.segments` segments and merges them `group` at a time.
 fn run(args: &Args, group: usize) -> anyhow::Result<serde_json::Value> {
-    let mut b = Schema::builder();
-    let ts = b.add_i64_field("timestamp", FAST);
-    let severity = b.add_text_field("severity_text", STRING);
-    let service = b.add_text_field("service", STRING);
-    let body = b.add_text_field("body", TEXT);
-    let schema = b.build();
+    let fields = CeilingFields::new(false);
     let dir = args.work_dir.join(format!("group-{group}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let index = Index::create_in_dir(&dir, schema)?;
+    let index = Index::create_in_dir(&dir, fields.schema.clone())?;
     // A heap no segment fills: each commit makes exactly one segment.
     let mut writer: IndexWriter = index.writer_with_num_threads(1, 1 << 30)?;
     writer.set_merge_policy(Box::new(NoMergePolicy));
@@ -89,13 +83,7 @@ fn run(args: &Args, group: usize) -> anyhow::Result<serde_json::Value> {
                 1_800_000_000_000_000_000,
             );
             for view in records(&batch) {
-                let mut doc = TantivyDocument::new();
-                doc.add_i64(ts, view.effective_time_unix_nano() as i64);
-                doc.add_text(severity, &view.record.severity_text);
-                doc.add_text(service, view.service_name().unwrap_or(""));
-                if let Some(v) = &view.record.body {
-                    doc.add_text(body, any_value_to_json(v).as_str().unwrap_or(""));
-                }
+                let doc = fields.document(&view, 0);
                 writer.add_document(doc)?;
                 docs += 1;
             }

@@ -570,9 +570,9 @@ fn recover(dir: &Path, fsync: bool) -> Result<Recovered, WalError> {
     let mut previous: Option<(Lsn, bool)> = None;
     let mut next_lsn = 1;
 
-    let next_firsts: Vec<Lsn> = listed.iter().skip(1).map(|(lsn, _)| *lsn).collect();
-    for (index, (first_lsn, path)) in listed.into_iter().enumerate() {
-        let next_first = next_firsts.get(index).copied();
+    let mut listed = listed.into_iter().peekable();
+    while let Some((first_lsn, path)) = listed.next() {
+        let next_first = listed.peek().map(|(lsn, _)| *lsn);
         let is_last = next_first.is_none();
         let scan = segment::scan_segment(&path, first_lsn, next_first)?;
         if let Some((prev_end, prev_damaged)) = previous
@@ -624,9 +624,7 @@ fn recover(dir: &Path, fsync: bool) -> Result<Recovered, WalError> {
                 corrupt_records += 1;
                 damaged = true;
             }
-        } else if let Some((offset, reason)) = &scan.bad
-            && !left_behind
-        {
+        } else if let Some((offset, reason)) = &scan.bad {
             if is_last {
                 let cut = scan.file_len - offset;
                 tracing::warn!(
