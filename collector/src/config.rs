@@ -56,6 +56,12 @@ pub const DEFAULT_MAX_SERIES_PER_TENANT: usize = 2_000_000;
 pub const DEFAULT_OUT_OF_ORDER_WINDOW: &str = "10m";
 /// Prometheus's default `--query.timeout`.
 pub const DEFAULT_QUERY_TIMEOUT: &str = "2m";
+/// Loki's default `querier.query_timeout`: a log search that takes longer asks too much
+/// (a week of `*`); narrowing it is the answer, not holding a core for minutes.
+pub const DEFAULT_LOG_SEARCH_TIMEOUT: &str = "1m";
+/// Log searches run at once (Loki's `querier.max_concurrent` default). A search is
+/// one thread reading the index; more at once would take the cores indexing needs.
+pub const DEFAULT_MAX_CONCURRENT_SEARCHES: usize = 4;
 /// Queries evaluated at once; more wait. Evaluation is CPU-bound, so a few per core.
 pub const DEFAULT_MAX_CONCURRENT_QUERIES: usize = 8;
 /// Access tokens of people: the usual OAuth lifetime.
@@ -227,6 +233,8 @@ struct LogsFile {
     idle_commit_interval_ms: Option<u64>,
     writer_heap_bytes: Option<usize>,
     indexing_threads: Option<usize>,
+    search_timeout: Option<String>,
+    max_concurrent_searches: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -288,6 +296,11 @@ pub struct Config {
     pub writer_heap_bytes: usize,
     /// Tantivy indexing threads (default two, one on a one-CPU machine).
     pub indexing_threads: usize,
+    /// Longest a log search may take, waiting for a slot included (a request's
+    /// `timeout` can only shorten it).
+    pub log_search_timeout: Duration,
+    /// Log searches run at once; more wait their turn.
+    pub max_concurrent_searches: usize,
     /// How long logs are kept.
     pub retention_logs: Duration,
     /// Whether requests must carry a credential (off only with `--insecure-no-auth`).
@@ -510,6 +523,11 @@ fn validate(f: FileConfig) -> Result<Config, ConfigError> {
         f.metrics.out_of_order_window,
         DEFAULT_OUT_OF_ORDER_WINDOW,
     );
+    let log_search_timeout = duration(
+        "logs.search_timeout",
+        f.logs.search_timeout,
+        DEFAULT_LOG_SEARCH_TIMEOUT,
+    );
     let query_timeout = duration(
         "metrics.query_timeout",
         f.metrics.query_timeout,
@@ -640,6 +658,13 @@ fn validate(f: FileConfig) -> Result<Config, ConfigError> {
     if max_concurrent_queries == 0 {
         errors.push("metrics.max_concurrent_queries: must be at least 1".to_string());
     }
+    let max_concurrent_searches = f
+        .logs
+        .max_concurrent_searches
+        .unwrap_or(DEFAULT_MAX_CONCURRENT_SEARCHES);
+    if max_concurrent_searches == 0 {
+        errors.push("logs.max_concurrent_searches: must be at least 1".to_string());
+    }
     let cors_allowed_origins = cors_origins(f.api.cors_allowed_origins, &mut errors);
     let tls = match (f.tls.cert_file, f.tls.key_file, f.tls.client_ca_file) {
         (None, None, None) => None,
@@ -697,6 +722,8 @@ fn validate(f: FileConfig) -> Result<Config, ConfigError> {
         idle_commit_interval: Duration::from_millis(idle_commit_interval_ms),
         writer_heap_bytes,
         indexing_threads,
+        log_search_timeout,
+        max_concurrent_searches,
         retention_logs,
         auth_enabled: f.auth.enabled.unwrap_or(true),
         protect_metrics: f.auth.protect_metrics.unwrap_or(false),

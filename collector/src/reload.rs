@@ -171,13 +171,15 @@ fn rfc3339(t: SystemTime) -> String {
 /// admission semaphore is sized at start; shrinking it would have to wait for the
 /// requests holding it), the batch-id window (`ingest.dedup_*`: the journal is opened
 /// with it), the series limit, out-of-order window, sample limit and query slots (the
-/// TSDB's and the PromQL engine's options at open), `auth.enabled` (the credential
+/// TSDB's and the PromQL engine's options at open) and log search slots (a semaphore
+/// sized at start), `auth.enabled` (the credential
 /// store is opened or not), and `log_format` (the installed subscriber's formatter).
 fn merge_live(old: &Config, new: &Config) -> Config {
     let mut effective = old.clone();
     effective.rates = new.rates;
     effective.cors_allowed_origins = new.cors_allowed_origins.clone();
     effective.query_timeout = new.query_timeout;
+    effective.log_search_timeout = new.log_search_timeout;
     effective.sessions = new.sessions;
     effective.protect_metrics = new.protect_metrics;
     effective.log_level = new.log_level.clone();
@@ -481,6 +483,7 @@ mod tests {
             "alerting:\n  evaluation_interval: 5s\n  rules_dir: /r\n",
             "auth:\n  access_token_ttl: 1m\n",
             "wal:\n  segment_max_bytes: 1048576\n",
+            "logs:\n  search_timeout: 20s\n  max_concurrent_searches: 2\n",
         ));
         let eff = merge_live(&old, &new);
         assert_eq!(eff.rates.queries_per_tenant, 1);
@@ -496,6 +499,7 @@ mod tests {
                 "auth.access_token_ttl",
                 "ingest.max_request_bytes",
                 "limits.query_requests_per_second",
+                "logs.search_timeout",
                 "retention.logs",
                 "retention.metrics",
                 "retention.traces",
@@ -506,6 +510,7 @@ mod tests {
             vec![
                 "ingest.max_inflight_bytes",
                 "listen.api",
+                "logs.max_concurrent_searches",
                 "wal.segment_max_bytes"
             ]
         );

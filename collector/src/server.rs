@@ -316,6 +316,7 @@ pub async fn run(
         tsdb: tsdb.clone(),
         engine,
         query_slots: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_queries)),
+        log_search_slots: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_searches)),
         login_throttle: Default::default(),
         totp: Default::default(),
         rules: rules.clone(),

@@ -50,6 +50,13 @@ pub mod names {
     pub const METRICS_MAINTENANCE_SECONDS: &str = "vantage_metrics_maintenance_duration_seconds";
     /// PromQL queries by outcome (`ok` or the Prometheus error type).
     pub const PROMQL_QUERIES: &str = "vantage_promql_queries";
+    /// Log searches by outcome: `ok`, `invalid` (a 400), `timeout`, `cancelled` (the
+    /// client went away), `busy` (no slot within the timeout), `error`.
+    pub const LOG_SEARCHES: &str = "vantage_log_searches";
+    /// Log searches running now (at most `logs.max_concurrent_searches`).
+    pub const LOG_SEARCHES_RUNNING: &str = "vantage_log_searches_running";
+    /// Log searches waiting for a slot now.
+    pub const LOG_SEARCHES_WAITING: &str = "vantage_log_searches_waiting";
     /// Searchable spans in the trace store.
     pub const TRACE_INDEX_SPANS: &str = "vantage_trace_index_spans";
     /// Duration of each trace index commit.
@@ -124,10 +131,11 @@ impl RuleMetrics {
     }
 }
 
-/// Labels of PromQL query counts.
+/// Labels of PromQL query and log search counts.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    /// `ok`, or the Prometheus error type (`bad_data`, `timeout`, ...).
+    /// `ok`, or what went wrong (PromQL: the Prometheus error type, `bad_data`,
+    /// `timeout`, ...; log searches: see [`names::LOG_SEARCHES`]).
     pub outcome: &'static str,
 }
 
@@ -206,6 +214,12 @@ pub struct Telemetry {
     pub metrics_maintenance_seconds: Histogram,
     /// See [`names::PROMQL_QUERIES`].
     pub promql_queries: Family<OutcomeLabels, Counter>,
+    /// See [`names::LOG_SEARCHES`].
+    pub log_searches: Family<OutcomeLabels, Counter>,
+    /// See [`names::LOG_SEARCHES_RUNNING`].
+    pub log_searches_running: Gauge,
+    /// See [`names::LOG_SEARCHES_WAITING`].
+    pub log_searches_waiting: Gauge,
     /// See [`names::READY`].
     pub ready: Gauge,
     /// See [`names::TRACE_INDEX_SPANS`].
@@ -278,6 +292,9 @@ impl Telemetry {
         let metrics_apply_errors = Counter::default();
         let metrics_maintenance_seconds = latency_histogram();
         let promql_queries = Family::<OutcomeLabels, Counter>::default();
+        let log_searches = Family::<OutcomeLabels, Counter>::default();
+        let log_searches_running = Gauge::default();
+        let log_searches_waiting = Gauge::default();
         let rules = RuleMetrics::register(&mut registry);
         registry.register(
             names::METRICS_HEAD_SERIES,
@@ -313,6 +330,21 @@ impl Telemetry {
             names::PROMQL_QUERIES,
             "PromQL queries by outcome",
             promql_queries.clone(),
+        );
+        registry.register(
+            names::LOG_SEARCHES,
+            "Log searches by outcome",
+            log_searches.clone(),
+        );
+        registry.register(
+            names::LOG_SEARCHES_RUNNING,
+            "Log searches running",
+            log_searches_running.clone(),
+        );
+        registry.register(
+            names::LOG_SEARCHES_WAITING,
+            "Log searches waiting for a slot",
+            log_searches_waiting.clone(),
         );
         registry.register(
             names::INGEST_RECORDS,
@@ -427,6 +459,9 @@ impl Telemetry {
             metrics_apply_errors,
             metrics_maintenance_seconds,
             promql_queries,
+            log_searches,
+            log_searches_running,
+            log_searches_waiting,
             trace_index_spans,
             trace_index_commit_seconds,
             trace_index_errors,

@@ -34,6 +34,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     d.ok_or_else(|| format!("{text:?} is too long"))
 }
 
+/// A duration as [`parse_duration`] reads it, in the largest exact unit (`30s`, `15m`,
+/// `7d`, `250ms`): how the configuration and messages about it name one.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms >= size && ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
 /// An environment value read as YAML (so `false` and `42` keep their types), else a
 /// string.
 pub fn env_scalar(text: &str) -> Value {

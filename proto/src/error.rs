@@ -15,6 +15,9 @@ pub enum ErrorCode {
     ResourceExhausted,
     /// The server is starting or stopping; retry later.
     Unavailable,
+    /// The work asked for did not finish in the time it was given; asking again
+    /// unchanged will likely fail again.
+    Timeout,
     /// The thing asked for does not exist.
     NotFound,
     /// The thing to create exists already.
@@ -38,6 +41,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => tonic::Code::InvalidArgument,
             ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
             ErrorCode::Unavailable => tonic::Code::Unavailable,
+            ErrorCode::Timeout => tonic::Code::DeadlineExceeded,
             ErrorCode::NotFound => tonic::Code::NotFound,
             ErrorCode::AlreadyExists => tonic::Code::AlreadyExists,
             ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
@@ -54,6 +58,8 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::ResourceExhausted => http::StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Unavailable => http::StatusCode::SERVICE_UNAVAILABLE,
+            // As Prometheus answers a query timeout, which Grafana users already know.
+            ErrorCode::Timeout => http::StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::NotFound => http::StatusCode::NOT_FOUND,
             ErrorCode::AlreadyExists => http::StatusCode::CONFLICT,
             ErrorCode::Unauthenticated => http::StatusCode::UNAUTHORIZED,
@@ -75,6 +81,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::ResourceExhausted => "resource_exhausted",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Timeout => "timeout",
             ErrorCode::NotFound => "not_found",
             ErrorCode::AlreadyExists => "already_exists",
             ErrorCode::Unauthenticated => "unauthenticated",
@@ -99,5 +106,7 @@ mod tests {
         assert!(ErrorCode::Unavailable.retryable());
         assert!(!ErrorCode::InvalidArgument.retryable());
         assert_eq!(ErrorCode::PayloadTooLarge.http_status(), 413);
+        assert_eq!(ErrorCode::Timeout.http_status(), 503);
+        assert!(!ErrorCode::Timeout.retryable());
     }
 }

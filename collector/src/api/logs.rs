@@ -12,7 +12,9 @@ use futures::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use vantage_proto::ErrorCode;
-use vantage_storage::logs::{LogQuery, LogQueryError, LogSearchResult, MAX_LIMIT, SortOrder};
+use vantage_storage::logs::{
+    CancelOnDrop, Deadline, LogQuery, LogQueryError, LogSearchResult, MAX_LIMIT, SortOrder,
+};
 
 use super::timeparse::{format_time, parse_time};
 use super::{ApiError, ApiState, render};
@@ -20,7 +22,7 @@ use crate::config::parse_duration;
 use vantage_storage::meta::Scope;
 
 use crate::ingest::now_ns;
-use crate::telemetry::EndpointLabels;
+use crate::telemetry::{EndpointLabels, OutcomeLabels};
 
 /// Hits returned when the request names no limit.
 const DEFAULT_LIMIT: usize = 100;
@@ -43,6 +45,7 @@ pub(super) struct SearchParams {
     limit: Option<usize>,
     order: Option<String>,
     histogram: Option<String>,
+    timeout: Option<String>,
 }
 
 /// Query-string parameters of a tail.
@@ -66,8 +69,118 @@ fn query_error(e: LogQueryError) -> ApiError {
                 "log search failed; see the collector log",
             )
         }
+        e @ LogQueryError::Timeout(_) => ApiError::new(ErrorCode::Timeout, e.to_string()),
+        // No one is left to read it.
+        e @ LogQueryError::Cancelled => ApiError::new(ErrorCode::Unavailable, e.to_string()),
         other => bad(other.to_string()),
     }
+}
+
+/// The label of a search's outcome in `vantage_log_searches_total`.
+fn outcome(result: &Result<LogSearchResult, LogQueryError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(LogQueryError::Timeout(_)) => "timeout",
+        Err(LogQueryError::Cancelled) => "cancelled",
+        Err(LogQueryError::Internal(_)) => "error",
+        Err(
+            LogQueryError::Parse { .. }
+            | LogQueryError::Invalid(_)
+            | LogQueryError::BadParameter(_),
+        ) => "invalid",
+    }
+}
+
+/// The search's time: the request's `timeout`, capped by `logs.search_timeout`.
+fn search_timeout(state: &ApiState, asked: Option<&str>) -> Result<Duration, ApiError> {
+    let configured = state.live.get().log_search_timeout;
+    let Some(text) = asked else {
+        return Ok(configured);
+    };
+    let asked = parse_duration(text).map_err(|e| bad(format!("timeout: {e}")))?;
+    if asked.is_zero() {
+        return Err(bad("timeout: must be more than zero"));
+    }
+    Ok(asked.min(configured))
+}
+
+/// Counts a gauge up while alive.
+struct Occupying(prometheus_client::metrics::gauge::Gauge);
+
+impl Occupying {
+    fn new(gauge: &prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Occupying(gauge.clone())
+    }
+}
+
+impl Drop for Occupying {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Runs `query` once one of the `logs.max_concurrent_searches` slots is free, on a
+/// blocking thread, until `deadline`. Waiting for the slot counts against the deadline;
+/// the slot is held until the search has stopped, so a search whose client went away
+/// (dropping this future cancels it) still counts until it has.
+async fn bounded_search(
+    state: &Arc<ApiState>,
+    query: LogQuery,
+    deadline: Deadline,
+) -> Result<LogSearchResult, ApiError> {
+    let telemetry = state.telemetry.clone();
+    let count = move |outcome: &'static str| {
+        telemetry
+            .log_searches
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    };
+    let slot = {
+        let _waiting = Occupying::new(&state.telemetry.log_searches_waiting);
+        let acquire = state.log_search_slots.clone().acquire_owned();
+        let acquired = match deadline.remaining() {
+            Some(left) => tokio::time::timeout(left, acquire).await,
+            None => Ok(acquire.await),
+        };
+        match acquired {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(_)) => {
+                return Err(ApiError::new(
+                    ErrorCode::Unavailable,
+                    "the collector is shutting down",
+                ));
+            }
+            Err(_) => {
+                count("busy");
+                let mut e = ApiError::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "no search slot came free within the search's {}: {} searches are running \
+                         (logs.max_concurrent_searches); retry later",
+                        vantage_proto::config::format_duration(deadline.budget()),
+                        state.live.get().max_concurrent_searches,
+                    ),
+                );
+                e.retry_after = Some(Duration::from_secs(1));
+                return Err(e);
+            }
+        }
+    };
+    let cancel = CancelOnDrop(deadline.clone());
+    let store = state.logs.clone();
+    let running = state.telemetry.log_searches_running.clone();
+    let result = super::blocking("search", move || {
+        let _slot = slot;
+        let _running = Occupying::new(&running);
+        let result = store.search_until(&query, &deadline);
+        count(outcome(&result));
+        result
+    })
+    .await?;
+    // Cancelling a search that has finished changes nothing.
+    drop(cancel);
+    result.map_err(query_error)
 }
 
 fn build_query(tenant: String, p: SearchParams) -> Result<LogQuery, ApiError> {
@@ -137,11 +250,9 @@ pub(super) async fn search(
     let principal = super::authenticate(&state, &headers, Scope::Query)?;
     super::charge_query(&state, &principal)?;
     let Query(params) = params.map_err(|e| bad(e.body_text()))?;
+    let timeout = search_timeout(&state, params.timeout.as_deref())?;
     let query = build_query(principal.tenant, params)?;
-    let store = state.logs.clone();
-    let result = super::blocking("search", move || store.search(&query))
-        .await?
-        .map_err(query_error)?;
+    let result = bounded_search(&state, query, Deadline::starting(started, timeout)).await?;
     let took = started.elapsed();
     state
         .telemetry

@@ -62,6 +62,8 @@ pub struct ApiState {
     pub engine: Arc<vantage_storage::metrics::promql::Engine>,
     /// Bounds PromQL queries evaluated at once.
     pub query_slots: Arc<tokio::sync::Semaphore>,
+    /// Bounds log searches run at once (`logs.max_concurrent_searches`).
+    pub log_search_slots: Arc<tokio::sync::Semaphore>,
     /// Failed-login counts, to slow password guessing.
     pub login_throttle: crate::auth::throttle::LoginThrottle,
     /// TOTP codes seen, so each works once.

@@ -9,7 +9,6 @@
 //! if whoever added it forgot this page.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -26,21 +25,7 @@ use super::{ApiError, ApiState, authenticate};
 use crate::config::{Config, LogFormat};
 use crate::secrets::REDACTED;
 
-/// A duration as the configuration file writes it (`30s`, `15m`, `7d`, `250ms`).
-fn duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    for (unit, size) in [
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1_000),
-    ] {
-        if ms >= size && ms.is_multiple_of(size) {
-            return format!("{}{unit}", ms / size);
-        }
-    }
-    format!("{ms}ms")
-}
+use vantage_proto::config::format_duration as duration;
 
 /// The effective configuration as a tree with the file's key names. Values the types
 /// know to be secret are already `<redacted>`; [`mask`] catches the rest by name.
@@ -69,6 +54,8 @@ pub fn render(c: &Config) -> Value {
             "idle_commit_interval_ms": c.idle_commit_interval.as_millis() as u64,
             "writer_heap_bytes": c.writer_heap_bytes,
             "indexing_threads": c.indexing_threads,
+            "search_timeout": duration(c.log_search_timeout),
+            "max_concurrent_searches": c.max_concurrent_searches,
         },
         "retention": {
             "logs": duration(c.retention_logs),
@@ -338,6 +325,7 @@ pub(super) fn routes(c: Catalog) -> Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn secret_names_are_masked_paths_and_lifetimes_are_not() {
@@ -380,6 +368,8 @@ mod tests {
         assert!(!tree.to_string().contains("AAAAAAAA"));
         assert_eq!(tree["retention"]["logs"], "7d");
         assert_eq!(tree["metrics"]["query_timeout"], "2m");
+        assert_eq!(tree["logs"]["search_timeout"], "1m");
+        assert_eq!(tree["logs"]["max_concurrent_searches"], 4);
     }
 
     #[test]

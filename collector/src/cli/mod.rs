@@ -193,6 +193,9 @@ enum LogsCommand {
         /// asc (oldest first) or desc (newest first).
         #[arg(long, default_value = "desc")]
         order: String,
+        /// Give up after this long, e.g. 10s [default: the collector's logs.search_timeout].
+        #[arg(long)]
+        timeout: Option<String>,
         /// Print the API's JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -347,6 +350,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
                     end,
                     limit,
                     order,
+                    timeout,
                     json,
                 },
         } => {
@@ -359,6 +363,9 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             ];
             if let Some(end) = end {
                 params.push(("end", end));
+            }
+            if let Some(timeout) = timeout {
+                params.push(("timeout", timeout));
             }
             let uri = url(&cli.url, "/api/v1/logs/search", &params)?;
             let response =

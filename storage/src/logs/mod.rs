@@ -8,6 +8,7 @@
 //! the span store (`crate::partitioned`).
 
 mod compact;
+mod deadline;
 mod document;
 mod inflight;
 mod partition;
@@ -28,6 +29,7 @@ pub use crate::partitioned::AddOutcome;
 pub use crate::partitioned::valid_tenant;
 use crate::partitioned::{Failure, PartitionKey, Partitions, WriterOptions, Writers};
 pub use compact::DEFAULT_COMPACT_QUIET_AFTER;
+pub use deadline::{CancelOnDrop, Deadline, Stop};
 pub use document::LogBatch;
 use document::{BatchBuilder, LogDoc};
 use partition::PartitionReader;

@@ -15,6 +15,7 @@ use tantivy::{DocAddress, DocId, Order, Score, SegmentReader, TantivyDocument, T
 use vantage_proto::otlp::logs::v1::ResourceLogs;
 
 use super::LogStore;
+use super::deadline::{Deadline, Stop};
 use super::schema::{LeftOutColumns, LogFields, SchemaVersion, decode_stored, id_parts, names};
 
 /// Most hits one search may return; deeper paging narrows the time range instead.
@@ -105,9 +106,38 @@ pub enum LogQueryError {
     /// A parameter is out of range.
     #[error("{0}")]
     BadParameter(String),
+    /// The search ran out of the time it was given (see [`LogStore::search_until`]).
+    #[error(
+        "the search did not finish within {}: narrow the time range or the query",
+        vantage_proto::config::format_duration(*.0)
+    )]
+    Timeout(Duration),
+    /// The caller cancelled the search (its client went away).
+    #[error("the search was cancelled")]
+    Cancelled,
     /// The index failed; details go to the log, not to the client.
     #[error("log index failure: {0}")]
     Internal(tantivy::TantivyError),
+}
+
+/// The result of one Tantivy search under `deadline`. A search stopped inside Tantivy
+/// ends its segments early: what it collected is incomplete, so it is an error even
+/// though Tantivy returned it.
+fn finished<T>(result: tantivy::Result<T>, deadline: &Deadline) -> Result<T, LogQueryError> {
+    let value = result?;
+    match deadline.stopped() {
+        Some(stop) => Err(LogQueryError::stopped(stop, deadline)),
+        None => Ok(value),
+    }
+}
+
+impl LogQueryError {
+    fn stopped(stop: Stop, deadline: &Deadline) -> Self {
+        match stop {
+            Stop::Timeout => LogQueryError::Timeout(deadline.budget()),
+            Stop::Cancelled => LogQueryError::Cancelled,
+        }
+    }
 }
 
 impl LogStore {
@@ -157,6 +187,22 @@ impl LogStore {
 
     /// Runs a search over the tenant's partitions that overlap the time range.
     pub fn search(&self, q: &LogQuery) -> Result<LogSearchResult, LogQueryError> {
+        self.search_until(q, &Deadline::none())
+    }
+
+    /// [`LogStore::search`] that gives up with [`LogQueryError::Timeout`] once `deadline`
+    /// passes, or [`LogQueryError::Cancelled`] once it is cancelled: checked before
+    /// each partition, segment and phase, and every thousand or so documents read.
+    pub fn search_until(
+        &self,
+        q: &LogQuery,
+        deadline: &Deadline,
+    ) -> Result<LogSearchResult, LogQueryError> {
+        let check = || {
+            deadline
+                .check()
+                .map_err(|stop| LogQueryError::stopped(stop, deadline))
+        };
         if q.limit > MAX_LIMIT {
             return Err(LogQueryError::BadParameter(format!(
                 "limit {} is over the maximum of {MAX_LIMIT}",
@@ -169,7 +215,10 @@ impl LogStore {
             ));
         }
         // After the checks: a refused query is not a search that needs fresh data.
-        self.shared.freshness.before_search(COMMIT_WAIT);
+        let commit_wait = deadline
+            .remaining()
+            .map_or(COMMIT_WAIT, |left| left.min(COMMIT_WAIT));
+        self.shared.freshness.before_search(commit_wait);
         let histogram = match q.histogram_interval_ns {
             Some(interval) if interval <= 0 => {
                 return Err(LogQueryError::BadParameter(
@@ -196,7 +245,11 @@ impl LogStore {
         let mut queries: Vec<(SchemaVersion, Box<dyn Query>)> = Vec::new();
         let current = self.current_fields()?;
         let parsed = self.parse_query_for(current, &q.query)?;
-        queries.push((current.version, self.filtered_query(q, current, parsed)?));
+        queries.push((
+            current.version,
+            deadline.wrap(self.filtered_query(q, current, parsed)?),
+        ));
+        check()?;
         let mut total = 0u64;
         let mut counts = histogram.as_ref().map(|h| vec![0u64; h.buckets]);
         // (sort key, partition, doc) for every partition's top candidates.
@@ -209,7 +262,8 @@ impl LogStore {
                 Some(qi) => qi,
                 None => {
                     let parsed = self.parse_query_for(fields, &q.query)?;
-                    queries.push((fields.version, self.filtered_query(q, fields, parsed)?));
+                    let query = deadline.wrap(self.filtered_query(q, fields, parsed)?);
+                    queries.push((fields.version, query));
                     queries.len() - 1
                 }
             };
@@ -224,7 +278,8 @@ impl LogStore {
                         };
                         let collector = TopDocs::with_limit(q.limit)
                             .order_by_fast_field::<i64>(names::TIMESTAMP, order);
-                        let (count, docs) = searcher.search(query, &(Count, collector))?;
+                        let (count, docs) =
+                            finished(searcher.search(query, &(Count, collector)), deadline)?;
                         total += count as u64;
                         docs.into_iter()
                             .map(|(k, d)| (i128::from(k.unwrap_or(0)), d))
@@ -233,7 +288,8 @@ impl LogStore {
                     SortOrder::ArrivalAsc => {
                         let collector = TopDocs::with_limit(q.limit)
                             .order_by_fast_field::<u64>(names::LSN, Order::Asc);
-                        let (count, docs) = searcher.search(query, &(Count, collector))?;
+                        let (count, docs) =
+                            finished(searcher.search(query, &(Count, collector)), deadline)?;
                         total += count as u64;
                         docs.into_iter()
                             .map(|(k, d)| (i128::from(k.unwrap_or(0)), d))
@@ -242,10 +298,13 @@ impl LogStore {
                 };
                 candidates.extend(top.into_iter().map(|(k, d)| (k, pi, d)));
             } else {
-                total += searcher.search(query, &Count)? as u64;
+                total += finished(searcher.search(query, &Count), deadline)? as u64;
             }
             if let (Some(h), Some(counts)) = (&histogram, counts.as_mut()) {
-                for (c, n) in counts.iter_mut().zip(searcher.search(query, h)?) {
+                for (c, n) in counts
+                    .iter_mut()
+                    .zip(finished(searcher.search(query, h), deadline)?)
+                {
                     *c += n;
                 }
             }
@@ -256,7 +315,11 @@ impl LogStore {
         }
         candidates.truncate(q.limit);
         let mut hits = Vec::with_capacity(candidates.len());
-        for (_, pi, address) in candidates {
+        for (i, (_, pi, address)) in candidates.into_iter().enumerate() {
+            // Each hit may read and decompress a doc store block.
+            if i % 64 == 0 {
+                check()?;
+            }
             let searcher = &searchers[pi];
             let fields = &readers[pi].fields;
             let doc: TantivyDocument = searcher.doc(address)?;

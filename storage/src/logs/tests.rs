@@ -332,6 +332,44 @@ fn histogram_counts_per_bucket() {
 }
 
 #[test]
+fn a_search_out_of_time_or_cancelled_is_an_error_not_a_partial_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _ix) = seeded(dir.path());
+    let mut q = query("");
+    q.histogram_interval_ns = Some(DAY);
+    let full = store.search_until(&q, &Deadline::after(std::time::Duration::from_secs(600)));
+    assert_eq!(full.unwrap().total, 4);
+    let late = store.search_until(&q, &Deadline::after(std::time::Duration::from_millis(1500)));
+    assert!(late.is_ok(), "{late:?}");
+    let out_of_time = Deadline::after(std::time::Duration::ZERO);
+    match store.search_until(&q, &out_of_time) {
+        Err(e @ LogQueryError::Timeout(_)) => assert_eq!(
+            e.to_string(),
+            "the search did not finish within 0ms: narrow the time range or the query"
+        ),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    let budget = Deadline::starting(
+        std::time::Instant::now() - std::time::Duration::from_secs(120),
+        std::time::Duration::from_secs(90),
+    );
+    let message = store.search_until(&q, &budget).unwrap_err().to_string();
+    assert!(message.contains("within 90s"), "{message}");
+    let cancelled = Deadline::none();
+    cancelled.cancel();
+    assert!(matches!(
+        store.search_until(&q, &cancelled),
+        Err(LogQueryError::Cancelled)
+    ));
+    // Parameters are checked first: a bad request says so even when out of time.
+    q.limit = MAX_LIMIT + 1;
+    assert!(matches!(
+        store.search_until(&q, &out_of_time),
+        Err(LogQueryError::BadParameter(_))
+    ));
+}
+
+#[test]
 fn parse_errors_name_a_position() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _ix) = seeded(dir.path());

@@ -76,21 +76,31 @@ impl LogCondition {
         self.op.holds(count, self.threshold)
     }
 
-    /// Counts matching records in `(at - window, at]` and takes the newest samples.
-    pub fn count(&self, store: &LogStore, tenant: &str, at_ms: i64) -> Result<LogCount, String> {
+    /// Counts matching records in `(at - window, at]` and takes the newest samples,
+    /// giving up after `timeout` (the rules' `metrics.query_timeout`, as for PromQL).
+    pub fn count(
+        &self,
+        store: &LogStore,
+        tenant: &str,
+        at_ms: i64,
+        timeout: std::time::Duration,
+    ) -> Result<LogCount, String> {
         let end_ns = at_ms.saturating_add(1).saturating_mul(1_000_000);
         let start_ns = end_ns.saturating_sub(self.window_ms.saturating_mul(1_000_000));
         let result = store
-            .search(&LogQuery {
-                tenant: tenant.to_string(),
-                query: self.query.clone(),
-                start_ns,
-                end_ns,
-                limit: LOG_SAMPLE_LINES,
-                order: SortOrder::TimeDesc,
-                histogram_interval_ns: None,
-                after_lsn: None,
-            })
+            .search_until(
+                &LogQuery {
+                    tenant: tenant.to_string(),
+                    query: self.query.clone(),
+                    start_ns,
+                    end_ns,
+                    limit: LOG_SAMPLE_LINES,
+                    order: SortOrder::TimeDesc,
+                    histogram_interval_ns: None,
+                    after_lsn: None,
+                },
+                &vantage_storage::logs::Deadline::after(timeout),
+            )
             .map_err(|e| e.to_string())?;
         let samples = result.hits.iter().map(sample_line).collect();
         Ok(LogCount {

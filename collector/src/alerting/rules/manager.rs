@@ -632,8 +632,9 @@ impl GroupTask {
                     _ => Err("rule result is not a vector or scalar".to_string()),
                 }
             };
-            let log_count =
-                |c: &super::logrule::LogCondition, t: i64| c.count(&logs, &key.tenant, t);
+            let log_count = |c: &super::logrule::LogCondition, t: i64| {
+                c.count(&logs, &key.tenant, t, opts.query_timeout)
+            };
             let tenant = key.tenant.clone();
             let mut write = |batch| {
                 handle
