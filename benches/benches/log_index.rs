@@ -73,7 +73,12 @@ fn index(c: &mut Criterion) {
         ("phrase", format!("\"{}\"", terms.phrase), 100, None),
         ("common_word", terms.common.to_string(), 100, None),
         ("common_word_count_only", terms.common.to_string(), 0, None),
-        ("match_all_histogram", String::new(), 100, Some(60_000_000_000)),
+        (
+            "match_all_histogram",
+            String::new(),
+            100,
+            Some(60_000_000_000),
+        ),
     ] {
         let q = LogQuery {
             tenant: "default".into(),
