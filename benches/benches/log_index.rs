@@ -36,7 +36,7 @@ fn decode(c: &mut Criterion) {
 
 fn index(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (store, mut indexer) =
+    let (_store, mut indexer) =
         vantage_storage::logs::open(LogStoreOptions::new(dir.path())).expect("open");
     let batches: Vec<_> = (0..50)
         .map(|i| log_batch(1, i * 1000, 1000, 200, NOW))
