@@ -190,3 +190,46 @@ async fn a_search_that_finds_no_free_slot_in_time_is_told_to_retry() {
         .await;
     assert_eq!(found["total"], RECORDS as u64);
 }
+
+#[tokio::test]
+async fn a_search_whose_client_goes_away_stops_and_frees_its_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::builder()
+        .env("VANTAGE_LOGS__MAX_CONCURRENT_SEARCHES", "1")
+        .start(dir.path());
+    fill(&c).await;
+    let cancelled = |text: &str| {
+        metric_value(
+            text,
+            "vantage_log_searches_total",
+            &[("outcome", "cancelled")],
+        )
+        .unwrap_or(0.0)
+    };
+    // The client gives up long before a search of everything can finish.
+    let deadline = tokio::time::Instant::now() + SEARCHABLE_TIMEOUT;
+    loop {
+        let gave_up = tokio::time::timeout(Duration::from_millis(20), c.search_raw(&HEAVY)).await;
+        assert!(gave_up.is_err(), "the search finished within 20 ms");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let text = c.metrics_text().await;
+        if cancelled(&text) >= 1.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no search was cancelled:\n{text}"
+        );
+    }
+    // Its only slot is free again: the next search runs.
+    let found: Value = c
+        .search(&[("query", "bulk"), ("limit", "1"), ("timeout", "30s")])
+        .await;
+    assert_eq!(found["total"], RECORDS as u64);
+    let text = c.metrics_text().await;
+    assert_eq!(
+        metric_value(&text, "vantage_log_searches_running", &[]),
+        Some(0.0),
+        "{text}"
+    );
+}
