@@ -167,7 +167,9 @@ async fn bounded_search(
             }
         }
     };
-    let cancel = CancelOnDrop(deadline.clone());
+    // Dropped with this future: when the client goes away, or after the search ended
+    // (cancelling a finished search changes nothing).
+    let _cancel = CancelOnDrop(deadline.clone());
     let store = state.logs.clone();
     let running = state.telemetry.log_searches_running.clone();
     let result = super::blocking("search", move || {
@@ -178,8 +180,6 @@ async fn bounded_search(
         result
     })
     .await?;
-    // Cancelling a search that has finished changes nothing.
-    drop(cancel);
     result.map_err(query_error)
 }
 

@@ -278,18 +278,6 @@ impl DocSet for DeadlineScorer {
     fn cost(&self) -> u64 {
         self.inner.cost()
     }
-
-    fn count_including_deleted(&mut self) -> u32 {
-        let mut buffer = [0; COLLECT_BLOCK_BUFFER_LEN];
-        let mut count = 0;
-        loop {
-            let n = self.fill_buffer(&mut buffer);
-            count += n as u32;
-            if n < buffer.len() {
-                return count;
-            }
-        }
-    }
 }
 
 impl Scorer for DeadlineScorer {

@@ -247,7 +247,7 @@ impl LogStore {
         let parsed = self.parse_query_for(current, &q.query)?;
         queries.push((
             current.version,
-            deadline.wrap(self.filtered_query(q, current, parsed)?),
+            self.filtered_query(q, current, parsed, deadline)?,
         ));
         check()?;
         let mut total = 0u64;
@@ -262,7 +262,7 @@ impl LogStore {
                 Some(qi) => qi,
                 None => {
                     let parsed = self.parse_query_for(fields, &q.query)?;
-                    let query = deadline.wrap(self.filtered_query(q, fields, parsed)?);
+                    let query = self.filtered_query(q, fields, parsed, deadline)?;
                     queries.push((fields.version, query));
                     queries.len() - 1
                 }
@@ -362,12 +362,14 @@ impl LogStore {
         })
     }
 
-    /// `parsed` limited to the time range (and LSNs) of `q`, in schema `fields`.
+    /// `parsed` limited to the time range (and LSNs) of `q`, in schema `fields`, read only
+    /// while `deadline` holds.
     fn filtered_query(
         &self,
         q: &LogQuery,
         fields: &LogFields,
         parsed: Box<dyn Query>,
+        deadline: &Deadline,
     ) -> Result<Box<dyn Query>, LogQueryError> {
         let time = RangeQuery::new(
             Bound::Included(Term::from_field_i64(fields.timestamp, q.start_ns)),
@@ -384,7 +386,7 @@ impl LogStore {
                 )),
             ));
         }
-        Ok(Box::new(BooleanQuery::new(clauses)))
+        Ok(deadline.wrap(Box::new(BooleanQuery::new(clauses))))
     }
 }
 
