@@ -108,6 +108,13 @@ struct Args {
     /// Rounds of `--only-ceiling`.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// The ceiling's doc store: `tantivy` (Tantivy's default, LZ4 in 16 KiB blocks: raw
+    /// Tantivy as it comes, the reference of the ratio) or `collector` (zstd
+    /// level 3 in 128 KiB blocks, what the collector needs to keep its index within 2 ×
+    /// the zstd of the raw records). Several are run in turn by `--only-ceiling`; the
+    /// whole bench uses the first.
+    #[arg(long, value_delimiter = ',', default_value = "tantivy")]
+    ceiling_docstore: Vec<CeilingDocstore>,
     /// Run only phase 3 (throughput through the collector, then search latency):
     /// alternate invocations with `--collector` to compare two builds in one run.
     #[arg(long)]
@@ -274,18 +281,54 @@ impl CeilingRecords {
     }
 }
 
+/// The doc store of the raw Tantivy ceiling (see `--ceiling-docstore`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum CeilingDocstore {
+    /// Tantivy's default settings: LZ4 in 16 KiB blocks.
+    Tantivy,
+    /// The collector's default: zstd level 3 in 128 KiB blocks.
+    Collector,
+}
+
+impl CeilingDocstore {
+    fn settings(self) -> IndexSettings {
+        match self {
+            CeilingDocstore::Tantivy => IndexSettings::default(),
+            CeilingDocstore::Collector => {
+                let docstore = vantage_storage::logs::DocStoreOptions::default();
+                IndexSettings {
+                    docstore_compression: tantivy::store::Compressor::Zstd(
+                        tantivy::store::ZstdCompressor {
+                            compression_level: Some(docstore.zstd_level),
+                        },
+                    ),
+                    docstore_blocksize: docstore.block_bytes,
+                    ..IndexSettings::default()
+                }
+            }
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            CeilingDocstore::Tantivy => "tantivy",
+            CeilingDocstore::Collector => "collector",
+        }
+    }
+}
+
 /// Phase 1: raw Tantivy on the same records, 1 indexing thread, positions and a doc
 /// store, Tantivy's default merge policy: CPU at the commit (with the merges of segments
 /// flushed before it) and once the merges the commit started have finished (the whole
 /// work, as the collector's figure once its merges settle).
-fn ceiling(args: &Args, count: u64) -> anyhow::Result<Value> {
+fn ceiling(args: &Args, count: u64, docstore: CeilingDocstore) -> anyhow::Result<Value> {
     let fields = CeilingFields::new(true);
     let dir = args.work_dir.join("ceiling");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let index = Index::builder()
         .schema(fields.schema.clone())
-        .settings(IndexSettings::default())
+        .settings(docstore.settings())
         .create_in_dir(&dir)?;
     let mut writer = index.writer_with_num_threads(
         args.ceiling_indexing_threads,
@@ -330,7 +373,11 @@ fn ceiling(args: &Args, count: u64) -> anyhow::Result<Value> {
 /// collector has none at saturation. Measured alone, the ceiling counts as CPU the time
 /// its document-building thread spins in crossbeam's backoff waiting for Tantivy's
 /// indexing thread (~30 % of its CPU in session 11); this is raw Tantivy's work.
-fn ceiling_other_cores_busy(args: &Args, records: u64) -> anyhow::Result<Value> {
+fn ceiling_other_cores_busy(
+    args: &Args,
+    records: u64,
+    docstore: CeilingDocstore,
+) -> anyhow::Result<Value> {
     // One per other CPU; one on a one-CPU machine, where it shares the only core.
     let loops = (std::thread::available_parallelism().map_or(1, |n| n.get()) - 1).max(1);
     let _busy: Vec<ChildGuard> = (0..loops)
@@ -345,7 +392,7 @@ fn ceiling_other_cores_busy(args: &Args, records: u64) -> anyhow::Result<Value> 
         .collect::<anyhow::Result<_>>()?;
     // Let the scheduler place them before the clock starts.
     std::thread::sleep(Duration::from_millis(200));
-    let mut c = ceiling(args, records)?;
+    let mut c = ceiling(args, records, docstore)?;
     c["busy_loops"] = json!(loops);
     Ok(c)
 }
@@ -485,13 +532,13 @@ fn only_indexer(args: &Args, rounds: usize) -> anyhow::Result<Value> {
     let mut runs = Vec::new();
     for round in 0..rounds.max(1) {
         phase(&format!("raw tantivy ceiling, round {}", round + 1));
-        let c = ceiling(args, args.indexer_records)?;
+        let c = ceiling(args, args.indexer_records, args.ceiling_docstore[0])?;
         eprintln!("{c}");
         phase(&format!(
             "raw tantivy ceiling, other cores busy, round {}",
             round + 1
         ));
-        let busy = ceiling_other_cores_busy(args, args.indexer_records)?;
+        let busy = ceiling_other_cores_busy(args, args.indexer_records, args.ceiling_docstore[0])?;
         eprintln!("{busy}");
         phase(&format!(
             "vantage log indexer in-process, round {}",
@@ -501,7 +548,7 @@ fn only_indexer(args: &Args, rounds: usize) -> anyhow::Result<Value> {
         eprintln!("{i}");
         let per_cpu = i["docs_per_cpu_s"].as_f64().unwrap_or(0.0);
         runs.push(json!({
-            "ceiling": c, "ceiling_other_cores_busy": busy, "indexer_in_process": i,
+            "ceiling_docstore": args.ceiling_docstore[0].name(), "ceiling": c, "ceiling_other_cores_busy": busy, "indexer_in_process": i,
             "indexer_vs_raw_tantivy": per_cpu / c["docs_per_cpu_s"].as_f64().unwrap_or(f64::NAN),
             "indexer_vs_raw_tantivy_work": per_cpu / busy["docs_per_cpu_s"].as_f64().unwrap_or(f64::NAN),
         }));
@@ -1020,18 +1067,19 @@ fn main() -> anyhow::Result<()> {
         let mut runs = Vec::new();
         for round in 0..args.rounds.max(1) {
             for &count in &args.only_ceiling {
-                phase(&format!(
-                    "raw tantivy ceiling, {count} records, round {}",
-                    round + 1
-                ));
-                let alone = ceiling(&args, count)?;
-                eprintln!("{alone}");
-                let busy = ceiling_other_cores_busy(&args, count)?;
-                eprintln!("{busy}");
-                runs.push(
-                    json!({"records": count, "round": round + 1, "ceiling": alone,
-                                 "ceiling_other_cores_busy": busy}),
-                );
+                for &docstore in &args.ceiling_docstore {
+                    phase(&format!(
+                        "raw tantivy ceiling, {count} records, {docstore:?} doc store, round {}",
+                        round + 1
+                    ));
+                    let alone = ceiling(&args, count, docstore)?;
+                    eprintln!("{alone}");
+                    let busy = ceiling_other_cores_busy(&args, count, docstore)?;
+                    eprintln!("{busy}");
+                    runs.push(json!({"records": count, "round": round + 1,
+                        "docstore": docstore.name(), "ceiling": alone,
+                        "ceiling_other_cores_busy": busy}));
+                }
             }
         }
         println!("{}", serde_json::to_string_pretty(&json!({"runs": runs}))?);
@@ -1043,10 +1091,11 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     phase("raw tantivy ceiling");
-    let ceiling = ceiling(&args, args.ceiling_records)?;
+    let ceiling = ceiling(&args, args.ceiling_records, args.ceiling_docstore[0])?;
     eprintln!("{ceiling}");
     phase("raw tantivy ceiling, other cores busy");
-    let ceiling_busy = ceiling_other_cores_busy(&args, args.ceiling_records)?;
+    let ceiling_busy =
+        ceiling_other_cores_busy(&args, args.ceiling_records, args.ceiling_docstore[0])?;
     eprintln!("{ceiling_busy}");
     phase("vantage log indexer in-process");
     let indexer = indexer_ceiling(&args)?;
@@ -1095,7 +1144,7 @@ fn main() -> anyhow::Result<()> {
                       "body_bytes": args.body_bytes, "pool_batches": args.pool_batches, "indexing_threads": args.indexing_threads,
                       "ceiling_indexing_threads": args.ceiling_indexing_threads,
                       "ceiling_records": args.ceiling_records, "indexer_records": args.indexer_records},
-        "ceiling": ceiling, "ceiling_other_cores_busy": ceiling_busy, "indexer_in_process": indexer, "ingest": ingest, "search": search, "disk": disk, "steady": steady, "auth_overhead": auth, "overload": overload,
+        "ceiling_docstore": args.ceiling_docstore[0].name(), "ceiling": ceiling, "ceiling_other_cores_busy": ceiling_busy, "indexer_in_process": indexer, "ingest": ingest, "search": search, "disk": disk, "steady": steady, "auth_overhead": auth, "overload": overload,
         "collector_vs_raw_tantivy_docs_per_cpu_s": ratio,
         "collector_vs_raw_tantivy_work_docs_per_cpu_s": ratio_work,
         "collector_searchable_vs_raw_tantivy_indexing_docs_per_cpu_s": ratio_indexing,
