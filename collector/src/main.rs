@@ -144,6 +144,9 @@ fn main() -> anyhow::Result<()> {
     init_logging(config.log_format, config.log_level.as_deref());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Queries are parsed and evaluated on these threads: the stack their depth
+        // limits are measured against (see `promql::MAX_QUERY_DEPTH`).
+        .thread_stack_size(vantage_storage::metrics::promql::QUERY_STACK_BYTES)
         .build()?;
     let result = runtime.block_on(async {
         let token = CancellationToken::new();

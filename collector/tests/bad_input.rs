@@ -620,6 +620,110 @@ async fn bad_search_requests_get_400_with_a_reason() {
     c.assert_still_serves("after").await;
 }
 
+/// Queries that once aborted the whole collector with a stack overflow: a log query of
+/// 4,000 `NOT`s and a PromQL chain of 6,000 `+` (16 and 12 KB). Now each gets a 400
+/// naming the limit, through every endpoint that parses one, and the collector serves on.
+#[tokio::test]
+async fn queries_nested_too_deep_get_400_and_the_collector_serves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = start(dir.path());
+    c.assert_still_serves("before").await;
+    let nots = "NOT ".repeat(4_000) + "a";
+    let reply = c.search_raw(&[("query", &nots)]).await;
+    assert_api_error(
+        &reply,
+        &["nests 4001 levels deep", "over the maximum of 64"],
+    );
+    let groups = "(".repeat(5_000) + "a";
+    let reply = c.search_raw(&[("query", &groups)]).await;
+    assert_api_error(&reply, &["5000 groups and NOTs, over the maximum of 4096"]);
+    let tail = format!(
+        "/api/v1/logs/tail?{}",
+        serde_urlencoded::to_string([("query", &nots)]).unwrap()
+    );
+    assert_api_error(&c.api_get(&tail).await, &["over the maximum of 64"]);
+    // As deep as allowed is a query like any other: 63 nested alternatives, 64 levels.
+    let deepest = format!(
+        "{}attributes.canary:canary-before{}",
+        "(nothing OR ".repeat(63),
+        ")".repeat(63)
+    );
+    let reply = c.search_raw(&[("query", &deepest)]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.json()["total"], json!(1));
+    let deeper = format!("(nothing OR {deepest})");
+    assert_api_error(
+        &c.search_raw(&[("query", &deeper)]).await,
+        &["nests 65 levels deep"],
+    );
+
+    let chain = vec!["1"; 6_000].join("+");
+    let get = format!(
+        "/api/v1/query?{}",
+        serde_urlencoded::to_string([("query", &chain)]).unwrap()
+    );
+    let reply = c.api_get(&get).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+    let body = reply.json();
+    assert_eq!(body["errorType"], json!("bad_data"), "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("nests 6000 expressions deep, over the maximum of 128"),
+        "{error}"
+    );
+    // A form body as long as allowed, parsed on the deep-stack thread.
+    let long = vec!["1"; 8_000].join("+");
+    for (path, extra) in [
+        ("/api/v1/query", ""),
+        ("/api/v1/query_range", "&start=0&end=60&step=15"),
+    ] {
+        let form = serde_urlencoded::to_string([("query", &long)]).unwrap() + extra;
+        let reply = c
+            .api_request(
+                hyper::Method::POST,
+                path,
+                &[("content-type", "application/x-www-form-urlencoded")],
+                form,
+            )
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{path}: {}",
+            reply.text()
+        );
+        let error = reply.json()["error"].as_str().unwrap().to_string();
+        assert!(
+            error.contains("nests 8000 expressions deep"),
+            "{path}: {error}"
+        );
+    }
+    let huge = "up or ".repeat(3_000) + "up";
+    let form = serde_urlencoded::to_string([("query", &huge)]).unwrap();
+    let reply = c
+        .api_request(
+            hyper::Method::POST,
+            "/api/v1/query",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            form,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+    let error = reply.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("18002 bytes long, over the maximum of 16384"),
+        "{error}"
+    );
+    let reply = c.api_get("/api/v1/query?query=1%2B2").await;
+    assert_eq!(
+        reply.json()["data"]["result"][1],
+        json!("3"),
+        "{}",
+        reply.text()
+    );
+    c.assert_still_serves("after").await;
+}
+
 #[tokio::test]
 async fn overload_gets_429_with_retry_after_and_resource_exhausted_with_retry_info() {
     use tonic_types::StatusExt as _;

@@ -2,6 +2,7 @@
 //! calls: the write-ahead log that makes ingest durable, the Tantivy log index, and the
 //! SQLite metadata store (tenants, API keys), and the metrics store with its PromQL
 //! evaluator, and the Tantivy span store.
+mod deep_stack;
 pub mod freshness;
 pub mod log_throttle;
 pub mod logs;

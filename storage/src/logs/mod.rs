@@ -12,6 +12,7 @@ mod deadline;
 mod document;
 mod inflight;
 mod partition;
+mod query_depth;
 mod schema;
 mod search;
 mod tokenizer;
@@ -33,6 +34,7 @@ pub use deadline::{CancelOnDrop, Deadline, Stop};
 pub use document::LogBatch;
 use document::{BatchBuilder, LogDoc};
 use partition::PartitionReader;
+pub use query_depth::{MAX_QUERY_DEPTH, MAX_QUERY_NESTERS};
 pub use schema::names as field_names;
 use schema::{EnvelopeEncoder, LogFields, SchemaVersion};
 pub use search::{

@@ -172,13 +172,15 @@ impl LogStore {
         );
         // `error timeout` means both, as in Quickwit and most log tools.
         parser.set_conjunction_by_default();
-        let ast = tantivy::query_grammar::parse_query(text).map_err(|_| {
-            let (_, errors) = tantivy::query_grammar::parse_query_lenient(text);
-            let (position, message) = errors
-                .first()
-                .map(|e| (e.pos, e.message.clone()))
-                .unwrap_or((0, "syntax error".to_string()));
-            LogQueryError::Parse { position, message }
+        let ast = super::query_depth::parse_bounded(text, |text| {
+            tantivy::query_grammar::parse_query(text).map_err(|_| {
+                let (_, errors) = tantivy::query_grammar::parse_query_lenient(text);
+                let (position, message) = errors
+                    .first()
+                    .map(|e| (e.pos, e.message.clone()))
+                    .unwrap_or((0, "syntax error".to_string()));
+                LogQueryError::Parse { position, message }
+            })
         })?;
         parser
             .build_query_from_user_input_ast(rewrite(hoist_negations(ast))?)

@@ -145,7 +145,8 @@ pub fn parse_condition(expr: &str) -> Result<LogCondition, String> {
              {LOG_METRIC}{{query=\"<log query>\", window=\"<duration>\"}} <comparison> <number>"
         )
     };
-    let parsed = promql_parser::parser::parse(expr).map_err(|_| shape())?;
+    // The engine's parse: an expression too deep to take apart safely is refused.
+    let parsed = vantage_storage::metrics::promql::parse(expr).map_err(|_| shape())?;
     let Expr::Binary(b) = parsed else {
         return Err(shape());
     };

@@ -11,6 +11,7 @@
 
 mod aggregate;
 mod binary;
+mod depth;
 mod duration;
 mod error;
 mod eval;
@@ -26,6 +27,7 @@ mod tests;
 
 use std::time::{Duration, Instant};
 
+pub use depth::{MAX_QUERY_BYTES, MAX_QUERY_DEPTH, QUERY_STACK_BYTES};
 pub use duration::parse_duration_ms;
 pub use error::PromqlError;
 pub use memquerier::MemQuerier;
@@ -158,10 +160,14 @@ pub fn parse_selector(text: &str) -> Result<Vec<crate::metrics::Matcher>, Promql
     }
 }
 
-/// Parses a query, registering the 2.42 functions the parser crate lacks.
-fn parse(query: &str) -> Result<promql_parser::parser::Expr, PromqlError> {
+/// Parses a query as the engine does, for callers that read its shape themselves (log
+/// alert rules): registering the 2.42 functions the parser crate lacks, and refusing a
+/// query too long or too deep to handle safely (see [`depth`]).
+pub fn parse(query: &str) -> Result<promql_parser::parser::Expr, PromqlError> {
     functions::register_legacy_functions();
-    promql_parser::parser::parse(query).map_err(PromqlError::Parse)
+    depth::parse_bounded(query, |query| {
+        promql_parser::parser::parse(query).map_err(PromqlError::Parse)
+    })
 }
 
 /// `11000` -> `11,000`, as Go's `%d` with Prometheus's message has it.

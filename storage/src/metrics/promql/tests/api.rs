@@ -275,3 +275,136 @@ fn mem_querier_filters_by_matchers_and_time() {
             .is_empty()
     );
 }
+
+/// Runs `f` on a thread with the stack the collector parses and evaluates queries on
+/// (its runtime's workers and blocking pool), not a test thread's.
+fn on_query_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .stack_size(crate::metrics::promql::QUERY_STACK_BYTES)
+            .spawn_scoped(s, f)
+            .unwrap()
+            .join()
+            .unwrap()
+    })
+}
+
+fn parse_error(result: Result<Value, PromqlError>) -> String {
+    match result {
+        Err(PromqlError::Parse(message)) => message,
+        other => panic!("parse error expected, got {other:?}"),
+    }
+}
+
+#[test]
+fn queries_twice_as_deep_as_the_limit_evaluate_in_a_debug_build() {
+    use crate::metrics::promql::MAX_QUERY_DEPTH;
+    let q = querier(2, 10);
+    let e = engine();
+    // Each shape at exactly the limit through the engine, and at twice the limit through
+    // the evaluator alone: the margin the limit keeps on the collector's stack.
+    let at = MAX_QUERY_DEPTH;
+    let chain = vec!["1"; at].join("+");
+    let v = on_query_stack(|| e.instant(&q, &chain, 5_000, None)).unwrap();
+    assert_eq!(
+        v,
+        Value::Scalar {
+            t: 5_000,
+            v: at as f64
+        }
+    );
+    let pretty = on_query_stack(|| format_query(&chain)).unwrap();
+    assert_eq!(pretty.matches('+').count(), at - 1);
+    let shapes = |d: usize| {
+        vec![
+            vec!["m"; d].join(" + on(i) group_left "),
+            format!("{}m{}", "sum by (i) (".repeat(d - 1), ")".repeat(d - 1)),
+            format!("{}m{}", "abs(".repeat(d - 1), ")".repeat(d - 1)),
+            format!(
+                "{}m{}",
+                "label_replace(".repeat(d - 1),
+                r#", "a", "$1", "i", "(.*)")"#.repeat(d - 1)
+            ),
+            format!(
+                "{}m{}",
+                "max_over_time((".repeat(d / 3),
+                ")[1m:15s])".repeat(d / 3)
+            ),
+        ]
+    };
+    for shape in shapes(at) {
+        let Value::Matrix(m) = on_query_stack(|| e.range(&q, &shape, 0, 60_000, 15_000, None))
+            .unwrap_or_else(|err| panic!("{}: {err}", &shape[..40]))
+        else {
+            panic!("matrix expected");
+        };
+        assert!(!m.is_empty(), "{}", &shape[..40]);
+    }
+    for shape in shapes(2 * at) {
+        let expr = promql_parser::parser::parse(&shape).unwrap();
+        assert!(
+            super::super::depth::depth(&expr) >= 2 * at - 2,
+            "{}",
+            &shape[..40]
+        );
+        on_query_stack(|| {
+            let mut ev = super::super::eval::Evaluator::new(&q, e.options(), None, 0, 60_000);
+            ev.range(&expr, 0, 60_000, 15_000).map(|_| ())
+        })
+        .unwrap_or_else(|err| panic!("{}: {err}", &shape[..40]));
+    }
+}
+
+#[test]
+fn deeper_or_longer_queries_are_refused_before_they_are_evaluated() {
+    use crate::metrics::promql::{MAX_QUERY_BYTES, MAX_QUERY_DEPTH};
+    let q = querier(1, 10);
+    let e = engine();
+    let over = vec!["1"; MAX_QUERY_DEPTH + 1].join("+");
+    assert!(over.len() < 4 * 1024, "refused on the caller's thread");
+    let message = parse_error(on_query_stack(|| e.instant(&q, &over, 0, None)));
+    assert_eq!(
+        message,
+        format!(
+            "the query nests {} expressions deep, over the maximum of {MAX_QUERY_DEPTH}",
+            MAX_QUERY_DEPTH + 1
+        )
+    );
+    // What aborted the collector: 6,000 levels; the rest up to the longest query, each
+    // parsed on the deep-stack thread.
+    for hostile in [
+        vec!["1"; 6_000].join("+"),
+        vec!["1"; MAX_QUERY_BYTES / 2].join("+"),
+        format!("{}1{}", "(".repeat(8_000), ")".repeat(8_000)),
+        format!("{}up{}", "abs(".repeat(3_000), ")".repeat(3_000)),
+    ] {
+        assert!(hostile.len() <= MAX_QUERY_BYTES);
+        let message = parse_error(on_query_stack(|| e.instant(&q, &hostile, 0, None)));
+        assert!(message.contains("over the maximum of 128"), "{message}");
+        let message = parse_error(on_query_stack(|| {
+            e.range(&q, &hostile, 0, 60_000, 15_000, None)
+        }));
+        assert!(message.contains("over the maximum of 128"), "{message}");
+    }
+    // The parser folds a run of signs into the number: long, not deep.
+    let signs = "-".repeat(MAX_QUERY_BYTES - 1) + "1";
+    let v = on_query_stack(|| e.instant(&q, &signs, 0, None)).unwrap();
+    assert_eq!(v, Value::Scalar { t: 0, v: -1.0 });
+    let long = "m or ".repeat(MAX_QUERY_BYTES / 5) + "vector(1)";
+    let message = parse_error(on_query_stack(|| e.instant(&q, &long, 0, None)));
+    assert_eq!(
+        message,
+        format!(
+            "the query is {} bytes long, over the maximum of {MAX_QUERY_BYTES}",
+            long.len()
+        )
+    );
+    // A long flat query under the cap is not deep: 1,500 label values in one regex.
+    let values = (0..1_500)
+        .map(|i| format!("v{i}"))
+        .collect::<Vec<_>>()
+        .join("|");
+    let flat = format!("m{{i=~\"{values}\"}}");
+    assert!(flat.len() > 4 * 1024);
+    assert!(on_query_stack(|| e.instant(&q, &flat, 30_000, None)).is_ok());
+}
