@@ -279,14 +279,8 @@ fn mem_querier_filters_by_matchers_and_time() {
 /// Runs `f` on a thread with the stack the collector parses and evaluates queries on
 /// (its runtime's workers and blocking pool), not a test thread's.
 fn on_query_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        std::thread::Builder::new()
-            .stack_size(crate::metrics::promql::QUERY_STACK_BYTES)
-            .spawn_scoped(s, f)
-            .unwrap()
-            .join()
-            .unwrap()
-    })
+    let stack = crate::metrics::promql::QUERY_STACK_BYTES;
+    crate::deep_stack::on_deep_stack("test", stack, f).expect("a test thread")
 }
 
 fn parse_error(result: Result<Value, PromqlError>) -> String {
