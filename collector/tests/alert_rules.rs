@@ -518,6 +518,30 @@ async fn rules_api_round_trip_validation_auth_and_tenant_isolation() {
     );
     let r = post("team-a", "rules: []\n", None).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // Nesting that once overflowed a stack and aborted the collector: a template of
+    // 5,000 `if`s, an expression 3,000 calls deep. Each is refused, and the rule above
+    // goes on (checked below with the other tenant's view).
+    let ifs = format!(
+        "{}x{}",
+        "{{ if true }}".repeat(5_000),
+        "{{ end }}".repeat(5_000)
+    );
+    let deep_template = format!(
+        "name: x\nrules:\n  - alert: A\n    expr: vector(1)\n    annotations:\n      summary: '{ifs}'\n"
+    );
+    let r = post("team-a", &deep_template, None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    let msg = r.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("template nests more than 100 levels deep"),
+        "{msg}"
+    );
+    let calls = format!("{}vector(1){}", "abs(".repeat(3_000), ")".repeat(3_000));
+    let deep_expr = format!("name: x\nrules:\n  - alert: A\n    expr: {calls}\n");
+    let r = post("team-a", &deep_expr, None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    let msg = r.json()["error"].as_str().unwrap().to_string();
+    assert!(msg.contains("over the maximum of 128"), "{msg}");
 
     // Another tenant: its own file groups and API groups; nothing crosses.
     let created = c

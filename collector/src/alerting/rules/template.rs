@@ -71,6 +71,12 @@ const FUNCTIONS: &[&str] = &[
 const MAX_OUTPUT_BYTES: usize = 64 * 1024;
 /// Most actions one expansion may execute, for the same reason.
 const MAX_STEPS: usize = 100_000;
+/// How deep a template may nest blocks (`if`, `range`, `with`, `define`, an `else with`
+/// chain) and parenthesized pipelines, and how deep an expansion may go in blocks and
+/// `template` calls together. Parser and expansion recurse once per level: 5,000 nested
+/// `{{ if }}`s in an annotation overflowed the stack and aborted the collector. Go grows
+/// its stacks instead; Prometheus's templates nest a handful deep.
+const MAX_DEPTH: usize = 100;
 
 /// One sample of a `query` result, as Prometheus's templates see it.
 #[derive(Clone, Debug, PartialEq)]
@@ -610,6 +616,8 @@ struct Parser<'a> {
     vars: Vec<String>,
     defines: BTreeMap<String, Vec<Node>>,
     range_depth: usize,
+    /// Blocks and parenthesized pipelines open around the current item.
+    depth: usize,
 }
 
 enum Closer {
@@ -619,7 +627,41 @@ enum Closer {
 }
 
 impl Parser<'_> {
+    /// Runs `f` one level deeper, refusing to go past [`MAX_DEPTH`].
+    fn nested<T>(
+        &mut self,
+        line: usize,
+        f: impl FnOnce(&mut Self) -> Result<T, ParseError>,
+    ) -> Result<T, ParseError> {
+        if self.depth >= MAX_DEPTH {
+            return Err((
+                line,
+                format!("template nests more than {MAX_DEPTH} levels deep"),
+            ));
+        }
+        self.depth += 1;
+        let result = f(self);
+        self.depth -= 1;
+        result
+    }
+
+    /// The line of the item just read (1 before any).
+    fn line(&self) -> usize {
+        self.items[..self.pos]
+            .iter()
+            .rev()
+            .find_map(|item| match item {
+                Item::Action(_, line) => Some(*line),
+                Item::Text(_) => None,
+            })
+            .unwrap_or(1)
+    }
+
     fn list(&mut self) -> Result<(Vec<Node>, Closer), ParseError> {
+        self.nested(self.line(), Self::list_items)
+    }
+
+    fn list_items(&mut self) -> Result<(Vec<Node>, Closer), ParseError> {
         let mut nodes = Vec::new();
         while self.pos < self.items.len() {
             let item = &self.items[self.pos];
@@ -744,6 +786,13 @@ impl Parser<'_> {
                 Closer::Else(rest, l, t) => {
                     let keyword = if is_if { "if" } else { "with" };
                     if matches!(rest.first(), Some(Tok::Ident(k)) if k == keyword) {
+                        // An `else with` chain becomes nested `with`s (below).
+                        if !is_if && self.depth + branches.len() >= MAX_DEPTH {
+                            return Err((
+                                l,
+                                format!("template nests more than {MAX_DEPTH} levels deep"),
+                            ));
+                        }
                         let p = self.pipe(&rest[1..], l, &t, false)?;
                         let (b, e) = self.list()?;
                         self.vars.truncate(mark);
@@ -853,7 +902,7 @@ impl Parser<'_> {
                     continue;
                 }
                 Tok::LParen => {
-                    let (inner, used) = self.commands(&toks[i + 1..], line)?;
+                    let (inner, used) = self.nested(line, |p| p.commands(&toks[i + 1..], line))?;
                     if toks.get(i + 1 + used) != Some(&Tok::RParen) {
                         return Err((line, "unclosed left paren".to_string()));
                     }
@@ -960,6 +1009,7 @@ impl Template {
             vars: PREDEFINED_VARS.iter().map(|s| s.to_string()).collect(),
             defines: BTreeMap::new(),
             range_depth: 0,
+            depth: 0,
         };
         let (nodes, end) = p.list().map_err(fail)?;
         match end {
@@ -1056,7 +1106,23 @@ impl Exec<'_, '_> {
         }
     }
 
+    /// Expands `nodes` one level deeper (a block's body or a `template` call), refusing
+    /// to go past [`MAX_DEPTH`].
     fn walk(&mut self, nodes: &[Node], dot: &Value) -> Result<Flow, ExecError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(ExecError {
+                line: 1,
+                at: String::new(),
+                message: format!("exceeded maximum template depth ({MAX_DEPTH})"),
+            });
+        }
+        self.depth += 1;
+        let flow = self.walk_nodes(nodes, dot);
+        self.depth -= 1;
+        flow
+    }
+
+    fn walk_nodes(&mut self, nodes: &[Node], dot: &Value) -> Result<Flow, ExecError> {
         for node in nodes {
             self.steps += 1;
             if self.steps > MAX_STEPS || self.out.len() > MAX_OUTPUT_BYTES {
@@ -1168,14 +1234,6 @@ impl Exec<'_, '_> {
                             message: format!("template {name:?} not defined"),
                         });
                     };
-                    self.depth += 1;
-                    if self.depth > 100 {
-                        return Err(ExecError {
-                            line: 1,
-                            at: String::new(),
-                            message: "exceeded maximum template depth (100)".to_string(),
-                        });
-                    }
                     let d = match arg {
                         Some(p) => self.pipe(p, dot)?,
                         None => Value::Nil,
@@ -1184,7 +1242,6 @@ impl Exec<'_, '_> {
                     self.vars.push(("$".to_string(), d.clone()));
                     let r = self.walk(body, &d);
                     self.vars = saved;
-                    self.depth -= 1;
                     r?;
                 }
                 Node::Break => return Ok(Flow::Break),
@@ -2024,6 +2081,69 @@ mod tests {
             "{}",
             &out[..80.min(out.len())]
         );
+    }
+
+    #[test]
+    fn nesting_stops_at_the_limit_without_overflowing_a_small_stack() {
+        let d = data(&[("a", "b")], 1.0);
+        // tokio's default stack: a quarter of what the collector's threads have.
+        let small = |f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .stack_size(2 << 20)
+                .spawn(f)
+                .unwrap()
+                .join()
+                .unwrap()
+        };
+        let ifs = |n: usize| format!("{}x{}", "{{ if true }}".repeat(n), "{{ end }}".repeat(n));
+        let parens = |n: usize| format!("{{{{ {}1{} }}}}", "(".repeat(n), ")".repeat(n));
+        let withs = |n: usize| {
+            format!(
+                "{{{{ with 0 }}}}{}z{{{{ end }}}}",
+                "{{ else with 0 }}".repeat(n)
+            )
+        };
+        let ranges = |n: usize| {
+            format!(
+                "{}x{}",
+                "{{ range $labels }}".repeat(n),
+                "{{ end }}".repeat(n)
+            )
+        };
+        let (d1, d2) = (d.clone(), d.clone());
+        small(Box::new(move || {
+            // The deepest each shape may go (the template itself is the first level).
+            assert_eq!(render(&ifs(MAX_DEPTH - 1), &d1), "x");
+            assert_eq!(render(&parens(MAX_DEPTH - 1), &d1), "1");
+            assert_eq!(render(&withs(MAX_DEPTH - 2), &d1), "");
+            assert_eq!(render(&ranges(MAX_DEPTH - 1), &d1), "x");
+        }));
+        small(Box::new(move || {
+            for (shape, text) in [
+                ("if", ifs(MAX_DEPTH)),
+                ("parens", parens(MAX_DEPTH)),
+                ("else with", withs(MAX_DEPTH - 1)),
+                ("if", ifs(5_000)),
+                ("parens", parens(5_000)),
+                ("else with", withs(5_000)),
+            ] {
+                let error = Template::parse("__alert_X", &text)
+                    .err()
+                    .unwrap_or_default();
+                assert!(
+                    error.ends_with("template nests more than 100 levels deep"),
+                    "{shape}: {error}"
+                );
+            }
+            let recursive = "{{ define \"r\" }}{{ if true }}{{ template \"r\" }}{{ end }}{{ end }}{{ template \"r\" }}";
+            let out = Template::parse("__alert_X", recursive)
+                .unwrap()
+                .expand(&d2, None);
+            assert!(
+                out.contains("exceeded maximum template depth (100)"),
+                "{out}"
+            );
+        }));
     }
 
     #[test]
