@@ -331,13 +331,31 @@ pub(crate) fn noise(seed: u64, n: usize) -> Vec<String> {
         .collect()
 }
 
-/// A free 127.0.0.1 port (bound then released).
+/// A free 127.0.0.1 port (bound then released) below the kernel's ephemeral range.
+/// Tests keep these ports across a collector's restart, and a port from the ephemeral
+/// range can be handed to any `bind(0)` in between: CI once saw the agent's own health
+/// listener take the stopped collector's port, and the agent export to itself.
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const LOWEST: u16 = 10_000;
+    let span = u64::from(ephemeral_start.saturating_sub(LOWEST).max(1));
+    // Parallel tests (and test binaries) start their search at different points.
+    let start = u64::from(std::process::id()) * 7_919 + NEXT.fetch_add(389, Ordering::Relaxed);
+    (0..span)
+        .map(|i| LOWEST + ((start + i) % span) as u16)
+        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .unwrap_or_else(|| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
 }
 
 /// An agent config tailing `glob` from the beginning, host metrics off, short rotate
