@@ -34,7 +34,6 @@ pub use deadline::{CancelOnDrop, Deadline, Stop};
 pub use document::LogBatch;
 use document::{BatchBuilder, LogDoc};
 use partition::PartitionReader;
-pub use query_depth::{MAX_QUERY_DEPTH, MAX_QUERY_NESTERS};
 pub use schema::names as field_names;
 use schema::{EnvelopeEncoder, LogFields, SchemaVersion};
 pub use search::{

@@ -17,11 +17,11 @@ use tantivy::query_grammar::UserInputAst;
 use super::search::LogQueryError;
 
 /// The deepest a query may nest groups and `NOT`s.
-pub const MAX_QUERY_DEPTH: usize = 64;
+pub(crate) const MAX_QUERY_DEPTH: usize = 64;
 
 /// The most `(` and `NOT`s a query may hold at all: it bounds the parser's recursion,
 /// and so the stack the deep-query thread needs. A list of ids is one group however long.
-pub const MAX_QUERY_NESTERS: usize = 4096;
+pub(crate) const MAX_QUERY_NESTERS: usize = 4096;
 
 /// The stack of the thread that parses a query that may nest deeper than the limit:
 /// a debug build's parser takes ~7 KiB per level (twice, when it fails and the lenient
@@ -92,7 +92,7 @@ fn nesters(text: &str) -> usize {
 
 /// The levels of `ast`: a leaf is 1, a clause or boost one more than its deepest part.
 /// Iterative, so measuring a deep query cannot overflow the stack it protects.
-pub(crate) fn depth(ast: &UserInputAst) -> usize {
+fn depth(ast: &UserInputAst) -> usize {
     let mut deepest = 0;
     let mut pending = vec![(ast, 1usize)];
     while let Some((node, level)) = pending.pop() {
@@ -150,12 +150,27 @@ mod tests {
     fn nesting_at_the_limit_parses_and_past_it_is_refused() {
         let groups = |n: usize| format!("{}a{}", "(".repeat(n), ")".repeat(n));
         let nots = |n: usize| format!("{}a", "NOT ".repeat(n));
-        // At the limit, both ways through: few nesters inline, many on the deep thread.
-        let at = on_small_stack(|| parse_bounded(&groups(MAX_QUERY_DEPTH), grammar)).unwrap();
-        assert!(depth(&at) <= MAX_QUERY_DEPTH);
-        let wide = format!("{} {}", groups(MAX_QUERY_DEPTH - 1), "(b) ".repeat(100));
+        let alternatives = |n: usize| format!("{}b{}", "(a OR ".repeat(n), ")".repeat(n));
+        // Exactly at the limit, both ways through: few nesters parsed inline, many (100
+        // sibling groups beside it) on the deep thread.
+        let inline = alternatives(MAX_QUERY_DEPTH - 1);
+        assert!(nesters(&inline) <= MAX_QUERY_DEPTH);
+        let at = on_small_stack(|| parse_bounded(&inline, grammar)).unwrap();
+        assert_eq!(depth(&at), MAX_QUERY_DEPTH);
+        let wide = format!(
+            "{} {}",
+            alternatives(MAX_QUERY_DEPTH - 2),
+            "(b) ".repeat(100)
+        );
+        assert!(nesters(&wide) > MAX_QUERY_DEPTH);
         let at = on_small_stack(|| parse_bounded(&wide, grammar)).unwrap();
-        assert!(depth(&at) <= MAX_QUERY_DEPTH);
+        assert_eq!(depth(&at), MAX_QUERY_DEPTH);
+        let past = format!(
+            "{} {}",
+            alternatives(MAX_QUERY_DEPTH - 1),
+            "(b) ".repeat(100)
+        );
+        assert!(message(on_small_stack(|| parse_bounded(&past, grammar))).contains("nests 65"));
         let at = on_small_stack(|| parse_bounded(&nots(MAX_QUERY_DEPTH - 1), grammar)).unwrap();
         assert_eq!(depth(&at), MAX_QUERY_DEPTH);
 
@@ -165,9 +180,6 @@ mod tests {
         // as shallow as their content for every step after.
         let redundant = on_small_stack(|| parse_bounded(&groups(1000), grammar)).unwrap();
         assert_eq!(depth(&redundant), 1);
-        let alternatives = |n: usize| format!("{}b{}", "(a OR ".repeat(n), ")".repeat(n));
-        let at = on_small_stack(|| parse_bounded(&alternatives(MAX_QUERY_DEPTH - 1), grammar));
-        assert_eq!(depth(&at.unwrap()), MAX_QUERY_DEPTH);
         let deep = on_small_stack(|| parse_bounded(&alternatives(1000), grammar));
         assert!(message(deep).contains("nests 1001 levels deep"));
     }
