@@ -739,18 +739,36 @@ impl Collector {
     /// Polls `/metrics` until the unlabelled series `name` is above `floor`; panics with
     /// the collector's log after [`SEARCHABLE_TIMEOUT`].
     pub(crate) async fn wait_for_metric_above(&self, name: &str, floor: f64) {
-        let deadline = tokio::time::Instant::now() + SEARCHABLE_TIMEOUT;
+        if !self
+            .metric_rises_above(name, floor, SEARCHABLE_TIMEOUT)
+            .await
+        {
+            panic!(
+                "{name} never went above {floor}:\n{}\n{}",
+                self.metrics_text().await,
+                self.log()
+            );
+        }
+    }
+
+    /// Polls `/metrics` for up to `timeout` until the unlabelled series `name` is above
+    /// `floor`: whether it got there, for tests that act when it does not.
+    pub(crate) async fn metric_rises_above(
+        &self,
+        name: &str,
+        floor: f64,
+        timeout: Duration,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let text = self.metrics_text().await;
             if metric_value(&text, name, &[]).is_some_and(|v| v > floor) {
-                return;
+                return true;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{name} never went above {floor}:\n{text}\n{}",
-                self.log()
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
