@@ -62,6 +62,8 @@ pub const DEFAULT_LOG_SEARCH_TIMEOUT: &str = "1m";
 /// Log searches run at once (Loki's `querier.max_concurrent` default). A search is
 /// one thread reading the index; more at once would take the cores indexing needs.
 pub const DEFAULT_MAX_CONCURRENT_SEARCHES: usize = 4;
+/// Live tails per tenant (Loki's `max_concurrent_tail_requests` is 10).
+pub const DEFAULT_MAX_LIVE_TAILS: usize = 10;
 /// Queries evaluated at once; more wait. Evaluation is CPU-bound, so a few per core.
 pub const DEFAULT_MAX_CONCURRENT_QUERIES: usize = 8;
 /// Access tokens of people: the usual OAuth lifetime.
@@ -235,6 +237,7 @@ struct LogsFile {
     indexing_threads: Option<usize>,
     search_timeout: Option<String>,
     max_concurrent_searches: Option<usize>,
+    max_live_tails: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -301,6 +304,8 @@ pub struct Config {
     pub log_search_timeout: Duration,
     /// Log searches run at once; more wait their turn.
     pub max_concurrent_searches: usize,
+    /// Live tails one tenant may hold open; more are refused with 429.
+    pub max_live_tails: usize,
     /// How long logs are kept.
     pub retention_logs: Duration,
     /// Whether requests must carry a credential (off only with `--insecure-no-auth`).
@@ -665,6 +670,10 @@ fn validate(f: FileConfig) -> Result<Config, ConfigError> {
     if max_concurrent_searches == 0 {
         errors.push("logs.max_concurrent_searches: must be at least 1".to_string());
     }
+    let max_live_tails = f.logs.max_live_tails.unwrap_or(DEFAULT_MAX_LIVE_TAILS);
+    if max_live_tails == 0 {
+        errors.push("logs.max_live_tails: must be at least 1".to_string());
+    }
     let cors_allowed_origins = cors_origins(f.api.cors_allowed_origins, &mut errors);
     let tls = match (f.tls.cert_file, f.tls.key_file, f.tls.client_ca_file) {
         (None, None, None) => None,
@@ -724,6 +733,7 @@ fn validate(f: FileConfig) -> Result<Config, ConfigError> {
         indexing_threads,
         log_search_timeout,
         max_concurrent_searches,
+        max_live_tails,
         retention_logs,
         auth_enabled: f.auth.enabled.unwrap_or(true),
         protect_metrics: f.auth.protect_metrics.unwrap_or(false),

@@ -180,6 +180,8 @@ fn merge_live(old: &Config, new: &Config) -> Config {
     effective.cors_allowed_origins = new.cors_allowed_origins.clone();
     effective.query_timeout = new.query_timeout;
     effective.log_search_timeout = new.log_search_timeout;
+    // Read when a tail opens; tails already open stay.
+    effective.max_live_tails = new.max_live_tails;
     effective.sessions = new.sessions;
     effective.protect_metrics = new.protect_metrics;
     effective.log_level = new.log_level.clone();
@@ -483,7 +485,7 @@ mod tests {
             "alerting:\n  evaluation_interval: 5s\n  rules_dir: /r\n",
             "auth:\n  access_token_ttl: 1m\n",
             "wal:\n  segment_max_bytes: 1048576\n",
-            "logs:\n  search_timeout: 20s\n  max_concurrent_searches: 2\n",
+            "logs:\n  search_timeout: 20s\n  max_concurrent_searches: 2\n  max_live_tails: 3\n",
         ));
         let eff = merge_live(&old, &new);
         assert_eq!(eff.rates.queries_per_tenant, 1);
@@ -499,6 +501,7 @@ mod tests {
                 "auth.access_token_ttl",
                 "ingest.max_request_bytes",
                 "limits.query_requests_per_second",
+                "logs.max_live_tails",
                 "logs.search_timeout",
                 "retention.logs",
                 "retention.metrics",

@@ -317,6 +317,7 @@ pub async fn run(
         engine,
         query_slots: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_queries)),
         log_search_slots: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_searches)),
+        open_tails: Default::default(),
         login_throttle: Default::default(),
         totp: Default::default(),
         rules: rules.clone(),

@@ -57,6 +57,8 @@ pub mod names {
     pub const LOG_SEARCHES_RUNNING: &str = "vantage_log_searches_running";
     /// Log searches waiting for a slot now.
     pub const LOG_SEARCHES_WAITING: &str = "vantage_log_searches_waiting";
+    /// Live tails open now (all tenants).
+    pub const LOG_TAILS_OPEN: &str = "vantage_log_tails_open";
     /// Searchable spans in the trace store.
     pub const TRACE_INDEX_SPANS: &str = "vantage_trace_index_spans";
     /// Duration of each trace index commit.
@@ -220,6 +222,8 @@ pub struct Telemetry {
     pub log_searches_running: Gauge,
     /// See [`names::LOG_SEARCHES_WAITING`].
     pub log_searches_waiting: Gauge,
+    /// See [`names::LOG_TAILS_OPEN`].
+    pub log_tails_open: Gauge,
     /// See [`names::READY`].
     pub ready: Gauge,
     /// See [`names::TRACE_INDEX_SPANS`].
@@ -295,6 +299,7 @@ impl Telemetry {
         let log_searches = Family::<OutcomeLabels, Counter>::default();
         let log_searches_running = Gauge::default();
         let log_searches_waiting = Gauge::default();
+        let log_tails_open = Gauge::default();
         let rules = RuleMetrics::register(&mut registry);
         registry.register(
             names::METRICS_HEAD_SERIES,
@@ -345,6 +350,11 @@ impl Telemetry {
             names::LOG_SEARCHES_WAITING,
             "Log searches waiting for a slot",
             log_searches_waiting.clone(),
+        );
+        registry.register(
+            names::LOG_TAILS_OPEN,
+            "Live tails open",
+            log_tails_open.clone(),
         );
         registry.register(
             names::INGEST_RECORDS,
@@ -462,6 +472,7 @@ impl Telemetry {
             log_searches,
             log_searches_running,
             log_searches_waiting,
+            log_tails_open,
             trace_index_spans,
             trace_index_commit_seconds,
             trace_index_errors,

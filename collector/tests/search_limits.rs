@@ -1,15 +1,16 @@
 //! End to end: a log search gives up at its timeout with a 503 that says so (never a
 //! partial answer), and at most `logs.max_concurrent_searches` run at once; one that
-//! finds no free slot within its time is told to retry.
+//! finds no free slot within its time is told to retry. Live tails are bounded per
+//! tenant, end when their client leaves, and end with an `error` event when a poll fails.
 
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use hyper::StatusCode;
+use hyper::{Method, StatusCode};
 use prost::Message as _;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use common::*;
 
@@ -232,4 +233,175 @@ async fn a_search_whose_client_goes_away_stops_and_frees_its_slot() {
         Some(0.0),
         "{text}"
     );
+}
+
+/// The next named event of a live tail, `None` once the stream has ended; keep-alive
+/// comments are skipped.
+async fn next_tail_event(
+    body: &mut hyper::body::Incoming,
+    pending: &mut String,
+) -> Option<(String, Value)> {
+    use http_body_util::BodyExt as _;
+    loop {
+        if let Some(end) = pending.find("\n\n") {
+            let event: String = pending.drain(..end + 2).collect();
+            let mut name = String::new();
+            let mut data = String::new();
+            for line in event.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    name = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            if data.is_empty() {
+                continue;
+            }
+            let data = serde_json::from_str(&data).expect("event data is JSON");
+            return Some((name, data));
+        }
+        let frame = tokio::time::timeout(SEARCHABLE_TIMEOUT, body.frame())
+            .await
+            .expect("a tail event or the end of the stream in time")?
+            .expect("a tail frame");
+        if let Ok(data) = frame.into_data() {
+            pending.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+}
+
+/// Polls `/metrics` until `vantage_log_tails_open` is `open`.
+async fn wait_for_open_tails(c: &Collector, open: f64) {
+    let deadline = tokio::time::Instant::now() + SEARCHABLE_TIMEOUT;
+    loop {
+        let text = c.metrics_text().await;
+        if metric_value(&text, "vantage_log_tails_open", &[]) == Some(open) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "vantage_log_tails_open never reached {open}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A tenant holds at most `logs.max_live_tails`; the next is refused with 429 and
+/// Retry-After, and other tenants are not held back. A tail whose client went away is
+/// closed even when its query never matches (it used to poll until shutdown), which
+/// frees its place.
+#[tokio::test]
+async fn live_tails_are_bounded_per_tenant_and_end_when_their_client_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::builder()
+        .env("VANTAGE_LOGS__MAX_LIVE_TAILS", "2")
+        .start(dir.path());
+    let first = c.open_tail("nothing-matches-this").await;
+    let second = c.open_tail("nothing-matches-this").await;
+    let refused = c.api_get("/api/v1/logs/tail?query=x").await;
+    assert_eq!(
+        refused.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        refused.text()
+    );
+    assert_eq!(
+        refused.json()["error"],
+        "this tenant has 2 live tails open (logs.max_live_tails); close one or retry later"
+    );
+    assert_eq!(refused.header("retry-after").as_deref(), Some("5"));
+
+    let json_body = [("content-type", "application/json")];
+    let reply = c
+        .api_request(
+            Method::POST,
+            "/api/v1/tenants",
+            &json_body,
+            json!({"name": "team-b"}).to_string(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    let reply = c
+        .api_request(
+            Method::POST,
+            "/api/v1/keys",
+            &json_body,
+            json!({"name": "b", "scopes": ["query"], "tenant": "team-b"}).to_string(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    let team_b = format!("Bearer {}", reply.json()["key"].as_str().expect("a key"));
+    let other_tenant = c.open_tail_as(Some(&team_b), "x").await;
+    wait_for_open_tails(&c, 3.0).await;
+
+    drop(first);
+    wait_for_open_tails(&c, 2.0).await;
+    let third = c.open_tail("x").await;
+    drop((second, third, other_tenant));
+    wait_for_open_tails(&c, 0.0).await;
+}
+
+/// A poll that fails for a reason another poll would not cure ends the tail with an
+/// `error` event carrying the API's error body (here: polls over records arriving faster
+/// than a 1 ms `logs.search_timeout` lets a poll read them), and the CLI prints it and
+/// exits non-zero instead of waiting forever.
+#[tokio::test]
+async fn a_tail_whose_poll_fails_ends_with_an_error_event_and_the_cli_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::builder()
+        .env("VANTAGE_LOGS__SEARCH_TIMEOUT", "1ms")
+        .start(dir.path());
+    let mut tail = c.open_tail("bulk").await;
+    let token = [("VANTAGE_TOKEN", c.token())];
+    let cli = c.cli(&["logs", "tail", "bulk"], &token);
+    let load = async {
+        // Each poll reads what arrived since the last one: thousands of records, more
+        // than 1 ms of reading.
+        let protobuf = [("content-type", "application/x-protobuf")];
+        for b in 0..100 {
+            let records = (0..1_000)
+                .map(|i| log_record(&format!("bulk record {b} {i}"), vec![]))
+                .collect();
+            let reply = c
+                .post_otlp(
+                    "/v1/logs",
+                    &protobuf,
+                    logs_request("svc", records).encode_to_vec(),
+                )
+                .await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        }
+    };
+    let read = async {
+        let mut pending = String::new();
+        let mut logs = 0;
+        loop {
+            match next_tail_event(&mut tail, &mut pending).await {
+                Some((name, data)) if name == "error" => {
+                    let end = next_tail_event(&mut tail, &mut pending).await;
+                    assert!(end.is_none(), "the tail ended after its error: {end:?}");
+                    return data;
+                }
+                Some((name, _)) => {
+                    assert_eq!(name, "log");
+                    logs += 1;
+                }
+                None => panic!("the tail ended without an error event after {logs} records"),
+            }
+        }
+    };
+    let (error, output, ()) = tokio::join!(read, cli, load);
+    assert_eq!(error["status"], "error", "{error}");
+    assert_eq!(error["errorType"], "timeout", "{error}");
+    assert_eq!(
+        error["error"],
+        "the search did not finish within 1ms: narrow the time range or the query"
+    );
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the live tail ended: the search did not finish within 1ms"),
+        "{stderr}"
+    );
+    wait_for_open_tails(&c, 0.0).await;
 }

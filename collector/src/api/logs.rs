@@ -1,14 +1,11 @@
-//! `GET /api/v1/logs/search` and `GET /api/v1/logs/tail` (Server-Sent Events).
+//! `GET /api/v1/logs/search`, and the bounded search a live tail's polls share with it.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{Query, State};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use vantage_proto::ErrorCode;
@@ -28,11 +25,6 @@ use crate::telemetry::{EndpointLabels, OutcomeLabels};
 const DEFAULT_LIMIT: usize = 100;
 /// Time range searched when the request names no start: the last hour, like Grafana.
 const DEFAULT_RANGE_NS: i64 = 3_600 * 1_000_000_000;
-/// How often a live tail looks for new records; with 1 s commits, a record shows up in
-/// the tail at most ~1.5 s after its acknowledgement.
-const TAIL_POLL: Duration = Duration::from_millis(500);
-/// Most records one tail poll sends.
-const TAIL_BATCH: usize = 1_000;
 
 /// Query-string parameters of a search.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -48,19 +40,11 @@ pub(super) struct SearchParams {
     timeout: Option<String>,
 }
 
-/// Query-string parameters of a tail.
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct TailParams {
-    #[serde(default)]
-    query: String,
-}
-
-fn bad(message: impl Into<String>) -> ApiError {
+pub(super) fn bad(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::InvalidArgument, message)
 }
 
-fn query_error(e: LogQueryError) -> ApiError {
+pub(super) fn query_error(e: LogQueryError) -> ApiError {
     match e {
         LogQueryError::Internal(inner) => {
             tracing::error!(error = %inner, "log search failed");
@@ -85,6 +69,7 @@ fn outcome(result: &Result<LogSearchResult, LogQueryError>) -> &'static str {
         Err(LogQueryError::Internal(_)) => "error",
         Err(
             LogQueryError::Parse { .. }
+            | LogQueryError::TooComplex(_)
             | LogQueryError::Invalid(_)
             | LogQueryError::BadParameter(_),
         ) => "invalid",
@@ -120,21 +105,32 @@ impl Drop for Occupying {
     }
 }
 
+/// Which searches `vantage_log_searches_total` counts: the search endpoint's, not a live
+/// tail's twice-a-second polls.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Counted {
+    Yes,
+    No,
+}
+
 /// Runs `query` once one of the `logs.max_concurrent_searches` slots is free, on a
 /// blocking thread, until `deadline`. Waiting for the slot counts against the deadline;
 /// the slot is held until the search has stopped, so a search whose client went away
 /// (dropping this future cancels it) still counts until it has.
-async fn bounded_search(
+pub(super) async fn bounded_search(
     state: &Arc<ApiState>,
     query: LogQuery,
     deadline: Deadline,
+    counted: Counted,
 ) -> Result<LogSearchResult, ApiError> {
     let telemetry = state.telemetry.clone();
     let count = move |outcome: &'static str| {
-        telemetry
-            .log_searches
-            .get_or_create(&OutcomeLabels { outcome })
-            .inc();
+        if counted == Counted::Yes {
+            telemetry
+                .log_searches
+                .get_or_create(&OutcomeLabels { outcome })
+                .inc();
+        }
     };
     let slot = {
         let _waiting = Occupying::new(&state.telemetry.log_searches_waiting);
@@ -252,7 +248,8 @@ pub(super) async fn search(
     let Query(params) = params.map_err(|e| bad(e.body_text()))?;
     let timeout = search_timeout(&state, params.timeout.as_deref())?;
     let query = build_query(principal.tenant, params)?;
-    let result = bounded_search(&state, query, Deadline::starting(started, timeout)).await?;
+    let deadline = Deadline::starting(started, timeout);
+    let result = bounded_search(&state, query, deadline, Counted::Yes).await?;
     let took = started.elapsed();
     state
         .telemetry
@@ -262,83 +259,4 @@ pub(super) async fn search(
         })
         .observe(took.as_secs_f64());
     Ok(Json(render_result(&result, took)).into_response())
-}
-
-pub(super) async fn tail(
-    State(state): State<Arc<ApiState>>,
-    headers: axum::http::HeaderMap,
-    params: Result<Query<TailParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let principal = super::authenticate(&state, &headers, Scope::Query)?;
-    super::charge_query(&state, &principal)?;
-    let tenant = principal.tenant;
-    let Query(params) = params.map_err(|e| bad(e.body_text()))?;
-    // Reject a bad query now, with a 400, rather than inside the stream.
-    state.logs.parse_query(&params.query).map_err(query_error)?;
-    let mut cursor = state.ingest.wals().logs.last_lsn();
-    let store = state.logs.clone();
-    let shutdown = state.shutdown.clone();
-    let text = params.query;
-    let stream = async_stream(move |tx| async move {
-        let mut interval = tokio::time::interval(TAIL_POLL);
-        loop {
-            tokio::select! {
-                _ = interval.tick() => {}
-                _ = shutdown.cancelled() => return,
-            }
-            let query = LogQuery {
-                tenant: tenant.clone(),
-                query: text.clone(),
-                start_ns: i64::MIN,
-                end_ns: i64::MAX,
-                limit: TAIL_BATCH,
-                order: SortOrder::ArrivalAsc,
-                histogram_interval_ns: None,
-                after_lsn: Some(cursor),
-            };
-            let store = store.clone();
-            let result = match tokio::task::spawn_blocking(move || store.search(&query)).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "live tail search failed");
-                    continue;
-                }
-                Err(_) => return,
-            };
-            // LSNs are per batch: when a poll fills up in the middle of a batch, hold
-            // that batch back for the next poll (unless it alone fills the poll, in which
-            // case the rest of it is skipped: a live view, not an export).
-            let hits = &result.hits;
-            let mut upto = hits.len();
-            if hits.len() == TAIL_BATCH && hits[0].lsn != hits[hits.len() - 1].lsn {
-                let last = hits[hits.len() - 1].lsn;
-                upto = hits
-                    .iter()
-                    .position(|h| h.lsn == last)
-                    .unwrap_or(hits.len());
-            }
-            for hit in &hits[..upto] {
-                cursor = cursor.max(hit.lsn);
-                let event = Event::default()
-                    .event("log")
-                    .data(render::hit(hit).to_string());
-                if tx.send(Ok(event)).await.is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
-}
-
-/// A stream fed by a task through a small bounded channel; the task stops when the
-/// client goes away (the receiver is dropped and `send` fails).
-fn async_stream<F, Fut>(f: F) -> impl Stream<Item = Result<Event, Infallible>>
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<Result<Event, Infallible>>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(f(tx));
-    tokio_stream::wrappers::ReceiverStream::new(rx)
 }

@@ -11,6 +11,7 @@ mod gateway;
 mod jaeger;
 mod login;
 mod logs;
+mod logs_tail;
 pub mod prom;
 pub mod render;
 mod rules;
@@ -64,6 +65,8 @@ pub struct ApiState {
     pub query_slots: Arc<tokio::sync::Semaphore>,
     /// Bounds log searches run at once (`logs.max_concurrent_searches`).
     pub log_search_slots: Arc<tokio::sync::Semaphore>,
+    /// Live tails open per tenant (`logs.max_live_tails`).
+    pub open_tails: Arc<logs_tail::OpenTails>,
     /// Failed-login counts, to slow password guessing.
     pub login_throttle: crate::auth::throttle::LoginThrottle,
     /// TOTP codes seen, so each works once.
@@ -104,14 +107,20 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The JSON body, also sent where no status line is left to carry the error (a live
+    /// tail's `error` event).
+    pub(crate) fn body(&self) -> serde_json::Value {
+        json!({"status": "error", "errorType": self.code.as_str(), "error": self.message})
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body =
-            json!({"status": "error", "errorType": self.code.as_str(), "error": self.message});
         let mut response = (
             self.code.http_status(),
             [(header::CONTENT_TYPE, "application/json")],
-            body.to_string(),
+            self.body().to_string(),
         )
             .into_response();
         if let Some(wait) = self.retry_after
@@ -237,9 +246,9 @@ fn catalog(c: Catalog) -> Catalog {
             any,
             "logs",
             "follow new logs (server-sent events)",
-            logs::tail,
+            logs_tail::tail,
         )
-        .query::<logs::TailParams>()
+        .query::<logs_tail::TailParams>()
         .produces("text/event-stream")
         .add(
             Method::GET,

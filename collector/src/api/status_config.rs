@@ -56,6 +56,7 @@ pub fn render(c: &Config) -> Value {
             "indexing_threads": c.indexing_threads,
             "search_timeout": duration(c.log_search_timeout),
             "max_concurrent_searches": c.max_concurrent_searches,
+            "max_live_tails": c.max_live_tails,
         },
         "retention": {
             "logs": duration(c.retention_logs),
@@ -370,6 +371,7 @@ mod tests {
         assert_eq!(tree["metrics"]["query_timeout"], "2m");
         assert_eq!(tree["logs"]["search_timeout"], "1m");
         assert_eq!(tree["logs"]["max_concurrent_searches"], 4);
+        assert_eq!(tree["logs"]["max_live_tails"], 10);
     }
 
     #[test]

@@ -411,6 +411,8 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
                 return Err(api_error(status, &bytes));
             }
             let mut pending = Vec::new();
+            // The `event:` field of the event being read; a blank line ends an event.
+            let mut event = String::new();
             while let Some(frame) = body.frame().await {
                 let Ok(data) = frame?.into_data() else {
                     continue;
@@ -419,10 +421,27 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
                 while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
                     let raw: Vec<u8> = pending.drain(..=pos).collect();
                     let text = String::from_utf8_lossy(&raw);
-                    let Some(data) = text.trim_end().strip_prefix("data:") else {
+                    let text = text.trim_end();
+                    if text.is_empty() {
+                        event.clear();
+                        continue;
+                    }
+                    if let Some(name) = text.strip_prefix("event:") {
+                        event = name.trim_start().to_owned();
+                        continue;
+                    }
+                    let Some(data) = text.strip_prefix("data:") else {
                         continue;
                     };
                     let data = data.trim_start();
+                    if event == "error" {
+                        // The tail has ended; the collector says why.
+                        let message = serde_json::from_str::<Value>(data)
+                            .ok()
+                            .and_then(|v| v.get("error")?.as_str().map(str::to_owned))
+                            .unwrap_or_else(|| data.to_owned());
+                        anyhow::bail!("the live tail ended: {message}");
+                    }
                     let mut out = std::io::stdout().lock();
                     if json {
                         writeln!(out, "{data}")?;

@@ -40,12 +40,9 @@ pub(crate) fn parse_bounded(
         return parse(text).and_then(within_depth);
     }
     if nesters > MAX_QUERY_NESTERS {
-        return Err(LogQueryError::Parse {
-            position: 0,
-            message: format!(
-                "the query has {nesters} groups and NOTs, over the maximum of {MAX_QUERY_NESTERS}"
-            ),
-        });
+        return Err(LogQueryError::TooComplex(format!(
+            "it has {nesters} groups and NOTs, over the maximum of {MAX_QUERY_NESTERS}"
+        )));
     }
     crate::deep_stack::on_deep_stack("log-query-parse", DEEP_PARSE_STACK_BYTES, || {
         parse(text).and_then(within_depth)
@@ -65,12 +62,9 @@ fn within_depth(ast: UserInputAst) -> Result<UserInputAst, LogQueryError> {
         return Ok(ast);
     }
     dismantle(ast);
-    Err(LogQueryError::Parse {
-        position: 0,
-        message: format!(
-            "the query nests {depth} levels deep (groups and NOTs), over the maximum of {MAX_QUERY_DEPTH}"
-        ),
-    })
+    Err(LogQueryError::TooComplex(format!(
+        "it nests {depth} levels deep (groups and NOTs), over the maximum of {MAX_QUERY_DEPTH}"
+    )))
 }
 
 /// An upper bound on how deep the grammar recurses (less a few levels of its own): every
@@ -140,7 +134,7 @@ mod tests {
 
     fn message(result: Result<UserInputAst, LogQueryError>) -> String {
         match result {
-            Err(LogQueryError::Parse { message, .. }) => message,
+            Err(LogQueryError::TooComplex(message)) => message,
             Err(other) => panic!("unexpected error {other}"),
             Ok(ast) => panic!("parsed, depth {}", depth(&ast)),
         }
