@@ -90,6 +90,7 @@ fn index(c: &mut Criterion) {
             order: SortOrder::TimeDesc,
             histogram_interval_ns: histogram,
             after_lsn: None,
+            max_hits_bytes: usize::MAX,
         };
         g.bench_function(name, |b| b.iter(|| store.search(&q).expect("search")));
     }

@@ -238,6 +238,7 @@ struct LogsFile {
     search_timeout: Option<String>,
     max_concurrent_searches: Option<usize>,
     max_live_tails: Option<usize>,
+    max_hits_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -306,6 +307,8 @@ pub struct Config {
     pub max_concurrent_searches: usize,
     /// Live tails one tenant may hold open; more are refused with 429.
     pub max_live_tails: usize,
+    /// Most bytes of records one search's hits (or one tail poll's) may hold.
+    pub max_hits_bytes: usize,
     /// How long logs are kept.
     pub retention_logs: Duration,
     /// Whether requests must carry a credential (off only with `--insecure-no-auth`).
@@ -674,6 +677,13 @@ fn validate(f: FileConfig) -> Result<Config, ConfigError> {
     if max_live_tails == 0 {
         errors.push("logs.max_live_tails: must be at least 1".to_string());
     }
+    let max_hits_bytes = f
+        .logs
+        .max_hits_bytes
+        .unwrap_or(vantage_storage::logs::DEFAULT_MAX_HITS_BYTES);
+    if max_hits_bytes == 0 {
+        errors.push("logs.max_hits_bytes: must be at least 1".to_string());
+    }
     let cors_allowed_origins = cors_origins(f.api.cors_allowed_origins, &mut errors);
     let tls = match (f.tls.cert_file, f.tls.key_file, f.tls.client_ca_file) {
         (None, None, None) => None,
@@ -734,6 +744,7 @@ fn validate(f: FileConfig) -> Result<Config, ConfigError> {
         log_search_timeout,
         max_concurrent_searches,
         max_live_tails,
+        max_hits_bytes,
         retention_logs,
         auth_enabled: f.auth.enabled.unwrap_or(true),
         protect_metrics: f.auth.protect_metrics.unwrap_or(false),

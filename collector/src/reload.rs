@@ -182,6 +182,8 @@ fn merge_live(old: &Config, new: &Config) -> Config {
     effective.log_search_timeout = new.log_search_timeout;
     // Read when a tail opens; tails already open stay.
     effective.max_live_tails = new.max_live_tails;
+    // Read per search.
+    effective.max_hits_bytes = new.max_hits_bytes;
     effective.sessions = new.sessions;
     effective.protect_metrics = new.protect_metrics;
     effective.log_level = new.log_level.clone();
@@ -485,7 +487,7 @@ mod tests {
             "alerting:\n  evaluation_interval: 5s\n  rules_dir: /r\n",
             "auth:\n  access_token_ttl: 1m\n",
             "wal:\n  segment_max_bytes: 1048576\n",
-            "logs:\n  search_timeout: 20s\n  max_concurrent_searches: 2\n  max_live_tails: 3\n",
+            "logs:\n  search_timeout: 20s\n  max_concurrent_searches: 2\n  max_live_tails: 3\n  max_hits_bytes: 65536\n",
         ));
         let eff = merge_live(&old, &new);
         assert_eq!(eff.rates.queries_per_tenant, 1);
@@ -501,6 +503,7 @@ mod tests {
                 "auth.access_token_ttl",
                 "ingest.max_request_bytes",
                 "limits.query_requests_per_second",
+                "logs.max_hits_bytes",
                 "logs.max_live_tails",
                 "logs.search_timeout",
                 "retention.logs",

@@ -2,6 +2,7 @@
 //! partial answer), and at most `logs.max_concurrent_searches` run at once; one that
 //! finds no free slot within its time is told to retry. Live tails are bounded per
 //! tenant, end when their client leaves, and end with an `error` event when a poll fails.
+//! The hits of a search or a tail poll hold at most `logs.max_hits_bytes` of records.
 
 mod common;
 
@@ -404,4 +405,62 @@ async fn a_tail_whose_poll_fails_ends_with_an_error_event_and_the_cli_says_why()
         "{stderr}"
     );
     wait_for_open_tails(&c, 0.0).await;
+}
+
+/// Ten records of ~10 KB in one export, tagged `big`.
+async fn export_big_records(c: &Collector) {
+    let records = (0..10)
+        .map(|i| log_record(&format!("big {i} {}", "x".repeat(10_000)), vec![]))
+        .collect();
+    let reply = c
+        .post_otlp(
+            "/v1/logs",
+            &[("content-type", "application/x-protobuf")],
+            logs_request("svc", records).encode_to_vec(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+}
+
+/// A page whose records hold more than `logs.max_hits_bytes` is refused, saying how many
+/// hits fit, rather than held in memory several times over or cut short unsaid; a tail
+/// shows what fits of a batch and goes on.
+#[tokio::test]
+async fn hits_over_max_hits_bytes_are_refused_with_how_many_fit_and_tails_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::builder()
+        .env("VANTAGE_LOGS__MAX_HITS_BYTES", "35000")
+        .start(dir.path());
+    let mut tail = c.open_tail("big").await;
+    export_big_records(&c).await;
+    c.wait_for_total(&[("query", "big"), ("limit", "0")], 10)
+        .await;
+
+    let refused = c.search_raw(&[("query", "big"), ("limit", "10")]).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        refused.text()
+    );
+    assert_eq!(
+        refused.json()["error"],
+        "the 10 hits asked for hold more than 35000 bytes of records (logs.max_hits_bytes); \
+         the first 3 fit: ask for that many or fewer, or narrow the query"
+    );
+    let fits: Value = c
+        .search(&[("query", "big"), ("limit", "3"), ("order", "asc")])
+        .await;
+    assert_eq!(fits["total"], 10);
+    assert_eq!(fits["hits"].as_array().map(Vec::len), Some(3));
+
+    // The batch alone fills a poll: the tail shows what fits of it and moves on to what
+    // comes next (a live view, not an export).
+    c.export_ok(logs_request(
+        "svc",
+        vec![log_record("big small one", vec![])],
+    ))
+    .await;
+    let events = read_tail_until(&mut tail, "big small one").await;
+    assert_eq!(events.len(), 4, "three of the batch, then the next record");
 }

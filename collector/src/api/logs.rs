@@ -179,7 +179,11 @@ pub(super) async fn bounded_search(
     result.map_err(query_error)
 }
 
-fn build_query(tenant: String, p: SearchParams) -> Result<LogQuery, ApiError> {
+fn build_query(
+    tenant: String,
+    p: SearchParams,
+    max_hits_bytes: usize,
+) -> Result<LogQuery, ApiError> {
     let now = i64::try_from(now_ns()).unwrap_or(i64::MAX);
     let end = match &p.end {
         Some(t) => parse_time(t, now).map_err(|e| bad(format!("end: {e}")))?,
@@ -219,7 +223,17 @@ fn build_query(tenant: String, p: SearchParams) -> Result<LogQuery, ApiError> {
         order,
         histogram_interval_ns,
         after_lsn: None,
+        max_hits_bytes,
     })
+}
+
+/// `n` bytes as people read them in a message: `16 MiB`, `64 KiB`, `1000 bytes`.
+fn format_bytes(n: usize) -> String {
+    match n {
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n => format!("{n} bytes"),
+    }
 }
 
 fn render_result(result: &LogSearchResult, took: Duration) -> Value {
@@ -247,9 +261,20 @@ pub(super) async fn search(
     super::charge_query(&state, &principal)?;
     let Query(params) = params.map_err(|e| bad(e.body_text()))?;
     let timeout = search_timeout(&state, params.timeout.as_deref())?;
-    let query = build_query(principal.tenant, params)?;
+    let max_hits_bytes = state.live.get().max_hits_bytes;
+    let query = build_query(principal.tenant, params, max_hits_bytes)?;
+    let limit = query.limit;
     let deadline = Deadline::starting(started, timeout);
     let result = bounded_search(&state, query, deadline, Counted::Yes).await?;
+    if result.cut_at_max_bytes {
+        // No partial page: the client would take it for all there is up to `limit`.
+        return Err(bad(format!(
+            "the {limit} hits asked for hold more than {} of records (logs.max_hits_bytes); \
+             the first {} fit: ask for that many or fewer, or narrow the query",
+            format_bytes(max_hits_bytes),
+            result.hits.len()
+        )));
+    }
     let took = started.elapsed();
     state
         .telemetry

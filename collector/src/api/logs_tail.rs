@@ -132,6 +132,7 @@ pub(super) async fn tail(
                 order: SortOrder::ArrivalAsc,
                 histogram_interval_ns: None,
                 after_lsn: Some(cursor),
+                max_hits_bytes: state.live.get().max_hits_bytes,
             };
             let timeout = state.live.get().log_search_timeout;
             let deadline = Deadline::starting(Instant::now(), timeout);
@@ -151,12 +152,14 @@ pub(super) async fn tail(
                     return;
                 }
             };
-            // LSNs are per batch: when a poll fills up in the middle of a batch, hold
-            // that batch back for the next poll (unless it alone fills the poll, in which
-            // case the rest of it is skipped: a live view, not an export).
+            // LSNs are per batch: when a poll fills up (its count or `logs.max_hits_bytes`)
+            // in the middle of a batch, hold that batch back for the next poll (unless it
+            // alone fills the poll, in which case the rest of it is skipped: a live view,
+            // not an export).
             let hits = &result.hits;
+            let full = hits.len() == TAIL_BATCH || result.cut_at_max_bytes;
             let mut upto = hits.len();
-            if hits.len() == TAIL_BATCH && hits[0].lsn != hits[hits.len() - 1].lsn {
+            if full && hits[0].lsn != hits[hits.len() - 1].lsn {
                 let last = hits[hits.len() - 1].lsn;
                 upto = hits
                     .iter()

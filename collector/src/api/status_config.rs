@@ -57,6 +57,7 @@ pub fn render(c: &Config) -> Value {
             "search_timeout": duration(c.log_search_timeout),
             "max_concurrent_searches": c.max_concurrent_searches,
             "max_live_tails": c.max_live_tails,
+            "max_hits_bytes": c.max_hits_bytes,
         },
         "retention": {
             "logs": duration(c.retention_logs),
@@ -372,6 +373,7 @@ mod tests {
         assert_eq!(tree["logs"]["search_timeout"], "1m");
         assert_eq!(tree["logs"]["max_concurrent_searches"], 4);
         assert_eq!(tree["logs"]["max_live_tails"], 10);
+        assert_eq!(tree["logs"]["max_hits_bytes"], 16 << 20);
     }
 
     #[test]

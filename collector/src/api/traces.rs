@@ -355,6 +355,8 @@ async fn trace_by_id(
             order: SortOrder::TimeAsc,
             histogram_interval_ns: None,
             after_lsn: None,
+            // Past it, fewer logs than `logs_total`, as past `MAX_TRACE_LOGS`.
+            max_hits_bytes: state.live.get().max_hits_bytes,
         };
         let logs = state.logs.clone();
         let result = blocking("log search", move || logs.search(&query))

@@ -37,8 +37,8 @@ use partition::PartitionReader;
 pub use schema::names as field_names;
 use schema::{EnvelopeEncoder, LogFields, SchemaVersion};
 pub use search::{
-    HistogramBucket, LogHit, LogQuery, LogQueryError, LogSearchResult, MAX_BUCKETS, MAX_LIMIT,
-    SortOrder,
+    DEFAULT_MAX_HITS_BYTES, HistogramBucket, LogHit, LogQuery, LogQueryError, LogSearchResult,
+    MAX_BUCKETS, MAX_LIMIT, SortOrder,
 };
 pub use tokenizer::BodyTokenizer;
 

@@ -20,6 +20,10 @@ use super::schema::{LeftOutColumns, LogFields, SchemaVersion, decode_stored, id_
 
 /// Most hits one search may return; deeper paging narrows the time range instead.
 pub const MAX_LIMIT: usize = 10_000;
+
+/// The default of [`LogQuery::max_hits_bytes`] (`logs.max_hits_bytes`): 10,000 records
+/// of 1.6 KiB, or 1,000 stack traces of 16 KiB.
+pub const DEFAULT_MAX_HITS_BYTES: usize = 16 << 20;
 /// Most histogram buckets one search may ask for.
 pub const MAX_BUCKETS: i64 = 10_000;
 /// Longest a search on a search-idle store waits for the commit it asked for: a commit
@@ -56,6 +60,10 @@ pub struct LogQuery {
     pub histogram_interval_ns: Option<i64>,
     /// Only records that arrived in a WAL batch after this LSN (live tail).
     pub after_lsn: Option<u64>,
+    /// Most bytes of stored records the hits may hold (the first hit always fits): a
+    /// page of 10,000 stack traces would otherwise be held in memory several times over
+    /// while it is decoded and rendered.
+    pub max_hits_bytes: usize,
 }
 
 /// One matching record.
@@ -85,6 +93,9 @@ pub struct LogSearchResult {
     pub total: u64,
     /// Up to `limit` hits in the requested order.
     pub hits: Vec<LogHit>,
+    /// The hits stop short of `limit` because the next one would have taken them past
+    /// `max_hits_bytes`.
+    pub cut_at_max_bytes: bool,
     /// Count per bucket over `[start, end)`, when asked for.
     pub histogram: Option<Vec<HistogramBucket>>,
 }
@@ -321,6 +332,8 @@ impl LogStore {
         }
         candidates.truncate(q.limit);
         let mut hits = Vec::with_capacity(candidates.len());
+        let mut hits_bytes = 0usize;
+        let mut cut_at_max_bytes = false;
         for (i, (_, pi, address)) in candidates.into_iter().enumerate() {
             // Each hit may read and decompress a doc store block.
             if i % 64 == 0 {
@@ -338,6 +351,13 @@ impl LogStore {
                 .get_first(fields.record)
                 .and_then(|v| v.as_bytes())
                 .unwrap_or_default();
+            // The stored form is the record's own bytes (compressed only by the block),
+            // so it is what decoding and rendering will multiply.
+            if !hits.is_empty() && hits_bytes.saturating_add(bytes.len()) > q.max_hits_bytes {
+                cut_at_max_bytes = true;
+                break;
+            }
+            hits_bytes += bytes.len();
             let columns = HitColumns {
                 fast: ff,
                 doc: address.doc_id,
@@ -364,6 +384,7 @@ impl LogStore {
         Ok(LogSearchResult {
             total,
             hits,
+            cut_at_max_bytes,
             histogram,
         })
     }

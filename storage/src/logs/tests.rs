@@ -86,6 +86,7 @@ fn query(text: &str) -> LogQuery {
         order: SortOrder::TimeAsc,
         histogram_interval_ns: None,
         after_lsn: None,
+        max_hits_bytes: usize::MAX,
     }
 }
 
@@ -309,6 +310,49 @@ fn order_limit_and_time_range() {
         store.search(&q),
         Err(LogQueryError::BadParameter(_))
     ));
+}
+
+/// Hits stop before the one that would take them past `max_hits_bytes`, and say so; the
+/// first always comes, so a tail can move past any one record.
+#[test]
+fn hits_stop_at_their_byte_budget_and_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut indexer) = open_versioned(small(dir.path()), SchemaVersion::CURRENT).unwrap();
+    let records = (0..10)
+        .map(|i| {
+            record(
+                T0 + i,
+                "INFO",
+                &format!("big {i} {}", "x".repeat(10_000)),
+                200,
+            )
+        })
+        .collect();
+    indexer
+        .add_batch("default", 1, request("cart", records))
+        .unwrap();
+    indexer.commit().unwrap();
+    let mut q = query("big");
+    let all = store.search(&q).unwrap();
+    assert_eq!((all.hits.len(), all.cut_at_max_bytes), (10, false));
+
+    // Each stored record is a little over 10,000 bytes: three fit in 35,000.
+    q.max_hits_bytes = 35_000;
+    let cut = store.search(&q).unwrap();
+    assert_eq!(cut.total, 10, "the count is still of every match");
+    assert!(cut.cut_at_max_bytes);
+    assert_eq!(
+        bodies(&cut).iter().map(|b| &b[..5]).collect::<Vec<_>>(),
+        ["big 0", "big 1", "big 2"],
+        "the first hits in order"
+    );
+    q.limit = 3;
+    let exact = store.search(&q).unwrap();
+    assert_eq!((exact.hits.len(), exact.cut_at_max_bytes), (3, false));
+
+    q.max_hits_bytes = 1;
+    let one = store.search(&q).unwrap();
+    assert_eq!((one.hits.len(), one.cut_at_max_bytes), (1, true));
 }
 
 #[test]

@@ -13,6 +13,8 @@ use vantage_storage::logs::{LogQuery, LogStore, SortOrder};
 pub const LOG_METRIC: &str = "vantage_log_count";
 /// Sample lines attached to a firing log alert.
 pub const LOG_SAMPLE_LINES: usize = 5;
+/// Most bytes of records read for the samples.
+const SAMPLE_HITS_BYTES: usize = 1 << 20;
 /// Longest sample line kept, in bytes; longer ones are cut (on a character boundary).
 const MAX_SAMPLE_LINE_BYTES: usize = 512;
 
@@ -98,6 +100,8 @@ impl LogCondition {
                     order: SortOrder::TimeDesc,
                     histogram_interval_ns: None,
                     after_lsn: None,
+                    // A sample is one line of each record; the first always comes.
+                    max_hits_bytes: SAMPLE_HITS_BYTES,
                 },
                 &vantage_storage::logs::Deadline::after(timeout),
             )
