@@ -224,17 +224,41 @@ async fn kill_9_after_a_batch_spanning_three_days_duplicates_nothing() {
     );
 }
 
-/// A connected `vantage logs tail` must not turn a SIGTERM into a hang or an unclean stop.
+/// A connected tail (raw, and `vantage logs tail`) must not turn a SIGTERM into a hang
+/// or an unclean stop; the CLI says the collector closed it and exits non-zero.
 #[tokio::test]
 async fn sigterm_with_an_open_tail_still_stops_promptly_and_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let c = Collector::start(dir.path());
     send_batches(&c, 1, 0..2).await;
     let tail = c.open_tail("").await;
-    let asked = tokio::time::Instant::now();
-    let (status, log) = c.terminate().await;
-    let took = asked.elapsed();
+    let mut cli = tokio::process::Command::new(cli_bin());
+    cli.arg("--url")
+        .arg(format!("http://{}", c.addrs.api))
+        .args(["logs", "tail", ""])
+        .env("VANTAGE_TOKEN", c.token())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let cli = tokio::time::timeout(std::time::Duration::from_secs(30), cli.output());
+    let stop = async move {
+        while metric_value(&c.metrics_text().await, "vantage_log_tails_open", &[]) != Some(2.0) {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let asked = tokio::time::Instant::now();
+        let stopped = c.terminate().await;
+        (stopped, asked.elapsed())
+    };
+    let (cli, ((status, log), took)) = tokio::join!(cli, stop);
+    let cli = cli
+        .expect("the CLI ends with the collector")
+        .expect("run the CLI");
     drop(tail);
+    assert!(!cli.status.success(), "{cli:?}");
+    assert!(
+        String::from_utf8_lossy(&cli.stderr)
+            .contains("the collector closed the live tail (it is stopping or restarting)"),
+        "{cli:?}"
+    );
     assert!(status.success(), "SIGTERM exits 0, got {status:?}:\n{log}");
     assert!(
         took < std::time::Duration::from_secs(5),

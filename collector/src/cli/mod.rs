@@ -451,7 +451,9 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
                     out.flush()?;
                 }
             }
-            Ok(())
+            // The collector ends a tail only at shutdown: a silent exit 0 would read as
+            // "nothing more to see" to a script or a person watching.
+            anyhow::bail!("the collector closed the live tail (it is stopping or restarting)")
         }
         Command::Keys { command } => {
             let token = cli.token.as_deref();
