@@ -601,6 +601,7 @@ mod tests {
             total_spans: 3,
             error_spans: 3,
             truncated: false,
+            stored_bytes: 0,
         };
         let j = jaeger_trace(&trace);
         assert_eq!(j["traceID"], "ab".repeat(16));

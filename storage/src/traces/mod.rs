@@ -29,8 +29,8 @@ use crate::partitioned::{Failure, PartitionKey, Partitions, WriterOptions, Write
 use partition::PartitionReader;
 pub use query::{
     DependencyEdge, DependencyMap, MAX_DEPENDENCY_SPANS, MAX_SEARCH_LIMIT, MAX_SEARCH_RESULT_SPANS,
-    MAX_SEARCH_SPANS, MAX_TRACE_SPANS, Operation, StatusFilter, StoredSpan, Trace, TraceQuery,
-    TraceQueryError, TraceSummary,
+    MAX_SEARCH_SPANS, MAX_TRACE_BYTES, MAX_TRACE_SPANS, Operation, StatusFilter, StoredSpan, Trace,
+    TraceQuery, TraceQueryError, TraceSummary,
 };
 pub use schema::names as field_names;
 use schema::{EnvelopeEncoder, TraceFields};

@@ -35,6 +35,11 @@ pub const MAX_SEARCH_SPANS: usize = 20_000;
 /// stops adding traces once this many spans are in hand (it always returns at least
 /// one), so `limit` traces of `MAX_TRACE_SPANS` each cannot all be loaded at once.
 pub const MAX_SEARCH_RESULT_SPANS: usize = 100_000;
+/// Most bytes of stored spans one trace lookup returns (its first spans, `truncated`
+/// set), and one search over all its traces (it stops adding traces past it, and always
+/// returns at least one): spans carrying SQL statements or payloads would otherwise be
+/// held in memory several times over while they are decoded and rendered.
+pub const MAX_TRACE_BYTES: usize = 32 << 20;
 /// Spans the dependency map reads per request, most recent first (columns only, no doc
 /// store); with `truncated` set when the range holds more.
 pub const MAX_DEPENDENCY_SPANS: usize = 200_000;
@@ -97,6 +102,8 @@ pub struct Trace {
     pub error_spans: u64,
     /// Whether `spans` holds fewer than `total_spans`.
     pub truncated: bool,
+    /// Bytes of the stored form of `spans`, for [`MAX_TRACE_BYTES`].
+    pub stored_bytes: usize,
 }
 
 /// What a trace search returns per trace.
@@ -323,8 +330,14 @@ impl TraceStore {
         candidates.sort_by_key(|c| c.0);
         candidates.truncate(MAX_TRACE_SPANS);
         let mut spans = Vec::with_capacity(candidates.len());
+        let mut stored_bytes = 0usize;
         for (_, pi, address) in candidates {
-            spans.push(self.load(&searchers[pi], address)?);
+            let (span, bytes) = self.load(&searchers[pi], address)?;
+            if !spans.is_empty() && stored_bytes.saturating_add(bytes) > MAX_TRACE_BYTES {
+                break;
+            }
+            stored_bytes += bytes;
+            spans.push(span);
         }
         let truncated = (spans.len() as u64) < total;
         Ok(Some(Trace {
@@ -333,20 +346,22 @@ impl TraceStore {
             total_spans: total,
             error_spans,
             truncated,
+            stored_bytes,
         }))
     }
 
+    /// The span at `address`, and the size of its stored form.
     fn load(
         &self,
         searcher: &Searcher,
         address: DocAddress,
-    ) -> Result<StoredSpan, tantivy::TantivyError> {
+    ) -> Result<(StoredSpan, usize), tantivy::TantivyError> {
         let doc: TantivyDocument = searcher.doc(address)?;
         let bytes = doc
             .get_first(self.shared.fields.record)
             .and_then(|v| v.as_bytes())
             .unwrap_or_default();
-        StoredSpan::decode(bytes)
+        Ok((StoredSpan::decode(bytes)?, bytes.len()))
     }
 
     fn search_query(&self, q: &TraceQuery) -> Box<dyn Query> {
@@ -468,17 +483,19 @@ impl TraceStore {
         Ok(ids)
     }
 
-    /// The traces matching `q`, whole (each bounded by [`MAX_TRACE_SPANS`], all of them
-    /// together by [`MAX_SEARCH_RESULT_SPANS`]).
+    /// The traces matching `q`, whole (each bounded by [`MAX_TRACE_SPANS`] and
+    /// [`MAX_TRACE_BYTES`], all of them together by [`MAX_SEARCH_RESULT_SPANS`] and
+    /// [`MAX_TRACE_BYTES`]).
     pub fn search_traces(&self, q: &TraceQuery) -> Result<Vec<Trace>, TraceQueryError> {
         let mut traces = Vec::new();
-        let mut spans = 0usize;
+        let (mut spans, mut bytes) = (0usize, 0usize);
         for id in self.search_trace_ids(q)? {
-            if spans >= MAX_SEARCH_RESULT_SPANS {
+            if spans >= MAX_SEARCH_RESULT_SPANS || bytes >= MAX_TRACE_BYTES {
                 break;
             }
             if let Some(t) = self.get_trace(&q.tenant, &id)? {
                 spans += t.spans.len();
+                bytes += t.stored_bytes;
                 traces.push(t);
             }
         }

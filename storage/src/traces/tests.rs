@@ -456,6 +456,47 @@ fn big_traces_are_cut_at_the_limit_and_say_so() {
     assert!(t.spans[1..].iter().all(|s| s.depth == 1));
 }
 
+/// Spans carrying megabytes each: a trace lookup stops before the span that would take
+/// it past `MAX_TRACE_BYTES` and says so, and a search stops adding traces once past it.
+#[test]
+fn traces_of_large_spans_are_cut_at_their_byte_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut ix) = open(small(dir.path())).unwrap();
+    let pad = "x".repeat(4 << 20);
+    let heavy = |trace: [u8; 16], n: usize, start: i64| -> Vec<Span> {
+        (0..n)
+            .map(|i| {
+                let mut sp = span(trace, 1, None, "heavy", start + i as i64, 1, false);
+                sp.span_id = (i as u64 + 1).to_be_bytes().to_vec();
+                sp.attributes.push(kv("db.statement", s(&pad)));
+                sp
+            })
+            .collect()
+    };
+    let (older, newer) = ([0x71; 16], [0x72; 16]);
+    ix.add_batch("default", 1, &request("big", heavy(TRACE, 10, T0)))
+        .unwrap();
+    ix.add_batch("default", 2, &request("big", heavy(older, 5, T0 + 100)))
+        .unwrap();
+    ix.add_batch("default", 3, &request("big", heavy(newer, 5, T0 + 200)))
+        .unwrap();
+    ix.commit().unwrap();
+
+    let t = store.get_trace("default", &TRACE).unwrap().unwrap();
+    assert_eq!(t.total_spans, 10);
+    assert_eq!(t.spans.len(), 7, "7 spans of 4 MiB fit in 32 MiB, 8 do not");
+    assert!(t.truncated);
+    assert!(t.stored_bytes <= MAX_TRACE_BYTES, "{}", t.stored_bytes);
+
+    // Newest first: 20 MiB, then 40, past the limit: the oldest trace is not loaded.
+    let found = store
+        .search_traces(&TraceQuery::new("default", T0 - 1_000, T0 + 1_000, 10))
+        .unwrap();
+    let ids: Vec<[u8; 16]> = found.iter().map(|t| t.trace_id).collect();
+    assert_eq!(ids, [newer, older]);
+    assert!(found.iter().all(|t| !t.truncated));
+}
+
 #[test]
 fn tree_order_handles_orphans_cycles_and_duplicates() {
     let mk = |id: u8, parent: Option<u8>, start: i64| StoredSpan {
