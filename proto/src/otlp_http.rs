@@ -123,9 +123,16 @@ pub fn decode_message<T: Message + Default + DeserializeOwned>(
             )
         }),
         Encoding::Json => serde_json::from_slice(body).map_err(|e| {
+            // serde_json names only its own limit; say what it means for OTLP values.
+            let nesting = if e.to_string().starts_with("recursion limit exceeded") {
+                "it nests deeper than 128 JSON levels (about 30 nested kvlistValue or \
+                 arrayValue values): "
+            } else {
+                ""
+            };
             BodyError::new(
                 ErrorCode::InvalidArgument,
-                format!("body is not valid OTLP/JSON: {e}"),
+                format!("body is not valid OTLP/JSON: {nesting}{e}"),
             )
         }),
     }
@@ -216,6 +223,35 @@ mod tests {
             ErrorCode::UnsupportedMediaType
         );
         assert_eq!(decompress("", b"x", 100).unwrap(), b"x");
+    }
+
+    #[test]
+    fn otlp_json_nesting_past_serde_json_s_limit_is_named() {
+        let body = |levels: usize| {
+            let mut v = r#"{"stringValue":"leaf"}"#.to_string();
+            for i in 0..levels {
+                v = format!(r#"{{"kvlistValue":{{"values":[{{"key":"k{i}","value":{v}}}]}}}}"#);
+            }
+            format!(
+                r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{{"attributes":[{{"key":"deep","value":{v}}}]}}]}}]}}]}}"#
+            )
+        };
+        let decode = |levels| {
+            decode_message::<crate::otlp::collector::logs::v1::ExportLogsServiceRequest>(
+                Encoding::Json,
+                body(levels).as_bytes(),
+            )
+        };
+        assert!(decode(25).is_ok());
+        let e = decode(40).unwrap_err();
+        assert!(
+            e.message.starts_with(
+                "body is not valid OTLP/JSON: it nests deeper than 128 JSON levels (about 30 \
+                 nested kvlistValue or arrayValue values): recursion limit exceeded at line 1"
+            ),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
