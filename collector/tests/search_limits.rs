@@ -358,19 +358,11 @@ async fn a_tail_whose_poll_fails_ends_with_an_error_event_and_the_cli_says_why()
     let load = async {
         // Each poll reads what arrived since the last one: thousands of records, more
         // than 1 ms of reading.
-        let protobuf = [("content-type", "application/x-protobuf")];
         for b in 0..100 {
             let records = (0..1_000)
                 .map(|i| log_record(&format!("bulk record {b} {i}"), vec![]))
                 .collect();
-            let reply = c
-                .post_otlp(
-                    "/v1/logs",
-                    &protobuf,
-                    logs_request("svc", records).encode_to_vec(),
-                )
-                .await;
-            assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+            c.export_ok(logs_request("svc", records)).await;
         }
     };
     let read = async {
@@ -407,21 +399,6 @@ async fn a_tail_whose_poll_fails_ends_with_an_error_event_and_the_cli_says_why()
     wait_for_open_tails(&c, 0.0).await;
 }
 
-/// Ten records of ~10 KB in one export, tagged `big`.
-async fn export_big_records(c: &Collector) {
-    let records = (0..10)
-        .map(|i| log_record(&format!("big {i} {}", "x".repeat(10_000)), vec![]))
-        .collect();
-    let reply = c
-        .post_otlp(
-            "/v1/logs",
-            &[("content-type", "application/x-protobuf")],
-            logs_request("svc", records).encode_to_vec(),
-        )
-        .await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-}
-
 /// A page whose records hold more than `logs.max_hits_bytes` is refused, saying how many
 /// hits fit, rather than held in memory several times over or cut short unsaid; a tail
 /// shows what fits of a batch and goes on.
@@ -432,7 +409,11 @@ async fn hits_over_max_hits_bytes_are_refused_with_how_many_fit_and_tails_go_on(
         .env("VANTAGE_LOGS__MAX_HITS_BYTES", "35000")
         .start(dir.path());
     let mut tail = c.open_tail("big").await;
-    export_big_records(&c).await;
+    // Ten records of ~10 KB in one export.
+    let records = (0..10)
+        .map(|i| log_record(&format!("big {i} {}", "x".repeat(10_000)), vec![]))
+        .collect();
+    c.export_ok(logs_request("svc", records)).await;
     c.wait_for_total(&[("query", "big"), ("limit", "0")], 10)
         .await;
 

@@ -105,9 +105,7 @@ impl ApiError {
             retry_after: None,
         }
     }
-}
 
-impl ApiError {
     /// The JSON body, also sent where no status line is left to carry the error (a live
     /// tail's `error` event).
     pub(crate) fn body(&self) -> serde_json::Value {

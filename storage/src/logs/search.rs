@@ -111,8 +111,8 @@ pub enum LogQueryError {
         /// What the parser says.
         message: String,
     },
-    /// The query nests too deep or holds too many groups to be run safely
-    /// ([`query_depth`](super::query_depth)); not a syntax error, so it has no position.
+    /// The query nests too deep or holds too many groups to be run safely (see the
+    /// `query_depth` module); not a syntax error, so it has no position.
     #[error("query too complex: {0}")]
     TooComplex(String),
     /// The query parses but names something invalid (unknown field, bad value).
