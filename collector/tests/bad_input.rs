@@ -437,6 +437,43 @@ async fn too_many_attributes_are_rejected_record_by_record() {
     c.assert_still_serves("attrs").await;
 }
 
+/// Values longer than Tantivy indexes (65,530 bytes) as an attribute, the service and
+/// the severity: the records are kept whole and found by their other fields, and the
+/// collector does not log a warning per record (it did, through Tantivy, at ingest rate).
+#[tokio::test]
+async fn values_past_the_term_limit_are_kept_whole_and_not_logged_per_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = start(dir.path());
+    let long = "v".repeat(70_000);
+    let records = (0..20)
+        .map(|i| {
+            let mut r = log_record(
+                &format!("longvalue {i}"),
+                vec![kv_str("payload", &long), kv_str("case", "longvalue")],
+            );
+            r.severity_text = "E".repeat(70_000);
+            r
+        })
+        .collect();
+    c.export_ok(logs_request(&"s".repeat(70_000), records))
+        .await;
+    let result = c.wait_for_query("attributes.case:longvalue", 20).await;
+    let hit = &hits(&result)[0];
+    assert_eq!(
+        hit["attributes"]["payload"].as_str().map(str::len),
+        Some(70_000)
+    );
+    assert_eq!(hit["service_name"].as_str().map(str::len), Some(70_000));
+    assert_eq!(hit["severity_text"].as_str().map(str::len), Some(70_000));
+    c.assert_still_serves("longvalue").await;
+    let log = c.log();
+    assert!(
+        !log.contains("MAX_TOKEN_LEN"),
+        "{}",
+        &log[..log.len().min(4_000)]
+    );
+}
+
 /// A request whose encoding is about `bytes` long.
 fn request_of_size(bytes: usize) -> ExportLogsServiceRequest {
     logs_request("big", vec![log_record(&"x".repeat(bytes), vec![])])

@@ -4,6 +4,7 @@
 //! evaluator, and the Tantivy span store.
 mod deep_stack;
 pub mod freshness;
+mod keyword;
 pub mod log_throttle;
 pub mod logs;
 pub mod meta;

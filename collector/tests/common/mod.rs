@@ -687,7 +687,20 @@ impl Collector {
     /// Polls a search until its `total` equals `expected`; returns that answer. Fails
     /// with the last answer and the collector's log at the deadline.
     pub(crate) async fn wait_for_total(&self, params: &[(&str, &str)], expected: u64) -> Value {
-        self.wait_for_total_with(params, &[], expected).await
+        self.wait_for_total_with(params, &[], expected, SEARCHABLE_TIMEOUT)
+            .await
+    }
+
+    /// [`Collector::wait_for_total`] with its own deadline, for waits that are not a
+    /// fresh record's (re-indexing everything after an index failure).
+    pub(crate) async fn wait_for_total_within(
+        &self,
+        params: &[(&str, &str)],
+        expected: u64,
+        timeout: Duration,
+    ) -> Value {
+        self.wait_for_total_with(params, &[], expected, timeout)
+            .await
     }
 
     /// [`Collector::wait_for_total`] searching with `token`.
@@ -697,7 +710,9 @@ impl Collector {
         params: &[(&str, &str)],
         expected: u64,
     ) -> Value {
-        self.wait_for_total_with(params, &[("authorization", &bearer(token))], expected)
+        let authorization = bearer(token);
+        let headers = [("authorization", authorization.as_str())];
+        self.wait_for_total_with(params, &headers, expected, SEARCHABLE_TIMEOUT)
             .await
     }
 
@@ -706,8 +721,9 @@ impl Collector {
         params: &[(&str, &str)],
         headers: &[(&str, &str)],
         expected: u64,
+        timeout: Duration,
     ) -> Value {
-        let deadline = tokio::time::Instant::now() + SEARCHABLE_TIMEOUT;
+        let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let result = self.search_with(params, headers).await;
             if result["total"].as_u64() == Some(expected) {
@@ -715,7 +731,7 @@ impl Collector {
             }
             if tokio::time::Instant::now() >= deadline {
                 panic!(
-                    "search {params:?} did not reach total {expected} within {SEARCHABLE_TIMEOUT:?}; last total {}; collector log:\n{}",
+                    "search {params:?} did not reach total {expected} within {timeout:?}; last total {}; collector log:\n{}",
                     result["total"],
                     self.log()
                 );

@@ -9,7 +9,7 @@ use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, JsonObjectOptions, STORED, Schema, TextFieldIndexing,
     TextOptions,
 };
-use tantivy::tokenizer::{LowerCaser, RawTokenizer, TextAnalyzer, TokenizerManager};
+use tantivy::tokenizer::TokenizerManager;
 #[cfg(test)]
 use vantage_proto::json::any_value_to_json;
 #[cfg(test)]
@@ -790,12 +790,8 @@ pub(crate) fn id_words(id: &[u8]) -> ([u8; 2], u64, u64) {
 pub(crate) fn register_tokenizers(manager: &TokenizerManager) {
     // Replaces Tantivy's `default` (the body's) with the same tokens made in one pass.
     manager.register("default", super::tokenizer::BodyTokenizer::default());
-    manager.register(
-        LOWERCASE_KEYWORD,
-        TextAnalyzer::builder(RawTokenizer::default())
-            .filter(LowerCaser)
-            .build(),
-    );
+    manager.register(crate::keyword::RAW, crate::keyword::raw());
+    manager.register(LOWERCASE_KEYWORD, crate::keyword::raw_lowercase());
 }
 
 /// Nanoseconds as i64, saturating (validation keeps real data far from the edge).

@@ -71,6 +71,7 @@ pub(crate) fn open(
     let index = Index::builder()
         .schema(fields.schema.clone())
         .settings(settings())
+        .tokenizers(crate::keyword::tokenizers())
         .open_or_create(mmap)
         .map_err(tantivy_err)?;
     let (reader, committed_lsn) = reader_and_lsn(&index).map_err(tantivy_err)?;
