@@ -755,6 +755,40 @@ fn bulky_spans(trace: [u8; 16], b: u64, start: u64) -> ExportTraceServiceRequest
     traces_request("fulldisk", spans)
 }
 
+/// A span whose name, service and an attribute are longer than Tantivy's longest term
+/// (65,530 bytes) but within what ingest takes (a value of at most 64 KiB with its
+/// framing): it is stored whole and found by its trace id, and the collector does not
+/// log a warning per span (Tantivy did, for each such value).
+#[tokio::test]
+async fn values_past_the_term_limit_are_kept_whole_and_not_logged_per_span() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::start(dir.path());
+    let mut client = TraceServiceClient::new(c.grpc_channel().await);
+    let trace = [0x5c; 16];
+    let long = "n".repeat(65_532);
+    let mut s = span(trace, 1, 0, &long, now_ns() - 1_000 * MS, 1);
+    s.attributes.push(kv_str("payload", &long));
+    let response = client
+        .export(traces_request(&long, vec![s]))
+        .await
+        .expect("accepted")
+        .into_inner();
+    assert_eq!(response.partial_success, None, "nothing refused");
+    let found = wait_for_trace(&c, &hex_id(&trace), 1).await;
+    let span = &found["spans"][0];
+    assert_eq!(span["name"].as_str().map(str::len), Some(65_532));
+    assert!(
+        found.to_string().matches(&long).count() >= 3,
+        "the name, the service and the attribute come back whole"
+    );
+    let log = c.log();
+    assert!(
+        !log.contains("MAX_TOKEN_LEN"),
+        "{}",
+        &log[..log.len().min(4_000)]
+    );
+}
+
 /// Exports `request` again every 200 ms until it is acknowledged; panics after
 /// [`SEARCHABLE_TIMEOUT`].
 async fn export_once_there_is_room(
