@@ -587,6 +587,29 @@ async fn bad_remote_write_bodies_are_refused_clearly() {
     let d = data(&prom_get(&c, "/api/v1/query", &[("query", "ok_metric")]).await);
     assert_eq!(d["result"].as_array().unwrap().len(), 1);
 
+    // A label value far over the limit: the message quotes the series only in part, so
+    // the answer (which SDKs log) is not as long as the value.
+    let long = "v".repeat(40_000);
+    let batch = MetricBatch {
+        series: vec![series(
+            &[("__name__", "long_metric"), ("big", &long)],
+            vec![Sample { t: now, v: 1.0 }],
+        )],
+        metadata: vec![],
+    };
+    let r = remote_write(&c, &batch, None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    let text = r.text();
+    assert!(text.len() < 2_000, "{} bytes", text.len());
+    assert!(
+        text.contains("long_metric{big=\"vvv") && text.contains("bytes cut"),
+        "{text}"
+    );
+    assert!(
+        text.contains("value of label \"big\" is 40000 bytes, more than 16384"),
+        "{text}"
+    );
+
     // NaN and ±Inf are values like any other.
     let batch = MetricBatch {
         series: vec![

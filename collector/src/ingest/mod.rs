@@ -687,7 +687,10 @@ impl Ingest {
         self.count(Signal::Metrics, samples, size);
         let rejected = rejected_before + admission.rejected();
         let message = first_error.or(admission.first_error).unwrap_or_default();
-        Ok(Accepted { rejected, message })
+        Ok(Accepted {
+            rejected,
+            message: cut_middle(message, MAX_REJECT_MESSAGE_BYTES),
+        })
     }
 
     /// Validates a traces export span by span and makes what is left durable; the trace
@@ -745,4 +748,30 @@ impl Ingest {
             message: verdict.message(),
         })
     }
+}
+
+/// Longest message about refused samples. It quotes the first refused series, whose label
+/// value may be megabytes long, and SDKs log it.
+const MAX_REJECT_MESSAGE_BYTES: usize = 1024;
+
+/// `message` with its middle cut out when it is longer than `max` bytes: the series'
+/// name at its start and the reason at its end both survive.
+fn cut_middle(message: String, max: usize) -> String {
+    if message.len() <= max {
+        return message;
+    }
+    let mut head = max / 2;
+    while !message.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = message.len() - max / 2;
+    while !message.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!(
+        "{} … ({} bytes cut) … {}",
+        &message[..head],
+        tail - head,
+        &message[tail..]
+    )
 }

@@ -342,3 +342,28 @@ async fn traces_exports_are_stored_as_sent_or_as_validated() {
             .is_empty()
     );
 }
+
+#[test]
+fn long_reject_messages_keep_their_start_and_their_reason() {
+    let short = "series up{job=\"a\"}: out of order".to_string();
+    assert_eq!(super::cut_middle(short.clone(), 1024), short);
+    let long = format!(
+        "series m{{big=\"{}\"}}: value of label \"big\" is 100000 bytes, more than 16384",
+        "é".repeat(50_000)
+    );
+    let cut = super::cut_middle(long.clone(), 1024);
+    assert!(cut.len() <= 1024 + 40, "{}", cut.len());
+    assert!(cut.starts_with("series m{big=\""), "{cut}");
+    assert!(cut.ends_with("bytes, more than 16384"), "{cut}");
+    // The kept start and end are the message's, and the count is what lies between.
+    let parts: Vec<&str> = cut.split(" … ").collect();
+    assert_eq!(parts.len(), 3, "{cut}");
+    assert!(long.starts_with(parts[0]) && long.ends_with(parts[2]));
+    assert_eq!(
+        parts[1],
+        format!(
+            "({} bytes cut)",
+            long.len() - parts[0].len() - parts[2].len()
+        )
+    );
+}
