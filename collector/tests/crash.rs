@@ -241,9 +241,11 @@ async fn sigterm_with_an_open_tail_still_stops_promptly_and_cleanly() {
         .kill_on_drop(true);
     let cli = tokio::time::timeout(std::time::Duration::from_secs(30), cli.output());
     let stop = async move {
-        while metric_value(&c.metrics_text().await, "vantage_log_tails_open", &[]) != Some(2.0) {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        // Both tails connected, or the test stops here instead of hanging.
+        let connected = c
+            .metric_reaches("vantage_log_tails_open", |v| v == 2.0, SEARCHABLE_TIMEOUT)
+            .await;
+        assert!(connected, "the CLI's tail never connected");
         let asked = tokio::time::Instant::now();
         let stopped = c.terminate().await;
         (stopped, asked.elapsed())

@@ -273,18 +273,14 @@ async fn next_tail_event(
 
 /// Polls `/metrics` until `vantage_log_tails_open` is `open`.
 async fn wait_for_open_tails(c: &Collector, open: f64) {
-    let deadline = tokio::time::Instant::now() + SEARCHABLE_TIMEOUT;
-    loop {
-        let text = c.metrics_text().await;
-        if metric_value(&text, "vantage_log_tails_open", &[]) == Some(open) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "vantage_log_tails_open never reached {open}:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let reached = c
+        .metric_reaches("vantage_log_tails_open", |v| v == open, SEARCHABLE_TIMEOUT)
+        .await;
+    assert!(
+        reached,
+        "vantage_log_tails_open never reached {open}:\n{}",
+        c.metrics_text().await
+    );
 }
 
 /// A tenant holds at most `logs.max_live_tails`; the next is refused with 429 and

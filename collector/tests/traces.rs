@@ -838,9 +838,9 @@ async fn a_full_disk_refuses_span_exports_and_loses_none_once_there_is_room() {
     // had nothing left to commit, gives it room for one more batch and then takes that room.
     for attempt in 1.. {
         disk.fill();
-        if c.metric_rises_above(
+        if c.metric_reaches(
             "vantage_trace_index_errors_total",
-            0.0,
+            |v| v > 0.0,
             Duration::from_secs(5),
         )
         .await

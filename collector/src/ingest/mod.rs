@@ -760,14 +760,8 @@ fn cut_middle(message: String, max: usize) -> String {
     if message.len() <= max {
         return message;
     }
-    let mut head = max / 2;
-    while !message.is_char_boundary(head) {
-        head -= 1;
-    }
-    let mut tail = message.len() - max / 2;
-    while !message.is_char_boundary(tail) {
-        tail += 1;
-    }
+    let head = message.floor_char_boundary(max / 2);
+    let tail = message.ceil_char_boundary(message.len() - max / 2);
     format!(
         "{} … ({} bytes cut) … {}",
         &message[..head],

@@ -610,13 +610,7 @@ impl OpampServer {
                     text.push('\n');
                 }
             }
-            if text.len() > MAX_EFFECTIVE_CONFIG_BYTES {
-                let mut cut = MAX_EFFECTIVE_CONFIG_BYTES;
-                while !text.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                text.truncate(cut);
-            }
+            text.truncate(text.floor_char_boundary(MAX_EFFECTIVE_CONFIG_BYTES));
             state.record.effective_config = text;
         }
         if let Some(status) = &msg.remote_config_status {

@@ -756,7 +756,7 @@ impl Collector {
     /// the collector's log after [`SEARCHABLE_TIMEOUT`].
     pub(crate) async fn wait_for_metric_above(&self, name: &str, floor: f64) {
         if !self
-            .metric_rises_above(name, floor, SEARCHABLE_TIMEOUT)
+            .metric_reaches(name, |v| v > floor, SEARCHABLE_TIMEOUT)
             .await
         {
             panic!(
@@ -767,18 +767,18 @@ impl Collector {
         }
     }
 
-    /// Polls `/metrics` for up to `timeout` until the unlabelled series `name` is above
-    /// `floor`: whether it got there, for tests that act when it does not.
-    pub(crate) async fn metric_rises_above(
+    /// Polls `/metrics` for up to `timeout` until the unlabelled series `name` has a value
+    /// `ok` accepts: whether it got there, for tests that act when it does not.
+    pub(crate) async fn metric_reaches(
         &self,
         name: &str,
-        floor: f64,
+        ok: impl Fn(f64) -> bool,
         timeout: Duration,
     ) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let text = self.metrics_text().await;
-            if metric_value(&text, name, &[]).is_some_and(|v| v > floor) {
+            if metric_value(&text, name, &[]).is_some_and(&ok) {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {

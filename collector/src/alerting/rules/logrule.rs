@@ -126,13 +126,7 @@ fn sample_line(hit: &vantage_storage::logs::LogHit) -> String {
         None => String::new(),
     };
     let mut line = body.replace('\n', " ");
-    if line.len() > MAX_SAMPLE_LINE_BYTES {
-        let mut cut = MAX_SAMPLE_LINE_BYTES;
-        while !line.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        line.truncate(cut);
-    }
+    line.truncate(line.floor_char_boundary(MAX_SAMPLE_LINE_BYTES));
     line
 }
 
