@@ -9,6 +9,7 @@ pub mod error;
 pub mod items;
 pub mod json;
 pub mod logs;
+pub mod logs_ref;
 pub mod logs_scan;
 pub mod opamp;
 pub mod otlp_http;

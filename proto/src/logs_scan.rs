@@ -197,7 +197,7 @@ fn deeper(depth: u32) -> Result<u32, Malformed> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use proptest::prelude::*;
     use prost::Message as _;
 
@@ -300,7 +300,7 @@ mod tests {
             })
     }
 
-    fn request_strategy() -> impl Strategy<Value = ExportLogsServiceRequest> {
+    pub(crate) fn request_strategy() -> impl Strategy<Value = ExportLogsServiceRequest> {
         let scope_logs = (
             proptest::option::of(("[a-z.]{0,10}", "[0-9.]{0,5}")),
             proptest::collection::vec(record_strategy(), 0..4),

@@ -132,6 +132,15 @@ impl<'a> Wire<'a> {
         self.fixed().map(u64::from_le_bytes)
     }
 
+    pub(crate) fn fixed32(&mut self) -> Result<u32, Malformed> {
+        self.fixed().map(u32::from_le_bytes)
+    }
+
+    /// What is left to read: where the next field starts.
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.buf
+    }
+
     /// Skips a field of an unknown number. Groups (wire types 3 and 4, deprecated since
     /// proto2) are refused.
     pub(crate) fn skip(&mut self, wire_type: u8) -> Result<(), Malformed> {

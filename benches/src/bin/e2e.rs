@@ -416,7 +416,11 @@ fn indexer_ceiling_with(
     opts.writer_heap_bytes = args.ceiling_indexing_threads * 96 * 1024 * 1024;
     opts.retention_ns = i64::MAX;
     let (store, mut indexer) = vantage_storage::logs::open(opts)?;
-    let batches = generated_batches(args, args.indexer_records);
+    // Encoded, as the collector's indexing thread reads them from the WAL.
+    let batches: Vec<Vec<u8>> = generated_batches(args, args.indexer_records)
+        .iter()
+        .map(prost::Message::encode_to_vec)
+        .collect();
     let me = std::process::id().to_string();
     let cpu0 = cpu_seconds(&me)?;
     let t0 = Instant::now();

@@ -4,8 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prost::Message as _;
-use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use vantage_storage::logs::{LogIndexer, LogStoreError};
 
 use super::index_thread::{AddError, Store};
@@ -56,12 +54,13 @@ impl Store for LogIndexer {
     const SIGNAL: &'static str = "log";
 
     fn add(&mut self, tenant: &str, lsn: u64, body: &[u8]) -> Result<(), AddError<LogStoreError>> {
-        let request = ExportLogsServiceRequest::decode(body)
-            .map_err(|e| AddError::Undecodable(e.to_string()))?;
-        match self.add_batch(tenant, lsn, request) {
+        // The documents read the batch in place, so they own a copy of its bytes.
+        match self.add_batch(tenant, lsn, body.to_vec()) {
             Ok(_) => Ok(()),
-            // Checked at ingest: a bad name here was damaged on disk.
-            Err(e @ LogStoreError::InvalidTenant(_)) => Err(AddError::Undecodable(e.to_string())),
+            // Checked at ingest: a bad name or batch here was damaged on disk.
+            Err(e @ (LogStoreError::InvalidTenant(_) | LogStoreError::Undecodable(_))) => {
+                Err(AddError::Undecodable(e.to_string()))
+            }
             Err(e) => Err(AddError::Store(e)),
         }
     }

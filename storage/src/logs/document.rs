@@ -1,13 +1,14 @@
-//! Log documents that borrow from their decoded batch instead of copying it.
+//! Log documents that borrow from their batch's bytes instead of copying them.
 //!
 //! Tantivy indexes any [`Document`] in place: its indexing thread walks a document three
 //! times (inverted index, columns, doc store) and then drops it. A `TantivyDocument`
 //! costs a copy of every string and a `BTreeMap` per attribute object on the way in
 //! and the frees on the way out (measured: malloc, free and memmove were a sixth of
 //! the indexing thread). A [`LogDoc`] is a shared handle on the whole batch
-//! ([`BatchDocs`]) plus the position of its record: values are read from the decoded
-//! request where they are, the resource object is built once per `ResourceLogs`, and
-//! the stored envelopes of a batch sit in one buffer.
+//! ([`BatchDocs`]) plus the position of its record: values are read where they sit in
+//! the encoded request (read in place by [`LogsRef`], not decoded), the resource object
+//! is built once per `ResourceLogs`, and the stored envelopes of a batch sit in one
+//! buffer.
 //!
 //! What is indexed is exactly what `LogFields::document` (the reference, kept for the
 //! tests) writes: the same fields in the same order, objects with the same keys in the
@@ -16,14 +17,16 @@
 
 use std::sync::Arc;
 
+use prost::Message as _;
 use tantivy::schema::document::{ReferenceValue, ReferenceValueLeaf};
 use tantivy::schema::{Document, Field, OwnedValue, Value};
 use vantage_proto::json::any_value_to_json;
-use vantage_proto::logs::{EMPTY_RESOURCE, EMPTY_SCOPE};
+use vantage_proto::logs_ref::{
+    AnyValueRef, KeyValueRef, LogRecordRef, LogsRef, ResourceRef, ScopeRef, ValueRef,
+};
 use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
-use vantage_proto::otlp::common::v1::{AnyValue, KeyValue, any_value};
-use vantage_proto::otlp::logs::v1::LogRecord;
-use vantage_proto::otlp::resource::v1::Resource;
+use vantage_proto::otlp::common::v1::KeyValue;
+use yoke::Yoke;
 
 use super::inflight::Permit;
 use super::schema::{
@@ -31,21 +34,31 @@ use super::schema::{
     id_words, split_numeric,
 };
 
-/// A decoded batch for [`super::LogIndexer::add_batch`]. Its documents borrow from it
-/// until Tantivy has indexed them, so it is moved in; a borrowed request is cloned.
-pub struct LogBatch(pub(crate) ExportLogsServiceRequest);
+/// An encoded `ExportLogsServiceRequest` for [`super::LogIndexer::add_batch`] (as the
+/// WAL holds it). Its documents borrow from its bytes until Tantivy has indexed them,
+/// so they are moved in; a decoded request is encoded.
+pub struct LogBatch(pub(crate) Vec<u8>);
+
+impl From<Vec<u8>> for LogBatch {
+    fn from(bytes: Vec<u8>) -> Self {
+        LogBatch(bytes)
+    }
+}
 
 impl From<ExportLogsServiceRequest> for LogBatch {
     fn from(request: ExportLogsServiceRequest) -> Self {
-        LogBatch(request)
+        LogBatch(request.encode_to_vec())
     }
 }
 
 impl From<&ExportLogsServiceRequest> for LogBatch {
     fn from(request: &ExportLogsServiceRequest) -> Self {
-        LogBatch(request.clone())
+        LogBatch(request.encode_to_vec())
     }
 }
+
+/// A batch's bytes with the request read from them.
+pub(crate) type BatchRequest = Yoke<LogsRef<'static>, Arc<Vec<u8>>>;
 
 /// Which part of an attribute value an object holds: numbers go to the
 /// `_attributes_numeric` columns, everything else to the `attributes` terms (see
@@ -62,12 +75,12 @@ pub(crate) enum Side {
 
 /// What an attribute value holds on each side: `(text, numeric)`. A list holds what
 /// its entries hold (an empty one nothing); anything not a number is text.
-fn sides(value: Option<&AnyValue>) -> (bool, bool) {
+fn sides(value: Option<&AnyValueRef<'_>>) -> (bool, bool) {
     match value.and_then(|v| v.value.as_ref()) {
-        Some(any_value::Value::IntValue(_) | any_value::Value::DoubleValue(_)) => (false, true),
-        Some(any_value::Value::KvlistValue(list)) => {
+        Some(ValueRef::IntValue(_) | ValueRef::DoubleValue(_)) => (false, true),
+        Some(ValueRef::KvlistValue(list)) => {
             let mut out = (false, false);
-            for kv in &list.values {
+            for kv in list {
                 let (t, n) = sides(kv.value.as_ref());
                 out = (out.0 | t, out.1 | n);
                 if out == (true, true) {
@@ -80,7 +93,7 @@ fn sides(value: Option<&AnyValue>) -> (bool, bool) {
     }
 }
 
-fn on_side(value: Option<&AnyValue>, side: Side) -> bool {
+fn on_side(value: Option<&AnyValueRef<'_>>, side: Side) -> bool {
     match side {
         Side::All => true,
         Side::Text => sides(value).0,
@@ -90,13 +103,11 @@ fn on_side(value: Option<&AnyValue>, side: Side) -> bool {
 
 /// Whether a value holds bytes anywhere: those are indexed as their hex form, a string
 /// the request does not hold, so such attributes take the owned path.
-fn has_bytes(value: Option<&AnyValue>) -> bool {
+fn has_bytes(value: Option<&AnyValueRef<'_>>) -> bool {
     match value.and_then(|v| v.value.as_ref()) {
-        Some(any_value::Value::BytesValue(_)) => true,
-        Some(any_value::Value::ArrayValue(a)) => a.values.iter().any(|v| has_bytes(Some(v))),
-        Some(any_value::Value::KvlistValue(l)) => {
-            l.values.iter().any(|kv| has_bytes(kv.value.as_ref()))
-        }
+        Some(ValueRef::BytesValue(_)) => true,
+        Some(ValueRef::ArrayValue(a)) => a.iter().any(|v| has_bytes(Some(v))),
+        Some(ValueRef::KvlistValue(l)) => l.iter().any(|kv| has_bytes(kv.value.as_ref())),
         _ => false,
     }
 }
@@ -111,12 +122,12 @@ pub(crate) enum LogValue<'a> {
     /// A record's top-level attributes as one object: `order` holds the positions of
     /// the attributes it has, by key, one per key.
     Attributes {
-        attributes: &'a [KeyValue],
+        attributes: &'a [KeyValueRef<'a>],
         order: &'a [u32],
         side: Side,
     },
     /// One attribute value, or the part of it on `side` (a missing value is null).
-    Any(Option<&'a AnyValue>, Side),
+    Any(Option<&'a AnyValueRef<'a>>, Side),
     /// A value built once for many documents (resource objects) or for the rare
     /// attributes the borrowed form cannot express (bytes).
     Owned(&'a OwnedValue),
@@ -148,23 +159,24 @@ impl<'a> Value<'a> for LogValue<'a> {
 }
 
 /// An attribute value as `owned_value` in the schema turns it into an `OwnedValue`.
-fn any_reference<'a>(value: Option<&'a AnyValue>, side: Side) -> ReferenceValue<'a, LogValue<'a>> {
+fn any_reference<'a>(
+    value: Option<&'a AnyValueRef<'a>>,
+    side: Side,
+) -> ReferenceValue<'a, LogValue<'a>> {
     let leaf = |l| ReferenceValue::Leaf(l);
     match value.and_then(|v| v.value.as_ref()) {
-        None | Some(any_value::Value::StringValueStrindex(_)) => leaf(ReferenceValueLeaf::Null),
-        Some(any_value::Value::StringValue(s)) => leaf(ReferenceValueLeaf::Str(s)),
-        Some(any_value::Value::BoolValue(b)) => leaf(ReferenceValueLeaf::Bool(*b)),
-        Some(any_value::Value::IntValue(i)) => leaf(ReferenceValueLeaf::I64(*i)),
-        Some(any_value::Value::DoubleValue(d)) => leaf(ReferenceValueLeaf::F64(*d)),
-        Some(any_value::Value::ArrayValue(a)) => {
-            ReferenceValue::Array(LogArrayIter::Any(a.values.iter()))
-        }
-        Some(any_value::Value::KvlistValue(l)) => ReferenceValue::Object(LogObjectIter::Kv {
-            entries: l.values.iter(),
+        None | Some(ValueRef::StringValueStrindex(_)) => leaf(ReferenceValueLeaf::Null),
+        Some(ValueRef::StringValue(s)) => leaf(ReferenceValueLeaf::Str(s)),
+        Some(ValueRef::BoolValue(b)) => leaf(ReferenceValueLeaf::Bool(*b)),
+        Some(ValueRef::IntValue(i)) => leaf(ReferenceValueLeaf::I64(*i)),
+        Some(ValueRef::DoubleValue(d)) => leaf(ReferenceValueLeaf::F64(*d)),
+        Some(ValueRef::ArrayValue(a)) => ReferenceValue::Array(LogArrayIter::Any(a.iter())),
+        Some(ValueRef::KvlistValue(l)) => ReferenceValue::Object(LogObjectIter::Kv {
+            entries: l.iter(),
             side,
         }),
         // `BatchBuilder::attributes` sends attributes with bytes the owned way.
-        Some(any_value::Value::BytesValue(_)) => {
+        Some(ValueRef::BytesValue(_)) => {
             debug_assert!(false, "bytes attribute on the borrowed path");
             leaf(ReferenceValueLeaf::Null)
         }
@@ -188,7 +200,7 @@ fn owned_reference(value: &OwnedValue) -> ReferenceValue<'_, LogValue<'_>> {
 /// Elements of an array value.
 #[derive(Clone, Debug)]
 pub(crate) enum LogArrayIter<'a> {
-    Any(std::slice::Iter<'a, AnyValue>),
+    Any(std::slice::Iter<'a, AnyValueRef<'a>>),
     Owned(std::slice::Iter<'a, OwnedValue>),
 }
 
@@ -209,13 +221,13 @@ impl<'a> Iterator for LogArrayIter<'a> {
 pub(crate) enum LogObjectIter<'a> {
     /// A record's attributes: see [`LogValue::Attributes`].
     Top {
-        attributes: &'a [KeyValue],
+        attributes: &'a [KeyValueRef<'a>],
         order: std::slice::Iter<'a, u32>,
         side: Side,
     },
     /// A nested list, in its order, repeated keys and all.
     Kv {
-        entries: std::slice::Iter<'a, KeyValue>,
+        entries: std::slice::Iter<'a, KeyValueRef<'a>>,
         side: Side,
     },
     Owned(std::slice::Iter<'a, (String, OwnedValue)>),
@@ -235,7 +247,7 @@ impl<'a> Iterator for LogObjectIter<'a> {
                     let kv = &attributes[i as usize];
                     let value = kv.value.as_ref();
                     if on_side(value, *side) {
-                        return Some((kv.key.as_str(), LogValue::Any(value, *side)));
+                        return Some((kv.key, LogValue::Any(value, *side)));
                     }
                 }
                 None
@@ -244,7 +256,7 @@ impl<'a> Iterator for LogObjectIter<'a> {
                 for kv in entries.by_ref() {
                     let value = kv.value.as_ref();
                     if on_side(value, *side) {
-                        return Some((kv.key.as_str(), LogValue::Any(value, *side)));
+                        return Some((kv.key, LogValue::Any(value, *side)));
                     }
                 }
                 None
@@ -303,10 +315,10 @@ struct ResourceMeta {
 
 impl ResourceMeta {
     /// The `service.name` of `resource` (the one this meta was made for).
-    fn service_name<'r>(&self, resource: &'r Resource) -> Option<&'r str> {
+    fn service_name<'r>(&self, resource: &'r ResourceRef<'r>) -> Option<&'r str> {
         let kv = resource.attributes.get(self.service_name? as usize)?;
         match kv.value.as_ref()?.value.as_ref()? {
-            any_value::Value::StringValue(s) => Some(s),
+            ValueRef::StringValue(s) => Some(s),
             _ => None,
         }
     }
@@ -324,7 +336,7 @@ fn version_slot(version: SchemaVersion) -> usize {
 /// from it. Shared by its documents; freed when Tantivy has indexed the last one.
 #[derive(Debug)]
 pub(crate) struct BatchDocs {
-    request: ExportLogsServiceRequest,
+    request: BatchRequest,
     lsn: u64,
     /// Field handles (the same in every schema version).
     fields: Arc<LogFields>,
@@ -357,12 +369,12 @@ pub(crate) struct BatchBuilder {
 
 impl BatchBuilder {
     /// A builder for batch `lsn` of `request`.
-    pub(crate) fn new(lsn: u64, request: &ExportLogsServiceRequest) -> Self {
+    pub(crate) fn new(lsn: u64, request: &LogsRef<'_>) -> Self {
         let resources = request
             .resource_logs
             .iter()
             .map(|rl| {
-                let attributes = &rl.resource.as_ref().unwrap_or(&EMPTY_RESOURCE).attributes;
+                let attributes = &rl.resource.attributes;
                 // As `LogView::service_name` reads it: the first of the key, if a string.
                 let service_name = attributes
                     .iter()
@@ -370,7 +382,7 @@ impl BatchBuilder {
                     .filter(|&i| {
                         matches!(
                             attributes[i].value.as_ref().and_then(|v| v.value.as_ref()),
-                            Some(any_value::Value::StringValue(_))
+                            Some(ValueRef::StringValue(_))
                         )
                     })
                     .map(|i| i as u32);
@@ -396,8 +408,8 @@ impl BatchBuilder {
     pub(crate) fn add(
         &mut self,
         fields: &Arc<LogFields>,
-        resource: &Resource,
-        record: &LogRecord,
+        resource: &ResourceRef<'_>,
+        record: &LogRecordRef<'_>,
         position: (usize, usize, usize),
         time_ns: i64,
         envelopes: &mut EnvelopeEncoder,
@@ -413,22 +425,22 @@ impl BatchBuilder {
             resource_meta.objects[slot] = Some(resource_object(resource, version, service));
         }
         let trace = (!record.trace_id.is_empty()).then(|| {
-            let (bucket, hi, lo) = id_words(&record.trace_id);
+            let (bucket, hi, lo) = id_words(record.trace_id);
             (self.push_bucket(bucket, version), hi, lo)
         });
         let span = (!record.span_id.is_empty()).then(|| {
-            let (bucket, hi, _) = id_words(&record.span_id);
+            let (bucket, hi, _) = id_words(record.span_id);
             (self.push_bucket(bucket, version), hi)
         });
         let body_json = match record.body.as_ref() {
             Some(body)
                 if body.value.is_some()
-                    && !matches!(body.value, Some(any_value::Value::StringValue(_))) =>
+                    && !matches!(body.value, Some(ValueRef::StringValue(_))) =>
             {
                 let start = self.parts.text.len() as u32;
                 self.parts
                     .text
-                    .push_str(&any_value_to_json(body).to_string());
+                    .push_str(&any_value_to_json(&body.to_prost()).to_string());
                 Some((start, self.parts.text.len() as u32))
             }
             _ => None,
@@ -467,13 +479,13 @@ impl BatchBuilder {
 
     /// How `attributes` are indexed: the positions of the last attribute of each key,
     /// sorted by key (what the reference's `BTreeMap` holds), and which sides have any.
-    fn attributes(&mut self, attributes: &[KeyValue]) -> RecordAttributes {
+    fn attributes(&mut self, attributes: &[KeyValueRef<'_>]) -> RecordAttributes {
         if attributes.is_empty() {
             return RecordAttributes::None;
         }
         let start = self.parts.order.len();
         self.parts.order.extend(0..attributes.len() as u32);
-        let key = |i: u32| attributes[i as usize].key.as_str();
+        let key = |i: u32| attributes[i as usize].key;
         self.parts.order[start..].sort_unstable_by(|&a, &b| key(a).cmp(key(b)).then(a.cmp(&b)));
         // Keep the last of each run of one key.
         let mut kept = start;
@@ -500,7 +512,7 @@ impl BatchBuilder {
         }
         if bytes {
             self.parts.order.truncate(start);
-            let (text, numeric) = split_numeric(attributes_object(attributes));
+            let (text, numeric) = split_numeric(attributes_object(&to_prost(attributes)));
             let object = |map: std::collections::BTreeMap<String, OwnedValue>| {
                 (!map.is_empty()).then(|| OwnedValue::from(map))
             };
@@ -522,7 +534,7 @@ impl BatchBuilder {
     /// `slot` takes; `None` when no record was added (then no slot is taken).
     pub(crate) fn finish<E>(
         self,
-        request: ExportLogsServiceRequest,
+        request: BatchRequest,
         slot: impl FnOnce() -> Result<Permit, E>,
     ) -> Result<Option<Arc<BatchDocs>>, E> {
         let Some(fields) = self.fields else {
@@ -538,17 +550,23 @@ impl BatchBuilder {
     }
 }
 
+/// Attributes as prost messages, for the objects built owned (resources, once per
+/// `ResourceLogs`, and attributes holding bytes).
+fn to_prost(attributes: &[KeyValueRef<'_>]) -> Vec<KeyValue> {
+    attributes.iter().map(KeyValueRef::to_prost).collect()
+}
+
 /// The `resource` object of a partition of `version` (`None`: no field): as the
 /// reference builds it, once per `ResourceLogs`.
 fn resource_object(
-    resource: &Resource,
+    resource: &ResourceRef<'_>,
     version: SchemaVersion,
     service: Option<&str>,
 ) -> Option<OwnedValue> {
     if resource.attributes.is_empty() {
         return None;
     }
-    let mut object = attributes_object(&resource.attributes);
+    let mut object = attributes_object(&to_prost(&resource.attributes));
     if version >= SchemaVersion::V2
         && let Some(service) = service
         && matches!(object.get(SERVICE_NAME_KEY), Some(OwnedValue::Str(s)) if s == service)
@@ -579,14 +597,14 @@ impl Document for LogDoc {
     fn iter_fields_and_values(&self) -> Self::FieldsValuesIter<'_> {
         let batch = &*self.batch;
         let meta = &batch.parts.records[self.index as usize];
-        let rl = &batch.request.resource_logs[meta.resource_logs as usize];
+        let rl = &batch.request.get().resource_logs[meta.resource_logs as usize];
         let sl = &rl.scope_logs[meta.scope_logs as usize];
         LogDocFields {
             batch,
             meta,
-            resource: rl.resource.as_ref().unwrap_or(&EMPTY_RESOURCE),
+            resource: &rl.resource,
             resource_meta: &batch.parts.resources[meta.resource_logs as usize],
-            scope: sl.scope.as_ref().unwrap_or(&EMPTY_SCOPE),
+            scope: &sl.scope,
             record: &sl.log_records[meta.record as usize],
             step: 0,
         }
@@ -597,10 +615,10 @@ impl Document for LogDoc {
 pub(crate) struct LogDocFields<'a> {
     batch: &'a BatchDocs,
     meta: &'a RecordMeta,
-    resource: &'a Resource,
+    resource: &'a ResourceRef<'a>,
     resource_meta: &'a ResourceMeta,
-    scope: &'a vantage_proto::otlp::common::v1::InstrumentationScope,
-    record: &'a LogRecord,
+    scope: &'a ScopeRef<'a>,
+    record: &'a LogRecordRef<'a>,
     step: u8,
 }
 
@@ -629,10 +647,10 @@ impl<'a> LogDocFields<'a> {
                 f.severity_number,
                 LogValue::I64(i64::from(r.severity_number)),
             )),
-            4 => some_str(f.severity_text, &r.severity_text),
+            4 => some_str(f.severity_text, r.severity_text),
             5 => match (m.body_json, r.body.as_ref().and_then(|b| b.value.as_ref())) {
                 (Some((start, end)), _) => Some((f.body, LogValue::Str(self.text(start, end)))),
-                (None, Some(any_value::Value::StringValue(s))) => Some((f.body, LogValue::Str(s))),
+                (None, Some(ValueRef::StringValue(s))) => Some((f.body, LogValue::Str(s))),
                 _ => None,
             },
             6 => self
@@ -656,9 +674,9 @@ impl<'a> LogDocFields<'a> {
                 .as_ref()
                 .and_then(Option::as_ref)
                 .map(|o| (f.resource, LogValue::Owned(o))),
-            15 => some_str(f.scope_name, &self.scope.name),
-            16 => some_str(f.scope_version, &self.scope.version),
-            17 => some_str(f.event_name, &r.event_name),
+            15 => some_str(f.scope_name, self.scope.name),
+            16 => some_str(f.scope_version, self.scope.version),
+            17 => some_str(f.event_name, r.event_name),
             18 => {
                 let (start, end) = m.envelope;
                 Some((
@@ -721,9 +739,14 @@ pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
     use tantivy::TantivyDocument;
-    use vantage_proto::logs::LogView;
-    use vantage_proto::otlp::common::v1::{ArrayValue, InstrumentationScope, KeyValueList};
-    use vantage_proto::otlp::logs::v1::{ResourceLogs, ScopeLogs};
+    use vantage_proto::logs::{EMPTY_RESOURCE, EMPTY_SCOPE, LogView};
+    use vantage_proto::otlp::common::v1::{
+        AnyValue, ArrayValue, InstrumentationScope, KeyValueList, any_value,
+    };
+    use vantage_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use vantage_proto::otlp::resource::v1::Resource;
+
+    use super::super::schema::ReferenceEnvelopeEncoder;
 
     /// Keys that collide, nest through dots, or are empty.
     fn arb_key() -> impl Strategy<Value = String> {
@@ -912,26 +935,39 @@ pub(crate) mod tests {
     }
 
     /// The borrowed documents of `request` in partitions of `version` (every record in
-    /// one partition), with the reference document of each.
+    /// one partition), read from its encoding as the indexer reads a batch, with the
+    /// reference document of each.
     fn both_ways(
         request: &ExportLogsServiceRequest,
         version: SchemaVersion,
         lsn: u64,
     ) -> Vec<(LogDoc, TantivyDocument)> {
         let fields = Arc::new(LogFields::for_version(version));
-        let mut builder = BatchBuilder::new(lsn, request);
+        let read = BatchRequest::try_attach_to_cart(Arc::new(request.encode_to_vec()), |b| {
+            LogsRef::decode(b)
+        })
+        .expect("prost's encoding is read in place");
+        let logs = read.get();
+        let mut builder = BatchBuilder::new(lsn, logs);
         let mut envelopes = EnvelopeEncoder::default();
-        let mut reference_envelopes = EnvelopeEncoder::default();
+        let mut reference_envelopes = ReferenceEnvelopeEncoder::default();
         let mut reference = Vec::new();
-        for (i, rl) in request.resource_logs.iter().enumerate() {
+        for (i, (rl, rl_ref)) in request
+            .resource_logs
+            .iter()
+            .zip(&logs.resource_logs)
+            .enumerate()
+        {
             let resource = rl.resource.as_ref().unwrap_or(&EMPTY_RESOURCE);
-            envelopes.set_resource(resource);
+            envelopes.set_resource(&rl_ref.resource);
             reference_envelopes.set_resource(resource);
-            for (j, sl) in rl.scope_logs.iter().enumerate() {
+            for (j, (sl, sl_ref)) in rl.scope_logs.iter().zip(&rl_ref.scope_logs).enumerate() {
                 let scope = sl.scope.as_ref().unwrap_or(&EMPTY_SCOPE);
-                envelopes.set_scope(scope);
+                envelopes.set_scope(&sl_ref.scope);
                 reference_envelopes.set_scope(scope);
-                for (k, record) in sl.log_records.iter().enumerate() {
+                for (k, (record, record_ref)) in
+                    sl.log_records.iter().zip(&sl_ref.log_records).enumerate()
+                {
                     let view = LogView {
                         resource,
                         scope,
@@ -940,8 +976,8 @@ pub(crate) mod tests {
                     let time_ns = clamp_ns(view.effective_time_unix_nano());
                     let n = builder.add(
                         &fields,
-                        resource,
-                        record,
+                        &rl_ref.resource,
+                        record_ref,
                         (i, j, k),
                         time_ns,
                         &mut envelopes,
@@ -952,7 +988,7 @@ pub(crate) mod tests {
                 }
             }
         }
-        let batch = builder.finish(request.clone(), || {
+        let batch = builder.finish(read, || {
             Arc::new(super::super::inflight::InFlight::default())
                 .acquire(1, super::super::inflight::STALL_LIMIT)
         });
@@ -985,7 +1021,7 @@ pub(crate) mod tests {
         #[test]
         fn id_words_are_id_parts(id in prop::collection::vec(any::<u8>(), 0..20)) {
             let (bucket, hi, lo) = id_words(&id);
-            let mut builder = BatchBuilder::new(0, &ExportLogsServiceRequest::default());
+            let mut builder = BatchBuilder::new(0, &LogsRef::default());
             let (hex, want_hi, want_lo) = super::super::schema::id_parts(&id);
             for version in SchemaVersion::ALL {
                 let at = builder.push_bucket(bucket, version) as usize;

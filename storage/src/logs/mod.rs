@@ -21,9 +21,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prost::Message as _;
 use tantivy::indexer::UserOperation;
 use tantivy::tokenizer::TokenizerManager;
-use vantage_proto::logs::{EMPTY_RESOURCE, EMPTY_SCOPE, LogView};
+use vantage_proto::logs_ref::LogsRef;
+use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 
 use crate::freshness::Freshness;
 pub use crate::partitioned::AddOutcome;
@@ -32,7 +34,7 @@ use crate::partitioned::{Failure, PartitionKey, Partitions, WriterOptions, Write
 pub use compact::DEFAULT_COMPACT_QUIET_AFTER;
 pub use deadline::{CancelOnDrop, Deadline, Stop};
 pub use document::LogBatch;
-use document::{BatchBuilder, LogDoc};
+use document::{BatchBuilder, BatchRequest, LogDoc};
 use partition::PartitionReader;
 pub use schema::names as field_names;
 use schema::{EnvelopeEncoder, LogFields, SchemaVersion};
@@ -73,6 +75,10 @@ pub enum LogStoreError {
     /// A tenant name that cannot be stored.
     #[error("invalid tenant name {0:?}")]
     InvalidTenant(String),
+    /// A batch that is not an encoded `ExportLogsServiceRequest` (damaged on disk: the
+    /// WAL only takes requests that decode).
+    #[error("log batch does not decode: {0}")]
+    Undecodable(String),
     /// Tantivy took none of the batches handed to it for 30 s: its indexing threads are
     /// taken for dead (they die on a full disk and leave their queue full).
     #[error(
@@ -288,9 +294,9 @@ impl LogIndexer {
         self.writers.checkpoint_lsn()
     }
 
-    /// Adds every record of a durable batch. Batches must come in increasing LSN order.
-    /// The documents borrow from the batch until Tantivy has indexed them: pass the
-    /// request by value (a borrowed one is cloned).
+    /// Adds every record of a durable batch (an encoded `ExportLogsServiceRequest`, or a
+    /// decoded one, which is encoded). Batches must come in increasing LSN order. The
+    /// documents borrow from the batch's bytes until Tantivy has indexed them.
     pub fn add_batch(
         &mut self,
         tenant: &str,
@@ -300,31 +306,32 @@ impl LogIndexer {
         if !valid_tenant(tenant) {
             return Err(LogStoreError::InvalidTenant(tenant.to_string()));
         }
-        let LogBatch(request) = request.into();
+        let LogBatch(bytes) = request.into();
+        let request = read_batch(bytes)?;
         let mut outcome = AddOutcome::default();
         // One batch of operations per partition: Tantivy takes a whole batch through its
         // channel at once instead of waking its indexing thread per document.
         let mut per_partition: Vec<(PartitionKey, Arc<LogFields>, Vec<u32>)> = Vec::new();
         let mut envelopes = EnvelopeEncoder::default();
-        let mut docs = BatchBuilder::new(lsn, &request);
+        let logs = request.get();
+        let mut docs = BatchBuilder::new(lsn, logs);
         // The day of the previous record and where its documents go (`None`: that
         // partition already committed this batch): a batch's records nearly always share
         // a day, and a key per record (a tenant string, a hash lookup) cost a fifth of the
         // CPU of the thread that adds batches (measured).
         let mut last: Option<(i64, Option<usize>)> = None;
-        for (rl_i, rl) in request.resource_logs.iter().enumerate() {
-            let resource = rl.resource.as_ref().unwrap_or(&EMPTY_RESOURCE);
+        for (rl_i, rl) in logs.resource_logs.iter().enumerate() {
+            let resource = &rl.resource;
             envelopes.set_resource(resource);
             for (sl_i, sl) in rl.scope_logs.iter().enumerate() {
-                let scope = sl.scope.as_ref().unwrap_or(&EMPTY_SCOPE);
-                envelopes.set_scope(scope);
+                envelopes.set_scope(&sl.scope);
                 for (r_i, record) in sl.log_records.iter().enumerate() {
-                    let view = LogView {
-                        resource,
-                        scope,
-                        record,
-                    };
-                    let time_ns = schema::clamp_ns(view.effective_time_unix_nano());
+                    // OTLP: a zero time means unknown; the observed time stands in.
+                    let time_ns = schema::clamp_ns(if record.time_unix_nano != 0 {
+                        record.time_unix_nano
+                    } else {
+                        record.observed_time_unix_nano
+                    });
                     let start_ns = PartitionKey::start_for(time_ns);
                     let slot = match last {
                         Some((day, slot)) if day == start_ns => slot,
@@ -517,6 +524,20 @@ impl LogIndexer {
     pub fn close(self) -> Result<u64, LogStoreError> {
         Ok(self.writers.close(&self.store.shared.partitions)?)
     }
+}
+
+/// Reads a batch in place. Bytes the borrowed reader leaves to prost (fields prost
+/// drops or merges, which the WAL may hold as a client sent them) are decoded and
+/// encoded again, as the indexer did for every batch before: the result is read alike.
+fn read_batch(bytes: Vec<u8>) -> Result<BatchRequest, LogStoreError> {
+    let bytes = Arc::new(bytes);
+    if let Ok(read) = BatchRequest::try_attach_to_cart(bytes.clone(), |b| LogsRef::decode(b)) {
+        return Ok(read);
+    }
+    let request = ExportLogsServiceRequest::decode(&bytes[..])
+        .map_err(|e| LogStoreError::Undecodable(e.to_string()))?;
+    BatchRequest::try_attach_to_cart(Arc::new(request.encode_to_vec()), |b| LogsRef::decode(b))
+        .map_err(|e| LogStoreError::Undecodable(e.to_string()))
 }
 
 #[cfg(test)]

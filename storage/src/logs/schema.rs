@@ -15,8 +15,14 @@ use vantage_proto::json::any_value_to_json;
 #[cfg(test)]
 use vantage_proto::logs::LogView;
 use vantage_proto::logs::{decode_envelope, hex_id};
-use vantage_proto::otlp::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
-use vantage_proto::otlp::logs::v1::{LogRecord, ResourceLogs};
+use vantage_proto::logs_ref::{KeyValueRef, LogRecordRef, ResourceRef, ScopeRef, ValueRef};
+#[cfg(test)]
+use vantage_proto::otlp::common::v1::InstrumentationScope;
+use vantage_proto::otlp::common::v1::{AnyValue, KeyValue, any_value};
+#[cfg(test)]
+use vantage_proto::otlp::logs::v1::LogRecord;
+use vantage_proto::otlp::logs::v1::ResourceLogs;
+#[cfg(test)]
 use vantage_proto::otlp::resource::v1::Resource;
 
 /// The resource attribute the `service.name` field holds (when it is a string).
@@ -370,13 +376,59 @@ pub(crate) mod left_out {
 /// and records with more attributes than this are rare and keep their values.
 const MAX_ATTRIBUTES_FOR_DOUBLES: usize = 32;
 
+/// What [`doubles_to_leave_out`] reads of an attribute: the borrowed form the indexer
+/// reads and the prost form of the tests' reference.
+pub(crate) trait DoubleAttribute {
+    /// The key.
+    fn key(&self) -> &str;
+    /// `key_strindex` (profiles only).
+    fn key_strindex(&self) -> i32;
+    /// The value, when it is a double.
+    fn double(&self) -> Option<f64>;
+}
+
+impl DoubleAttribute for KeyValueRef<'_> {
+    fn key(&self) -> &str {
+        self.key
+    }
+
+    fn key_strindex(&self) -> i32 {
+        self.key_strindex
+    }
+
+    fn double(&self) -> Option<f64> {
+        match self.value.as_ref()?.value.as_ref()? {
+            ValueRef::DoubleValue(d) => Some(*d),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+impl DoubleAttribute for KeyValue {
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn key_strindex(&self) -> i32 {
+        self.key_strindex
+    }
+
+    fn double(&self) -> Option<f64> {
+        match self.value.as_ref()?.value.as_ref()? {
+            any_value::Value::DoubleValue(d) => Some(*d),
+            _ => None,
+        }
+    }
+}
+
 /// Positions of the attributes of `attributes` whose values the stored record may
 /// leave out because the `_attributes_numeric.<key>` column of the document holds them
 /// exactly: finite non-zero doubles (a column of any double is a double column, and
 /// the column keeps the bits) at the top level, under a key that is a plain dotted
 /// path no other attribute shares or extends (so no other value lands in that column:
 /// keys are paths, dots expanded) and with no other part set.
-fn doubles_to_leave_out(attributes: &[KeyValue], out: &mut Vec<usize>) {
+fn doubles_to_leave_out<A: DoubleAttribute>(attributes: &[A], out: &mut Vec<usize>) {
     out.clear();
     if attributes.len() > MAX_ATTRIBUTES_FOR_DOUBLES {
         return;
@@ -394,24 +446,19 @@ fn doubles_to_leave_out(attributes: &[KeyValue], out: &mut Vec<usize>) {
         long.len() > short.len() && long.starts_with(short) && long.as_bytes()[short.len()] == b'.'
     };
     for (i, kv) in attributes.iter().enumerate() {
-        let Some(AnyValue {
-            value: Some(any_value::Value::DoubleValue(d)),
-        }) = &kv.value
-        else {
+        let Some(d) = kv.double() else {
             continue;
         };
-        if !d.is_finite() || *d == 0.0 || !plain_path(&kv.key) {
+        let key = kv.key();
+        if !d.is_finite() || d == 0.0 || !plain_path(key) {
             continue;
         }
         // No other part set (`key_strindex`, profiles only): the key alone is stored.
-        if kv.key_strindex != 0 {
+        if kv.key_strindex() != 0 {
             continue;
         }
         let shared = attributes.iter().enumerate().any(|(j, other)| {
-            j != i
-                && (other.key == kv.key
-                    || extends(&other.key, &kv.key)
-                    || extends(&kv.key, &other.key))
+            j != i && (other.key() == key || extends(other.key(), key) || extends(key, other.key()))
         });
         if !shared {
             out.push(i);
@@ -419,11 +466,22 @@ fn doubles_to_leave_out(attributes: &[KeyValue], out: &mut Vec<usize>) {
     }
 }
 
+/// Appends field `tag` holding the encoded message `message`, as prost encodes an
+/// embedded message.
+fn encode_message_bytes(tag: u32, message: &[u8], out: &mut Vec<u8>) {
+    use prost::encoding::{WireType, encode_key, encode_varint};
+    encode_key(tag, WireType::LengthDelimited, out);
+    encode_varint(message.len() as u64, out);
+    out.extend_from_slice(message);
+}
+
 /// Encodes stored records in the [`STORED_SHARED_FIRST`] form:
 /// `[0x03][len][resource field][len][scope field][left-out flags][record fields]`, the
 /// record without the timestamps and ids the columns already hold exactly (random ids
 /// and nanosecond times are the part zstd cannot shrink: ~20 bytes a record). The shared
-/// resource and scope are encoded once per batch and reused as bytes.
+/// resource and scope are copied once per batch and reused as bytes, and a record's
+/// fields are copied as they were encoded: for what prost encodes, byte for byte what
+/// encoding the decoded record gives (the tests' [`ReferenceEnvelopeEncoder`]).
 #[derive(Default)]
 pub(crate) struct EnvelopeEncoder {
     /// `[len][ResourceLogs.resource as an encoded field][len][ScopeLogs.scope as an
@@ -435,81 +493,159 @@ pub(crate) struct EnvelopeEncoder {
     scope_field: Vec<u8>,
     /// Positions of the attributes whose doubles the current record leaves out.
     doubles: Vec<usize>,
-    /// What [`Self::encode`] returns (tests).
-    #[cfg(test)]
-    out: Vec<u8>,
 }
 
 impl EnvelopeEncoder {
     /// Sets the resource of the records that follow.
+    pub(crate) fn set_resource(&mut self, resource: &ResourceRef<'_>) {
+        self.resource_field.clear();
+        encode_message_bytes(1, resource.raw, &mut self.resource_field);
+        self.shared = shared_prefix(&self.resource_field, &self.scope_field);
+    }
+
+    /// Sets the scope of the records that follow.
+    pub(crate) fn set_scope(&mut self, scope: &ScopeRef<'_>) {
+        self.scope_field.clear();
+        encode_message_bytes(1, scope.raw, &mut self.scope_field);
+        self.shared = shared_prefix(&self.resource_field, &self.scope_field);
+    }
+
+    /// Appends the stored form of one record under the current resource and scope to
+    /// `out` (a batch keeps all of its stored records in one buffer).
+    pub(crate) fn encode_into(&mut self, record: &LogRecordRef<'_>, out: &mut Vec<u8>) {
+        let flags = left_out_flags(
+            record.time_unix_nano,
+            record.observed_time_unix_nano,
+            record.trace_id.len(),
+            record.span_id.len(),
+        );
+        doubles_to_leave_out(&record.attributes, &mut self.doubles);
+        let flags = begin_stored(&self.shared, flags, &self.doubles, out);
+        let mut attribute = 0;
+        for (tag, field) in record.fields() {
+            let left_out = match tag {
+                1 => flags & left_out::TIME != 0,
+                9 => flags & left_out::TRACE_ID != 0,
+                10 => flags & left_out::SPAN_ID != 0,
+                11 => flags & left_out::OBSERVED != 0,
+                6 => {
+                    attribute += 1;
+                    if self.doubles.contains(&(attribute - 1)) {
+                        // Only the key: `doubles_to_leave_out` saw that nothing else is set.
+                        encode_key_only(record.attributes[attribute - 1].key, out);
+                        true
+                    } else {
+                        false
+                    }
+                }
+                _ => false,
+            };
+            if !left_out {
+                out.extend_from_slice(field);
+            }
+        }
+    }
+}
+
+/// `KeyValue { key }` as `LogRecord.attributes` (field 6), as prost encodes it.
+fn encode_key_only(key: &str, out: &mut Vec<u8>) {
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+    encode_key(6, WireType::LengthDelimited, out);
+    encode_varint(
+        (1 + encoded_len_varint(key.len() as u64) + key.len()) as u64,
+        out,
+    );
+    encode_key(1, WireType::LengthDelimited, out);
+    encode_varint(key.len() as u64, out);
+    out.extend_from_slice(key.as_bytes());
+}
+
+/// `[len][resource field][len][scope field]`.
+fn shared_prefix(resource_field: &[u8], scope_field: &[u8]) -> Vec<u8> {
+    use prost::encoding::encode_varint;
+    let mut shared = Vec::with_capacity(resource_field.len() + scope_field.len() + 8);
+    encode_varint(resource_field.len() as u64, &mut shared);
+    shared.extend_from_slice(resource_field);
+    encode_varint(scope_field.len() as u64, &mut shared);
+    shared.extend_from_slice(scope_field);
+    shared
+}
+
+/// Appends a stored record's first byte, the shared prefix, the flags and the left-out
+/// doubles; returns the flags.
+fn begin_stored(shared: &[u8], mut flags: u8, doubles: &[usize], out: &mut Vec<u8>) -> u8 {
+    use prost::encoding::encode_varint;
+    if !doubles.is_empty() {
+        flags |= left_out::DOUBLES;
+    }
+    out.push(STORED_SHARED_FIRST);
+    out.extend_from_slice(shared);
+    out.push(flags);
+    if !doubles.is_empty() {
+        encode_varint(doubles.len() as u64, out);
+        for &i in doubles {
+            encode_varint(i as u64, out);
+        }
+    }
+    flags
+}
+
+/// [`EnvelopeEncoder`] on prost messages, encoding every field: the reference its
+/// copies are checked against.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct ReferenceEnvelopeEncoder {
+    resource_field: Vec<u8>,
+    scope_field: Vec<u8>,
+    doubles: Vec<usize>,
+    out: Vec<u8>,
+}
+
+#[cfg(test)]
+impl ReferenceEnvelopeEncoder {
+    /// Sets the resource of the records that follow.
     pub(crate) fn set_resource(&mut self, resource: &Resource) {
         self.resource_field.clear();
         prost::encoding::message::encode(1, resource, &mut self.resource_field);
-        self.update_shared();
     }
 
     /// Sets the scope of the records that follow.
     pub(crate) fn set_scope(&mut self, scope: &InstrumentationScope) {
         self.scope_field.clear();
         prost::encoding::message::encode(1, scope, &mut self.scope_field);
-        self.update_shared();
-    }
-
-    fn update_shared(&mut self) {
-        use prost::encoding::encode_varint;
-        self.shared.clear();
-        encode_varint(self.resource_field.len() as u64, &mut self.shared);
-        self.shared.extend_from_slice(&self.resource_field);
-        encode_varint(self.scope_field.len() as u64, &mut self.shared);
-        self.shared.extend_from_slice(&self.scope_field);
     }
 
     /// The stored form of one record under the current resource and scope.
-    #[cfg(test)]
     pub(crate) fn encode(&mut self, record: &LogRecord) -> &[u8] {
-        let mut out = std::mem::take(&mut self.out);
-        out.clear();
-        self.encode_into(record, &mut out);
-        self.out = out;
-        &self.out
-    }
-
-    /// Appends the stored form of one record under the current resource and scope to
-    /// `out` (a batch keeps all of its stored records in one buffer).
-    pub(crate) fn encode_into(&mut self, record: &LogRecord, out: &mut Vec<u8>) {
-        use prost::encoding::encode_varint;
-        let mut flags = left_out_flags(record);
+        let flags = left_out_flags(
+            record.time_unix_nano,
+            record.observed_time_unix_nano,
+            record.trace_id.len(),
+            record.span_id.len(),
+        );
         doubles_to_leave_out(&record.attributes, &mut self.doubles);
-        if !self.doubles.is_empty() {
-            flags |= left_out::DOUBLES;
-        }
-        out.push(STORED_SHARED_FIRST);
-        out.extend_from_slice(&self.shared);
-        out.push(flags);
-        if !self.doubles.is_empty() {
-            encode_varint(self.doubles.len() as u64, out);
-            for &i in &self.doubles {
-                encode_varint(i as u64, out);
-            }
-        }
-        encode_record_fields(record, flags, &self.doubles, out);
+        self.out.clear();
+        let shared = shared_prefix(&self.resource_field, &self.scope_field);
+        let flags = begin_stored(&shared, flags, &self.doubles, &mut self.out);
+        encode_record_fields(record, flags, &self.doubles, &mut self.out);
+        &self.out
     }
 }
 
-/// What the columns hold exactly of `record`: see `LogFields::document`.
-fn left_out_flags(record: &LogRecord) -> u8 {
+/// What the columns hold exactly of a record with these times and id lengths: see
+/// `LogFields::document`.
+fn left_out_flags(time_ns: u64, observed_ns: u64, trace_id_len: usize, span_id_len: usize) -> u8 {
     let mut flags = 0u8;
-    if record.time_unix_nano != 0 && i64::try_from(record.time_unix_nano).is_ok() {
+    if time_ns != 0 && i64::try_from(time_ns).is_ok() {
         flags |= left_out::TIME;
     }
-    if record.observed_time_unix_nano != 0 && i64::try_from(record.observed_time_unix_nano).is_ok()
-    {
+    if observed_ns != 0 && i64::try_from(observed_ns).is_ok() {
         flags |= left_out::OBSERVED;
     }
-    if record.trace_id.len() == 16 {
+    if trace_id_len == 16 {
         flags |= left_out::TRACE_ID;
     }
-    if record.span_id.len() == 8 {
+    if span_id_len == 8 {
         flags |= left_out::SPAN_ID;
     }
     flags
@@ -524,7 +660,12 @@ pub(crate) fn encode_first_compact(
     record: &LogRecord,
 ) -> Vec<u8> {
     use prost::encoding::{WireType, encode_key, encode_varint};
-    let flags = left_out_flags(record);
+    let flags = left_out_flags(
+        record.time_unix_nano,
+        record.observed_time_unix_nano,
+        record.trace_id.len(),
+        record.span_id.len(),
+    );
     let mut record_field = Vec::new();
     encode_record(record, flags, &mut Vec::new(), &mut record_field);
     let mut scope_field = Vec::new();
@@ -553,6 +694,7 @@ fn encode_record(record: &LogRecord, flags: u8, scratch: &mut Vec<u8>, out: &mut
 /// The fields of `record` (the message's body, no key or length) without the parts
 /// `flags` leaves out and without the values of the attributes at `doubles`, appended
 /// to `b`.
+#[cfg(test)]
 fn encode_record_fields(record: &LogRecord, flags: u8, doubles: &[usize], b: &mut Vec<u8>) {
     use prost::encoding::{bytes, fixed32, fixed64, int32, message, string, uint32};
     // Destructured so that a field added to the message fails to compile here.
@@ -930,7 +1072,7 @@ mod tests {
                 schema_url: String::new(),
             }],
         };
-        let mut enc = EnvelopeEncoder::default();
+        let mut enc = ReferenceEnvelopeEncoder::default();
         let mut n = 0;
         for rl in &request.resource_logs {
             enc.set_resource(rl.resource.as_ref().unwrap());
@@ -1107,7 +1249,7 @@ mod tests {
             };
             let scope = InstrumentationScope { name: "lib".into(), ..Default::default() };
             let view = LogView { resource: &resource, scope: &scope, record: &record };
-            let mut enc = EnvelopeEncoder::default();
+            let mut enc = ReferenceEnvelopeEncoder::default();
             enc.set_resource(&resource);
             enc.set_scope(&scope);
             let stored = enc.encode(&record).to_vec();
@@ -1188,7 +1330,7 @@ mod tests {
             attributes,
             ..Default::default()
         };
-        let mut enc = EnvelopeEncoder::default();
+        let mut enc = ReferenceEnvelopeEncoder::default();
         enc.set_resource(&Resource::default());
         enc.set_scope(&InstrumentationScope::default());
         let stored = enc.encode(&record).to_vec();
@@ -1228,7 +1370,7 @@ mod tests {
             trace_id: vec![1; 16],
             ..Default::default()
         };
-        let mut enc = EnvelopeEncoder::default();
+        let mut enc = ReferenceEnvelopeEncoder::default();
         enc.set_resource(&Resource::default());
         enc.set_scope(&InstrumentationScope::default());
         let stored = enc.encode(&record).to_vec();

@@ -1,5 +1,6 @@
 //! Behaviour of the log store through its public interface.
 
+use vantage_proto::logs::{EMPTY_RESOURCE, EMPTY_SCOPE, LogView};
 use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use vantage_proto::otlp::common::v1::{
     AnyValue, InstrumentationScope, KeyValue, KeyValueList, any_value,
@@ -276,6 +277,71 @@ fn values_come_back_exactly() {
         "service.name",
     );
     assert_eq!(service, Some("checkout"));
+}
+
+/// Bytes the in-place reader leaves to prost (an unknown field, which prost drops; a
+/// body sent twice, which prost merges) are indexed and stored as prost reads them, and
+/// bytes that are no request are an error, not a panic or a skipped record.
+#[test]
+fn batches_prost_reads_differently_are_indexed_as_prost_reads_them() {
+    use prost::Message as _;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut ix) = open(small(dir.path())).unwrap();
+    let list = |key: &str, value: &str| AnyValue {
+        value: Some(any_value::Value::KvlistValue(KeyValueList {
+            values: vec![kv(key, s(value))],
+        })),
+    };
+    let mut first = record(T0, "INFO", "", 200);
+    first.body = Some(list("a", "alpha"));
+    let mut record_bytes = first.encode_to_vec();
+    // A second body: prost merges its list into the first one's.
+    prost::encoding::message::encode(5, &list("b", "beta"), &mut record_bytes);
+    // An unknown field in the record: prost drops it.
+    record_bytes.extend_from_slice(&[(15 << 3) | 2, 3, b'x', b'y', b'z']);
+    let mut scope_logs = Vec::new();
+    prost::encoding::encode_key(
+        2,
+        prost::encoding::WireType::LengthDelimited,
+        &mut scope_logs,
+    );
+    prost::encoding::encode_varint(record_bytes.len() as u64, &mut scope_logs);
+    scope_logs.extend_from_slice(&record_bytes);
+    let resource_logs = ResourceLogs {
+        resource: request("svc", vec![]).resource_logs[0].resource.clone(),
+        ..Default::default()
+    };
+    let mut rl_bytes = resource_logs.encode_to_vec();
+    prost::encoding::encode_key(2, prost::encoding::WireType::LengthDelimited, &mut rl_bytes);
+    prost::encoding::encode_varint(scope_logs.len() as u64, &mut rl_bytes);
+    rl_bytes.extend_from_slice(&scope_logs);
+    let mut bytes = Vec::new();
+    prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut bytes);
+    prost::encoding::encode_varint(rl_bytes.len() as u64, &mut bytes);
+    bytes.extend_from_slice(&rl_bytes);
+    let decoded = ExportLogsServiceRequest::decode(&bytes[..]).unwrap();
+    let want = &decoded.resource_logs[0].scope_logs[0].log_records[0];
+    assert!(matches!(
+        &want.body.as_ref().unwrap().value,
+        Some(any_value::Value::KvlistValue(l)) if l.values.len() == 2
+    ));
+    assert!(vantage_proto::logs_ref::LogsRef::decode(&bytes).is_err());
+
+    assert_eq!(ix.add_batch("default", 1, bytes).unwrap().added, 1);
+    ix.commit().unwrap();
+    for word in ["alpha", "beta"] {
+        let r = store.search(&query(word)).unwrap();
+        assert_eq!(r.total, 1, "{word}");
+        assert_eq!(&r.hits[0].envelope.scope_logs[0].log_records[0], want);
+    }
+
+    for bad in [vec![0xff, 0xff], vec![(1 << 3) | 2, 9, 1]] {
+        assert!(matches!(
+            ix.add_batch("default", 2, bad),
+            Err(LogStoreError::Undecodable(_))
+        ));
+    }
+    assert_eq!(ix.add_batch("default", 2, Vec::new()).unwrap().added, 0);
 }
 
 #[test]
@@ -1150,7 +1216,7 @@ fn write_reference(
 /// `LogIndexer::add_batch` as the reference documents write it: one commit per batch.
 fn add_batch_reference(indexer: &mut LogIndexer, lsn: u64, request: &ExportLogsServiceRequest) {
     let mut per_partition: Vec<(PartitionKey, Vec<tantivy::TantivyDocument>)> = Vec::new();
-    let mut envelopes = schema::EnvelopeEncoder::default();
+    let mut envelopes = schema::ReferenceEnvelopeEncoder::default();
     for rl in &request.resource_logs {
         let resource = rl.resource.as_ref().unwrap_or(&EMPTY_RESOURCE);
         envelopes.set_resource(resource);
