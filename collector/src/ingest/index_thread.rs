@@ -14,6 +14,7 @@
 //! (a restart on a full disk) is handled the same way, so the collector still starts
 //! and answers searches from what was committed.
 
+use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -55,8 +56,9 @@ pub trait Store: Send + 'static {
     /// The signal, in the thread's name ("log" → `log-indexer`) and its log lines.
     const SIGNAL: &'static str;
 
-    /// Adds the batch `body` (an export request in protobuf) of `tenant` at `lsn`.
-    fn add(&mut self, tenant: &str, lsn: u64, body: &[u8]) -> Result<(), AddError<Self::Error>>;
+    /// Adds the batch `body` (an export request in protobuf, a slice of the WAL record,
+    /// so a store may keep it without a copy) of `tenant` at `lsn`.
+    fn add(&mut self, tenant: &str, lsn: u64, body: Bytes) -> Result<(), AddError<Self::Error>>;
     /// Whether anything was added since the last commit.
     fn has_uncommitted(&self) -> bool;
     /// Commits and makes everything added searchable; returns the new checkpoint LSN.
@@ -211,7 +213,8 @@ impl<S: Store> IndexThread<S> {
         if let (Some(d), Some(id)) = (&self.dedup, framed.batch_id) {
             d.remember(framed.tenant, id, super::now_ns());
         }
-        match self.store.add(framed.tenant, durable.lsn, framed.body) {
+        let body = durable.payload.slice_ref(framed.body);
+        match self.store.add(framed.tenant, durable.lsn, body) {
             Ok(()) => Ok(()),
             Err(AddError::Undecodable(e)) => {
                 self.undecodable(durable.lsn, &e);
@@ -458,7 +461,7 @@ mod tests {
         type Error = Refused;
         const SIGNAL: &'static str = "probe";
 
-        fn add(&mut self, _: &str, _: u64, _: &[u8]) -> Result<(), AddError<Refused>> {
+        fn add(&mut self, _: &str, _: u64, _: Bytes) -> Result<(), AddError<Refused>> {
             self.uncommitted = true;
             Ok(())
         }

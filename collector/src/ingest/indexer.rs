@@ -53,9 +53,14 @@ impl Store for LogIndexer {
     type Error = LogStoreError;
     const SIGNAL: &'static str = "log";
 
-    fn add(&mut self, tenant: &str, lsn: u64, body: &[u8]) -> Result<(), AddError<LogStoreError>> {
-        // The documents read the batch in place, so they own a copy of its bytes.
-        match self.add_batch(tenant, lsn, body.to_vec()) {
+    fn add(
+        &mut self,
+        tenant: &str,
+        lsn: u64,
+        body: bytes::Bytes,
+    ) -> Result<(), AddError<LogStoreError>> {
+        // The documents read the batch in place: they hold the WAL record's bytes.
+        match self.add_batch(tenant, lsn, body) {
             Ok(_) => Ok(()),
             // Checked at ingest: a bad name or batch here was damaged on disk.
             Err(e @ (LogStoreError::InvalidTenant(_) | LogStoreError::Undecodable(_))) => {

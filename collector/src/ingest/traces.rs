@@ -276,7 +276,7 @@ impl Store for TraceIndexer {
         &mut self,
         tenant: &str,
         lsn: u64,
-        body: &[u8],
+        body: bytes::Bytes,
     ) -> Result<(), AddError<TraceStoreError>> {
         let request = ExportTraceServiceRequest::decode(body)
             .map_err(|e| AddError::Undecodable(e.to_string()))?;

@@ -17,6 +17,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use prost::Message as _;
 use tantivy::schema::document::{ReferenceValue, ReferenceValueLeaf};
 use tantivy::schema::{Document, Field, OwnedValue, Value};
@@ -37,28 +38,35 @@ use super::schema::{
 /// An encoded `ExportLogsServiceRequest` for [`super::LogIndexer::add_batch`] (as the
 /// WAL holds it). Its documents borrow from its bytes until Tantivy has indexed them,
 /// so they are moved in; a decoded request is encoded.
-pub struct LogBatch(pub(crate) Vec<u8>);
+pub struct LogBatch(pub(crate) Bytes);
+
+impl From<Bytes> for LogBatch {
+    fn from(bytes: Bytes) -> Self {
+        LogBatch(bytes)
+    }
+}
 
 impl From<Vec<u8>> for LogBatch {
     fn from(bytes: Vec<u8>) -> Self {
-        LogBatch(bytes)
+        LogBatch(bytes.into())
     }
 }
 
 impl From<ExportLogsServiceRequest> for LogBatch {
     fn from(request: ExportLogsServiceRequest) -> Self {
-        LogBatch(request.encode_to_vec())
+        LogBatch(request.encode_to_vec().into())
     }
 }
 
 impl From<&ExportLogsServiceRequest> for LogBatch {
     fn from(request: &ExportLogsServiceRequest) -> Self {
-        LogBatch(request.encode_to_vec())
+        LogBatch(request.encode_to_vec().into())
     }
 }
 
-/// A batch's bytes with the request read from them.
-pub(crate) type BatchRequest = Yoke<LogsRef<'static>, Arc<Vec<u8>>>;
+/// A batch's bytes with the request read from them. `Bytes` behind an `Arc`: yoke needs
+/// a cart whose target stays put, and the WAL record's bytes are shared, not copied.
+pub(crate) type BatchRequest = Yoke<LogsRef<'static>, Arc<Bytes>>;
 
 /// Which part of an attribute value an object holds: numbers go to the
 /// `_attributes_numeric` columns, everything else to the `attributes` terms (see
@@ -462,6 +470,13 @@ impl BatchBuilder {
         };
         self.parts.records.push(meta);
         (self.parts.records.len() - 1) as u32
+    }
+
+    /// Makes room for `bytes` more of stored records: a batch's would otherwise grow
+    /// its buffer a dozen times, each growth a copy (measured: a sixth of the thread
+    /// that adds batches).
+    pub(crate) fn reserve_envelopes(&mut self, bytes: usize) {
+        self.parts.envelopes.reserve(bytes);
     }
 
     /// The id bucket (the first [`SchemaVersion::id_bucket_len`] hex digits of two
@@ -943,10 +958,11 @@ pub(crate) mod tests {
         lsn: u64,
     ) -> Vec<(LogDoc, TantivyDocument)> {
         let fields = Arc::new(LogFields::for_version(version));
-        let read = BatchRequest::try_attach_to_cart(Arc::new(request.encode_to_vec()), |b| {
-            LogsRef::decode(b)
-        })
-        .expect("prost's encoding is read in place");
+        let read =
+            BatchRequest::try_attach_to_cart(Arc::new(Bytes::from(request.encode_to_vec())), |b| {
+                LogsRef::decode(b)
+            })
+            .expect("prost's encoding is read in place");
         let logs = read.get();
         let mut builder = BatchBuilder::new(lsn, logs);
         let mut envelopes = EnvelopeEncoder::default();

@@ -325,6 +325,7 @@ impl LogIndexer {
             envelopes.set_resource(resource);
             for (sl_i, sl) in rl.scope_logs.iter().enumerate() {
                 envelopes.set_scope(&sl.scope);
+                docs.reserve_envelopes(envelopes.stored_len(&sl.log_records));
                 for (r_i, record) in sl.log_records.iter().enumerate() {
                     // OTLP: a zero time means unknown; the observed time stands in.
                     let time_ns = schema::clamp_ns(if record.time_unix_nano != 0 {
@@ -529,14 +530,15 @@ impl LogIndexer {
 /// Reads a batch in place. Bytes the borrowed reader leaves to prost (fields prost
 /// drops or merges, which the WAL may hold as a client sent them) are decoded and
 /// encoded again, as the indexer did for every batch before: the result is read alike.
-fn read_batch(bytes: Vec<u8>) -> Result<BatchRequest, LogStoreError> {
+fn read_batch(bytes: bytes::Bytes) -> Result<BatchRequest, LogStoreError> {
     let bytes = Arc::new(bytes);
     if let Ok(read) = BatchRequest::try_attach_to_cart(bytes.clone(), |b| LogsRef::decode(b)) {
         return Ok(read);
     }
     let request = ExportLogsServiceRequest::decode(&bytes[..])
         .map_err(|e| LogStoreError::Undecodable(e.to_string()))?;
-    BatchRequest::try_attach_to_cart(Arc::new(request.encode_to_vec()), |b| LogsRef::decode(b))
+    let again = Arc::new(bytes::Bytes::from(request.encode_to_vec()));
+    BatchRequest::try_attach_to_cart(again, |b| LogsRef::decode(b))
         .map_err(|e| LogStoreError::Undecodable(e.to_string()))
 }
 

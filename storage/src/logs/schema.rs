@@ -510,6 +510,14 @@ impl EnvelopeEncoder {
         self.shared = shared_prefix(&self.resource_field, &self.scope_field);
     }
 
+    /// About how many bytes the stored forms of `records` take under the current
+    /// resource and scope: room to reserve.
+    pub(crate) fn stored_len(&self, records: &[LogRecordRef<'_>]) -> usize {
+        // The first byte, the flags and up to four varints of left-out doubles.
+        let per_record = self.shared.len() + 2 + 8;
+        records.iter().map(|r| per_record + r.raw.len()).sum()
+    }
+
     /// Appends the stored form of one record under the current resource and scope to
     /// `out` (a batch keeps all of its stored records in one buffer).
     pub(crate) fn encode_into(&mut self, record: &LogRecordRef<'_>, out: &mut Vec<u8>) {
