@@ -8,23 +8,22 @@
 //! of attributes a record, and keeps the bytes of each resource, scope and record, so
 //! that the stored form of a record is copied from them instead of encoded again.
 //!
-//! For what it accepts it gives what prost gives. It refuses (an error, never a panic)
-//! what prost would read differently from a plain walk: an unknown field (prost drops
-//! it), a singular message field or a oneof set twice (prost merges them), nesting
-//! deeper than [`MAX_DEPTH`]. A caller then decodes with prost and encodes the result
-//! again, which leaves none of those. Fields the indexer does not read (schema URLs,
-//! entity references, scope attributes) are checked for their wire type and carried in
-//! the resource's and scope's bytes; the WAL only holds requests that prost or the
-//! ingest scan accepted whole.
+//! What it accepts, prost decodes, to the same request (proptests check both on mutated
+//! bytes). It refuses (an error, never a panic) what prost refuses, and what prost would
+//! read differently from a plain walk: an unknown field (prost drops it), a singular
+//! message field or a oneof set twice (prost merges them). A caller then decodes with
+//! prost and encodes the result again, which leaves none of those. Fields the indexer
+//! does not read (schema URLs, entity references, scope attributes) are checked as prost
+//! checks them and carried in the resource's and scope's bytes.
 
 use yoke::Yokeable;
 
 use crate::otlp::common::v1::{AnyValue, ArrayValue, KeyValue, KeyValueList, any_value};
 use crate::wire::{FIXED32, FIXED64, LEN, Malformed, VARINT, Wire};
 
-/// Nesting of messages below the request that is followed: prost's limit is 100, so
-/// everything prost decodes is within it.
-pub const MAX_DEPTH: u32 = 128;
+/// Nesting of messages below the request that is followed: prost's limit, so that the
+/// two refuse the same requests.
+pub const MAX_DEPTH: u32 = 100;
 
 /// What [`LogsRef::decode`] refuses: a field or repetition prost reads differently from
 /// a plain walk. Not malformed; decode with prost instead.
@@ -204,10 +203,10 @@ fn resource(raw: &[u8]) -> Result<ResourceRef<'_>, Malformed> {
     let mut attributes = Vec::new();
     while let Some((tag, wire)) = r.key()? {
         match (tag, wire) {
-            (1, LEN) => attributes.push(key_value(r.message()?, 2)?),
+            (1, LEN) => attributes.push(key_value(r.message()?, RESOURCE_DEPTH)?),
             (2, VARINT) => r.skip(VARINT)?,
-            // `entity_refs`: carried in `raw`.
-            (3, LEN) => r.skip(LEN)?,
+            // `entity_refs`: checked, and carried in `raw`.
+            (3, LEN) => entity_ref(r.message()?)?,
             _ => return Err(DIFFERS),
         }
     }
@@ -241,8 +240,8 @@ fn scope(raw: &[u8]) -> Result<ScopeRef<'_>, Malformed> {
         match (tag, wire) {
             (1, LEN) => out.name = r.str()?,
             (2, LEN) => out.version = r.str()?,
-            // Attributes: carried in `raw`.
-            (3, LEN) => r.skip(LEN)?,
+            // Attributes: checked, and carried in `raw`.
+            (3, LEN) => drop(key_value(r.message()?, SCOPE_DEPTH)?),
             (4, VARINT) => r.skip(VARINT)?,
             _ => return Err(DIFFERS),
         }
@@ -250,9 +249,28 @@ fn scope(raw: &[u8]) -> Result<ScopeRef<'_>, Malformed> {
     Ok(out)
 }
 
+/// Nesting of a resource's attributes below the request: resource logs, resource, then
+/// the attribute.
+const RESOURCE_DEPTH: u32 = 2;
+
+/// Nesting of a scope (and of a record) below the request: resource logs, scope logs,
+/// then the scope.
+const SCOPE_DEPTH: u32 = 3;
+
 /// Nesting of a record's direct values below the request: resource logs, scope logs,
 /// record, then the value.
 const RECORD_VALUE_DEPTH: u32 = 3;
+
+/// An `EntityRef`, checked as prost reads it: four string fields.
+fn entity_ref(mut r: Wire<'_>) -> Result<(), Malformed> {
+    while let Some((tag, wire)) = r.key()? {
+        match (tag, wire) {
+            (1..=4, LEN) => r.skip_str()?,
+            _ => return Err(DIFFERS),
+        }
+    }
+    Ok(())
+}
 
 fn log_record(raw: &[u8]) -> Result<LogRecordRef<'_>, Malformed> {
     let mut r = Wire::new(raw);
@@ -359,7 +377,7 @@ fn deeper(depth: u32) -> Result<u32, Malformed> {
     if depth < MAX_DEPTH {
         Ok(depth + 1)
     } else {
-        Err(Malformed("nested deeper than 128 messages"))
+        Err(Malformed("nested deeper than 100 messages"))
     }
 }
 

@@ -300,6 +300,22 @@ pub(crate) mod tests {
             })
     }
 
+    /// Applies `edits` to `bytes`: at a position, a byte replaced (0), the rest cut (1)
+    /// or a byte inserted (2).
+    pub(crate) fn mutate(bytes: &mut Vec<u8>, edits: Vec<(prop::sample::Index, u8, u8)>) {
+        for (at, byte, how) in edits {
+            if bytes.is_empty() {
+                break;
+            }
+            let i = at.index(bytes.len());
+            match how {
+                0 => bytes[i] = byte,
+                1 => bytes.truncate(i),
+                _ => bytes.insert(i, byte),
+            }
+        }
+    }
+
     pub(crate) fn request_strategy() -> impl Strategy<Value = ExportLogsServiceRequest> {
         let scope_logs = (
             proptest::option::of(("[a-z.]{0,10}", "[0-9.]{0,5}")),
@@ -353,17 +369,7 @@ pub(crate) mod tests {
             edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..4),
         ) {
             let mut bytes = request.encode_to_vec();
-            for (at, byte, how) in edits {
-                if bytes.is_empty() {
-                    break;
-                }
-                let i = at.index(bytes.len());
-                match how {
-                    0 => bytes[i] = byte,
-                    1 => bytes.truncate(i),
-                    _ => bytes.insert(i, byte),
-                }
-            }
+            mutate(&mut bytes, edits);
             if let Some(scan) = scan_export_logs(&bytes) {
                 let decoded = ExportLogsServiceRequest::decode(&bytes[..]);
                 prop_assert!(decoded.is_ok(), "scanned but prost refuses: {:?}", decoded);

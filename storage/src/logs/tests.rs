@@ -299,26 +299,18 @@ fn batches_prost_reads_differently_are_indexed_as_prost_reads_them() {
     prost::encoding::message::encode(5, &list("b", "beta"), &mut record_bytes);
     // An unknown field in the record: prost drops it.
     record_bytes.extend_from_slice(&[(15 << 3) | 2, 3, b'x', b'y', b'z']);
-    let mut scope_logs = Vec::new();
-    prost::encoding::encode_key(
-        2,
-        prost::encoding::WireType::LengthDelimited,
-        &mut scope_logs,
-    );
-    prost::encoding::encode_varint(record_bytes.len() as u64, &mut scope_logs);
-    scope_logs.extend_from_slice(&record_bytes);
+    let field = |tag, inner: Vec<u8>| {
+        let mut out = Vec::new();
+        prost::encoding::bytes::encode(tag, &inner, &mut out);
+        out
+    };
     let resource_logs = ResourceLogs {
         resource: request("svc", vec![]).resource_logs[0].resource.clone(),
         ..Default::default()
     };
     let mut rl_bytes = resource_logs.encode_to_vec();
-    prost::encoding::encode_key(2, prost::encoding::WireType::LengthDelimited, &mut rl_bytes);
-    prost::encoding::encode_varint(scope_logs.len() as u64, &mut rl_bytes);
-    rl_bytes.extend_from_slice(&scope_logs);
-    let mut bytes = Vec::new();
-    prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut bytes);
-    prost::encoding::encode_varint(rl_bytes.len() as u64, &mut bytes);
-    bytes.extend_from_slice(&rl_bytes);
+    rl_bytes.extend(field(2, field(2, record_bytes)));
+    let bytes = field(1, rl_bytes);
     let decoded = ExportLogsServiceRequest::decode(&bytes[..]).unwrap();
     let want = &decoded.resource_logs[0].scope_logs[0].log_records[0];
     assert!(matches!(
