@@ -1,19 +1,19 @@
 //! A bound on the batches handed to Tantivy and not yet indexed.
 //!
 //! Tantivy's own queue between `IndexWriter::run` and its indexing threads holds up to
-//! 10,000 operation batches, and the documents of a batch keep its decoded request
-//! alive until the last one is indexed. When the indexing threads are the bottleneck,
-//! that queue would fill with gigabytes of decoded requests while acknowledgements went
-//! on: buffering where the collector promises backpressure. With this bound the
-//! indexing thread waits instead, its input queue fills, and the WAL and the exports
-//! wait with it.
+//! 10,000 operation batches, and the documents of a batch keep its request (its bytes
+//! and what was read from them) alive until the last one is indexed. When the indexing
+//! threads are the bottleneck, that queue would fill with gigabytes of requests while
+//! acknowledgements went on: buffering where the collector promises backpressure. With
+//! this bound the indexing thread waits instead, its input queue fills, and the WAL and
+//! the exports wait with it.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Batches queued in Tantivy or being indexed: enough that its indexing threads never
 /// wait for work (a full batch is milliseconds of indexing), few enough that the
-/// decoded requests they hold stay in the tens of megabytes.
+/// requests they hold stay in the tens of megabytes.
 pub(crate) const MAX_BATCHES_IN_FLIGHT: usize = 16;
 
 /// How long a wait for a free slot lasts before it is logged (and waited again).
