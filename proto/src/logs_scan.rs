@@ -387,7 +387,8 @@ pub(crate) mod tests {
         }
     }
 
-    fn one_record(record: LogRecord) -> ExportLogsServiceRequest {
+    /// `record` as the one record of a request with no resource or scope.
+    pub(crate) fn one_record(record: LogRecord) -> ExportLogsServiceRequest {
         ExportLogsServiceRequest {
             resource_logs: vec![ResourceLogs {
                 scope_logs: vec![ScopeLogs {

@@ -2,10 +2,10 @@ use proptest::prelude::*;
 use prost::Message as _;
 
 use super::*;
-use crate::logs_scan::tests::{mutate, request_strategy};
+use crate::logs_scan::tests::{mutate, one_record, request_strategy};
 use crate::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use crate::otlp::common::v1::InstrumentationScope;
-use crate::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use crate::otlp::logs::v1::LogRecord;
 use crate::otlp::resource::v1::Resource;
 
 /// Checks that `read` holds what prost decodes from the same bytes: every field the
@@ -61,18 +61,6 @@ fn field(tag: u32, inner: Vec<u8>) -> Vec<u8> {
     let mut out = Vec::new();
     prost::encoding::bytes::encode(tag, &inner, &mut out);
     out
-}
-
-fn one_record(record: LogRecord) -> ExportLogsServiceRequest {
-    ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            scope_logs: vec![ScopeLogs {
-                log_records: vec![record],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
 }
 
 fn string(s: &str) -> Option<AnyValue> {
