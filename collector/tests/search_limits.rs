@@ -304,7 +304,7 @@ async fn live_tails_are_bounded_per_tenant_and_end_when_their_client_leaves() {
     );
     assert_eq!(
         refused.json()["error"],
-        "this tenant has 2 live tails open (logs.max_live_tails); close one or retry later"
+        "this tenant has reached its limit of live tails (logs.max_live_tails: 2); close one or retry later"
     );
     assert_eq!(refused.header("retry-after").as_deref(), Some("5"));
 

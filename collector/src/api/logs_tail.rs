@@ -103,8 +103,8 @@ pub(super) async fn tail(
         let mut e = ApiError::new(
             ErrorCode::ResourceExhausted,
             format!(
-                "this tenant has {max} live tails open (logs.max_live_tails); \
-                 close one or retry later"
+                "this tenant has reached its limit of live tails \
+                 (logs.max_live_tails: {max}); close one or retry later"
             ),
         );
         e.retry_after = Some(TAIL_RETRY_AFTER);
