@@ -13,6 +13,9 @@
 //! (4) index bytes on disk against the zstd-compressed raw text of the same records;
 //! (5) sustained overload: RSS sampled while far more load is offered than the
 //! collector can take.
+//!
+//! `--only-ratio N` alternates phases 1 and 2 (the collector until at rest) N times: the
+//! issue's CPU ratio with its spread over rounds.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -37,6 +40,7 @@ use vantage_benches::{log_batch, query_terms, raw_text_len};
 use vantage_proto::json::{any_value_to_json, attributes_to_json};
 use vantage_proto::logs::records;
 use vantage_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
+use vantage_storage::logs::DEFAULT_COMPACT_QUIET_AFTER;
 
 /// The collector's allocator, so that raw Tantivy and the collector differ in indexing,
 /// not in malloc (over 10 M records glibc's measured the same, session 17).
@@ -119,6 +123,19 @@ struct Args {
     /// alternate invocations with `--collector` to compare two builds in one run.
     #[arg(long)]
     only_throughput: bool,
+    /// Run only the CPU ratio this many times: raw Tantivy alone, then the
+    /// collector (with `--at-rest`) over the same records, alternating, each round's
+    /// ratio and their spread. One run of each side swings with the machine by more
+    /// than the margin being judged; alternated rounds show how far.
+    #[arg(long)]
+    only_ratio: Option<usize>,
+    /// After the collector's merges settle, wait for its quiet compaction too (a
+    /// partition that has taken nothing for 60 s has its small segments merged into one)
+    /// and read its CPU again: the index as it stays at rest. Whether a 10 M burst ends
+    /// with one merge of 16 segments or two depends on the commit timing, so "settled"
+    /// can leave up to half the records unmerged; "at rest" leaves none small.
+    #[arg(long)]
+    at_rest: bool,
     /// Run only the disk phase (index bytes on disk through the collector, against the
     /// zstd of the same records' JSON lines): alternate invocations with `--collector`.
     #[arg(long)]
@@ -696,6 +713,16 @@ fn wait_merges_settled(pid: u32, quiet: Duration, cap: Duration) -> Option<Insta
     None
 }
 
+/// Waits until the collector `pid` has had time to start its quiet compaction (the
+/// partition took its last record at `last_record`) and the merges have settled again.
+/// `None` if they were still running after 5 minutes.
+fn wait_at_rest(pid: u32, last_record: Instant) -> Option<Instant> {
+    // The indexing thread looks for quiet partitions once a second.
+    let due = last_record + DEFAULT_COMPACT_QUIET_AFTER + Duration::from_secs(3);
+    std::thread::sleep(due.saturating_duration_since(Instant::now()));
+    wait_merges_settled(pid, Duration::from_secs(3), Duration::from_secs(300))
+}
+
 /// CPU seconds of the Tantivy merge threads of `pid` since `before` (thread id → seconds
 /// then; threads not in it count from zero). They live as long as their writer.
 fn merge_threads_cpu_s(pid: u32, before: &HashMap<u64, f64>) -> f64 {
@@ -754,6 +781,21 @@ fn throughput(args: &Args) -> anyhow::Result<(Value, Value)> {
     let settled_at = settled_at.map(|at| (at - t0).as_secs_f64());
     let cpu_settled = cpu_seconds(c.pid())? - cpu0;
     let merge_cpu_settled = merge_threads_cpu_s(c.pid(), &threads0);
+    let logs_dir = c.data_dir().join("logs");
+    let segments_settled = segments_in(&logs_dir);
+    let at_rest = if args.at_rest {
+        let rested_at = wait_at_rest(c.pid(), t0 + Duration::from_secs_f64(searchable_at));
+        let cpu = cpu_seconds(c.pid())? - cpu0;
+        json!({
+            "after_s": rested_at.map(|at| (at - t0).as_secs_f64()),
+            "collector_cpu_s": cpu,
+            "merge_threads_cpu_s": merge_threads_cpu_s(c.pid(), &threads0),
+            "records_per_cpu_s": searchable as f64 / cpu,
+            "segments": segments_in(&logs_dir),
+        })
+    } else {
+        Value::Null
+    };
     let peak_anon = samples.memory.iter().map(|s| s.1).max().unwrap_or(0);
     let during: Vec<(String, f64)> = samples
         .threads
@@ -774,6 +816,7 @@ fn throughput(args: &Args) -> anyhow::Result<(Value, Value)> {
         "merges_settled_after_s": settled_at, "collector_cpu_s_settled": cpu_settled,
         "merge_threads_cpu_s_settled": merge_cpu_settled,
         "records_per_cpu_s_settled": searchable as f64 / cpu_settled,
+        "segments_settled": segments_settled, "at_rest": at_rest,
         "collector_peak_rss_bytes": peak_rss,
         "collector_peak_anon_mib_sampled": mib(peak_anon),
         "collector_cpu_s_by_thread": by_thread,
@@ -823,6 +866,46 @@ fn throughput(args: &Args) -> anyhow::Result<(Value, Value)> {
     c.stop()?;
     let _ = std::fs::remove_dir_all(&data_dir);
     Ok((ingest, Value::Object(latency)))
+}
+
+/// `--only-ratio`: raw Tantivy alone and the collector at rest over the same records,
+/// alternated `rounds` times; the ratio of each round, and their spread.
+fn only_ratio(args: &Args, rounds: usize) -> anyhow::Result<Value> {
+    let mut runs = Vec::new();
+    let mut settled = Vec::new();
+    let mut rest = Vec::new();
+    for round in 1..=rounds {
+        phase(&format!("raw tantivy ceiling, round {round}"));
+        let ceiling = ceiling(args, args.ceiling_records, args.ceiling_docstore[0])?;
+        eprintln!("{ceiling}");
+        phase(&format!("collector until at rest, round {round}"));
+        let (ingest, _) = throughput(args)?;
+        let raw = ceiling["docs_per_cpu_s"].as_f64().unwrap_or(f64::NAN);
+        let of_raw = |per_cpu: &Value| per_cpu.as_f64().unwrap_or(f64::NAN) / raw;
+        let (r_settled, r_rest) = (
+            of_raw(&ingest["records_per_cpu_s_settled"]),
+            of_raw(&ingest["at_rest"]["records_per_cpu_s"]),
+        );
+        eprintln!(
+            "round {round}: collector ÷ raw Tantivy, settled {r_settled:.3}, at rest {r_rest:.3}"
+        );
+        settled.push(r_settled);
+        rest.push(r_rest);
+        runs.push(json!({"round": round, "ceiling": ceiling, "ingest": ingest,
+            "ratio_settled": r_settled, "ratio_at_rest": r_rest}));
+    }
+    Ok(json!({
+        "collector": args.collector, "records": args.records,
+        "ceiling_records": args.ceiling_records, "ceiling_docstore": args.ceiling_docstore[0].name(),
+        "runs": runs, "ratio_settled": spread(settled), "ratio_at_rest": spread(rest),
+    }))
+}
+
+/// Minimum, median and maximum of the rounds' ratios. A round whose figure is missing
+/// (NaN) sorts last, so it shows as the maximum instead of hiding in the median.
+fn spread(mut ratios: Vec<f64>) -> Value {
+    ratios.sort_by(f64::total_cmp);
+    json!({"min": ratios.first(), "median": percentile(&ratios, 0.5), "max": ratios.last()})
 }
 
 /// Phase 4: index bytes for freshly generated records against zstd of their raw text.
@@ -1061,6 +1144,17 @@ fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
+    if let Some(rounds) = args.only_ratio {
+        let report = only_ratio(
+            &Args {
+                at_rest: true,
+                ..args
+            },
+            rounds.max(1),
+        )?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
     if args.only_disk {
         let disk = disk(&args)?;
         let report = json!({"collector": args.collector, "disk": disk});
@@ -1142,6 +1236,10 @@ fn main() -> anyhow::Result<()> {
     let ratio_indexing = per_cpu / of(&ceiling, "docs_per_cpu_s_indexing");
     let ratio_indexing_work = per_cpu / of(&ceiling_busy, "docs_per_cpu_s_indexing");
     let ratio_same_schema = per_cpu / of(&indexer, "docs_per_cpu_s");
+    // With `--at-rest`: the collector once its quiet compaction has merged the rest.
+    let ratio_at_rest = ingest["at_rest"]["records_per_cpu_s"]
+        .as_f64()
+        .map(|per_cpu| per_cpu / of(&ceiling, "docs_per_cpu_s"));
     let report = json!({
         "machine": {"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
         "settings": {"records": args.records, "batch_size": args.batch_size, "concurrency": args.concurrency,
@@ -1151,6 +1249,7 @@ fn main() -> anyhow::Result<()> {
         "ceiling_docstore": args.ceiling_docstore[0].name(), "ceiling": ceiling, "ceiling_other_cores_busy": ceiling_busy, "indexer_in_process": indexer, "ingest": ingest, "search": search, "disk": disk, "steady": steady, "auth_overhead": auth, "overload": overload,
         "collector_vs_raw_tantivy_docs_per_cpu_s": ratio,
         "collector_vs_raw_tantivy_work_docs_per_cpu_s": ratio_work,
+        "collector_at_rest_vs_raw_tantivy_docs_per_cpu_s": ratio_at_rest,
         "collector_searchable_vs_raw_tantivy_indexing_docs_per_cpu_s": ratio_indexing,
         "collector_searchable_vs_raw_tantivy_indexing_work_docs_per_cpu_s": ratio_indexing_work,
         "collector_vs_in_process_indexer_docs_per_cpu_s": ratio_same_schema,
@@ -1185,6 +1284,16 @@ mod tests {
             input.pool[1],
             log_batch(SEED, 10, 10, 200, 1_800_000_000_000_000_000)
         );
+    }
+
+    #[test]
+    fn the_ratio_spread_is_sorted_and_shows_a_missing_round() {
+        let s = spread(vec![0.81, 0.74, 0.77]);
+        assert_eq!(s, json!({"min": 0.74, "median": 0.77, "max": 0.81}));
+        // serde_json writes NaN as null: a failed round is visible, not averaged away.
+        let s = spread(vec![0.8, f64::NAN, 0.7]);
+        assert_eq!(s["min"], json!(0.7));
+        assert_eq!(s["max"], Value::Null);
     }
 
     #[test]
