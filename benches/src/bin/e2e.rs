@@ -714,7 +714,8 @@ fn wait_merges_settled(pid: u32, quiet: Duration, cap: Duration) -> Option<Insta
 }
 
 /// Waits until the collector `pid` has had time to start its quiet compaction (the
-/// partition took its last record at `last_record`) and the merges have settled again.
+/// partition took its last record at or before `last_record`: the caller passes when all
+/// records were searchable) and the merges have settled again.
 /// `None` if they were still running after 5 minutes.
 fn wait_at_rest(pid: u32, last_record: Instant) -> Option<Instant> {
     // The indexing thread looks for quiet partitions once a second.
@@ -1145,9 +1146,11 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some(rounds) = args.only_ratio {
+        // No search phase: its latencies would be thrown away.
         let report = only_ratio(
             &Args {
                 at_rest: true,
+                queries: 0,
                 ..args
             },
             rounds.max(1),
