@@ -559,7 +559,7 @@ fn line(hit: &Value) -> String {
         .as_str()
         .filter(|s| !s.is_empty())
         .map(str::to_string)
-        .unwrap_or_else(|| hit["severity_number"].to_string());
+        .unwrap_or_else(|| severity_name(&hit["severity_number"]));
     format!(
         "{:<30} {:<8} {:<20} {}",
         hit["timestamp"].as_str().unwrap_or(""),
@@ -569,9 +569,43 @@ fn line(hit: &Value) -> String {
     )
 }
 
+/// The OTLP short name of a severity number (`INFO`, `WARN2`), for records sent with a
+/// number and no text (many loggers' bridges): a bare `9` means nothing to a reader.
+/// Unset (0) is `-`, as a missing service is; a number outside the enum stays a number.
+fn severity_name(number: &Value) -> String {
+    use vantage_proto::otlp::logs::v1::SeverityNumber;
+    match number.as_i64() {
+        None | Some(0) => "-".to_string(),
+        Some(n) => i32::try_from(n)
+            .ok()
+            .and_then(|n| SeverityNumber::try_from(n).ok())
+            .map(|s| {
+                s.as_str_name()
+                    .trim_start_matches("SEVERITY_NUMBER_")
+                    .to_string()
+            })
+            .unwrap_or_else(|| n.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn severity_without_text_is_named_from_its_number() {
+        let named = |text: &str, number: Value| {
+            let l = line(&serde_json::json!({"severity_text": text, "severity_number": number}));
+            l.split_whitespace().next().unwrap_or_default().to_string()
+        };
+        assert_eq!(named("", serde_json::json!(9)), "INFO");
+        assert_eq!(named("", serde_json::json!(14)), "WARN2");
+        assert_eq!(named("", serde_json::json!(24)), "FATAL4");
+        assert_eq!(named("", serde_json::json!(0)), "-");
+        assert_eq!(named("", serde_json::json!(99)), "99");
+        assert_eq!(named("", Value::Null), "-");
+        assert_eq!(named("Warning", serde_json::json!(13)), "Warning");
+    }
 
     #[test]
     fn table_lines_are_single_lines() {
