@@ -1575,14 +1575,20 @@ async fn cli_manages_tenants_and_keys_with_a_token_and_reports_a_401_without() {
         &["logs", "search", "cli", "--since", "1h"],
         &["logs", "tail", "cli"],
     ] {
+        // Without one, the CLI also says where a credential comes from.
         let err = cli_err(&c, args, &[]).await;
         assert!(
-            err.contains("401") && err.contains("missing credential"),
+            err.contains("401")
+                && err.contains("missing credential")
+                && err.contains("VANTAGE_TOKEN")
+                && err.contains("initial-admin.txt"),
             "{args:?}: {err}"
         );
         let err = cli_err(&c, &[&["--token", "garbage"][..], args].concat(), &[]).await;
         assert!(
-            err.contains("401") && err.contains("invalid credential"),
+            err.contains("401")
+                && err.contains("invalid credential")
+                && !err.contains("no credential was sent"),
             "{args:?} with a bad token: {err}"
         );
     }

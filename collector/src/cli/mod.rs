@@ -289,12 +289,40 @@ async fn call_json(
     Ok(serde_json::from_slice(&bytes)?)
 }
 
+/// An answer of the API that is not a success, kept typed so that `run` can tell a 401
+/// from other failures.
+#[derive(Debug)]
+struct ApiError {
+    status: hyper::StatusCode,
+    message: String,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.status, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
 fn api_error(status: hyper::StatusCode, body: &[u8]) -> anyhow::Error {
     let message = serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
         .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
-    anyhow::anyhow!("{status}: {message}")
+    ApiError { status, message }.into()
+}
+
+/// A 401 to a command that sent no credential says where one comes from: a first-time
+/// user has an API key in `initial-admin.txt` and has not told the CLI yet.
+fn with_credential_hint(error: anyhow::Error) -> anyhow::Error {
+    match error.downcast_ref::<ApiError>() {
+        Some(e) if e.status == hyper::StatusCode::UNAUTHORIZED => anyhow::anyhow!(
+            "{e} (no credential was sent: pass --token or set VANTAGE_TOKEN to an API key, \
+             e.g. the one in <data-dir>/initial-admin.txt, or run `vantage login`)"
+        ),
+        _ => error,
+    }
 }
 
 async fn run(mut cli: Cli) -> anyhow::Result<()> {
@@ -303,27 +331,39 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
     if cli.token.is_none() && !matches!(cli.command, Command::Login { .. }) {
         cli.token = people::saved_token(&client, &cli.url).await;
     }
+    let anonymous =
+        cli.token.is_none() && !matches!(cli.command, Command::Login { .. } | Command::Logout);
+    let result = dispatch(&client, cli).await;
+    if anonymous {
+        result.map_err(with_credential_hint)
+    } else {
+        result
+    }
+}
+
+/// Runs one command with the credential `run` settled on.
+async fn dispatch(client: &HttpClient, cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Login {
             username,
             tenant,
             totp,
-        } => people::login(&client, &cli.url, username, tenant, totp).await,
-        Command::Logout => people::logout(&client, &cli.url).await,
+        } => people::login(client, &cli.url, username, tenant, totp).await,
+        Command::Logout => people::logout(client, &cli.url).await,
         Command::Agents { command } => {
-            agents::agents(&client, &cli.url, cli.token.as_deref(), command).await
+            agents::agents(client, &cli.url, cli.token.as_deref(), command).await
         }
         Command::Enrollment { command } => {
-            agents::enrollment(&client, &cli.url, cli.token.as_deref(), command).await
+            agents::enrollment(client, &cli.url, cli.token.as_deref(), command).await
         }
         Command::Secrets { command } => {
-            secrets::secrets(&client, &cli.url, cli.token.as_deref(), command).await
+            secrets::secrets(client, &cli.url, cli.token.as_deref(), command).await
         }
         Command::Config { command } => {
-            config::run(&client, &cli.url, cli.token.as_deref(), command).await
+            config::run(client, &cli.url, cli.token.as_deref(), command).await
         }
         Command::Users { command } => {
-            people::users(&client, &cli.url, cli.token.as_deref(), command).await
+            people::users(client, &cli.url, cli.token.as_deref(), command).await
         }
         Command::Audit {
             action,
@@ -336,10 +376,10 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             params.extend(action.map(|a| ("action", a)));
             params.extend(since.map(|s| ("since", s)));
             params.extend(tenant.map(|t| ("tenant", t)));
-            people::audit(&client, &cli.url, cli.token.as_deref(), params, json).await
+            people::audit(client, &cli.url, cli.token.as_deref(), params, json).await
         }
         Command::Traces { command } => {
-            traces::run(&client, &cli.url, cli.token.as_deref(), command).await
+            traces::run(client, &cli.url, cli.token.as_deref(), command).await
         }
         Command::Logs {
             command:
@@ -369,7 +409,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             }
             let uri = url(&cli.url, "/api/v1/logs/search", &params)?;
             let response =
-                call(&client, hyper::Method::GET, uri, cli.token.as_deref(), None).await?;
+                call(client, hyper::Method::GET, uri, cli.token.as_deref(), None).await?;
             let status = response.status();
             let body = response.into_body().collect().await?.to_bytes();
             if !status.is_success() {
@@ -403,7 +443,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         } => {
             let uri = url(&cli.url, "/api/v1/logs/tail", &[("query", query)])?;
             let response =
-                call(&client, hyper::Method::GET, uri, cli.token.as_deref(), None).await?;
+                call(client, hyper::Method::GET, uri, cli.token.as_deref(), None).await?;
             let status = response.status();
             let mut body = response.into_body();
             if !status.is_success() {
@@ -470,7 +510,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
                     });
                     let uri = url(&cli.url, "/api/v1/keys", &[])?;
                     let key =
-                        call_json(&client, hyper::Method::POST, uri, token, Some(body)).await?;
+                        call_json(client, hyper::Method::POST, uri, token, Some(body)).await?;
                     writeln!(out, "key_id:  {}", key["key_id"].as_str().unwrap_or(""))?;
                     writeln!(out, "tenant:  {}", key["tenant"].as_str().unwrap_or(""))?;
                     writeln!(out, "scopes:  {}", key["scopes"])?;
@@ -484,7 +524,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
                     let params: Vec<(&str, String)> =
                         tenant.map(|t| ("tenant", t)).into_iter().collect();
                     let uri = url(&cli.url, "/api/v1/keys", &params)?;
-                    let list = call_json(&client, hyper::Method::GET, uri, token, None).await?;
+                    let list = call_json(client, hyper::Method::GET, uri, token, None).await?;
                     writeln!(
                         out,
                         "{:<14} {:<12} {:<24} {:<22} STATE",
@@ -513,17 +553,17 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
                 }
                 KeysCommand::Revoke { key_id } => {
                     let uri = url(&cli.url, &format!("/api/v1/keys/{key_id}"), &[])?;
-                    call_json(&client, hyper::Method::DELETE, uri, token, None).await?;
+                    call_json(client, hyper::Method::DELETE, uri, token, None).await?;
                     writeln!(out, "revoked {key_id}")?;
                 }
             }
             Ok(())
         }
         Command::Silences { command } => {
-            silences::run(&client, &cli.url, cli.token.as_deref(), command).await
+            silences::run(client, &cli.url, cli.token.as_deref(), command).await
         }
         Command::Alerts { command } => {
-            subscriptions::run(&client, &cli.url, cli.token.as_deref(), command).await
+            subscriptions::run(client, &cli.url, cli.token.as_deref(), command).await
         }
         Command::Tenants { command } => {
             let token = cli.token.as_deref();
@@ -532,11 +572,11 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             match command {
                 TenantsCommand::Create { name } => {
                     let body = serde_json::json!({ "name": name });
-                    let t = call_json(&client, hyper::Method::POST, uri, token, Some(body)).await?;
+                    let t = call_json(client, hyper::Method::POST, uri, token, Some(body)).await?;
                     writeln!(out, "created tenant {}", t["name"].as_str().unwrap_or(""))?;
                 }
                 TenantsCommand::List => {
-                    let list = call_json(&client, hyper::Method::GET, uri, token, None).await?;
+                    let list = call_json(client, hyper::Method::GET, uri, token, None).await?;
                     for t in list["tenants"].as_array().cloned().unwrap_or_default() {
                         writeln!(out, "{}", t["name"].as_str().unwrap_or(""))?;
                     }
