@@ -173,9 +173,14 @@ impl<'a> Iterator for RawFields<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let start = self.wire.rest();
-        let (tag, wire) = self.wire.key().ok()??;
-        // The message was walked whole when it was decoded, so this cannot fail.
-        self.wire.skip(wire).ok()?;
+        // The message was walked whole when it was decoded, so neither step can fail;
+        // debug builds (every test) check that rather than end the walk quietly.
+        let key = self.wire.key();
+        debug_assert!(key.is_ok(), "a decoded record's key no longer reads");
+        let (tag, wire) = key.ok()??;
+        let skipped = self.wire.skip(wire);
+        debug_assert!(skipped.is_ok(), "a decoded record's field {tag} no longer skips");
+        skipped.ok()?;
         let used = start.len() - self.wire.rest().len();
         Some((tag, &start[..used]))
     }
