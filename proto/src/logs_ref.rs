@@ -179,7 +179,10 @@ impl<'a> Iterator for RawFields<'a> {
         debug_assert!(key.is_ok(), "a decoded record's key no longer reads");
         let (tag, wire) = key.ok()??;
         let skipped = self.wire.skip(wire);
-        debug_assert!(skipped.is_ok(), "a decoded record's field {tag} no longer skips");
+        debug_assert!(
+            skipped.is_ok(),
+            "a decoded record's field {tag} no longer skips"
+        );
         skipped.ok()?;
         let used = start.len() - self.wire.rest().len();
         Some((tag, &start[..used]))
