@@ -333,12 +333,13 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
     }
     let anonymous =
         cli.token.is_none() && !matches!(cli.command, Command::Login { .. } | Command::Logout);
-    let result = dispatch(&client, cli).await;
-    if anonymous {
-        result.map_err(with_credential_hint)
-    } else {
-        result
-    }
+    dispatch(&client, cli).await.map_err(|e| {
+        if anonymous {
+            with_credential_hint(e)
+        } else {
+            e
+        }
+    })
 }
 
 /// Runs one command with the credential `run` settled on.
@@ -595,26 +596,25 @@ fn line(hit: &Value) -> String {
         other => other.to_string(),
     };
     let body: String = body.replace(['\n', '\r'], " ");
-    let severity = hit["severity_text"]
-        .as_str()
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .unwrap_or_else(|| severity_name(&hit["severity_number"]));
     format!(
         "{:<30} {:<8} {:<20} {}",
         hit["timestamp"].as_str().unwrap_or(""),
-        severity,
+        severity_label(hit),
         hit["service_name"].as_str().unwrap_or("-"),
         body
     )
 }
 
-/// The OTLP short name of a severity number (`INFO`, `WARN2`), for records sent with a
-/// number and no text (many loggers' bridges): a bare `9` means nothing to a reader.
-/// Unset (0) is `-`, as a missing service is; a number outside the enum stays a number.
-fn severity_name(number: &Value) -> String {
+/// A log hit's severity as every table of the CLI shows it: its text, else the OTLP short
+/// name of its number (`INFO`, `WARN2`), for records sent with a number and no text (many
+/// loggers' bridges), since a bare `9` means nothing to a reader. Neither is `-`, as a
+/// missing service is; a number outside the enum stays a number.
+pub(super) fn severity_label(hit: &Value) -> String {
     use vantage_proto::otlp::logs::v1::SeverityNumber;
-    match number.as_i64() {
+    if let Some(text) = hit["severity_text"].as_str().filter(|s| !s.is_empty()) {
+        return text.to_string();
+    }
+    match hit["severity_number"].as_i64() {
         None | Some(0) => "-".to_string(),
         Some(n) => i32::try_from(n)
             .ok()

@@ -89,7 +89,7 @@ pub(super) async fn run(
                     "log {} {} {} {}",
                     log["timestamp"].as_str().unwrap_or(""),
                     log["span_id"].as_str().unwrap_or(""),
-                    log["severity_text"].as_str().unwrap_or(""),
+                    super::severity_label(log),
                     log["body"]
                 )?;
             }
